@@ -1,0 +1,41 @@
+# Two commands matter: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-unit lint system-deps devcluster-build venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test,dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages used by the tests and the demo: Prometheus and dbus-daemon.
+system-deps:
+	@bash scripts/system-deps.sh
+
+devcluster-build:
+	@bash devcluster/build.sh >/dev/null
+
+demo: venv system-deps devcluster-build
+	$(VENV)/bin/cloud4iot demo
+
+test: venv system-deps devcluster-build
+	$(VENV)/bin/pytest
+
+# Fast tests only: no cluster, no Prometheus, no D-Bus.
+test-unit: venv
+	$(VENV)/bin/pytest -m 'not cluster and not prometheus and not dbus'
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
