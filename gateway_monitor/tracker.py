@@ -1,0 +1,224 @@
+"""Per-device link judgement: calibration, robust smoothing and presence hysteresis.
+
+Pure: no I/O, no clock. Every call gets the time (seconds, any monotonic origin) so the
+same code runs live, on replayed traces at any speed, and in tests.
+
+Arrival is fast and departure slow, because "not heard" is never proof of absence:
+- arrive when the median of the last ``arrive_samples`` calibrated readings reaches
+  ``enter`` (a median, so one lucky spike from a far device cannot claim presence);
+- leave when the outlier-robust mean of the last ``window`` seconds has stayed below
+  ``leave`` (set below ``enter``) for ``leave_hold`` seconds, or when nothing was heard
+  for ``away_timeout``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+RSSI_MIN = -127
+RSSI_MAX = 20
+
+
+class ConfigError(ValueError):
+    """A tracker setting that cannot work (e.g. leave above enter)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Calibrated dBm levels: presence is claimed at ``enter`` and given up below ``leave``."""
+
+    enter: float
+    leave: float
+
+    def __post_init__(self) -> None:
+        if self.leave > self.enter:
+            raise ConfigError(f"leave ({self.leave}) must not be above enter ({self.enter})")
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    """Tunables; the README explains each default."""
+
+    thresholds: Thresholds = Thresholds(enter=-75.0, leave=-85.0)
+    away_timeout: float = 30.0  # seconds without any advert before a present device is away
+    window: float = 10.0  # seconds of readings behind the smoothed RSSI
+    leave_hold: float = 5.0  # the smoothed RSSI must stay below leave this long to depart
+    max_samples: int = 32  # cap per device, so a chatty advertiser costs bounded memory
+    arrive_samples: int = 3  # median of this many latest readings must reach enter
+    offset: float = 0.0  # this gateway's radio calibration, added to every raw reading
+
+    def __post_init__(self) -> None:
+        if self.away_timeout <= 0 or self.window <= 0 or self.leave_hold < 0:
+            raise ConfigError("away_timeout and window must be positive, leave_hold >= 0")
+        if self.arrive_samples < 1 or self.max_samples < self.arrive_samples:
+            raise ConfigError("need 1 <= arrive_samples <= max_samples")
+
+
+class Transition(StrEnum):
+    ARRIVED = "arrived"
+    DEPARTED = "departed"
+
+
+@dataclass(frozen=True, slots=True)
+class LinkState:
+    """What this gateway currently believes about one device."""
+
+    key: str
+    present: bool
+    rssi: int | None  # smoothed, calibrated, clamped to the CRD's range; None if no reading
+    last_seen: float  # time of the latest advert
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Result of feeding a reading or a clock tick: the new state and whether it flipped."""
+
+    state: LinkState
+    transition: Transition | None = None
+
+
+def robust_mean(values: Sequence[float]) -> float:
+    """Mean of the readings inside the Tukey fences (Q1 - 1.5 IQR, Q3 + 1.5 IQR).
+
+    BLE RSSI has one-sided outliers (reflections, body blocking a single packet); the
+    fences discard them and the mean of the rest keeps the resolution a median lacks.
+    Below four readings quartiles mean little, so it falls back to the median.
+    """
+    if not values:
+        raise ValueError("robust_mean of no values")
+    if len(values) < 4:
+        return statistics.median(values)
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    spread = 1.5 * (q3 - q1)
+    inliers = [v for v in values if q1 - spread <= v <= q3 + spread]
+    return statistics.fmean(inliers)
+
+
+def clamp_rssi(value: float) -> int:
+    return max(RSSI_MIN, min(RSSI_MAX, round(value)))
+
+
+@dataclass(slots=True)
+class _Link:
+    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (t, calibrated dBm)
+    present: bool = False
+    last_seen: float = 0.0
+    below_since: float | None = None  # when the smoothed RSSI last went below leave
+    thresholds: Thresholds | None = None  # per-device override from the Device spec
+
+
+class Tracker:
+    """All devices one gateway tracks, keyed by Device object name."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self._links: dict[str, _Link] = {}
+        self._overrides: dict[str, Thresholds] = {}
+
+    def set_offset(self, offset: float) -> None:
+        """Change the calibration (policy reload); applies to readings from now on."""
+        cfg = self.config
+        self.config = TrackerConfig(
+            thresholds=cfg.thresholds,
+            away_timeout=cfg.away_timeout,
+            window=cfg.window,
+            leave_hold=cfg.leave_hold,
+            max_samples=cfg.max_samples,
+            arrive_samples=cfg.arrive_samples,
+            offset=offset,
+        )
+
+    def set_thresholds(self, key: str, enter: float | None, leave: float | None) -> None:
+        """Per-device thresholds from the Device spec; a missing one keeps the default gap."""
+        default = self.config.thresholds
+        gap = default.enter - default.leave
+        if enter is None and leave is None:
+            self._overrides.pop(key, None)
+            return
+        if enter is None:
+            assert leave is not None
+            enter = leave + gap
+        elif leave is None:
+            leave = enter - gap
+        self._overrides[key] = Thresholds(enter=enter, leave=leave)
+
+    def thresholds(self, key: str) -> Thresholds:
+        return self._overrides.get(key, self.config.thresholds)
+
+    def forget(self, key: str) -> None:
+        """The Device is gone: drop everything about it."""
+        self._links.pop(key, None)
+        self._overrides.pop(key, None)
+
+    def keys(self) -> Iterable[str]:
+        return self._links.keys()
+
+    def present_count(self) -> int:
+        return sum(1 for link in self._links.values() if link.present)
+
+    def state(self, key: str) -> LinkState | None:
+        link = self._links.get(key)
+        return None if link is None else self._state(key, link)
+
+    def observe(self, key: str, raw_rssi: float, now: float) -> Update:
+        """Feed one advert's RSSI (dBm as the radio reported it) heard at ``now``."""
+        cfg = self.config
+        link = self._links.setdefault(key, _Link())
+        link.samples.append((now, raw_rssi + cfg.offset))
+        link.last_seen = now
+        self._prune(link, now)
+        thresholds = self.thresholds(key)
+        transition: Transition | None = None
+        values = [v for _, v in link.samples]
+        if not link.present:
+            latest = values[-cfg.arrive_samples :]
+            if len(latest) == cfg.arrive_samples and statistics.median(latest) >= thresholds.enter:
+                link.present = True
+                transition = Transition.ARRIVED
+                # The approach readings describe where the device was, not where it is.
+                while len(link.samples) > cfg.arrive_samples:
+                    link.samples.popleft()
+        elif robust_mean(values) >= thresholds.leave:
+            link.below_since = None
+        else:
+            if link.below_since is None:
+                link.below_since = now
+            if now - link.below_since >= cfg.leave_hold:
+                link.present = False
+                link.below_since = None
+                transition = Transition.DEPARTED
+        return Update(self._state(key, link), transition)
+
+    def tick(self, now: float) -> list[Update]:
+        """Advance the clock: departures by away timeout, and forget long-silent devices."""
+        cfg = self.config
+        out: list[Update] = []
+        for key, link in list(self._links.items()):
+            silent = now - link.last_seen
+            if link.present and silent >= cfg.away_timeout:
+                link.present = False
+                link.below_since = None
+                link.samples.clear()
+                out.append(Update(self._state(key, link), Transition.DEPARTED))
+            elif not link.present and silent >= max(cfg.window, cfg.away_timeout):
+                del self._links[key]
+            else:
+                self._prune(link, now)
+        return out
+
+    def _prune(self, link: _Link, now: float) -> None:
+        horizon = now - self.config.window
+        # The newest reading stays: a present device keeps a value until it is away.
+        while len(link.samples) > 1 and (
+            link.samples[0][0] < horizon or len(link.samples) > self.config.max_samples
+        ):
+            link.samples.popleft()
+
+    def _state(self, key: str, link: _Link) -> LinkState:
+        values = [v for _, v in link.samples]
+        rssi = clamp_rssi(robust_mean(values)) if values else None
+        return LinkState(key=key, present=link.present, rssi=rssi, last_seen=link.last_seen)
