@@ -1,0 +1,133 @@
+"""Command lines: `cloud4iot-extender` (the service) and `cloud4iot` (admin tools)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import orjson
+
+from extender.policy.loader import PolicyError
+
+log = logging.getLogger("cloud4iot")
+
+
+def _extender_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cloud4iot-extender",
+        description="kube-scheduler extender placing IoT functions on gateway, edge and cloud",
+    )
+    p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8888)
+    cluster = p.add_mutually_exclusive_group()
+    cluster.add_argument("--kubeconfig", type=Path, help="watch nodes and devices of this cluster")
+    cluster.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+    p.add_argument("--prometheus-url", help="refresh node load from this Prometheus")
+    p.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024)
+    p.add_argument("--policy-poll-interval", type=float, default=2.0)
+    p.add_argument(
+        "--no-leader-election",
+        action="store_true",
+        help="never write Device status.nearest nor touch Nodes (read-only replica)",
+    )
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def extender_main(argv: list[str] | None = None) -> int:
+    args = _extender_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from aiohttp import web
+
+    from extender.app import create_app
+    from extender.settings import Settings
+
+    settings = Settings(
+        policy_path=args.policy,
+        host=args.host,
+        port=args.port,
+        kubeconfig=args.kubeconfig,
+        in_cluster=args.in_cluster,
+        prometheus_url=args.prometheus_url,
+        max_body_bytes=args.max_body_bytes,
+        policy_poll_interval=args.policy_poll_interval,
+        leader_election=not args.no_leader_election,
+    )
+    try:
+        app = create_app(settings)
+    except PolicyError as exc:
+        print(f"cloud4iot-extender: policy refused:\n{exc}", file=sys.stderr)
+        return 2
+    log.info("listening on %s:%d with policy %s", args.host, args.port, settings.policy_path)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from extender.simulate import StateFileError, simulate
+
+    try:
+        doc = simulate(args.policy, args.state, args.pod)
+    except (PolicyError, StateFileError) as exc:
+        print(f"cloud4iot simulate: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    return 0
+
+
+def _check_policy(args: argparse.Namespace) -> int:
+    from extender.policy.loader import load_policy
+
+    failed = 0
+    for path in args.files:
+        try:
+            loaded = load_policy(path)
+        except PolicyError as exc:
+            print(exc, file=sys.stderr)
+            failed += 1
+        else:
+            print(
+                f"{path}: ok ({loaded.version}, classes: {', '.join(loaded.policy.spec.classes)})"
+            )
+    return 1 if failed else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from extender.demo import run_demo
+
+    return run_demo(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="cloud4iot", description="Cloud4IoT placement admin tools")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="each node's verdict for a pod in a given state")
+    sim.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
+    sim.add_argument("--state", type=Path, required=True, help="state file (see docs)")
+    sim.add_argument("--pod", type=Path, required=True, help="Pod as YAML or JSON")
+    sim.set_defaults(func=_simulate)
+
+    chk = sub.add_parser("check-policy", help="validate policy files, report every problem")
+    chk.add_argument("files", type=Path, nargs="+")
+    chk.set_defaults(func=_check_policy)
+
+    demo = sub.add_parser("demo", help="run the main demo")
+    demo.add_argument("--keep", action="store_true", help="leave the demo cluster running")
+    demo.set_defaults(func=_demo)
+
+    try:
+        from devcluster.cli import add_parser as add_devcluster
+    except ImportError:  # the devcluster is a development tool, optional in images
+        pass
+    else:
+        add_devcluster(sub)
+
+    args = p.parse_args(argv)
+    code: int = args.func(args)
+    return code

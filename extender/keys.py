@@ -1,0 +1,15 @@
+"""Typed keys of the aiohttp application's shared objects."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from extender.metrics import Metrics
+from extender.policy.store import PolicyStore
+from extender.settings import Settings
+from extender.state.store import StateStore
+
+SETTINGS = web.AppKey("settings", Settings)
+POLICY = web.AppKey("policy", PolicyStore)
+STATE = web.AppKey("state", StateStore)
+METRICS = web.AppKey("metrics", Metrics)

@@ -1,0 +1,150 @@
+"""Load a PlacementPolicy from YAML and report every problem with file, line and field.
+
+PyYAML's composed node tree keeps the position of every key and value; we walk it
+once to map each path (spec.classes.x.tiers.1) to a line, then translate
+pydantic's error locations through that map. All problems are reported at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from extender.policy.schema import PlacementPolicy, semantic_problems
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    line: int  # 1-based
+    field: str  # dotted path, "" for the whole document
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class PolicyError(Exception):
+    """A policy that cannot be used; `problems` lists each one."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicy:
+    policy: PlacementPolicy
+    source: str
+    digest: str  # sha256 of the bytes, so reloads of identical content are no-ops
+
+    @property
+    def version(self) -> str:
+        return f"{self.policy.metadata.name}@{self.digest[:12]}"
+
+
+def _dotted(path: PathKey) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _index(
+    node: yaml.Node, path: PathKey, lines: dict[PathKey, int], dupes: list[tuple[PathKey, int]]
+) -> None:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                dupes.append(((*path, key), key_node.start_mark.line + 1))
+            seen.add(key)
+            _index(value_node, (*path, key), lines, dupes)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index(item, (*path, i), lines, dupes)
+
+
+def _line_for(path: PathKey, lines: dict[PathKey, int]) -> int:
+    # A missing field has no line of its own: point at the nearest parent that exists.
+    for cut in range(len(path), -1, -1):
+        if path[:cut] in lines:
+            return lines[path[:cut]]
+    return 1
+
+
+def parse_policy(text: str | bytes, source: str = "<policy>") -> LoadedPolicy:
+    """Parse and validate; raises PolicyError listing every problem found."""
+    raw = text.encode() if isinstance(text, str) else text
+    try:
+        root = yaml.compose(raw.decode("utf-8"), Loader=yaml.SafeLoader)
+    except UnicodeDecodeError as exc:
+        raise PolicyError([Problem(source, 1, "", f"not UTF-8 text: {exc.reason}")]) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise PolicyError([Problem(source, line, "", f"invalid YAML: {exc.problem}")]) from exc
+    if root is None:
+        raise PolicyError([Problem(source, 1, "", "the file is empty")])
+
+    lines: dict[PathKey, int] = {}
+    dupes: list[tuple[PathKey, int]] = []
+    _index(root, (), lines, dupes)
+    problems = [Problem(source, line, _dotted(p), "key appears twice") for p, line in dupes]
+    data: Any = yaml.safe_load(raw)
+    if not isinstance(data, dict):
+        problems.append(Problem(source, 1, "", "the document must be a mapping"))
+        raise PolicyError(problems)
+
+    try:
+        policy = PlacementPolicy.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc: PathKey = tuple(err["loc"])
+            # pydantic appends validator names for unions/annotated types; keep data keys
+            problems.append(
+                Problem(source, _line_for(loc, lines), _dotted(loc), _message(err, data))
+            )
+        raise PolicyError(problems) from exc
+
+    problems += [
+        Problem(source, _line_for(p, lines), _dotted(p), msg)
+        for p, msg in semantic_problems(policy)
+    ]
+    if problems:
+        raise PolicyError(problems)
+    return LoadedPolicy(policy=policy, source=source, digest=hashlib.sha256(raw).hexdigest())
+
+
+def _message(err: Any, data: Any) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see policies/README.md)"
+    if kind == "literal_error":
+        return f"{err['msg']} (got {err.get('input')!r})"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def load_policy(path: str | Path) -> LoadedPolicy:
+    """Read and parse a policy file (blocking: call from a thread on the event loop)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise PolicyError([Problem(str(p), 1, "", f"cannot read: {exc.strerror}")]) from exc
+    return parse_policy(raw, source=str(p))

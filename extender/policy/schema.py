@@ -1,0 +1,188 @@
+"""PlacementPolicy: the YAML admins tune, as typed, validated models.
+
+Field names are camelCase in YAML (Kubernetes style) and snake_case in Python.
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "cloud4iot.io/v1alpha1"
+KIND = "PlacementPolicy"
+
+_DURATION = re.compile(r"(?P<n>\d+(?:\.\d+)?)(?P<u>ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """'1m30s', '500ms', '10s' or a number of seconds -> seconds (float)."""
+    if isinstance(value, bool):
+        raise ValueError("a duration such as 30s, 2m or 500ms")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        pos, total = 0, 0.0
+        for match in _DURATION.finditer(text):
+            if match.start() != pos:
+                break
+            total += float(match["n"]) * _UNIT[match["u"]]
+            pos = match.end()
+        if text and pos == len(text):
+            return total
+    raise ValueError(f"{value!r} is not a duration such as 30s, 2m or 500ms")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Dbm = Annotated[float, Field(ge=-127, le=20)]
+
+
+class Tier(StrEnum):
+    GATEWAY = "gateway"
+    EDGE = "edge"
+    CLOUD = "cloud"
+
+
+class ProximityRule(StrEnum):
+    REQUIRED = "required"  # gateways that do not hear the device are refused
+    PREFERRED = "preferred"  # they lose their tier preference, but stay feasible
+    IGNORED = "ignored"
+
+
+class StaleRule(StrEnum):
+    FAIL_OPEN = "failOpen"  # stale or missing data: no hard limit, neutral score
+    FAIL_CLOSED = "failClosed"  # stale or missing data: node refused (transient)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class StaleData(_Model):
+    load_max_age: Duration = 30.0
+    sighting_max_age: Duration = 30.0
+    on_stale_load: StaleRule = StaleRule.FAIL_OPEN
+
+
+class PrometheusQueries(_Model):
+    cpu: str = '1 - avg by (node) (rate(node_cpu_seconds_total{mode="idle"}[30s]))'
+    memory: str = "1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes"
+
+
+class PrometheusSpec(_Model):
+    refresh_interval: Annotated[Duration, Field(gt=0)] = 5.0
+    timeout: Annotated[Duration, Field(gt=0)] = 2.0
+    node_label: Annotated[str, Field(min_length=1)] = "node"
+    queries: PrometheusQueries = PrometheusQueries()
+
+
+class NearestSpec(_Model):
+    """Incumbent/challenger hysteresis for the central nearest-gateway decision."""
+
+    challenger_margin_db: Annotated[float, Field(ge=0)] = 6.0
+    challenger_dwell: Duration = 10.0
+    freshness: Duration = 15.0
+
+
+class GatewayRadio(_Model):
+    rssi_offset: Annotated[float, Field(ge=-40, le=40)] = 0.0
+    exclude_from_vote: bool = False
+
+
+class LoadLimits(_Model):
+    cpu: Fraction | None = None
+    memory: Fraction | None = None
+
+
+class Weights(_Model):
+    tier: Annotated[float, Field(ge=0)] = 1.0
+    proximity: Annotated[float, Field(ge=0)] = 1.0
+    load: Annotated[float, Field(ge=0)] = 1.0
+
+
+class FunctionClass(_Model):
+    description: str = ""
+    tiers: Annotated[list[Tier], Field(min_length=1)]
+    preference: dict[str, list[Tier]] = Field(default_factory=dict)
+    default_mode: str = "default"
+    proximity: ProximityRule = ProximityRule.IGNORED
+    rssi_threshold: Dbm = -85.0
+    rssi_strong: Dbm = -50.0
+    load_limits: LoadLimits = LoadLimits()
+    weights: Weights = Weights()
+
+    def preference_for(self, mode: str | None) -> list[Tier]:
+        """The ordered tier preference for a mode; the class default, then its tiers."""
+        if mode is not None and mode in self.preference:
+            return self.preference[mode]
+        return self.preference.get(self.default_mode, self.tiers)
+
+
+class Metadata(_Model):
+    name: Annotated[str, Field(min_length=1)]
+
+
+class PolicySpec(_Model):
+    stale_data: StaleData = StaleData()
+    prometheus: PrometheusSpec = PrometheusSpec()
+    nearest: NearestSpec = NearestSpec()
+    gateways: dict[str, GatewayRadio] = Field(default_factory=dict)
+    classes: Annotated[dict[str, FunctionClass], Field(min_length=1)]
+
+
+class PlacementPolicy(_Model):
+    api_version: Literal["cloud4iot.io/v1alpha1"]
+    kind: Literal["PlacementPolicy"]
+    metadata: Metadata
+    spec: PolicySpec
+
+
+def semantic_problems(policy: PlacementPolicy) -> list[tuple[tuple[str | int, ...], str]]:
+    """Rules that span fields; each problem carries the YAML path it belongs to."""
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for name, cls in policy.spec.classes.items():
+        base: tuple[str | int, ...] = ("spec", "classes", name)
+        allowed = set(cls.tiers)
+        if len(allowed) != len(cls.tiers):
+            problems.append(((*base, "tiers"), "lists a tier twice"))
+        for mode, order in cls.preference.items():
+            for i, tier in enumerate(order):
+                if tier not in allowed:
+                    problems.append(
+                        (
+                            (*base, "preference", mode, i),
+                            f"tier {tier.value!r} is not in this class's tiers "
+                            f"{[t.value for t in cls.tiers]}",
+                        )
+                    )
+            if len(set(order)) != len(order):
+                problems.append(((*base, "preference", mode), "lists a tier twice"))
+        if cls.preference and cls.default_mode not in cls.preference:
+            problems.append(
+                (
+                    (*base, "defaultMode"),
+                    f"mode {cls.default_mode!r} has no entry in preference "
+                    f"(has {sorted(cls.preference)})",
+                )
+            )
+        if cls.rssi_strong <= cls.rssi_threshold:
+            problems.append(
+                ((*base, "rssiStrong"), "must be above rssiThreshold (stronger signal)")
+            )
+        w = cls.weights
+        if w.tier + w.proximity + w.load <= 0:
+            problems.append(((*base, "weights"), "at least one weight must be positive"))
+        if cls.proximity is not ProximityRule.IGNORED and Tier.GATEWAY not in allowed:
+            problems.append(
+                ((*base, "proximity"), "a proximity rule needs 'gateway' among the tiers")
+            )
+    return problems

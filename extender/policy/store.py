@@ -1,0 +1,69 @@
+"""The policy in force, and hot reload that keeps the last good one.
+
+Polling the file's content (not inotify) follows a ConfigMap's `..data` symlink
+swap, editors that replace files, and network filesystems alike; a hash makes an
+unchanged file free to re-read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from extender.policy.loader import (
+    LoadedPolicy,
+    PolicyError,
+    Problem,
+    load_policy,
+    parse_policy,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class PolicyStore:
+    path: Path
+    current: LoadedPolicy
+    last_error: PolicyError | None = None
+    reloads_ok: int = 0
+    reloads_failed: int = 0
+    _seen_digest: str = field(default="", repr=False)
+
+    @classmethod
+    def open(cls, path: Path) -> PolicyStore:
+        """Load at start: a bad policy here is fatal (there is no last good one)."""
+        loaded = load_policy(path)
+        return cls(path=path, current=loaded, _seen_digest=loaded.digest)
+
+    def check_once(self) -> str:
+        """Re-read the file; apply it if it changed and is valid. Blocking I/O.
+
+        Returns "unchanged", "applied" or "refused".
+        """
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            # Mid-swap or deleted: keep the policy in force, try again next poll.
+            self._fail(PolicyError([Problem(str(self.path), 1, "", f"cannot read: {exc}")]))
+            return "refused"
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest == self._seen_digest:
+            return "unchanged"
+        self._seen_digest = digest
+        try:
+            loaded = parse_policy(raw, source=str(self.path))
+        except PolicyError as exc:
+            self._fail(exc)
+            return "refused"
+        self.current, self.last_error = loaded, None
+        self.reloads_ok += 1
+        log.info("policy reloaded: %s", loaded.version)
+        return "applied"
+
+    def _fail(self, exc: PolicyError) -> None:
+        self.last_error = exc
+        self.reloads_failed += 1
+        log.error("policy %s refused, keeping %s:\n%s", self.path, self.current.version, exc)

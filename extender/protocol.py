@@ -1,0 +1,156 @@
+"""kube-scheduler's extender wire types, in and out, and nothing else.
+
+The Go types carry no JSON tags, so keys are PascalCase (matched
+case-insensitively, as Go's decoder does); prioritize answers a bare array.
+Anything malformed raises ArgsError, which the webhook turns into HTTP 400.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from extender.scoring.model import Verdict
+
+
+class ArgsError(ValueError):
+    """The request body is not a valid ExtenderArgs; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExtenderArgs:
+    pod: Mapping[str, Any]
+    nodes: list[Mapping[str, Any]] | None  # full-Node mode (nodeCacheCapable: false)
+    node_names: list[str] | None  # name mode (nodeCacheCapable: true)
+
+    @property
+    def mode(self) -> str:
+        return "nodeNames" if self.node_names is not None else "nodes"
+
+
+def _keys(obj: Mapping[str, Any]) -> dict[str, Any]:
+    return {k.lower(): v for k, v in obj.items()}
+
+
+def decode(body: bytes) -> Any:
+    if not body:
+        raise ArgsError("empty body: expected a JSON ExtenderArgs object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ArgsError(f"body is not valid JSON: {exc}") from exc
+
+
+def parse_pod(value: Any, where: str = "Pod") -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ArgsError(f"{where} must be a Pod object, got {_kind(value)}")
+    meta = value.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise ArgsError(f"{where}.metadata must be an object, got {_kind(meta)}")
+    if isinstance(meta, dict):
+        ann = meta.get("annotations")
+        if ann is not None and not isinstance(ann, dict):
+            raise ArgsError(f"{where}.metadata.annotations must be an object")
+        labels = meta.get("labels")
+        if labels is not None and not isinstance(labels, dict):
+            raise ArgsError(f"{where}.metadata.labels must be an object")
+    return value
+
+
+def parse_args(body: bytes, *, require_nodes: bool = True) -> ExtenderArgs:
+    """Decode an ExtenderArgs body (filter, prioritize, explain)."""
+    data = decode(body)
+    if not isinstance(data, dict):
+        raise ArgsError(
+            f"expected a JSON object with Pod and Nodes or NodeNames, got {_kind(data)}"
+        )
+    fields = _keys(data)
+    if fields.get("pod") is None:
+        raise ArgsError("missing Pod")
+    pod = parse_pod(fields["pod"])
+
+    nodes: list[Mapping[str, Any]] | None = None
+    raw_nodes = fields.get("nodes")
+    if raw_nodes is not None:
+        if not isinstance(raw_nodes, dict):
+            raise ArgsError(f"Nodes must be a NodeList object, got {_kind(raw_nodes)}")
+        items = raw_nodes.get("items")
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            raise ArgsError(f"Nodes.items must be an array, got {_kind(items)}")
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise ArgsError(f"Nodes.items[{i}] must be a Node object, got {_kind(item)}")
+            meta = item.get("metadata")
+            if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+                raise ArgsError(f"Nodes.items[{i}] has no metadata.name")
+            labels = meta.get("labels")
+            if labels is not None and not isinstance(labels, dict):
+                raise ArgsError(f"Nodes.items[{i}].metadata.labels must be an object")
+        nodes = items
+
+    names: list[str] | None = None
+    raw_names = fields.get("nodenames")
+    if raw_names is not None:
+        if not isinstance(raw_names, list) or not all(isinstance(n, str) for n in raw_names):
+            raise ArgsError("NodeNames must be an array of strings")
+        names = raw_names
+
+    if nodes is not None and names is not None:
+        # kube-scheduler fills exactly one; answering in both modes would be ambiguous.
+        raise ArgsError("both Nodes and NodeNames given: expected exactly one")
+    if require_nodes and nodes is None and names is None:
+        raise ArgsError("neither Nodes nor NodeNames given")
+    return ExtenderArgs(pod=pod, nodes=nodes, node_names=names)
+
+
+def filter_result(args: ExtenderArgs, verdicts: Iterable[Verdict]) -> dict[str, Any]:
+    """ExtenderFilterResult: kept nodes in the request's own mode, refusals by kind."""
+    kept: set[str] = set()
+    failed: dict[str, str] = {}
+    unresolvable: dict[str, str] = {}
+    for v in verdicts:
+        if v.feasible:
+            kept.add(v.node)
+        elif v.unresolvable:
+            unresolvable[v.node] = v.reason
+        else:
+            failed[v.node] = v.reason
+    if args.node_names is not None:
+        # Answer only names we were given, in their order (an unknown name fails the call).
+        return {
+            "Nodes": None,
+            "NodeNames": [n for n in args.node_names if n in kept],
+            "FailedNodes": failed,
+            "FailedAndUnresolvableNodes": unresolvable,
+            "Error": "",
+        }
+    items = [n for n in (args.nodes or []) if n["metadata"]["name"] in kept]
+    return {
+        "Nodes": {"metadata": {}, "items": items},  # the objects we were given, unchanged
+        "NodeNames": None,
+        "FailedNodes": failed,
+        "FailedAndUnresolvableNodes": unresolvable,
+        "Error": "",
+    }
+
+
+def priority_list(verdicts: Iterable[Verdict]) -> list[dict[str, Any]]:
+    """HostPriorityList: a bare array, one entry per node we were given."""
+    return [{"Host": v.node, "Score": v.score} for v in verdicts]
+
+
+def _kind(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)

@@ -1,0 +1,136 @@
+"""The scorer's inputs and outputs: a pod's placement facts, the per-request context,
+refusals and verdicts. Plain frozen data, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from extender.policy.schema import FunctionClass, PlacementPolicy
+from extender.state.snapshot import DeviceFacts, Snapshot
+
+FUNCTION_ANNOTATION = "cloud4iot.io/function"
+DEVICE_ANNOTATION = "cloud4iot.io/device"
+MODE_ANNOTATION = "cloud4iot.io/mode"
+ARCHS_ANNOTATION = "cloud4iot.io/archs"
+
+
+class Code(StrEnum):
+    """Why a node was kept or refused; bounded, so it can label metrics."""
+
+    KEPT = "kept"
+    UNMANAGED = "unmanaged"
+    # permanent for this pod: preemption or waiting cannot fix them
+    ARCH_MISMATCH = "arch_mismatch"
+    NO_TIER = "no_tier_label"
+    TIER_NOT_ALLOWED = "tier_not_allowed"
+    UNKNOWN_CLASS = "unknown_class"
+    NO_DEVICE_NAMED = "no_device_named"
+    # transient: the world may change (load drops, the device moves, data arrives)
+    UNKNOWN_NODE = "unknown_node"
+    OVERLOADED = "overloaded"
+    STALE_LOAD = "stale_load"
+    UNKNOWN_DEVICE = "unknown_device"
+    NOT_HEARD = "device_not_heard"
+    NOT_NEAREST = "not_nearest_gateway"
+    HEARD_BY_GATEWAY = "device_heard_by_gateway"
+
+
+UNRESOLVABLE = frozenset(
+    {
+        Code.ARCH_MISMATCH,
+        Code.NO_TIER,
+        Code.TIER_NOT_ALLOWED,
+        Code.UNKNOWN_CLASS,
+        Code.NO_DEVICE_NAMED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    code: Code
+    reason: str  # what `kubectl describe pod` shows
+
+    @property
+    def unresolvable(self) -> bool:
+        return self.code in UNRESOLVABLE
+
+
+@dataclass(frozen=True, slots=True)
+class PodFacts:
+    """The annotations of a pod that placement reads."""
+
+    name: str
+    namespace: str
+    function: str | None = None
+    device: str | None = None
+    mode: str | None = None
+    archs: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_pod(cls, pod: Mapping[str, Any]) -> PodFacts:
+        meta = pod.get("metadata")
+        meta = meta if isinstance(meta, Mapping) else {}
+        ann = meta.get("annotations")
+        ann = ann if isinstance(ann, Mapping) else {}
+
+        def text(key: str) -> str | None:
+            value = ann.get(key)
+            return value.strip() or None if isinstance(value, str) else None
+
+        archs = text(ARCHS_ANNOTATION)
+        name = meta.get("name") or meta.get("generateName") or ""
+        namespace = meta.get("namespace") or "default"
+        return cls(
+            name=name if isinstance(name, str) else "",
+            namespace=namespace if isinstance(namespace, str) else "default",
+            function=text(FUNCTION_ANNOTATION),
+            device=text(DEVICE_ANNOTATION),
+            mode=text(MODE_ANNOTATION),
+            archs=frozenset(a.strip() for a in archs.split(",") if a.strip())
+            if archs
+            else frozenset(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Everything about one pod's evaluation that does not depend on the node.
+
+    Built once per request so the per-node rules stay cheap at thousands of nodes.
+    """
+
+    pod: PodFacts
+    cls: FunctionClass | None  # None: the pod names no class (or an unknown one)
+    snapshot: Snapshot
+    policy: PlacementPolicy
+    now: float
+    device: DeviceFacts | None = None
+    # gateways that hear the pod's device now, with their RSSI
+    heard: Mapping[str, float] = field(default_factory=dict)
+    nearest: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    node: str
+    feasible: bool
+    score: int  # 0..10, the extender range; 0 when infeasible
+    code: Code
+    reason: str
+    unresolvable: bool = False
+    parts: Mapping[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "feasible": self.feasible,
+            "unresolvable": self.unresolvable,
+            "score": self.score,
+            "code": self.code.value,
+            "reason": self.reason,
+            "parts": dict(self.parts),
+        }

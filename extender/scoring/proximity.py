@@ -1,0 +1,99 @@
+"""Proximity: a function that serves a BLE device belongs on the gateway that hears it.
+
+Per node: a gateway that does not hear the device is refused (rule `required`) or
+loses its preference (`preferred`); stronger signal scores higher and the
+central nearest-gateway decision scores highest. Across candidates (`narrow`):
+for `required`, when the nearest gateway is a feasible candidate only it stays;
+otherwise any feasible gateway that hears the device beats the other tiers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from extender.policy.schema import FunctionClass, ProximityRule, StaleData
+from extender.scoring.model import Code, Context, Refusal
+from extender.state.snapshot import DeviceFacts, NodeFacts
+
+
+def heard_by(
+    device: DeviceFacts, cls: FunctionClass, stale: StaleData, now: float
+) -> dict[str, float]:
+    """Gateways whose fresh sighting is at or above the threshold, with their RSSI."""
+    threshold = device.rssi_enter if device.rssi_enter is not None else cls.rssi_threshold
+    return {
+        s.node: s.rssi
+        for s in device.sightings.values()
+        if s.rssi >= threshold and now - s.last_seen <= stale.sighting_max_age
+    }
+
+
+def nearest_of(device: DeviceFacts, heard: Mapping[str, float]) -> str | None:
+    """The central decision if it still holds on fresh data, else the strongest signal."""
+    if device.nearest in heard:
+        return device.nearest
+    return max(heard, key=lambda n: (heard[n], n)) if heard else None
+
+
+class ProximityRuleImpl:
+    name = "proximity"
+
+    def check(self, ctx: Context, node: NodeFacts) -> Refusal | None:
+        cls = ctx.cls
+        assert cls is not None
+        if cls.proximity is not ProximityRule.REQUIRED or node.tier != "gateway":
+            return None
+        if ctx.pod.device is None:
+            return Refusal(
+                Code.NO_DEVICE_NAMED,
+                f"class {ctx.pod.function} runs on a gateway only near its device, "
+                "and the pod names none (annotation cloud4iot.io/device)",
+            )
+        if ctx.device is None:
+            return Refusal(Code.UNKNOWN_DEVICE, f"device {ctx.pod.device} is not registered")
+        if node.name not in ctx.heard:
+            sighting = ctx.device.sightings.get(node.name)
+            max_age = ctx.policy.spec.stale_data.sighting_max_age
+            if sighting is None:
+                why = "no sighting"
+            elif ctx.now - sighting.last_seen > max_age:
+                why = f"last sighting {ctx.now - sighting.last_seen:.0f}s old (max {max_age:.0f}s)"
+            else:
+                why = f"signal {sighting.rssi:.0f} dBm below threshold"
+            return Refusal(Code.NOT_HEARD, f"gateway does not hear device {ctx.pod.device}: {why}")
+        return None
+
+    def part(self, ctx: Context, node: NodeFacts) -> float:
+        cls = ctx.cls
+        assert cls is not None
+        rssi = ctx.heard.get(node.name)
+        if rssi is None:
+            return 0.0
+        if node.name == ctx.nearest:
+            return 1.0
+        span = cls.rssi_strong - cls.rssi_threshold
+        # Below the nearest: other gateways that hear it rank by signal, in 0..0.5.
+        return 0.5 * min(1.0, max(0.0, (rssi - cls.rssi_threshold) / span))
+
+
+def narrow(ctx: Context, feasible: list[NodeFacts]) -> dict[str, Refusal]:
+    """For `required` classes, refusals for feasible candidates that must yield."""
+    cls = ctx.cls
+    if cls is None or cls.proximity is not ProximityRule.REQUIRED or not ctx.heard:
+        return {}
+    names = {n.name for n in feasible}
+    device = ctx.pod.device
+    if ctx.nearest in names:
+        why = Refusal(
+            Code.NOT_NEAREST,
+            f"device {device} is nearest to gateway {ctx.nearest}, which can take the pod",
+        )
+        return {n.name: why for n in feasible if n.name != ctx.nearest}
+    hearing = sorted(names.intersection(ctx.heard))
+    if hearing:
+        why = Refusal(
+            Code.HEARD_BY_GATEWAY,
+            f"device {device} is heard by gateway {', '.join(hearing)}, which can take the pod",
+        )
+        return {n.name: why for n in feasible if n.name not in ctx.heard}
+    return {}

@@ -1,0 +1,28 @@
+"""Run-time settings of the extender service (from the command line)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    policy_path: Path = Path("policies/default.yaml")
+    host: str = "0.0.0.0"
+    port: int = 8888
+    # Cluster access: a kubeconfig path, in-cluster config, or neither (standalone:
+    # full-Node requests only, no devices).
+    kubeconfig: Path | None = None
+    in_cluster: bool = False
+    prometheus_url: str | None = None
+    max_body_bytes: int = 64 * 1024 * 1024  # 5,000 full Node objects fit comfortably
+    policy_poll_interval: float = 2.0
+    # Write status.nearest and touch gateway Nodes only while holding this Lease.
+    leader_election: bool = True
+    lease_namespace: str = "kube-system"
+    lease_name: str = "cloud4iot-extender"
+
+    @property
+    def cluster_configured(self) -> bool:
+        return self.kubeconfig is not None or self.in_cluster

@@ -1,0 +1,73 @@
+"""Device objects (devices.cloud4iot.io) reduced to DeviceFacts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from extender.state.snapshot import DeviceFacts, Sighting
+
+GROUP = "cloud4iot.io"
+VERSION = "v1alpha1"
+PLURAL = "devices"
+
+
+def parse_time(value: Any) -> float | None:
+    """RFC3339 (as the apiserver writes it) or epoch seconds to epoch seconds."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def device_facts(obj: Mapping[str, Any]) -> DeviceFacts:
+    """Build DeviceFacts from a Device as a JSON dict; malformed sightings are skipped.
+
+    Raises ValueError when the object has no name (it cannot be referenced by pods).
+    """
+    meta = obj.get("metadata") or {}
+    name = meta.get("name") if isinstance(meta, Mapping) else None
+    if not isinstance(name, str) or not name:
+        raise ValueError("device has no metadata.name")
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    spec = spec if isinstance(spec, Mapping) else {}
+    status = status if isinstance(status, Mapping) else {}
+
+    sightings: dict[str, Sighting] = {}
+    raw_sightings = status.get("sightings") or []
+    if isinstance(raw_sightings, list):
+        for entry in raw_sightings:
+            if not isinstance(entry, Mapping):
+                continue
+            node, rssi = entry.get("node"), entry.get("rssi")
+            seen = parse_time(entry.get("lastSeen"))
+            if (
+                isinstance(node, str)
+                and isinstance(rssi, int | float)
+                and not isinstance(rssi, bool)
+                and seen is not None
+            ):
+                sightings[node] = Sighting(node=node, rssi=float(rssi), last_seen=seen)
+
+    nearest_raw = status.get("nearest")
+    nearest = nearest_raw.get("node") if isinstance(nearest_raw, Mapping) else None
+    thresholds = spec.get("rssi")
+    enter = thresholds.get("enter") if isinstance(thresholds, Mapping) else None
+    address = spec.get("address")
+    return DeviceFacts(
+        name=name,
+        address=address if isinstance(address, str) else None,
+        sightings=sightings,
+        nearest=nearest if isinstance(nearest, str) else None,
+        rssi_enter=float(enter) if isinstance(enter, int | float) else None,
+    )

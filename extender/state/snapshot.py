@@ -1,0 +1,104 @@
+"""The frozen picture of the world the scorer reads: nodes, devices and node load.
+
+Sources (Kubernetes watches, the Prometheus refresher, the simulator's state file)
+build new snapshots; nothing mutates one after it is published, so a request can
+read it without locks while a refresher swaps in the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+TIER_LABEL = "cloud4iot.io/tier"
+ARCH_LABEL = "kubernetes.io/arch"
+TIERS = ("gateway", "edge", "cloud")
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    """What placement needs to know about a node, extracted once from its object."""
+
+    name: str
+    tier: str | None
+    arch: str | None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_node(cls, node: Mapping[str, Any]) -> NodeFacts:
+        """Build from a Kubernetes Node as a JSON dict; raises ValueError without a name."""
+        meta = node.get("metadata")
+        if not isinstance(meta, Mapping):
+            raise ValueError("node has no metadata")
+        name = meta.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError("node has no metadata.name")
+        raw = meta.get("labels")
+        labels: Mapping[str, str] = (
+            MappingProxyType({str(k): str(v) for k, v in raw.items()})
+            if isinstance(raw, Mapping)
+            else _EMPTY
+        )
+        return cls(
+            name=name, tier=labels.get(TIER_LABEL), arch=labels.get(ARCH_LABEL), labels=labels
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One gateway's report of how well it hears a device."""
+
+    node: str
+    rssi: float
+    last_seen: float  # epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """A Device object reduced to what the scorer reads."""
+
+    name: str
+    address: str | None
+    sightings: Mapping[str, Sighting]
+    nearest: str | None = None  # status.nearest.node, decided centrally with hysteresis
+    rssi_enter: float | None = None  # per-device threshold overriding the class's
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSample:
+    """Utilisation of a node in 0..1 and when it was measured."""
+
+    cpu: float | None
+    memory: float | None
+    at: float  # epoch seconds of the query that produced it
+
+    @property
+    def peak(self) -> float | None:
+        values = [v for v in (self.cpu, self.memory) if v is not None]
+        return max(values) if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the scorer may read about the cluster at one moment."""
+
+    nodes: Mapping[str, NodeFacts] = field(default_factory=dict)
+    devices: Mapping[str, DeviceFacts] = field(default_factory=dict)
+    load: Mapping[str, LoadSample] = field(default_factory=dict)
+    # When the node cache completed its first full list; None = never synced.
+    nodes_synced: bool = False
+    # Time of the last successful Prometheus refresh (epoch seconds), None = never.
+    load_refreshed_at: float | None = None
+
+    def with_nodes(self, nodes: Mapping[str, NodeFacts], synced: bool = True) -> Snapshot:
+        return replace(self, nodes=nodes, nodes_synced=synced)
+
+    def with_devices(self, devices: Mapping[str, DeviceFacts]) -> Snapshot:
+        return replace(self, devices=devices)
+
+    def with_load(self, load: Mapping[str, LoadSample], refreshed_at: float) -> Snapshot:
+        return replace(self, load=load, load_refreshed_at=refreshed_at)

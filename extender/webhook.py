@@ -1,0 +1,147 @@
+"""HTTP handlers: decode, ask the scorer, encode. No scoring logic lives here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from extender.keys import METRICS, POLICY, SETTINGS, STATE
+from extender.policy.loader import LoadedPolicy
+from extender.protocol import (
+    ArgsError,
+    ExtenderArgs,
+    decode,
+    filter_result,
+    parse_args,
+    parse_pod,
+    priority_list,
+)
+from extender.explain import explanation
+from extender.scoring import PodFacts, Verdict, evaluate, unknown_node
+from extender.state.snapshot import NodeFacts, Snapshot
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def decide(
+    args: ExtenderArgs, snapshot: Snapshot, policy: LoadedPolicy, now: float
+) -> list[Verdict]:
+    """Verdicts for exactly the nodes the request names, in its order."""
+    if args.node_names is None:
+        facts = [NodeFacts.from_node(n) for n in args.nodes or []]
+        return evaluate(args.pod, facts, snapshot, policy.policy, now)
+    known = [snapshot.nodes[n] for n in args.node_names if n in snapshot.nodes]
+    by_name = {v.node: v for v in evaluate(args.pod, known, snapshot, policy.policy, now)}
+    return [by_name.get(n) or unknown_node(n) for n in args.node_names]
+
+
+async def _read(request: web.Request) -> bytes:
+    # aiohttp raises 413 itself past client_max_size.
+    return await request.read()
+
+
+def _instrumented(
+    verb: str, answer: Callable[[web.Request, bytes], tuple[web.Response, str]]
+) -> Handler:
+    """Wrap a verb: body read, 400 on bad input, request count and latency by mode."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        metrics = request.app[METRICS]
+        start = time.perf_counter()
+        try:
+            body = await _read(request)
+            response, mode = answer(request, body)
+        except ArgsError as exc:
+            response, mode = json_response({"error": str(exc)}, status=400), "invalid"
+        except web.HTTPException as exc:  # 413 from the body limit
+            metrics.requests.labels(verb, "invalid", str(exc.status)).inc()
+            raise
+        metrics.requests.labels(verb, mode, str(response.status)).inc()
+        metrics.latency.labels(verb).observe(time.perf_counter() - start)
+        return response
+
+    return handler
+
+
+def _filter(request: web.Request, body: bytes) -> tuple[web.Response, str]:
+    args = parse_args(body)
+    now = time.time()
+    verdicts = decide(args, request.app[STATE].snapshot, request.app[POLICY].current, now)
+    request.app[METRICS].count_decisions(verdicts)
+    return json_response(filter_result(args, verdicts)), args.mode
+
+
+def _prioritize(request: web.Request, body: bytes) -> tuple[web.Response, str]:
+    args = parse_args(body)
+    verdicts = decide(args, request.app[STATE].snapshot, request.app[POLICY].current, time.time())
+    return json_response(priority_list(verdicts)), args.mode
+
+
+def _explain(request: web.Request, body: bytes) -> tuple[web.Response, str]:
+    """A pod (bare, or in ExtenderArgs) -> every node's verdict, reason and score parts."""
+    data = decode(body)
+    snapshot = request.app[STATE].snapshot
+    if isinstance(data, dict) and any(k.lower() == "pod" for k in data):
+        args = parse_args(body, require_nodes=False)
+    else:
+        args = ExtenderArgs(pod=parse_pod(data, where="body"), nodes=None, node_names=None)
+    if args.nodes is None and args.node_names is None:
+        args = ExtenderArgs(pod=args.pod, nodes=None, node_names=sorted(snapshot.nodes))
+    policy = request.app[POLICY].current
+    verdicts = decide(args, snapshot, policy, time.time())
+    doc = explanation(PodFacts.from_pod(args.pod), policy, verdicts)
+    return json_response(doc), args.mode
+
+
+filter_handler = _instrumented("filter", _filter)
+prioritize_handler = _instrumented("prioritize", _prioritize)
+explain_handler = _instrumented("explain", _explain)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Not ready until the node cache synced; degraded (still 200) on stale sources."""
+    settings = request.app[SETTINGS]
+    store = request.app[STATE]
+    snapshot = store.snapshot
+    problems: list[str] = []
+    degraded: list[str] = []
+    if settings.cluster_configured and not snapshot.nodes_synced:
+        problems.append("node cache has not completed its first sync")
+    for name, health in sorted(store.sources.items()):
+        if not health.ok:
+            degraded.append(f"{name}: {health.detail}")
+    policy = request.app[POLICY]
+    if policy.last_error is not None:
+        degraded.append(
+            f"policy: last reload refused, {len(policy.last_error.problems)} problem(s)"
+        )
+    body = {
+        "ready": not problems,
+        "degraded": degraded,
+        "problems": problems,
+        "policy": policy.current.version,
+        "nodes": len(snapshot.nodes),
+        "devices": len(snapshot.devices),
+    }
+    return json_response(body, status=200 if not problems else 503)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    out = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=out, headers={"Content-Type": CONTENT_TYPE_LATEST})
