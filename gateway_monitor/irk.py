@@ -59,9 +59,7 @@ def _expand_key(key: bytes) -> list[bytes]:
     for i in range(4, 44):
         temp = words[i - 1]
         if i % 4 == 0:
-            temp = bytes(
-                [_SBOX[temp[1]] ^ rcon, _SBOX[temp[2]], _SBOX[temp[3]], _SBOX[temp[0]]]
-            )
+            temp = bytes([_SBOX[temp[1]] ^ rcon, _SBOX[temp[2]], _SBOX[temp[3]], _SBOX[temp[0]]])
             rcon = _xtime(rcon)
         words.append(bytes(a ^ b for a, b in zip(words[i - 4], temp, strict=True)))
     return [b"".join(words[r * 4 : r * 4 + 4]) for r in range(11)]

@@ -88,6 +88,7 @@ class SourceHealth:
     reason: str = "starting"
     mode: str = ""
     failures: int = 0  # consecutive; reset on a good start
+    total_failures: int = 0  # since start, for the errors metric
 
     def ok(self, mode: str) -> None:
         self.healthy, self.reason, self.mode, self.failures = True, "scanning", mode, 0
@@ -95,6 +96,7 @@ class SourceHealth:
     def fail(self, reason: str) -> None:
         self.healthy, self.reason = False, reason
         self.failures += 1
+        self.total_failures += 1
 
 
 class AdvertSource(Protocol):
@@ -113,7 +115,7 @@ def backoff_delays(base: float = 1.0, cap: float = 30.0) -> Callable[[int], floa
     """Exponential backoff with full jitter, so restarted gateways do not retry in step."""
 
     def delay(failures: int) -> float:
-        return random.uniform(0.5, 1.0) * min(cap, base * 2 ** max(0, failures - 1))
+        return random.uniform(0.5, 1.0) * min(cap, base * 2.0 ** max(0, failures - 1))
 
     return delay
 
@@ -182,7 +184,7 @@ class ReplaySource:
 # --- bleak / BlueZ -----------------------------------------------------------------------
 
 
-class AdapterGone(Exception):
+class AdapterGoneError(Exception):
     """The watchdog found BlueZ restarted, the adapter missing or powered off."""
 
 
@@ -203,7 +205,7 @@ class BlueZProbe:
 
         reply = await self._bus.call(Message(**kw))
         if reply.message_type == MessageType.ERROR:
-            raise AdapterGone(f"{kw.get('member')}: {reply.error_name}")
+            raise AdapterGoneError(f"{kw.get('member')}: {reply.error_name}")
         return reply.body
 
     async def start(self) -> None:
@@ -226,12 +228,12 @@ class BlueZProbe:
         return str(body[0])
 
     async def check(self) -> None:
-        """Raise AdapterGone unless the same bluetoothd still has the adapter powered."""
+        """Raise AdapterGoneError unless the same bluetoothd still has the adapter powered."""
         if self._bus is None or not self._bus.connected:
-            raise AdapterGone("lost the system bus")
+            raise AdapterGoneError("lost the system bus")
         owner = await self._bluez_owner()
         if owner != self._owner:
-            raise AdapterGone("BlueZ restarted")
+            raise AdapterGoneError("BlueZ restarted")
         body = await self._call(
             destination="org.bluez",
             path=self.adapter_path,
@@ -241,7 +243,7 @@ class BlueZProbe:
             body=["org.bluez.Adapter1", "Powered"],
         )
         if not body[0].value:
-            raise AdapterGone("adapter powered off")
+            raise AdapterGoneError("adapter powered off")
 
     def close(self) -> None:
         if self._bus is not None:
@@ -287,6 +289,7 @@ class BleakSource:
 
     def _scanner(self, sink: AdvertSink, passive: bool) -> Any:
         from bleak import BleakScanner
+        from bleak.args.bluez import BlueZScannerArgs
 
         clock = self.clock
 
@@ -302,7 +305,7 @@ class BleakSource:
                 )
             )
 
-        bluez: dict[str, Any] = {"adapter": self.adapter}
+        bluez: BlueZScannerArgs = {"adapter": self.adapter}
         if passive:
             bluez["or_patterns"] = _or_patterns()
         return BleakScanner(
@@ -335,7 +338,9 @@ class BleakSource:
                 await probe.start()
                 scanner, mode = await self._start(sink)
                 self.health.ok(mode)
-                log.info("scanning on %s (%s, duty %.0f%%)", self.adapter, mode, 100 * self.duty.fraction)
+                log.info(
+                    "scanning on %s (%s, duty %.0f%%)", self.adapter, mode, 100 * self.duty.fraction
+                )
                 await self._supervise(scanner, probe, sink)
             except asyncio.CancelledError:
                 raise

@@ -12,6 +12,7 @@ reproducible.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import random
@@ -213,6 +214,10 @@ class Walk:
         return log_distance(abs(self.position(t) - gateway_at), self.p1m, self.exponent)
 
 
+def _walk_mean(scenario: Walk, gateway_at: float, t: float) -> float | None:
+    return scenario.mean_rssi(t, gateway_at)
+
+
 def walk(
     address: str,
     gateways: Sequence[float],
@@ -229,7 +234,7 @@ def walk(
         _emit(
             address,
             duration,
-            lambda t, g=g: scenario.mean_rssi(t, g),
+            functools.partial(_walk_mean, scenario, g),
             interval=interval,
             noise_sd=noise_sd,
             loss=loss,

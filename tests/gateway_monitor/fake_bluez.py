@@ -1,3 +1,5 @@
+# D-Bus signatures are written as return/argument annotations, as dbus-fast reads them.
+# ruff: noqa: F722, F821, N802
 """A fake ``org.bluez`` on a private dbus-daemon, good enough to drive unmodified bleak.
 
 ``PrivateBus`` starts ``dbus-daemon`` with our own config on a unix socket in a temp
@@ -42,7 +44,7 @@ class PrivateBus:
     def __init__(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="fake-bluez-"))
         self.address = ""
-        self._proc: "subprocess.Popen[str] | None" = None
+        self._proc: subprocess.Popen[str] | None = None
 
     def start(self) -> str:
         daemon = shutil.which("dbus-daemon")
@@ -92,34 +94,34 @@ class Adapter1(ServiceInterface):
         self.stop_calls = 0
 
     @dbus_property(access=PropertyAccess.READ)
-    def Address(self) -> "s":  # type: ignore[name-defined]  # noqa: F821, N802
+    def Address(self) -> "s":
         return self._address
 
     @dbus_property(access=PropertyAccess.READ)
-    def Powered(self) -> "b":  # type: ignore[name-defined]  # noqa: F821, N802
+    def Powered(self) -> "b":
         return self._powered
 
     @dbus_property(access=PropertyAccess.READ)
-    def Discovering(self) -> "b":  # type: ignore[name-defined]  # noqa: F821, N802
+    def Discovering(self) -> "b":
         return self._discovering
 
     @dbus_property(access=PropertyAccess.READ)
-    def Roles(self) -> "as":  # type: ignore[name-defined]  # noqa: F821, N802
+    def Roles(self) -> "as":
         return ["central", "peripheral"]
 
     @method()
-    def SetDiscoveryFilter(self, filters: "a{sv}") -> None:  # type: ignore[name-defined]  # noqa: F821, N802
+    def SetDiscoveryFilter(self, filters: "a{sv}") -> None:
         self.discovery_filters.append(filters)
 
     @method()
-    def StartDiscovery(self) -> None:  # noqa: N802
+    def StartDiscovery(self) -> None:
         if not self._powered:
             raise DBusError("org.bluez.Error.NotReady", "Resource Not Ready")
         self.start_calls += 1
         self._set_discovering(True)
 
     @method()
-    def StopDiscovery(self) -> None:  # noqa: N802
+    def StopDiscovery(self) -> None:
         self.stop_calls += 1
         self._set_discovering(False)
 
@@ -158,47 +160,47 @@ class Device1(ServiceInterface):
         self._uuids = uuids
 
     @dbus_property(access=PropertyAccess.READ)
-    def Address(self) -> "s":  # type: ignore[name-defined]  # noqa: F821, N802
+    def Address(self) -> "s":
         return self._address
 
     @dbus_property(access=PropertyAccess.READ)
-    def AddressType(self) -> "s":  # type: ignore[name-defined]  # noqa: F821, N802
+    def AddressType(self) -> "s":
         return "random" if int(self._address[:2], 16) >> 6 != 0b00 else "public"
 
     @dbus_property(access=PropertyAccess.READ)
-    def Alias(self) -> "s":  # type: ignore[name-defined]  # noqa: F821, N802
+    def Alias(self) -> "s":
         return self._alias
 
     @dbus_property(access=PropertyAccess.READ)
-    def Name(self) -> "s":  # type: ignore[name-defined]  # noqa: F821, N802
+    def Name(self) -> "s":
         return self._alias
 
     @dbus_property(access=PropertyAccess.READ)
-    def Adapter(self) -> "o":  # type: ignore[name-defined]  # noqa: F821, N802
+    def Adapter(self) -> "o":
         return self._adapter
 
     @dbus_property(access=PropertyAccess.READ)
-    def RSSI(self) -> "n":  # type: ignore[name-defined]  # noqa: F821, N802
+    def RSSI(self) -> "n":
         return self._rssi
 
     @dbus_property(access=PropertyAccess.READ)
-    def UUIDs(self) -> "as":  # type: ignore[name-defined]  # noqa: F821, N802
+    def UUIDs(self) -> "as":
         return self._uuids
 
     @dbus_property(access=PropertyAccess.READ)
-    def ManufacturerData(self) -> "a{qv}":  # type: ignore[name-defined]  # noqa: F821, N802
+    def ManufacturerData(self) -> "a{qv}":
         return {k: Variant("ay", v) for k, v in self._mfr.items()}
 
     @dbus_property(access=PropertyAccess.READ)
-    def ServiceData(self) -> "a{sv}":  # type: ignore[name-defined]  # noqa: F821, N802
+    def ServiceData(self) -> "a{sv}":
         return {}
 
     @dbus_property(access=PropertyAccess.READ)
-    def Connected(self) -> "b":  # type: ignore[name-defined]  # noqa: F821, N802
+    def Connected(self) -> "b":
         return False
 
     @dbus_property(access=PropertyAccess.READ)
-    def Paired(self) -> "b":  # type: ignore[name-defined]  # noqa: F821, N802
+    def Paired(self) -> "b":
         return False
 
     def set_rssi(self, rssi: int) -> None:

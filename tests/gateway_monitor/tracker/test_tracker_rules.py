@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -78,8 +80,10 @@ def test_per_device_thresholds_override_and_keep_the_gap() -> None:
     tracker.set_thresholds("strict2", enter=-60, leave=-70)
     for i in range(3):
         tracker.observe("strict2", -65, float(i))
-    assert tracker.state("strict") is not None and tracker.state("strict").present  # type: ignore[union-attr]
-    assert tracker.state("strict2") is not None and not tracker.state("strict2").present  # type: ignore[union-attr]
+    assert tracker.state("strict") is not None
+    assert tracker.state("strict").present
+    assert tracker.state("strict2") is not None
+    assert not tracker.state("strict2").present
 
 
 def test_bad_settings_are_refused() -> None:
@@ -122,4 +126,4 @@ def test_any_sequence_alternates_flips_and_reports_in_crd_range(
                 flips.append(u.transition)
                 present = u.transition is Transition.ARRIVED
             assert u.state.present == present
-    assert all(a != b for a, b in zip(flips, flips[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(flips))

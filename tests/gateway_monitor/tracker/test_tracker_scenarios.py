@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -105,7 +106,7 @@ def test_device_oscillating_across_the_band_changes_at_most_twice_per_swing(seed
     # ... but never more than one arrival and one departure per swing, alternating.
     assert len(flips) <= 2 * swings
     kinds = [tr for _, tr in flips]
-    assert all(a != b for a, b in zip(kinds, kinds[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(kinds))
 
 
 @pytest.mark.parametrize("timeout", [10.0, 30.0, 60.0])

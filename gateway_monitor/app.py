@@ -1,0 +1,247 @@
+"""aiohttp application: /metrics and /healthz, with the monitor's tasks as cleanup contexts.
+
+Nothing happens at import or in ``create_app``; the scanner, the Device watch and the
+publisher start when the app starts and stop (removing our sightings) when it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gateway_monitor.metrics import Metrics
+from gateway_monitor.monitor import Monitor
+from gateway_monitor.publisher import Publisher, PublishPlan, Reason, Sighting, apply_body
+from gateway_monitor.registry import DeviceSpec, Registry, watch_devices
+from gateway_monitor.scanner import AdvertSource, BleakSource, ReplaySource, backoff_delays
+from gateway_monitor.settings import Settings, policy_offset
+from gateway_monitor.traces import read_trace
+from gateway_monitor.tracker import Tracker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Runtime:
+    """The running parts, for handlers and tests."""
+
+    settings: Settings
+    metrics: Metrics
+    registry: Registry
+    tracker: Tracker
+    source: AdvertSource
+    monitor: Monitor | None = None
+    publisher: Publisher | None = None
+    dry_run_log: list[dict[str, Any]] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    scanner_errors_counted: int = 0
+
+
+SETTINGS = web.AppKey("settings", Settings)
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+class DryRunSink:
+    """Stands in for the publisher without an apiserver: records each body it would apply."""
+
+    def __init__(self, node: str, out: list[dict[str, Any]]) -> None:
+        self.node, self.out = node, out
+
+    def update(self, device: str, sighting: Sighting | None) -> None:
+        self.out.append(apply_body(device, self.node, sighting))
+
+    def adopt(self, device: str, sighting: Sighting) -> None:
+        pass
+
+    def forget(self, device: str) -> None:
+        pass
+
+
+def _source(settings: Settings) -> AdvertSource:
+    if settings.replay is not None:
+        return ReplaySource(read_trace(settings.replay), speed=settings.speed, duty=settings.duty)
+    return BleakSource(adapter=settings.adapter, mode=settings.scan_mode, duty=settings.duty)
+
+
+async def _api_client(settings: Settings) -> Any:
+    from kubernetes.aio import client, config
+
+    if settings.kubeconfig is not None:
+        return await config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(settings.kubeconfig)
+        )
+    configuration = client.Configuration()
+    config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration=configuration)
+
+
+def _sync_gauges(rt: Runtime) -> None:
+    health = rt.source.health
+    rt.metrics.scanner_up.set(1 if health.healthy else 0)
+    if health.total_failures > rt.scanner_errors_counted:
+        rt.metrics.errors.labels("scanner").inc(health.total_failures - rt.scanner_errors_counted)
+        rt.scanner_errors_counted = health.total_failures
+    if rt.publisher is not None:
+        rt.metrics.apiserver_up.set(1 if rt.publisher.reachable else 0)
+
+
+async def _ticker(rt: Runtime) -> None:
+    assert rt.monitor is not None
+    while True:
+        await asyncio.sleep(rt.settings.tick_interval)
+        rt.monitor.tick()
+        _sync_gauges(rt)
+
+
+async def _run_source(rt: Runtime) -> None:
+    assert rt.monitor is not None
+    await rt.source.run(rt.monitor.on_advert)
+
+
+async def _watch_policy(rt: Runtime) -> None:
+    """Re-read the policy's calibration offset when the file changes (ConfigMap updates)."""
+    path, node = rt.settings.policy, rt.settings.node
+    assert path is not None
+    seen: float | None = None
+    while True:
+        try:
+            mtime = path.stat().st_mtime
+            if mtime != seen:
+                seen = mtime
+                offset = await asyncio.to_thread(policy_offset, path, node)
+                rt.tracker.set_offset(offset or 0.0)
+                log.info("calibration offset from %s: %+.1f dB", path, offset or 0.0)
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "policy %s unusable, keeping offset %+.1f: %s", path, rt.tracker.config.offset, exc
+            )
+        await asyncio.sleep(rt.settings.policy_poll)
+
+
+def _spawn(rt: Runtime, coro: Coroutine[Any, Any, None], name: str) -> None:
+    rt.tasks.append(asyncio.create_task(coro, name=name))
+
+
+async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    metrics = Metrics()
+    registry = Registry()
+    tracker = Tracker(settings.tracker)
+    if settings.rssi_offset is not None:
+        tracker.set_offset(settings.rssi_offset)
+    source = _source(settings)
+    rt = Runtime(settings, metrics, registry, tracker, source)
+    app[RUNTIME] = rt
+    backoff = backoff_delays()
+    api_client: Any = None
+
+    if settings.dry_run:
+        sink: Any = DryRunSink(settings.node, rt.dry_run_log)
+    else:
+        from kubernetes.aio.client import CustomObjectsApi
+
+        api_client = await _api_client(settings)
+        api = CustomObjectsApi(api_client)
+
+        def on_result(device: str, reason: Reason | None, ok: bool) -> None:
+            if ok:
+                metrics.publishes.labels(reason.value if reason else "unknown", "ok").inc()
+            else:
+                metrics.publishes.labels(reason.value if reason else "retry", "failed").inc()
+                metrics.errors.labels("publisher").inc()
+
+        rt.publisher = Publisher(
+            api,
+            settings.node,
+            PublishPlan(settings.publish),
+            backoff=backoff,
+            on_result=on_result,
+        )
+        sink = rt.publisher
+    rt.monitor = Monitor(settings.node, tracker, registry, sink, metrics, clock=source.clock)
+
+    if settings.dry_run:
+        registry.replace_all(DeviceSpec(n, a.upper()) for n, a in settings.static_devices.items())
+    else:
+        assert rt.publisher is not None
+        _spawn(
+            rt,
+            watch_devices(
+                api,
+                registry,
+                settings.node,
+                backoff=backoff,
+                on_error=metrics.errors.labels("registry").inc,
+            ),
+            "device-watch",
+        )
+        _spawn(rt, rt.publisher.run(), "publisher")
+    if settings.policy is not None and settings.rssi_offset is None:
+        _spawn(rt, _watch_policy(rt), "policy")
+    _spawn(rt, _ticker(rt), "ticker")
+    _spawn(rt, _run_source(rt), "source")
+    try:
+        yield
+    finally:
+        for task in reversed(rt.tasks):
+            task.cancel()
+        await asyncio.gather(*rt.tasks, return_exceptions=True)
+        if rt.publisher is not None:
+            removed = await rt.publisher.remove_all()
+            log.info("shutdown: removed %d sightings", removed)
+        if api_client is not None:
+            await api_client.close()
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    health = rt.source.health
+    body = {
+        "node": rt.settings.node,
+        "scanner": {"healthy": health.healthy, "reason": health.reason, "mode": health.mode},
+        "devicesRegistered": len(rt.registry.devices),
+        "registrySynced": rt.registry.synced or rt.settings.dry_run,
+        "devicesPresent": rt.tracker.present_count(),
+        "apiserverReachable": rt.publisher.reachable if rt.publisher else None,
+        "time": time.time(),
+    }
+    # Unhealthy = the radio side cannot work; an apiserver outage is not cured by a restart.
+    return web.json_response(body, status=200 if health.healthy else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    _sync_gauges(rt)
+    return web.Response(
+        body=generate_latest(rt.metrics.registry),
+        headers={"Content-Type": CONTENT_TYPE_LATEST},
+    )
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_monitor_ctx)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Runtime]:
+    """Start the monitor without serving HTTP (tests, demo, several gateways in one process)."""
+    app = create_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        yield app[RUNTIME]
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,216 @@
+"""``cloud4iot-gateway-monitor``: command line, environment defaults, signal handling."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway_monitor.app import create_app
+from gateway_monitor.publisher import PublishConfig
+from gateway_monitor.scanner import DutyCycle, ScanMode
+from gateway_monitor.settings import Settings
+from gateway_monitor.tracker import ConfigError, Thresholds, TrackerConfig
+
+log = logging.getLogger("gateway_monitor")
+
+
+def _device(text: str) -> tuple[str, str]:
+    name, sep, address = text.partition("=")
+    if not sep or not name or not address:
+        raise argparse.ArgumentTypeError("use NAME=AA:BB:CC:DD:EE:FF")
+    return name, address
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d_t, d_p = TrackerConfig(), PublishConfig()
+    p = argparse.ArgumentParser(
+        prog="cloud4iot-gateway-monitor",
+        description="Publish how well this gateway hears registered BLE Devices.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("identity and cluster")
+    g.add_argument(
+        "--node",
+        default=os.environ.get("NODE_NAME"),
+        help="this gateway's node name (env NODE_NAME)",
+    )
+    g.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=os.environ.get("KUBECONFIG") or None,
+        help="kubeconfig; default in-cluster service account (env KUBECONFIG)",
+    )
+    g.add_argument("--dry-run", action="store_true", help="no apiserver: log the applies instead")
+    g.add_argument(
+        "--device",
+        type=_device,
+        action="append",
+        default=[],
+        metavar="NAME=ADDRESS",
+        help="dry run: a Device to track (repeatable)",
+    )
+
+    g = p.add_argument_group("radio")
+    g.add_argument("--replay", type=Path, help="replay a JSONL advert trace instead of scanning")
+    g.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
+    g.add_argument("--adapter", default="hci0", help="BlueZ adapter")
+    g.add_argument(
+        "--scan-mode",
+        type=ScanMode,
+        choices=list(ScanMode),
+        default=ScanMode.AUTO,
+        help="passive needs BlueZ >= 5.56 --experimental; auto falls back to active",
+    )
+    g.add_argument(
+        "--duty-cycle",
+        type=DutyCycle.parse,
+        default=DutyCycle(),
+        metavar="ON/PERIOD",
+        help="scan ON of every PERIOD seconds, e.g. 2/10; 'always' = continuous",
+    )
+
+    g = p.add_argument_group("presence judgement")
+    g.add_argument(
+        "--enter",
+        type=float,
+        default=d_t.thresholds.enter,
+        help="dBm (calibrated) to claim presence",
+    )
+    g.add_argument(
+        "--leave",
+        type=float,
+        default=d_t.thresholds.leave,
+        help="dBm (calibrated) below which presence is given up",
+    )
+    g.add_argument(
+        "--away-timeout",
+        type=float,
+        default=d_t.away_timeout,
+        help="seconds without adverts before away",
+    )
+    g.add_argument(
+        "--window",
+        type=float,
+        default=d_t.window,
+        help="seconds of readings behind the smoothed RSSI",
+    )
+    g.add_argument(
+        "--leave-hold",
+        type=float,
+        default=d_t.leave_hold,
+        help="seconds the smoothed RSSI must stay below --leave",
+    )
+    g.add_argument(
+        "--arrive-samples",
+        type=int,
+        default=d_t.arrive_samples,
+        help="median of this many latest readings must reach --enter",
+    )
+    g.add_argument(
+        "--rssi-offset",
+        type=float,
+        default=None,
+        help="calibration dB added to readings; overrides the policy's",
+    )
+    g.add_argument(
+        "--policy", type=Path, help="PlacementPolicy file; reads spec.gateways.<node>.rssiOffset"
+    )
+
+    g = p.add_argument_group("publishing")
+    g.add_argument(
+        "--min-interval",
+        type=float,
+        default=d_p.min_interval,
+        help="per-device minimum seconds between applies",
+    )
+    g.add_argument(
+        "--rssi-step",
+        type=int,
+        default=d_p.step,
+        help="dB change of the smoothed RSSI worth an apply",
+    )
+    g.add_argument(
+        "--heartbeat",
+        type=float,
+        default=d_p.heartbeat,
+        help="seconds between refreshes of an unchanged sighting",
+    )
+
+    g = p.add_argument_group("service")
+    g.add_argument("--host", default="0.0.0.0", help="address for /metrics and /healthz")
+    g.add_argument("--port", type=int, default=9102)
+    g.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    tracker = TrackerConfig(
+        thresholds=Thresholds(enter=args.enter, leave=args.leave),
+        away_timeout=args.away_timeout,
+        window=args.window,
+        leave_hold=args.leave_hold,
+        arrive_samples=args.arrive_samples,
+    )
+    return Settings(
+        node=args.node or "",
+        tracker=tracker,
+        publish=PublishConfig(
+            min_interval=args.min_interval, step=args.rssi_step, heartbeat=args.heartbeat
+        ),
+        replay=args.replay,
+        speed=args.speed,
+        adapter=args.adapter,
+        scan_mode=args.scan_mode,
+        duty=args.duty_cycle,
+        kubeconfig=args.kubeconfig,
+        dry_run=args.dry_run,
+        static_devices=dict(args.device),
+        rssi_offset=args.rssi_offset,
+        policy=args.policy,
+        host=args.host,
+        port=args.port,
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT; stopping the app removes our sightings."""
+    runner = web.AppRunner(create_app(settings), handle_signals=False)
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        log.info(
+            "gateway monitor for node %s on %s:%d", settings.node, settings.host, settings.port
+        )
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = settings_from_args(args)
+    except (ConfigError, ValueError) as exc:
+        print(f"cloud4iot-gateway-monitor: {exc}", file=sys.stderr)
+        sys.exit(2)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

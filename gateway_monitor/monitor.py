@@ -1,0 +1,89 @@
+"""The path every advert takes after the scanner: Device lookup -> tracker -> publisher.
+
+Live scanning, replays and the duty-cycle measurement all go through ``Monitor``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from gateway_monitor.metrics import Metrics
+from gateway_monitor.publisher import Sighting
+from gateway_monitor.registry import DeviceSpec, Registry
+from gateway_monitor.scanner import Advert
+from gateway_monitor.tracker import Tracker, Transition, Update
+
+log = logging.getLogger(__name__)
+
+
+class SightingSink(Protocol):
+    def update(self, device: str, sighting: Sighting | None) -> None: ...
+
+    def adopt(self, device: str, sighting: Sighting) -> None: ...
+
+    def forget(self, device: str) -> None: ...
+
+
+class Monitor:
+    def __init__(
+        self,
+        node: str,
+        tracker: Tracker,
+        registry: Registry,
+        sink: SightingSink,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], float],
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self.tracker = tracker
+        self.registry = registry
+        self.sink = sink
+        self.metrics = metrics
+        self.clock = clock  # the advert source's timeline (trace seconds on replays)
+        self.wall = wall
+        self.transitions: list[tuple[float, str, Transition]] = []  # recent, for /healthz
+        registry.listeners.append(self)
+
+    def on_advert(self, advert: Advert) -> None:
+        device = self.registry.lookup(advert.address)
+        if device is None:
+            # Privacy: strangers are counted, never tracked, logged or published.
+            self.metrics.adverts.labels("dropped").inc()
+            return
+        self.metrics.adverts.labels("tracked").inc()
+        self._emit(self.tracker.observe(device, advert.rssi, advert.t))
+
+    def tick(self) -> None:
+        for update in self.tracker.tick(self.clock()):
+            self._emit(update)
+
+    def _emit(self, update: Update) -> None:
+        state = update.state
+        if update.transition is not None:
+            self.metrics.transitions.labels(update.transition.value).inc()
+            self.metrics.present.set(self.tracker.present_count())
+            self.transitions.append((state.last_seen, state.key, update.transition))
+            del self.transitions[:-100]
+            log.info("%s %s (rssi %s)", state.key, update.transition.value, state.rssi)
+        if state.present and state.rssi is not None:
+            # The advert's time on the source clock, mapped to the wall clock now.
+            seen = self.wall() - max(0.0, self.clock() - state.last_seen)
+            self.sink.update(state.key, Sighting(rssi=state.rssi, last_seen=seen))
+        elif update.transition is Transition.DEPARTED:
+            self.sink.update(state.key, None)
+
+    def devices_changed(self, upserted: Iterable[DeviceSpec], removed: Iterable[str]) -> None:
+        for spec in upserted:
+            self.tracker.set_thresholds(spec.name, spec.enter, spec.leave)
+            if spec.own_rssi is not None and self.tracker.state(spec.name) is None:
+                self.sink.adopt(spec.name, Sighting(rssi=spec.own_rssi, last_seen=self.wall()))
+        for name in removed:
+            self.tracker.forget(name)
+            self.sink.forget(name)
+        self.metrics.registered.set(len(self.registry.devices))
+        self.metrics.present.set(self.tracker.present_count())

@@ -1,0 +1,295 @@
+"""Publishing this gateway's own entry of ``status.sightings`` with server-side apply.
+
+Each gateway applies a Device holding only its own sighting under the field manager
+``cloud4iot-gateway-monitor/<node>``; the list is a map keyed by ``node``, so gateways
+never overwrite each other. Applying an empty list gives our entry up.
+
+``PublishPlan`` is the pure part (what to send and when); ``Publisher`` does the I/O and
+keeps the latest wanted state through apiserver outages, sending it when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from gateway_monitor.registry import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER_PREFIX = "cloud4iot-gateway-monitor/"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    rssi: int
+    last_seen: float  # wall clock, epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class PublishConfig:
+    min_interval: float = 2.0  # per device: never publish more often than this
+    step: int = 3  # dB change of the smoothed RSSI that is worth a publish
+    heartbeat: float = 30.0  # republish a present device this often even if unchanged
+    adopt_grace: float = 30.0  # keep an entry found at start-up this long before removing
+
+
+class Reason(StrEnum):
+    ARRIVAL = "arrival"
+    DEPARTURE = "departure"
+    STEP = "step"
+    HEARTBEAT = "heartbeat"
+
+
+@dataclass(slots=True)
+class _Entry:
+    desired: Sighting | None = None
+    published: Sighting | None = None
+    last_publish: float | None = None
+    retry_at: float = 0.0
+    failures: int = 0
+    adopted_until: float = 0.0  # entry found on the server at start-up; removal waits
+
+
+@dataclass(slots=True)
+class PublishPlan:
+    """Decides, per device, when a sighting or its removal must be sent. Pure."""
+
+    config: PublishConfig = field(default_factory=PublishConfig)
+    entries: dict[str, _Entry] = field(default_factory=dict)
+
+    def want(self, device: str, sighting: Sighting | None) -> None:
+        """Record the latest state; ``None`` = this gateway does not hear the device."""
+        self.entries.setdefault(device, _Entry()).desired = sighting
+
+    def adopt(self, device: str, sighting: Sighting, now: float) -> None:
+        """Our entry already exists on the server (e.g. the monitor restarted)."""
+        entry = self.entries.setdefault(device, _Entry())
+        if entry.last_publish is None:
+            entry.published = sighting
+            entry.adopted_until = now + self.config.adopt_grace
+
+    def forget(self, device: str) -> None:
+        self.entries.pop(device, None)
+
+    def reason(self, device: str, now: float) -> Reason | None:
+        """Why ``device`` would need a publish at ``now``, ignoring rate limits."""
+        entry = self.entries.get(device)
+        if entry is None:
+            return None
+        want, have = entry.desired, entry.published
+        if want is None:
+            if have is None or now < entry.adopted_until:
+                return None
+            return Reason.DEPARTURE
+        if have is None:
+            return Reason.ARRIVAL
+        if abs(want.rssi - have.rssi) >= self.config.step:
+            return Reason.STEP
+        if entry.last_publish is None or now - entry.last_publish >= self.config.heartbeat:
+            return Reason.HEARTBEAT
+        return None
+
+    def earliest(self, device: str) -> float:
+        """The first time the rate limit and retry backoff allow a publish."""
+        entry = self.entries[device]
+        allowed = entry.retry_at
+        if entry.last_publish is not None:
+            allowed = max(allowed, entry.last_publish + self.config.min_interval)
+        return allowed
+
+    def due(self, now: float) -> list[tuple[str, Reason]]:
+        out = []
+        for device in self.entries:
+            why = self.reason(device, now)
+            if why is not None and self.earliest(device) <= now:
+                out.append((device, why))
+        return out
+
+    def next_wakeup(self, now: float) -> float | None:
+        """When something may become due without new input (rate limit, heartbeat, grace)."""
+        times: list[float] = []
+        for device, entry in self.entries.items():
+            if self.reason(device, now) is not None:
+                times.append(max(now, self.earliest(device)))
+            elif entry.desired is not None and entry.last_publish is not None:
+                times.append(entry.last_publish + self.config.heartbeat)
+            elif entry.desired is None and entry.published is not None:
+                times.append(entry.adopted_until)
+        return min(times) if times else None
+
+    def sent(self, device: str, sighting: Sighting | None, now: float) -> None:
+        entry = self.entries.get(device)
+        if entry is None:
+            return
+        entry.published = sighting
+        entry.last_publish = now
+        entry.failures = 0
+        entry.retry_at = 0.0
+        entry.adopted_until = 0.0
+        if sighting is None and entry.desired is None:
+            del self.entries[device]  # nothing left to say about it
+
+    def failed(self, device: str, now: float, delay: float) -> None:
+        entry = self.entries.get(device)
+        if entry is not None:
+            entry.failures += 1
+            entry.retry_at = now + delay
+
+    def present(self) -> list[str]:
+        """Devices whose entry may exist on the server (for removal at shutdown)."""
+        return [d for d, e in self.entries.items() if e.published is not None]
+
+
+def rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def apply_body(device: str, node: str, sighting: Sighting | None) -> dict[str, Any]:
+    """The Device we apply: only our own sighting, or none to give our entry up."""
+    entries = []
+    if sighting is not None:
+        entries.append(
+            {"node": node, "rssi": sighting.rssi, "lastSeen": rfc3339(sighting.last_seen)}
+        )
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Device",
+        "metadata": {"name": device},
+        "status": {"sightings": entries},
+    }
+
+
+async def apply_sighting(api: Any, device: str, node: str, sighting: Sighting | None) -> None:
+    """One server-side apply on the status subresource under this node's field manager."""
+    await api.patch_cluster_custom_object_status(
+        GROUP,
+        VERSION,
+        PLURAL,
+        device,
+        apply_body(device, node, sighting),
+        field_manager=FIELD_MANAGER_PREFIX + node,
+        force=True,  # our node's entry is ours, even if someone edited it by hand
+        _content_type=APPLY_PATCH,
+    )
+
+
+PublishHook = Callable[[str, Reason | None, bool], None]  # device, reason, ok
+
+
+class Publisher:
+    """Runs the plan against the apiserver; one request at a time per gateway."""
+
+    def __init__(
+        self,
+        api: Any,
+        node: str,
+        plan: PublishPlan | None = None,
+        *,
+        backoff: Callable[[int], float],
+        on_result: PublishHook = lambda *_: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.api = api
+        self.node = node
+        self.plan = plan or PublishPlan()
+        self.backoff = backoff
+        self.on_result = on_result
+        self.clock = clock
+        self.reachable = True
+        self._outage_failures = 0
+        self._wake = asyncio.Event()
+
+    def update(self, device: str, sighting: Sighting | None) -> None:
+        self.plan.want(device, sighting)
+        self._wake.set()
+
+    def adopt(self, device: str, sighting: Sighting) -> None:
+        self.plan.adopt(device, sighting, self.clock())
+        self._wake.set()
+
+    def forget(self, device: str) -> None:
+        self.plan.forget(device)
+
+    async def run(self) -> None:
+        while True:
+            now = self.clock()
+            for device, why in self.plan.due(now):
+                await self._send(device, why)
+            now = self.clock()
+            wakeup = self.plan.next_wakeup(now)
+            timeout = None if wakeup is None else max(0.05, wakeup - now)
+            self._wake.clear()
+            if not self.plan.due(now):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _send(self, device: str, why: Reason | None) -> bool:
+        from kubernetes.aio.client.exceptions import ApiException
+
+        entry = self.plan.entries.get(device)
+        if entry is None:
+            return True
+        sighting = entry.desired
+        try:
+            await apply_sighting(self.api, device, self.node, sighting)
+        except asyncio.CancelledError:
+            raise
+        except ApiException as exc:
+            if exc.status == 404:  # the Device is gone: nothing to publish on
+                self.plan.forget(device)
+                self.on_result(device, why, False)
+                return False
+            self._fail(device, server_down=exc.status is not None and exc.status >= 500)
+            log.warning("apply on Device %s failed: HTTP %s %s", device, exc.status, exc.reason)
+            return False
+        except Exception as exc:  # connection refused, timeouts, TLS: the apiserver is away
+            self._fail(device, server_down=True)
+            log.warning("apply on Device %s failed: %s", device, type(exc).__name__)
+            return False
+        if not self.reachable:
+            log.info("apiserver reachable again; resyncing sightings")
+        self.reachable = True
+        self._outage_failures = 0
+        self.plan.sent(device, sighting, self.clock())
+        self.on_result(device, why, True)
+        return True
+
+    def _fail(self, device: str, *, server_down: bool) -> None:
+        now = self.clock()
+        self.on_result(device, None, False)
+        if server_down:
+            # Hold every device back, not just this one: the next try probes for all.
+            self.reachable = False
+            self._outage_failures += 1
+            delay = self.backoff(self._outage_failures)
+            for name in self.plan.entries:
+                self.plan.failed(name, now, delay)
+        else:
+            entry = self.plan.entries.get(device)
+            self.plan.failed(device, now, self.backoff((entry.failures if entry else 0) + 1))
+
+    async def remove_all(self, within: float = 5.0) -> int:
+        """Give up every entry we may own (shutdown); returns how many were removed."""
+        removed = 0
+
+        async def _all() -> None:
+            nonlocal removed
+            for device in self.plan.present():
+                self.plan.want(device, None)
+                if await self._send(device, Reason.DEPARTURE):
+                    removed += 1
+
+        try:
+            await asyncio.wait_for(_all(), within)
+        except TimeoutError:
+            log.warning("shutdown: could not remove all sightings in %.0fs", within)
+        return removed

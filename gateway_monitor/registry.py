@@ -1,0 +1,178 @@
+"""Which devices this gateway may track: the Device objects, kept current by a watch.
+
+Only adverts that map to a Device (by address, or through its IRK for rotating
+addresses) go further; everything else is dropped before it is tracked or logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway_monitor.irk import Resolver, parse_irk
+
+log = logging.getLogger(__name__)
+
+GROUP = "cloud4iot.io"
+VERSION = "v1alpha1"
+PLURAL = "devices"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    """A Device object reduced to what the monitor reads."""
+
+    name: str
+    address: str  # upper case
+    irk: bytes | None = None
+    enter: float | None = None
+    leave: float | None = None
+    own_rssi: int | None = None  # our node's entry in status.sightings, if any
+
+
+def parse_device(obj: Mapping[str, Any], node: str | None = None) -> DeviceSpec | None:
+    """Build a DeviceSpec; None (and a log line) for objects we cannot use."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    name = meta.get("name")
+    address = spec.get("address")
+    if not isinstance(name, str) or not isinstance(address, str):
+        log.warning("ignoring Device without metadata.name or spec.address")
+        return None
+    irk: bytes | None = None
+    if isinstance(spec.get("identityKey"), str):
+        try:
+            irk = parse_irk(spec["identityKey"])
+        except ValueError:
+            log.warning("Device %s: identityKey is not 32 hex digits; using its address", name)
+    rssi = spec.get("rssi") or {}
+    own: int | None = None
+    if node is not None:
+        for entry in (obj.get("status") or {}).get("sightings") or []:
+            if isinstance(entry, Mapping) and entry.get("node") == node:
+                own = int(entry.get("rssi", -127))
+    return DeviceSpec(
+        name=name,
+        address=address.upper(),
+        irk=irk,
+        enter=_num(rssi.get("enter")),
+        leave=_num(rssi.get("leave")),
+        own_rssi=own,
+    )
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+class RegistryListener(Protocol):
+    def devices_changed(self, upserted: Iterable[DeviceSpec], removed: Iterable[str]) -> None:
+        """Called after the registry changed (thresholds, deletions)."""
+        ...
+
+
+class Registry:
+    """Address/IRK -> Device name, rebuilt on every change (devices are few per site)."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, DeviceSpec] = {}
+        self._by_address: dict[str, str] = {}
+        self._resolver = Resolver()
+        self.synced = False  # a full list has been applied at least once
+        self.listeners: list[RegistryListener] = []
+
+    def lookup(self, address: str) -> str | None:
+        """The Device name for an address on air, or None: never track strangers."""
+        name = self._by_address.get(address)
+        return name if name is not None else self._resolver.resolve(address)
+
+    def replace_all(self, specs: Iterable[DeviceSpec]) -> None:
+        new = {s.name: s for s in specs}
+        removed = [n for n in self.devices if n not in new]
+        self.devices = new
+        self.synced = True
+        self._rebuild()
+        self._notify(new.values(), removed)
+
+    def upsert(self, spec: DeviceSpec) -> None:
+        self.devices[spec.name] = spec
+        self._rebuild()
+        self._notify([spec], [])
+
+    def remove(self, name: str) -> None:
+        if self.devices.pop(name, None) is not None:
+            self._rebuild()
+            self._notify([], [name])
+
+    def _rebuild(self) -> None:
+        self._by_address = {s.address: s.name for s in self.devices.values()}
+        self._resolver = Resolver((s.name, s.irk) for s in self.devices.values() if s.irk)
+
+    def _notify(self, upserted: Iterable[DeviceSpec], removed: Iterable[str]) -> None:
+        up, rm = list(upserted), list(removed)
+        for listener in self.listeners:
+            listener.devices_changed(up, rm)
+
+
+async def watch_devices(
+    api: Any,
+    registry: Registry,
+    node: str,
+    *,
+    backoff: Callable[[int], float],
+    on_error: Callable[[], None] = lambda: None,
+    watch_timeout: int = 300,
+) -> None:
+    """List then watch Devices forever: fresh list on 410 Gone, backoff on other errors.
+
+    ``api`` is a ``kubernetes.aio.client.CustomObjectsApi``.
+    """
+    from kubernetes.aio import watch
+    from kubernetes.aio.client.exceptions import ApiException
+
+    failures = 0
+    while True:
+        try:
+            listing = await api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            specs = [parse_device(o, node) for o in listing.get("items", [])]
+            registry.replace_all(s for s in specs if s is not None)
+            version = listing["metadata"]["resourceVersion"]
+            failures = 0
+            while True:
+                w = watch.Watch()  # type: ignore[no-untyped-call]
+                async with w.stream(  # type: ignore[no-untyped-call]
+                    api.list_cluster_custom_object,
+                    GROUP,
+                    VERSION,
+                    PLURAL,
+                    resource_version=version,
+                    timeout_seconds=watch_timeout,
+                    allow_watch_bookmarks=True,
+                ) as stream:
+                    async for event in stream:
+                        kind, obj = event["type"], event["raw_object"]
+                        if kind in ("ADDED", "MODIFIED"):
+                            spec = parse_device(obj, node)
+                            if spec is not None:
+                                registry.upsert(spec)
+                        elif kind == "DELETED":
+                            registry.remove(obj.get("metadata", {}).get("name", ""))
+                version = w.resource_version or version
+        except asyncio.CancelledError:
+            raise
+        except ApiException as exc:
+            if exc.status == 410:  # our resourceVersion was compacted away: list again
+                log.info("Device watch expired; listing again")
+                continue
+            failures += 1
+            on_error()
+            log.warning("Device watch failed (HTTP %s); retrying", exc.status)
+            await asyncio.sleep(backoff(failures))
+        except Exception as exc:
+            failures += 1
+            on_error()
+            log.warning("Device watch failed (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(backoff(failures))

@@ -1,0 +1,66 @@
+"""Everything the monitor is told at start-up, and the policy file's calibration offset."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from gateway_monitor.publisher import PublishConfig
+from gateway_monitor.scanner import DutyCycle, ScanMode
+from gateway_monitor.tracker import ConfigError, TrackerConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    node: str
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    replay: Path | None = None
+    speed: float = 1.0
+    adapter: str = "hci0"
+    scan_mode: ScanMode = ScanMode.AUTO
+    duty: DutyCycle = field(default_factory=DutyCycle)
+    kubeconfig: Path | None = None  # None: in-cluster service account
+    dry_run: bool = False  # no apiserver: log what would be applied
+    static_devices: dict[str, str] = field(default_factory=dict)  # dry run: name -> address
+    rssi_offset: float | None = None  # explicit calibration; wins over the policy's
+    policy: Path | None = None  # PlacementPolicy with spec.gateways.<node>.rssiOffset
+    policy_poll: float = 10.0
+    host: str = "0.0.0.0"
+    port: int = 9102
+    tick_interval: float = 0.25
+
+    def __post_init__(self) -> None:
+        if not self.node:
+            raise ConfigError("the node name is required (--node or NODE_NAME)")
+        if not self.duty.always_on and self.tracker.away_timeout <= self.duty.off:
+            raise ConfigError(
+                f"away timeout ({self.tracker.away_timeout}s) must exceed the scan pause "
+                f"({self.duty.off}s), or every pause would mark every device away"
+            )
+        if self.dry_run == (not self.static_devices) and self.dry_run:
+            raise ConfigError("--dry-run needs --device NAME=ADDRESS (there is no apiserver)")
+
+
+def policy_offset(path: Path, node: str) -> float | None:
+    """``spec.gateways.<node>.rssiOffset`` of a PlacementPolicy file, if it sets one.
+
+    Raises OSError or ValueError for unreadable or malformed files; the caller keeps the
+    last good value then, as the extender does with its policy.
+    """
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: not a YAML mapping")
+    gateways = (doc.get("spec") or {}).get("gateways") or {}
+    entry = gateways.get(node) if isinstance(gateways, dict) else None
+    if not isinstance(entry, dict) or "rssiOffset" not in entry:
+        return None
+    value = entry["rssiOffset"]
+    if not isinstance(value, int | float) or not -40 <= value <= 40:
+        raise ValueError(f"{path}: spec.gateways.{node}.rssiOffset must be a number in -40..40")
+    return float(value)
