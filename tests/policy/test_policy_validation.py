@@ -1,0 +1,191 @@
+"""Policy validation: every problem reported at once, with file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from extender.cli import main
+from extender.policy.loader import PolicyError, load_policy, parse_policy
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT = (ROOT / "policies" / "default.yaml").read_text()
+
+MINIMAL = """\
+apiVersion: cloud4iot.io/v1alpha1
+kind: PlacementPolicy
+metadata:
+  name: t
+spec:
+  classes:
+    c:
+      tiers: [gateway, edge]
+"""
+
+
+def problems_of(text: str) -> list[tuple[int, str, str]]:
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "p.yaml")
+    return [(p.line, p.field, p.message) for p in info.value.problems]
+
+
+def test_every_shipped_policy_is_valid():
+    files = sorted((ROOT / "policies").glob("*.yaml"))
+    assert files
+    for f in files:
+        loaded = load_policy(f)
+        assert loaded.policy.spec.classes
+
+
+def test_default_policy_has_the_papers_classes():
+    spec = load_policy(ROOT / "policies" / "default.yaml").policy.spec
+    mhealth = spec.classes["mhealth-consolidator"]
+    assert [t.value for t in mhealth.tiers] == ["gateway", "edge"]
+    assert mhealth.proximity.value == "required"
+    engine = spec.classes["engine-diagnostic"]
+    assert engine.preference_for("intensive")[0].value == "gateway"
+    assert engine.preference_for("normal")[0].value == "cloud"
+    assert engine.preference_for(None)[0].value == "cloud"  # default mode: normal
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "field", "message"),
+    [
+        (
+            ("tiers: [gateway, edge]", "tiers: [gateway, fog]"),
+            8,
+            "spec.classes.c.tiers[1]",
+            "'gateway', 'edge' or 'cloud'",
+        ),
+        (("tiers: [gateway, edge]", "tiers: []"), 8, "spec.classes.c.tiers", "at least 1"),
+        (
+            ("tiers: [gateway, edge]", "tiers: [gateway, edge]\n      rssiTreshold: -80"),
+            9,
+            "spec.classes.c.rssiTreshold",
+            "unknown field",
+        ),
+        (
+            ("tiers: [gateway, edge]", "tiers: [gateway, edge]\n      loadLimits: {cpu: 1.5}"),
+            9,
+            "spec.classes.c.loadLimits.cpu",
+            "less than or equal to 1",
+        ),
+        (
+            ("tiers: [gateway, edge]", "tiers: [gateway, edge]\n      proximity: sometimes"),
+            9,
+            "spec.classes.c.proximity",
+            "'required', 'preferred' or 'ignored'",
+        ),
+        (("kind: PlacementPolicy", "kind: Policy"), 2, "kind", "PlacementPolicy"),
+        (("  name: t", "  nam: t"), 3, "metadata.name", "required field is missing"),
+        (
+            ("spec:\n", "spec:\n  staleData: {loadMaxAge: soon}\n"),
+            6,
+            "spec.staleData.loadMaxAge",
+            "not a duration",
+        ),
+        (
+            (
+                "tiers: [gateway, edge]",
+                "tiers: [gateway, edge]\n      preference: {default: [cloud]}",
+            ),
+            9,
+            "spec.classes.c.preference.default[0]",
+            "not in this class's tiers",
+        ),
+        (
+            (
+                "tiers: [gateway, edge]",
+                "tiers: [gateway, edge]\n      rssiThreshold: -50\n      rssiStrong: -60",
+            ),
+            10,
+            "spec.classes.c.rssiStrong",
+            "above rssiThreshold",
+        ),
+        (
+            ("tiers: [gateway, edge]", "tiers: [edge, cloud]\n      proximity: required"),
+            9,
+            "spec.classes.c.proximity",
+            "needs 'gateway'",
+        ),
+        (
+            (
+                "tiers: [gateway, edge]",
+                "tiers: [gateway, edge]\n      weights: {tier: 0, proximity: 0, load: 0}",
+            ),
+            9,
+            "spec.classes.c.weights",
+            "at least one weight",
+        ),
+        (
+            (
+                "tiers: [gateway, edge]",
+                "tiers: [gateway, edge]\n      defaultMode: fast\n      preference: {slow: [edge]}",
+            ),
+            9,
+            "spec.classes.c.defaultMode",
+            "no entry in preference",
+        ),
+        (
+            ("    c:\n", "    c:\n      tiers: [edge]\n"),
+            9,
+            "spec.classes.c.tiers",
+            "key appears twice",
+        ),
+    ],
+)
+def test_invalid_policies_name_line_and_field(edit, line, field, message):
+    old, new = edit
+    assert old in MINIMAL
+    found = problems_of(MINIMAL.replace(old, new, 1))
+    matching = [p for p in found if p[1] == field]
+    assert matching, found
+    got_line, _, got_message = matching[0]
+    assert got_line == line, found
+    assert message in got_message, found
+
+
+def test_all_problems_reported_at_once_sorted_by_line():
+    text = DEFAULT.replace(
+        "tiers: [gateway, edge]\n      preference:\n        default: [gateway, edge]",
+        "tiers: [gateway, fog]\n      preference:\n        default: [gateway, edge]",
+    )
+    text = text.replace("rssiThreshold: -90", "rssiTreshold: -90").replace(
+        "refreshInterval: 5s", "refreshInterval: -1s"
+    )
+    found = problems_of(text)
+    fields = [f for _, f, _ in found]
+    assert "spec.prometheus.refreshInterval" in fields
+    assert "spec.classes.mhealth-consolidator.tiers[1]" in fields
+    assert "spec.classes.engine-diagnostic.rssiTreshold" in fields
+    assert [line for line, _, _ in found] == sorted(line for line, _, _ in found)
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("", 1, "empty"),
+        ("spec: [unclosed\n", 2, "invalid YAML"),
+        ("- a\n- b\n", 1, "must be a mapping"),
+        (b"\xff\xfe", 1, "not UTF-8"),
+    ],
+)
+def test_unusable_documents(text, line, message):
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "p.yaml")
+    first = info.value.problems[0]
+    assert first.file == "p.yaml"
+    assert first.line == line
+    assert message in first.message
+
+
+def test_check_policy_command_prints_file_line_field(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(MINIMAL.replace("tiers: [gateway, edge]", "tiers: [gateway, fog]"))
+    good = tmp_path / "good.yaml"
+    good.write_text(MINIMAL)
+    assert main(["check-policy", str(good), str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert f"{good}: ok" in captured.out
+    assert f"{bad}:8: spec.classes.c.tiers[1]:" in captured.err

@@ -1,0 +1,206 @@
+"""The extender protocol as kube-scheduler speaks it, in both node-passing modes.
+
+Modelled on the behaviours kube-scheduler's own extender tests check: PascalCase
+keys, a bare array from prioritize, only given nodes answered, full Node objects
+returned unchanged, permanent and transient refusals kept apart.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import orjson
+from webhook_cases import NODES, pod
+
+NAMES = [n["metadata"]["name"] for n in NODES]
+
+
+async def post(client, path, body):
+    resp = await client.post(path, data=orjson.dumps(body))
+    return resp.status, await resp.read()
+
+
+async def test_filter_node_names_mode_answers_names_only(client):
+    status, raw = await post(
+        client,
+        "/filter",
+        {"Pod": pod("mhealth-consolidator", "wearable"), "Nodes": None, "NodeNames": NAMES},
+    )
+    assert status == 200
+    result = orjson.loads(raw)
+    assert set(result) == {
+        "Nodes",
+        "NodeNames",
+        "FailedNodes",
+        "FailedAndUnresolvableNodes",
+        "Error",
+    }
+    assert result["Nodes"] is None
+    assert result["Error"] == ""
+    assert result["NodeNames"] == ["gw2"]  # nearest gateway that hears the wearable
+    # cloud is a permanent refusal for a confidential class ...
+    assert set(result["FailedAndUnresolvableNodes"]) == {"cloud1", "cloud2"}
+    assert "tier cloud not allowed" in result["FailedAndUnresolvableNodes"]["cloud1"]
+    # ... while overload and "not the gateway near the device" may change.
+    assert "does not hear device wearable" in result["FailedNodes"]["gw1"]
+    assert "nearest to gateway gw2" in result["FailedNodes"]["edge1"]
+    every = (
+        set(result["NodeNames"])
+        | set(result["FailedNodes"])
+        | set(result["FailedAndUnresolvableNodes"])
+    )
+    assert every == set(NAMES)
+
+
+async def test_filter_overloaded_node_is_a_transient_refusal(client):
+    status, raw = await post(client, "/filter", {"Pod": pod("anonymiser"), "NodeNames": NAMES})
+    result = orjson.loads(raw)
+    assert status == 200
+    assert "cpu 97% above the limit 85%" in result["FailedNodes"]["gw1"]
+    assert result["NodeNames"] == ["gw2", "edge1"]
+
+
+async def test_filter_never_answers_a_name_it_was_not_given(client):
+    status, raw = await post(client, "/filter", {"Pod": pod(), "NodeNames": ["edge1", "cloud2"]})
+    result = orjson.loads(raw)
+    assert status == 200
+    assert result["NodeNames"] == ["edge1", "cloud2"]
+
+
+async def test_filter_unknown_node_name_is_refused_with_a_reason(client):
+    status, raw = await post(
+        client, "/filter", {"Pod": pod("anonymiser"), "NodeNames": ["edge1", "ghost"]}
+    )
+    result = orjson.loads(raw)
+    assert status == 200
+    assert result["NodeNames"] == ["edge1"]
+    assert "not (yet) in the extender's node cache" in result["FailedNodes"]["ghost"]
+
+
+async def test_filter_full_node_mode_returns_given_objects_unchanged(client):
+    sent = copy.deepcopy(NODES)
+    status, raw = await post(
+        client,
+        "/filter",
+        {
+            "Pod": pod("engine-diagnostic", mode="normal"),
+            "Nodes": {"metadata": {}, "items": sent},
+            "NodeNames": None,
+        },
+    )
+    result = orjson.loads(raw)
+    assert status == 200
+    assert result["NodeNames"] is None
+    kept = result["Nodes"]["items"]
+    assert [n["metadata"]["name"] for n in kept] == ["gw2", "edge1", "cloud1", "cloud2"]
+    assert kept[0] == NODES[1]  # byte-for-byte the object we were given
+    assert kept[0]["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 10250
+    assert "gw1" in result["FailedNodes"]
+
+
+async def test_filter_keys_match_case_insensitively_like_go(client):
+    status, raw = await post(client, "/filter", {"pod": pod(), "nodenames": ["gw1"]})
+    assert status == 200
+    assert orjson.loads(raw)["NodeNames"] == ["gw1"]
+
+
+async def test_unmanaged_pod_keeps_every_node_with_equal_scores(client):
+    _, raw = await post(client, "/filter", {"Pod": pod(), "NodeNames": NAMES})
+    assert orjson.loads(raw)["NodeNames"] == NAMES
+    _status, raw = await post(client, "/prioritize", {"Pod": pod(), "NodeNames": NAMES})
+    scores = orjson.loads(raw)
+    assert {s["Score"] for s in scores} == {0}
+
+
+async def test_archs_annotation_refuses_other_architectures_as_unresolvable(client):
+    p = pod(**{"cloud4iot.io/archs": "arm64"})
+    _status, raw = await post(client, "/filter", {"Pod": p, "NodeNames": NAMES})
+    result = orjson.loads(raw)
+    assert result["NodeNames"] == ["gw1", "gw2"]
+    assert set(result["FailedAndUnresolvableNodes"]) == {"edge1", "cloud1", "cloud2"}
+    assert "no image for amd64" in result["FailedAndUnresolvableNodes"]["edge1"]
+
+
+async def test_prioritize_returns_a_bare_array_for_exactly_the_given_nodes(client):
+    given = ["cloud2", "edge1", "gw2"]
+    status, raw = await post(
+        client,
+        "/prioritize",
+        {"Pod": pod("engine-diagnostic", "wearable", "intensive"), "NodeNames": given},
+    )
+    scores = orjson.loads(raw)
+    assert status == 200
+    assert isinstance(scores, list)
+    assert [s["Host"] for s in scores] == given
+    assert all(isinstance(s["Score"], int) and 0 <= s["Score"] <= 10 for s in scores)
+    by_host = {s["Host"]: s["Score"] for s in scores}
+    assert by_host["gw2"] > by_host["edge1"] > by_host["cloud2"]
+
+
+async def test_prioritize_mode_switch_changes_the_order(client):
+    given = ["cloud1", "gw2"]
+    _, raw = await post(
+        client,
+        "/prioritize",
+        {"Pod": pod("engine-diagnostic", "wearable", "normal"), "NodeNames": given},
+    )
+    normal = {s["Host"]: s["Score"] for s in orjson.loads(raw)}
+    _, raw = await post(
+        client,
+        "/prioritize",
+        {"Pod": pod("engine-diagnostic", "wearable", "intensive"), "NodeNames": given},
+    )
+    intensive = {s["Host"]: s["Score"] for s in orjson.loads(raw)}
+    assert normal["cloud1"] > normal["gw2"]
+    assert intensive["gw2"] > intensive["cloud1"]
+
+
+async def test_prioritize_full_node_mode(client):
+    _status, raw = await post(
+        client, "/prioritize", {"Pod": pod("anonymiser"), "Nodes": {"items": NODES[2:4]}}
+    )
+    assert [s["Host"] for s in orjson.loads(raw)] == ["edge1", "cloud1"]
+
+
+async def test_explain_ranks_every_cached_node_with_reasons(client):
+    resp = await client.post("/explain", data=orjson.dumps(pod("mhealth-consolidator", "wearable")))
+    assert resp.status == 200
+    doc = await resp.json()
+    assert doc["best"] == "gw2"
+    assert next(n["node"] for n in doc["nodes"]) == "gw2"
+    assert len(doc["nodes"]) == 5
+    first = doc["nodes"][0]
+    assert set(first["parts"]) == {"tier", "proximity", "load"}
+    assert doc["policy"].startswith("default@")
+
+
+async def test_empty_node_list_is_answered(client):
+    status, raw = await post(client, "/filter", {"Pod": pod(), "NodeNames": []})
+    assert status == 200
+    assert orjson.loads(raw)["NodeNames"] == []
+
+
+async def test_metrics_count_requests_by_mode_and_decisions(client):
+    await post(
+        client, "/filter", {"Pod": pod("mhealth-consolidator", "wearable"), "NodeNames": NAMES}
+    )
+    await post(client, "/filter", {"Pod": pod(), "Nodes": {"items": NODES}})
+    await client.post("/filter", data=b"{")
+    text = await (await client.get("/metrics")).text()
+    assert (
+        'cloud4iot_extender_requests_total{code="200",mode="nodeNames",verb="filter"} 1.0' in text
+    )
+    assert 'cloud4iot_extender_requests_total{code="200",mode="nodes",verb="filter"} 1.0' in text
+    assert 'cloud4iot_extender_requests_total{code="400",mode="invalid",verb="filter"} 1.0' in text
+    assert 'cloud4iot_extender_decisions_total{code="tier_not_allowed"} 2.0' in text
+    assert 'cloud4iot_extender_request_duration_seconds_count{verb="filter"}' in text
+    assert 'cloud4iot_extender_cached_objects{kind="node"} 5.0' in text
+
+
+async def test_health_and_readiness(client):
+    assert (await client.get("/healthz")).status == 200
+    resp = await client.get("/readyz")
+    body = await resp.json()
+    assert resp.status == 200
+    assert body["ready"] is True
+    assert body["nodes"] == 5
