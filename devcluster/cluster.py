@@ -1,0 +1,442 @@
+"""The devcluster: a real control plane on 127.0.0.1, our extender, Prometheus and
+a load simulator, all as local processes.
+
+kwokctl (binary runtime, our locally built binaries) runs etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler and kwok-controller; this module runs
+the rest and keeps what it needs to find everything again in `state.json`, so
+`up`, `status` and `down` can be separate commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from devcluster import kube, prometheus
+from devcluster.binaries import require_binaries
+from devcluster.processes import (
+    MARKER_ENV,
+    free_port,
+    http_ok,
+    is_alive,
+    marked_processes,
+    start_detached,
+    stop_processes,
+    wait_http_ok,
+)
+from devcluster.schedconfig import REPO_ROOT, write_scheduler_config
+from devcluster.topology import DEFAULT_TOPOLOGY, load_topology
+
+DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
+DEVICE_CRD = REPO_ROOT / "manifests" / "crd" / "devices.cloud4iot.io.yaml"
+KUBE_VERSION = "v1.36.3"
+
+Log = Callable[[str], None]
+
+
+def default_state_root() -> Path:
+    override = os.environ.get("CLOUD4IOT_DEVCLUSTER_ROOT")
+    if override:
+        return Path(override)
+    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+    return Path(runtime_dir) if runtime_dir and os.path.isdir(runtime_dir) else Path("/tmp")
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Component:
+    """A process the launcher runs itself (kwokctl runs the control plane)."""
+
+    argv: list[str]
+    log: str
+    health_url: str
+    pid: int | None = None
+
+
+@dataclass
+class State:
+    name: str
+    kubeconfig: str
+    bin_dir: str
+    ports: dict[str, int]
+    components: dict[str, Component] = field(default_factory=dict)
+    started_at: float = 0.0
+
+    @classmethod
+    def load(cls, path: Path) -> State:
+        raw = json.loads(path.read_text())
+        raw["components"] = {k: Component(**v) for k, v in raw["components"].items()}
+        return cls(**raw)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+
+class DevclusterError(RuntimeError):
+    pass
+
+
+class Devcluster:
+    """One named local cluster; its files live in `<state root>/cloud4iot-devcluster-<name>`."""
+
+    def __init__(
+        self,
+        name: str = "dev",
+        *,
+        state_root: Path | None = None,
+        topology: Path = DEFAULT_TOPOLOGY,
+        policy: Path = DEFAULT_POLICY,
+        with_extender: bool = True,
+        follow_pods: bool = True,
+        log: Log = _stderr,
+    ) -> None:
+        self.name = name
+        self.state_dir = (state_root or default_state_root()) / f"cloud4iot-devcluster-{name}"
+        self.topology = topology
+        self.policy = policy
+        self.with_extender = with_extender
+        self.follow_pods = follow_pods
+        self._log = log
+
+    # --- where things are -------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def kwok_workdir(self) -> Path:
+        return self.state_dir / "kwok"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.kwok_workdir / "clusters" / self.name / "kubeconfig.yaml"
+
+    def state(self) -> State:
+        if not self.state_file.exists():
+            raise DevclusterError(f"devcluster {self.name!r} is not up (no {self.state_file})")
+        return State.load(self.state_file)
+
+    def _url(self, component: str) -> str:
+        return f"http://127.0.0.1:{self.state().ports[component]}"
+
+    @property
+    def extender_url(self) -> str:
+        return self._url("extender")
+
+    @property
+    def prometheus_url(self) -> str:
+        return self._url("prometheus")
+
+    @property
+    def loadsim_url(self) -> str:
+        return self._url("loadsim")
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env[MARKER_ENV] = str(self.state_dir)
+        # Children that default to a kubeconfig get ours, never ~/.kube/config.
+        env["KUBECONFIG"] = str(self.kubeconfig)
+        env["KWOK_WORKDIR"] = str(self.kwok_workdir)
+        env["KWOK_RUNTIME"] = "binary"
+        return env
+
+    # --- up -----------------------------------------------------------------
+
+    def up(self) -> State:
+        """Start everything and wait until it serves; idempotent when already up."""
+        if self.state_file.exists():
+            if all(self.status().values()):
+                self._log(f"devcluster {self.name!r} is already up")
+                return self.state()
+            self._log(f"devcluster {self.name!r} is partly down; restarting it")
+            self.down()
+        bin_dir = require_binaries()
+        nodes = load_topology(self.topology)
+        if self.with_extender and not self.policy.is_file():
+            raise DevclusterError(f"extender policy {self.policy} not found")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ports = {c: free_port() for c in ("extender", "loadsim", "prometheus")}
+        state = State(
+            name=self.name,
+            kubeconfig=str(self.kubeconfig),
+            bin_dir=str(bin_dir),
+            ports=ports,
+            started_at=time.time(),
+        )
+        state.save(self.state_file)
+        start = time.monotonic()
+        try:
+            self._create_control_plane(state, bin_dir)
+            api = kube.api_client(self.kubeconfig)
+            with api:
+                kube.wait_control_plane(api)
+                kube.install_crd(api, DEVICE_CRD)
+                kube.apply_nodes(api, nodes)
+                self._log("control plane up, Device CRD established, nodes created")
+                self._start(state, "loadsim", self._loadsim_component(state))
+                self._start(state, "prometheus", self._prometheus_component(state))
+                prometheus.wait_for_history(
+                    f"http://127.0.0.1:{ports['prometheus']}",
+                    [n.name for n in nodes],
+                    prometheus.RATE_WINDOW_S,
+                )
+                if self.with_extender:
+                    self._start(state, "extender", self._extender_component(state))
+                kube.wait_nodes_ready(api, [n.name for n in nodes])
+        except BaseException:
+            self._log(f"devcluster {self.name!r} failed to start; tearing it down")
+            self.down(keep_logs=True)
+            raise
+        self._log(f"devcluster {self.name!r} up in {time.monotonic() - start:.1f}s")
+        return state
+
+    def _create_control_plane(self, state: State, bin_dir: Path) -> None:
+        sched_config = self.state_dir / "kube-scheduler-config.yaml"
+        if self.with_extender:
+            write_scheduler_config(f"http://127.0.0.1:{state.ports['extender']}", sched_config)
+        else:
+            sched_config.write_text(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "kubescheduler.config.k8s.io/v1",
+                        "kind": "KubeSchedulerConfiguration",
+                        "leaderElection": {"leaderElect": False},
+                        "profiles": [
+                            {"schedulerName": "default-scheduler"},
+                            {"schedulerName": "cloud4iot-scheduler"},
+                        ],
+                    }
+                )
+            )
+        kwokctl_config = self.state_dir / "kwokctl.yaml"
+        options = {
+            "runtime": "binary",
+            # kwokctl's default is 0.0.0.0 and it has no flag for this.
+            "bindAddress": "127.0.0.1",
+            "kubeVersion": KUBE_VERSION,
+            "etcdBinary": str(bin_dir / "etcd"),
+            "kubeApiserverBinary": str(bin_dir / "kube-apiserver"),
+            "kubeControllerManagerBinary": str(bin_dir / "kube-controller-manager"),
+            "kubeSchedulerBinary": str(bin_dir / "kube-scheduler"),
+            "kwokControllerBinary": str(bin_dir / "kwok"),
+            "kubeSchedulerConfig": str(sched_config),
+            "cacheDir": str(self.kwok_workdir / "cache"),
+            "disableQPSLimits": True,
+        }
+        kwokctl_config.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+                    "kind": "KwokctlConfiguration",
+                    "options": options,
+                }
+            )
+        )
+        log = self.state_dir / "logs" / "kwokctl.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [
+            str(bin_dir / "kwokctl"),
+            "--name",
+            self.name,
+            "-c",
+            str(kwokctl_config),
+            "create",
+            "cluster",
+            # An empty path: do not add a context to ~/.kube/config.
+            "--kubeconfig",
+            "",
+            "--timeout",
+            "3m",
+        ]
+        self._log("starting etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok")
+        with open(log, "ab") as out:
+            result = subprocess.run(
+                argv, env=self._env(), stdout=out, stderr=subprocess.STDOUT, timeout=240
+            )
+        if result.returncode != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise DevclusterError(f"kwokctl create cluster failed:\n{tail}")
+
+    def _component_log(self, name: str) -> str:
+        return str(self.state_dir / "logs" / f"{name}.log")
+
+    def _loadsim_component(self, state: State) -> Component:
+        argv = [
+            sys.executable,
+            "-m",
+            "devcluster.loadsim",
+            "--topology",
+            str(self.topology),
+            "--port",
+            str(state.ports["loadsim"]),
+            "--kubeconfig",
+            str(self.kubeconfig),
+        ]
+        if self.follow_pods:
+            argv.append("--follow-pods")
+        url = f"http://127.0.0.1:{state.ports['loadsim']}/healthz"
+        return Component(argv=argv, log=self._component_log("loadsim"), health_url=url)
+
+    def _prometheus_component(self, state: State) -> Component:
+        prom_dir = self.state_dir / "prometheus"
+        prom_dir.mkdir(exist_ok=True)
+        jobs = {"loadsim": [f"127.0.0.1:{state.ports['loadsim']}"]}
+        if self.with_extender:
+            jobs["cloud4iot-extender"] = [f"127.0.0.1:{state.ports['extender']}"]
+        config = prometheus.write_config(prom_dir / "prometheus.yml", jobs)
+        port = state.ports["prometheus"]
+        return Component(
+            argv=prometheus.prometheus_argv(config, prom_dir / "data", port),
+            log=self._component_log("prometheus"),
+            health_url=prometheus.ready_url(port),
+        )
+
+    def _extender_component(self, state: State) -> Component:
+        port = state.ports["extender"]
+        argv = [
+            sys.executable,
+            "-m",
+            "extender",
+            "--policy",
+            str(self.policy),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--prometheus-url",
+            f"http://127.0.0.1:{state.ports['prometheus']}",
+        ]
+        return Component(
+            argv=argv,
+            log=self._component_log("extender"),
+            health_url=f"http://127.0.0.1:{port}/readyz",
+        )
+
+    def _start(self, state: State, name: str, component: Component, timeout_s: float = 60) -> None:
+        component.pid = start_detached(
+            component.argv, Path(component.log), self._env(), cwd=REPO_ROOT
+        )
+        state.components[name] = component
+        state.save(self.state_file)
+        wait_http_ok(component.health_url, timeout_s, pid=component.pid, log=Path(component.log))
+        self._log(f"{name} ready (pid {component.pid})")
+
+    # --- one component at a time (tests stop and restart the extender) ------
+
+    def stop_component(self, name: str) -> None:
+        state = self.state()
+        component = state.components[name]
+        if component.pid is not None:
+            stop_processes([component.pid])
+        component.pid = None
+        state.save(self.state_file)
+
+    def start_component(self, name: str, timeout_s: float = 60) -> None:
+        state = self.state()
+        component = state.components[name]
+        if component.pid is not None and is_alive(component.pid):
+            return
+        self._start(state, name, component, timeout_s)
+
+    def stop_extender(self) -> None:
+        self.stop_component("extender")
+
+    def start_extender(self) -> None:
+        self.start_component("extender")
+
+    # --- load of the fake nodes ---------------------------------------------
+
+    def set_load(self, node: str, cpu: float | None = None, memory: float | None = None) -> None:
+        body = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
+        self._loadsim_request("PUT", f"/load/{node}", body)
+
+    def clear_load(self, node: str | None = None) -> None:
+        self._loadsim_request("DELETE", "/load" if node is None else f"/load/{node}")
+
+    def _loadsim_request(
+        self, method: str, path: str, body: dict[str, float] | None = None
+    ) -> None:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            self.loadsim_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+
+    # --- status and down ----------------------------------------------------
+
+    def status(self) -> dict[str, bool]:
+        """Whether each part answers: the apiserver, then our components."""
+        state = self.state()
+        result = {"kube-apiserver": self._apiserver_ok()}
+        for name, component in state.components.items():
+            alive = component.pid is not None and is_alive(component.pid)
+            result[name] = alive and http_ok(component.health_url)
+        return result
+
+    def _apiserver_ok(self) -> bool:
+        if not self.kubeconfig.exists():
+            return False
+        try:
+            with kube.api_client(self.kubeconfig) as api:
+                kube.wait_control_plane(api, timeout_s=0)
+            return True
+        except Exception:
+            return False
+
+    def leftover_processes(self) -> list[int]:
+        return marked_processes(self.state_dir)
+
+    def down(self, keep_logs: bool = False) -> None:
+        """Stop every process of this cluster and remove its files."""
+        control_plane_logs = self.kwok_workdir / "clusters" / self.name / "logs"
+        if keep_logs and control_plane_logs.is_dir():
+            shutil.copytree(
+                control_plane_logs, self.state_dir / "logs" / "control-plane", dirs_exist_ok=True
+            )
+        if self.state_file.exists():
+            state = self.state()
+            pids = [c.pid for c in state.components.values() if c.pid is not None]
+            stop_processes(pids)
+            kwokctl = Path(state.bin_dir) / "kwokctl"
+            if kwokctl.exists() and (self.kwok_workdir / "clusters" / self.name).exists():
+                subprocess.run(
+                    [str(kwokctl), "--name", self.name, "delete", "cluster", "--kubeconfig", ""],
+                    env=self._env(),
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=120,
+                    check=False,
+                )
+        # Whatever is still marked as ours (a crashed kwokctl, a lost pid) goes too.
+        stop_processes(marked_processes(self.state_dir))
+        leftover = marked_processes(self.state_dir)
+        if leftover:
+            raise DevclusterError(f"processes {leftover} of {self.state_dir} survived SIGKILL")
+        if keep_logs:
+            for entry in self.state_dir.iterdir() if self.state_dir.exists() else []:
+                if entry.name != "logs":
+                    shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        else:
+            shutil.rmtree(self.state_dir, ignore_errors=True)

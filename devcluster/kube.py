@@ -1,0 +1,194 @@
+"""Small Kubernetes helpers for the launcher and the end-to-end tests (sync client)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from devcluster.topology import NodeSpec
+
+T = TypeVar("T")
+
+
+M = TypeVar("M")
+
+
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    # persist_config=False: never write back to the kubeconfig file.
+    api: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig), persist_config=False
+    )
+    return api
+
+
+def model(cls: type[M], manifest: dict[str, Any]) -> M:
+    """A client model (V1Pod, ...) from a manifest in the usual camelCase form."""
+    obj: M | None = cls.from_dict(manifest)  # type: ignore[attr-defined]
+    if obj is None:
+        raise ValueError(f"empty manifest for {cls.__name__}")
+    return obj
+
+
+def wait_for(
+    what: str,
+    probe: Callable[[], T | None],
+    timeout_s: float = 60.0,
+    interval_s: float = 0.25,
+) -> T:
+    """Call probe until it returns something other than None (or False)."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while True:
+        try:
+            result = probe()
+            if result is not None and result is not False:
+                return result
+        except ApiException as err:  # e.g. the apiserver is still starting
+            last_error = err
+        if time.monotonic() >= deadline:
+            detail = f" (last error: {last_error})" if last_error else ""
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}{detail}")
+        time.sleep(interval_s)
+
+
+def wait_control_plane(api: client.ApiClient, timeout_s: float = 90.0) -> None:
+    """Ready for pods: the apiserver answers and the controller manager made the
+    `default` ServiceAccount (without it, pods are refused at admission)."""
+    core = client.CoreV1Api(api)
+    wait_for(
+        "the default ServiceAccount",
+        lambda: core.read_namespaced_service_account("default", "default"),
+        timeout_s,
+    )
+
+
+def install_crd(api: client.ApiClient, path: Path, timeout_s: float = 30.0) -> str:
+    """Create (or update) a CRD from a YAML file and wait until it is Established."""
+    manifest = yaml.safe_load(path.read_text())
+    name: str = manifest["metadata"]["name"]
+    ext = client.ApiextensionsV1Api(api)
+    body = model(client.V1CustomResourceDefinition, manifest)
+    try:
+        ext.create_custom_resource_definition(body)
+    except ApiException as err:
+        if err.status != 409:
+            raise
+        current = ext.read_custom_resource_definition(name)
+        if body.metadata and current.metadata:
+            body.metadata.resource_version = current.metadata.resource_version
+        ext.replace_custom_resource_definition(name, body)
+
+    def established() -> bool:
+        crd = ext.read_custom_resource_definition(name)
+        conditions = (crd.status.conditions if crd.status else None) or []
+        return any(c.type == "Established" and c.status == "True" for c in conditions)
+
+    wait_for(f"CRD {name} to be Established", established, timeout_s)
+    return name
+
+
+def apply_nodes(api: client.ApiClient, nodes: Iterable[NodeSpec]) -> None:
+    """Create the fake nodes; the status (capacity) is written with the create,
+    and again through the status subresource in case a node already existed."""
+    core = client.CoreV1Api(api)
+    for spec in nodes:
+        body = model(client.V1Node, spec.manifest())
+        try:
+            core.create_node(body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            core.patch_node(
+                spec.name, {"metadata": {"labels": spec.manifest()["metadata"]["labels"]}}
+            )
+        core.patch_node_status(spec.name, {"status": spec.manifest()["status"]})
+
+
+def node_is_ready(node: client.V1Node) -> bool:
+    conditions = (node.status.conditions if node.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def wait_nodes_ready(api: client.ApiClient, names: Iterable[str], timeout_s: float = 60.0) -> None:
+    core = client.CoreV1Api(api)
+    wanted = set(names)
+
+    def all_ready() -> bool:
+        ready = {n.metadata.name for n in core.list_node().items if n.metadata and node_is_ready(n)}
+        return wanted <= ready
+
+    wait_for(f"nodes {sorted(wanted)} to be Ready", all_ready, timeout_s)
+
+
+def pods_of(api: client.ApiClient, namespace: str, selector: str) -> list[client.V1Pod]:
+    items: list[client.V1Pod] = (
+        client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector).items
+    )
+    return items
+
+
+def is_bound(pod: client.V1Pod) -> bool:
+    return bool(pod.spec and pod.spec.node_name)
+
+
+def is_deleted(pod: client.V1Pod) -> bool:
+    return bool(pod.metadata and pod.metadata.deletion_timestamp)
+
+
+def node_of(pod: client.V1Pod) -> str:
+    return (pod.spec.node_name if pod.spec else None) or ""
+
+
+def wait_pods_bound(
+    api: client.ApiClient, namespace: str, selector: str, count: int, timeout_s: float = 60.0
+) -> list[client.V1Pod]:
+    """Wait until `count` live pods matching selector have a node; return them."""
+
+    def bound() -> list[client.V1Pod] | None:
+        pods = [p for p in pods_of(api, namespace, selector) if is_bound(p) and not is_deleted(p)]
+        return pods if len(pods) >= count else None
+
+    return wait_for(f"{count} pod(s) {selector!r} bound", bound, timeout_s)
+
+
+def pod_events(api: client.ApiClient, namespace: str, pod_name: str) -> list[client.CoreV1Event]:
+    """Events about one pod, oldest first (core/v1 events, as `kubectl describe`)."""
+    events: list[client.CoreV1Event] = (
+        client.CoreV1Api(api)
+        .list_namespaced_event(
+            namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod_name}"
+        )
+        .items
+    )
+
+    def when(event: client.CoreV1Event) -> datetime:
+        created = event.metadata.creation_timestamp if event.metadata else None
+        return (
+            event.last_timestamp or event.event_time or created or datetime.min.replace(tzinfo=UTC)
+        )
+
+    return sorted(events, key=when)
+
+
+def create_namespace(api: client.ApiClient, name: str) -> None:
+    client.CoreV1Api(api).create_namespace(model(client.V1Namespace, {"metadata": {"name": name}}))
+    # Pods are refused until the controller manager has made the namespace's
+    # default ServiceAccount.
+    wait_for(
+        f"ServiceAccount default/{name}",
+        lambda: client.CoreV1Api(api).read_namespaced_service_account("default", name),
+        timeout_s=30,
+    )
+
+
+def create_deployment(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> None:
+    client.AppsV1Api(api).create_namespaced_deployment(
+        namespace, model(client.V1Deployment, manifest)
+    )

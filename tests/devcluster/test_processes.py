@@ -1,0 +1,39 @@
+"""Process groups and the env marker: how `down` leaves nothing behind."""
+
+import os
+import time
+from pathlib import Path
+
+from devcluster.processes import (
+    MARKER_ENV,
+    is_alive,
+    marked_processes,
+    start_detached,
+    stop_processes,
+)
+
+
+def test_stopping_a_group_kills_children_that_ignore_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, MARKER_ENV: str(tmp_path)}
+    # A parent with a background child that ignores SIGTERM: only the group
+    # kill plus the SIGKILL fallback gets both.
+    script = "trap '' TERM; sleep 300 & sleep 300; wait"
+    pid = start_detached(["sh", "-c", script], tmp_path / "log", env)
+    deadline = time.monotonic() + 5
+    while len(marked_processes(tmp_path)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(marked_processes(tmp_path)) == 3
+    stop_processes([pid], timeout_s=1)
+    assert not is_alive(pid)
+    assert marked_processes(tmp_path) == []
+
+
+def test_marker_finds_only_this_clusters_processes(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    pid_ours = start_detached(["sleep", "300"], tmp_path / "a", {MARKER_ENV: str(ours)})
+    pid_theirs = start_detached(["sleep", "300"], tmp_path / "b", {MARKER_ENV: str(theirs)})
+    try:
+        assert marked_processes(ours) == [pid_ours]
+    finally:
+        stop_processes([pid_ours, pid_theirs])
+    assert not is_alive(pid_theirs)
