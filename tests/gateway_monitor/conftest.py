@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from fake_bluez import FakeBlueZ, PrivateBus
+
+# With tests/conftest.py, pytest puts tests/ on sys.path, and tests/gateway_monitor/ (no
+# __init__.py) then shadows the editable-installed package as a namespace package. A
+# regular package anywhere on sys.path wins over namespace portions, so put the repo root
+# there. Redundant once pyproject's pytest options set `pythonpath = ["."]`.
+_ROOT = str(Path(__file__).resolve().parents[2])
+if _ROOT not in sys.path:
+    sys.path.insert(0, _ROOT)
+if getattr(sys.modules.get("gateway_monitor"), "__file__", "") is None:
+    del sys.modules["gateway_monitor"]
+
+from fake_bluez import FakeBlueZ, PrivateBus  # noqa: E402
 
 
 @pytest.fixture

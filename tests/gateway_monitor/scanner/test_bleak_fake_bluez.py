@@ -36,9 +36,9 @@ class RecordingSink:
         pass
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not check():
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
@@ -147,7 +147,7 @@ async def test_duty_cycle_stops_and_restarts_discovery(fake_bluez: FakeBlueZ) ->
     source = fast_source(mode=ScanMode.ACTIVE, duty=DutyCycle(on=0.3, period=0.6))
     task = asyncio.create_task(source.run(lambda _a: None))
     try:
-        await eventually(lambda: fake_bluez.adapter.start_calls >= 3, timeout=10.0)
+        await eventually(lambda: fake_bluez.adapter.start_calls >= 3, within=10.0)
         assert fake_bluez.adapter.stop_calls >= 2
         # while paused, the radio hears nothing
         await eventually(lambda: not fake_bluez.adapter.discovering)

@@ -1,0 +1,127 @@
+"""The whole monitor on replayed traces (several gateways in one process), /metrics, /healthz."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway_monitor import traces
+from gateway_monitor.app import create_app, running
+from gateway_monitor.cli import build_parser, settings_from_args
+from gateway_monitor.scanner import ReplaySource
+from gateway_monitor.settings import Settings
+from gateway_monitor.tracker import ConfigError
+
+ADDR = "C0:FF:EE:00:00:01"
+
+
+async def eventually(check: Callable[[], bool], within: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def settings_for(node: str, trace: Path, *extra: str) -> Settings:
+    args = build_parser().parse_args(
+        ["--node", node, "--replay", str(trace), "--speed", "100", "--dry-run",
+         "--device", f"patient-1={ADDR}", *extra]
+    )  # fmt: skip
+    return settings_from_args(args)
+
+
+async def test_two_gateways_replay_a_walk_and_hand_over(tmp_path: Path) -> None:
+    gw1_trace, gw2_trace = traces.walk(ADDR, [0.0, 20.0], duration=150.0, seed=7)
+    stranger = traces.stationary("DE:AD:BE:EF:00:01", -50.0, duration=150.0, seed=9)
+    traces.write_trace(tmp_path / "gw1.jsonl", sorted(gw1_trace + stranger, key=lambda r: r.t))
+    traces.write_trace(tmp_path / "gw2.jsonl", gw2_trace)
+
+    async with (
+        running(settings_for("gw1", tmp_path / "gw1.jsonl")) as gw1,
+        running(settings_for("gw2", tmp_path / "gw2.jsonl")) as gw2,
+    ):
+        # gw2 keeps hearing the device to the end; gw1 lost it mid-walk
+        await eventually(lambda: any(b["status"]["sightings"] for b in gw2.dry_run_log))
+        await eventually(
+            lambda: bool(gw1.dry_run_log) and not gw1.dry_run_log[-1]["status"]["sightings"]
+        )
+        assert isinstance(gw1.source, ReplaySource)
+        await asyncio.wait_for(gw1.source.finished.wait(), 15)
+        gw1_bodies = [b["status"]["sightings"] for b in gw1.dry_run_log]
+        gw2_bodies = [b["status"]["sightings"] for b in gw2.dry_run_log]
+
+    # gw1: present (its own entry only), then exactly one removal at the end
+    assert all(s == [] or [e["node"] for e in s] == ["gw1"] for s in gw1_bodies)
+    assert gw1_bodies.count([]) == 1
+    assert gw1_bodies[-1] == []
+    # gw2: present from some point on, never removed while the trace ran
+    assert gw2_bodies
+    assert all(s and s[0]["node"] == "gw2" for s in gw2_bodies)
+    assert gw2_bodies[-1][0]["rssi"] > -75
+    # the stranger, the loudest advertiser of all, never appears anywhere
+    assert all(b["metadata"]["name"] == "patient-1" for b in gw1.dry_run_log + gw2.dry_run_log)
+    dropped = gw1.metrics.registry.get_sample_value(
+        "cloud4iot_gateway_monitor_adverts_total", {"result": "dropped"}
+    )
+    assert dropped == len(stranger)
+
+
+async def test_metrics_and_healthz(tmp_path: Path, aiohttp_client: Callable[..., object]) -> None:
+    trace = traces.stationary(ADDR, -60.0, duration=20.0, seed=3)
+    traces.write_trace(tmp_path / "t.jsonl", trace)
+    client = await aiohttp_client(create_app(settings_for("gw1", tmp_path / "t.jsonl")))  # type: ignore[operator]
+    assert isinstance(client, TestClient)
+
+    health = await client.get("/healthz")
+    assert health.status == 200
+    body = await health.json()
+    assert body["node"] == "gw1"
+    assert body["scanner"]["mode"] == "replay"
+
+    async def present() -> str:
+        return await (await client.get("/metrics")).text()
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    text = await present()
+    while "cloud4iot_gateway_monitor_devices_present 1.0" not in text:
+        assert loop.time() < deadline, text
+        await asyncio.sleep(0.05)
+        text = await present()
+    assert 'cloud4iot_gateway_monitor_adverts_total{result="tracked"}' in text
+    assert 'cloud4iot_gateway_monitor_presence_changes_total{transition="arrived"} 1.0' in text
+    assert "cloud4iot_gateway_monitor_errors_total" in text
+
+
+async def test_missing_bluez_is_unhealthy_and_counted(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, aiohttp_client: Callable[..., object]
+) -> None:
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-such-bus")
+    args = build_parser().parse_args(
+        ["--node", "gw1", "--dry-run", "--device", f"patient-1={ADDR}"]
+    )
+    client = await aiohttp_client(create_app(settings_from_args(args)))  # type: ignore[operator]
+    assert isinstance(client, TestClient)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (resp := await client.get("/healthz")).status != 503:
+        assert loop.time() < deadline
+        await asyncio.sleep(0.05)
+    body = await resp.json()
+    assert body["scanner"]["healthy"] is False
+    metrics = await (await client.get("/metrics")).text()
+    assert 'cloud4iot_gateway_monitor_errors_total{component="scanner"} 0.0' not in metrics
+    assert "cloud4iot_gateway_monitor_scanner_healthy 0.0" in metrics
+
+
+def test_settings_refuse_an_away_timeout_shorter_than_the_scan_pause(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="scan pause"):
+        settings_for("gw1", tmp_path / "t.jsonl", "--duty-cycle", "5/60", "--away-timeout", "30")
+    with pytest.raises(ConfigError, match="node name"):
+        settings_for("", tmp_path / "t.jsonl")

@@ -1,0 +1,99 @@
+"""When a sighting is published: arrival, departure, step, heartbeat, never too often."""
+
+from __future__ import annotations
+
+import itertools
+
+from gateway_monitor import traces
+from gateway_monitor.publisher import PublishConfig, PublishPlan, Reason, Sighting, apply_body
+from gateway_monitor.tracker import Tracker
+
+CFG = PublishConfig(min_interval=2.0, step=3, heartbeat=30.0, adopt_grace=30.0)
+
+
+def drain(plan: PublishPlan, now: float) -> list[tuple[str, Reason]]:
+    due = plan.due(now)
+    for device, _ in due:
+        plan.sent(device, plan.entries[device].desired, now)
+    return due
+
+
+def test_arrival_step_heartbeat_and_departure() -> None:
+    plan = PublishPlan(CFG)
+    plan.want("d", Sighting(-60, 0.0))
+    assert drain(plan, 0.0) == [("d", Reason.ARRIVAL)]
+    plan.want("d", Sighting(-62, 1.0))  # 2 dB: not worth a publish
+    assert drain(plan, 5.0) == []
+    plan.want("d", Sighting(-64, 6.0))  # 4 dB from what was published
+    assert drain(plan, 6.0) == [("d", Reason.STEP)]
+    assert drain(plan, 35.0) == []
+    assert drain(plan, 36.0) == [("d", Reason.HEARTBEAT)]
+    plan.want("d", None)
+    assert drain(plan, 36.5) == []  # rate limit holds the departure back ...
+    assert plan.next_wakeup(36.5) == 38.0  # ... until the interval has passed
+    assert drain(plan, 38.0) == [("d", Reason.DEPARTURE)]
+    assert "d" not in plan.entries  # removed entry: nothing left to track
+
+
+def test_rate_limit_coalesces_to_the_latest_state() -> None:
+    plan = PublishPlan(CFG)
+    plan.want("d", Sighting(-60, 0.0))
+    drain(plan, 0.0)
+    for i, rssi in enumerate([-70, -50, -80, -65]):
+        plan.want("d", Sighting(rssi, 0.1 * i))
+        assert drain(plan, 0.1 * i + 0.1) == []
+    assert drain(plan, 2.0) == [("d", Reason.STEP)]
+    published = plan.entries["d"].published
+    assert published is not None
+    assert published.rssi == -65
+
+
+def test_boundary_oscillation_publishes_boundedly() -> None:
+    """A device pacing across the band for 20 minutes: applies stay under the rate cap."""
+    tracker, plan = Tracker(), PublishPlan(CFG)
+    records = traces.oscillating("C0:FF:EE:00:00:01", -80.0, 10.0, 60.0, duration=1200.0)
+    sent: list[tuple[float, Reason]] = []
+    t = 0.0
+    for rec in records:
+        t = rec.t
+        for u in [*tracker.tick(t), tracker.observe("d", rec.rssi, t)]:
+            plan.want("d", Sighting(u.state.rssi, t) if u.state.present and u.state.rssi else None)
+        sent += [(t, why) for _, why in drain(plan, t)]
+    times = [s for s, _ in sent]
+    assert all(b - a >= CFG.min_interval for a, b in itertools.pairwise(times))
+    # present only part of each swing, and steps of 3 dB: far fewer than one per advert
+    assert len(sent) < len(records) / 4
+    kinds = [w for _, w in sent]
+    assert kinds.count(Reason.DEPARTURE) >= 1
+    assert kinds.count(Reason.ARRIVAL) - kinds.count(Reason.DEPARTURE) in (0, 1)
+
+
+def test_adopted_entry_is_kept_through_the_grace_then_removed() -> None:
+    plan = PublishPlan(CFG)
+    plan.adopt("d", Sighting(-70, 0.0), now=100.0)
+    assert drain(plan, 110.0) == []
+    assert drain(plan, 130.0) == [("d", Reason.DEPARTURE)]
+    # heard again within the grace: no removal, a normal publish instead
+    plan.adopt("e", Sighting(-70, 0.0), now=100.0)
+    plan.want("e", Sighting(-60, 101.0))
+    assert drain(plan, 101.0) == [("e", Reason.STEP)]
+
+
+def test_failure_backs_off_and_keeps_the_wanted_state() -> None:
+    plan = PublishPlan(CFG)
+    plan.want("d", Sighting(-60, 0.0))
+    plan.failed("d", now=0.0, delay=5.0)
+    plan.want("d", Sighting(-61, 1.0))
+    assert plan.due(4.0) == []
+    assert plan.due(5.0) == [("d", Reason.ARRIVAL)]
+    assert plan.entries["d"].desired == Sighting(-61, 1.0)
+
+
+def test_apply_body_holds_only_our_entry() -> None:
+    body = apply_body("patient-1", "gw1", Sighting(-61, 0.0))
+    assert body["status"] == {
+        "sightings": [{"node": "gw1", "rssi": -61, "lastSeen": "1970-01-01T00:00:00Z"}]
+    }
+    assert body["metadata"] == {"name": "patient-1"}
+    assert "spec" not in body
+    assert apply_body("patient-1", "gw1", None)["status"] == {"sightings": []}

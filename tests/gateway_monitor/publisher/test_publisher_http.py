@@ -1,0 +1,162 @@
+"""The publisher through the real kubernetes client against a stand-in apiserver.
+
+Checks the wire format of the apply (content type, field manager, body) and that the
+latest state survives an apiserver outage and is sent once it is back. The real
+apiserver's merge semantics are covered by the cluster test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from kubernetes.aio.client import CustomObjectsApi
+from kubernetes.aio.config import new_client_from_config
+
+from gateway_monitor.publisher import PublishConfig, Publisher, PublishPlan, Sighting
+
+
+@dataclass
+class FakeApiserver:
+    port: int
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name == "gone":
+            return web.json_response({"kind": "Status", "code": 404}, status=404)
+        self.requests.append(
+            {
+                "name": name,
+                "content_type": request.headers.get("Content-Type"),
+                "query": dict(request.query),
+                "body": json.loads(await request.text()),
+            }
+        )
+        return web.json_response({"metadata": {"name": name}})
+
+    async def up(self) -> None:
+        app = web.Application()
+        app.router.add_patch("/apis/cloud4iot.io/v1alpha1/devices/{name}/status", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def down(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def apiserver() -> AsyncIterator[FakeApiserver]:
+    server = FakeApiserver(free_port())
+    await server.up()
+    yield server
+    await server.down()
+
+
+@pytest.fixture
+async def api(apiserver: FakeApiserver, tmp_path: Path) -> AsyncIterator[CustomObjectsApi]:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "f", "cluster": {"server": f"http://127.0.0.1:{apiserver.port}"}}
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "c", "context": {"cluster": "f", "user": "u"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    client = await new_client_from_config(config_file=str(kubeconfig))
+    yield CustomObjectsApi(client)
+    await client.close()
+
+
+async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+async def test_apply_wire_format_and_resync_after_outage(
+    apiserver: FakeApiserver, api: CustomObjectsApi
+) -> None:
+    plan = PublishPlan(PublishConfig(min_interval=0.1, heartbeat=3600.0))
+    publisher = Publisher(api, "gw1", plan, backoff=lambda _n: 0.2)
+    task = asyncio.create_task(publisher.run())
+    try:
+        publisher.update("patient-1", Sighting(-61, 0.0))
+        await eventually(lambda: len(apiserver.requests) == 1)
+        req = apiserver.requests[0]
+        assert req["content_type"] == "application/apply-patch+yaml"
+        assert req["query"]["fieldManager"] == "cloud4iot-gateway-monitor/gw1"
+        assert req["query"]["force"] == "true"
+        assert req["body"]["status"]["sightings"] == [
+            {"node": "gw1", "rssi": -61, "lastSeen": "1970-01-01T00:00:00Z"}
+        ]
+
+        await apiserver.down()
+        publisher.update("patient-1", Sighting(-80, 10.0))
+        await eventually(lambda: not publisher.reachable)
+        publisher.update("patient-1", Sighting(-70, 20.0))  # newer state during the outage
+        await asyncio.sleep(0.5)  # several retries fail meanwhile
+        assert len(apiserver.requests) == 1
+
+        await apiserver.up()
+        await eventually(lambda: len(apiserver.requests) >= 2)
+        await eventually(lambda: publisher.reachable)
+        assert apiserver.requests[1]["body"]["status"]["sightings"][0]["rssi"] == -70
+        await asyncio.sleep(0.3)
+        assert len(apiserver.requests) == 2  # in sync now: nothing more to send
+
+        publisher.update("patient-1", None)  # departure removes our entry
+        await eventually(lambda: len(apiserver.requests) == 3)
+        assert apiserver.requests[2]["body"]["status"] == {"sightings": []}
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_deleted_device_is_forgotten_and_shutdown_removes_the_rest(
+    apiserver: FakeApiserver, api: CustomObjectsApi
+) -> None:
+    publisher = Publisher(
+        api, "gw1", PublishPlan(PublishConfig(min_interval=0.1)), backoff=lambda _n: 0.1
+    )
+    task = asyncio.create_task(publisher.run())
+    try:
+        publisher.update("gone", Sighting(-61, 0.0))
+        publisher.update("patient-2", Sighting(-65, 0.0))
+        await eventually(lambda: len(apiserver.requests) == 1)
+        await eventually(lambda: "gone" not in publisher.plan.entries)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await publisher.remove_all() == 1
+    assert apiserver.requests[-1]["name"] == "patient-2"
+    assert apiserver.requests[-1]["body"]["status"] == {"sightings": []}
