@@ -1,0 +1,47 @@
+"""Manifests the end-to-end tests create."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCHEDULER = "cloud4iot-scheduler"
+FUNCTION_ANNOTATION = "cloud4iot.io/function"
+
+
+def deployment(
+    name: str,
+    *,
+    replicas: int = 1,
+    function: str | None = None,
+    scheduler: str = SCHEDULER,
+    node_selector: dict[str, str] | None = None,
+    cpu: str = "100m",
+    memory: str = "64Mi",
+) -> dict[str, Any]:
+    """A Deployment of a stand-in IoT function (kwok never pulls the image)."""
+    annotations = {FUNCTION_ANNOTATION: function} if function else {}
+    pod_spec: dict[str, Any] = {
+        "schedulerName": scheduler,
+        "containers": [
+            {
+                "name": "function",
+                "image": "registry.invalid/cloud4iot/function:test",
+                "resources": {"requests": {"cpu": cpu, "memory": memory}},
+            }
+        ],
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
