@@ -100,7 +100,8 @@ def _check_policy(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from extender.demo import run_demo
 
-    return run_demo(args)
+    code: int = run_demo(args)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,11 @@ class Metrics:
         self.objects = Gauge(
             "cloud4iot_extender_cached_objects", "Objects in the state cache", ["kind"], registry=r
         )
+        self.leader = Gauge(
+            "cloud4iot_extender_leader",
+            "1 while this replica holds the Lease and writes Device status.nearest",
+            registry=r,
+        )
         self.nodes_without_metrics = Gauge(
             "cloud4iot_extender_nodes_without_metrics",
             "Known nodes that have no Prometheus load data (often a node-label mismatch)",

@@ -11,6 +11,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from extender.explain import explanation
 from extender.keys import METRICS, POLICY, SETTINGS, STATE
 from extender.policy.loader import LoadedPolicy
 from extender.protocol import (
@@ -22,7 +23,6 @@ from extender.protocol import (
     parse_pod,
     priority_list,
 )
-from extender.explain import explanation
 from extender.scoring import PodFacts, Verdict, evaluate, unknown_node
 from extender.state.snapshot import NodeFacts, Snapshot
 

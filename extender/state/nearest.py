@@ -1,0 +1,65 @@
+"""The nearest gateway of a device, decided centrally with incumbent/challenger hysteresis.
+
+Pure: the previous decision, the device's sightings, the time and the policy in;
+the next decision out. Defaults (policy `spec.nearest`) follow the BLE presence
+systems surveyed in research/peers.md: Bermuda lets a challenger win only when it
+is clearly closer (~15-30% in distance, which is ~3-6 dB under a log-distance
+model with exponent 2.7-3) and only on readings fresher than ~10 s; ESPresense
+and Bermuda both warn that one noisy reading must never switch rooms. So:
+
+* the incumbent keeps the device while its sighting is fresh (sighting max age);
+* a challenger must be `challengerMarginDb` stronger, on data fresher than
+  `freshness`, continuously for `challengerDwell`, before it takes over;
+* without an incumbent, the strongest fresh gateway is taken at once (arrival is
+  fast, leaving is slow), and gateways marked `excludeFromVote` never win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from extender.policy.schema import PolicySpec
+from extender.state.snapshot import Sighting
+
+
+@dataclass(frozen=True, slots=True)
+class NearestState:
+    node: str | None
+    since: float | None = None
+    challenger: str | None = None
+    challenger_since: float | None = None
+
+
+def decide_nearest(
+    previous: NearestState | None,
+    sightings: Mapping[str, Sighting],
+    now: float,
+    spec: PolicySpec,
+) -> NearestState:
+    rules = spec.nearest
+    keep_for = spec.stale_data.sighting_max_age
+    voters = {
+        n: s
+        for n, s in sightings.items()
+        if not (n in spec.gateways and spec.gateways[n].exclude_from_vote)
+    }
+    fresh = {n: s for n, s in voters.items() if now - s.last_seen <= rules.freshness}
+    prev = previous or NearestState(node=None)
+    incumbent = voters.get(prev.node) if prev.node else None
+
+    if incumbent is None or now - incumbent.last_seen > keep_for:
+        if not fresh:
+            return NearestState(node=None)
+        strongest = max(fresh.values(), key=lambda s: (s.rssi, s.node))
+        return NearestState(node=strongest.node, since=now)
+
+    rivals = [s for n, s in fresh.items() if n != prev.node]
+    best = max(rivals, key=lambda s: (s.rssi, s.node), default=None)
+    if best is None or best.rssi < incumbent.rssi + rules.challenger_margin_db:
+        return replace(prev, challenger=None, challenger_since=None)
+    if best.node != prev.challenger or prev.challenger_since is None:
+        return replace(prev, challenger=best.node, challenger_since=now)
+    if now - prev.challenger_since >= rules.challenger_dwell:
+        return NearestState(node=best.node, since=now)
+    return prev

@@ -1,0 +1,171 @@
+"""The single elected writer of Device `status.nearest`, and the scheduler's nudge.
+
+Every extender replica scores from `status.nearest`, so exactly one of them (the
+holder of a coordination Lease) decides it. When the decision changes, the writer
+also touches the gateway Node with an annotation: kube-scheduler re-queues
+unschedulable pods on cluster events it watches (Nodes, not our Devices), so
+without the nudge a pod waiting for its wearable would wait for the periodic
+flush (minutes) instead of seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from extender.policy.store import PolicyStore
+from extender.state.devices import GROUP, PLURAL, VERSION
+from extender.state.nearest import NearestState, decide_nearest
+from extender.state.store import StateStore
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "cloud4iot-extender"
+NUDGE_ANNOTATION = "cloud4iot.io/proximity-changed"
+TICK = 1.0  # re-evaluate pending challengers even when no Device event arrives
+RSSI_STEP = 3.0  # rewrite status.nearest.rssi only on a change this large
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(slots=True)
+class NearestWriter:
+    custom: Any  # kubernetes.aio CustomObjectsApi
+    core: Any  # kubernetes.aio CoreV1Api
+    policy: PolicyStore
+    store: StateStore
+    states: dict[str, NearestState] = field(default_factory=dict)
+    written: dict[str, tuple[str | None, float | None]] = field(default_factory=dict)
+    changes: int = 0
+
+    async def run(self, changed: asyncio.Event) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=TICK)
+            changed.clear()
+            try:
+                await self.step(time.time())
+            except Exception:
+                log.exception("nearest-gateway step failed; retrying next tick")
+
+    async def step(self, now: float) -> None:
+        spec = self.policy.current.policy.spec
+        devices = self.store.snapshot.devices
+        for gone in set(self.states) - set(devices):
+            self.states.pop(gone, None)
+            self.written.pop(gone, None)
+        for name, dev in devices.items():
+            prev = self.states.get(name)
+            if prev is None and dev.nearest is not None:
+                # A new leader continues the decision already on the object.
+                prev = NearestState(node=dev.nearest, since=now)
+            state = decide_nearest(prev, dev.sightings, now, spec)
+            self.states[name] = state
+            sighting = dev.sightings.get(state.node) if state.node else None
+            rssi = sighting.rssi if sighting else None
+            last = self.written.get(name, (dev.nearest, None) if dev.nearest else None)
+            moved = last is None or last[0] != state.node
+            drift = rssi is not None and (
+                last is None or last[1] is None or abs(rssi - last[1]) >= RSSI_STEP
+            )
+            if not moved and not drift:
+                continue
+            await self._write(name, state, sighting.last_seen if sighting else None, rssi)
+            self.written[name] = (state.node, rssi)
+            if moved:
+                self.changes += 1
+                log.info("device %s: nearest gateway %s -> %s", name, last and last[0], state.node)
+                if state.node is not None:
+                    await self._nudge(state.node, now)
+
+    async def _write(
+        self, name: str, state: NearestState, last_seen: float | None, rssi: float | None
+    ) -> None:
+        nearest: dict[str, Any] | None = None
+        if state.node is not None:
+            nearest = {"node": state.node, "since": rfc3339(state.since or time.time())}
+            if rssi is not None:
+                nearest["rssi"] = round(rssi)
+            if last_seen is not None:
+                nearest["lastSeen"] = rfc3339(last_seen)
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Device",
+            "metadata": {"name": name},
+            "status": {"nearest": nearest} if nearest else {},
+        }
+        # Server-side apply: we own status.nearest only; gateways own their sightings.
+        await self.custom.patch_cluster_custom_object_status(
+            GROUP,
+            VERSION,
+            PLURAL,
+            name,
+            orjson.loads(orjson.dumps(body)),
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+            _request_timeout=10,
+        )
+
+    async def _nudge(self, node: str, now: float) -> None:
+        patch = {"metadata": {"annotations": {NUDGE_ANNOTATION: rfc3339(now)}}}
+        try:
+            await self.core.patch_node(
+                node, patch, _content_type="application/merge-patch+json", _request_timeout=10
+            )
+        except Exception as exc:  # the node may be gone; the decision still stands
+            log.warning("could not nudge node %s: %s", node, exc)
+
+
+async def run_elected(
+    api: Any,
+    lease_namespace: str,
+    lease_name: str,
+    lead: Callable[[], Coroutine[Any, Any, None]],
+    on_change: Callable[[bool], None] | None = None,
+) -> None:
+    """Run `lead()` only while this replica holds the Lease; contend again on loss."""
+    from kubernetes.aio.leaderelection import electionconfig, leaderelection
+    from kubernetes.aio.leaderelection.resourcelock.leaselock import LeaseLock
+
+    identity = f"{socket.gethostname()}-{os.getpid()}"
+
+    async def started() -> None:
+        if on_change:
+            on_change(True)
+        await lead()
+
+    async def stopped() -> None:
+        if on_change:
+            on_change(False)
+        log.warning("%s lost the lease %s/%s", identity, lease_namespace, lease_name)
+
+    while True:
+        lock = LeaseLock(lease_name, lease_namespace, identity, api)
+        cfg = electionconfig.Config(
+            lock,
+            lease_duration=15,
+            renew_deadline=10,
+            retry_period=2,
+            onstarted_leading=started,
+            onstopped_leading=stopped,
+        )
+        try:
+            await leaderelection.LeaderElection(cfg).run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("leader election failed; retrying")
+        await asyncio.sleep(2)
