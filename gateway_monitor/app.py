@@ -134,7 +134,7 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = Metrics()
     registry = Registry()
-    tracker = Tracker(settings.tracker)
+    tracker = Tracker(settings.effective_tracker())
     if settings.rssi_offset is not None:
         tracker.set_offset(settings.rssi_offset)
     source = _source(settings)

@@ -67,7 +67,7 @@ class Monitor:
         if update.transition is not None:
             self.metrics.transitions.labels(update.transition.value).inc()
             self.metrics.present.set(self.tracker.present_count())
-            self.transitions.append((state.last_seen, state.key, update.transition))
+            self.transitions.append((self.clock(), state.key, update.transition))
             del self.transitions[:-100]
             log.info("%s %s (rssi %s)", state.key, update.transition.value, state.rssi)
         if state.present and state.rssi is not None:

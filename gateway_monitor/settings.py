@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -43,8 +43,23 @@ class Settings:
                 f"away timeout ({self.tracker.away_timeout}s) must exceed the scan pause "
                 f"({self.duty.off}s), or every pause would mark every device away"
             )
-        if self.dry_run == (not self.static_devices) and self.dry_run:
+        if self.dry_run and not self.static_devices:
             raise ConfigError("--dry-run needs --device NAME=ADDRESS (there is no apiserver)")
+
+    def effective_tracker(self) -> TrackerConfig:
+        """The tracker settings with the smoothing window counted in listening time.
+
+        With the radio on a fraction f of the time, a window of W seconds holds only f*W
+        seconds of adverts; stretching it to W/f keeps the same number of readings, or
+        a 1-in-10 duty cycle would never gather ``arrive_samples`` readings at all.
+        """
+        return scaled_for_duty(self.tracker, self.duty)
+
+
+def scaled_for_duty(config: TrackerConfig, duty: DutyCycle) -> TrackerConfig:
+    if duty.always_on:
+        return config
+    return replace(config, window=config.window / duty.fraction)
 
 
 def policy_offset(path: Path, node: str) -> float | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 RSSI_MIN = -127
@@ -121,16 +121,7 @@ class Tracker:
 
     def set_offset(self, offset: float) -> None:
         """Change the calibration (policy reload); applies to readings from now on."""
-        cfg = self.config
-        self.config = TrackerConfig(
-            thresholds=cfg.thresholds,
-            away_timeout=cfg.away_timeout,
-            window=cfg.window,
-            leave_hold=cfg.leave_hold,
-            max_samples=cfg.max_samples,
-            arrive_samples=cfg.arrive_samples,
-            offset=offset,
-        )
+        self.config = replace(self.config, offset=offset)
 
     def set_thresholds(self, key: str, enter: float | None, leave: float | None) -> None:
         """Per-device thresholds from the Device spec; a missing one keeps the default gap."""
