@@ -2,12 +2,14 @@
 # Build the devcluster's control-plane binaries from the Go module proxy into a
 # cache folder outside the repo, keyed by the pinned versions (the go.sum files).
 # Idempotent: a complete cache folder is reused without calling the Go toolchain.
-# Prints the folder on its last line.
+# Prints the folder on its last line; `build.sh --print-dir` prints it without
+# building (the Python launcher uses this, so the cache key lives in one place).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export GOTOOLCHAIN=local CGO_ENABLED=0
 key=$(cat "$here"/go/*/go.mod "$here"/go/*/go.sum | sha256sum | cut -c1-12)
 out="${CLOUD4IOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cloud4iot}/bin/k8s-v1.36.3-etcd-v3.6.16-kwok-v0.8.0-$key"
+[ "${1:-}" = --print-dir ] && { echo "$out"; exit 0; }
 bins=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kwokctl)
 missing=0
 for b in "${bins[@]}"; do [ -x "$out/$b" ] || missing=1; done
