@@ -111,14 +111,26 @@ async def _watch_policy(rt: Runtime) -> None:
     path, node = rt.settings.policy, rt.settings.node
     assert path is not None
     seen: float | None = None
+    missing_logged = False
     while True:
         try:
             mtime = path.stat().st_mtime
+            missing_logged = False
             if mtime != seen:
                 seen = mtime
                 offset = await asyncio.to_thread(policy_offset, path, node)
                 rt.tracker.set_offset(offset or 0.0)
                 log.info("calibration offset from %s: %+.1f dB", path, offset or 0.0)
+        except FileNotFoundError:
+            # The policy ConfigMap is optional: no file, no calibration from it.
+            if not missing_logged:
+                log.info(
+                    "no policy at %s; calibration offset stays %+.1f dB",
+                    path,
+                    rt.tracker.config.offset,
+                )
+                missing_logged = True
+            seen = None
         except (OSError, ValueError) as exc:
             log.warning(
                 "policy %s unusable, keeping offset %+.1f: %s", path, rt.tracker.config.offset, exc

@@ -56,7 +56,13 @@ def replay_transitions(
     registry = Registry()
     registry.replace_all([DeviceSpec(DEVICE, ADDRESS)])
     monitor = Monitor(
-        "gw", Tracker(scaled_for_duty(config, duty)), registry, _NullSink(), Metrics(), clock=lambda: now, wall=lambda: 0.0
+        "gw",
+        Tracker(scaled_for_duty(config, duty)),
+        registry,
+        _NullSink(),
+        Metrics(),
+        clock=lambda: now,
+        wall=lambda: 0.0,
     )
 
     def advance(to: float) -> None:
@@ -86,8 +92,7 @@ class Row:
 
 def _shift(records: Sequence[traces.TraceRecord], by: float) -> list[traces.TraceRecord]:
     return [
-        traces.TraceRecord(t=r.t + by, address=r.address, rssi=r.rssi, name=r.name)
-        for r in records
+        traces.TraceRecord(t=r.t + by, address=r.address, rssi=r.rssi, name=r.name) for r in records
     ]
 
 

@@ -1,0 +1,93 @@
+"""The gateway's RSSI offset comes from the policy (reloaded) unless set explicitly."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from gateway_monitor import traces
+from gateway_monitor.app import running
+from gateway_monitor.settings import Settings, policy_offset
+
+ADDR = "C0:FF:EE:00:00:01"
+POLICY = """apiVersion: cloud4iot.io/v1alpha1
+kind: PlacementPolicy
+metadata: {{name: default}}
+spec:
+  gateways:
+    gw1: {{rssiOffset: {offset}}}
+    gw2: {{rssiOffset: 4}}
+  classes: {{}}
+"""
+
+
+def test_policy_offset_reads_this_node_only(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY.format(offset=-6))
+    assert policy_offset(path, "gw1") == -6.0
+    assert policy_offset(path, "gw2") == 4.0
+    assert policy_offset(path, "gw3") is None
+    path.write_text(POLICY.format(offset=99))
+    with pytest.raises(ValueError, match="rssiOffset"):
+        policy_offset(path, "gw1")
+
+
+async def test_policy_reload_recalibrates_the_running_monitor(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(offset=-30))  # a deaf radio: -60 reads as -90
+    trace = tmp_path / "t.jsonl"
+    traces.write_trace(trace, traces.stationary(ADDR, -60.0, duration=600.0, noise_sd=1.0))
+    settings = Settings(
+        node="gw1",
+        replay=trace,
+        speed=20.0,
+        dry_run=True,
+        static_devices={"patient-1": ADDR},
+        policy=policy,
+        policy_poll=0.05,
+    )
+    async with running(settings) as rt:
+        await asyncio.sleep(1.0)  # 20 s of trace: plenty of adverts
+        assert rt.tracker.config.offset == -30.0
+        assert rt.tracker.present_count() == 0
+        assert rt.dry_run_log == []
+
+        policy.write_text(POLICY.format(offset=0))
+        stat = policy.stat()
+        os.utime(policy, (stat.st_atime, stat.st_mtime + 5))  # coarse mtime clocks
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while rt.tracker.present_count() == 0:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.05)
+        assert rt.tracker.config.offset == 0.0
+        sighting = rt.dry_run_log[-1]["status"]["sightings"][0]
+        assert -64 <= sighting["rssi"] <= -56
+
+
+async def test_explicit_offset_wins_over_the_policy(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY.format(offset=-30))
+    trace = tmp_path / "t.jsonl"
+    traces.write_trace(trace, traces.stationary(ADDR, -60.0, duration=600.0, noise_sd=1.0))
+    settings = Settings(
+        node="gw1",
+        replay=trace,
+        speed=20.0,
+        dry_run=True,
+        static_devices={"patient-1": ADDR},
+        policy=policy,
+        policy_poll=0.05,
+        rssi_offset=5.0,
+    )
+    async with running(settings) as rt:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not rt.dry_run_log:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.05)
+        assert rt.tracker.config.offset == 5.0
+        assert -59 <= rt.dry_run_log[-1]["status"]["sightings"][0]["rssi"] <= -51

@@ -1,0 +1,209 @@
+"""Server-side apply by several gateway monitors on the devcluster's real apiserver."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes.aio.client import ApiClient, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
+from kubernetes.aio.client.exceptions import ApiException
+from kubernetes.aio.config import new_client_from_config
+
+from gateway_monitor import traces
+from gateway_monitor.app import running
+from gateway_monitor.publisher import FIELD_MANAGER_PREFIX, PublishConfig, Sighting, apply_sighting
+from gateway_monitor.registry import GROUP, PLURAL, VERSION
+from gateway_monitor.settings import Settings
+from gateway_monitor.tracker import TrackerConfig
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+async def api(devcluster: Any) -> AsyncIterator[CustomObjectsApi]:
+    client = await new_client_from_config(config_file=str(devcluster.kubeconfig))
+    yield CustomObjectsApi(client)
+    await client.close()
+
+
+@pytest.fixture
+async def device(api: CustomObjectsApi) -> AsyncIterator[tuple[str, str]]:
+    """A fresh Device with a random address; deleted afterwards."""
+    name = f"patient-{uuid.uuid4().hex[:8]}"
+    address = "C0:" + ":".join(f"{b:02X}" for b in uuid.uuid4().bytes[:5])
+    await api.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Device",
+            "metadata": {"name": name},
+            "spec": {"address": address, "displayName": "test wearable"},
+        },
+    )
+    yield name, address
+    await api.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+
+
+async def sightings(api: CustomObjectsApi, name: str) -> dict[str, dict[str, Any]]:
+    obj = await api.get_cluster_custom_object_status(GROUP, VERSION, PLURAL, name)
+    return {e["node"]: e for e in (obj.get("status") or {}).get("sightings") or []}
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.2)
+
+
+async def test_two_field_managers_keep_both_entries(
+    api: CustomObjectsApi, device: tuple[str, str]
+) -> None:
+    name, _ = device
+    now = time.time()
+    await apply_sighting(api, name, "gw1", Sighting(-60, now))
+    await apply_sighting(api, name, "gw2", Sighting(-80, now))
+    seen = await sightings(api, name)
+    assert set(seen) == {"gw1", "gw2"}
+    assert seen["gw1"]["rssi"] == -60
+    assert seen["gw2"]["rssi"] == -80
+
+    # gw1 moves on; gw2's entry is untouched
+    await apply_sighting(api, name, "gw1", Sighting(-55, now + 5))
+    seen = await sightings(api, name)
+    assert seen["gw1"]["rssi"] == -55
+    assert seen["gw2"]["rssi"] == -80
+
+    obj = await api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    managers = {
+        m["manager"]
+        for m in obj["metadata"]["managedFields"]
+        if m.get("operation") == "Apply" and m.get("subresource") == "status"
+    }
+    assert {FIELD_MANAGER_PREFIX + "gw1", FIELD_MANAGER_PREFIX + "gw2"} <= managers
+
+    # applying an empty list under gw1's manager gives up exactly gw1's entry
+    await apply_sighting(api, name, "gw1", None)
+    seen = await sightings(api, name)
+    assert set(seen) == {"gw2"}
+    assert seen["gw2"]["rssi"] == -80
+    await apply_sighting(api, name, "gw2", None)
+    assert await sightings(api, name) == {}
+
+    # the spec is out of a status apply's reach
+    obj = await api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    assert obj["spec"]["displayName"] == "test wearable"
+
+
+async def test_two_running_monitors_publish_and_remove_their_own_entries(
+    api: CustomObjectsApi, device: tuple[str, str], devcluster: Any, tmp_path: Path
+) -> None:
+    name, address = device
+    # Both gateways hear the wearable; gw1 much better. A stranger is loud at gw1.
+    near = traces.stationary(address, -60.0, duration=600.0, seed=1)
+    stranger = traces.stationary("DE:AD:BE:EF:00:01", -40.0, duration=600.0, seed=2)
+    far = traces.stationary(address, -72.0, duration=600.0, seed=3)
+    traces.write_trace(tmp_path / "gw1.jsonl", sorted(near + stranger, key=lambda r: r.t))
+    traces.write_trace(tmp_path / "gw2.jsonl", far)
+
+    def settings(node: str) -> Settings:
+        return Settings(
+            node=node,
+            replay=tmp_path / f"{node}.jsonl",
+            speed=5.0,
+            kubeconfig=devcluster.kubeconfig,
+            tracker=TrackerConfig(),
+            publish=PublishConfig(min_interval=0.5),
+        )
+
+    async with running(settings("gw1")) as gw1:
+        async with running(settings("gw2")) as gw2:
+
+            async def both() -> bool:
+                return set(await sightings(api, name)) == {"gw1", "gw2"}
+
+            await eventually(both)
+            seen = await sightings(api, name)
+            assert seen["gw1"]["rssi"] > seen["gw2"]["rssi"]
+            assert gw1.registry.synced
+            assert gw2.publisher is not None
+            assert gw2.publisher.reachable
+        # gw2 shut down: its entry is gone, gw1's stays
+        assert set(await sightings(api, name)) == {"gw1"}
+        dropped = gw1.metrics.registry.get_sample_value(
+            "cloud4iot_gateway_monitor_adverts_total", {"result": "dropped"}
+        )
+        assert dropped is not None
+        assert dropped > 0
+    assert await sightings(api, name) == {}
+
+
+async def test_rbac_allows_exactly_what_the_monitor_needs(
+    api: CustomObjectsApi, device: tuple[str, str], devcluster: Any
+) -> None:
+    """Apply the shipped RBAC, then act as the ServiceAccount through impersonation."""
+    name, _ = device
+    docs = [
+        d
+        for f in ("namespace.yaml", "rbac.yaml")
+        for d in yaml.safe_load_all((REPO / "manifests/gateway-monitor" / f).read_text())
+    ]
+    admin: ApiClient = api.api_client
+    core, rbac = CoreV1Api(admin), RbacAuthorizationV1Api(admin)
+    for doc in docs:
+        kind = doc["kind"]
+        try:
+            if kind == "Namespace":
+                await core.create_namespace(doc)
+            elif kind == "ServiceAccount":
+                await core.create_namespaced_service_account(doc["metadata"]["namespace"], doc)
+            elif kind == "ClusterRole":
+                await rbac.create_cluster_role(doc)
+            elif kind == "ClusterRoleBinding":
+                await rbac.create_cluster_role_binding(doc)
+        except ApiException as exc:
+            if exc.status != 409:  # already there from an earlier run
+                raise
+
+    sa = await new_client_from_config(config_file=str(devcluster.kubeconfig))
+    sa.set_default_header(
+        "Impersonate-User", "system:serviceaccount:cloud4iot-gateway:cloud4iot-gateway-monitor"
+    )
+    as_monitor = CustomObjectsApi(sa)
+    try:
+
+        async def rbac_ready() -> bool:
+            try:
+                await as_monitor.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+            except ApiException as exc:
+                if exc.status == 403:
+                    return False
+                raise
+            return True
+
+        await eventually(rbac_ready)
+        await apply_sighting(as_monitor, name, "gw9", Sighting(-61, time.time()))
+        assert set(await sightings(api, name)) == {"gw9"}
+        await apply_sighting(as_monitor, name, "gw9", None)
+        # ... but it may not touch the spec or delete Devices
+        with pytest.raises(ApiException) as denied:
+            await as_monitor.patch_cluster_custom_object(
+                GROUP, VERSION, PLURAL, name, {"spec": {"displayName": "hijacked"}}
+            )
+        assert denied.value.status == 403
+        with pytest.raises(ApiException) as denied:
+            await as_monitor.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        assert denied.value.status == 403
+    finally:
+        await sa.close()
