@@ -66,7 +66,7 @@ class PrometheusSource:
     def fetch(self, spec: PrometheusSpec) -> dict[str, LoadSample]:
         """Blocking: run both queries. Raises on transport or query errors."""
         # Both the HTTP call and the server-side evaluation are bounded.
-        params = {"timeout": f"{spec.timeout}s"}
+        params = {"timeout": f"{max(1, int(spec.timeout * 1000))}ms"}
         at = time.time()
         results = [
             self.client.custom_query(q, params=params, timeout=spec.timeout)
