@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--duty-cycle",
         type=DutyCycle.parse,
-        default=DutyCycle(),
+        default="always",
         metavar="ON/PERIOD",
         help="scan ON of every PERIOD seconds, e.g. 2/10; 'always' = continuous",
     )
@@ -204,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # probes every 10 s
     try:
         settings = settings_from_args(args)
     except (ConfigError, ValueError) as exc:

@@ -38,7 +38,7 @@ class Sighting:
 class PublishConfig:
     min_interval: float = 2.0  # per device: never publish more often than this
     step: int = 3  # dB change of the smoothed RSSI that is worth a publish
-    heartbeat: float = 30.0  # republish a present device this often even if unchanged
+    heartbeat: float = 10.0  # refresh lastSeen well inside the policy's sightingMaxAge (30 s)
     adopt_grace: float = 30.0  # keep an entry found at start-up this long before removing
 
 
