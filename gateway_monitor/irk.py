@@ -69,7 +69,10 @@ def aes128_encrypt(key: bytes, block: bytes) -> bytes:
     """AES-128 of one 16-byte block (FIPS-197); big-endian bytes in and out."""
     if len(key) != 16 or len(block) != 16:
         raise ValueError("AES-128 needs a 16-byte key and a 16-byte block")
-    round_keys = _expand_key(key)
+    return _encrypt(_expand_key(key), block)
+
+
+def _encrypt(round_keys: list[bytes], block: bytes) -> bytes:
     s = [b ^ k for b, k in zip(block, round_keys[0], strict=True)]
     for rnd in range(1, 11):
         s = [_SBOX[b] for b in s]
@@ -95,6 +98,10 @@ def ah(irk: bytes, prand: bytes) -> bytes:
     if len(prand) != 3:
         raise ValueError("prand is 3 bytes")
     return aes128_encrypt(irk, bytes(13) + prand)[-3:]
+
+
+def _ah_scheduled(round_keys: list[bytes], prand: bytes) -> bytes:
+    return _encrypt(round_keys, bytes(13) + prand)[-3:]
 
 
 def address_bytes(address: str) -> bytes:
@@ -136,10 +143,11 @@ class Resolver:
     """
 
     def __init__(self, keys: Iterable[tuple[str, bytes]] = (), cache_size: int = 4096) -> None:
-        self._keys: list[tuple[str, bytes]] = []
+        # Key schedules expanded once: resolving then costs one block per key and order.
+        self._keys: list[tuple[str, list[bytes]]] = []
         for name, irk in keys:
-            self._keys.append((name, irk))
-            self._keys.append((name, irk[::-1]))
+            self._keys.append((name, _expand_key(irk)))
+            self._keys.append((name, _expand_key(irk[::-1])))
         self._cache: OrderedDict[str, str | None] = OrderedDict()
         self._cache_size = cache_size
 
@@ -152,7 +160,9 @@ class Resolver:
             return self._cache[address]
         raw = address_bytes(address)
         prand, hash_ = raw[:3], raw[3:]
-        found = next((name for name, irk in self._keys if ah(irk, prand) == hash_), None)
+        found = next(
+            (name for name, keys in self._keys if _ah_scheduled(keys, prand) == hash_), None
+        )
         self._cache[address] = found  # negative answers too: strangers rotate as well
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

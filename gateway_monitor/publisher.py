@@ -221,16 +221,17 @@ class Publisher:
 
     async def run(self) -> None:
         while True:
-            now = self.clock()
-            for device, why in self.plan.due(now):
+            # Clear before looking, so an update() arriving during a send wakes us at once.
+            self._wake.clear()
+            for device, why in self.plan.due(self.clock()):
                 await self._send(device, why)
             now = self.clock()
+            if self.plan.due(now):
+                continue
             wakeup = self.plan.next_wakeup(now)
             timeout = None if wakeup is None else max(0.05, wakeup - now)
-            self._wake.clear()
-            if not self.plan.due(now):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _send(self, device: str, why: Reason | None) -> bool:
         from kubernetes.aio.client.exceptions import ApiException

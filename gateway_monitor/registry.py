@@ -98,9 +98,13 @@ class Registry:
         self._notify(new.values(), removed)
 
     def upsert(self, spec: DeviceSpec) -> None:
+        old = self.devices.get(spec.name)
         self.devices[spec.name] = spec
-        self._rebuild()
-        self._notify([spec], [])
+        # Most MODIFIED events are other gateways' status applies: keep the RPA cache then.
+        if old is None or (old.address, old.irk) != (spec.address, spec.irk):
+            self._rebuild()
+        if old is None or (old.enter, old.leave) != (spec.enter, spec.leave):
+            self._notify([spec], [])
 
     def remove(self, name: str) -> None:
         if self.devices.pop(name, None) is not None:

@@ -45,8 +45,8 @@ async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def fast_source(**kw: object) -> BleakSource:
-    return BleakSource(probe_interval=0.2, backoff=lambda _n: 0.1, **kw)  # type: ignore[arg-type]
+def fast_source(mode: ScanMode = ScanMode.AUTO, duty: DutyCycle | None = None) -> BleakSource:
+    return BleakSource(mode=mode, duty=duty, probe_interval=0.2, backoff=lambda _n: 0.1)
 
 
 async def test_adverts_and_changing_rssi_reach_the_tracker(fake_bluez: FakeBlueZ) -> None:
@@ -70,11 +70,10 @@ async def test_adverts_and_changing_rssi_reach_the_tracker(fake_bluez: FakeBlueZ
         assert fake_bluez.adapter.discovery_filters[-1]["Transport"].value == "le"
 
         rssi_sequence = [-60, -58, -61, -59, -90, -91, -92]
-        for rssi in rssi_sequence:
+        for i, rssi in enumerate(rssi_sequence):
             fake_bluez.advertise(WEARABLE, rssi, manufacturer_data={0x0059: b"\x01"})
             fake_bluez.advertise(STRANGER, -40)
-            n = len(seen)
-            await eventually(lambda n=n: len(seen) >= n + 2)  # type: ignore[misc]
+            await eventually(lambda target=2 * (i + 1): len(seen) >= target)
 
         ours = [a for a in seen if a.address == WEARABLE]
         # every RSSI change arrived through PropertiesChanged, in order

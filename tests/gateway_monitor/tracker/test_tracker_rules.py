@@ -75,15 +75,15 @@ def test_per_device_thresholds_override_and_keep_the_gap() -> None:
     assert tracker.thresholds("leave-only") == Thresholds(enter=-85, leave=-95)
     tracker.set_thresholds("near-only", None, None)
     assert tracker.thresholds("near-only") == Thresholds(enter=-75, leave=-85)
+    tracker.set_thresholds("strict", enter=-60, leave=-70)
     for i in range(3):
+        tracker.observe("default", -65, float(i))
         tracker.observe("strict", -65, float(i))
-    tracker.set_thresholds("strict2", enter=-60, leave=-70)
-    for i in range(3):
-        tracker.observe("strict2", -65, float(i))
-    assert tracker.state("strict") is not None
-    assert tracker.state("strict").present
-    assert tracker.state("strict2") is not None
-    assert not tracker.state("strict2").present
+    default, strict = tracker.state("default"), tracker.state("strict")
+    assert default is not None
+    assert default.present
+    assert strict is not None
+    assert not strict.present
 
 
 def test_bad_settings_are_refused() -> None:
