@@ -22,15 +22,20 @@ if getattr(sys.modules.get("gateway_monitor"), "__file__", "") is None:
 from fake_bluez import FakeBlueZ, PrivateBus  # noqa: E402
 
 
-@pytest.fixture
-async def fake_bluez(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeBlueZ]:
-    """A fake ``org.bluez`` that bleak finds on the "system" bus (our private daemon)."""
+@pytest.fixture(params=[False], ids=["no-monitor-manager"])
+async def fake_bluez(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> AsyncIterator[FakeBlueZ]:
+    """A fake ``org.bluez`` that bleak finds on the "system" bus (our private daemon).
+
+    Parametrise indirectly with True for a BlueZ that supports passive scanning.
+    """
     if shutil.which("dbus-daemon") is None:
         pytest.fail("dbus-daemon is missing: run `bash scripts/system-deps.sh`")
     bus = PrivateBus()
     bus.start()
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", bus.address)
-    fake = FakeBlueZ(bus.address)
+    fake = FakeBlueZ(bus.address, passive=bool(request.param))
     try:
         await fake.start()
         yield fake

@@ -141,6 +141,31 @@ class Adapter1(ServiceInterface):
         return self._discovering
 
 
+class AdvertisementMonitorManager1(ServiceInterface):
+    """BlueZ >= 5.56 with --experimental: what passive scanning needs."""
+
+    def __init__(self) -> None:
+        super().__init__("org.bluez.AdvertisementMonitorManager1")
+        self.monitors: list[str] = []
+
+    @dbus_property(access=PropertyAccess.READ)
+    def SupportedMonitorTypes(self) -> "as":
+        return ["or_patterns"]
+
+    @dbus_property(access=PropertyAccess.READ)
+    def SupportedFeatures(self) -> "as":
+        return []
+
+    @method()
+    def RegisterMonitor(self, application: "o") -> None:
+        self.monitors.append(application)
+
+    @method()
+    def UnregisterMonitor(self, application: "o") -> None:
+        if application in self.monitors:
+            self.monitors.remove(application)
+
+
 class Device1(ServiceInterface):
     def __init__(
         self,
@@ -213,10 +238,12 @@ class FakeBlueZ:
 
     ADAPTER = "hci0"
 
-    def __init__(self, bus_address: str) -> None:
+    def __init__(self, bus_address: str, *, passive: bool = False) -> None:
         self.bus_address = bus_address
         self.adapter_path = f"/org/bluez/{self.ADAPTER}"
         self.adapter = Adapter1("00:1A:7D:DA:71:13")
+        # Without it (the default) bleak's passive mode fails, as on most BlueZ installs.
+        self.monitor_manager = AdvertisementMonitorManager1() if passive else None
         self.devices: dict[str, Device1] = {}
         self.dropped = 0  # adverts sent while not discovering
         self._bus: MessageBus | None = None
@@ -224,6 +251,8 @@ class FakeBlueZ:
     async def start(self) -> None:
         bus = await MessageBus(bus_address=self.bus_address, bus_type=BusType.SYSTEM).connect()
         bus.export(self.adapter_path, self.adapter)
+        if self.monitor_manager is not None:
+            bus.export(self.adapter_path, self.monitor_manager)
         await bus.request_name("org.bluez")
         self._bus = bus
 
@@ -232,8 +261,16 @@ class FakeBlueZ:
         self.stop()
         await asyncio.sleep(0.1)
         self.adapter = Adapter1("00:1A:7D:DA:71:13")
+        if self.monitor_manager is not None:
+            self.monitor_manager = AdvertisementMonitorManager1()
         self.devices = {}
         await self.start()
+
+    @property
+    def listening(self) -> bool:
+        """Active discovery, or a registered advertisement monitor (passive scanning)."""
+        monitors = self.monitor_manager.monitors if self.monitor_manager else []
+        return self.adapter.discovering or bool(monitors)
 
     def stop(self) -> None:
         if self._bus is not None:
@@ -250,7 +287,7 @@ class FakeBlueZ:
         uuids: list[str] | None = None,
     ) -> bool:
         """One advertisement as BlueZ reports it; False if nobody is scanning."""
-        if self._bus is None or not self.adapter.discovering:
+        if self._bus is None or not self.listening:
             self.dropped += 1
             return False
         device = self.devices.get(address)

@@ -158,6 +158,28 @@ async def test_duty_cycle_stops_and_restarts_discovery(fake_bluez: FakeBlueZ) ->
             await task
 
 
+@pytest.mark.parametrize("fake_bluez", [True], ids=["monitor-manager"], indirect=True)
+async def test_auto_mode_scans_passively_where_bluez_allows_it(fake_bluez: FakeBlueZ) -> None:
+    seen: list[Advert] = []
+    source = fast_source()
+    task = asyncio.create_task(source.run(seen.append))
+    try:
+        assert fake_bluez.monitor_manager is not None
+        await eventually(lambda: source.health.healthy)
+        assert source.health.mode == "passive"
+        assert len(fake_bluez.monitor_manager.monitors) == 1  # bleak's monitor object
+        assert fake_bluez.adapter.start_calls == 0  # no active discovery at all
+        for rssi in (-70, -65):
+            fake_bluez.advertise(WEARABLE, rssi)
+        await eventually(lambda: len(seen) == 2)
+        assert [a.rssi for a in seen] == [-70, -65]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert fake_bluez.monitor_manager.monitors == []  # unregistered on the way out
+
+
 def test_no_bus_address_leaks_between_tests() -> None:
     # the fixture sets DBUS_SYSTEM_BUS_ADDRESS only for the tests that use it
     assert "fake-bluez" not in os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "")
