@@ -20,6 +20,9 @@ from gateway_monitor.traces import TraceRecord
 
 log = logging.getLogger(__name__)
 
+# A wedged bluetoothd must not hang the monitor: every D-Bus round trip gets this long.
+DBUS_TIMEOUT = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class Advert:
@@ -318,7 +321,7 @@ class BleakSource:
         if not self._passive_unavailable:
             scanner = self._scanner(sink, passive=True)
             try:
-                await scanner.start()
+                await asyncio.wait_for(scanner.start(), DBUS_TIMEOUT)
                 return scanner, "passive"
             except BleakError as exc:
                 if self.mode is ScanMode.PASSIVE:
@@ -327,7 +330,7 @@ class BleakSource:
                 log.warning("passive scanning unavailable (%s); scanning actively", exc)
                 self._passive_unavailable = True
         scanner = self._scanner(sink, passive=False)
-        await scanner.start()
+        await asyncio.wait_for(scanner.start(), DBUS_TIMEOUT)
         return scanner, "active"
 
     async def run(self, sink: AdvertSink) -> None:
@@ -335,26 +338,21 @@ class BleakSource:
             probe = BlueZProbe(self.adapter)
             scanner: Any = None
             try:
-                await probe.start()
+                await asyncio.wait_for(probe.start(), DBUS_TIMEOUT)
                 scanner, mode = await self._start(sink)
                 self.health.ok(mode)
                 log.info(
                     "scanning on %s (%s, duty %.0f%%)", self.adapter, mode, 100 * self.duty.fraction
                 )
                 await self._supervise(scanner, probe, sink)
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:  # any adapter/BlueZ/D-Bus failure: back off and retry
                 self.health.fail(f"{type(exc).__name__}: {exc}")
-                delay = self.backoff(self.health.failures)
-                log.warning("scanner failed (%s); retrying in %.1fs", self.health.reason, delay)
-                await self._stop(scanner)
-                scanner = None
-                probe.close()
-                await asyncio.sleep(delay)
-            finally:
+            finally:  # also on cancellation: never leave a discovery session behind
                 await self._stop(scanner)
                 probe.close()
+            delay = self.backoff(self.health.failures)
+            log.warning("scanner failed (%s); retrying in %.1fs", self.health.reason, delay)
+            await asyncio.sleep(delay)
 
     async def _supervise(self, scanner: Any, probe: BlueZProbe, sink: AdvertSink) -> None:
         """Probe BlueZ while scanning; with a duty cycle, stop and restart the scan."""
@@ -363,17 +361,17 @@ class BleakSource:
         while True:
             if self.duty.always_on:
                 await asyncio.sleep(self.probe_interval)
-                await probe.check()
+                await asyncio.wait_for(probe.check(), DBUS_TIMEOUT)
                 continue
             remaining = self.duty.on - (loop.time() - scanning_since)
             if remaining > 0:
                 await asyncio.sleep(min(remaining, self.probe_interval))
-                await probe.check()
+                await asyncio.wait_for(probe.check(), DBUS_TIMEOUT)
                 continue
-            await scanner.stop()
+            await asyncio.wait_for(scanner.stop(), DBUS_TIMEOUT)
             await asyncio.sleep(self.duty.off)
-            await probe.check()
-            await scanner.start()
+            await asyncio.wait_for(probe.check(), DBUS_TIMEOUT)
+            await asyncio.wait_for(scanner.start(), DBUS_TIMEOUT)
             scanning_since = loop.time()
 
     @staticmethod
@@ -382,4 +380,4 @@ class BleakSource:
             return
         # Stopping a scan on a BlueZ that went away fails; there is nothing to undo then.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(scanner.stop(), timeout=5.0)
+            await asyncio.wait_for(scanner.stop(), DBUS_TIMEOUT)

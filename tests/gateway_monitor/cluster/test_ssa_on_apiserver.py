@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -207,3 +210,45 @@ async def test_rbac_allows_exactly_what_the_monitor_needs(
         assert denied.value.status == 403
     finally:
         await sa.close()
+
+
+async def test_console_script_publishes_and_removes_its_entry_on_sigterm(
+    api: CustomObjectsApi, device: tuple[str, str], devcluster: Any, tmp_path: Path
+) -> None:
+    """The issue's contract: --node NAME --replay TRACE.jsonl --speed X --kubeconfig K."""
+    name, address = device
+    trace = tmp_path / "gw7.jsonl"
+    traces.write_trace(trace, traces.stationary(address, -62.0, duration=600.0, seed=5))
+    script = Path(sys.executable).with_name("cloud4iot-gateway-monitor")
+    proc = await asyncio.create_subprocess_exec(
+        str(script),
+        "--node", "gw7",
+        "--replay", str(trace),
+        "--speed", "10",
+        "--kubeconfig", str(devcluster.kubeconfig),
+        "--port", str(free_port()),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+
+        async def published() -> bool:
+            return "gw7" in await sightings(api, name)
+
+        await eventually(published)
+        entry = (await sightings(api, name))["gw7"]
+        assert -70 <= entry["rssi"] <= -54
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, stderr.decode()[-2000:]
+        assert "gw7" not in await sightings(api, name)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
