@@ -154,6 +154,8 @@ class Devcluster:
         env["KUBECONFIG"] = str(self.kubeconfig)
         env["KWOK_WORKDIR"] = str(self.kwok_workdir)
         env["KWOK_RUNTIME"] = "binary"
+        # kwokctl keeps an HTTP cache under ~/.kube/cache; keep it in our state.
+        env["HOME"] = str(self.state_dir / "home")
         return env
 
     # --- up -----------------------------------------------------------------
@@ -170,7 +172,7 @@ class Devcluster:
         nodes = load_topology(self.topology)
         if self.with_extender and not self.policy.is_file():
             raise DevclusterError(f"extender policy {self.policy} not found")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "home").mkdir(parents=True, exist_ok=True)
         ports = {c: free_port() for c in ("extender", "loadsim", "prometheus")}
         state = State(
             name=self.name,

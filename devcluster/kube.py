@@ -42,13 +42,13 @@ def wait_for(
     timeout_s: float = 60.0,
     interval_s: float = 0.25,
 ) -> T:
-    """Call probe until it returns something other than None (or False)."""
+    """Call probe until it returns something truthy, and return that."""
     deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while True:
         try:
             result = probe()
-            if result is not None and result is not False:
+            if result:
                 return result
         except ApiException as err:  # e.g. the apiserver is still starting
             last_error = err

@@ -63,11 +63,7 @@ class NodeSpec:
                 "annotations": {"kwok.x-k8s.io/node": "fake"},
             },
             "spec": {},
-            "status": {
-                "capacity": capacity,
-                "allocatable": capacity,
-                "nodeInfo": {"architecture": self.arch, "operatingSystem": "linux"},
-            },
+            "status": {"capacity": capacity, "allocatable": capacity},
         }
 
 

@@ -32,6 +32,8 @@ def devcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devcluster]
     it; nothing is skipped. Set CLOUD4IOT_KEEP_LOGS=1 to keep the component
     logs (under pytest's temporary directory) after the run.
     """
+    user_kubeconfig = Path.home() / ".kube" / "config"
+    before = _fingerprint(user_kubeconfig)
     cluster = Devcluster(f"pytest-{os.getpid()}", state_root=tmp_path_factory.mktemp("cluster"))
     cluster.up()
     try:
@@ -40,6 +42,15 @@ def devcluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devcluster]
         cluster.down(keep_logs=os.environ.get("CLOUD4IOT_KEEP_LOGS") == "1")
         leftover = cluster.leftover_processes()
         assert leftover == [], f"devcluster processes left behind: {leftover}"
+        assert _fingerprint(user_kubeconfig) == before, f"{user_kubeconfig} was modified"
+
+
+def _fingerprint(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 @pytest.fixture(scope="session")

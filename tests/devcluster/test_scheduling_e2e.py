@@ -134,16 +134,17 @@ def test_pods_wait_while_the_extender_is_down_and_land_when_it_is_back(
             kube_api, namespace, deployment("patient", replicas=2, function=CONFIDENTIAL)
         )
         pods = kube.wait_for(
-            "pods to exist",
+            "both pods to exist",
             lambda: (p := kube.pods_of(kube_api, namespace, "app=patient")) and len(p) == 2 and p,
         )
-        # ignorable: false, so the scheduler retries instead of placing them
-        # without the policy; give it several attempts.
-        kube.wait_for(
+        # ignorable: false, so the scheduler reports the failed call and
+        # retries instead of placing the pods without the policy.
+        failures = kube.wait_for(
             "the scheduler to report the unreachable extender",
-            lambda: any(scheduling_failures(kube_api, namespace, p) for p in pods),
+            lambda: [m for p in pods for m in scheduling_failures(kube_api, namespace, p)],
             30,
         )
+        assert any(f"{devcluster.extender_url}/filter" in m for m in failures), failures
         time.sleep(5)
         assert not any(kube.is_bound(p) for p in kube.pods_of(kube_api, namespace, "app=patient"))
     finally:
