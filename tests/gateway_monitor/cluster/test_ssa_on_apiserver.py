@@ -14,7 +14,13 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes.aio.client import ApiClient, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
+from kubernetes.aio.client import (
+    ApiClient,
+    AppsV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    RbacAuthorizationV1Api,
+)
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config import new_client_from_config
 
@@ -178,6 +184,15 @@ async def test_rbac_allows_exactly_what_the_monitor_needs(
         except ApiException as exc:
             if exc.status != 409:  # already there from an earlier run
                 raise
+
+    # The DaemonSet passes the apiserver's validation (server-side dry run, nothing runs).
+    (daemonset,) = yaml.safe_load_all(
+        (REPO / "manifests/gateway-monitor/daemonset.yaml").read_text()
+    )
+    created = await AppsV1Api(admin).create_namespaced_daemon_set(
+        "cloud4iot-gateway", daemonset, dry_run="All"
+    )
+    assert created.spec.template.spec.node_selector == {"cloud4iot.io/tier": "gateway"}
 
     sa = await new_client_from_config(config_file=str(devcluster.kubeconfig))
     sa.set_default_header(

@@ -1,0 +1,69 @@
+"""The shipped DaemonSet and RBAC keep the least-privilege promises the README makes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway_monitor.cli import build_parser
+
+FOLDER = Path(__file__).resolve().parents[3] / "manifests" / "gateway-monitor"
+
+
+def load(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((FOLDER / name).read_text()) if d]
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    (kustomization,) = load("kustomization.yaml")
+    files = {p.name for p in FOLDER.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files
+
+
+def test_cluster_role_reads_devices_and_patches_only_their_status() -> None:
+    role = next(d for d in load("rbac.yaml") if d["kind"] == "ClusterRole")
+    grants = {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    assert grants == {
+        ("cloud4iot.io", "devices", "get"),
+        ("cloud4iot.io", "devices", "list"),
+        ("cloud4iot.io", "devices", "watch"),
+        ("cloud4iot.io", "devices/status", "get"),
+        ("cloud4iot.io", "devices/status", "patch"),
+    }
+
+
+def test_daemonset_runs_on_gateways_with_host_dbus_and_no_privileges() -> None:
+    (ds,) = load("daemonset.yaml")
+    (sa,) = [d for d in load("rbac.yaml") if d["kind"] == "ServiceAccount"]
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"cloud4iot.io/tier": "gateway"}
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert ds["metadata"]["namespace"] == sa["metadata"]["namespace"]
+    assert not pod.get("hostNetwork", False)
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert not sc.get("privileged", False)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["dbus"]["hostPath"] == {"path": "/run/dbus", "type": "Directory"}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["dbus"] == {"name": "dbus", "mountPath": "/run/dbus", "readOnly": True}
+    socket = env["DBUS_SYSTEM_BUS_ADDRESS"]["value"]
+    assert socket.startswith("unix:path=/run/dbus/")
+    # the args are ones the CLI accepts, and the probes hit our port
+    build_parser().parse_args(["--node", "x", *container.get("args", [])])
+    port = container["ports"][0]["containerPort"]
+    assert build_parser().parse_args(["--node", "x"]).port == port
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
