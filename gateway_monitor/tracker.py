@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
@@ -108,7 +108,6 @@ class _Link:
     present: bool = False
     last_seen: float = 0.0
     below_since: float | None = None  # when the smoothed RSSI last went below leave
-    thresholds: Thresholds | None = None  # per-device override from the Device spec
 
 
 class Tracker:
@@ -144,9 +143,6 @@ class Tracker:
         """The Device is gone: drop everything about it."""
         self._links.pop(key, None)
         self._overrides.pop(key, None)
-
-    def keys(self) -> Iterable[str]:
-        return self._links.keys()
 
     def present_count(self) -> int:
         return sum(1 for link in self._links.values() if link.present)
