@@ -424,7 +424,9 @@ class Devcluster:
             kwokctl = Path(state.bin_dir) / "kwokctl"
             if kwokctl.exists() and (self.kwok_workdir / "clusters" / self.name).exists():
                 subprocess.run(
-                    [str(kwokctl), "--name", self.name, "delete", "cluster", "--kubeconfig", ""],
+                    # No --kubeconfig: an empty one is refused here, and the
+                    # default lies under our HOME, the state directory.
+                    [str(kwokctl), "--name", self.name, "delete", "cluster"],
                     env=self._env(),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
