@@ -49,7 +49,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     actions.add_parser("down", help="stop every process of the cluster and remove its files")
     actions.add_parser("status", help="which parts answer; exit status 1 if any does not")
     actions.add_parser("build", help="build the control-plane binaries (cached by version)")
-    parser.set_defaults(handler=handle)
+    # `func` is what the cloud4iot CLI calls for every subcommand.
+    parser.set_defaults(func=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
