@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="dB change of the smoothed RSSI worth an apply",
     )
     g.add_argument(
+        "--max-rate",
+        type=float,
+        default=d_p.max_rate,
+        help="applies per second for the whole gateway",
+    )
+    g.add_argument(
         "--heartbeat",
         type=float,
         default=d_p.heartbeat,
@@ -163,7 +169,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         node=args.node or "",
         tracker=tracker,
         publish=PublishConfig(
-            min_interval=args.min_interval, step=args.rssi_step, heartbeat=args.heartbeat
+            min_interval=args.min_interval,
+            step=args.rssi_step,
+            heartbeat=args.heartbeat,
+            max_rate=args.max_rate,
         ),
         replay=args.replay,
         speed=args.speed,

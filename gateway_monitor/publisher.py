@@ -40,6 +40,13 @@ class PublishConfig:
     step: int = 3  # dB change of the smoothed RSSI that is worth a publish
     heartbeat: float = 10.0  # refresh lastSeen well inside the policy's sightingMaxAge (30 s)
     adopt_grace: float = 30.0  # keep an entry found at start-up this long before removing
+    max_rate: float = 20.0  # applies per second for the whole gateway (protects the apiserver)
+
+    def __post_init__(self) -> None:
+        if self.min_interval < 0 or self.heartbeat <= 0 or self.max_rate <= 0 or self.step < 1:
+            raise ValueError(
+                "publish settings: min_interval >= 0, heartbeat, max_rate > 0, step >= 1"
+            )
 
 
 class Reason(StrEnum):
@@ -207,6 +214,7 @@ class Publisher:
         self.reachable = True
         self._outage_failures = 0
         self._wake = asyncio.Event()
+        self._last_send = -float("inf")
 
     def update(self, device: str, sighting: Sighting | None) -> None:
         self.plan.want(device, sighting)
@@ -224,6 +232,11 @@ class Publisher:
             # Clear before looking, so an update() arriving during a send wakes us at once.
             self._wake.clear()
             for device, why in self.plan.due(self.clock()):
+                # Space applies out so a crowd of arrivals cannot burst at the apiserver.
+                gap = self._last_send + 1.0 / self.plan.config.max_rate - self.clock()
+                if gap > 0:
+                    await asyncio.sleep(gap)
+                self._last_send = self.clock()
                 await self._send(device, why)
             now = self.clock()
             if self.plan.due(now):

@@ -8,6 +8,7 @@ apiserver's merge semantics are covered by the cluster test.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,7 @@ class FakeApiserver:
                 "content_type": request.headers.get("Content-Type"),
                 "query": dict(request.query),
                 "body": json.loads(await request.text()),
+                "at": asyncio.get_running_loop().time(),
             }
         )
         return web.json_response({"metadata": {"name": name}})
@@ -160,3 +162,24 @@ async def test_deleted_device_is_forgotten_and_shutdown_removes_the_rest(
     assert await publisher.remove_all() == 1
     assert apiserver.requests[-1]["name"] == "patient-2"
     assert apiserver.requests[-1]["body"]["status"] == {"sightings": []}
+
+
+async def test_a_crowd_of_arrivals_is_spread_out_at_the_gateway_rate(
+    apiserver: FakeApiserver, api: CustomObjectsApi
+) -> None:
+    publisher = Publisher(
+        api, "gw1", PublishPlan(PublishConfig(max_rate=10.0)), backoff=lambda _n: 0.1
+    )
+    task = asyncio.create_task(publisher.run())
+    try:
+        for i in range(6):
+            publisher.update(f"patient-{i}", Sighting(-60, 0.0))
+        await eventually(lambda: len(apiserver.requests) == 6)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    times = [r["at"] for r in apiserver.requests]
+    assert {r["name"] for r in apiserver.requests} == {f"patient-{i}" for i in range(6)}
+    # 10 applies/s: consecutive requests at least ~0.1 s apart (small scheduling slack)
+    assert all(b - a >= 0.09 for a, b in itertools.pairwise(times))
