@@ -64,6 +64,7 @@ class _Entry:
     retry_at: float = 0.0
     failures: int = 0
     adopted_until: float = 0.0  # entry found on the server at start-up; removal waits
+    uncertain: bool = False  # an apply failed in flight: it may have reached the server
 
 
 @dataclass(slots=True)
@@ -75,7 +76,10 @@ class PublishPlan:
 
     def want(self, device: str, sighting: Sighting | None) -> None:
         """Record the latest state; ``None`` = this gateway does not hear the device."""
-        self.entries.setdefault(device, _Entry()).desired = sighting
+        entry = self.entries.setdefault(device, _Entry())
+        entry.desired = sighting
+        if sighting is None and entry.published is None and not entry.uncertain:
+            del self.entries[device]  # never made it to the server: nothing to take back
 
     def adopt(self, device: str, sighting: Sighting, now: float) -> None:
         """Our entry already exists on the server (e.g. the monitor restarted)."""
@@ -94,7 +98,7 @@ class PublishPlan:
             return None
         want, have = entry.desired, entry.published
         if want is None:
-            if have is None or now < entry.adopted_until:
+            if (have is None and not entry.uncertain) or now < entry.adopted_until:
                 return None
             return Reason.DEPARTURE
         if have is None:
@@ -142,18 +146,21 @@ class PublishPlan:
         entry.failures = 0
         entry.retry_at = 0.0
         entry.adopted_until = 0.0
+        entry.uncertain = False
         if sighting is None and entry.desired is None:
             del self.entries[device]  # nothing left to say about it
 
-    def failed(self, device: str, now: float, delay: float) -> None:
+    def failed(self, device: str, now: float, delay: float, *, attempted: bool = False) -> None:
+        """Back off; ``attempted`` = a sighting was in flight and may have been stored."""
         entry = self.entries.get(device)
         if entry is not None:
             entry.failures += 1
             entry.retry_at = now + delay
+            entry.uncertain = entry.uncertain or attempted
 
     def present(self) -> list[str]:
         """Devices whose entry may exist on the server (for removal at shutdown)."""
-        return [d for d, e in self.entries.items() if e.published is not None]
+        return [d for d, e in self.entries.items() if e.published is not None or e.uncertain]
 
 
 def rfc3339(epoch: float) -> str:
@@ -262,11 +269,11 @@ class Publisher:
                 self.plan.forget(device)
                 self.on_result(device, why, False)
                 return False
-            self._fail(device, server_down=exc.status is not None and exc.status >= 500)
+            self._fail(device, sighting, server_down=exc.status is not None and exc.status >= 500)
             log.warning("apply on Device %s failed: HTTP %s %s", device, exc.status, exc.reason)
             return False
         except Exception as exc:  # connection refused, timeouts, TLS: the apiserver is away
-            self._fail(device, server_down=True)
+            self._fail(device, sighting, server_down=True)
             log.warning("apply on Device %s failed: %s", device, type(exc).__name__)
             return False
         if not self.reachable:
@@ -277,7 +284,7 @@ class Publisher:
         self.on_result(device, why, True)
         return True
 
-    def _fail(self, device: str, *, server_down: bool) -> None:
+    def _fail(self, device: str, attempted: Sighting | None, *, server_down: bool) -> None:
         now = self.clock()
         self.on_result(device, None, False)
         if server_down:
@@ -286,9 +293,12 @@ class Publisher:
             self._outage_failures += 1
             delay = self.backoff(self._outage_failures)
             for name in self.plan.entries:
-                self.plan.failed(name, now, delay)
+                self.plan.failed(
+                    name, now, delay, attempted=name == device and attempted is not None
+                )
         else:
             entry = self.plan.entries.get(device)
+            # Rejected (4xx): the apiserver stored nothing, so nothing is uncertain.
             self.plan.failed(device, now, self.backoff((entry.failures if entry else 0) + 1))
 
     async def remove_all(self, within: float = 5.0) -> int:

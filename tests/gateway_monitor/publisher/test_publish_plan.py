@@ -89,6 +89,24 @@ def test_failure_backs_off_and_keeps_the_wanted_state() -> None:
     assert plan.entries["d"].desired == Sighting(-61, 1.0)
 
 
+def test_a_failed_apply_that_may_have_landed_is_taken_back_on_departure() -> None:
+    plan = PublishPlan(CFG)
+    plan.want("d", Sighting(-60, 0.0))
+    plan.failed("d", now=0.0, delay=1.0, attempted=True)  # timeout: stored or not?
+    plan.want("d", None)
+    assert drain(plan, 1.0) == [("d", Reason.DEPARTURE)]
+    assert "d" not in plan.entries
+
+
+def test_a_departure_of_a_never_published_device_sends_nothing() -> None:
+    plan = PublishPlan(CFG)
+    plan.want("d", Sighting(-60, 0.0))
+    plan.failed("d", now=0.0, delay=1.0)  # rejected: nothing stored
+    plan.want("d", None)
+    assert drain(plan, 5.0) == []
+    assert plan.entries == {}
+
+
 def test_apply_body_holds_only_our_entry() -> None:
     body = apply_body("patient-1", "gw1", Sighting(-61, 0.0))
     assert body["status"] == {

