@@ -163,7 +163,8 @@ async def kube_state(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: node and device reflectors, plus the elected nearest writer."""
     from kubernetes.aio import client
 
-    from extender.state.nearest_writer import NearestWriter, run_elected
+    from extender.state.election import LeaseElector, default_identity, run_elected
+    from extender.state.nearest_writer import NearestWriter
 
     store, settings = app[STATE], app[SETTINGS]
     api = await api_client(settings)
@@ -191,10 +192,14 @@ async def kube_state(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(_health_loop(store, (nodes, devices)), name="kube-health"),
     ]
     if settings.leader_election:
-        elected = run_elected(
-            api,
+        elector = LeaseElector(
+            client.CoordinationV1Api(api),
             settings.lease_namespace,
             settings.lease_name,
+            default_identity(),
+        )
+        elected = run_elected(
+            elector,
             lambda: writer.run(device_changed),
             on_change=lambda leading: app[METRICS].leader.set(1 if leading else 0),
         )

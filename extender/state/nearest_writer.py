@@ -13,15 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-
-import orjson
 
 from extender.policy.store import PolicyStore
 from extender.state.devices import GROUP, PLURAL, VERSION
@@ -75,18 +70,17 @@ class NearestWriter:
             self.states[name] = state
             sighting = dev.sightings.get(state.node) if state.node else None
             rssi = sighting.rssi if sighting else None
-            last = self.written.get(name, (dev.nearest, None) if dev.nearest else None)
-            moved = last is None or last[0] != state.node
-            drift = rssi is not None and (
-                last is None or last[1] is None or abs(rssi - last[1]) >= RSSI_STEP
-            )
+            # What the object shows now: our last write, else what a previous leader wrote.
+            last_node, last_rssi = self.written.get(name, (dev.nearest, None))
+            moved = last_node != state.node
+            drift = rssi is not None and (last_rssi is None or abs(rssi - last_rssi) >= RSSI_STEP)
             if not moved and not drift:
                 continue
             await self._write(name, state, sighting.last_seen if sighting else None, rssi)
             self.written[name] = (state.node, rssi)
             if moved:
                 self.changes += 1
-                log.info("device %s: nearest gateway %s -> %s", name, last and last[0], state.node)
+                log.info("device %s: nearest gateway %s -> %s", name, last_node, state.node)
                 if state.node is not None:
                     await self._nudge(state.node, now)
 
@@ -112,7 +106,7 @@ class NearestWriter:
             VERSION,
             PLURAL,
             name,
-            orjson.loads(orjson.dumps(body)),
+            body,
             field_manager=FIELD_MANAGER,
             force=True,
             _content_type="application/apply-patch+yaml",
@@ -127,45 +121,3 @@ class NearestWriter:
             )
         except Exception as exc:  # the node may be gone; the decision still stands
             log.warning("could not nudge node %s: %s", node, exc)
-
-
-async def run_elected(
-    api: Any,
-    lease_namespace: str,
-    lease_name: str,
-    lead: Callable[[], Coroutine[Any, Any, None]],
-    on_change: Callable[[bool], None] | None = None,
-) -> None:
-    """Run `lead()` only while this replica holds the Lease; contend again on loss."""
-    from kubernetes.aio.leaderelection import electionconfig, leaderelection
-    from kubernetes.aio.leaderelection.resourcelock.leaselock import LeaseLock
-
-    identity = f"{socket.gethostname()}-{os.getpid()}"
-
-    async def started() -> None:
-        if on_change:
-            on_change(True)
-        await lead()
-
-    async def stopped() -> None:
-        if on_change:
-            on_change(False)
-        log.warning("%s lost the lease %s/%s", identity, lease_namespace, lease_name)
-
-    while True:
-        lock = LeaseLock(lease_name, lease_namespace, identity, api)
-        cfg = electionconfig.Config(
-            lock,
-            lease_duration=15,
-            renew_deadline=10,
-            retry_period=2,
-            onstarted_leading=started,
-            onstopped_leading=stopped,
-        )
-        try:
-            await leaderelection.LeaderElection(cfg).run()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("leader election failed; retrying")
-        await asyncio.sleep(2)

@@ -1,0 +1,97 @@
+"""Helpers for live-state tests on the devcluster: sightings as a gateway would
+publish them, and restarting the real kube-apiserver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client
+
+from devcluster.processes import start_detached
+
+GROUP, VERSION, PLURAL = "cloud4iot.io", "v1alpha1", "devices"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def create_device(api: client.ApiClient, name: str, address: str) -> None:
+    client.CustomObjectsApi(api).create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Device",
+            "metadata": {"name": name},
+            "spec": {"address": address},
+        },
+    )
+
+
+def sight(api: client.ApiClient, device: str, gateway: str, rssi: float | None) -> None:
+    """Apply one gateway's own sighting (None removes it), as its monitor does."""
+    entries = (
+        [] if rssi is None else [{"node": gateway, "rssi": round(rssi), "lastSeen": now_rfc3339()}]
+    )
+    client.CustomObjectsApi(api).patch_cluster_custom_object_status(
+        GROUP,
+        VERSION,
+        PLURAL,
+        device,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Device",
+            "metadata": {"name": device},
+            "status": {"sightings": entries},
+        },
+        field_manager=f"cloud4iot-gateway-monitor/{gateway}",
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
+
+
+def device_status(api: client.ApiClient, device: str) -> dict[str, Any]:
+    obj: dict[str, Any] = client.CustomObjectsApi(api).get_cluster_custom_object(
+        GROUP, VERSION, PLURAL, device
+    )
+    return obj.get("status") or {}
+
+
+def restart_apiserver(kwok_cluster_dir: Path, env: dict[str, str]) -> float:
+    """Kill the real kube-apiserver and start it again with the same command line.
+
+    Returns how long it was down. The new pid goes into kwokctl's pid file so
+    `kwokctl delete cluster` still stops it.
+    """
+    pid_file = kwok_cluster_dir / "pids" / "kube-apiserver.pid"
+    pid = int(pid_file.read_text().strip())
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    started = time.monotonic()
+    # SIGKILL, like a crash: the port is free at once (a graceful stop drains for
+    # many seconds, and another local cluster could take the port meanwhile).
+    os.kill(pid, signal.SIGKILL)
+    while Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
+        time.sleep(0.1)
+    new_pid = start_detached(
+        [a.decode() for a in argv],
+        kwok_cluster_dir / "logs" / "kube-apiserver.restarted.log",
+        env,
+        cwd=Path(cwd),
+    )
+    pid_file.write_text(str(new_pid))
+    return time.monotonic() - started
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return "Z"
