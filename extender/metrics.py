@@ -51,6 +51,12 @@ class Metrics:
         self.objects = Gauge(
             "cloud4iot_extender_cached_objects", "Objects in the state cache", ["kind"], registry=r
         )
+        self.source_up = Gauge(
+            "cloud4iot_extender_source_up",
+            "1 while a state source (kubernetes, prometheus) is healthy",
+            ["source"],
+            registry=r,
+        )
         self.leader = Gauge(
             "cloud4iot_extender_leader",
             "1 while this replica holds the Lease and writes Device status.nearest",

@@ -8,11 +8,18 @@ returned unchanged, permanent and transient refusals kept apart.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import orjson
 from webhook_cases import NODES, pod
 
+from extender.app import create_app
+from extender.policy.store import PolicyStore
+from extender.settings import Settings
+from extender.state.store import StateStore
+
 NAMES = [n["metadata"]["name"] for n in NODES]
+POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 
 
 async def post(client, path, body):
@@ -204,3 +211,22 @@ async def test_health_and_readiness(client):
     assert resp.status == 200
     assert body["ready"] is True
     assert body["nodes"] == 5
+
+
+async def test_not_ready_until_the_node_cache_synced(aiohttp_client):
+    policy = POLICY
+    settings = Settings(policy_path=policy, kubeconfig=Path("/nonexistent"))
+    store = StateStore()
+    app = create_app(settings, policy=PolicyStore.open(policy), state=store, sources=[])
+    client = await aiohttp_client(app)
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert "first sync" in (await resp.json())["problems"][0]
+    store.snapshot = store.snapshot.with_nodes({}, synced=True)
+    store.health("prometheus").detail = "refresh failed"
+    resp = await client.get("/readyz")
+    body = await resp.json()
+    assert resp.status == 200
+    assert body["degraded"] == ["prometheus: refresh failed"]
+    text = await (await client.get("/metrics")).text()
+    assert 'cloud4iot_extender_source_up{source="prometheus"} 0.0' in text
