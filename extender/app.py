@@ -71,6 +71,7 @@ def _wire_metrics(app: web.Application) -> None:
     metrics, store, policy = app[METRICS], app[STATE], app[POLICY]
     metrics.set_policy(policy.current.policy.metadata.name, policy.current.digest)
     metrics.set_age_function("prometheus", lambda: age_since(store.snapshot.load_refreshed_at))
+
     def up(source: str) -> Callable[[], float]:
         return lambda: 1.0 if source in store.sources and store.sources[source].ok else 0.0
 

@@ -15,7 +15,7 @@ NEUTRAL = 0.5
 
 def fresh_sample(ctx: Context, node: NodeFacts) -> LoadSample | None:
     sample = ctx.snapshot.load.get(node.name)
-    if sample is None or ctx.now - sample.at > ctx.policy.spec.stale_data.load_max_age:
+    if sample is None or ctx.now - sample.at > ctx.load_max_age:
         return None
     return sample
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 from extender.policy.schema import FunctionClass, PlacementPolicy
 from extender.state.snapshot import DeviceFacts, Snapshot
@@ -49,8 +50,7 @@ UNRESOLVABLE = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Refusal:
+class Refusal(NamedTuple):
     code: Code
     reason: str  # what `kubectl describe pod` shows
 
@@ -112,17 +112,24 @@ class Context:
     # gateways that hear the pod's device now, with their RSSI
     heard: Mapping[str, float] = field(default_factory=dict)
     nearest: str | None = None
+    # Precomputed from the class and mode (hot path: thousands of nodes per request).
+    allowed_tiers: frozenset[str] = frozenset()
+    tier_part: Mapping[str, float] = field(default_factory=dict)
+    gateway_needs_hearing: bool = False
+    load_max_age: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
+    """One node's answer. A NamedTuple: built thousands of times per request, and a
+    frozen dataclass's __init__ costs several times more."""
+
     node: str
     feasible: bool
     score: int  # 0..10, the extender range; 0 when infeasible
     code: Code
     reason: str
     unresolvable: bool = False
-    parts: Mapping[str, float] = field(default_factory=dict)
+    parts: Mapping[str, float] = MappingProxyType({})
 
     def as_dict(self) -> dict[str, Any]:
         return {

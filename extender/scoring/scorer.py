@@ -15,7 +15,7 @@ from extender.scoring.load import LoadRule
 from extender.scoring.model import Code, Context, PodFacts, Refusal, Verdict
 from extender.scoring.proximity import ProximityRuleImpl, heard_by, narrow, nearest_of
 from extender.scoring.rules import Rule
-from extender.scoring.tiers import TierRule
+from extender.scoring.tiers import TierRule, gateway_needs_hearing, tier_parts
 from extender.state.snapshot import NodeFacts, Snapshot
 
 MAX_SCORE = 10
@@ -33,6 +33,10 @@ def make_context(pod: PodFacts, snapshot: Snapshot, policy: PlacementPolicy, now
         heard = heard_by(device, cls, policy.spec.stale_data, now)
         nearest = nearest_of(device, heard)
     return Context(
+        allowed_tiers=frozenset(t.value for t in cls.tiers) if cls else frozenset(),
+        tier_part=tier_parts(cls, pod.mode) if cls else {},
+        gateway_needs_hearing=gateway_needs_hearing(cls) if cls else False,
+        load_max_age=policy.spec.stale_data.load_max_age,
         pod=pod,
         cls=cls,
         snapshot=snapshot,

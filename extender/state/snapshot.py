@@ -38,11 +38,9 @@ class NodeFacts:
         if not isinstance(name, str) or not name:
             raise ValueError("node has no metadata.name")
         raw = meta.get("labels")
-        labels: Mapping[str, str] = (
-            MappingProxyType({str(k): str(v) for k, v in raw.items()})
-            if isinstance(raw, Mapping)
-            else _EMPTY
-        )
+        # Not copied (full-Node requests carry thousands of nodes): the label dict
+        # is the object's own, and objects are replaced, never mutated, by sources.
+        labels: Mapping[str, str] = raw if isinstance(raw, Mapping) else _EMPTY
         return cls(
             name=name, tier=labels.get(TIER_LABEL), arch=labels.get(ARCH_LABEL), labels=labels
         )
@@ -78,8 +76,10 @@ class LoadSample:
 
     @property
     def peak(self) -> float | None:
-        values = [v for v in (self.cpu, self.memory) if v is not None]
-        return max(values) if values else None
+        cpu, memory = self.cpu, self.memory
+        if cpu is None:
+            return memory
+        return cpu if memory is None or cpu >= memory else memory
 
 
 @dataclass(frozen=True, slots=True)
