@@ -98,10 +98,14 @@ def _check_policy(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from extender.demo import run_demo
+    if args.standalone:
+        from demo.standalone import run_demo
 
-    code: int = run_demo(args)
-    return code
+        code: int = run_demo(args)
+        return code
+    from demo.scenario import main as run_scenario
+
+    return run_scenario(keep=args.keep, name=args.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,8 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     chk.add_argument("files", type=Path, nargs="+")
     chk.set_defaults(func=_check_policy)
 
-    demo = sub.add_parser("demo", help="run the main demo")
+    demo = sub.add_parser(
+        "demo", help="roaming, offloading, confidentiality and a mode switch on a local cluster"
+    )
     demo.add_argument("--keep", action="store_true", help="leave the demo cluster running")
+    demo.add_argument("--name", default="demo", help="devcluster name (default: demo)")
+    demo.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no cluster: the extender alone answering sample kube-scheduler requests",
+    )
     demo.set_defaults(func=_demo)
 
     try:

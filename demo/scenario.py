@@ -1,0 +1,337 @@
+"""The main demo: roaming, offloading, confidentiality and a mode switch on a real cluster.
+
+Everything is real except the radios and the kubelets: the devcluster's
+kube-apiserver, kube-scheduler (profile `cloud4iot-scheduler`) calling our
+extender, kube-controller-manager recreating evicted pods, Prometheus scraping
+the load simulator, and two `cloud4iot-gateway-monitor` processes replaying BLE
+advert traces of a patient walking from home to the hospital. Pods move only the
+Kubernetes way: an eviction through the Eviction API (what the rebalancer will
+do), the Deployment recreates the pod, the scheduler places it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import yaml
+from kubernetes import client
+
+from devcluster import kube
+from devcluster.cluster import Devcluster
+from gateway_monitor import traces
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "manifests" / "examples"
+GROUP, VERSION, PLURAL = "cloud4iot.io", "v1alpha1", "devices"
+PATIENT, ENGINE = "patient-42-hr", "truck-7-engine"
+SPEED = 3.0  # trace seconds per real second
+T = TypeVar("T")
+
+
+class DemoError(RuntimeError):
+    """A step did not reach its expected state in time; the message says which."""
+
+
+@dataclass
+class Step:
+    name: str
+    node: str
+    seconds: float
+    detail: str = ""
+
+
+@dataclass
+class Result:
+    steps: list[Step] = field(default_factory=list)
+
+    def node_of(self, name: str) -> str:
+        return next(s.node for s in self.steps if s.name == name)
+
+
+Say = Callable[[str], None]
+
+
+def wait(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with suppress(client.ApiException):
+            value = probe()
+            if value:
+                return value
+        time.sleep(0.25)
+    raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def write_traces(folder: Path) -> dict[str, Path]:
+    """Gateway-side advert traces: the patient walks home -> hospital (20 m apart,
+    leaving after 90 s); the engine sensor stays next to gw-home the whole time."""
+    walk = traces.Walk(start=1.0, end=19.0, depart=90.0, speed=1.0)
+    home, hospital = traces.walk("C0:FF:EE:00:00:42", [0.0, 20.0], walk, duration=600.0)
+    engine = traces.stationary("C0:FF:EE:00:00:07", -62.0, duration=600.0, seed=9)
+    merged = sorted(home + engine, key=lambda r: r.t)
+    files = {"gw-home": folder / "gw-home.jsonl", "gw-hospital": folder / "gw-hospital.jsonl"}
+    traces.write_trace(files["gw-home"], merged)
+    traces.write_trace(files["gw-hospital"], hospital)
+    return files
+
+
+@contextmanager
+def gateway_monitors(cluster: Devcluster, files: dict[str, Path], logs: Path) -> Iterator[None]:
+    exe = Path(sys.executable).with_name("cloud4iot-gateway-monitor")
+    procs = []
+    for node, trace in files.items():
+        log = open(logs / f"monitor-{node}.log", "ab")  # noqa: SIM115 - closed below
+        argv = [
+            str(exe),
+            "--node",
+            node,
+            "--replay",
+            str(trace),
+            "--speed",
+            str(SPEED),
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ]
+        procs.append((subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT), log))
+    try:
+        yield
+    finally:
+        for proc, _ in procs:
+            proc.terminate()
+        for proc, log in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+
+
+def apply_examples(api: client.ApiClient) -> None:
+    custom = client.CustomObjectsApi(api)
+    for doc in yaml.safe_load_all((EXAMPLES / "devices.yaml").read_text()):
+        with suppress(client.ApiException):
+            custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, doc["metadata"]["name"])
+        custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, doc)
+    for ns in ("health", "fleet"):
+        with suppress(client.ApiException):
+            kube.create_namespace(api, ns)
+
+
+def meta(pod: client.V1Pod) -> client.V1ObjectMeta:
+    if pod.metadata is None:
+        raise DemoError("a pod without metadata")
+    return pod.metadata
+
+
+def nearest(api: client.ApiClient, device: str) -> str | None:
+    obj: Any = client.CustomObjectsApi(api).get_cluster_custom_object(
+        GROUP, VERSION, PLURAL, device
+    )
+    node = ((obj.get("status") or {}).get("nearest") or {}).get("node")
+    return node if isinstance(node, str) else None
+
+
+def running_pod(api: client.ApiClient, namespace: str, selector: str) -> client.V1Pod | None:
+    pods = [
+        p
+        for p in kube.pods_of(api, namespace, selector)
+        if kube.is_bound(p) and not kube.is_deleted(p)
+    ]
+    return pods[0] if len(pods) == 1 else None
+
+
+def evict(api: client.ApiClient, pod: client.V1Pod) -> None:
+    """What the rebalancer does: the Eviction API (PodDisruptionBudgets respected)."""
+    name, namespace = str(meta(pod).name), str(meta(pod).namespace)
+    body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+    client.CoreV1Api(api).create_namespaced_pod_eviction(name, namespace, body)
+
+
+def move(api: client.ApiClient, namespace: str, selector: str, expect: str) -> tuple[str, float]:
+    """Evict the function's pod; wait for its replacement to be bound; (node, seconds)."""
+    old = wait(f"a running {selector} pod", lambda: running_pod(api, namespace, selector))
+    start = time.monotonic()
+    evict(api, old)
+
+    def replacement() -> client.V1Pod | None:
+        pod = running_pod(api, namespace, selector)
+        return pod if pod is not None and meta(pod).uid != meta(old).uid else None
+
+    pod = wait(f"the replacement {selector} pod to be bound", replacement)
+    node = kube.node_of(pod)
+    if node != expect:
+        raise DemoError(f"{selector} landed on {node}, expected {expect}")
+    return node, time.monotonic() - start
+
+
+def why_not(cluster: Devcluster, pod: client.V1Pod | None) -> dict[str, str]:
+    """Ask the extender's /explain endpoint about a pod: node -> verdict."""
+    if pod is None:
+        return {}
+    body = client.ApiClient().sanitize_for_serialization(pod)  # type: ignore[no-untyped-call]
+    req = urllib.request.Request(cluster.extender_url + "/explain", data=orjson.dumps(body))
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        doc = orjson.loads(resp.read())
+    return {
+        n["node"]: (f"score {n['score']}" if n["feasible"] else n["reason"]) for n in doc["nodes"]
+    }
+
+
+def run(cluster: Devcluster, say: Say = print) -> Result:
+    """The scenario on a running devcluster; cleans up what it created."""
+    result = Result()
+    with kube.api_client(cluster.kubeconfig) as api, tempfile.TemporaryDirectory() as tmp:
+        apply_examples(api)
+        files = write_traces(Path(tmp))
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        omh = "app.kubernetes.io/name=omh-consolidator"
+        diag = "app.kubernetes.io/name=engine-diagnostic"
+        try:
+            with gateway_monitors(cluster, files, cluster.state_dir):
+                t0 = time.monotonic()
+                say("1. Gateway monitors replay BLE adverts (x3 speed): patient 42 is at home.")
+                wait(
+                    "gw-home to be nearest to the wearable",
+                    lambda: nearest(api, PATIENT) == "gw-home",
+                )
+                say(f"   Device {PATIENT}: nearest gateway gw-home ({time.monotonic() - t0:.1f}s)")
+
+                say("2. Deploy the patient's Open mHealth consolidator (confidential class).")
+                kube.create_deployment(
+                    api, "health", yaml.safe_load((EXAMPLES / "omh-consolidator.yaml").read_text())
+                )
+                start = time.monotonic()
+                pod = wait("the consolidator to be bound", lambda: running_pod(api, "health", omh))
+                result.steps.append(Step("placed", kube.node_of(pod), time.monotonic() - start))
+                say(f"   bound to {kube.node_of(pod)} in {result.steps[-1].seconds:.1f}s")
+                for node, verdict in sorted(why_not(cluster, pod).items()):
+                    say(f"     {node:<12} {verdict}")
+
+                say("3. Roaming: at t+30s the patient walks to the hospital (20 m, 6 s).")
+                wait(
+                    "gw-hospital to be nearest",
+                    lambda: nearest(api, PATIENT) == "gw-hospital",
+                    timeout=120,
+                )
+                say(
+                    f"   t+{time.monotonic() - t0:.1f}s: nearest gateway is now gw-hospital"
+                    " (6 dB stronger for 10 s)"
+                )
+                node, secs = move(api, "health", omh, "gw-hospital")
+                result.steps.append(Step("roamed", node, secs))
+                say(f"   evicted; the Deployment's new pod is bound to {node} in {secs:.1f}s")
+
+                say("4. Offloading: gw-hospital's memory fills up (95% > the class limit 90%).")
+                cluster.set_load("gw-hospital", memory=0.95)
+                pod = wait("a running consolidator", lambda: running_pod(api, "health", omh))
+                wait(
+                    "the extender to see the load",
+                    lambda: "memory 95%" in why_not(cluster, pod)["gw-hospital"],
+                    timeout=60,
+                )
+                node, secs = move(api, "health", omh, "edge-1")
+                result.steps.append(Step("offloaded", node, secs))
+                say(f"   moved up to {node} in {secs:.1f}s; never to the cloud:")
+                verdicts = why_not(
+                    cluster, wait("a running consolidator", lambda: running_pod(api, "health", omh))
+                )
+                for n in ("cloud-1", "gw-hospital"):
+                    say(f"     {n:<12} {verdicts[n]}")
+
+                say("5. Onloading: gw-hospital frees up again.")
+                cluster.clear_load("gw-hospital")
+                wait(
+                    "the extender to see the gateway free",
+                    lambda: (
+                        "memory"
+                        not in why_not(cluster, running_pod(api, "health", omh))["gw-hospital"]
+                    ),
+                    timeout=60,
+                )
+                node, secs = move(api, "health", omh, "gw-hospital")
+                result.steps.append(Step("onloaded", node, secs))
+                say(f"   back on {node} in {secs:.1f}s")
+
+                say("6. Engine diagnostic: normal monitoring runs in the cloud ...")
+                kube.create_deployment(
+                    api, "fleet", yaml.safe_load((EXAMPLES / "engine-diagnostic.yaml").read_text())
+                )
+                pod = wait("the diagnostic to be bound", lambda: running_pod(api, "fleet", diag))
+                result.steps.append(Step("engine-normal", kube.node_of(pod), 0.0))
+                say(f"   bound to {kube.node_of(pod)}")
+                say(
+                    "   ... switching to intensive monitoring rolls it out"
+                    " to the gateway by the engine."
+                )
+                start = time.monotonic()
+                patch = {
+                    "spec": {
+                        "template": {
+                            "metadata": {"annotations": {"cloud4iot.io/mode": "intensive"}}
+                        }
+                    }
+                }
+                apps.patch_namespaced_deployment("engine-diagnostic-7", "fleet", patch)
+
+                def intensive_pod() -> client.V1Pod | None:
+                    pod = running_pod(api, "fleet", diag)
+                    ann = (meta(pod).annotations or {}) if pod else {}
+                    return pod if ann.get("cloud4iot.io/mode") == "intensive" else None
+
+                pod = wait("the intensive diagnostic to be bound", intensive_pod)
+                result.steps.append(
+                    Step("engine-intensive", kube.node_of(pod), time.monotonic() - start)
+                )
+                say(f"   rolled out to {kube.node_of(pod)} in {result.steps[-1].seconds:.1f}s")
+        finally:
+            for ns in ("health", "fleet"):
+                with suppress(client.ApiException):
+                    core.delete_namespace(ns)
+            cluster.clear_load()
+            custom = client.CustomObjectsApi(api)
+            for device in (PATIENT, ENGINE):
+                with suppress(client.ApiException):
+                    custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, device)
+    return result
+
+
+def main(keep: bool = False, name: str = "demo") -> int:
+    cluster = Devcluster(name)
+    print(
+        f"Starting the devcluster {name!r}"
+        " (real control plane, kwok nodes, extender, Prometheus)..."
+    )
+    cluster.up()
+    try:
+        result = run(cluster)
+    except DemoError as exc:
+        print(f"demo failed: {exc}\nlogs: {cluster.state_dir}", file=sys.stderr)
+        return 1
+    finally:
+        if not keep:
+            cluster.down()
+    print("\nSummary")
+    for step in result.steps:
+        print(f"  {step.name:<17} {step.node:<12} {step.seconds:5.1f}s")
+    if keep:
+        print(f"cluster left running: KUBECONFIG={cluster.kubeconfig}")
+    return 0
+
+
+def as_dict(result: Result) -> dict[str, Any]:
+    return {s.name: {"node": s.node, "seconds": round(s.seconds, 2)} for s in result.steps}
