@@ -389,9 +389,17 @@ class Devcluster:
     # --- status and down ----------------------------------------------------
 
     def status(self) -> dict[str, bool]:
-        """Whether each part answers: the apiserver, then our components."""
+        """Whether each part runs: kwokctl's components (from its pid files; the
+        apiserver must also answer), then ours (they must answer their health URL)."""
         state = self.state()
-        result = {"kube-apiserver": self._apiserver_ok()}
+        result = {}
+        for pid_file in sorted((self.kwok_workdir / "clusters" / self.name / "pids").glob("*.pid")):
+            try:
+                alive = is_alive(int(pid_file.read_text().strip()))
+            except (OSError, ValueError):
+                alive = False
+            result[pid_file.stem] = alive
+        result["kube-apiserver"] = result.get("kube-apiserver", False) and self._apiserver_ok()
         for name, component in state.components.items():
             alive = component.pid is not None and is_alive(component.pid)
             result[name] = alive and http_ok(component.health_url)

@@ -110,7 +110,16 @@ def test_device_crd_is_installed_and_validates(kube_api: client.ApiClient) -> No
 
 def test_status_reports_every_part_up(devcluster: Devcluster) -> None:
     status = devcluster.status()
-    assert set(status) == {"kube-apiserver", "loadsim", "prometheus", "extender"}
+    assert set(status) == {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok-controller",
+        "loadsim",
+        "prometheus",
+        "extender",
+    }
     assert all(status.values()), status
 
 
