@@ -71,6 +71,17 @@ def test_kubeconfig_is_the_clusters_own_and_points_at_loopback(devcluster: Devcl
     assert all(s.startswith("https://127.0.0.1:") for s in servers), servers
 
 
+def test_kwokctl_downloaded_nothing(devcluster: Devcluster) -> None:
+    # Every binary is given as a local path; kwokctl's download cache stays
+    # empty and its bin/ only links to our build.
+    cache = devcluster.kwok_workdir / "cache"
+    assert not cache.exists() or not any(cache.rglob("*")), list(cache.rglob("*"))
+    links = list((devcluster.kwok_workdir / "clusters" / devcluster.name / "bin").iterdir())
+    assert links
+    state = devcluster.state()
+    assert all(Path(state.bin_dir) in link.resolve().parents for link in links), links
+
+
 def test_nodes_follow_the_topology_and_are_ready(
     devcluster: Devcluster, kube_api: client.ApiClient
 ) -> None:

@@ -130,6 +130,7 @@ def test_pods_wait_while_the_extender_is_down_and_land_when_it_is_back(
 ) -> None:
     devcluster.stop_extender()
     try:
+        assert devcluster.status()["extender"] is False
         kube.create_deployment(
             kube_api, namespace, deployment("patient", replicas=2, function=CONFIDENTIAL)
         )
