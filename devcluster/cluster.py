@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,10 @@ from devcluster.topology import DEFAULT_TOPOLOGY, load_topology
 DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
 DEVICE_CRD = REPO_ROOT / "manifests" / "crd" / "devices.cloud4iot.io.yaml"
 KUBE_VERSION = "v1.36.3"
+# PromQL range selectors in a policy, in seconds or minutes.
+RANGE = re.compile(r"\[(\d+)([sm])\]")
+# `up` waits at most this long for Prometheus history.
+MAX_RATE_WINDOW_S = 120
 
 Log = Callable[[str], None]
 
@@ -163,7 +168,7 @@ class Devcluster:
     def up(self) -> State:
         """Start everything and wait until it serves; idempotent when already up."""
         if self.state_file.exists():
-            if all(self.status().values()):
+            if self._healthy():
                 self._log(f"devcluster {self.name!r} is already up")
                 return self.state()
             self._log(f"devcluster {self.name!r} is partly down; restarting it")
@@ -185,28 +190,46 @@ class Devcluster:
         start = time.monotonic()
         try:
             self._create_control_plane(state, bin_dir)
+            # Prometheus history is what `up` waits for longest: start
+            # collecting it first.
+            self._start(state, "loadsim", self._loadsim_component(state))
+            self._start(state, "prometheus", self._prometheus_component(state))
             api = kube.api_client(self.kubeconfig)
             with api:
                 kube.wait_control_plane(api)
                 kube.install_crd(api, DEVICE_CRD)
                 kube.apply_nodes(api, nodes)
                 self._log("control plane up, Device CRD established, nodes created")
-                self._start(state, "loadsim", self._loadsim_component(state))
-                self._start(state, "prometheus", self._prometheus_component(state))
-                prometheus.wait_for_history(
-                    f"http://127.0.0.1:{ports['prometheus']}",
-                    [n.name for n in nodes],
-                    prometheus.RATE_WINDOW_S,
-                )
                 if self.with_extender:
                     self._start(state, "extender", self._extender_component(state))
                 kube.wait_nodes_ready(api, [n.name for n in nodes])
+                window = self._rate_window_s()
+                self._log(f"waiting for Prometheus to fill a {window}s rate window")
+                prometheus.wait_for_history(
+                    f"http://127.0.0.1:{ports['prometheus']}",
+                    [n.name for n in nodes],
+                    window,
+                    timeout_s=window + 60,
+                )
         except BaseException:
             self._log(f"devcluster {self.name!r} failed to start; tearing it down")
             self.down(keep_logs=True)
             raise
         self._log(f"devcluster {self.name!r} up in {time.monotonic() - start:.1f}s")
         return state
+
+    def _rate_window_s(self) -> int:
+        """The longest PromQL range ("[30s]", "[1m]") in the extender's policy.
+
+        Until Prometheus holds that much history, a rate over it sees only part
+        of the window and reads far too high a load for an idle node (0.75
+        instead of 0.05 for a [30s] window 6 s after start).
+        """
+        windows = [prometheus.RATE_WINDOW_S]
+        if self.with_extender:
+            text = self.policy.read_text()
+            windows += [int(n) * (60 if unit == "m" else 1) for n, unit in RANGE.findall(text)]
+        return min(max(windows) + 1, MAX_RATE_WINDOW_S)
 
     def _create_control_plane(self, state: State, bin_dir: Path) -> None:
         sched_config = self.state_dir / "kube-scheduler-config.yaml"
@@ -414,6 +437,16 @@ class Devcluster:
             return True
         except Exception:
             return False
+
+    def _healthy(self, attempts: int = 3) -> bool:
+        # A busy machine can make one health request time out; never tear a
+        # working cluster down for that.
+        for attempt in range(attempts):
+            if all(self.status().values()):
+                return True
+            if attempt + 1 < attempts:
+                time.sleep(1)
+        return False
 
     def leftover_processes(self) -> list[int]:
         return marked_processes(self.state_dir)

@@ -128,7 +128,7 @@ def stop_processes(pids: Sequence[int], timeout_s: float = 10.0) -> None:
         _reap(pid)
 
 
-def http_ok(url: str, timeout_s: float = 2.0) -> bool:
+def http_ok(url: str, timeout_s: float = 5.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             status: int = resp.status

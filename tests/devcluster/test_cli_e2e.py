@@ -44,7 +44,7 @@ def test_up_status_down_from_the_command_line(tmp_path: Path) -> None:
 
         again = run(["up"], tmp_path)
         assert again.returncode == 0
-        assert "already up" in again.stderr
+        assert "already up" in again.stderr, again.stderr
         assert again.stdout.strip().splitlines()[-1] == last
     finally:
         down = run(["down"], tmp_path)
