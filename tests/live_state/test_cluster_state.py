@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 import uuid
 from pathlib import Path
@@ -171,3 +172,26 @@ async def test_pending_pod_is_bound_promptly_once_its_device_is_sighted(
     assert latency < 20, latency
     node = core.read_node("gw-hospital")
     assert "cloud4iot.io/proximity-changed" in (node.metadata.annotations or {})
+
+
+def test_kubectl_get_devices_shows_nearest_rssi_and_last_seen(devcluster, kube_api):
+    device = f"columns-{uuid.uuid4().hex[:6]}"
+    create_device(kube_api, device, "AA:BB:CC:00:30:01")
+    sight(kube_api, device, "gw-home", -61)
+    kube.wait_for(
+        "status.nearest", lambda: device_status(kube_api, device).get("nearest"), timeout_s=30
+    )
+    # What kubectl asks for: the server-side Table with the CRD's printer columns.
+    resp = kube_api.call_api(
+        "GET",
+        f"{kube_api.configuration.host}/apis/cloud4iot.io/v1alpha1/devices/{device}",
+        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+    )
+    resp.read()
+    table = json.loads(resp.data)
+    names = [c["name"] for c in table["columnDefinitions"]]
+    assert names[:5] == ["Name", "Address", "Nearest", "RSSI", "Last Seen"]
+    cells = table["rows"][0]["cells"]
+    assert cells[1] == "AA:BB:CC:00:30:01"
+    assert cells[2] == "gw-home"
+    assert cells[3] == -61

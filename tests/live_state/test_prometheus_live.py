@@ -53,6 +53,43 @@ async def wait_until(predicate: Any, within: float = 40.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+@pytest.fixture
+def instance_label_policy(fast_policy: Path) -> Path:
+    fast_policy.write_text(
+        fast_policy.read_text().replace("nodeLabel: node", "nodeLabel: instance")
+    )
+    return fast_policy
+
+
+async def test_node_label_mismatch_is_reported_by_node_name(
+    aiohttp_client: Any,
+    prom_stack: Any,
+    instance_label_policy: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The most common failure of load-aware schedulers: series carry the node name
+    # under another label. Here `instance` holds the scrape address, not the node.
+    settings = Settings(policy_path=instance_label_policy, prometheus_url=prom_stack.prometheus_url)
+    store = StateStore(snapshot=Snapshot(nodes=node_facts(), nodes_synced=True))
+    client = await aiohttp_client(
+        create_app(settings, policy=PolicyStore.open(instance_label_policy), state=store)
+    )
+
+    async def reported() -> bool:
+        text = await (await client.get("/metrics")).text()
+        return "cloud4iot_extender_nodes_without_metrics 5.0" in text
+
+    await wait_until(reported, within=20)
+    warning = next(r.getMessage() for r in caplog.records if "no load metrics" in r.getMessage())
+    assert "cloud-1, cloud-2, edge-1, gw-home, gw-hospital" in warning
+    assert "'instance'" in warning
+    # Every node then scores with the neutral load part (fail open), none is refused.
+    resp = await client.post(
+        "/filter", data=orjson.dumps({"Pod": ANONYMISER, "NodeNames": list(NODES)})
+    )
+    assert (await resp.json())["NodeNames"] == ["gw-home", "gw-hospital", "edge-1"]
+
+
 async def test_scores_follow_simulated_load_and_survive_prometheus_loss(
     aiohttp_client: Any, prom_stack: Any, fast_policy: Path
 ) -> None:
