@@ -37,7 +37,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[POLICY] = policy or PolicyStore.open(settings.policy_path)
-    app[STATE] = state or StateStore()
+    app[STATE] = state or initial_state(settings)
     app[METRICS] = Metrics()
     _wire_metrics(app)
 
@@ -52,6 +52,15 @@ def create_app(
     for source in sources if sources is not None else default_sources(settings):
         app.cleanup_ctx.append(source)
     return app
+
+
+def initial_state(settings: Settings) -> StateStore:
+    if settings.state_path is None:
+        return StateStore()
+    from extender.simulate import load_state
+
+    snapshot, _ = load_state(settings.state_path)
+    return StateStore(snapshot=snapshot)
 
 
 def default_sources(settings: Settings) -> list[CleanupCtx]:

@@ -26,6 +26,11 @@ def _extender_parser() -> argparse.ArgumentParser:
     cluster.add_argument("--kubeconfig", type=Path, help="watch nodes and devices of this cluster")
     cluster.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
     p.add_argument("--prometheus-url", help="refresh node load from this Prometheus")
+    p.add_argument(
+        "--state",
+        type=Path,
+        help="serve a fixed world from a simulate state file (no cluster): what-if, benchmarks",
+    )
     p.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024)
     p.add_argument("--policy-poll-interval", type=float, default=2.0)
     p.add_argument(
@@ -46,6 +51,7 @@ def extender_main(argv: list[str] | None = None) -> int:
 
     from extender.app import create_app
     from extender.settings import Settings
+    from extender.simulate import StateFileError
 
     settings = Settings(
         policy_path=args.policy,
@@ -54,6 +60,7 @@ def extender_main(argv: list[str] | None = None) -> int:
         kubeconfig=args.kubeconfig,
         in_cluster=args.in_cluster,
         prometheus_url=args.prometheus_url,
+        state_path=args.state,
         max_body_bytes=args.max_body_bytes,
         policy_poll_interval=args.policy_poll_interval,
         leader_election=not args.no_leader_election,
@@ -62,6 +69,9 @@ def extender_main(argv: list[str] | None = None) -> int:
         app = create_app(settings)
     except PolicyError as exc:
         print(f"cloud4iot-extender: policy refused:\n{exc}", file=sys.stderr)
+        return 2
+    except StateFileError as exc:
+        print(f"cloud4iot-extender: {exc}", file=sys.stderr)
         return 2
     log.info("listening on %s:%d with policy %s", args.host, args.port, settings.policy_path)
     web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)

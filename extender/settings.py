@@ -16,6 +16,9 @@ class Settings:
     kubeconfig: Path | None = None
     in_cluster: bool = False
     prometheus_url: str | None = None
+    # A simulate state file (nodes, devices, load) to serve from instead of a
+    # cluster: a what-if replica, and the benchmarks' fixed world.
+    state_path: Path | None = None
     max_body_bytes: int = 64 * 1024 * 1024  # 5,000 full Node objects fit comfortably
     policy_poll_interval: float = 2.0
     # Write status.nearest and touch gateway Nodes only while holding this Lease.

@@ -110,6 +110,10 @@ def snapshot_from_state(data: Any, source: str = "<state>") -> tuple[Snapshot, f
     return snapshot, now
 
 
+def load_state(path: Path) -> tuple[Snapshot, float]:
+    return snapshot_from_state(_read_yaml(path), str(path))
+
+
 def load_pod(path: Path) -> dict[str, Any]:
     pod = _read_yaml(path)
     if not isinstance(pod, dict):
@@ -119,7 +123,7 @@ def load_pod(path: Path) -> dict[str, Any]:
 
 def simulate(policy_path: Path, state_path: Path, pod_path: Path) -> dict[str, Any]:
     policy = load_policy(policy_path)
-    snapshot, now = snapshot_from_state(_read_yaml(state_path), str(state_path))
+    snapshot, now = load_state(state_path)
     pod = load_pod(pod_path)
     verdicts = evaluate(pod, list(snapshot.nodes.values()), snapshot, policy.policy, now)
     return explanation(PodFacts.from_pod(pod), policy, verdicts)
