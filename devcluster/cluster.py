@@ -152,6 +152,11 @@ class Devcluster:
     def loadsim_url(self) -> str:
         return self._url("loadsim")
 
+    def process_env(self) -> dict[str, str]:
+        """The environment of every process of this cluster; a process started
+        with it (e.g. a test restarting the apiserver) is stopped by `down`."""
+        return self._env()
+
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env[MARKER_ENV] = str(self.state_dir)
