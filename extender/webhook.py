@@ -36,14 +36,18 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 def decide(
-    args: ExtenderArgs, snapshot: Snapshot, policy: LoadedPolicy, now: float
+    args: ExtenderArgs,
+    snapshot: Snapshot,
+    policy: LoadedPolicy,
+    now: float,
+    explain: bool = False,
 ) -> list[Verdict]:
     """Verdicts for exactly the nodes the request names, in its order."""
     if args.node_names is None:
         facts = [NodeFacts.from_node(n) for n in args.nodes or []]
-        return evaluate(args.pod, facts, snapshot, policy.policy, now)
+        return evaluate(args.pod, facts, snapshot, policy.policy, now, explain)
     known = [snapshot.nodes[n] for n in args.node_names if n in snapshot.nodes]
-    by_name = {v.node: v for v in evaluate(args.pod, known, snapshot, policy.policy, now)}
+    by_name = {v.node: v for v in evaluate(args.pod, known, snapshot, policy.policy, now, explain)}
     return [by_name.get(n) or unknown_node(n) for n in args.node_names]
 
 
@@ -100,7 +104,7 @@ def _explain(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     if args.nodes is None and args.node_names is None:
         args = ExtenderArgs(pod=args.pod, nodes=None, node_names=sorted(snapshot.nodes))
     policy = request.app[POLICY].current
-    verdicts = decide(args, snapshot, policy, time.time())
+    verdicts = decide(args, snapshot, policy, time.time(), explain=True)
     doc = explanation(PodFacts.from_pod(args.pod), policy, verdicts)
     return json_response(doc), args.mode
 

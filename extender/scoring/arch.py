@@ -6,7 +6,7 @@ x86 and picked the right build per node).
 
 from __future__ import annotations
 
-from extender.scoring.model import Code, PodFacts, Refusal
+from extender.scoring.model import Code, PodFacts, Refusal, refuse
 from extender.state.snapshot import NodeFacts
 
 
@@ -15,7 +15,7 @@ def check_arch(pod: PodFacts, node: NodeFacts) -> Refusal | None:
         return None
     wanted = ", ".join(sorted(pod.archs))
     if node.arch is None:
-        return Refusal(
+        return refuse(
             Code.ARCH_MISMATCH, f"node has no kubernetes.io/arch label; pod images: {wanted}"
         )
-    return Refusal(Code.ARCH_MISMATCH, f"no image for {node.arch}: pod images exist for {wanted}")
+    return refuse(Code.ARCH_MISMATCH, f"no image for {node.arch}: pod images exist for {wanted}")

@@ -53,10 +53,11 @@ UNRESOLVABLE = frozenset(
 class Refusal(NamedTuple):
     code: Code
     reason: str  # what `kubectl describe pod` shows
+    unresolvable: bool
 
-    @property
-    def unresolvable(self) -> bool:
-        return self.code in UNRESOLVABLE
+
+def refuse(code: Code, reason: str) -> Refusal:
+    return Refusal(code, reason, code in UNRESOLVABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,9 @@ class Context:
     tier_part: Mapping[str, float] = field(default_factory=dict)
     gateway_needs_hearing: bool = False
     load_max_age: float = 0.0
+    explain: bool = False  # build per-node score parts (explain, simulate); else skip
+    # Refusals that depend only on a node's tier, built once per request.
+    tier_refusals: dict[str | None, Refusal] = field(default_factory=dict)
 
 
 class Verdict(NamedTuple):

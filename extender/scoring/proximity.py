@@ -11,69 +11,74 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from extender.policy.schema import FunctionClass, ProximityRule, StaleData
-from extender.scoring.model import Code, Context, Refusal
-from extender.state.snapshot import DeviceFacts, NodeFacts
+from extender.policy.schema import FunctionClass, PolicySpec, ProximityRule
+from extender.scoring.model import Code, Context, Refusal, refuse
+from extender.state.snapshot import DeviceFacts, NodeFacts, Snapshot
 
 
 def heard_by(
-    device: DeviceFacts, cls: FunctionClass, stale: StaleData, now: float
+    device: DeviceFacts, cls: FunctionClass, spec: PolicySpec, snapshot: Snapshot, now: float
 ) -> dict[str, float]:
-    """Gateways whose fresh sighting is at or above the threshold, with their RSSI."""
+    """Gateways whose fresh sighting is at or above the threshold, with their RSSI.
+
+    A sighting reported by a node the cache knows as another tier (a relabelled
+    gateway) does not count; unknown nodes do (full-Node requests bring their own).
+    """
     threshold = device.rssi_enter if device.rssi_enter is not None else cls.rssi_threshold
-    return {
-        s.node: s.rssi
-        for s in device.sightings.values()
-        if s.rssi >= threshold and now - s.last_seen <= stale.sighting_max_age
-    }
+    max_age = spec.stale_data.sighting_max_age
+    heard = {}
+    for s in device.sightings.values():
+        if s.rssi < threshold or now - s.last_seen > max_age:
+            continue
+        known = snapshot.nodes.get(s.node)
+        if known is None or known.tier == "gateway":
+            heard[s.node] = s.rssi
+    return heard
 
 
-def nearest_of(device: DeviceFacts, heard: Mapping[str, float]) -> str | None:
-    """The central decision if it still holds on fresh data, else the strongest signal."""
+def nearest_of(device: DeviceFacts, heard: Mapping[str, float], spec: PolicySpec) -> str | None:
+    """The central decision if it still holds on fresh data, else the strongest voter."""
     if device.nearest in heard:
         return device.nearest
-    return max(heard, key=lambda n: (heard[n], n)) if heard else None
+    voters = [n for n in heard if not (n in spec.gateways and spec.gateways[n].exclude_from_vote)]
+    return max(voters, key=lambda n: (heard[n], n)) if voters else None
 
 
 class ProximityRuleImpl:
     name = "proximity"
 
-    def check(self, ctx: Context, node: NodeFacts) -> Refusal | None:
+    def judge(self, ctx: Context, node: NodeFacts) -> Refusal | float:
         cls = ctx.cls
         assert cls is not None
+        rssi = ctx.heard.get(node.name) if node.tier == "gateway" else None
+        if rssi is not None:
+            if node.name == ctx.nearest:
+                return 1.0
+            span = cls.rssi_strong - cls.rssi_threshold
+            # Below the nearest: other gateways that hear it rank by signal, in 0..0.5.
+            return 0.5 * min(1.0, max(0.0, (rssi - cls.rssi_threshold) / span))
         if cls.proximity is not ProximityRule.REQUIRED or node.tier != "gateway":
-            return None
+            return 0.0
+        return self._why_not(ctx, node)
+
+    def _why_not(self, ctx: Context, node: NodeFacts) -> Refusal:
         if ctx.pod.device is None:
-            return Refusal(
+            return refuse(
                 Code.NO_DEVICE_NAMED,
                 f"class {ctx.pod.function} runs on a gateway only near its device, "
                 "and the pod names none (annotation cloud4iot.io/device)",
             )
         if ctx.device is None:
-            return Refusal(Code.UNKNOWN_DEVICE, f"device {ctx.pod.device} is not registered")
-        if node.name not in ctx.heard:
-            sighting = ctx.device.sightings.get(node.name)
-            max_age = ctx.policy.spec.stale_data.sighting_max_age
-            if sighting is None:
-                why = "no sighting"
-            elif ctx.now - sighting.last_seen > max_age:
-                why = f"last sighting {ctx.now - sighting.last_seen:.0f}s old (max {max_age:.0f}s)"
-            else:
-                why = f"signal {sighting.rssi:.0f} dBm below threshold"
-            return Refusal(Code.NOT_HEARD, f"gateway does not hear device {ctx.pod.device}: {why}")
-        return None
-
-    def part(self, ctx: Context, node: NodeFacts) -> float:
-        cls = ctx.cls
-        assert cls is not None
-        rssi = ctx.heard.get(node.name)
-        if rssi is None:
-            return 0.0
-        if node.name == ctx.nearest:
-            return 1.0
-        span = cls.rssi_strong - cls.rssi_threshold
-        # Below the nearest: other gateways that hear it rank by signal, in 0..0.5.
-        return 0.5 * min(1.0, max(0.0, (rssi - cls.rssi_threshold) / span))
+            return refuse(Code.UNKNOWN_DEVICE, f"device {ctx.pod.device} is not registered")
+        sighting = ctx.device.sightings.get(node.name)
+        max_age = ctx.policy.spec.stale_data.sighting_max_age
+        if sighting is None:
+            why = "no sighting"
+        elif ctx.now - sighting.last_seen > max_age:
+            why = f"last sighting {ctx.now - sighting.last_seen:.0f}s old (max {max_age:.0f}s)"
+        else:
+            why = f"signal {sighting.rssi:.0f} dBm below threshold"
+        return refuse(Code.NOT_HEARD, f"gateway does not hear device {ctx.pod.device}: {why}")
 
 
 def narrow(ctx: Context, feasible: list[NodeFacts]) -> dict[str, Refusal]:
@@ -81,19 +86,20 @@ def narrow(ctx: Context, feasible: list[NodeFacts]) -> dict[str, Refusal]:
     cls = ctx.cls
     if cls is None or cls.proximity is not ProximityRule.REQUIRED or not ctx.heard:
         return {}
-    names = {n.name for n in feasible}
+    names = {n.name for n in feasible if n.tier == "gateway"}
     device = ctx.pod.device
     if ctx.nearest in names:
-        why = Refusal(
+        why = refuse(
             Code.NOT_NEAREST,
             f"device {device} is nearest to gateway {ctx.nearest}, which can take the pod",
         )
         return {n.name: why for n in feasible if n.name != ctx.nearest}
-    hearing = sorted(names.intersection(ctx.heard))
+    hearing = names.intersection(ctx.heard)
     if hearing:
-        why = Refusal(
+        why = refuse(
             Code.HEARD_BY_GATEWAY,
-            f"device {device} is heard by gateway {', '.join(hearing)}, which can take the pod",
+            f"device {device} is heard by gateway {', '.join(sorted(hearing))},"
+            " which can take the pod",
         )
-        return {n.name: why for n in feasible if n.name not in ctx.heard}
+        return {n.name: why for n in feasible if n.name not in hearing}
     return {}

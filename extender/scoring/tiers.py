@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from extender.policy.schema import FunctionClass, ProximityRule
-from extender.scoring.model import Code, Context, Refusal
+from extender.scoring.model import Code, Context, Refusal, refuse
 from extender.state.snapshot import TIERS, NodeFacts
 
 
@@ -20,32 +20,30 @@ def gateway_needs_hearing(cls: FunctionClass) -> bool:
     return cls.proximity is not ProximityRule.IGNORED
 
 
+def tier_refusal(ctx: Context, tier: str | None) -> Refusal:
+    if tier is None:
+        return refuse(Code.NO_TIER, "node has no cloud4iot.io/tier label")
+    if tier not in TIERS:
+        return refuse(Code.NO_TIER, f"unknown tier {tier!r} (expected gateway, edge or cloud)")
+    assert ctx.cls is not None
+    allowed = ", ".join(t.value for t in ctx.cls.tiers)
+    return refuse(
+        Code.TIER_NOT_ALLOWED,
+        f"tier {tier} not allowed for class {ctx.pod.function} (allowed: {allowed})",
+    )
+
+
 class TierRule:
     name = "tier"
 
-    def check(self, ctx: Context, node: NodeFacts) -> Refusal | None:
-        if node.tier in ctx.allowed_tiers:
-            return None
-        if node.tier is None:
-            return Refusal(Code.NO_TIER, "node has no cloud4iot.io/tier label")
-        if node.tier not in TIERS:
-            return Refusal(
-                Code.NO_TIER, f"unknown tier {node.tier!r} (expected gateway, edge or cloud)"
-            )
-        assert ctx.cls is not None
-        allowed = ", ".join(t.value for t in ctx.cls.tiers)
-        return Refusal(
-            Code.TIER_NOT_ALLOWED,
-            f"tier {node.tier} not allowed for class {ctx.pod.function} (allowed: {allowed})",
-        )
-
-    def part(self, ctx: Context, node: NodeFacts) -> float:
-        part = ctx.tier_part.get(node.tier or "", 0.0)
-        if (
-            part
-            and node.tier == "gateway"
-            and ctx.gateway_needs_hearing
-            and node.name not in ctx.heard
-        ):
+    def judge(self, ctx: Context, node: NodeFacts) -> Refusal | float:
+        tier = node.tier
+        if tier not in ctx.allowed_tiers:
+            refusal = ctx.tier_refusals.get(tier)
+            if refusal is None:
+                refusal = ctx.tier_refusals[tier] = tier_refusal(ctx, tier)
+            return refusal
+        part = ctx.tier_part.get(tier or "", 0.0)
+        if part and tier == "gateway" and ctx.gateway_needs_hearing and node.name not in ctx.heard:
             return 0.0
         return part
