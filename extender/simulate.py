@@ -105,7 +105,12 @@ def snapshot_from_state(data: Any, source: str = "<state>") -> tuple[Snapshot, f
             at=at,
         )
     snapshot = Snapshot(
-        nodes=nodes, devices=devices, load=load, nodes_synced=True, load_refreshed_at=now
+        nodes=nodes,
+        devices=devices,
+        load=load,
+        nodes_synced=True,
+        devices_synced=True,
+        load_refreshed_at=now,
     )
     return snapshot, now
 

@@ -29,10 +29,12 @@ def parse_time(value: Any) -> float | None:
     return None
 
 
-def device_facts(obj: Mapping[str, Any]) -> DeviceFacts:
+def device_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> DeviceFacts:
     """Build DeviceFacts from a Device as a JSON dict; malformed sightings are skipped.
 
-    Raises ValueError when the object has no name (it cannot be referenced by pods).
+    `observed_at` (when the watch delivered the object) caps each sighting's
+    lastSeen: a gateway whose clock runs ahead must not keep a device "heard"
+    after it left. Raises ValueError when the object has no name.
     """
     meta = obj.get("metadata") or {}
     name = meta.get("name") if isinstance(meta, Mapping) else None
@@ -57,6 +59,8 @@ def device_facts(obj: Mapping[str, Any]) -> DeviceFacts:
                 and not isinstance(rssi, bool)
                 and seen is not None
             ):
+                if observed_at is not None:
+                    seen = min(seen, observed_at)
                 sightings[node] = Sighting(node=node, rssi=float(rssi), last_seen=seen)
 
     nearest_raw = status.get("nearest")

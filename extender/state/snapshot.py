@@ -89,16 +89,17 @@ class Snapshot:
     nodes: Mapping[str, NodeFacts] = field(default_factory=dict)
     devices: Mapping[str, DeviceFacts] = field(default_factory=dict)
     load: Mapping[str, LoadSample] = field(default_factory=dict)
-    # When the node cache completed its first full list; None = never synced.
+    # Whether the node / device caches completed their first full list.
     nodes_synced: bool = False
+    devices_synced: bool = False
     # Time of the last successful Prometheus refresh (epoch seconds), None = never.
     load_refreshed_at: float | None = None
 
     def with_nodes(self, nodes: Mapping[str, NodeFacts], synced: bool = True) -> Snapshot:
         return replace(self, nodes=nodes, nodes_synced=synced)
 
-    def with_devices(self, devices: Mapping[str, DeviceFacts]) -> Snapshot:
-        return replace(self, devices=devices)
+    def with_devices(self, devices: Mapping[str, DeviceFacts], synced: bool = True) -> Snapshot:
+        return replace(self, devices=devices, devices_synced=synced)
 
     def with_load(self, load: Mapping[str, LoadSample], refreshed_at: float) -> Snapshot:
         return replace(self, load=load, load_refreshed_at=refreshed_at)
