@@ -113,7 +113,11 @@ async def _policy_reloader(app: web.Application) -> AsyncIterator[None]:
     async def loop() -> None:
         while True:
             await asyncio.sleep(app[SETTINGS].policy_poll_interval)
-            result = await asyncio.to_thread(store.check_once)
+            try:
+                result = await asyncio.to_thread(store.check_once)
+            except Exception:  # a bug must not end reloading for good
+                log.exception("policy reload failed unexpectedly; the policy in force stays")
+                result = "refused"
             if result != "unchanged":
                 metrics.policy_reloads.labels(result).inc()
             if result == "applied":

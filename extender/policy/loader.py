@@ -78,6 +78,26 @@ def _index(
             _index(item, (*path, i), lines, dupes)
 
 
+def _unbuildable(node: yaml.Node, path: PathKey) -> tuple[int, PathKey]:
+    """The first scalar PyYAML cannot construct (a bad explicit tag), and its path."""
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            found = _unbuildable(value_node, (*path, str(key_node.value)))
+            if found[1] != ():
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _unbuildable(item, (*path, i))
+            if found[1] != ():
+                return found
+    elif isinstance(node, yaml.ScalarNode):
+        try:
+            yaml.SafeLoader("").construct_object(node, deep=True)
+        except Exception:
+            return node.start_mark.line + 1, path
+    return 1, ()
+
+
 def _line_for(path: PathKey, lines: dict[PathKey, int]) -> int:
     # A missing field has no line of its own: point at the nearest parent that exists.
     for cut in range(len(path), -1, -1):
@@ -104,7 +124,17 @@ def parse_policy(text: str | bytes, source: str = "<policy>") -> LoadedPolicy:
     dupes: list[tuple[PathKey, int]] = []
     _index(root, (), lines, dupes)
     problems = [Problem(source, line, _dotted(p), "key appears twice") for p, line in dupes]
-    data: Any = yaml.safe_load(raw)
+    try:
+        data: Any = yaml.safe_load(raw)
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
+        # It composes, but cannot be built: a bad explicit tag, an unhashable key.
+        line, where = _unbuildable(root, ())
+        mark = getattr(exc, "problem_mark", None)
+        if not where and mark is not None:
+            line = mark.line + 1
+        reason = getattr(exc, "problem", None) or exc
+        problems.append(Problem(source, line, _dotted(where), f"invalid YAML value: {reason}"))
+        raise PolicyError(problems) from exc
     if not isinstance(data, dict):
         problems.append(Problem(source, 1, "", "the document must be a mapping"))
         raise PolicyError(problems)

@@ -62,3 +62,34 @@ def test_missing_file_during_swap_keeps_policy(tmp_path):
     path.unlink()
     assert store.check_once() == "refused"
     assert store.current.policy.metadata.name == "default"
+
+
+async def test_reload_loop_survives_a_file_yaml_cannot_build(tmp_path, aiohttp_client):
+    import asyncio
+
+    from extender.app import create_app
+    from extender.settings import Settings
+    from extender.state.store import StateStore
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    settings = Settings(policy_path=path, policy_poll_interval=0.05)
+    store = PolicyStore.open(path)
+    client = await aiohttp_client(
+        create_app(settings, policy=store, state=StateStore(), sources=[])
+    )
+    path.write_text(GOOD.replace("loadMaxAge: 30s", "loadMaxAge: !!float abc"))
+    for _ in range(100):
+        if store.last_error is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert store.last_error is not None
+    body = await (await client.get("/readyz")).json()
+    assert any(d.startswith("policy:") for d in body["degraded"])
+    # A later good edit still applies: the reloader is alive.
+    path.write_text(GOOD.replace("loadMaxAge: 30s", "loadMaxAge: 40s"))
+    for _ in range(100):
+        if store.current.policy.spec.stale_data.load_max_age == 40.0:
+            break
+        await asyncio.sleep(0.05)
+    assert store.current.policy.spec.stale_data.load_max_age == 40.0

@@ -189,3 +189,21 @@ def test_check_policy_command_prints_file_line_field(tmp_path, capsys):
     captured = capsys.readouterr()
     assert f"{good}: ok" in captured.out
     assert f"{bad}:8: spec.classes.c.tiers[1]:" in captured.err
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["!!float abc", "!!timestamp x", "!!python/name:os.system", "!!binary '%%%'"],
+)
+def test_values_yaml_cannot_build_are_problems_not_crashes(value):
+    text = MINIMAL.replace("spec:\n", f"spec:\n  staleData: {{loadMaxAge: {value}}}\n")
+    with pytest.raises(PolicyError) as info:
+        parse_policy(text, "p.yaml")
+    problem = info.value.problems[0]
+    assert problem.line == 6
+    assert problem.field == "spec.staleData.loadMaxAge"
+
+
+def test_complex_keys_are_problems_not_crashes():
+    with pytest.raises(PolicyError):
+        parse_policy(MINIMAL + "? [a, b]\n: c\n", "p.yaml")
