@@ -193,7 +193,7 @@ def test_check_policy_command_prints_file_line_field(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "value",
-    ["!!float abc", "!!timestamp x", "!!python/name:os.system", "!!binary '%%%'"],
+    ["!!float abc", "!!timestamp x", "!!python/name:os.system ''", "!!binary '%%%'"],
 )
 def test_values_yaml_cannot_build_are_problems_not_crashes(value):
     text = MINIMAL.replace("spec:\n", f"spec:\n  staleData: {{loadMaxAge: {value}}}\n")
