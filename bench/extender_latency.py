@@ -210,6 +210,7 @@ def main() -> None:
             (ROOT / "policies" / "default.yaml")
             .read_text()
             .replace("loadMaxAge: 30s", "loadMaxAge: 1h")
+            .replace("sightingMaxAge: 30s", "sightingMaxAge: 1h")
         )
         print(
             "| nodes | mode | extender | calls | p50 ms | p99 ms | calls/s | p99 ratio | calls/s ratio |"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from extender import webhook
-from extender.keys import METRICS, POLICY, SETTINGS, STATE
+from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE
 from extender.metrics import Metrics, age_since
 from extender.policy.store import PolicyStore
 from extender.settings import Settings
@@ -37,7 +38,7 @@ def create_app(
     app = web.Application(client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[POLICY] = policy or PolicyStore.open(settings.policy_path)
-    app[STATE] = state or initial_state(settings)
+    app[STATE], app[CLOCK] = (state, time.time) if state else initial_state(settings)
     app[METRICS] = Metrics()
     _wire_metrics(app)
 
@@ -54,13 +55,17 @@ def create_app(
     return app
 
 
-def initial_state(settings: Settings) -> StateStore:
+def initial_state(settings: Settings) -> tuple[StateStore, Callable[[], float]]:
+    """An empty store on wall time, or a state file's world on its own clock."""
     if settings.state_path is None:
-        return StateStore()
+        return StateStore(), time.time
     from extender.simulate import load_state
 
-    snapshot, _ = load_state(settings.state_path)
-    return StateStore(snapshot=snapshot)
+    snapshot, now = load_state(settings.state_path)
+    started = time.monotonic()
+    # The file's timestamps stay as meaningful as when it was written: its world
+    # starts at its `now` and ages in real time from there.
+    return StateStore(snapshot=snapshot), lambda: now + (time.monotonic() - started)
 
 
 def default_sources(settings: Settings) -> list[CleanupCtx]:

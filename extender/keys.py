@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from extender.metrics import Metrics
@@ -13,3 +15,5 @@ SETTINGS = web.AppKey("settings", Settings)
 POLICY = web.AppKey("policy", PolicyStore)
 STATE = web.AppKey("state", StateStore)
 METRICS = web.AppKey("metrics", Metrics)
+# The evaluation time: wall time, or a state file's own time advancing from its `now`.
+CLOCK = web.AppKey[Callable[[], float]]("clock")

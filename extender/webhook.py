@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from extender.explain import explanation
-from extender.keys import METRICS, POLICY, SETTINGS, STATE
+from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE
 from extender.policy.loader import LoadedPolicy
 from extender.protocol import (
     ArgsError,
@@ -81,7 +81,7 @@ def _instrumented(
 
 def _filter(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     args = parse_args(body)
-    now = time.time()
+    now = request.app[CLOCK]()
     verdicts = decide(args, request.app[STATE].snapshot, request.app[POLICY].current, now)
     request.app[METRICS].count_decisions(verdicts)
     return json_response(filter_result(args, verdicts)), args.mode
@@ -89,7 +89,9 @@ def _filter(request: web.Request, body: bytes) -> tuple[web.Response, str]:
 
 def _prioritize(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     args = parse_args(body)
-    verdicts = decide(args, request.app[STATE].snapshot, request.app[POLICY].current, time.time())
+    verdicts = decide(
+        args, request.app[STATE].snapshot, request.app[POLICY].current, request.app[CLOCK]()
+    )
     return json_response(priority_list(verdicts)), args.mode
 
 
@@ -104,7 +106,7 @@ def _explain(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     if args.nodes is None and args.node_names is None:
         args = ExtenderArgs(pod=args.pod, nodes=None, node_names=sorted(snapshot.nodes))
     policy = request.app[POLICY].current
-    verdicts = decide(args, snapshot, policy, time.time(), explain=True)
+    verdicts = decide(args, snapshot, policy, request.app[CLOCK](), explain=True)
     doc = explanation(PodFacts.from_pod(args.pod), policy, verdicts)
     return json_response(doc), args.mode
 

@@ -1,27 +1,48 @@
-"""Leader election on a coordination.k8s.io/v1 Lease.
+"""Leader election on a coordination.k8s.io/v1 Lease, client-go style.
 
 Written here because the client's bundled `kubernetes.aio.leaderelection` fails
 its own argument validation on create (`pretty=True` where a string is expected,
-kubernetes 37.0.2). The algorithm is client-go's: take the Lease when it is free
-or expired, renew it while leading, stop leading when renewals fail for longer
-than the renew deadline (before another replica may take over), and use the
-object's resourceVersion so two candidates cannot both win.
+kubernetes 37.0.2). The rules are client-go's:
+
+* A candidate takes the Lease when it does not exist, has no holder, is already
+  ours, or is expired. Expiry is judged only on this process's monotonic clock:
+  another holder's lease has expired when the record we read (holder,
+  renewTime, resourceVersion) has not changed for the record's
+  leaseDurationSeconds since we first observed it. The holder's renewTime is a
+  wall-clock stamp for people reading the object; clock skew between replicas
+  does not matter.
+* Writes carry the resourceVersion we read, so when two candidates race the
+  apiserver accepts one and answers 409 to the other, which does not lead.
+* A renewal counts from the moment its attempt *started*, every attempt is cut
+  off at the renew deadline (renew_deadline after the start of the last
+  successful renewal), and leading stops as soon as that deadline passes. Since
+  renew_deadline < lease_duration and a follower's clock for our record starts
+  no earlier than our renewal started, we stop before anyone can take over.
+* If the lead task crashes, the crash is logged with its traceback and we back
+  off (exponentially, capped) before contending again. The Lease is not
+  released on stop or crash; it expires.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 5.0  # per API call; the whole attempt is bounded by the renew deadline too
+MAX_CRASH_BACKOFF = 60.0
+CRASH_RESET = 60.0  # a lead task that ran this long before crashing starts the backoff over
+
+# What we compare to decide whether the holder is still renewing: holder, renewTime, resourceVersion.
+Observed = tuple[str | None, Any, str | None]
 
 
 @dataclass(slots=True)
@@ -33,15 +54,35 @@ class LeaseElector:
     lease_duration: int = 15
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+    _observed: Observed | None = field(default=None, init=False, repr=False)
+    _observed_at: float = field(default=0.0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError("need 0 < retry_period < renew_deadline < lease_duration")
+
+    def _observe(self, lease: Any) -> None:
+        spec, meta = lease.spec, lease.metadata
+        record: Observed = (
+            spec.holder_identity if spec else None,
+            spec.renew_time if spec else None,
+            meta.resource_version if meta else None,
+        )
+        if record != self._observed:
+            self._observed = record
+            # Taken after the response arrived: the holder's write, and so the start of
+            # its renewal, happened no later than this.
+            self._observed_at = time.monotonic()
 
     async def try_acquire_or_renew(self) -> bool:
+        """One read and at most one write. Raises on API errors other than 404/409."""
         from kubernetes.aio.client import V1Lease
         from kubernetes.aio.client.exceptions import ApiException
 
-        now = datetime.now(UTC)
+        now = datetime.now(UTC)  # only stamped into the record, never compared
         try:
             lease = await self.coordination.read_namespaced_lease(
-                self.name, self.namespace, _request_timeout=5
+                self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
             )
         except ApiException as exc:
             if exc.status != 404:
@@ -59,26 +100,24 @@ class LeaseElector:
                 }
             )
             try:
-                await self.coordination.create_namespaced_lease(
-                    self.namespace, fresh, _request_timeout=5
+                created = await self.coordination.create_namespaced_lease(
+                    self.namespace, fresh, _request_timeout=REQUEST_TIMEOUT
                 )
             except ApiException as race:
                 if race.status == 409:  # another candidate created it first
                     return False
                 raise
+            self._observe(created)
             return True
 
+        self._observe(lease)
         spec = lease.spec
         holder = spec.holder_identity
-        renewed = spec.renew_time or spec.acquire_time
         duration = spec.lease_duration_seconds or self.lease_duration
-        if (
-            holder
-            and holder != self.identity
-            and renewed is not None
-            and renewed.timestamp() + duration > now.timestamp()
-        ):
-            return False
+        if holder and holder != self.identity:
+            if time.monotonic() < self._observed_at + duration:
+                return False
+            log.info("lease %s/%s: %s expired, taking over", self.namespace, self.name, holder)
         if holder != self.identity:
             spec.acquire_time = now
             spec.lease_transitions = (spec.lease_transitions or 0) + 1
@@ -86,23 +125,39 @@ class LeaseElector:
         spec.lease_duration_seconds = self.lease_duration
         spec.renew_time = now
         try:
-            await self.coordination.replace_namespaced_lease(
-                self.name, self.namespace, lease, _request_timeout=5
+            # Carries the resourceVersion we read: 409 if anyone wrote since.
+            replaced = await self.coordination.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT
             )
         except ApiException as exc:
-            if exc.status == 409:  # someone else updated it since we read it
+            if exc.status == 409:
                 return False
             raise
+        self._observe(replaced)
         return True
 
-    async def attempt(self) -> bool:
+    async def attempt(self, timeout: float | None = None) -> bool:
+        """try_acquire_or_renew cut off after `timeout` seconds; any failure is False."""
+        if timeout is not None and timeout <= 0:
+            return False
         try:
-            return await self.try_acquire_or_renew()
-        except asyncio.CancelledError:
-            raise
+            return await asyncio.wait_for(self.try_acquire_or_renew(), timeout)
+        except TimeoutError:
+            log.warning("lease %s/%s: attempt timed out", self.namespace, self.name)
+            return False
         except Exception as exc:
             log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
             return False
+
+    async def acquire(self) -> float:
+        """Contend until we hold the Lease; returns the monotonic start of the winning attempt."""
+        while True:
+            start = time.monotonic()
+            if await self.attempt(self.renew_deadline) and (
+                time.monotonic() < start + self.renew_deadline
+            ):
+                return start
+            await asyncio.sleep(self.retry_period)
 
 
 def default_identity() -> str:
@@ -115,26 +170,60 @@ async def run_elected(
     on_change: Callable[[bool], None] | None = None,
 ) -> None:
     """Run `lead()` only while holding the Lease; contend again after losing it."""
+    crashes = 0
     while True:
-        if not await elector.attempt():
-            await asyncio.sleep(elector.retry_period)
-            continue
+        renewed = await elector.acquire()
         log.info("%s leads (lease %s/%s)", elector.identity, elector.namespace, elector.name)
+        began = time.monotonic()
+        task = asyncio.create_task(lead(), name="elected")
         if on_change:
             on_change(True)
-        task = asyncio.create_task(lead(), name="elected")
-        last_renewal = time.monotonic()
         try:
-            while time.monotonic() - last_renewal < elector.renew_deadline:
-                await asyncio.sleep(elector.retry_period)
-                if task.done():
-                    break
-                if await elector.attempt():
-                    last_renewal = time.monotonic()
+            await _renew_while_leading(elector, task, renewed)
         finally:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-            if on_change:
-                on_change(False)
-        log.warning("%s stopped leading", elector.identity)
+            try:
+                # wait() neither raises the task's error nor swallows our own cancellation.
+                await asyncio.wait({task})
+            finally:
+                if on_change:
+                    on_change(False)
+        if task.cancelled():
+            log.warning("%s stopped leading: lease not renewed in time", elector.identity)
+            crashes = 0
+            continue
+        error = task.exception()
+        if error is None:
+            log.warning("%s: lead task returned; contending again", elector.identity)
+            crashes = 0
+            await asyncio.sleep(elector.retry_period)
+            continue
+        crashes = 1 if time.monotonic() - began >= CRASH_RESET else crashes + 1
+        backoff = min(elector.retry_period * 2**crashes, MAX_CRASH_BACKOFF)
+        log.error(
+            "%s: lead task crashed; contending again in %.1fs",
+            elector.identity,
+            backoff,
+            exc_info=error,
+        )
+        await asyncio.sleep(backoff)
+
+
+async def _renew_while_leading(
+    elector: LeaseElector, task: asyncio.Task[None], renewed: float
+) -> None:
+    """Return when `task` ends or when the renew deadline passes without a renewal.
+
+    `renewed` is the monotonic start of the last successful attempt; the deadline
+    is measured from it, and each attempt is cut off at the deadline.
+    """
+    while True:
+        deadline = renewed + elector.renew_deadline
+        pause = min(elector.retry_period, deadline - time.monotonic())
+        if pause > 0:
+            await asyncio.wait({task}, timeout=pause)
+        if task.done() or time.monotonic() >= deadline:
+            return
+        start = time.monotonic()
+        if await elector.attempt(deadline - start):
+            renewed = start

@@ -1,9 +1,15 @@
 """Kubernetes watches that keep the snapshot's nodes and devices current.
 
-List, then watch from the list's resourceVersion; on 410 Gone relist; on any
-other error keep serving the last state and retry with capped exponential
-backoff. Objects are read as raw JSON (orjson), not the client's models: at
-5,000 nodes model deserialisation would dominate the refresh.
+List, then watch from the list's resourceVersion; on 410 Gone relist after a
+short pause; on any other error keep serving the last state and retry with
+capped exponential backoff. Objects are read as raw JSON (orjson), not the
+client's models: at 5,000 nodes model deserialisation would dominate the refresh.
+
+Each reflector keeps only the facts placement reads (name -> NodeFacts or
+DeviceFacts), never whole objects, and updates one entry per watch event.
+Publishing a Snapshot copies that dict, so publishes are coalesced: the first
+change after a quiet spell goes out on the next loop turn, later ones at most
+every PUBLISH_INTERVAL, so a burst of gateway heartbeats costs a few copies.
 """
 
 from __future__ import annotations
@@ -13,9 +19,9 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from aiohttp import web
@@ -28,57 +34,102 @@ from extender.state.store import StateStore
 log = logging.getLogger(__name__)
 
 WATCH_SECONDS = 240  # server-side watch timeout; the client's is a bit longer
-MAX_BACKOFF = 30.0
+LIST_TIMEOUT = 60.0
+MAX_BACKOFF = 30.0  # after errors: 1 s, doubling, capped
+RELIST_DELAY = 1.0  # after 410 Gone, doubling while relists keep expiring at once
+MAX_RELIST_DELAY = 8.0
+PUBLISH_INTERVAL = 0.1  # at most one snapshot per resource per this many seconds
+
+F = TypeVar("F")
 
 
 class WatchExpiredError(Exception):
     """The watch's resourceVersion is too old (410): relist."""
 
 
-ListCall = Callable[..., Awaitable[Any]]
+ListCall = Callable[..., Awaitable[Any]]  # a *_without_preload_content list function
+Parse = Callable[[Mapping[str, Any], float], F]  # (object, observed_at) -> facts
+Sleep = Callable[[float], Awaitable[None]]
 
 
-@dataclass(slots=True)
-class Reflector:
-    """A list+watch loop for one resource, feeding a name -> object dict."""
+@dataclass(slots=True, eq=False)
+class Reflector(Generic[F]):
+    """A list+watch loop for one resource, feeding a name -> facts dict.
+
+    `parse` reduces an object to its facts (ValueError = skip it); `publish`
+    receives a fresh copy of the whole dict, which it may keep (never mutated).
+    """
 
     name: str
-    call: ListCall  # a *_without_preload_content list function
-    on_change: Callable[[dict[str, dict[str, Any]], bool], None]
-    objects: dict[str, dict[str, Any]] = field(default_factory=dict)
+    call: ListCall
+    parse: Parse[F]
+    publish: Callable[[dict[str, F]], None]
+    facts: dict[str, F] = field(default_factory=dict)
     synced: bool = False
     last_error: str | None = None
     last_event: float | None = None
+    events: int = 0  # watch events applied (bookmarks included)
+    publishes: int = 0
+    publish_interval: float = PUBLISH_INTERVAL
+    sleep: Sleep = asyncio.sleep  # injectable so tests can see the backoff
+    _timer: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
+    _published_at: float = field(default=float("-inf"), init=False, repr=False)  # loop time
 
     async def run(self) -> None:
-        backoff = 1.0
-        while True:
-            try:
-                version = await self._list()
-                backoff = 1.0
-                while True:
-                    version = await self._watch(version)
-            except WatchExpiredError:
-                log.info("%s watch expired, relisting", self.name)
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("%s list/watch failed (%s); retry in %.0fs", self.name, exc, backoff)
-                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
-                backoff = min(MAX_BACKOFF, backoff * 2)
+        error_delay = relist_delay = 0.0
+        events_at_list = self.events
+        try:
+            while True:
+                try:
+                    version = await self._list()
+                    error_delay = 0.0
+                    events_at_list = self.events
+                    while True:
+                        version = await self._watch(version)
+                        relist_delay = 0.0  # a watch ran to its timeout: healthy again
+                except WatchExpiredError:
+                    if self.events != events_at_list:
+                        relist_delay = 0.0
+                    # Expiring again right after a relist means the apiserver is
+                    # compacting or restarting: don't hammer it with full lists.
+                    relist_delay = min(MAX_RELIST_DELAY, relist_delay * 2 or RELIST_DELAY)
+                    log.info("%s watch expired, relisting in %.0fs", self.name, relist_delay)
+                    await self.sleep(relist_delay)
+                except Exception as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    error_delay = min(MAX_BACKOFF, error_delay * 2 or 1.0)
+                    log.warning(
+                        "%s list/watch failed (%s); retry in %.0fs", self.name, exc, error_delay
+                    )
+                    await self.sleep(error_delay * random.uniform(0.8, 1.2))
+        finally:
+            self._cancel_timer()
 
     async def _list(self) -> str:
-        resp = await self.call(_request_timeout=60)
-        body = await resp.read()
-        if resp.status != 200:
-            raise RuntimeError(f"list {self.name}: HTTP {resp.status}: {body[:200]!r}")
+        resp = await self.call(_request_timeout=LIST_TIMEOUT)
+        try:
+            body = await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"list {self.name}: HTTP {resp.status}: {body[:200]!r}")
+        finally:
+            resp.release()
         data = orjson.loads(body)
-        self.objects = {o["metadata"]["name"]: o for o in data.get("items") or []}
-        self.synced, self.last_error, self.last_event = True, None, time.time()
-        self.on_change(self.objects, True)
+        del body
+        now = time.time()
+        facts: dict[str, F] = {}
+        for obj in data.get("items") or []:
+            name = (obj.get("metadata") or {}).get("name")
+            if not isinstance(name, str):
+                log.warning("ignoring %s without a name", self.name)
+                continue
+            try:
+                facts[name] = self.parse(obj, now)
+            except ValueError as exc:
+                log.warning("ignoring %s %r: %s", self.name, name, exc)
         version: str = data["metadata"]["resourceVersion"]
+        self.facts = facts
+        self.synced, self.last_error, self.last_event = True, None, now
+        self._publish()
         return version
 
     async def _watch(self, version: str) -> str:
@@ -89,19 +140,29 @@ class Reflector:
             timeout_seconds=WATCH_SECONDS,
             _request_timeout=WATCH_SECONDS + 30,
         )
-        if resp.status == 410:
-            raise WatchExpiredError
-        if resp.status != 200:
-            raise RuntimeError(f"watch {self.name}: HTTP {resp.status}")
-        buffer = b""
-        # Split lines ourselves: a Node can exceed aiohttp's readline limit.
-        async for chunk in resp.content.iter_any():
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if line.strip():
-                    version = self._apply(orjson.loads(line), version)
-        return version
+        try:
+            if resp.status == 410:
+                raise WatchExpiredError
+            if resp.status != 200:
+                raise RuntimeError(f"watch {self.name}: HTTP {resp.status}")
+            # Split lines ourselves: a Node can exceed aiohttp's readline limit.
+            # Parts are joined only once a newline arrives, so a large object
+            # spread over many chunks is not rescanned for each one.
+            pending: list[bytes] = []
+            async for chunk in resp.content.iter_any():
+                pending.append(chunk)
+                if b"\n" not in chunk:
+                    continue
+                *lines, rest = b"".join(pending).split(b"\n")
+                pending = [rest] if rest else []
+                for line in lines:
+                    if line.strip():
+                        version = self._apply(orjson.loads(line), version)
+            # A trailing partial line is a cut-off event: the next watch resumes
+            # from the last complete one.
+            return version
+        finally:
+            resp.release()
 
     def _apply(self, event: Mapping[str, Any], version: str) -> str:
         kind, obj = event.get("type"), event.get("object") or {}
@@ -111,38 +172,62 @@ class Reflector:
             raise RuntimeError(f"watch {self.name}: {obj.get('message')}")
         meta = obj.get("metadata") or {}
         new_version: str = meta.get("resourceVersion") or version
-        if kind == "BOOKMARK":
-            return new_version
+        self.events += 1
         name = meta.get("name")
-        if not isinstance(name, str):
+        if kind == "BOOKMARK" or not isinstance(name, str):
             return new_version
+        now = time.time()
         if kind == "DELETED":
-            self.objects.pop(name, None)
+            if self.facts.pop(name, None) is None:
+                return new_version
+        elif kind in ("ADDED", "MODIFIED"):
+            try:
+                self.facts[name] = self.parse(obj, now)
+            except ValueError as exc:
+                log.warning("ignoring %s %s: %s", self.name, name, exc)
+                return new_version
         else:
-            self.objects[name] = obj
-        self.last_event = time.time()
-        self.on_change(self.objects, False)
+            return new_version
+        self.last_event = now
+        self._schedule_publish()
         return new_version
 
+    def _schedule_publish(self) -> None:
+        if self._timer is not None:
+            return  # the pending publish will include this change
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._published_at + self.publish_interval - loop.time())
+        self._timer = loop.call_later(delay, self._publish_pending)
 
-def publish_nodes(store: StateStore, objects: Mapping[str, Mapping[str, Any]]) -> None:
-    nodes: dict[str, NodeFacts] = {}
-    for name, obj in objects.items():
+    def _publish_pending(self) -> None:
         try:
-            nodes[name] = NodeFacts.from_node(obj)
-        except ValueError:
-            log.warning("ignoring node %s without a name", name)
+            self._publish()
+        except Exception:
+            log.exception("publishing %s failed", self.name)
+
+    def _publish(self) -> None:
+        self._cancel_timer()
+        self._published_at = asyncio.get_running_loop().time()
+        self.publishes += 1
+        self.publish(dict(self.facts))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+def node_facts(obj: Mapping[str, Any], observed_at: float) -> NodeFacts:
+    """NodeFacts of a Node (name and labels only: the rest of the object is dropped)."""
+    return NodeFacts.from_node(obj)
+
+
+def publish_nodes(store: StateStore, nodes: Mapping[str, NodeFacts]) -> None:
     store.snapshot = store.snapshot.with_nodes(nodes, synced=True)
 
 
-def publish_devices(store: StateStore, objects: Mapping[str, Mapping[str, Any]]) -> None:
-    devices: dict[str, DeviceFacts] = {}
-    for name, obj in objects.items():
-        try:
-            devices[name] = device_facts(obj)
-        except ValueError:
-            log.warning("ignoring device %s without a name", name)
-    store.snapshot = store.snapshot.with_devices(devices)
+def publish_devices(store: StateStore, devices: Mapping[str, DeviceFacts]) -> None:
+    store.snapshot = store.snapshot.with_devices(devices, synced=True)
 
 
 async def api_client(settings: Any) -> Any:
@@ -159,6 +244,22 @@ async def api_client(settings: Any) -> Any:
     )
 
 
+def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    """A background task whose unexpected end is logged, not silently dropped."""
+    task = asyncio.create_task(coro, name=name)
+
+    def _done(t: asyncio.Task[None]) -> None:
+        if t.cancelled():
+            return
+        if (exc := t.exception()) is not None:
+            log.error("background task %s died", name, exc_info=exc)
+        else:
+            log.error("background task %s returned unexpectedly", name)
+
+    task.add_done_callback(_done)
+    return task
+
+
 async def kube_state(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: node and device reflectors, plus the elected nearest writer."""
     from kubernetes.aio import client
@@ -172,24 +273,28 @@ async def kube_state(app: web.Application) -> AsyncIterator[None]:
     writer = NearestWriter(custom=custom, core=core, policy=app[POLICY], store=store)
     device_changed = asyncio.Event()
 
-    def on_devices(objects: dict[str, dict[str, Any]], relisted: bool) -> None:
-        publish_devices(store, objects)
-        device_changed.set()
+    def on_devices(devices: dict[str, DeviceFacts]) -> None:
+        publish_devices(store, devices)
+        device_changed.set()  # after the publish: the writer reads the new snapshot
 
-    nodes = Reflector(
-        "nodes", core.list_node_without_preload_content, lambda o, _: publish_nodes(store, o)
+    nodes: Reflector[NodeFacts] = Reflector(
+        "nodes",
+        core.list_node_without_preload_content,
+        node_facts,
+        lambda facts: publish_nodes(store, facts),
     )
-    devices = Reflector(
+    devices: Reflector[DeviceFacts] = Reflector(
         "devices",
         lambda **kw: custom.list_cluster_custom_object_without_preload_content(
             GROUP, VERSION, PLURAL, **kw
         ),
+        device_facts,  # called with observed_at: lastSeen is capped at when we saw it
         on_devices,
     )
     tasks = [
-        asyncio.create_task(nodes.run(), name="watch-nodes"),
-        asyncio.create_task(devices.run(), name="watch-devices"),
-        asyncio.create_task(_health_loop(store, (nodes, devices)), name="kube-health"),
+        _spawn(nodes.run(), "watch-nodes"),
+        _spawn(devices.run(), "watch-devices"),
+        _spawn(_health_loop(store, (nodes, devices)), "kube-health"),
     ]
     if settings.leader_election:
         elector = LeaseElector(
@@ -203,7 +308,7 @@ async def kube_state(app: web.Application) -> AsyncIterator[None]:
             lambda: writer.run(device_changed),
             on_change=lambda leading: app[METRICS].leader.set(1 if leading else 0),
         )
-        tasks.append(asyncio.create_task(elected, name="nearest-writer"))
+        tasks.append(_spawn(elected, "nearest-writer"))
     yield
     for task in tasks:
         task.cancel()
@@ -213,7 +318,7 @@ async def kube_state(app: web.Application) -> AsyncIterator[None]:
     await api.close()
 
 
-async def _health_loop(store: StateStore, reflectors: tuple[Reflector, ...]) -> None:
+async def _health_loop(store: StateStore, reflectors: tuple[Reflector[Any], ...]) -> None:
     while True:
         health = store.health("kubernetes")
         errors = [f"{r.name}: {r.last_error}" for r in reflectors if r.last_error]

@@ -14,6 +14,7 @@ import orjson
 from webhook_cases import NODES, pod
 
 from extender.app import create_app
+from extender.keys import STATE
 from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
@@ -230,3 +231,16 @@ async def test_not_ready_until_the_node_cache_synced(aiohttp_client):
     assert body["degraded"] == ["prometheus: refresh failed"]
     text = await (await client.get("/metrics")).text()
     assert 'cloud4iot_extender_source_up{source="prometheus"} 0.0' in text
+
+
+def test_state_file_world_runs_on_its_own_clock():
+    from datetime import UTC, datetime
+
+    from extender.keys import CLOCK
+
+    state = Path(__file__).resolve().parents[2] / "examples" / "simulate" / "cluster.yaml"
+    settings = Settings(policy_path=POLICY, state_path=state)
+    app = create_app(settings, policy=PolicyStore.open(POLICY), sources=[])
+    written = datetime(2026, 11, 26, 10, 0, tzinfo=UTC).timestamp()  # the file's `now`
+    assert 0 <= app[CLOCK]() - written < 5
+    assert "gw-hospital" in app[STATE].snapshot.devices["patient-42-hr"].sightings
