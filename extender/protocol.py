@@ -51,13 +51,20 @@ def parse_pod(value: Any, where: str = "Pod") -> Mapping[str, Any]:
     if meta is not None and not isinstance(meta, dict):
         raise ArgsError(f"{where}.metadata must be an object, got {_kind(meta)}")
     if isinstance(meta, dict):
-        ann = meta.get("annotations")
-        if ann is not None and not isinstance(ann, dict):
-            raise ArgsError(f"{where}.metadata.annotations must be an object")
-        labels = meta.get("labels")
-        if labels is not None and not isinstance(labels, dict):
-            raise ArgsError(f"{where}.metadata.labels must be an object")
+        _string_map(meta.get("annotations"), f"{where}.metadata.annotations")
+        _string_map(meta.get("labels"), f"{where}.metadata.labels")
     return value
+
+
+def _string_map(value: Any, where: str) -> None:
+    """Labels and annotations are map[string]string in Kubernetes; anything else is 400."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ArgsError(f"{where} must be an object of strings")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise ArgsError(f"{where}[{key!r}] must be a string, got {_kind(item)}")
 
 
 def parse_args(body: bytes, *, require_nodes: bool = True) -> ExtenderArgs:
@@ -82,15 +89,18 @@ def parse_args(body: bytes, *, require_nodes: bool = True) -> ExtenderArgs:
             items = []
         if not isinstance(items, list):
             raise ArgsError(f"Nodes.items must be an array, got {_kind(items)}")
+        seen: set[str] = set()
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise ArgsError(f"Nodes.items[{i}] must be a Node object, got {_kind(item)}")
             meta = item.get("metadata")
-            if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+            name = meta.get("name") if isinstance(meta, dict) else None
+            if not isinstance(name, str) or not name:
                 raise ArgsError(f"Nodes.items[{i}] has no metadata.name")
-            labels = meta.get("labels")
-            if labels is not None and not isinstance(labels, dict):
-                raise ArgsError(f"Nodes.items[{i}].metadata.labels must be an object")
+            if name in seen:
+                raise ArgsError(f"Nodes.items[{i}]: node {name!r} is listed twice")
+            seen.add(name)
+            _string_map(meta.get("labels"), f"Nodes.items[{i}].metadata.labels")  # type: ignore[union-attr]
         nodes = items
 
     names: list[str] | None = None
@@ -98,6 +108,8 @@ def parse_args(body: bytes, *, require_nodes: bool = True) -> ExtenderArgs:
     if raw_names is not None:
         if not isinstance(raw_names, list) or not all(isinstance(n, str) for n in raw_names):
             raise ArgsError("NodeNames must be an array of strings")
+        if len(set(raw_names)) != len(raw_names):
+            raise ArgsError("NodeNames lists a node twice")
         names = raw_names
 
     if nodes is not None and names is not None:

@@ -23,7 +23,7 @@ from extender.protocol import (
     parse_pod,
     priority_list,
 )
-from extender.scoring import PodFacts, Verdict, evaluate, unknown_node
+from extender.scoring import Code, PodFacts, Verdict, evaluate, unknown_node
 from extender.state.snapshot import NodeFacts, Snapshot
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,18 @@ def decide(
     explain: bool = False,
 ) -> list[Verdict]:
     """Verdicts for exactly the nodes the request names, in its order."""
+    pod = PodFacts.from_pod(args.pod)
     if args.node_names is None:
         facts = [NodeFacts.from_node(n) for n in args.nodes or []]
-        return evaluate(args.pod, facts, snapshot, policy.policy, now, explain)
+        return evaluate(pod, facts, snapshot, policy.policy, now, explain)
+    if pod.function is None and not pod.archs:
+        # Unmanaged and architecture-agnostic: nothing to know about the nodes.
+        return [
+            Verdict(n, True, 0, Code.UNMANAGED, "pod names no function class")
+            for n in args.node_names
+        ]
     known = [snapshot.nodes[n] for n in args.node_names if n in snapshot.nodes]
-    by_name = {v.node: v for v in evaluate(args.pod, known, snapshot, policy.policy, now, explain)}
+    by_name = {v.node: v for v in evaluate(pod, known, snapshot, policy.policy, now, explain)}
     return [by_name.get(n) or unknown_node(n) for n in args.node_names]
 
 
@@ -72,6 +79,10 @@ def _instrumented(
         except web.HTTPException as exc:  # 413 from the body limit
             metrics.requests.labels(verb, "invalid", str(exc.status)).inc()
             raise
+        except Exception:
+            # A bug, not the caller's fault: say so, count it, keep serving.
+            log.exception("%s failed on a request", verb)
+            response, mode = json_response({"error": "internal error (logged)"}, 500), "error"
         metrics.requests.labels(verb, mode, str(response.status)).inc()
         metrics.latency.labels(verb).observe(time.perf_counter() - start)
         return response

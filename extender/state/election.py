@@ -41,7 +41,7 @@ REQUEST_TIMEOUT = 5.0  # per API call; the whole attempt is bounded by the renew
 MAX_CRASH_BACKOFF = 60.0
 CRASH_RESET = 60.0  # a lead task that ran this long before crashing starts the backoff over
 
-# What we compare to decide whether the holder is still renewing: holder, renewTime, resourceVersion.
+# (holder, renewTime, resourceVersion): a change means the holder is still renewing.
 Observed = tuple[str | None, Any, str | None]
 
 
@@ -136,12 +136,12 @@ class LeaseElector:
         self._observe(replaced)
         return True
 
-    async def attempt(self, timeout: float | None = None) -> bool:
-        """try_acquire_or_renew cut off after `timeout` seconds; any failure is False."""
-        if timeout is not None and timeout <= 0:
+    async def attempt(self, within: float | None = None) -> bool:
+        """try_acquire_or_renew cut off after `within` seconds; any failure is False."""
+        if within is not None and within <= 0:
             return False
         try:
-            return await asyncio.wait_for(self.try_acquire_or_renew(), timeout)
+            return await asyncio.wait_for(self.try_acquire_or_renew(), within)
         except TimeoutError:
             log.warning("lease %s/%s: attempt timed out", self.namespace, self.name)
             return False

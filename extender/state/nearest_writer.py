@@ -36,16 +36,31 @@ def rfc3339(ts: float) -> str:
 
 
 @dataclass(slots=True)
+class Written:
+    """Our last write of one device's status.nearest in this term."""
+
+    node: str | None
+    rssi: float | None
+    before: str | None  # status.nearest.node the snapshot showed when we wrote
+    seen: bool = False  # whether the snapshot has shown our write since
+
+
+@dataclass(slots=True)
 class NearestWriter:
     custom: Any  # kubernetes.aio CustomObjectsApi
     core: Any  # kubernetes.aio CoreV1Api
     policy: PolicyStore
     store: StateStore
     states: dict[str, NearestState] = field(default_factory=dict)
-    written: dict[str, tuple[str | None, float | None]] = field(default_factory=dict)
+    written: dict[str, Written] = field(default_factory=dict)
     changes: int = 0
+    failures: int = 0
 
     async def run(self, changed: asyncio.Event) -> None:
+        """One leadership term: runs until cancelled."""
+        # Another leader may have written since our last term: start from the objects.
+        self.states.clear()
+        self.written.clear()
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), timeout=TICK)
@@ -54,6 +69,17 @@ class NearestWriter:
                 await self.step(time.time())
             except Exception:
                 log.exception("nearest-gateway step failed; retrying next tick")
+
+    def _shown(self, name: str, on_object: str | None) -> tuple[str | None, float | None]:
+        """The node and rssi the Device shows, counting our write the watch has not delivered."""
+        mine = self.written.get(name)
+        if mine is None:
+            return on_object, None  # the rssi a previous leader wrote is not in DeviceFacts
+        if on_object == mine.node:
+            mine.seen = True
+        elif mine.seen or on_object != mine.before:
+            return on_object, None  # changed by someone else since our write
+        return mine.node, mine.rssi
 
     async def step(self, now: float) -> None:
         spec = self.policy.current.policy.spec
@@ -70,14 +96,18 @@ class NearestWriter:
             self.states[name] = state
             sighting = dev.sightings.get(state.node) if state.node else None
             rssi = sighting.rssi if sighting else None
-            # What the object shows now: our last write, else what a previous leader wrote.
-            last_node, last_rssi = self.written.get(name, (dev.nearest, None))
+            last_node, last_rssi = self._shown(name, dev.nearest)
             moved = last_node != state.node
             drift = rssi is not None and (last_rssi is None or abs(rssi - last_rssi) >= RSSI_STEP)
             if not moved and not drift:
                 continue
-            await self._write(name, state, sighting.last_seen if sighting else None, rssi)
-            self.written[name] = (state.node, rssi)
+            try:
+                await self._write(name, state, sighting.last_seen if sighting else None, rssi)
+            except Exception as exc:  # this device is retried next tick; the others go on
+                self.failures += 1
+                log.warning("device %s: could not write status.nearest: %s", name, exc)
+                continue
+            self.written[name] = Written(state.node, rssi, before=dev.nearest)
             if moved:
                 self.changes += 1
                 log.info("device %s: nearest gateway %s -> %s", name, last_node, state.node)

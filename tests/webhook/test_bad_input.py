@@ -29,6 +29,20 @@ from webhook_cases import NODES, pod
             "annotations must be an object",
         ),
         (b'{"Pod": {}, "Nodes": {"items": []}, "NodeNames": []}', "both Nodes and NodeNames"),
+        (b'{"Pod": {}, "Nodes": {"items": [{"metadata": {"name": ""}}]}}', "has no metadata.name"),
+        (b'{"Pod": {}, "NodeNames": ["a", "b", "a"]}', "lists a node twice"),
+        (
+            b'{"Pod": {}, "Nodes": {"items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "a"}}]}}',
+            "listed twice",
+        ),
+        (
+            b'{"Pod": {}, "Nodes": {"items": [{"metadata": {"name": "a", "labels": {"cloud4iot.io/tier": ["gateway"]}}}]}}',
+            "must be a string",
+        ),
+        (
+            b'{"Pod": {"metadata": {"annotations": {"cloud4iot.io/archs": 5}}}, "NodeNames": []}',
+            "must be a string",
+        ),
     ],
 )
 @pytest.mark.parametrize("path", ["/filter", "/prioritize"])
@@ -102,7 +116,24 @@ pods = (
     st.fixed_dictionaries({"metadata": st.fixed_dictionaries({"annotations": annotations})})
     | json_values
 )
-node_lists = st.lists(st.sampled_from(NODES) | json_values, max_size=6)
+label_values = (
+    st.sampled_from(["gateway", "edge", "cloud", "fog", "", "arm64", "amd64"]) | json_values
+)
+fuzzed_nodes = st.fixed_dictionaries(
+    {
+        "metadata": st.fixed_dictionaries(
+            {
+                "name": st.sampled_from(["gw1", "gw2", "edge1", "x", ""]) | json_values,
+                "labels": st.dictionaries(
+                    st.sampled_from(["cloud4iot.io/tier", "kubernetes.io/arch", "x"]),
+                    label_values,
+                )
+                | json_values,
+            }
+        )
+    }
+)
+node_lists = st.lists(st.sampled_from(NODES) | fuzzed_nodes | json_values, max_size=6)
 bodies = (
     st.fixed_dictionaries(
         {},

@@ -69,10 +69,24 @@ async def test_filter_overloaded_node_is_a_transient_refusal(client):
 
 
 async def test_filter_never_answers_a_name_it_was_not_given(client):
-    status, raw = await post(client, "/filter", {"Pod": pod(), "NodeNames": ["edge1", "cloud2"]})
-    result = orjson.loads(raw)
+    for p in (pod(), pod("anonymiser")):
+        status, raw = await post(client, "/filter", {"Pod": p, "NodeNames": ["edge1", "ghost"]})
+        result = orjson.loads(raw)
+        assert status == 200
+        answered = (
+            set(result["NodeNames"])
+            | set(result["FailedNodes"])
+            | set(result["FailedAndUnresolvableNodes"])
+        )
+        assert answered <= {"edge1", "ghost"}
+
+
+async def test_unmanaged_pod_keeps_nodes_the_cache_has_not_seen(client):
+    # A node that just joined, or an extender still syncing: pods without a class
+    # are not ours to hold back.
+    status, raw = await post(client, "/filter", {"Pod": pod(), "NodeNames": ["edge1", "new-node"]})
     assert status == 200
-    assert result["NodeNames"] == ["edge1", "cloud2"]
+    assert orjson.loads(raw)["NodeNames"] == ["edge1", "new-node"]
 
 
 async def test_filter_unknown_node_name_is_refused_with_a_reason(client):
@@ -165,9 +179,13 @@ async def test_prioritize_mode_switch_changes_the_order(client):
 
 async def test_prioritize_full_node_mode(client):
     _status, raw = await post(
-        client, "/prioritize", {"Pod": pod("anonymiser"), "Nodes": {"items": NODES[2:4]}}
+        client, "/prioritize", {"Pod": pod("anonymiser"), "Nodes": {"items": NODES[1:4]}}
     )
-    assert [s["Host"] for s in orjson.loads(raw)] == ["edge1", "cloud1"]
+    scores = orjson.loads(raw)
+    assert [s["Host"] for s in scores] == ["gw2", "edge1", "cloud1"]
+    by_host = {s["Host"]: s["Score"] for s in scores}
+    # anonymiser prefers edge over gateway; cloud is not allowed (filter refuses it, score 0)
+    assert by_host["edge1"] > by_host["gw2"] > by_host["cloud1"] == 0
 
 
 async def test_explain_ranks_every_cached_node_with_reasons(client):
