@@ -16,6 +16,7 @@ from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE
 from extender.metrics import Metrics, age_since
 from extender.policy.store import PolicyStore
 from extender.settings import Settings
+from extender.state.snapshot import Snapshot
 from extender.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,9 @@ def create_app(
 def initial_state(settings: Settings) -> tuple[StateStore, Callable[[], float]]:
     """An empty store on wall time, or a state file's world on its own clock."""
     if settings.state_path is None:
-        return StateStore(), time.time
+        # Standalone (no cluster): there will never be Devices to wait for.
+        standalone = not settings.cluster_configured
+        return StateStore(snapshot=Snapshot(devices_synced=standalone)), time.time
     from extender.simulate import load_state
 
     snapshot, now = load_state(settings.state_path)

@@ -140,6 +140,8 @@ async def readyz(request: web.Request) -> web.Response:
     degraded: list[str] = []
     if settings.cluster_configured and not snapshot.nodes_synced:
         problems.append("node cache has not completed its first sync")
+    if settings.cluster_configured and not snapshot.devices_synced:
+        problems.append("device cache has not completed its first sync")
     for name, health in sorted(store.sources.items()):
         if not health.ok:
             degraded.append(f"{name}: {health.detail}")

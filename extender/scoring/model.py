@@ -37,6 +37,7 @@ class Code(StrEnum):
     NOT_HEARD = "device_not_heard"
     NOT_NEAREST = "not_nearest_gateway"
     HEARD_BY_GATEWAY = "device_heard_by_gateway"
+    DEVICES_NOT_SYNCED = "devices_not_synced"
 
 
 UNRESOLVABLE = frozenset(

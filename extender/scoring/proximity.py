@@ -57,11 +57,19 @@ class ProximityRuleImpl:
             span = cls.rssi_strong - cls.rssi_threshold
             # Below the nearest: other gateways that hear it rank by signal, in 0..0.5.
             return 0.5 * min(1.0, max(0.0, (rssi - cls.rssi_threshold) / span))
-        if cls.proximity is not ProximityRule.REQUIRED or node.tier != "gateway":
+        if cls.proximity is not ProximityRule.REQUIRED:
+            return 0.0
+        if not ctx.snapshot.devices_synced:
+            # Without the Devices, "no gateway hears it" would send every roaming
+            # function to the edge after a restart: wait instead (transient).
+            return self._why_not(ctx, node)
+        if node.tier != "gateway":
             return 0.0
         return self._why_not(ctx, node)
 
     def _why_not(self, ctx: Context, node: NodeFacts) -> Refusal:
+        if not ctx.snapshot.devices_synced:
+            return refuse(Code.DEVICES_NOT_SYNCED, "the extender has not loaded the Devices yet")
         if ctx.pod.device is None:
             return refuse(
                 Code.NO_DEVICE_NAMED,

@@ -70,7 +70,9 @@ async def test_node_label_mismatch_is_reported_by_node_name(
     # The most common failure of load-aware schedulers: series carry the node name
     # under another label. Here `instance` holds the scrape address, not the node.
     settings = Settings(policy_path=instance_label_policy, prometheus_url=prom_stack.prometheus_url)
-    store = StateStore(snapshot=Snapshot(nodes=node_facts(), nodes_synced=True))
+    store = StateStore(
+        snapshot=Snapshot(nodes=node_facts(), nodes_synced=True, devices_synced=True)
+    )
     client = await aiohttp_client(
         create_app(settings, policy=PolicyStore.open(instance_label_policy), state=store)
     )
@@ -94,7 +96,9 @@ async def test_scores_follow_simulated_load_and_survive_prometheus_loss(
     aiohttp_client: Any, prom_stack: Any, fast_policy: Path
 ) -> None:
     settings = Settings(policy_path=fast_policy, prometheus_url=prom_stack.prometheus_url)
-    store = StateStore(snapshot=Snapshot(nodes=node_facts(), nodes_synced=True))
+    store = StateStore(
+        snapshot=Snapshot(nodes=node_facts(), nodes_synced=True, devices_synced=True)
+    )
     app = create_app(settings, policy=PolicyStore.open(fast_policy), state=store)
     client = await aiohttp_client(app)
 

@@ -242,6 +242,10 @@ async def test_not_ready_until_the_node_cache_synced(aiohttp_client):
     assert resp.status == 503
     assert "first sync" in (await resp.json())["problems"][0]
     store.snapshot = store.snapshot.with_nodes({}, synced=True)
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert "device cache" in (await resp.json())["problems"][0]
+    store.snapshot = store.snapshot.with_devices({}, synced=True)
     store.health("prometheus").detail = "refresh failed"
     resp = await client.get("/readyz")
     body = await resp.json()
@@ -262,3 +266,19 @@ def test_state_file_world_runs_on_its_own_clock():
     written = datetime(2026, 11, 26, 10, 0, tzinfo=UTC).timestamp()  # the file's `now`
     assert 0 <= app[CLOCK]() - written < 5
     assert "gw-hospital" in app[STATE].snapshot.devices["patient-42-hr"].sightings
+
+
+async def test_required_proximity_waits_for_the_device_cache(client, store):
+    # After a restart, before the Devices are listed, "no gateway hears it" is not
+    # known: refusing everywhere (transiently) beats misplacing to the edge.
+    store.snapshot = store.snapshot.with_devices({}, synced=False)
+    _, raw = await post(
+        client, "/filter", {"Pod": pod("mhealth-consolidator", "wearable"), "NodeNames": NAMES}
+    )
+    result = orjson.loads(raw)
+    assert result["NodeNames"] == []
+    assert "not loaded the Devices yet" in result["FailedNodes"]["edge1"]
+    assert set(result["FailedAndUnresolvableNodes"]) == {"cloud1", "cloud2"}
+    # Classes without a proximity rule are unaffected.
+    _, raw = await post(client, "/filter", {"Pod": pod("anonymiser"), "NodeNames": ["edge1"]})
+    assert orjson.loads(raw)["NodeNames"] == ["edge1"]

@@ -64,5 +64,6 @@ def snapshot(now: float) -> Snapshot:
         devices={"wearable": wearable},
         load=load,
         nodes_synced=True,
+        devices_synced=True,
         load_refreshed_at=now,
     )
