@@ -74,7 +74,16 @@ def extender_main(argv: list[str] | None = None) -> int:
         print(f"cloud4iot-extender: {exc}", file=sys.stderr)
         return 2
     log.info("listening on %s:%d with policy %s", args.host, args.port, settings.policy_path)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
+    # Keep idle connections longer than Go's http.Transport (90 s), so kube-scheduler
+    # never sends a request on a connection we are closing.
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log=None,
+        keepalive_timeout=120,
+    )
     return 0
 
 

@@ -75,7 +75,7 @@ class StaleData(_Model):
 
 class PrometheusQueries(_Model):
     cpu: str = '1 - avg by (node) (rate(node_cpu_seconds_total{mode="idle"}[30s]))'
-    memory: str = "1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes"
+    memory: str = "max by (node) (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)"
 
 
 class PrometheusSpec(_Model):
@@ -88,7 +88,8 @@ class PrometheusSpec(_Model):
 class NearestSpec(_Model):
     """Incumbent/challenger hysteresis for the central nearest-gateway decision."""
 
-    challenger_margin_db: Annotated[float, Field(ge=0)] = 6.0
+    # Above zero: with no margin, equal signals would hand over every dwell period.
+    challenger_margin_db: Annotated[float, Field(gt=0)] = 6.0
     challenger_dwell: Duration = 10.0
     freshness: Duration = 15.0
 
@@ -112,7 +113,7 @@ class Weights(_Model):
 class FunctionClass(_Model):
     description: str = ""
     tiers: Annotated[list[Tier], Field(min_length=1)]
-    preference: dict[str, list[Tier]] = Field(default_factory=dict)
+    preference: dict[str, Annotated[list[Tier], Field(min_length=1)]] = Field(default_factory=dict)
     default_mode: str = "default"
     proximity: ProximityRule = ProximityRule.IGNORED
     rssi_threshold: Dbm = -85.0
