@@ -3,16 +3,29 @@ of a run (tests that use it carry `@pytest.mark.cluster`)."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from kubernetes import client
 
-from devcluster import kube
+from devcluster import kube, prometheus
 from devcluster.cluster import Devcluster
+from devcluster.processes import (
+    MARKER_ENV,
+    free_port,
+    marked_processes,
+    start_detached,
+    stop_processes,
+    wait_http_ok,
+)
+from devcluster.topology import load_topology
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -74,3 +87,50 @@ def namespace(kube_api: client.ApiClient, devcluster: Devcluster) -> Iterator[st
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class PromStack:
+    """A real Prometheus (Debian package) scraping the load simulator, nothing else."""
+
+    prometheus_url: str
+    loadsim_url: str
+    prometheus_pid: int
+
+    def set_load(self, node: str, cpu: float | None = None, memory: float | None = None) -> None:
+        body = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
+        req = urllib.request.Request(
+            f"{self.loadsim_url}/load/{node}", data=json.dumps(body).encode(), method="PUT"
+        )
+        with urllib.request.urlopen(req, timeout=5):
+            pass
+
+
+@pytest.fixture(scope="module")
+def prom_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromStack]:
+    """Per test module: the load simulator and a Prometheus with enough history for
+    `rate()` over the devcluster's window; both stopped afterwards, none left behind."""
+    workdir = tmp_path_factory.mktemp("prom")
+    env = {**os.environ, MARKER_ENV: str(workdir)}
+    sim_port, prom_port = free_port(), free_port()
+    sim = start_detached(
+        [sys.executable, "-m", "devcluster.loadsim", "--port", str(sim_port)],
+        workdir / "loadsim.log",
+        env,
+    )
+    config = prometheus.write_config(
+        workdir / "prometheus.yml", {"loadsim": [f"127.0.0.1:{sim_port}"]}
+    )
+    prom = start_detached(
+        prometheus.prometheus_argv(config, workdir / "data", prom_port), workdir / "prom.log", env
+    )
+    try:
+        wait_http_ok(f"http://127.0.0.1:{sim_port}/healthz", 30, pid=sim)
+        wait_http_ok(prometheus.ready_url(prom_port), 60, pid=prom, log=workdir / "prom.log")
+        nodes = [n.name for n in load_topology()]
+        prom_url = f"http://127.0.0.1:{prom_port}"
+        prometheus.wait_for_history(prom_url, nodes, prometheus.RATE_WINDOW_S)
+        yield PromStack(prom_url, f"http://127.0.0.1:{sim_port}", prom)
+    finally:
+        stop_processes(marked_processes(workdir))
+        assert marked_processes(workdir) == []

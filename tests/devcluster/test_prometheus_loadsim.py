@@ -2,26 +2,13 @@
 extender uses gives back the load a test sets."""
 
 import json
-import os
-import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import pytest
 
-from devcluster import prometheus
-from devcluster.processes import (
-    MARKER_ENV,
-    free_port,
-    marked_processes,
-    start_detached,
-    stop_processes,
-    wait_http_ok,
-)
-from devcluster.prometheus import RATE_WINDOW_S, query
-from devcluster.topology import load_topology
+from devcluster.prometheus import query
 
 pytestmark = pytest.mark.prometheus
 
@@ -30,30 +17,8 @@ MEMORY_LOAD = "1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes"
 
 
 @pytest.fixture(scope="module")
-def prom_and_loadsim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    workdir = tmp_path_factory.mktemp("prom")
-    env = {**os.environ, MARKER_ENV: str(workdir)}
-    sim_port, prom_port = free_port(), free_port()
-    sim = start_detached(
-        [sys.executable, "-m", "devcluster.loadsim", "--port", str(sim_port)],
-        workdir / "loadsim.log",
-        env,
-    )
-    config = prometheus.write_config(
-        workdir / "prometheus.yml", {"loadsim": [f"127.0.0.1:{sim_port}"]}
-    )
-    prom = start_detached(
-        prometheus.prometheus_argv(config, workdir / "data", prom_port), workdir / "prom.log", env
-    )
-    try:
-        wait_http_ok(f"http://127.0.0.1:{sim_port}/healthz", 30, pid=sim)
-        wait_http_ok(prometheus.ready_url(prom_port), 60, pid=prom, log=workdir / "prom.log")
-        nodes = [n.name for n in load_topology()]
-        prometheus.wait_for_history(f"http://127.0.0.1:{prom_port}", nodes, RATE_WINDOW_S)
-        yield f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{sim_port}"
-    finally:
-        stop_processes([sim, prom])
-        assert marked_processes(Path(workdir)) == []
+def prom_and_loadsim(prom_stack: Any) -> tuple[str, str]:
+    return prom_stack.prometheus_url, prom_stack.loadsim_url
 
 
 def put_load(loadsim_url: str, node: str, body: dict[str, float]) -> None:
