@@ -1,0 +1,554 @@
+"""The Node/Device reflectors, driven by a fake list/watch call (no cluster).
+
+The fake stands in for a kubernetes.aio `*_without_preload_content` function: it
+returns scripted responses shaped like aiohttp's ClientResponse (`status`,
+`read()`, `content.iter_any()`, `release()`) and records each call's arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from extender.state import kube
+from extender.state.devices import device_facts
+from extender.state.kube import Reflector, node_facts, publish_devices, publish_nodes
+from extender.state.snapshot import DeviceFacts, NodeFacts
+from extender.state.store import StateStore
+
+Obj = dict[str, Any]
+Gap = float | list[float]  # seconds before each chunk: one for all, or one per chunk
+
+
+# --- fakes -------------------------------------------------------------------
+
+
+class FakeContent:
+    def __init__(
+        self, chunks: Iterable[bytes], fail: BaseException | None, gap: Gap, hang: bool
+    ) -> None:
+        self.chunks, self.fail, self.hang = list(chunks), fail, hang
+        self.gaps = list(gap) if isinstance(gap, list) else [gap] * len(self.chunks)
+        self.sent_at: list[float] = []  # monotonic time each chunk was handed over
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        for chunk, gap in zip(self.chunks, self.gaps, strict=True):
+            # Hand control to the loop between chunks, as a real socket read does.
+            await asyncio.sleep(gap)
+            self.sent_at.append(time.monotonic())
+            yield chunk
+        if self.fail is not None:
+            raise self.fail
+        if self.hang:
+            await asyncio.Event().wait()  # an open watch with nothing more to say
+
+
+class FakeResponse:
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        chunks: Iterable[bytes] = (),
+        fail: BaseException | None = None,
+        gap: Gap = 0.0,
+        hang: bool = False,
+    ) -> None:
+        self.status, self.body = status, body
+        self.content = FakeContent(chunks, fail, gap, hang)
+        self.released = 0
+
+    async def read(self) -> bytes:
+        return self.body
+
+    def release(self) -> None:
+        self.released += 1
+
+
+class Hang:
+    """A scripted step: the watch stays open with nothing to say (until cancelled)."""
+
+
+@dataclass
+class FakeApi:
+    """A list/watch callable answering from a script; idles once the script is done."""
+
+    script: list[FakeResponse | Hang]
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[FakeResponse] = field(default_factory=list)
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def __call__(self, **kwargs: Any) -> FakeResponse:
+        self.calls.append(kwargs)
+        if not self.script or isinstance(self.script[0], Hang):
+            if self.script:
+                self.script.pop(0)
+            self.idle.set()
+            await asyncio.Event().wait()  # never set: like a quiet watch
+        step = self.script.pop(0)
+        assert isinstance(step, FakeResponse)
+        self.responses.append(step)
+        return step
+
+    def kinds(self) -> list[str]:
+        return ["watch" if c.get("watch") else "list" for c in self.calls]
+
+
+def device(
+    name: str, rssi: float = -60.0, rv: str = "1", seen: str = "2026-01-01T00:00:00Z"
+) -> Obj:
+    return {
+        "apiVersion": "cloud4iot.io/v1alpha1",
+        "kind": "Device",
+        "metadata": {"name": name, "resourceVersion": rv},
+        "spec": {"address": "AA:BB:CC:00:00:01"},
+        "status": {
+            "sightings": [{"node": f"gw-{i}", "rssi": rssi - i, "lastSeen": seen} for i in range(3)]
+        },
+    }
+
+
+def node(name: str, tier: str = "edge") -> Obj:
+    # Bulky parts a real Node carries; the cache must not keep them.
+    return {
+        "metadata": {
+            "name": name,
+            "resourceVersion": "1",
+            "labels": {"cloud4iot.io/tier": tier, "kubernetes.io/arch": "arm64"},
+            "managedFields": [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}] * 20,
+        },
+        "status": {
+            "images": [{"names": [f"img-{i}"], "sizeBytes": 10**8} for i in range(50)],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
+
+
+def list_body(items: list[Obj], rv: str) -> bytes:
+    return orjson.dumps({"metadata": {"resourceVersion": rv}, "items": items})
+
+
+def listed(items: list[Obj], rv: str = "10") -> FakeResponse:
+    return FakeResponse(body=list_body(items, rv))
+
+
+def event(kind: str, obj: Obj) -> bytes:
+    return orjson.dumps({"type": kind, "object": obj}) + b"\n"
+
+
+def bookmark(rv: str) -> bytes:
+    return event("BOOKMARK", {"kind": "Device", "metadata": {"resourceVersion": rv}})
+
+
+def gone() -> bytes:
+    return event(
+        "ERROR", {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+    )
+
+
+def watched(
+    *chunks: bytes, fail: BaseException | None = None, gap: Gap = 0.0, hang: bool = False
+) -> FakeResponse:
+    return FakeResponse(chunks=chunks, fail=fail, gap=gap, hang=hang)
+
+
+@dataclass
+class Harness:
+    api: FakeApi
+    reflector: Reflector[DeviceFacts]
+    store: StateStore
+    published: list[dict[str, DeviceFacts]]
+    parsed: list[str]
+    sleeps: list[float]
+
+
+def device_harness(script: list[FakeResponse | Hang], interval: float = 0.1) -> Harness:
+    store = StateStore()
+    published: list[dict[str, DeviceFacts]] = []
+    parsed: list[str] = []
+    sleeps: list[float] = []
+
+    def parse(obj: Mapping[str, Any], observed_at: float) -> DeviceFacts:
+        parsed.append(obj["metadata"]["name"])
+        return device_facts(obj, observed_at=observed_at)
+
+    def publish(facts: dict[str, DeviceFacts]) -> None:
+        published.append(facts)
+        publish_devices(store, facts)
+
+    async def no_wait(delay: float) -> None:
+        sleeps.append(delay)  # the backoff asked for; the test does not wait it out
+        await asyncio.sleep(0)
+
+    api = FakeApi(script)
+    reflector = Reflector("devices", api, parse, publish, publish_interval=interval, sleep=no_wait)
+    return Harness(api, reflector, store, published, parsed, sleeps)
+
+
+async def until_idle(h: Harness, settle: float = 0.15) -> None:
+    """Run the reflector through its script, let a pending publish land, stop it."""
+    task = asyncio.create_task(h.reflector.run())
+    try:
+        await asyncio.wait_for(h.api.idle.wait(), 5)
+        await asyncio.sleep(settle)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert all(r.released == 1 for r in h.api.responses), "every response released once"
+
+
+async def wait_for(cond: Callable[[], bool], within: float = 2.0) -> None:
+    deadline = time.monotonic() + within
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.002)
+
+
+def rssi_of(facts: Mapping[str, DeviceFacts], name: str) -> float:
+    return facts[name].sightings["gw-0"].rssi
+
+
+# --- tests -------------------------------------------------------------------
+
+
+async def test_initial_list_publishes_facts_and_sets_synced() -> None:
+    h = device_harness([listed([device("a"), device("b")], rv="10"), Hang()])
+    assert not h.store.snapshot.devices_synced
+    await until_idle(h)
+    snap = h.store.snapshot
+    assert snap.devices_synced
+    assert set(snap.devices) == {"a", "b"}
+    assert snap.devices["a"] == device_facts(device("a"))
+    assert h.api.kinds() == ["list", "watch"]
+    assert h.api.calls[1]["resource_version"] == "10"
+    assert h.api.calls[1]["allow_watch_bookmarks"] is True
+    assert h.reflector.synced
+    assert h.reflector.last_error is None
+    assert len(h.published) == 1
+
+
+async def test_node_cache_keeps_only_name_and_labels() -> None:
+    store = StateStore()
+    api = FakeApi(
+        [listed([node("n1"), node("n2", "cloud")]), watched(event("DELETED", node("n1"))), Hang()]
+    )
+    nodes = Reflector("nodes", api, node_facts, lambda facts: publish_nodes(store, facts))
+    task = asyncio.create_task(nodes.run())
+    await asyncio.wait_for(api.idle.wait(), 5)
+    await asyncio.sleep(0.15)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert store.snapshot.nodes_synced
+    assert list(store.snapshot.nodes) == ["n2"]
+    facts = nodes.facts["n2"]
+    assert isinstance(facts, NodeFacts)
+    assert facts.tier == "cloud"
+    assert facts.arch == "arm64"
+    assert dict(facts.labels) == node("n2", "cloud")["metadata"]["labels"]
+    assert all(r.released == 1 for r in api.responses)
+
+
+async def test_added_modified_deleted_update_one_entry_each() -> None:
+    h = device_harness(
+        [
+            listed([device("a"), device("b")]),
+            watched(
+                event("ADDED", device("c", rv="11")),
+                event("MODIFIED", device("a", rssi=-40, rv="12")),
+                event("DELETED", device("b", rv="13")),
+            ),
+            Hang(),
+        ]
+    )
+    await until_idle(h)
+    devices = h.store.snapshot.devices
+    assert set(devices) == {"a", "c"}
+    assert rssi_of(devices, "a") == -40
+    # Only the changed objects were parsed again, not the whole cache.
+    assert h.parsed == ["a", "b", "c", "a"]
+    # The next watch resumes after the last event.
+    assert h.api.calls[-1]["resource_version"] == "13"
+    # The snapshot published at the list is left as it was (snapshots are frozen).
+    assert set(h.published[0]) == {"a", "b"}
+    assert rssi_of(h.published[0], "a") == -60
+
+
+async def test_bookmark_only_advances_the_resource_version() -> None:
+    h = device_harness([listed([device("a")], rv="10"), watched(bookmark("50")), Hang()])
+    await until_idle(h)
+    assert h.api.kinds() == ["list", "watch", "watch"]
+    assert h.api.calls[2]["resource_version"] == "50"
+    assert len(h.published) == 1  # the list's only
+    assert h.parsed == ["a"]
+
+
+async def test_json_line_split_across_chunks() -> None:
+    first = event("MODIFIED", device("a", rssi=-41, rv="11"))
+    second = event("ADDED", device("b", rv="12"))
+    third = event("ADDED", device("c", rv="13"))
+    chunks = [first[:7], first[7:30], first[30:] + second[:5], second[5:] + third, b"\n"]
+    h = device_harness([listed([device("a")]), watched(*chunks), Hang()])
+    await until_idle(h)
+    devices = h.store.snapshot.devices
+    assert set(devices) == {"a", "b", "c"}
+    assert rssi_of(devices, "a") == -41
+    assert h.api.calls[-1]["resource_version"] == "13"
+
+
+async def test_a_cut_off_last_line_is_dropped_and_the_next_watch_resumes_before_it() -> None:
+    whole = event("MODIFIED", device("a", rssi=-41, rv="11"))
+    cut = event("MODIFIED", device("a", rssi=-99, rv="12"))[:-20]
+    h = device_harness([listed([device("a")]), watched(whole, cut), Hang()])
+    await until_idle(h)
+    assert rssi_of(h.store.snapshot.devices, "a") == -41
+    assert h.api.calls[-1]["resource_version"] == "11"
+
+
+async def test_error_event_410_relists_after_a_pause_and_releases() -> None:
+    h = device_harness(
+        [
+            listed([device("a")], rv="10"),
+            watched(event("MODIFIED", device("a", rssi=-45, rv="11")), gone()),
+            listed([device("a", rssi=-50), device("z")], rv="20"),
+            Hang(),
+        ]
+    )
+    await until_idle(h)
+    assert h.api.kinds() == ["list", "watch", "list", "watch"]
+    assert h.api.calls[3]["resource_version"] == "20"
+    assert h.sleeps == [kube.RELIST_DELAY]
+    assert set(h.store.snapshot.devices) == {"a", "z"}
+    assert rssi_of(h.store.snapshot.devices, "a") == -50
+    assert h.reflector.last_error is None
+
+
+async def test_http_410_relists_after_a_pause_and_releases() -> None:
+    h = device_harness(
+        [
+            listed([device("a")], rv="10"),
+            FakeResponse(status=410),
+            listed([device("b")], rv="20"),
+            Hang(),
+        ]
+    )
+    await until_idle(h)
+    assert h.api.kinds() == ["list", "watch", "list", "watch"]
+    assert h.sleeps == [kube.RELIST_DELAY]
+    assert set(h.store.snapshot.devices) == {"b"}
+
+
+async def test_repeated_410_backs_off_with_capped_growth_and_resets_after_progress() -> None:
+    script: list[FakeResponse | Hang] = []
+    for _ in range(6):
+        script += [listed([device("a")]), FakeResponse(status=410)]
+    # A watch that delivered events before expiring: back to the short pause.
+    script += [listed([device("a")]), watched(event("MODIFIED", device("a", rv="11")), gone())]
+    script += [listed([device("a")]), Hang()]
+    h = device_harness(script)
+    await until_idle(h)
+    assert h.sleeps == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 1.0]
+    assert kube.MAX_RELIST_DELAY == 8.0
+
+
+async def test_http_error_backs_off_and_keeps_the_last_published_state() -> None:
+    h = device_harness(
+        [
+            listed([device("a")], rv="10"),
+            FakeResponse(status=500, body=b"etcd unavailable"),  # watch
+            FakeResponse(status=503, body=b"apiserver restarting"),  # relist
+            Hang(),  # the next relist hangs: the apiserver is still away
+        ]
+    )
+    await until_idle(h)
+    assert h.api.kinds() == ["list", "watch", "list", "list"]
+    assert len(h.sleeps) == 2
+    assert 0.8 <= h.sleeps[0] <= 1.2
+    assert 1.6 <= h.sleeps[1] <= 2.4
+    assert h.reflector.last_error is not None
+    assert "503" in h.reflector.last_error
+    # Requests keep being answered from the last good state.
+    assert set(h.store.snapshot.devices) == {"a"}
+    assert h.store.snapshot.devices_synced
+
+
+async def test_exception_mid_stream_backs_off_keeps_applied_events_and_releases() -> None:
+    cut = ConnectionResetError("connection reset by peer")
+    h = device_harness(
+        [
+            listed([device("a")], rv="10"),
+            watched(event("MODIFIED", device("a", rssi=-44, rv="11")), fail=cut),
+            Hang(),  # relist hangs
+        ]
+    )
+    await until_idle(h)
+    assert h.api.kinds() == ["list", "watch", "list"]
+    assert len(h.sleeps) == 1
+    assert 0.8 <= h.sleeps[0] <= 1.2
+    assert h.reflector.last_error == "ConnectionResetError: connection reset by peer"
+    assert rssi_of(h.store.snapshot.devices, "a") == -44
+
+
+async def test_list_error_releases_the_response() -> None:
+    h = device_harness([FakeResponse(status=403, body=b"forbidden"), Hang()])
+    await until_idle(h)
+    assert h.api.responses[0].released == 1
+    assert not h.store.snapshot.devices_synced
+    assert not h.reflector.synced
+
+
+async def test_cancel_mid_watch_releases_the_response() -> None:
+    h = device_harness([listed([device("a")]), watched(event("ADDED", device("b")), hang=True)])
+    task = asyncio.create_task(h.reflector.run())
+    await wait_for(lambda: "b" in h.store.snapshot.devices)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert [r.released for r in h.api.responses] == [1, 1]
+
+
+async def test_a_burst_publishes_far_fewer_snapshots_yet_the_last_one_is_exact() -> None:
+    n_devices, n_events = 200, 1000
+    objects = {f"d{i}": device(f"d{i}") for i in range(n_devices)}
+    chunks = []
+    for k in range(n_events):
+        name = f"d{k % n_devices}"
+        objects[name] = device(name, rssi=-30 - k % 50, rv=str(100 + k))
+        chunks.append(event("MODIFIED", objects[name]))
+    initial = [device(f"d{i}") for i in range(n_devices)]
+    # One event per chunk, ~1 ms apart: a heartbeat storm lasting about a second.
+    h = device_harness([listed(initial), watched(*chunks, gap=0.001), Hang()])
+    await until_idle(h)
+    publishes = len(h.published) - 1  # minus the list's
+    assert 1 <= publishes <= n_events // 20, publishes
+    assert dict(h.store.snapshot.devices) == {n: device_facts(o) for n, o in objects.items()}
+
+
+async def test_a_lone_event_is_published_promptly() -> None:
+    h = device_harness(
+        [
+            listed([device("a")]),
+            # The first event lands just after the list's publish (so it waits out
+            # the rest of the interval), the second after a quiet spell.
+            watched(
+                event("MODIFIED", device("a", rssi=-41, rv="11")),
+                event("MODIFIED", device("a", rssi=-42, rv="12")),
+                gap=[0.0, 0.3],
+            ),
+            Hang(),
+        ]
+    )
+    task = asyncio.create_task(h.reflector.run())
+    try:
+        await wait_for(lambda: len(h.api.responses) == 2)
+        content = h.api.responses[1].content
+        for want in (-41, -42):
+            await wait_for(lambda want=want: rssi_of(h.store.snapshot.devices, "a") == want)
+            delay = time.monotonic() - content.sent_at[-1]
+            assert delay < 0.2, f"published {delay * 1000:.0f} ms after the event"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_sightings_last_seen_is_capped_at_observation_time() -> None:
+    ahead = "2099-01-01T00:00:00Z"  # a gateway whose clock runs far ahead
+    h = device_harness(
+        [
+            listed([device("a", seen=ahead)]),
+            watched(event("ADDED", device("b", seen=ahead))),
+            Hang(),
+        ]
+    )
+    before = time.time()
+    await until_idle(h)
+    after = time.time()
+    for name in ("a", "b"):
+        for s in h.store.snapshot.devices[name].sightings.values():
+            assert before <= s.last_seen <= after
+
+
+async def test_unnamed_or_malformed_objects_are_skipped() -> None:
+    nameless = device("x")
+    del nameless["metadata"]["name"]
+    h = device_harness(
+        [
+            listed([device("a"), nameless]),
+            watched(event("ADDED", nameless), event("ADDED", device("b"))),
+            Hang(),
+        ]
+    )
+    await until_idle(h)
+    assert set(h.store.snapshot.devices) == {"a", "b"}
+
+
+async def test_a_background_task_that_dies_is_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken() -> None:
+        raise KeyError("boom")
+
+    with caplog.at_level(logging.ERROR, logger="extender.state.kube"):
+        task = kube._spawn(broken(), "watch-devices")
+        with contextlib.suppress(KeyError):
+            await task
+        await asyncio.sleep(0)  # done callbacks run on the next loop turn
+    [record] = [r for r in caplog.records if "watch-devices" in r.getMessage()]
+    assert "died" in record.getMessage()
+    assert record.exc_info is not None
+    assert record.exc_info[0] is KeyError
+
+
+# --- measurement (printed, not asserted) --------------------------------------
+
+
+def _old_publish_per_event(objects: dict[str, Obj], store: StateStore) -> None:
+    """What every Device event cost before: rebuild all facts, then publish."""
+    devices: dict[str, DeviceFacts] = {}
+    for name, obj in objects.items():
+        with contextlib.suppress(ValueError):
+            devices[name] = device_facts(obj)
+    store.snapshot = store.snapshot.with_devices(devices)
+
+
+async def test_per_event_cost_at_10000_devices(capsys: pytest.CaptureFixture[str]) -> None:
+    n_devices, n_events = 10_000, 2_000
+    objects = {f"d{i}": device(f"d{i}") for i in range(n_devices)}
+
+    old_store, old_rounds = StateStore(), 5
+    t0 = time.perf_counter()
+    for k in range(old_rounds):
+        objects["d0"] = device("d0", rssi=-40 - k)
+        _old_publish_per_event(objects, old_store)
+    old = (time.perf_counter() - t0) / old_rounds
+
+    # New: the same kind of event through the reflector's stream parsing,
+    # including the coalesced publishes (each one a 10,000-entry dict copy).
+    chunks = [
+        event("MODIFIED", device(f"d{k % n_devices}", rssi=-40, rv=str(k))) for k in range(n_events)
+    ]
+    h = device_harness([listed(list(objects.values())), watched(*chunks), Hang()])
+    task = asyncio.create_task(h.reflector.run())
+    await asyncio.wait_for(h.api.idle.wait(), 60)
+    new = (time.monotonic() - h.api.responses[1].content.sent_at[0]) / n_events
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    t0 = time.perf_counter()
+    h.reflector._publish()
+    copy = time.perf_counter() - t0
+    with capsys.disabled():
+        print(
+            f"\nper Device event at {n_devices} devices: before {old * 1000:.1f} ms, "
+            f"after {new * 1e6:.0f} us ({n_events} events, {len(h.published) - 1} publishes); "
+            f"one publish (dict copy) {copy * 1000:.2f} ms"
+        )
