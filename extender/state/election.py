@@ -141,7 +141,10 @@ class LeaseElector:
         if within is not None and within <= 0:
             return False
         try:
-            return await asyncio.wait_for(self.try_acquire_or_renew(), within)
+            # Not wait_for: on 3.11 it swallows our own cancellation when the call
+            # has just finished, and a cancelled elector must stop.
+            async with asyncio.timeout(within):
+                return await self.try_acquire_or_renew()
         except TimeoutError:
             log.warning("lease %s/%s: attempt timed out", self.namespace, self.name)
             return False

@@ -6,6 +6,14 @@ also touches the gateway Node with an annotation: kube-scheduler re-queues
 unschedulable pods on cluster events it watches (Nodes, not our Devices), so
 without the nudge a pod waiting for its wearable would wait for the periodic
 flush (minutes) instead of seconds.
+
+Each leadership term (each `run()`) starts from what the Device objects show, not
+from a previous term's memory: another leader may have written in between. A
+device is rewritten when our decision differs from the object (counting our own
+write the watch has not delivered yet), or when the rssi moved by RSSI_STEP dB
+since our last write in this term. The object's rssi is not in the snapshot, so
+a new term rewrites each heard device once. A failed write is logged, counted and
+retried next tick without holding up the other devices.
 """
 
 from __future__ import annotations
@@ -62,8 +70,11 @@ class NearestWriter:
         self.states.clear()
         self.written.clear()
         while True:
+            # Not wait_for: on 3.11 it swallows cancellation (lost leadership) when the
+            # event fires at the same moment, and this writer would keep writing.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=TICK)
+                async with asyncio.timeout(TICK):
+                    await changed.wait()
             changed.clear()
             try:
                 await self.step(time.time())

@@ -1,0 +1,209 @@
+"""NearestWriter against recording fakes of CustomObjectsApi / CoreV1Api.
+
+The snapshot plays the Device watch: tests publish what the objects show, so
+"our write is not visible yet" and "another leader changed it" are both explicit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.aio.client.exceptions import ApiException
+
+from extender.policy.store import PolicyStore
+from extender.state.devices import GROUP, PLURAL, VERSION, device_facts
+from extender.state.nearest_writer import FIELD_MANAGER, NUDGE_ANNOTATION, NearestWriter
+from extender.state.snapshot import DeviceFacts, Snapshot
+from extender.state.store import StateStore
+
+POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
+NOW = 1_800_000_000.0
+
+
+@dataclass
+class FakeCustom:
+    writes: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
+    failing: set[str] = field(default_factory=set)
+
+    async def patch_cluster_custom_object_status(
+        self, group: str, version: str, plural: str, name: str, body: Any, **kw: Any
+    ) -> dict[str, Any]:
+        assert (group, version, plural) == (GROUP, VERSION, PLURAL)
+        assert kw["field_manager"] == FIELD_MANAGER
+        assert kw["force"] is True
+        assert kw["_content_type"] == "application/apply-patch+yaml"
+        assert body["metadata"] == {"name": name}
+        if name in self.failing:
+            raise ApiException(status=500, reason="Internal Server Error")
+        self.writes.append((name, body["status"].get("nearest")))
+        return dict(body)
+
+
+@dataclass
+class FakeCore:
+    nudges: list[str] = field(default_factory=list)
+
+    async def patch_node(self, name: str, body: Any, **kw: Any) -> dict[str, Any]:
+        assert kw["_content_type"] == "application/merge-patch+json"
+        assert NUDGE_ANNOTATION in body["metadata"]["annotations"]
+        self.nudges.append(name)
+        return {}
+
+
+def device(name: str, heard: Mapping[str, tuple[float, float]], nearest: str | None) -> DeviceFacts:
+    """A Device whose gateways report node -> (rssi, lastSeen) and whose status shows `nearest`."""
+    sightings = [{"node": n, "rssi": r, "lastSeen": t} for n, (r, t) in heard.items()]
+    status: dict[str, Any] = {"sightings": sightings}
+    if nearest is not None:
+        status["nearest"] = {"node": nearest}
+    return device_facts({"metadata": {"name": name}, "status": status})
+
+
+@dataclass
+class World:
+    store: StateStore = field(default_factory=StateStore)
+    custom: FakeCustom = field(default_factory=FakeCustom)
+    core: FakeCore = field(default_factory=FakeCore)
+    writer: NearestWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        policy = PolicyStore.open(POLICY)
+        self.writer = NearestWriter(
+            custom=self.custom, core=self.core, policy=policy, store=self.store
+        )
+
+    def show(self, *devices: DeviceFacts) -> None:
+        self.store.snapshot = Snapshot().with_devices({d.name: d for d in devices})
+
+    def nodes_written(self) -> list[str | None]:
+        return [n["node"] if n else None for _, n in self.custom.writes]
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+async def test_first_sighting_writes_nearest_once_and_nudges_that_node(world: World) -> None:
+    heard = {"gw1": (-60.0, NOW), "gw2": (-70.0, NOW)}
+    world.show(device("band", heard, nearest=None))
+    await world.writer.step(NOW)
+    assert world.custom.writes == [
+        (
+            "band",
+            {
+                "node": "gw1",
+                "since": "2027-01-15T08:00:00Z",
+                "rssi": -60,
+                "lastSeen": "2027-01-15T08:00:00Z",
+            },
+        )
+    ]
+    assert world.core.nudges == ["gw1"]
+    await world.writer.step(NOW + 1)  # the watch has not delivered our write yet
+    world.show(device("band", heard, nearest="gw1"))  # now it has
+    await world.writer.step(NOW + 2)
+    assert len(world.custom.writes) == 1
+    assert world.core.nudges == ["gw1"]
+    assert world.writer.changes == 1
+
+
+async def test_one_failing_device_does_not_stop_the_others(world: World) -> None:
+    world.show(
+        device("a", {"gw1": (-60.0, NOW)}, None),
+        device("b", {"gw2": (-60.0, NOW)}, None),
+        device("c", {"gw3": (-60.0, NOW)}, None),
+    )
+    world.custom.failing = {"b"}
+    await world.writer.step(NOW)
+    assert [name for name, _ in world.custom.writes] == ["a", "c"]
+    assert world.core.nudges == ["gw1", "gw3"]
+    assert world.writer.failures == 1
+    world.custom.failing.clear()
+    await world.writer.step(NOW + 1)  # b is retried, a and c are not rewritten
+    assert [name for name, _ in world.custom.writes] == ["a", "c", "b"]
+    assert world.core.nudges == ["gw1", "gw3", "gw2"]
+
+
+async def run_term(world: World) -> None:
+    """One leadership term: run() until its first step has happened, then lose the lease."""
+    changed = asyncio.Event()
+    changed.set()  # step at once instead of after a tick
+    world.custom.writes.clear()
+    world.core.nudges.clear()
+    task = asyncio.create_task(world.writer.run(changed))
+    await asyncio.sleep(0.1)  # the fakes answer at once; the next tick is 1 s away
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert world.writer.states, "run() did not step"
+
+
+async def test_new_term_rewrites_what_another_leader_changed(world: World) -> None:
+    now = time.time()
+    world.show(device("band", {"gw1": (-60.0, now)}, None))
+    await run_term(world)
+    assert world.nodes_written() == ["gw1"]
+    # Meanwhile another leader wrote gw2, whose sighting has since gone stale (> 30 s).
+    now = time.time()
+    world.show(device("band", {"gw1": (-60.0, now), "gw2": (-50.0, now - 60)}, "gw2"))
+    await run_term(world)
+    assert world.nodes_written() == ["gw1"]
+    assert world.core.nudges == ["gw1"]
+
+
+async def test_new_term_continues_another_leaders_decision(world: World) -> None:
+    now = time.time()
+    world.show(device("band", {"gw1": (-60.0, now)}, None))
+    await run_term(world)
+    # Another leader moved it to gw2, which still hears it well: hysteresis keeps gw2.
+    now = time.time()
+    world.show(device("band", {"gw1": (-60.0, now), "gw2": (-62.0, now)}, "gw2"))
+    await run_term(world)
+    assert world.writer.states["band"].node == "gw2"
+    assert set(world.nodes_written()) <= {"gw2"}  # at most an rssi refresh, never a move
+    assert world.core.nudges == []
+
+
+async def test_change_behind_our_back_within_a_term_is_rewritten(world: World) -> None:
+    heard = {"gw1": (-60.0, NOW)}
+    world.show(device("band", heard, None))
+    await world.writer.step(NOW)
+    world.show(device("band", heard, "gw1"))
+    await world.writer.step(NOW + 1)
+    world.show(device("band", heard, "gw9"))  # e.g. kubectl edit --subresource status
+    await world.writer.step(NOW + 2)
+    assert world.nodes_written() == ["gw1", "gw1"]
+
+
+async def test_rssi_rewritten_only_on_a_3_db_change(world: World) -> None:
+    def at(rssi: float, t: float) -> DeviceFacts:
+        return device("band", {"gw1": (rssi, t)}, "gw1")
+
+    world.show(device("band", {"gw1": (-60.0, NOW)}, None))
+    await world.writer.step(NOW)
+    for i, rssi in enumerate([-60.0, -62.0, -62.9, -57.1, -63.0, -61.0, -60.0], start=1):
+        world.show(at(rssi, NOW + i))
+        await world.writer.step(NOW + i)
+    assert [n["rssi"] if n else None for _, n in world.custom.writes] == [-60, -63, -60]
+    assert world.core.nudges == ["gw1"]  # rssi refreshes are not moves
+    assert world.writer.changes == 1
+
+
+async def test_run_stops_when_cancelled_as_a_change_arrives(world: World) -> None:
+    changed = asyncio.Event()
+    task = asyncio.create_task(world.writer.run(changed))
+    try:
+        await asyncio.sleep(0.05)  # waiting for a change
+        changed.set()
+        task.cancel()  # leadership lost at that very moment
+        done, _ = await asyncio.wait({task}, timeout=0.5)
+        assert task in done, "cancellation was swallowed; the writer would keep writing"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
