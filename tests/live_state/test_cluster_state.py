@@ -24,6 +24,7 @@ from extender.app import create_app
 from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,15 +49,6 @@ def fake_node(name: str) -> client.V1Node:
     )
 
 
-async def poll(predicate: Any, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
-
-
 async def test_watches_resume_after_apiserver_restart(aiohttp_client, devcluster, kube_api):
     settings = Settings(
         policy_path=ROOT / "policies" / "default.yaml",
@@ -67,7 +59,7 @@ async def test_watches_resume_after_apiserver_restart(aiohttp_client, devcluster
     app = create_app(settings, policy=PolicyStore.open(settings.policy_path), state=store)
     http = await aiohttp_client(app)
     assert (await http.get("/readyz")).status in (200, 503)
-    await poll(lambda: store.snapshot.nodes_synced, 30, "first node sync")
+    await eventually(lambda: store.snapshot.nodes_synced, 30, "first node sync", interval=0.25)
     assert (await http.get("/readyz")).status == 200
     assert {"gw-home", "gw-hospital", "edge-1"} <= set(store.snapshot.nodes)
 
@@ -84,16 +76,26 @@ async def test_watches_resume_after_apiserver_restart(aiohttp_client, devcluster
             return False
         return True
 
-    await poll(apiserver_answers, 90, "the restarted apiserver")
+    await eventually(apiserver_answers, 90, "the restarted apiserver", interval=0.25)
 
     name = f"late-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(kube_api)
     core.create_node(fake_node(name))
     try:
-        await poll(lambda: name in store.snapshot.nodes, 60, f"node {name} in the extender cache")
+        await eventually(
+            lambda: name in store.snapshot.nodes,
+            60,
+            f"node {name} in the extender cache",
+            interval=0.25,
+        )
         assert store.snapshot.nodes[name].tier == "edge"
         core.delete_node(name)
-        await poll(lambda: name not in store.snapshot.nodes, 30, f"node {name} deletion seen")
+        await eventually(
+            lambda: name not in store.snapshot.nodes,
+            30,
+            f"node {name} deletion seen",
+            interval=0.25,
+        )
     finally:
         with contextlib.suppress(client.ApiException):
             core.delete_node(name)
@@ -117,7 +119,7 @@ async def test_walk_from_home_to_hospital_moves_nearest_exactly_once(devcluster,
         sight(kube_api, device, "gw-hospital", -90 + 40 * x)
         record()
         await asyncio.sleep(1.0)
-    await poll(lambda: record() == "gw-hospital", 30, "nearest = gw-hospital")
+    await eventually(lambda: record() == "gw-hospital", 30, "nearest = gw-hospital", interval=0.25)
     assert [n for n in seen if n is not None] == ["gw-home", "gw-hospital"]
     status = device_status(kube_api, device)
     # Both gateways' own entries survive the writer's apply of status.nearest.
@@ -154,7 +156,7 @@ async def test_pending_pod_is_bound_promptly_once_its_device_is_sighted(
         events = kube.pod_events(kube_api, namespace, "omh")
         return any("does not hear device" in (e.message or "") for e in events)
 
-    await poll(refused_by_us, 60, "FailedScheduling with our reason")
+    await eventually(refused_by_us, 60, "FailedScheduling with our reason", interval=0.25)
     assert not core.read_namespaced_pod("omh", namespace).spec.node_name
     # Let the pod settle in the unschedulable queue, so only our nudge can wake it.
     await asyncio.sleep(3)
@@ -168,7 +170,7 @@ async def test_pending_pod_is_bound_promptly_once_its_device_is_sighted(
     # The wait is a functional bound, not a speed claim: without the nudge the pod
     # waits for the scheduler's 5-minute unschedulable flush. (Latency is measured
     # in BENCHMARKS.md.)
-    await poll(bound, 60, "pod bound to gw-hospital")
+    await eventually(bound, 60, "pod bound to gw-hospital", interval=0.25)
     print(f"sighting -> bound: {time.monotonic() - sighted:.1f}s")
     node = core.read_node("gw-hospital")
     assert "cloud4iot.io/proximity-changed" in (node.metadata.annotations or {})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import time
@@ -17,6 +16,7 @@ from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.snapshot import NodeFacts, Snapshot
 from extender.state.store import StateStore
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.prometheus
 
@@ -42,15 +42,6 @@ async def scores(client: Any) -> dict[str, int]:
         "/prioritize", data=orjson.dumps({"Pod": ANONYMISER, "NodeNames": ["gw-home", "edge-1"]})
     )
     return {s["Host"]: s["Score"] for s in await resp.json()}
-
-
-async def wait_until(predicate: Any, within: float = 40.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -81,7 +72,7 @@ async def test_node_label_mismatch_is_reported_by_node_name(
         text = await (await client.get("/metrics")).text()
         return "cloud4iot_extender_nodes_without_metrics 5.0" in text
 
-    await wait_until(reported, within=20)
+    await eventually(reported, within=20, interval=0.25)
     warning = next(r.getMessage() for r in caplog.records if "no load metrics" in r.getMessage())
     assert "cloud-1, cloud-2, edge-1, gw-home, gw-hospital" in warning
     assert "'instance'" in warning
@@ -106,7 +97,7 @@ async def test_scores_follow_simulated_load_and_survive_prometheus_loss(
     async def all_loaded() -> bool:
         return set(store.snapshot.load) >= set(NODES)
 
-    await wait_until(all_loaded)
+    await eventually(all_loaded, within=40, interval=0.25)
     text = await (await client.get("/metrics")).text()
     assert "cloud4iot_extender_nodes_without_metrics 0.0" in text
 
@@ -117,13 +108,13 @@ async def test_scores_follow_simulated_load_and_survive_prometheus_loss(
         idle.update(await scores(client))
         return idle["gw-home"] == 3  # anonymiser: tier 0 (prefers edge), load 0.9 -> 10*0.9/3
 
-    await wait_until(settled_idle)
+    await eventually(settled_idle, within=40, interval=0.25)
     prom_stack.set_load("gw-home", cpu=0.7, memory=0.1)
 
     async def score_dropped() -> bool:
         return (await scores(client))["gw-home"] < idle["gw-home"]
 
-    await wait_until(score_dropped)
+    await eventually(score_dropped, within=40, interval=0.25)
 
     # Load the gateway: its score drops, then it is filtered (cpu limit 85 %).
     prom_stack.set_load("gw-home", cpu=0.95, memory=0.2)
@@ -135,7 +126,7 @@ async def test_scores_follow_simulated_load_and_survive_prometheus_loss(
         body = await resp.json()
         return "gw-home" in body["FailedNodes"] and body["NodeNames"] == ["edge-1"]
 
-    await wait_until(gateway_filtered)
+    await eventually(gateway_filtered, within=40, interval=0.25)
 
     # Kill Prometheus: requests are still answered fast, from the last snapshot,
     # and readiness says "degraded" while staying ready.
@@ -145,7 +136,7 @@ async def test_scores_follow_simulated_load_and_survive_prometheus_loss(
         body = await (await client.get("/readyz")).json()
         return any(d.startswith("prometheus") for d in body["degraded"])
 
-    await wait_until(degraded, within=15)
+    await eventually(degraded, within=15, interval=0.25)
     resp = await client.get("/readyz")
     assert resp.status == 200
     latencies = []

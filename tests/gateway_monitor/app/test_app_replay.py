@@ -15,17 +15,9 @@ from gateway_monitor.cli import build_parser, settings_from_args
 from gateway_monitor.scanner import ReplaySource
 from gateway_monitor.settings import Settings
 from gateway_monitor.tracker import ConfigError
+from tests.waiting import eventually
 
 ADDR = "C0:FF:EE:00:00:01"
-
-
-async def eventually(check: Callable[[], bool], within: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def settings_for(node: str, trace: Path, *extra: str) -> Settings:

@@ -8,7 +8,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from gateway_monitor.publisher import FIELD_MANAGER_PREFIX, PublishConfig, Sight
 from gateway_monitor.registry import GROUP, PLURAL, VERSION
 from gateway_monitor.settings import Settings
 from gateway_monitor.tracker import TrackerConfig
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 
@@ -66,14 +67,6 @@ async def device(api: CustomObjectsApi) -> AsyncIterator[tuple[str, str]]:
 async def sightings(api: CustomObjectsApi, name: str) -> dict[str, dict[str, Any]]:
     obj = await api.get_cluster_custom_object_status(GROUP, VERSION, PLURAL, name)
     return {e["node"]: e for e in (obj.get("status") or {}).get("sightings") or []}
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.2)
 
 
 async def test_two_field_managers_keep_both_entries(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from kubernetes.aio.client import CustomObjectsApi
 from kubernetes.aio.config import new_client_from_config
 
 from gateway_monitor.publisher import PublishConfig, Publisher, PublishPlan, Sighting
+from tests.waiting import eventually
 
 
 @dataclass
@@ -91,15 +92,6 @@ async def api(apiserver: FakeApiserver, tmp_path: Path) -> AsyncIterator[CustomO
     client = await new_client_from_config(config_file=str(kubeconfig))
     yield CustomObjectsApi(client)
     await client.close()
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_apply_wire_format_and_resync_after_outage(

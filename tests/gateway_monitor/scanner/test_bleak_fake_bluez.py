@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
 
 import pytest
 from fake_bluez import FakeBlueZ
@@ -15,6 +14,7 @@ from gateway_monitor.publisher import Sighting
 from gateway_monitor.registry import DeviceSpec, Registry
 from gateway_monitor.scanner import Advert, BleakSource, DutyCycle, ScanMode
 from gateway_monitor.tracker import Tracker
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.dbus
 
@@ -34,15 +34,6 @@ class RecordingSink:
 
     def forget(self, device: str) -> None:
         pass
-
-
-async def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def fast_source(mode: ScanMode = ScanMode.AUTO, duty: DutyCycle | None = None) -> BleakSource:
