@@ -251,7 +251,8 @@ class Publisher:
             wakeup = self.plan.next_wakeup(now)
             timeout = None if wakeup is None else max(0.05, wakeup - now)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
 
     async def _send(self, device: str, why: Reason | None) -> bool:
         from kubernetes.aio.client.exceptions import ApiException
@@ -313,7 +314,8 @@ class Publisher:
                     removed += 1
 
         try:
-            await asyncio.wait_for(_all(), within)
+            async with asyncio.timeout(within):
+                await _all()
         except TimeoutError:
             log.warning("shutdown: could not remove all sightings in %.0fs", within)
         return removed

@@ -321,7 +321,8 @@ class BleakSource:
         if not self._passive_unavailable:
             scanner = self._scanner(sink, passive=True)
             try:
-                await asyncio.wait_for(scanner.start(), DBUS_TIMEOUT)
+                async with asyncio.timeout(DBUS_TIMEOUT):
+                    await scanner.start()
                 return scanner, "passive"
             except BleakError as exc:
                 if self.mode is ScanMode.PASSIVE:
@@ -330,7 +331,8 @@ class BleakSource:
                 log.warning("passive scanning unavailable (%s); scanning actively", exc)
                 self._passive_unavailable = True
         scanner = self._scanner(sink, passive=False)
-        await asyncio.wait_for(scanner.start(), DBUS_TIMEOUT)
+        async with asyncio.timeout(DBUS_TIMEOUT):
+            await scanner.start()
         return scanner, "active"
 
     async def run(self, sink: AdvertSink) -> None:
@@ -338,7 +340,8 @@ class BleakSource:
             probe = BlueZProbe(self.adapter)
             scanner: Any = None
             try:
-                await asyncio.wait_for(probe.start(), DBUS_TIMEOUT)
+                async with asyncio.timeout(DBUS_TIMEOUT):
+                    await probe.start()
                 scanner, mode = await self._start(sink)
                 self.health.ok(mode)
                 log.info(
@@ -361,17 +364,22 @@ class BleakSource:
         while True:
             if self.duty.always_on:
                 await asyncio.sleep(self.probe_interval)
-                await asyncio.wait_for(probe.check(), DBUS_TIMEOUT)
+                async with asyncio.timeout(DBUS_TIMEOUT):
+                    await probe.check()
                 continue
             remaining = self.duty.on - (loop.time() - scanning_since)
             if remaining > 0:
                 await asyncio.sleep(min(remaining, self.probe_interval))
-                await asyncio.wait_for(probe.check(), DBUS_TIMEOUT)
+                async with asyncio.timeout(DBUS_TIMEOUT):
+                    await probe.check()
                 continue
-            await asyncio.wait_for(scanner.stop(), DBUS_TIMEOUT)
+            async with asyncio.timeout(DBUS_TIMEOUT):
+                await scanner.stop()
             await asyncio.sleep(self.duty.off)
-            await asyncio.wait_for(probe.check(), DBUS_TIMEOUT)
-            await asyncio.wait_for(scanner.start(), DBUS_TIMEOUT)
+            async with asyncio.timeout(DBUS_TIMEOUT):
+                await probe.check()
+            async with asyncio.timeout(DBUS_TIMEOUT):
+                await scanner.start()
             scanning_since = loop.time()
 
     @staticmethod
@@ -380,4 +388,5 @@ class BleakSource:
             return
         # Stopping a scan on a BlueZ that went away fails; there is nothing to undo then.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(scanner.stop(), DBUS_TIMEOUT)
+            async with asyncio.timeout(DBUS_TIMEOUT):
+                await scanner.stop()

@@ -94,10 +94,10 @@ async def prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
             spec = policy.current.policy.spec.prometheus
             started = time.monotonic()
             try:
-                # wait_for bounds the await; the thread itself is bounded by the timeout.
-                load = await asyncio.wait_for(
-                    asyncio.to_thread(source.fetch, spec), timeout=2 * spec.timeout + 1
-                )
+                # Bounds the await (asyncio.timeout, not wait_for: on 3.11 wait_for can
+                # swallow a cancellation); the thread itself is bounded by the HTTP timeout.
+                async with asyncio.timeout(2 * spec.timeout + 1):
+                    load = await asyncio.to_thread(source.fetch, spec)
             except Exception as exc:
                 age = time.time() - (store.snapshot.load_refreshed_at or 0)
                 health.ok = False
