@@ -19,8 +19,10 @@ kubernetes 37.0.2). The rules are client-go's:
   renew_deadline < lease_duration and a follower's clock for our record starts
   no earlier than our renewal started, we stop before anyone can take over.
 * If the lead task crashes, the crash is logged with its traceback and we back
-  off (exponentially, capped) before contending again. The Lease is not
-  released on stop or crash; it expires.
+  off (exponentially, capped) before contending again; the Lease then expires.
+* On shutdown (the election task is cancelled) a leader hands the Lease back
+  (no holder, as client-go's ReleaseOnCancel), after its lead task has stopped,
+  so a rolling restart does not leave status.nearest unwritten for a lease term.
 """
 
 from __future__ import annotations
@@ -152,6 +154,24 @@ class LeaseElector:
             log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
             return False
 
+    async def release(self) -> None:
+        """Give the Lease up if we still hold it; best effort, bounded (shutdown)."""
+        try:
+            async with asyncio.timeout(REQUEST_TIMEOUT):
+                lease = await self.coordination.read_namespaced_lease(
+                    self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
+                )
+                if lease.spec is None or lease.spec.holder_identity != self.identity:
+                    return
+                lease.spec.holder_identity = None
+                lease.spec.renew_time = datetime.now(UTC)
+                await self.coordination.replace_namespaced_lease(
+                    self.name, self.namespace, lease, _request_timeout=REQUEST_TIMEOUT
+                )
+                log.info("lease %s/%s released", self.namespace, self.name)
+        except Exception as exc:  # it will expire instead
+            log.warning("lease %s/%s not released: %s", self.namespace, self.name, exc)
+
     async def acquire(self) -> float:
         """Contend until we hold the Lease; returns the monotonic start of the winning attempt."""
         while True:
@@ -181,8 +201,12 @@ async def run_elected(
         task = asyncio.create_task(lead(), name="elected")
         if on_change:
             on_change(True)
+        shutting_down = False
         try:
             await _renew_while_leading(elector, task, renewed)
+        except asyncio.CancelledError:
+            shutting_down = True
+            raise
         finally:
             task.cancel()
             try:
@@ -191,6 +215,8 @@ async def run_elected(
             finally:
                 if on_change:
                     on_change(False)
+                if shutting_down:
+                    await elector.release()
         if task.cancelled():
             log.warning("%s stopped leading: lease not renewed in time", elector.identity)
             crashes = 0

@@ -270,10 +270,10 @@ async def test_takeover_only_after_the_record_stood_still_for_lease_duration() -
             server.put("ghost", datetime.now(UTC))
         vanished = time.monotonic()
         await until(lambda: b.leading, 3)
+        assert server.holder() == "b"
     took_over = b.first_start()
     assert took_over >= vanished + LEASE
     assert took_over < vanished + LEASE + 0.5
-    assert server.holder() == "b"
     assert server.lease is not None
     assert server.lease.spec is not None
     assert server.lease.spec.lease_transitions == 1
@@ -336,3 +336,17 @@ async def test_cancelled_as_an_answer_arrives_stops_leading() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_shutdown_hands_the_lease_back_so_a_successor_need_not_wait() -> None:
+    server = Apiserver()
+    a, b = Candidate("a", FakeCoordination(server)), Candidate("b", FakeCoordination(server))
+    async with contending(a):
+        await until(lambda: a.leading, 1)
+    assert server.holder() is None  # released, not left to expire
+    stopped = time.monotonic()
+    async with contending(b):
+        await until(lambda: b.leading, LEASE)
+        # Much sooner than the lease duration a crashed leader would leave behind.
+        assert b.first_start() - stopped < LEASE / 2
+    assert not a.leading
