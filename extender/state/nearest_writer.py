@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 from extender.policy.store import PolicyStore
 from extender.state.devices import GROUP, PLURAL, VERSION
 from extender.state.nearest import NearestState, decide_nearest
+from extender.state.snapshot import DeviceFacts
 from extender.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER = "cloud4iot-extender"
 NUDGE_ANNOTATION = "cloud4iot.io/proximity-changed"
 TICK = 1.0  # re-evaluate pending challengers even when no Device event arrives
+SWEEP = 5.0  # decide every device again at least this often
 RSSI_STEP = 3.0  # rewrite status.nearest.rssi only on a change this large
 
 
@@ -63,12 +66,21 @@ class NearestWriter:
     written: dict[str, Written] = field(default_factory=dict)
     changes: int = 0
     failures: int = 0
+    decisions: int = 0  # decide_nearest calls (how much work the steps do)
+    # Only what changed is decided again between sweeps: at 10,000 Devices a full
+    # pass costs ~100 ms, and Device events can wake the writer 10 times a second.
+    _previous: Mapping[str, DeviceFacts] = field(default_factory=dict)
+    _last_sweep: float = float("-inf")
+    _policy_digest: str = ""
+    _retry: set[str] = field(default_factory=set)  # writes that failed: due again
 
     async def run(self, changed: asyncio.Event) -> None:
         """One leadership term: runs until cancelled."""
         # Another leader may have written since our last term: start from the objects.
         self.states.clear()
         self.written.clear()
+        self._retry.clear()
+        self._last_sweep = float("-inf")
         while True:
             # Not wait_for: on 3.11 it swallows cancellation (lost leadership) when the
             # event fires at the same moment, and this writer would keep writing.
@@ -92,13 +104,34 @@ class NearestWriter:
             return on_object, None  # changed by someone else since our write
         return mine.node, mine.rssi
 
+    def _due(self, devices: Mapping[str, DeviceFacts], now: float) -> Iterable[str]:
+        """Devices to decide now: all on a sweep (time alone can change a decision:
+        a sighting ages out); else the changed ones and those with a challenger."""
+        digest = self.policy.current.digest
+        if now - self._last_sweep >= SWEEP or digest != self._policy_digest:
+            self._last_sweep, self._policy_digest = now, digest
+            return list(devices)
+        previous, states, retry = self._previous, self.states, self._retry
+        # The reflector replaces only changed entries: identity finds them cheaply.
+        return [
+            n
+            for n, d in devices.items()
+            if previous.get(n) is not d
+            or n in retry
+            or ((st := states.get(n)) is not None and st.challenger is not None)
+        ]
+
     async def step(self, now: float) -> None:
         spec = self.policy.current.policy.spec
         devices = self.store.snapshot.devices
         for gone in set(self.states) - set(devices):
             self.states.pop(gone, None)
             self.written.pop(gone, None)
-        for name, dev in devices.items():
+        due = self._due(devices, now)
+        self._previous = devices
+        for name in due:
+            dev = devices[name]
+            self.decisions += 1
             prev = self.states.get(name)
             if prev is None and dev.nearest is not None:
                 # A new leader continues the decision already on the object.
@@ -116,8 +149,10 @@ class NearestWriter:
                 await self._write(name, state, sighting.last_seen if sighting else None, rssi)
             except Exception as exc:  # this device is retried next tick; the others go on
                 self.failures += 1
+                self._retry.add(name)
                 log.warning("device %s: could not write status.nearest: %s", name, exc)
                 continue
+            self._retry.discard(name)
             self.written[name] = Written(state.node, rssi, before=dev.nearest)
             if moved:
                 self.changes += 1

@@ -207,3 +207,23 @@ async def test_run_stops_when_cancelled_as_a_change_arrives(world: World) -> Non
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_between_sweeps_only_changed_devices_are_decided_again(world: World) -> None:
+    from extender.state.nearest_writer import SWEEP
+
+    many = {f"d{i}": device(f"d{i}", {"gw1": (-60.0, NOW)}, "gw1") for i in range(500)}
+    world.store.snapshot = Snapshot().with_devices(many)
+    await world.writer.step(NOW)  # first step of a term: every device
+    assert world.writer.decisions == 500
+    await world.writer.step(NOW + 1)  # nothing changed, no challenger pending
+    assert world.writer.decisions == 500
+    moved = dict(many)
+    moved["d7"] = device("d7", {"gw1": (-90.0, NOW + 1), "gw2": (-50.0, NOW + 1)}, "gw1")
+    world.store.snapshot = Snapshot().with_devices(moved)
+    await world.writer.step(NOW + 2)  # one changed device
+    assert world.writer.decisions == 501
+    await world.writer.step(NOW + 3)  # d7 has a challenger (gw2): decided on every step
+    assert world.writer.decisions == 502
+    await world.writer.step(NOW + 2 + SWEEP)  # a sweep: time alone can change decisions
+    assert world.writer.decisions == 1002
