@@ -83,13 +83,14 @@ def missing_metrics(nodes: Iterable[str], load: Mapping[str, LoadSample]) -> lis
 async def prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: refresh on the policy's interval, report gaps and staleness."""
     settings, store, policy, metrics = app[SETTINGS], app[STATE], app[POLICY], app[METRICS]
-    assert settings.prometheus_url
-    source = PrometheusSource(settings.prometheus_url)
+    url = settings.prometheus_url
+    assert url
+    source = PrometheusSource(url)
     health = store.health("prometheus")
     reported: tuple[str, tuple[str, ...]] | None = None
 
     async def loop() -> None:
-        nonlocal reported
+        nonlocal reported, source
         while True:
             spec = policy.current.policy.spec.prometheus
             started = time.monotonic()
@@ -99,6 +100,10 @@ async def prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
                 async with asyncio.timeout(2 * spec.timeout + 1):
                     load = await asyncio.to_thread(source.fetch, spec)
             except Exception as exc:
+                if isinstance(exc, TimeoutError):
+                    # The abandoned thread may still use its requests Session, which is
+                    # not thread-safe: the next refresh gets a client of its own.
+                    source = PrometheusSource(url)
                 age = time.time() - (store.snapshot.load_refreshed_at or 0)
                 health.ok = False
                 health.detail = f"refresh failed ({type(exc).__name__}: {exc}); data {age:.0f}s old"
