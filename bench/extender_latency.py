@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,8 @@ from typing import Any
 import aiohttp
 import orjson
 import yaml
+
+from devcluster.processes import free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 TIERS = ("gateway", "edge", "cloud")
@@ -76,23 +76,12 @@ def world(n: int) -> dict[str, Any]:
     return {"nodes": nodes, "devices": devices, "load": load}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def server(argv: list[str], port: int) -> Iterator[str]:
     proc = subprocess.Popen(argv, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(url + "/readyz", timeout=1).close()
-                break
-            time.sleep(0.1)
+        wait_http_ok(url + "/readyz", 20, pid=proc.pid)
         yield url
     finally:
         proc.terminate()

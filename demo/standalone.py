@@ -8,10 +8,8 @@ would send for the paper's functions, printing what it answers and why.
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,34 +18,16 @@ from typing import Any
 import orjson
 import yaml
 
+from devcluster.processes import free_port, wait_http_ok
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "simulate"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _post(url: str, body: Any) -> Any:
     req = urllib.request.Request(url, data=orjson.dumps(body), method="POST")
     with urllib.request.urlopen(req, timeout=5) as resp:
         return orjson.loads(resp.read())
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"extender exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=1):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.2)
-    raise RuntimeError("extender did not become ready")
 
 
 def _scenarios() -> list[tuple[str, dict[str, Any]]]:
@@ -67,7 +47,7 @@ def _scenarios() -> list[tuple[str, dict[str, Any]]]:
 def run_demo(args: argparse.Namespace) -> int:
     state = yaml.safe_load((EXAMPLES / "cluster.yaml").read_text())
     nodes = {"metadata": {}, "items": state["nodes"]}
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     cmd = [
         sys.executable,
@@ -85,7 +65,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"$ {' '.join(cmd[2:])}")
     proc = subprocess.Popen(cmd)
     try:
-        _wait_ready(url, proc)
+        wait_http_ok(url + "/readyz", 30, pid=proc.pid)
         print(
             f"extender ready at {url}; nodes: "
             + ", ".join(n["metadata"]["name"] for n in state["nodes"])
