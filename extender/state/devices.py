@@ -65,6 +65,7 @@ def device_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> De
 
     nearest_raw = status.get("nearest")
     nearest = nearest_raw.get("node") if isinstance(nearest_raw, Mapping) else None
+    since = parse_time(nearest_raw.get("since")) if isinstance(nearest_raw, Mapping) else None
     thresholds = spec.get("rssi")
     enter = thresholds.get("enter") if isinstance(thresholds, Mapping) else None
     address = spec.get("address")
@@ -73,5 +74,6 @@ def device_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> De
         address=address if isinstance(address, str) else None,
         sightings=sightings,
         nearest=nearest if isinstance(nearest, str) else None,
+        nearest_since=since if isinstance(nearest, str) else None,
         rssi_enter=float(enter) if isinstance(enter, int | float) else None,
     )

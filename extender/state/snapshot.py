@@ -63,6 +63,7 @@ class DeviceFacts:
     address: str | None
     sightings: Mapping[str, Sighting]
     nearest: str | None = None  # status.nearest.node, decided centrally with hysteresis
+    nearest_since: float | None = None  # status.nearest.since: when that decision was taken
     rssi_enter: float | None = None  # per-device threshold overriding the class's
 
 
