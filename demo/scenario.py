@@ -26,6 +26,7 @@ import orjson
 import yaml
 from kubernetes import client
 
+from bench import synthetic_traces
 from devcluster import kube
 from devcluster.cluster import Devcluster
 from gateway_monitor import traces
@@ -75,9 +76,9 @@ def wait(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
 def write_traces(folder: Path) -> dict[str, Path]:
     """Gateway-side advert traces: the patient walks home -> hospital (20 m apart,
     leaving after 90 s); the engine sensor stays next to gw-home the whole time."""
-    walk = traces.Walk(start=1.0, end=19.0, depart=90.0, speed=1.0)
-    home, hospital = traces.walk("C0:FF:EE:00:00:42", [0.0, 20.0], walk, duration=600.0)
-    engine = traces.stationary("C0:FF:EE:00:00:07", -62.0, duration=600.0, seed=9)
+    walk = synthetic_traces.Walk(start=1.0, end=19.0, depart=90.0, speed=1.0)
+    home, hospital = synthetic_traces.walk("C0:FF:EE:00:00:42", [0.0, 20.0], walk, duration=600.0)
+    engine = synthetic_traces.stationary("C0:FF:EE:00:00:07", -62.0, duration=600.0, seed=9)
     merged = sorted(home + engine, key=lambda r: r.t)
     files = {"gw-home": folder / "gw-home.jsonl", "gw-hospital": folder / "gw-hospital.jsonl"}
     traces.write_trace(files["gw-home"], merged)

@@ -1,25 +1,23 @@
-"""The extender's aiohttp application: routes and background tasks, nothing else."""
+"""The extender's aiohttp application: routes, and the sources and controllers that
+run beside them, adapted into cleanup contexts. The sources themselves take
+explicit arguments (api client, store, policy, metrics), never the app."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
 from extender import webhook
-from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE
+from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS
 from extender.metrics import Metrics, age_since
 from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.snapshot import Snapshot
 from extender.state.store import StateStore
-
-log = logging.getLogger(__name__)
+from extender.tasks import Supervisor
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -41,6 +39,7 @@ def create_app(
     app[POLICY] = policy or PolicyStore.open(settings.policy_path)
     app[STATE], app[CLOCK] = (state, time.time) if state else initial_state(settings)
     app[METRICS] = Metrics()
+    app[TASKS] = Supervisor()
     _wire_metrics(app)
 
     app.router.add_post("/filter", webhook.filter_handler)
@@ -62,7 +61,7 @@ def initial_state(settings: Settings) -> tuple[StateStore, Callable[[], float]]:
         # Standalone (no cluster): there will never be Devices to wait for.
         standalone = not settings.cluster_configured
         return StateStore(snapshot=Snapshot(devices_synced=standalone)), time.time
-    from extender.simulate import load_state
+    from extender.state.statefile import load_state
 
     snapshot, now = load_state(settings.state_path)
     started = time.monotonic()
@@ -74,13 +73,9 @@ def initial_state(settings: Settings) -> tuple[StateStore, Callable[[], float]]:
 def default_sources(settings: Settings) -> list[CleanupCtx]:
     found: list[CleanupCtx] = []
     if settings.cluster_configured:
-        from extender.state.kube import kube_state
-
-        found.append(kube_state)
+        found.append(_kube_state)
     if settings.prometheus_url:
-        from extender.state.prometheus import prometheus_refresher
-
-        found.append(prometheus_refresher)
+        found.append(_prometheus_refresher)
     return found
 
 
@@ -98,38 +93,64 @@ def _wire_metrics(app: web.Application) -> None:
     metrics.objects.labels("device").set_function(lambda: len(store.snapshot.devices))
 
 
-async def run_forever(
-    name: str, body: Callable[[], Coroutine[Any, Any, None]]
-) -> AsyncIterator[None]:
-    """Run a background loop for the app's lifetime; log (not swallow) its crash."""
-    task = asyncio.create_task(body(), name=name)
-
-    def _done(t: asyncio.Task[None]) -> None:
-        if not t.cancelled() and t.exception() is not None:
-            log.error("background task %s died", name, exc_info=t.exception())
-
-    task.add_done_callback(_done)
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 async def _policy_reloader(app: web.Application) -> AsyncIterator[None]:
     store, metrics = app[POLICY], app[METRICS]
 
-    async def loop() -> None:
-        while True:
-            await asyncio.sleep(app[SETTINGS].policy_poll_interval)
-            try:
-                result = await asyncio.to_thread(store.check_once)
-            except Exception:  # a bug must not end reloading for good
-                log.exception("policy reload failed unexpectedly; the policy in force stays")
-                result = "refused"
-            if result != "unchanged":
-                metrics.policy_reloads.labels(result).inc()
-            if result == "applied":
-                metrics.set_policy(store.current.policy.metadata.name, store.current.digest)
+    def reloaded(result: str) -> None:
+        metrics.policy_reloads.labels(result).inc()
+        if result == "applied":
+            metrics.set_policy(store.current.policy.metadata.name, store.current.digest)
 
-    async for _ in run_forever("policy-reload", loop):
-        yield
+    task = app[TASKS].spawn(
+        store.watch(app[SETTINGS].policy_poll_interval, reloaded), "policy-reload"
+    )
+    yield
+    await app[TASKS].stop([task])
+
+
+async def _prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
+    from extender.state.prometheus import refresh_load
+
+    url = app[SETTINGS].prometheus_url
+    assert url
+    gauge = app[METRICS].nodes_without_metrics
+    task = app[TASKS].spawn(
+        refresh_load(url, app[STATE], app[POLICY], report_gaps=gauge.set), "prometheus-refresh"
+    )
+    yield
+    await app[TASKS].stop([task])
+
+
+async def _kube_state(app: web.Application) -> AsyncIterator[None]:
+    """Node and Device reflectors, plus the elected nearest writer unless disabled."""
+    from kubernetes.aio import client
+
+    from extender.controllers.nearest_writer import NearestWriter
+    from extender.controllers.run import run_under_lease
+    from extender.kubeclient import api_client
+    from extender.state.kube import cluster_reflectors, report_health
+
+    settings, store, tasks = app[SETTINGS], app[STATE], app[TASKS]
+    api = await api_client(None if settings.in_cluster else settings.kubeconfig)
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    device_changed = asyncio.Event()
+    nodes, devices = cluster_reflectors(core, custom, store, on_devices=device_changed.set)
+    spawned = [
+        tasks.spawn(nodes.run(), "watch-nodes"),
+        tasks.spawn(devices.run(), "watch-devices"),
+        tasks.spawn(report_health(store, (nodes, devices)), "kube-health"),
+    ]
+    if settings.leader_election:
+        writer = NearestWriter(custom=custom, core=core, policy=app[POLICY], store=store)
+        leader = app[METRICS].leader
+        elected = run_under_lease(
+            client.CoordinationV1Api(api),
+            settings.lease_namespace,
+            settings.lease_name,
+            [lambda: writer.run(device_changed)],
+            on_change=lambda leading: leader.set(1 if leading else 0),
+        )
+        spawned.append(tasks.spawn(elected, "controllers"))
+    yield
+    await tasks.stop(spawned)
+    await api.close()

@@ -51,7 +51,7 @@ def extender_main(argv: list[str] | None = None) -> int:
 
     from extender.app import create_app
     from extender.settings import Settings
-    from extender.simulate import StateFileError
+    from extender.state.statefile import StateFileError
 
     settings = Settings(
         policy_path=args.policy,
@@ -88,7 +88,8 @@ def extender_main(argv: list[str] | None = None) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from extender.simulate import StateFileError, simulate
+    from extender.simulate import simulate
+    from extender.state.statefile import StateFileError
 
     try:
         doc = simulate(args.policy, args.state, args.pod)

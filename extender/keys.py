@@ -10,10 +10,12 @@ from extender.metrics import Metrics
 from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
+from extender.tasks import Supervisor
 
 SETTINGS = web.AppKey("settings", Settings)
 POLICY = web.AppKey("policy", PolicyStore)
 STATE = web.AppKey("state", StateStore)
 METRICS = web.AppKey("metrics", Metrics)
+TASKS = web.AppKey("tasks", Supervisor)  # background tasks; a dead one fails /healthz
 # The evaluation time: wall time, or a state file's own time advancing from its `now`.
 CLOCK = web.AppKey[Callable[[], float]]("clock")

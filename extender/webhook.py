@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from extender.explain import explanation
-from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE
+from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS
 from extender.policy.loader import LoadedPolicy
 from extender.protocol import (
     ArgsError,
@@ -23,7 +23,7 @@ from extender.protocol import (
     parse_pod,
     priority_list,
 )
-from extender.scoring import Code, PodFacts, Verdict, evaluate, unknown_node
+from extender.scoring import PodFacts, Verdict, evaluate, evaluate_names
 from extender.state.snapshot import NodeFacts, Snapshot
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,10 @@ def decide(
     if args.node_names is None:
         facts = [NodeFacts.from_node(n) for n in args.nodes or []]
         return evaluate(pod, facts, snapshot, policy.policy, now, explain)
-    if pod.function is None and not pod.archs:
-        # Unmanaged and architecture-agnostic: nothing to know about the nodes.
-        return [
-            Verdict(n, True, 0, Code.UNMANAGED, "pod names no function class")
-            for n in args.node_names
-        ]
-    known = [snapshot.nodes[n] for n in args.node_names if n in snapshot.nodes]
-    by_name = {v.node: v for v in evaluate(pod, known, snapshot, policy.policy, now, explain)}
-    return [by_name.get(n) or unknown_node(n) for n in args.node_names]
+    # NodeNames mode: the node cache resolves the names.
+    return evaluate_names(
+        pod, args.node_names, snapshot.nodes, snapshot, policy.policy, now, explain
+    )
 
 
 async def _read(request: web.Request) -> bytes:
@@ -128,6 +123,11 @@ explain_handler = _instrumented("explain", _explain)
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Unhealthy (so the kubelet restarts us) when a background task died."""
+    dead = request.app[TASKS].dead
+    if dead:
+        why = "; ".join(f"{name}: {reason}" for name, reason in sorted(dead.items()))
+        return web.Response(text=f"background task ended: {why}", status=503)
     return web.Response(text="ok")
 
 

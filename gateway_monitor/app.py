@@ -10,13 +10,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from extender.kubeclient import api_client as kube_api_client
+from extender.tasks import Supervisor
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.publisher import Publisher, PublishPlan, Reason, Sighting, apply_body
@@ -41,7 +43,7 @@ class Runtime:
     monitor: Monitor | None = None
     publisher: Publisher | None = None
     dry_run_log: list[dict[str, Any]] = field(default_factory=list)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    tasks: Supervisor = field(default_factory=Supervisor)
     scanner_errors_counted: int = 0
 
 
@@ -69,18 +71,6 @@ def _source(settings: Settings) -> AdvertSource:
     if settings.replay is not None:
         return ReplaySource(read_trace(settings.replay), speed=settings.speed, duty=settings.duty)
     return BleakSource(adapter=settings.adapter, mode=settings.scan_mode, duty=settings.duty)
-
-
-async def _api_client(settings: Settings) -> Any:
-    from kubernetes.aio import client, config
-
-    if settings.kubeconfig is not None:
-        return await config.new_client_from_config(  # type: ignore[no-untyped-call]
-            config_file=str(settings.kubeconfig)
-        )
-    configuration = client.Configuration()
-    config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-    return client.ApiClient(configuration=configuration)
 
 
 def _sync_gauges(rt: Runtime) -> None:
@@ -138,10 +128,6 @@ async def _watch_policy(rt: Runtime) -> None:
         await asyncio.sleep(rt.settings.policy_poll)
 
 
-def _spawn(rt: Runtime, coro: Coroutine[Any, Any, None], name: str) -> None:
-    rt.tasks.append(asyncio.create_task(coro, name=name))
-
-
 async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     metrics = Metrics()
@@ -160,7 +146,7 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     else:
         from kubernetes.aio.client import CustomObjectsApi
 
-        api_client = await _api_client(settings)
+        api_client = await kube_api_client(settings.kubeconfig)
         api = CustomObjectsApi(api_client)
 
         def on_result(device: str, reason: Reason | None, ok: bool) -> None:
@@ -184,8 +170,7 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
         registry.replace_all(DeviceSpec(n, a.upper()) for n, a in settings.static_devices.items())
     else:
         assert rt.publisher is not None
-        _spawn(
-            rt,
+        rt.tasks.spawn(
             watch_devices(
                 api,
                 registry,
@@ -195,17 +180,15 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
             ),
             "device-watch",
         )
-        _spawn(rt, rt.publisher.run(), "publisher")
+        rt.tasks.spawn(rt.publisher.run(), "publisher")
     if settings.policy is not None and settings.rssi_offset is None:
-        _spawn(rt, _watch_policy(rt), "policy")
-    _spawn(rt, _ticker(rt), "ticker")
-    _spawn(rt, _run_source(rt), "source")
+        rt.tasks.spawn(_watch_policy(rt), "policy")
+    rt.tasks.spawn(_ticker(rt), "ticker")
+    rt.tasks.spawn(_run_source(rt), "source")
     try:
         yield
     finally:
-        for task in reversed(rt.tasks):
-            task.cancel()
-        await asyncio.gather(*rt.tasks, return_exceptions=True)
+        await rt.tasks.stop()
         if rt.publisher is not None:
             removed = await rt.publisher.remove_all()
             log.info("shutdown: removed %d sightings", removed)
@@ -223,10 +206,13 @@ async def _healthz(request: web.Request) -> web.Response:
         "registrySynced": rt.registry.synced or rt.settings.dry_run,
         "devicesPresent": rt.tracker.present_count(),
         "apiserverReachable": rt.publisher.reachable if rt.publisher else None,
+        "deadTasks": rt.tasks.dead,
         "time": time.time(),
     }
-    # Unhealthy = the radio side cannot work; an apiserver outage is not cured by a restart.
-    return web.json_response(body, status=200 if health.healthy else 503)
+    # Unhealthy = the radio side cannot work, or a loop died (a restart cures that);
+    # an apiserver outage is not cured by a restart.
+    ok = health.healthy and rt.tasks.healthy
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -16,16 +16,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from gateway_monitor.registry import GROUP, PLURAL, VERSION
+from extender.devices import (
+    API_VERSION,
+    APPLY_PATCH,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    gateway_field_manager,
+    rfc3339,
+)
 
 log = logging.getLogger(__name__)
-
-FIELD_MANAGER_PREFIX = "cloud4iot-gateway-monitor/"
-APPLY_PATCH = "application/apply-patch+yaml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +168,6 @@ class PublishPlan:
         return [d for d, e in self.entries.items() if e.published is not None or e.uncertain]
 
 
-def rfc3339(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def apply_body(device: str, node: str, sighting: Sighting | None) -> dict[str, Any]:
     """The Device we apply: only our own sighting, or none to give our entry up."""
     entries = []
@@ -175,8 +176,8 @@ def apply_body(device: str, node: str, sighting: Sighting | None) -> dict[str, A
             {"node": node, "rssi": sighting.rssi, "lastSeen": rfc3339(sighting.last_seen)}
         )
     return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "Device",
+        "apiVersion": API_VERSION,
+        "kind": KIND,
         "metadata": {"name": device},
         "status": {"sightings": entries},
     }
@@ -190,7 +191,7 @@ async def apply_sighting(api: Any, device: str, node: str, sighting: Sighting | 
         PLURAL,
         device,
         apply_body(device, node, sighting),
-        field_manager=FIELD_MANAGER_PREFIX + node,
+        field_manager=gateway_field_manager(node),
         force=True,  # our node's entry is ours, even if someone edited it by hand
         _content_type=APPLY_PATCH,
     )

@@ -12,13 +12,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from extender.devices import GROUP, PLURAL, RSSI_MIN, VERSION
 from gateway_monitor.irk import Resolver, parse_irk
 
 log = logging.getLogger(__name__)
-
-GROUP = "cloud4iot.io"
-VERSION = "v1alpha1"
-PLURAL = "devices"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +50,7 @@ def parse_device(obj: Mapping[str, Any], node: str | None = None) -> DeviceSpec 
     if node is not None:
         for entry in (obj.get("status") or {}).get("sightings") or []:
             if isinstance(entry, Mapping) and entry.get("node") == node:
-                own = int(entry.get("rssi", -127))
+                own = int(entry.get("rssi", RSSI_MIN))
     return DeviceSpec(
         name=name,
         address=address.upper(),

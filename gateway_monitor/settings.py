@@ -6,8 +6,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
+from extender.policy.loader import load_policy
 from gateway_monitor.publisher import PublishConfig
 from gateway_monitor.scanner import DutyCycle, ScanMode
 from gateway_monitor.tracker import ConfigError, TrackerConfig
@@ -63,19 +62,14 @@ def scaled_for_duty(config: TrackerConfig, duty: DutyCycle) -> TrackerConfig:
 
 
 def policy_offset(path: Path, node: str) -> float | None:
-    """``spec.gateways.<node>.rssiOffset`` of a PlacementPolicy file, if it sets one.
+    """``spec.gateways.<node>.rssiOffset`` of the PlacementPolicy file, if it sets one.
 
-    Raises OSError or ValueError for unreadable or malformed files; the caller keeps the
-    last good value then, as the extender does with its policy.
+    Read with the extender's own loader, so the gateway accepts exactly the policies
+    the extender accepts. Raises OSError or ValueError (PolicyError, with file, line
+    and field) for unusable files; the caller keeps the last good value then, as the
+    extender does with its policy.
     """
-    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(doc, dict):
-        raise ValueError(f"{path}: not a YAML mapping")
-    gateways = (doc.get("spec") or {}).get("gateways") or {}
-    entry = gateways.get(node) if isinstance(gateways, dict) else None
-    if not isinstance(entry, dict) or "rssiOffset" not in entry:
-        return None
-    value = entry["rssiOffset"]
-    if not isinstance(value, int | float) or not -40 <= value <= 40:
-        raise ValueError(f"{path}: spec.gateways.{node}.rssiOffset must be a number in -40..40")
-    return float(value)
+    radio = load_policy(path).policy.spec.gateways.get(node)
+    return (
+        radio.rssi_offset if radio is not None and "rssi_offset" in radio.model_fields_set else None
+    )

@@ -19,8 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-RSSI_MIN = -127
-RSSI_MAX = 20
+from extender.devices import RSSI_MAX, RSSI_MIN
 
 
 class ConfigError(ValueError):

@@ -34,7 +34,7 @@ class Problem:
         )
 
 
-class PolicyError(Exception):
+class PolicyError(ValueError):
     """A policy that cannot be used; `problems` lists each one."""
 
     def __init__(self, problems: list[Problem]) -> None:

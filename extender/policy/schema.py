@@ -50,7 +50,7 @@ class Tier(StrEnum):
     CLOUD = "cloud"
 
 
-class ProximityRule(StrEnum):
+class ProximityMode(StrEnum):
     REQUIRED = "required"  # gateways that do not hear the device are refused
     PREFERRED = "preferred"  # they lose their tier preference, but stay feasible
     IGNORED = "ignored"
@@ -115,7 +115,7 @@ class FunctionClass(_Model):
     tiers: Annotated[list[Tier], Field(min_length=1)]
     preference: dict[str, Annotated[list[Tier], Field(min_length=1)]] = Field(default_factory=dict)
     default_mode: str = "default"
-    proximity: ProximityRule = ProximityRule.IGNORED
+    proximity: ProximityMode = ProximityMode.IGNORED
     rssi_threshold: Dbm = -85.0
     rssi_strong: Dbm = -50.0
     load_limits: LoadLimits = LoadLimits()
@@ -182,7 +182,7 @@ def semantic_problems(policy: PlacementPolicy) -> list[tuple[tuple[str | int, ..
         w = cls.weights
         if w.tier + w.proximity + w.load <= 0:
             problems.append(((*base, "weights"), "at least one weight must be positive"))
-        if cls.proximity is not ProximityRule.IGNORED and Tier.GATEWAY not in allowed:
+        if cls.proximity is not ProximityMode.IGNORED and Tier.GATEWAY not in allowed:
             problems.append(
                 ((*base, "proximity"), "a proximity rule needs 'gateway' among the tiers")
             )

@@ -7,8 +7,10 @@ unchanged file free to re-read.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,3 +69,16 @@ class PolicyStore:
         self.last_error = exc
         self.reloads_failed += 1
         log.error("policy %s refused, keeping %s:\n%s", self.path, self.current.version, exc)
+
+    async def watch(self, interval: float, on_result: Callable[[str], None]) -> None:
+        """Re-check the file every `interval` seconds, forever, reading it off the event
+        loop; `on_result` gets "applied" or "refused" (not "unchanged")."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                result = await asyncio.to_thread(self.check_once)
+            except Exception:  # a bug must not end reloading for good
+                log.exception("policy reload failed unexpectedly; the policy in force stays")
+                result = "refused"
+            if result != "unchanged":
+                on_result(result)

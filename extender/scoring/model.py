@@ -115,6 +115,7 @@ class Context:
     heard: Mapping[str, float] = field(default_factory=dict)
     nearest: str | None = None
     # Precomputed from the class and mode (hot path: thousands of nodes per request).
+    weights: tuple[float, ...] = ()  # one per scorer rule, in the rules' order
     allowed_tiers: frozenset[str] = frozenset()
     tier_part: Mapping[str, float] = field(default_factory=dict)
     gateway_needs_hearing: bool = False

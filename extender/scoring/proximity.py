@@ -9,9 +9,7 @@ otherwise any feasible gateway that hears the device beats the other tiers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-from extender.policy.schema import FunctionClass, PolicySpec, ProximityRule
+from extender.policy.schema import FunctionClass, PolicySpec, ProximityMode
 from extender.scoring.model import Code, Context, Refusal, refuse
 from extender.state.snapshot import DeviceFacts, NodeFacts, Snapshot
 
@@ -36,15 +34,7 @@ def heard_by(
     return heard
 
 
-def nearest_of(device: DeviceFacts, heard: Mapping[str, float], spec: PolicySpec) -> str | None:
-    """The central decision if it still holds on fresh data, else the strongest voter."""
-    if device.nearest in heard:
-        return device.nearest
-    voters = [n for n in heard if not (n in spec.gateways and spec.gateways[n].exclude_from_vote)]
-    return max(voters, key=lambda n: (heard[n], n)) if voters else None
-
-
-class ProximityRuleImpl:
+class ProximityRule:
     name = "proximity"
 
     def judge(self, ctx: Context, node: NodeFacts) -> Refusal | float:
@@ -57,7 +47,7 @@ class ProximityRuleImpl:
             span = cls.rssi_strong - cls.rssi_threshold
             # Below the nearest: other gateways that hear it rank by signal, in 0..0.5.
             return 0.5 * min(1.0, max(0.0, (rssi - cls.rssi_threshold) / span))
-        if cls.proximity is not ProximityRule.REQUIRED:
+        if cls.proximity is not ProximityMode.REQUIRED:
             return 0.0
         if not ctx.snapshot.devices_synced:
             # Without the Devices, "no gateway hears it" would send every roaming
@@ -92,7 +82,7 @@ class ProximityRuleImpl:
 def narrow(ctx: Context, feasible: list[NodeFacts]) -> dict[str, Refusal]:
     """For `required` classes, refusals for feasible candidates that must yield."""
     cls = ctx.cls
-    if cls is None or cls.proximity is not ProximityRule.REQUIRED or not ctx.heard:
+    if cls is None or cls.proximity is not ProximityMode.REQUIRED or not ctx.heard:
         return {}
     names = {n.name for n in feasible if n.tier == "gateway"}
     device = ctx.pod.device

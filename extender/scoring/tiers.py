@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from extender.policy.schema import FunctionClass, ProximityRule
+from extender.policy.schema import FunctionClass, ProximityMode
 from extender.scoring.model import Code, Context, Refusal, refuse
 from extender.state.snapshot import TIERS, NodeFacts
 
@@ -17,7 +17,7 @@ def tier_parts(cls: FunctionClass, mode: str | None) -> dict[str, float]:
 
 def gateway_needs_hearing(cls: FunctionClass) -> bool:
     # A gateway that does not hear the device is not "the gateway near it".
-    return cls.proximity is not ProximityRule.IGNORED
+    return cls.proximity is not ProximityMode.IGNORED
 
 
 def tier_refusal(ctx: Context, tier: str | None) -> Refusal:

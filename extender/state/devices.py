@@ -1,32 +1,12 @@
-"""Device objects (devices.cloud4iot.io) reduced to DeviceFacts."""
+"""Device objects (devices.cloud4iot.io) reduced to the DeviceFacts the scorer reads."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
+from extender.devices import parse_time
 from extender.state.snapshot import DeviceFacts, Sighting
-
-GROUP = "cloud4iot.io"
-VERSION = "v1alpha1"
-PLURAL = "devices"
-
-
-def parse_time(value: Any) -> float | None:
-    """RFC3339 (as the apiserver writes it) or epoch seconds to epoch seconds."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
 
 
 def device_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> DeviceFacts:

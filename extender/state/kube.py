@@ -15,19 +15,17 @@ every PUBLISH_INTERVAL, so a burst of gateway heartbeats costs a few copies.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import orjson
-from aiohttp import web
 
-from extender.keys import METRICS, POLICY, SETTINGS, STATE
-from extender.state.devices import GROUP, PLURAL, VERSION, device_facts
+from extender.devices import GROUP, PLURAL, VERSION
+from extender.state.devices import device_facts
 from extender.state.snapshot import DeviceFacts, NodeFacts
 from extender.state.store import StateStore
 
@@ -230,52 +228,22 @@ def publish_devices(store: StateStore, devices: Mapping[str, DeviceFacts]) -> No
     store.snapshot = store.snapshot.with_devices(devices, synced=True)
 
 
-async def api_client(settings: Any) -> Any:
-    """A kubernetes.aio ApiClient from a kubeconfig or the pod's service account."""
-    from kubernetes.aio import config
-    from kubernetes.aio.client import ApiClient, Configuration
+def cluster_reflectors(
+    core: Any,  # kubernetes.aio CoreV1Api
+    custom: Any,  # kubernetes.aio CustomObjectsApi
+    store: StateStore,
+    on_devices: Callable[[], None] | None = None,
+) -> tuple[Reflector[NodeFacts], Reflector[DeviceFacts]]:
+    """Reflectors feeding `store`'s Snapshot with Nodes and Devices.
 
-    if settings.in_cluster:
-        cfg = Configuration()
-        config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        return ApiClient(configuration=cfg)
-    return await config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(settings.kubeconfig)
-    )
+    `on_devices` runs after each Devices publish, so whoever it wakes reads the
+    new snapshot.
+    """
 
-
-def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-    """A background task whose unexpected end is logged, not silently dropped."""
-    task = asyncio.create_task(coro, name=name)
-
-    def _done(t: asyncio.Task[None]) -> None:
-        if t.cancelled():
-            return
-        if (exc := t.exception()) is not None:
-            log.error("background task %s died", name, exc_info=exc)
-        else:
-            log.error("background task %s returned unexpectedly", name)
-
-    task.add_done_callback(_done)
-    return task
-
-
-async def kube_state(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: node and device reflectors, plus the elected nearest writer."""
-    from kubernetes.aio import client
-
-    from extender.state.election import LeaseElector, default_identity, run_elected
-    from extender.state.nearest_writer import NearestWriter
-
-    store, settings = app[STATE], app[SETTINGS]
-    api = await api_client(settings)
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    writer = NearestWriter(custom=custom, core=core, policy=app[POLICY], store=store)
-    device_changed = asyncio.Event()
-
-    def on_devices(devices: dict[str, DeviceFacts]) -> None:
+    def devices_published(devices: dict[str, DeviceFacts]) -> None:
         publish_devices(store, devices)
-        device_changed.set()  # after the publish: the writer reads the new snapshot
+        if on_devices is not None:
+            on_devices()
 
     nodes: Reflector[NodeFacts] = Reflector(
         "nodes",
@@ -289,36 +257,13 @@ async def kube_state(app: web.Application) -> AsyncIterator[None]:
             GROUP, VERSION, PLURAL, **kw
         ),
         device_facts,  # called with observed_at: lastSeen is capped at when we saw it
-        on_devices,
+        devices_published,
     )
-    tasks = [
-        _spawn(nodes.run(), "watch-nodes"),
-        _spawn(devices.run(), "watch-devices"),
-        _spawn(_health_loop(store, (nodes, devices)), "kube-health"),
-    ]
-    if settings.leader_election:
-        elector = LeaseElector(
-            client.CoordinationV1Api(api),
-            settings.lease_namespace,
-            settings.lease_name,
-            default_identity(),
-        )
-        elected = run_elected(
-            elector,
-            lambda: writer.run(device_changed),
-            on_change=lambda leading: app[METRICS].leader.set(1 if leading else 0),
-        )
-        tasks.append(_spawn(elected, "nearest-writer"))
-    yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-    await api.close()
+    return nodes, devices
 
 
-async def _health_loop(store: StateStore, reflectors: tuple[Reflector[Any], ...]) -> None:
+async def report_health(store: StateStore, reflectors: Sequence[Reflector[Any]]) -> None:
+    """Keep the `kubernetes` source health current from the reflectors, every second."""
     while True:
         health = store.health("kubernetes")
         errors = [f"{r.name}: {r.last_error}" for r in reflectors if r.last_error]

@@ -13,15 +13,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from aiohttp import web
-
-from extender.app import run_forever
-from extender.keys import METRICS, POLICY, SETTINGS, STATE
 from extender.policy.schema import PrometheusSpec
+from extender.policy.store import PolicyStore
 from extender.state.snapshot import LoadSample
+from extender.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -80,53 +78,50 @@ def missing_metrics(nodes: Iterable[str], load: Mapping[str, LoadSample]) -> lis
     return sorted(set(nodes) - set(load))
 
 
-async def prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: refresh on the policy's interval, report gaps and staleness."""
-    settings, store, policy, metrics = app[SETTINGS], app[STATE], app[POLICY], app[METRICS]
-    url = settings.prometheus_url
-    assert url
+async def refresh_load(
+    url: str,
+    store: StateStore,
+    policy: PolicyStore,
+    report_gaps: Callable[[int], None] = lambda n: None,
+) -> None:
+    """Refresh node load into `store` on the policy's interval, forever; report
+    gaps (known nodes without metrics) and staleness in the source's health."""
     source = PrometheusSource(url)
     health = store.health("prometheus")
     reported: tuple[str, tuple[str, ...]] | None = None
-
-    async def loop() -> None:
-        nonlocal reported, source
-        while True:
-            spec = policy.current.policy.spec.prometheus
-            started = time.monotonic()
-            try:
-                # Bounds the await (asyncio.timeout, not wait_for: on 3.11 wait_for can
-                # swallow a cancellation); the thread itself is bounded by the HTTP timeout.
-                async with asyncio.timeout(2 * spec.timeout + 1):
-                    load = await asyncio.to_thread(source.fetch, spec)
-            except Exception as exc:
-                if isinstance(exc, TimeoutError):
-                    # The abandoned thread may still use its requests Session, which is
-                    # not thread-safe: the next refresh gets a client of its own.
-                    source = PrometheusSource(url)
-                age = time.time() - (store.snapshot.load_refreshed_at or 0)
-                health.ok = False
-                health.detail = f"refresh failed ({type(exc).__name__}: {exc}); data {age:.0f}s old"
-                log.warning("prometheus refresh failed: %s", exc)
-            else:
-                now = time.time()
-                store.snapshot = store.snapshot.with_load(load, refreshed_at=now)
-                health.ok, health.last_success = True, now
-                health.detail = f"{len(load)} nodes"
-                gaps = missing_metrics(store.snapshot.nodes, load)
-                metrics.nodes_without_metrics.set(len(gaps))
-                key = (policy.current.digest, tuple(gaps))
-                if gaps and key != reported and store.snapshot.nodes_synced:
-                    # The classic load-aware failure: the node label does not match.
-                    log.warning(
-                        "no load metrics for %d node(s): %s (label %r; query %s)",
-                        len(gaps),
-                        ", ".join(gaps[:20]),
-                        spec.node_label,
-                        spec.queries.cpu,
-                    )
-                    reported = key
-            await asyncio.sleep(max(0.0, spec.refresh_interval - (time.monotonic() - started)))
-
-    async for _ in run_forever("prometheus-refresh", loop):
-        yield
+    while True:
+        spec = policy.current.policy.spec.prometheus
+        started = time.monotonic()
+        try:
+            # Bounds the await (asyncio.timeout, not wait_for: on 3.11 wait_for can
+            # swallow a cancellation); the thread itself is bounded by the HTTP timeout.
+            async with asyncio.timeout(2 * spec.timeout + 1):
+                load = await asyncio.to_thread(source.fetch, spec)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError):
+                # The abandoned thread may still use its requests Session, which is
+                # not thread-safe: the next refresh gets a client of its own.
+                source = PrometheusSource(url)
+            age = time.time() - (store.snapshot.load_refreshed_at or 0)
+            health.ok = False
+            health.detail = f"refresh failed ({type(exc).__name__}: {exc}); data {age:.0f}s old"
+            log.warning("prometheus refresh failed: %s", exc)
+        else:
+            now = time.time()
+            store.snapshot = store.snapshot.with_load(load, refreshed_at=now)
+            health.ok, health.last_success = True, now
+            health.detail = f"{len(load)} nodes"
+            gaps = missing_metrics(store.snapshot.nodes, load)
+            report_gaps(len(gaps))
+            key = (policy.current.digest, tuple(gaps))
+            if gaps and key != reported and store.snapshot.nodes_synced:
+                # The classic load-aware failure: the node label does not match.
+                log.warning(
+                    "no load metrics for %d node(s): %s (label %r; query %s)",
+                    len(gaps),
+                    ", ".join(gaps[:20]),
+                    spec.node_label,
+                    spec.queries.cpu,
+                )
+                reported = key
+        await asyncio.sleep(max(0.0, spec.refresh_interval - (time.monotonic() - started)))

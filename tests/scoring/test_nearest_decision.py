@@ -10,7 +10,7 @@ import pytest
 
 from extender.policy.loader import load_policy
 from extender.policy.schema import GatewayRadio, PolicySpec
-from extender.state.nearest import NearestState, decide_nearest
+from extender.scoring.nearest import NearestState, decide_nearest
 from extender.state.snapshot import Sighting
 
 SPEC = load_policy(Path(__file__).resolve().parents[2] / "policies" / "default.yaml").policy.spec

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bench import synthetic_traces
 from gateway_monitor import traces
 from gateway_monitor.app import create_app, running
 from gateway_monitor.cli import build_parser, settings_from_args
@@ -29,8 +30,8 @@ def settings_for(node: str, trace: Path, *extra: str) -> Settings:
 
 
 async def test_two_gateways_replay_a_walk_and_hand_over(tmp_path: Path) -> None:
-    gw1_trace, gw2_trace = traces.walk(ADDR, [0.0, 20.0], duration=150.0, seed=7)
-    stranger = traces.stationary("DE:AD:BE:EF:00:01", -50.0, duration=150.0, seed=9)
+    gw1_trace, gw2_trace = synthetic_traces.walk(ADDR, [0.0, 20.0], duration=150.0, seed=7)
+    stranger = synthetic_traces.stationary("DE:AD:BE:EF:00:01", -50.0, duration=150.0, seed=9)
     traces.write_trace(tmp_path / "gw1.jsonl", sorted(gw1_trace + stranger, key=lambda r: r.t))
     traces.write_trace(tmp_path / "gw2.jsonl", gw2_trace)
 
@@ -65,7 +66,7 @@ async def test_two_gateways_replay_a_walk_and_hand_over(tmp_path: Path) -> None:
 
 
 async def test_metrics_and_healthz(tmp_path: Path, aiohttp_client: Callable[..., object]) -> None:
-    trace = traces.stationary(ADDR, -60.0, duration=20.0, seed=3)
+    trace = synthetic_traces.stationary(ADDR, -60.0, duration=20.0, seed=3)
     traces.write_trace(tmp_path / "t.jsonl", trace)
     client = await aiohttp_client(create_app(settings_for("gw1", tmp_path / "t.jsonl")))  # type: ignore[operator]
     assert isinstance(client, TestClient)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from bench import synthetic_traces
 from gateway_monitor import traces
 from gateway_monitor.tracker import Tracker, TrackerConfig, Transition
 
@@ -36,7 +37,9 @@ def adverts_between(records: Sequence[traces.TraceRecord], a: float, b: float) -
     return sum(1 for r in records if lo < r.t <= hi)
 
 
-def crossing(scenario: traces.Walk, gateway_at: float, level: float, rising: bool) -> float:
+def crossing(
+    scenario: synthetic_traces.Walk, gateway_at: float, level: float, rising: bool
+) -> float:
     """First time the model's mean RSSI at a gateway crosses ``level`` (0.1 s steps)."""
     t = 0.0
     while t < 1000.0:
@@ -49,8 +52,10 @@ def crossing(scenario: traces.Walk, gateway_at: float, level: float, rising: boo
 
 @pytest.mark.parametrize("seed", range(1, 11))
 def test_walk_from_gw1_to_gw2_flips_each_gateway_once_within_bounded_adverts(seed: int) -> None:
-    scenario = traces.Walk(start=1.0, end=19.0, depart=60.0, speed=1.0)
-    gw1_trace, gw2_trace = traces.walk(ADDR, [0.0, 20.0], scenario, duration=180.0, seed=seed)
+    scenario = synthetic_traces.Walk(start=1.0, end=19.0, depart=60.0, speed=1.0)
+    gw1_trace, gw2_trace = synthetic_traces.walk(
+        ADDR, [0.0, 20.0], scenario, duration=180.0, seed=seed
+    )
     cfg = TrackerConfig()
     gw1 = run(gw1_trace, Tracker(cfg))
     gw2 = run(gw2_trace, Tracker(cfg))
@@ -74,21 +79,23 @@ def test_walk_from_gw1_to_gw2_flips_each_gateway_once_within_bounded_adverts(see
 @pytest.mark.parametrize("mean", [-72.0, -75.0, -80.0])
 def test_stationary_device_with_4db_noise_never_flaps(seed: int, mean: float) -> None:
     # An hour of a device that does not move, between "clearly in" and mid-band.
-    records = traces.stationary(ADDR, mean, duration=3600.0, noise_sd=4.0, seed=seed)
+    records = synthetic_traces.stationary(ADDR, mean, duration=3600.0, noise_sd=4.0, seed=seed)
     flips = run(records, Tracker())
     assert [tr for _, tr in flips] == [Transition.ARRIVED]
 
 
 @pytest.mark.parametrize("seed", range(1, 11))
 def test_stationary_far_device_is_never_claimed(seed: int) -> None:
-    records = traces.stationary(ADDR, -90.0, duration=3600.0, noise_sd=4.0, seed=seed)
+    records = synthetic_traces.stationary(ADDR, -90.0, duration=3600.0, noise_sd=4.0, seed=seed)
     assert run(records, Tracker()) == []
 
 
 @pytest.mark.parametrize("seed", range(1, 11))
 def test_device_oscillating_at_enter_threshold_is_claimed_once(seed: int) -> None:
     # Pacing around the enter level never reaches leave: one arrival, no departure.
-    records = traces.oscillating(ADDR, center=-75.0, amplitude=5.0, period=30.0, seed=seed)
+    records = synthetic_traces.oscillating(
+        ADDR, center=-75.0, amplitude=5.0, period=30.0, seed=seed
+    )
     flips = run(records, Tracker())
     assert [tr for _, tr in flips] == [Transition.ARRIVED]
 
@@ -96,7 +103,7 @@ def test_device_oscillating_at_enter_threshold_is_claimed_once(seed: int) -> Non
 @pytest.mark.parametrize("seed", range(1, 11))
 def test_device_oscillating_across_the_band_changes_at_most_twice_per_swing(seed: int) -> None:
     period, duration = 60.0, 1200.0
-    records = traces.oscillating(
+    records = synthetic_traces.oscillating(
         ADDR, center=-80.0, amplitude=10.0, period=period, duration=duration, seed=seed
     )
     flips = run(records, Tracker())
@@ -111,7 +118,7 @@ def test_device_oscillating_across_the_band_changes_at_most_twice_per_swing(seed
 
 @pytest.mark.parametrize("timeout", [10.0, 30.0, 60.0])
 def test_disappearance_is_away_after_the_timeout_not_before(timeout: float) -> None:
-    records = traces.disappearing(ADDR, -65.0, stop_at=100.0, duration=100.0)
+    records = synthetic_traces.disappearing(ADDR, -65.0, stop_at=100.0, duration=100.0)
     flips = run(records, Tracker(TrackerConfig(away_timeout=timeout)), until=400.0)
     assert [tr for _, tr in flips] == [Transition.ARRIVED, Transition.DEPARTED]
     last_heard = records[-1].t

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from gateway_monitor import traces
+from bench import synthetic_traces
 from gateway_monitor.publisher import PublishConfig, PublishPlan, Reason, Sighting, apply_body
 from gateway_monitor.tracker import Tracker
 
@@ -51,7 +51,7 @@ def test_rate_limit_coalesces_to_the_latest_state() -> None:
 def test_boundary_oscillation_publishes_boundedly() -> None:
     """A device pacing across the band for 20 minutes: applies stay under the rate cap."""
     tracker, plan = Tracker(), PublishPlan(CFG)
-    records = traces.oscillating("C0:FF:EE:00:00:01", -80.0, 10.0, 60.0, duration=1200.0)
+    records = synthetic_traces.oscillating("C0:FF:EE:00:00:01", -80.0, 10.0, 60.0, duration=1200.0)
     sent: list[tuple[float, Reason]] = []
     t = 0.0
     for rec in records:

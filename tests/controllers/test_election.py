@@ -23,7 +23,7 @@ import pytest
 from kubernetes.aio.client import V1Lease
 from kubernetes.aio.client.exceptions import ApiException
 
-from extender.state.election import LeaseElector, run_elected
+from extender.controllers.election import LeaseElector, run_elected
 
 NS, NAME = "cloud4iot-system", "nearest-writer"
 LEASE, DEADLINE, RETRY = 1, 0.6, 0.05
@@ -309,7 +309,7 @@ async def test_crashing_lead_task_is_logged_and_retried(caplog: pytest.LogCaptur
 
         return run
 
-    with caplog.at_level(logging.ERROR, logger="extender.state.election"):
+    with caplog.at_level(logging.ERROR, logger="extender.controllers.election"):
         async with contending(a, lead=lead):
             await until(lambda: a.leading, 2)
     errors = [r for r in caplog.records if r.levelno == logging.ERROR]

@@ -8,12 +8,9 @@ without the nudge a pod waiting for its wearable would wait for the periodic
 flush (minutes) instead of seconds.
 
 Each leadership term (each `run()`) starts from what the Device objects show, not
-from a previous term's memory: another leader may have written in between. A
-device is rewritten when our decision differs from the object (counting our own
-write the watch has not delivered yet), or when the rssi moved by RSSI_STEP dB
-since our last write in this term. The object's rssi is not in the snapshot, so
-a new term rewrites each heard device once. A failed write is logged, counted and
-retried next tick without holding up the other devices.
+from a previous term's memory: another leader may have written in between. What
+to write is planned by `nearest_plan` (pure); this module applies it. A failed
+write is logged, counted and retried next tick without holding up the others.
 """
 
 from __future__ import annotations
@@ -24,36 +21,35 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
+from extender.controllers.nearest_plan import (
+    NearestWrite,
+    Written,
+    due_devices,
+    plan_nearest,
+)
+from extender.devices import (
+    API_VERSION,
+    APPLY_PATCH,
+    EXTENDER_FIELD_MANAGER,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+    rfc3339,
+)
 from extender.policy.store import PolicyStore
-from extender.state.devices import GROUP, PLURAL, VERSION
-from extender.state.nearest import NearestState, decide_nearest
+from extender.scoring.nearest import NearestState
 from extender.state.snapshot import DeviceFacts
 from extender.state.store import StateStore
 
 log = logging.getLogger(__name__)
 
-FIELD_MANAGER = "cloud4iot-extender"
+FIELD_MANAGER = EXTENDER_FIELD_MANAGER
 NUDGE_ANNOTATION = "cloud4iot.io/proximity-changed"
 TICK = 1.0  # re-evaluate pending challengers even when no Device event arrives
 SWEEP = 5.0  # decide every device again at least this often
-RSSI_STEP = 3.0  # rewrite status.nearest.rssi only on a change this large
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(slots=True)
-class Written:
-    """Our last write of one device's status.nearest in this term."""
-
-    node: str | None
-    rssi: float | None
-    before: str | None  # status.nearest.node the snapshot showed when we wrote
-    seen: bool = False  # whether the snapshot has shown our write since
 
 
 @dataclass(slots=True)
@@ -93,33 +89,14 @@ class NearestWriter:
             except Exception:
                 log.exception("nearest-gateway step failed; retrying next tick")
 
-    def _shown(self, name: str, on_object: str | None) -> tuple[str | None, float | None]:
-        """The node and rssi the Device shows, counting our write the watch has not delivered."""
-        mine = self.written.get(name)
-        if mine is None:
-            return on_object, None  # the rssi a previous leader wrote is not in DeviceFacts
-        if on_object == mine.node:
-            mine.seen = True
-        elif mine.seen or on_object != mine.before:
-            return on_object, None  # changed by someone else since our write
-        return mine.node, mine.rssi
-
     def _due(self, devices: Mapping[str, DeviceFacts], now: float) -> Iterable[str]:
-        """Devices to decide now: all on a sweep (time alone can change a decision:
-        a sighting ages out); else the changed ones and those with a challenger."""
+        """All devices on a sweep (time alone can change a decision: a sighting ages
+        out) or a policy change; else only what changed and pending challengers."""
         digest = self.policy.current.digest
         if now - self._last_sweep >= SWEEP or digest != self._policy_digest:
             self._last_sweep, self._policy_digest = now, digest
             return list(devices)
-        previous, states, retry = self._previous, self.states, self._retry
-        # The reflector replaces only changed entries: identity finds them cheaply.
-        return [
-            n
-            for n, d in devices.items()
-            if previous.get(n) is not d
-            or n in retry
-            or ((st := states.get(n)) is not None and st.challenger is not None)
-        ]
+        return due_devices(devices, self._previous, self.states, self._retry)
 
     async def step(self, now: float) -> None:
         spec = self.policy.current.policy.spec
@@ -127,38 +104,31 @@ class NearestWriter:
         for gone in set(self.states) - set(devices):
             self.states.pop(gone, None)
             self.written.pop(gone, None)
-        due = self._due(devices, now)
+        due = list(self._due(devices, now))
         self._previous = devices
-        for name in due:
-            dev = devices[name]
-            self.decisions += 1
-            prev = self.states.get(name)
-            if prev is None and dev.nearest is not None:
-                # A new leader continues the decision already on the object.
-                prev = NearestState(node=dev.nearest, since=now)
-            state = decide_nearest(prev, dev.sightings, now, spec)
-            self.states[name] = state
-            sighting = dev.sightings.get(state.node) if state.node else None
-            rssi = sighting.rssi if sighting else None
-            last_node, last_rssi = self._shown(name, dev.nearest)
-            moved = last_node != state.node
-            drift = rssi is not None and (last_rssi is None or abs(rssi - last_rssi) >= RSSI_STEP)
-            if not moved and not drift:
-                continue
-            try:
-                await self._write(name, state, sighting.last_seen if sighting else None, rssi)
-            except Exception as exc:  # this device is retried next tick; the others go on
-                self.failures += 1
-                self._retry.add(name)
-                log.warning("device %s: could not write status.nearest: %s", name, exc)
-                continue
-            self._retry.discard(name)
-            self.written[name] = Written(state.node, rssi, before=dev.nearest)
-            if moved:
-                self.changes += 1
-                log.info("device %s: nearest gateway %s -> %s", name, last_node, state.node)
-                if state.node is not None:
-                    await self._nudge(state.node, now)
+        self.decisions += len(due)
+        plan = plan_nearest(devices, due, self.states, self.written, now, spec)
+        self.states.update(plan.states)
+        self.written.update(plan.written)
+        for write in plan.writes:
+            await self._apply(write, now)
+
+    async def _apply(self, write: NearestWrite, now: float) -> None:
+        name, state = write.device, write.state
+        try:
+            await self._write(name, state, write.last_seen, write.rssi)
+        except Exception as exc:  # this device is retried next tick; the others go on
+            self.failures += 1
+            self._retry.add(name)
+            log.warning("device %s: could not write status.nearest: %s", name, exc)
+            return
+        self._retry.discard(name)
+        self.written[name] = Written(state.node, write.rssi, before=write.before)
+        if write.moved:
+            self.changes += 1
+            log.info("device %s: nearest gateway %s -> %s", name, write.shown, state.node)
+            if state.node is not None:
+                await self._nudge(state.node, now)
 
     async def _write(
         self, name: str, state: NearestState, last_seen: float | None, rssi: float | None
@@ -171,8 +141,8 @@ class NearestWriter:
             if last_seen is not None:
                 nearest["lastSeen"] = rfc3339(last_seen)
         body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Device",
+            "apiVersion": API_VERSION,
+            "kind": KIND,
             "metadata": {"name": name},
             "status": {"nearest": nearest} if nearest else {},
         }
@@ -185,7 +155,7 @@ class NearestWriter:
             body,
             field_manager=FIELD_MANAGER,
             force=True,
-            _content_type="application/apply-patch+yaml",
+            _content_type=APPLY_PATCH,
             _request_timeout=10,
         )
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from gateway_monitor import traces
-from gateway_monitor.dutycycle import measure, replay_transitions
+from bench import synthetic_traces
+from bench.dutycycle import measure, replay_transitions
 from gateway_monitor.scanner import DutyCycle
 from gateway_monitor.tracker import TrackerConfig, Transition
 
 
 def test_replay_through_a_duty_cycle_drops_adverts_in_the_pauses() -> None:
-    records = traces.stationary("C0:FF:EE:00:00:01", -65.0, duration=100.0, seed=1)
+    records = synthetic_traces.stationary("C0:FF:EE:00:00:01", -65.0, duration=100.0, seed=1)
     duty = DutyCycle(on=2.0, period=10.0)
     heard = [r for r in records if duty.scanning(r.t)]
     assert 0.1 * len(records) < len(heard) < 0.3 * len(records)

@@ -1,7 +1,10 @@
-"""The nearest gateway of a device, decided centrally with incumbent/challenger hysteresis.
+"""The nearest gateway of a device: the one module that says which gateway that is.
 
-Pure: the previous decision, the device's sightings, the time and the policy in;
-the next decision out. Defaults (policy `spec.nearest`) follow the BLE presence
+`decide_nearest` is the central decision with incumbent/challenger hysteresis
+(written to status.nearest by the elected writer); `nearest_of` is what the
+scorer uses: that decision while it holds on fresh data, else the strongest
+voter. Pure: the previous decision, the device's sightings, the time and the
+policy in; the next decision out. Defaults (policy `spec.nearest`) follow the BLE presence
 systems surveyed in research/peers.md: Bermuda lets a challenger win only when it
 is clearly closer (~15-30% in distance, which is ~3-6 dB under a log-distance
 model with exponent 2.7-3) and only on readings fresher than ~10 s; ESPresense
@@ -18,9 +21,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from extender.policy.schema import PolicySpec
-from extender.state.snapshot import Sighting
+from extender.state.snapshot import DeviceFacts, Sighting
+
+V = TypeVar("V")
+
+
+def voters(heard: Mapping[str, V], spec: PolicySpec) -> dict[str, V]:
+    """The entries of gateways that may win the vote (not marked excludeFromVote)."""
+    excluded = {n for n, g in spec.gateways.items() if g.exclude_from_vote}
+    return {n: v for n, v in heard.items() if n not in excluded} if excluded else dict(heard)
+
+
+def nearest_of(device: DeviceFacts, heard: Mapping[str, float], spec: PolicySpec) -> str | None:
+    """The central decision if it still holds on fresh data, else the strongest voter."""
+    if device.nearest in heard:
+        return device.nearest
+    rssi = voters(heard, spec)
+    return max(rssi, key=lambda n: (rssi[n], n)) if rssi else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,14 +59,10 @@ def decide_nearest(
 ) -> NearestState:
     rules = spec.nearest
     keep_for = spec.stale_data.sighting_max_age
-    voters = {
-        n: s
-        for n, s in sightings.items()
-        if not (n in spec.gateways and spec.gateways[n].exclude_from_vote)
-    }
-    fresh = {n: s for n, s in voters.items() if now - s.last_seen <= rules.freshness}
+    eligible = voters(sightings, spec)
+    fresh = {n: s for n, s in eligible.items() if now - s.last_seen <= rules.freshness}
     prev = previous or NearestState(node=None)
-    incumbent = voters.get(prev.node) if prev.node else None
+    incumbent = eligible.get(prev.node) if prev.node else None
 
     if incumbent is None or now - incumbent.last_seen > keep_for:
         if not fresh:

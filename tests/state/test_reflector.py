@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import pytest
 
 from extender.state import kube
 from extender.state.devices import device_facts
@@ -489,66 +487,3 @@ async def test_unnamed_or_malformed_objects_are_skipped() -> None:
     )
     await until_idle(h)
     assert set(h.store.snapshot.devices) == {"a", "b"}
-
-
-async def test_a_background_task_that_dies_is_logged_with_its_traceback(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    async def broken() -> None:
-        raise KeyError("boom")
-
-    with caplog.at_level(logging.ERROR, logger="extender.state.kube"):
-        task = kube._spawn(broken(), "watch-devices")
-        with contextlib.suppress(KeyError):
-            await task
-        await asyncio.sleep(0)  # done callbacks run on the next loop turn
-    [record] = [r for r in caplog.records if "watch-devices" in r.getMessage()]
-    assert "died" in record.getMessage()
-    assert record.exc_info is not None
-    assert record.exc_info[0] is KeyError
-
-
-# --- measurement (printed, not asserted) --------------------------------------
-
-
-def _old_publish_per_event(objects: dict[str, Obj], store: StateStore) -> None:
-    """What every Device event cost before: rebuild all facts, then publish."""
-    devices: dict[str, DeviceFacts] = {}
-    for name, obj in objects.items():
-        with contextlib.suppress(ValueError):
-            devices[name] = device_facts(obj)
-    store.snapshot = store.snapshot.with_devices(devices)
-
-
-async def test_per_event_cost_at_10000_devices(capsys: pytest.CaptureFixture[str]) -> None:
-    n_devices, n_events = 10_000, 2_000
-    objects = {f"d{i}": device(f"d{i}") for i in range(n_devices)}
-
-    old_store, old_rounds = StateStore(), 5
-    t0 = time.perf_counter()
-    for k in range(old_rounds):
-        objects["d0"] = device("d0", rssi=-40 - k)
-        _old_publish_per_event(objects, old_store)
-    old = (time.perf_counter() - t0) / old_rounds
-
-    # New: the same kind of event through the reflector's stream parsing,
-    # including the coalesced publishes (each one a 10,000-entry dict copy).
-    chunks = [
-        event("MODIFIED", device(f"d{k % n_devices}", rssi=-40, rv=str(k))) for k in range(n_events)
-    ]
-    h = device_harness([listed(list(objects.values())), watched(*chunks), Hang()])
-    task = asyncio.create_task(h.reflector.run())
-    await asyncio.wait_for(h.api.idle.wait(), 60)
-    new = (time.monotonic() - h.api.responses[1].content.sent_at[0]) / n_events
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    t0 = time.perf_counter()
-    h.reflector._publish()
-    copy = time.perf_counter() - t0
-    with capsys.disabled():
-        print(
-            f"\nper Device event at {n_devices} devices: before {old * 1000:.1f} ms, "
-            f"after {new * 1e6:.0f} us ({n_events} events, {len(h.published) - 1} publishes); "
-            f"one publish (dict copy) {copy * 1000:.2f} ms"
-        )

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from kubernetes.aio.client.exceptions import ApiException
 
+from extender.controllers.nearest_writer import FIELD_MANAGER, NUDGE_ANNOTATION, NearestWriter
+from extender.devices import GROUP, PLURAL, VERSION
 from extender.policy.store import PolicyStore
-from extender.state.devices import GROUP, PLURAL, VERSION, device_facts
-from extender.state.nearest_writer import FIELD_MANAGER, NUDGE_ANNOTATION, NearestWriter
+from extender.state.devices import device_facts
 from extender.state.snapshot import DeviceFacts, Snapshot
 from extender.state.store import StateStore
 
@@ -210,7 +211,7 @@ async def test_run_stops_when_cancelled_as_a_change_arrives(world: World) -> Non
 
 
 async def test_between_sweeps_only_changed_devices_are_decided_again(world: World) -> None:
-    from extender.state.nearest_writer import SWEEP
+    from extender.controllers.nearest_writer import SWEEP
 
     many = {f"d{i}": device(f"d{i}", {"gw1": (-60.0, NOW)}, "gw1") for i in range(500)}
     world.store.snapshot = Snapshot().with_devices(many)

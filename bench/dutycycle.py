@@ -1,6 +1,6 @@
 """What a scan duty cycle costs in detection delay, measured on replayed traces.
 
-``python -m gateway_monitor.dutycycle`` replays seeded synthetic traces through the same
+``python -m bench.dutycycle`` replays seeded synthetic traces through the same
 path as the live monitor (replay source with the duty cycle's gaps -> Device lookup ->
 tracker) on a virtual clock, and prints a Markdown table of:
 
@@ -19,6 +19,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench import synthetic_traces
 from gateway_monitor import traces
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
@@ -106,16 +107,19 @@ def measure(duty: DutyCycle, runs: int, interval: float, config: TrackerConfig) 
         # Arrival: switched on at a random phase of the scan cycle, -65 dBm, 4 dB noise.
         start = rng.uniform(0.0, duty.period) + 100.0
         on = _shift(
-            traces.stationary(ADDRESS, -65.0, duration=120.0, interval=interval, seed=run), start
+            synthetic_traces.stationary(
+                ADDRESS, -65.0, duration=120.0, interval=interval, seed=run
+            ),
+            start,
         )
         flips = replay_transitions(on, duty, config, until=start + 120.0)
         if flips and flips[0][1] is Transition.ARRIVED:
             arrival.append(flips[0][0] - start)
 
         # Handover: the walk, seen from gw2; shifted by a random phase as well.
-        walk = traces.Walk()
+        walk = synthetic_traces.Walk()
         phase = rng.uniform(0.0, duty.period)
-        _, gw2 = traces.walk(ADDRESS, [0.0, 20.0], walk, interval=interval, seed=run)
+        _, gw2 = synthetic_traces.walk(ADDRESS, [0.0, 20.0], walk, interval=interval, seed=run)
         gw2 = _shift(gw2, phase)
         crossing = next(t / 10 for t in range(0, 3000) if walk.mean_rssi(t / 10, 20.0) >= enter)
         flips = replay_transitions(gw2, duty, config, until=250.0)
@@ -124,7 +128,7 @@ def measure(duty: DutyCycle, runs: int, interval: float, config: TrackerConfig) 
 
         # Away: present, then silent from a random time on.
         stop = 60.0 + rng.uniform(0.0, duty.period)
-        gone = traces.disappearing(
+        gone = synthetic_traces.disappearing(
             ADDRESS, -65.0, stop_at=stop, duration=stop, interval=interval, seed=run
         )
         flips = replay_transitions(gone, duty, config, until=stop + 4 * config.away_timeout)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import synthetic_traces
 from gateway_monitor import traces
 from gateway_monitor.app import running
 from gateway_monitor.settings import Settings, policy_offset
@@ -20,7 +21,8 @@ spec:
   gateways:
     gw1: {{rssiOffset: {offset}}}
     gw2: {{rssiOffset: 4}}
-  classes: {{}}
+  classes:
+    anonymiser: {{tiers: [gateway, edge]}}
 """
 
 
@@ -31,7 +33,7 @@ def test_policy_offset_reads_this_node_only(tmp_path: Path) -> None:
     assert policy_offset(path, "gw2") == 4.0
     assert policy_offset(path, "gw3") is None
     path.write_text(POLICY.format(offset=99))
-    with pytest.raises(ValueError, match="rssiOffset"):
+    with pytest.raises(ValueError, match=r"spec\.gateways\.gw1\.rssiOffset"):
         policy_offset(path, "gw1")
 
 
@@ -39,7 +41,9 @@ async def test_policy_reload_recalibrates_the_running_monitor(tmp_path: Path) ->
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(offset=-30))  # a deaf radio: -60 reads as -90
     trace = tmp_path / "t.jsonl"
-    traces.write_trace(trace, traces.stationary(ADDR, -60.0, duration=600.0, noise_sd=1.0))
+    traces.write_trace(
+        trace, synthetic_traces.stationary(ADDR, -60.0, duration=600.0, noise_sd=1.0)
+    )
     settings = Settings(
         node="gw1",
         replay=trace,
@@ -72,7 +76,9 @@ async def test_explicit_offset_wins_over_the_policy(tmp_path: Path) -> None:
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY.format(offset=-30))
     trace = tmp_path / "t.jsonl"
-    traces.write_trace(trace, traces.stationary(ADDR, -60.0, duration=600.0, noise_sd=1.0))
+    traces.write_trace(
+        trace, synthetic_traces.stationary(ADDR, -60.0, duration=600.0, noise_sd=1.0)
+    )
     settings = Settings(
         node="gw1",
         replay=trace,

@@ -9,7 +9,7 @@ import yaml
 
 from gateway_monitor.cli import build_parser
 
-FOLDER = Path(__file__).resolve().parents[3] / "manifests" / "gateway-monitor"
+FOLDER = Path(__file__).resolve().parents[2] / "manifests" / "gateway-monitor"
 
 
 def load(name: str) -> list[dict[str, Any]]:

@@ -24,17 +24,18 @@ from kubernetes.aio.client import (
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config import new_client_from_config
 
+from bench import synthetic_traces
+from extender.devices import GROUP, PLURAL, VERSION, gateway_field_manager
 from gateway_monitor import traces
 from gateway_monitor.app import running
-from gateway_monitor.publisher import FIELD_MANAGER_PREFIX, PublishConfig, Sighting, apply_sighting
-from gateway_monitor.registry import GROUP, PLURAL, VERSION
+from gateway_monitor.publisher import PublishConfig, Sighting, apply_sighting
 from gateway_monitor.settings import Settings
 from gateway_monitor.tracker import TrackerConfig
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.cluster
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ async def test_two_field_managers_keep_both_entries(
         for m in obj["metadata"]["managedFields"]
         if m.get("operation") == "Apply" and m.get("subresource") == "status"
     }
-    assert {FIELD_MANAGER_PREFIX + "gw1", FIELD_MANAGER_PREFIX + "gw2"} <= managers
+    assert {gateway_field_manager("gw1"), gateway_field_manager("gw2")} <= managers
 
     # applying an empty list under gw1's manager gives up exactly gw1's entry
     await apply_sighting(api, name, "gw1", None)
@@ -113,9 +114,9 @@ async def test_two_running_monitors_publish_and_remove_their_own_entries(
 ) -> None:
     name, address = device
     # Both gateways hear the wearable; gw1 much better. A stranger is loud at gw1.
-    near = traces.stationary(address, -60.0, duration=600.0, seed=1)
-    stranger = traces.stationary("DE:AD:BE:EF:00:01", -40.0, duration=600.0, seed=2)
-    far = traces.stationary(address, -72.0, duration=600.0, seed=3)
+    near = synthetic_traces.stationary(address, -60.0, duration=600.0, seed=1)
+    stranger = synthetic_traces.stationary("DE:AD:BE:EF:00:01", -40.0, duration=600.0, seed=2)
+    far = synthetic_traces.stationary(address, -72.0, duration=600.0, seed=3)
     traces.write_trace(tmp_path / "gw1.jsonl", sorted(near + stranger, key=lambda r: r.t))
     traces.write_trace(tmp_path / "gw2.jsonl", far)
 
@@ -226,7 +227,7 @@ async def test_console_script_publishes_and_removes_its_entry_on_sigterm(
     """The issue's contract: --node NAME --replay TRACE.jsonl --speed X --kubeconfig K."""
     name, address = device
     trace = tmp_path / "gw7.jsonl"
-    traces.write_trace(trace, traces.stationary(address, -62.0, duration=600.0, seed=5))
+    traces.write_trace(trace, synthetic_traces.stationary(address, -62.0, duration=600.0, seed=5))
     script = Path(sys.executable).with_name("cloud4iot-gateway-monitor")
     proc = await asyncio.create_subprocess_exec(
         str(script),

@@ -1,0 +1,118 @@
+"""What the nearest writer should write: pure, from the snapshot's Devices, the
+decisions of this leadership term, our own recent writes and the time.
+
+A device is rewritten when the decision differs from what its object shows
+(counting our own write the watch has not delivered yet), or when the rssi moved
+by RSSI_STEP dB since our last write in this term. The object's rssi is not in
+the snapshot, so a new term rewrites each heard device once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from extender.policy.schema import PolicySpec
+from extender.scoring.nearest import NearestState, decide_nearest
+from extender.state.snapshot import DeviceFacts
+
+RSSI_STEP = 3.0  # rewrite status.nearest.rssi only on a change this large
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """Our last write of one device's status.nearest in this term."""
+
+    node: str | None
+    rssi: float | None
+    before: str | None  # status.nearest.node the snapshot showed when we wrote
+    seen: bool = False  # whether the snapshot has shown our write since
+
+
+@dataclass(frozen=True, slots=True)
+class NearestWrite:
+    device: str
+    state: NearestState
+    rssi: float | None
+    last_seen: float | None
+    shown: str | None  # what the object shows, counting our write not yet delivered
+    before: str | None  # status.nearest.node on the object when planned
+
+    @property
+    def moved(self) -> bool:
+        return self.shown != self.state.node
+
+
+@dataclass(frozen=True, slots=True)
+class NearestPlan:
+    states: dict[str, NearestState] = field(default_factory=dict)  # decided this step
+    writes: list[NearestWrite] = field(default_factory=list)
+    written: dict[str, Written] = field(default_factory=dict)  # records now acknowledged
+
+
+def shown(mine: Written | None, on_object: str | None) -> tuple[str | None, float | None, bool]:
+    """(node, rssi, acknowledged) the object shows, counting our undelivered write."""
+    if mine is None:
+        return on_object, None, False  # the rssi a previous leader wrote is not in DeviceFacts
+    if on_object == mine.node:
+        return mine.node, mine.rssi, True
+    if mine.seen or on_object != mine.before:
+        return on_object, None, False  # changed by someone else since our write
+    return mine.node, mine.rssi, False
+
+
+def due_devices(
+    devices: Mapping[str, DeviceFacts],
+    previous: Mapping[str, DeviceFacts],
+    states: Mapping[str, NearestState],
+    retry: set[str],
+) -> list[str]:
+    """Between sweeps: the changed devices, failed writes and pending challengers.
+
+    The reflector replaces only changed entries, so identity finds them cheaply.
+    """
+    return [
+        n
+        for n, d in devices.items()
+        if previous.get(n) is not d
+        or n in retry
+        or ((st := states.get(n)) is not None and st.challenger is not None)
+    ]
+
+
+def plan_nearest(
+    devices: Mapping[str, DeviceFacts],
+    due: Iterable[str],
+    states: Mapping[str, NearestState],
+    written: Mapping[str, Written],
+    now: float,
+    spec: PolicySpec,
+) -> NearestPlan:
+    plan = NearestPlan()
+    for name in due:
+        dev = devices[name]
+        prev = states.get(name)
+        if prev is None and dev.nearest is not None:
+            # A new leader continues the decision already on the object.
+            prev = NearestState(node=dev.nearest, since=dev.nearest_since or now)
+        state = decide_nearest(prev, dev.sightings, now, spec)
+        plan.states[name] = state
+        mine = written.get(name)
+        last_node, last_rssi, acknowledged = shown(mine, dev.nearest)
+        if acknowledged and mine is not None and not mine.seen:
+            plan.written[name] = replace(mine, seen=True)
+        sighting = dev.sightings.get(state.node) if state.node else None
+        rssi = sighting.rssi if sighting else None
+        drift = rssi is not None and (last_rssi is None or abs(rssi - last_rssi) >= RSSI_STEP)
+        if last_node != state.node or drift:
+            plan.writes.append(
+                NearestWrite(
+                    name,
+                    state,
+                    rssi,
+                    sighting.last_seen if sighting else None,
+                    last_node,
+                    dev.nearest,
+                )
+            )
+    return plan

@@ -1,0 +1,52 @@
+"""The Device contract both deployables share (devices.cloud4iot.io).
+
+Names, time formats, RSSI bounds and field managers in one place: the gateway
+monitor writes what the extender reads. Standard library only, so importing it
+costs the gateway image nothing of the extender's dependencies.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+GROUP = "cloud4iot.io"
+VERSION = "v1alpha1"
+PLURAL = "devices"
+KIND = "Device"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# What a BLE radio can report (dBm); the CRD enforces the same range.
+RSSI_MIN = -127
+RSSI_MAX = 20
+
+# Server-side apply field managers: one per gateway for its own sighting, one for
+# the elected writer of status.nearest.
+EXTENDER_FIELD_MANAGER = "cloud4iot-extender"
+GATEWAY_FIELD_MANAGER_PREFIX = "cloud4iot-gateway-monitor/"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+def gateway_field_manager(node: str) -> str:
+    return GATEWAY_FIELD_MANAGER_PREFIX + node
+
+
+def rfc3339(epoch: float) -> str:
+    """Epoch seconds as the apiserver writes date-time fields (second precision, UTC)."""
+    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: Any) -> float | None:
+    """RFC 3339 (as the apiserver writes it) or epoch seconds to epoch seconds; None if neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str) and value:
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
