@@ -107,6 +107,7 @@ class Devcluster:
         topology: Path = DEFAULT_TOPOLOGY,
         policy: Path = DEFAULT_POLICY,
         with_extender: bool = True,
+        with_rebalancer: bool = True,
         follow_pods: bool = True,
         log: Log = _stderr,
     ) -> None:
@@ -115,6 +116,8 @@ class Devcluster:
         self.topology = topology
         self.policy = policy
         self.with_extender = with_extender
+        # The rebalancer scores with the extender's scorer and policy: one needs the other.
+        self.with_rebalancer = with_extender and with_rebalancer
         self.follow_pods = follow_pods
         self._log = log
 
@@ -143,6 +146,21 @@ class Devcluster:
     @property
     def extender_url(self) -> str:
         return self._url("extender")
+
+    @property
+    def rebalancer_url(self) -> str:
+        return self._url("rebalancer")
+
+    @property
+    def policy_file(self) -> Path:
+        """The cluster's own copy of the policy, read (and hot-reloaded) by the
+        extender and the rebalancer: `write_policy` changes it for both."""
+        return self.state_dir / "policy.yaml"
+
+    def write_policy(self, text: str) -> None:
+        tmp = self.policy_file.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(self.policy_file)
 
     @property
     def prometheus_url(self) -> str:
@@ -183,7 +201,7 @@ class Devcluster:
         if self.with_extender and not self.policy.is_file():
             raise DevclusterError(f"extender policy {self.policy} not found")
         (self.state_dir / "home").mkdir(parents=True, exist_ok=True)
-        ports = {c: free_port() for c in ("extender", "loadsim", "prometheus")}
+        ports = {c: free_port() for c in ("extender", "rebalancer", "loadsim", "prometheus")}
         state = State(
             name=self.name,
             kubeconfig=str(self.kubeconfig),
@@ -192,6 +210,8 @@ class Devcluster:
             started_at=time.time(),
         )
         state.save(self.state_file)
+        if self.with_extender:
+            shutil.copyfile(self.policy, self.policy_file)
         start = time.monotonic()
         try:
             self._create_control_plane(state, bin_dir)
@@ -207,6 +227,8 @@ class Devcluster:
                 self._log("control plane up, Device CRD established, nodes created")
                 if self.with_extender:
                     self._start(state, "extender", self._extender_component(state))
+                if self.with_rebalancer:
+                    self._start(state, "rebalancer", self._rebalancer_component(state))
                 kube.wait_nodes_ready(api, [n.name for n in nodes])
                 window = self._rate_window_s()
                 self._log(f"waiting for Prometheus to fill a {window}s rate window")
@@ -329,6 +351,8 @@ class Devcluster:
         jobs = {"loadsim": [f"127.0.0.1:{state.ports['loadsim']}"]}
         if self.with_extender:
             jobs["cloud4iot-extender"] = [f"127.0.0.1:{state.ports['extender']}"]
+        if self.with_rebalancer:
+            jobs["cloud4iot-rebalancer"] = [f"127.0.0.1:{state.ports['rebalancer']}"]
         config = prometheus.write_config(prom_dir / "prometheus.yml", jobs)
         port = state.ports["prometheus"]
         return Component(
@@ -344,7 +368,7 @@ class Devcluster:
             "-m",
             "extender",
             "--policy",
-            str(self.policy),
+            str(self.policy_file),
             "--host",
             "127.0.0.1",
             "--port",
@@ -357,6 +381,29 @@ class Devcluster:
         return Component(
             argv=argv,
             log=self._component_log("extender"),
+            health_url=f"http://127.0.0.1:{port}/readyz",
+        )
+
+    def _rebalancer_component(self, state: State) -> Component:
+        port = state.ports["rebalancer"]
+        argv = [
+            sys.executable,
+            "-m",
+            "extender.rebalance",
+            "--policy",
+            str(self.policy_file),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--prometheus-url",
+            f"http://127.0.0.1:{state.ports['prometheus']}",
+        ]
+        return Component(
+            argv=argv,
+            log=self._component_log("rebalancer"),
             health_url=f"http://127.0.0.1:{port}/readyz",
         )
 

@@ -1,4 +1,5 @@
-"""Command lines: `cloud4iot-extender` (the service) and `cloud4iot` (admin tools)."""
+"""Command lines: `cloud4iot-extender` and `cloud4iot-rebalancer` (the services) and
+`cloud4iot` (admin tools)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,62 @@ def extender_main(argv: list[str] | None = None) -> int:
         access_log=None,
         keepalive_timeout=120,
     )
+    return 0
+
+
+def _rebalancer_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cloud4iot-rebalancer",
+        description="moves running IoT functions (roaming, offloading, onloading, device "
+        "lifecycle) through rollouts and evictions, with the extender's scorer",
+    )
+    p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8889, help="/healthz /readyz /metrics")
+    cluster = p.add_mutually_exclusive_group(required=True)
+    cluster.add_argument("--kubeconfig", type=Path)
+    cluster.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+    p.add_argument("--prometheus-url", help="node load from this Prometheus (offloading)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="plan, log and emit Events of what would move; change nothing",
+    )
+    p.add_argument("--policy-poll-interval", type=float, default=2.0)
+    p.add_argument("--lease-namespace", default="kube-system")
+    p.add_argument("--lease-name", default="cloud4iot-rebalancer")
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def rebalancer_main(argv: list[str] | None = None) -> int:
+    args = _rebalancer_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from aiohttp import web
+
+    from extender.rebalancer_app import RebalancerSettings, create_rebalancer_app
+
+    settings = RebalancerSettings(
+        policy_path=args.policy,
+        host=args.host,
+        port=args.port,
+        kubeconfig=None if args.in_cluster else args.kubeconfig,
+        prometheus_url=args.prometheus_url,
+        dry_run=args.dry_run,
+        policy_poll_interval=args.policy_poll_interval,
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+    )
+    try:
+        app = create_rebalancer_app(settings)
+    except PolicyError as exc:
+        print(f"cloud4iot-rebalancer: policy refused:\n{exc}", file=sys.stderr)
+        return 2
+    mode = " (dry run: nothing is changed)" if args.dry_run else ""
+    log.info("rebalancer on %s:%d with policy %s%s", args.host, args.port, args.policy, mode)
+    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
     return 0
 
 

@@ -28,6 +28,12 @@ from extender.devices import GROUP, PLURAL, VERSION
 from extender.state.devices import device_facts
 from extender.state.snapshot import DeviceFacts, NodeFacts
 from extender.state.store import StateStore
+from extender.state.workloads import (
+    SCHEDULER_NAME,
+    DeploymentRecord,
+    PodRecord,
+    replicaset_owner,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +67,12 @@ class Reflector(Generic[F]):
     name: str
     call: ListCall
     parse: Parse[F]
-    publish: Callable[[dict[str, F]], None]
+    publish: Callable[[dict[str, F]], None] | None  # None: readers use `facts` and `observe`
+    # The dict key of an object: its name (cluster-scoped), or namespace/name.
+    key: Callable[[Mapping[str, Any]], str | None] = lambda obj: object_name(obj)
+    # Called per change (key, old, new; None = absent) before the publish, so an
+    # index can be kept current in O(1) per event; a relist reports every key.
+    observe: Callable[[str, F | None, F | None], None] | None = None
     facts: dict[str, F] = field(default_factory=dict)
     synced: bool = False
     last_error: str | None = None
@@ -116,7 +127,7 @@ class Reflector(Generic[F]):
         now = time.time()
         facts: dict[str, F] = {}
         for obj in data.get("items") or []:
-            name = (obj.get("metadata") or {}).get("name")
+            name = self.key(obj)
             if not isinstance(name, str):
                 log.warning("ignoring %s without a name", self.name)
                 continue
@@ -125,7 +136,10 @@ class Reflector(Generic[F]):
             except ValueError as exc:
                 log.warning("ignoring %s %r: %s", self.name, name, exc)
         version: str = data["metadata"]["resourceVersion"]
-        self.facts = facts
+        old, self.facts = self.facts, facts
+        if self.observe is not None:
+            for name in old.keys() | facts.keys():
+                self.observe(name, old.get(name), facts.get(name))
         self.synced, self.last_error, self.last_event = True, None, now
         self._publish()
         return version
@@ -171,21 +185,25 @@ class Reflector(Generic[F]):
         meta = obj.get("metadata") or {}
         new_version: str = meta.get("resourceVersion") or version
         self.events += 1
-        name = meta.get("name")
-        if kind == "BOOKMARK" or not isinstance(name, str):
+        name = self.key(obj) if kind != "BOOKMARK" else None
+        if not isinstance(name, str):
             return new_version
         now = time.time()
+        old = self.facts.get(name)
+        new: F | None = None
         if kind == "DELETED":
             if self.facts.pop(name, None) is None:
                 return new_version
         elif kind in ("ADDED", "MODIFIED"):
             try:
-                self.facts[name] = self.parse(obj, now)
+                new = self.facts[name] = self.parse(obj, now)
             except ValueError as exc:
                 log.warning("ignoring %s %s: %s", self.name, name, exc)
                 return new_version
         else:
             return new_version
+        if self.observe is not None:
+            self.observe(name, old, new)
         self.last_event = now
         self._schedule_publish()
         return new_version
@@ -207,12 +225,24 @@ class Reflector(Generic[F]):
         self._cancel_timer()
         self._published_at = asyncio.get_running_loop().time()
         self.publishes += 1
-        self.publish(dict(self.facts))
+        if self.publish is not None:
+            self.publish(dict(self.facts))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def object_name(obj: Mapping[str, Any]) -> str | None:
+    name = (obj.get("metadata") or {}).get("name")
+    return name if isinstance(name, str) else None
+
+
+def namespaced_name(obj: Mapping[str, Any]) -> str | None:
+    meta = obj.get("metadata") or {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    return f"{namespace}/{name}" if isinstance(name, str) and isinstance(namespace, str) else None
 
 
 def node_facts(obj: Mapping[str, Any], observed_at: float) -> NodeFacts:
@@ -233,11 +263,12 @@ def cluster_reflectors(
     custom: Any,  # kubernetes.aio CustomObjectsApi
     store: StateStore,
     on_devices: Callable[[], None] | None = None,
+    observe_devices: Callable[[str, DeviceFacts | None, DeviceFacts | None], None] | None = None,
 ) -> tuple[Reflector[NodeFacts], Reflector[DeviceFacts]]:
     """Reflectors feeding `store`'s Snapshot with Nodes and Devices.
 
     `on_devices` runs after each Devices publish, so whoever it wakes reads the
-    new snapshot.
+    new snapshot; `observe_devices` sees each Device change as it arrives.
     """
 
     def devices_published(devices: dict[str, DeviceFacts]) -> None:
@@ -258,6 +289,7 @@ def cluster_reflectors(
         ),
         device_facts,  # called with observed_at: lastSeen is capped at when we saw it
         devices_published,
+        observe=observe_devices,
     )
     return nodes, devices
 
@@ -272,3 +304,46 @@ async def report_health(store: StateStore, reflectors: Sequence[Reflector[Any]])
         if health.ok:
             health.last_success = time.time()
         await asyncio.sleep(1.0)
+
+
+def workload_reflectors(
+    core: Any,  # kubernetes.aio CoreV1Api
+    apps: Any,  # kubernetes.aio AppsV1Api
+    pods: Callable[[str, PodRecord | None, PodRecord | None], None],
+    replicasets: Callable[[str, str | None, str | None], None],
+    deployments: Callable[[str, DeploymentRecord | None, DeploymentRecord | None], None],
+) -> tuple[Reflector[PodRecord], Reflector[str | None], Reflector[DeploymentRecord]]:
+    """Our scheduler's pods, and the ReplicaSets and Deployments that own them.
+
+    Readers use each reflector's `facts` and the per-change hooks; nothing is
+    published into the scorer's Snapshot, which pods are not part of.
+    """
+
+    return (
+        Reflector(
+            "pods",
+            lambda **kw: core.list_pod_for_all_namespaces_without_preload_content(
+                field_selector=f"spec.schedulerName={SCHEDULER_NAME}", **kw
+            ),
+            PodRecord.from_pod,
+            None,
+            key=namespaced_name,
+            observe=pods,
+        ),
+        Reflector(
+            "replicasets",
+            apps.list_replica_set_for_all_namespaces_without_preload_content,
+            replicaset_owner,
+            None,
+            key=namespaced_name,
+            observe=replicasets,
+        ),
+        Reflector(
+            "deployments",
+            apps.list_deployment_for_all_namespaces_without_preload_content,
+            DeploymentRecord.from_deployment,
+            None,
+            key=namespaced_name,
+            observe=deployments,
+        ),
+    )

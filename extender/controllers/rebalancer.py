@@ -1,0 +1,463 @@
+"""The rebalancer's actor: when to plan, for which pods, and applying the plan.
+
+Planning is `rebalance_plan.plan` (pure); this module does the I/O around it:
+
+* Triggers. Watch hooks mark pods dirty per event, found through indexes, so the
+  work of an event is the work of the pods it affects: a Device change marks the
+  pods serving that device; a pod change marks that pod; a Deployment change
+  (a rollout completed) marks its pods; a node's load crossing a class limit
+  marks the pods on that node and the pods of devices that node hears. A policy
+  change, and every `spec.rebalance.interval`, plans every managed pod. Holds
+  that time alone lifts (dwell, settle, cooldown, rates) are re-planned when due.
+* Moves. A rollout is a pod-template annotation on the Deployment (the new
+  replica is placed by the scheduler through the extender; the old one goes when
+  the new one is Ready); an eviction goes through the Eviction API, so
+  PodDisruptionBudgets hold (a 429 is a refusal, retried on later plans); a park
+  or unpark patches the Deployment's replicas. The move is recorded on the
+  workload (annotation `cloud4iot.io/last-move`), so a new leader keeps the
+  cooldowns of the last one and never moves a pod twice.
+* Every move leaves an Event on the pod and on its owner. `dry_run` plans, logs
+  and emits the Events ("would ..."), and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from extender.controllers.rebalance_model import (
+    Action,
+    Held,
+    Kind,
+    ManagedPod,
+    Memory,
+    Move,
+    MoveRecord,
+    Reason,
+    Workload,
+)
+from extender.controllers.rebalance_plan import plan
+from extender.devices import rfc3339
+from extender.metrics import RebalancerMetrics
+from extender.policy.store import PolicyStore
+from extender.scoring.model import PodFacts
+from extender.state.snapshot import DeviceFacts, LoadSample
+from extender.state.store import StateStore
+from extender.state.workloads import (
+    LAST_MOVE_ANNOTATION,
+    MOVED_ANNOTATION,
+    PARKED_ANNOTATION,
+    DeploymentRecord,
+    MoveNote,
+    PodIndex,
+    PodRecord,
+    deployment_of,
+    move_note_json,
+)
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "cloud4iot-rebalancer"
+TICK = 1.0  # re-plan due holds at least this often
+COALESCE = 0.2  # after a trigger: let the watch's snapshot publish catch up
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(slots=True)
+class Workloads:
+    """The watched owners: ReplicaSet -> Deployment, Deployments, and what changes mark."""
+
+    replicasets: dict[str, str | None] = field(default_factory=dict)  # ns/rs -> deployment
+    deployments: dict[str, DeploymentRecord] = field(default_factory=dict)
+    rs_of: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def observe_rs(self, key: str, old: str | None, new: str | None) -> None:
+        namespace, _, name = key.partition("/")
+        self.replicasets[key] = new
+        if old is not None:
+            self.rs_of[f"{namespace}/{old}"].discard(name)
+        if new is not None:
+            self.rs_of[f"{namespace}/{new}"].add(name)
+
+    def owners_of(self, deployment_key: str) -> list[tuple[str, str, str]]:
+        namespace = deployment_key.partition("/")[0]
+        return [(namespace, "ReplicaSet", rs) for rs in self.rs_of.get(deployment_key, ())]
+
+    def workload(self, pod: PodRecord) -> Workload:
+        if pod.owner is None:
+            return Workload(Kind.POD, pod.namespace, pod.name)
+        kind, name = pod.owner
+        if kind == "ReplicaSet":
+            deployment = deployment_of(pod, self.replicasets, self.deployments)
+            if deployment is None:
+                return Workload(Kind.REPLICA_SET, pod.namespace, name)
+            return deployment_workload(deployment)
+        if kind == "StatefulSet":
+            return Workload(Kind.STATEFUL_SET, pod.namespace, name)
+        return Workload(Kind.POD, pod.namespace, pod.name)  # nothing would recreate it elsewhere
+
+
+def deployment_workload(d: DeploymentRecord) -> Workload:
+    return Workload(
+        Kind.DEPLOYMENT,
+        d.namespace,
+        d.name,
+        can_surge=d.can_surge,
+        replicas=d.replicas,
+        settled=d.settled,
+        parked_replicas=d.parked_replicas,
+    )
+
+
+def managed_pod(pod: PodRecord, workload: Workload) -> ManagedPod | None:
+    if not pod.running or pod.node is None:
+        return None
+    return ManagedPod(
+        uid=pod.uid,
+        name=pod.name,
+        namespace=pod.namespace,
+        node=pod.node,
+        facts=pod.facts,
+        workload=workload,
+        ready=pod.ready,
+        deleting=pod.deleting,
+        started=pod.started,
+    )
+
+
+def moves_on_record(deployments: Iterable[DeploymentRecord]) -> tuple[MoveRecord, ...]:
+    """The last move of each Deployment as recorded on it: a new term's memory."""
+    records = []
+    for d in deployments:
+        note = d.last_move
+        if note is None:
+            continue
+        try:
+            reason = Reason(note.reason)
+        except ValueError:
+            continue
+        key = deployment_workload(d).key
+        records.append(MoveRecord(key, note.device, note.from_node, note.to_node, reason, note.at))
+    return tuple(sorted(records, key=lambda r: r.at))
+
+
+def crossed(
+    before: Mapping[str, LoadSample], after: Mapping[str, LoadSample], limits: Iterable[float]
+) -> set[str]:
+    """Nodes whose cpu or memory crossed any of `limits` (either way) between two refreshes."""
+    levels = sorted(set(limits))
+    out = set()
+    for node in before.keys() | after.keys():
+        old, new = before.get(node), after.get(node)
+        for attr in ("cpu", "memory"):
+            a = getattr(old, attr) if old else None
+            b = getattr(new, attr) if new else None
+            if (a is None) != (b is None) or (
+                a is not None and b is not None and any((a > lv) != (b > lv) for lv in levels)
+            ):
+                out.add(node)
+                break
+    return out
+
+
+@dataclass(slots=True)
+class Rebalancer:
+    core: Any  # kubernetes.aio CoreV1Api
+    apps: Any  # kubernetes.aio AppsV1Api
+    policy: PolicyStore
+    store: StateStore
+    index: PodIndex
+    workloads: Workloads
+    metrics: RebalancerMetrics
+    dry_run: bool = False
+    identity: str = COMPONENT
+    memory: Memory = field(default_factory=Memory)
+    dirty: set[str] = field(default_factory=set)  # pod keys to plan
+    full_pass: bool = True
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    leading: bool = False
+    plans: int = 0
+    # Whether every cache has listed once: before that a Deployment's pod would look
+    # like a bare ReplicaSet's, and a device's sightings like nothing.
+    synced: Callable[[], bool] = lambda: True
+    _due: dict[str, float] = field(default_factory=dict)  # pod key -> when a hold may lift
+    _held: dict[str, str] = field(default_factory=dict)  # pod uid -> last limit counted
+    _last_full: float = float("-inf")
+    _policy_digest: str = ""
+    _load: Mapping[str, LoadSample] = field(default_factory=dict)
+
+    # --- triggers (watch hooks; cheap, called per event) ----------------------
+
+    def observe_pod(self, key: str, old: PodRecord | None, new: PodRecord | None) -> None:
+        self.index.observe(key, old, new)
+        if new is not None and new.managed:
+            self._mark([key])
+
+    def observe_device(self, name: str, old: DeviceFacts | None, new: DeviceFacts | None) -> None:
+        self._mark(self.index.by_device.get(name, ()))
+        if any(d.parked_replicas is not None for d in self._parked_for(name)):
+            self.wake.set()
+
+    def observe_replicaset(self, key: str, old: str | None, new: str | None) -> None:
+        self.workloads.observe_rs(key, old, new)
+
+    def observe_deployment(
+        self, key: str, old: DeploymentRecord | None, new: DeploymentRecord | None
+    ) -> None:
+        if new is None:
+            self.workloads.deployments.pop(key, None)
+        else:
+            self.workloads.deployments[key] = new
+        self._mark(self.index.keys_for(owners=self.workloads.owners_of(key)))
+        if new is not None and new.parked_replicas is not None:
+            self.wake.set()
+
+    def _mark(self, keys: Iterable[str]) -> None:
+        before = len(self.dirty)
+        self.dirty.update(keys)
+        if len(self.dirty) != before:
+            self.wake.set()
+
+    def _parked_for(self, device: str) -> list[DeploymentRecord]:
+        return [d for d in self.workloads.deployments.values() if d.template.device == device]
+
+    # --- the loop --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """One leadership term: runs until cancelled."""
+        self.leading = True
+        self.memory = Memory(moves=moves_on_record(self.workloads.deployments.values()))
+        self.full_pass = True
+        self._held.clear()
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(TICK):
+                        await self.wake.wait()
+                await asyncio.sleep(COALESCE)
+                self.wake.clear()
+                try:
+                    await self.step(time.time())
+                except Exception:
+                    log.exception("rebalance step failed; retrying next tick")
+        finally:
+            self.leading = False
+
+    def _collect(self, now: float) -> tuple[list[PodRecord], bool]:
+        """The pods to plan now, and whether this is a full pass."""
+        loaded = self.policy.current
+        spec = loaded.policy.spec
+        full = (
+            self.full_pass
+            or loaded.digest != self._policy_digest
+            or now - self._last_full >= spec.rebalance.interval
+        )
+        load = self.store.snapshot.load
+        if load is not self._load:
+            limits = [
+                v
+                for c in spec.classes.values()
+                for v in (c.load_limits.cpu, c.load_limits.memory)
+                if v is not None
+            ]
+            nodes = crossed(self._load, load, limits)
+            self._load = load
+            if nodes:
+                heard = {
+                    d.name
+                    for d in self.store.snapshot.devices.values()
+                    if nodes.intersection(d.sightings)
+                }
+                self.dirty |= self.index.keys_for(devices=heard, nodes=nodes)
+        due = [k for k, t in self._due.items() if t <= now]
+        if full:
+            self.full_pass, self._policy_digest, self._last_full = False, loaded.digest, now
+            keys: Iterable[str] = list(self.index.pods)
+        else:
+            keys = self.dirty | set(due)
+        self.dirty = set()
+        for k in due:
+            self._due.pop(k, None)
+        pods = [self.index.pods[k] for k in keys if k in self.index.pods]
+        return pods, full
+
+    async def step(self, now: float) -> None:
+        if not self.synced():
+            self.full_pass = True  # plan everything once the caches are complete
+            return
+        pods, full = self._collect(now)
+        parked = parked_facts(self.workloads.deployments.values())
+        candidates = [m for p in pods if (m := managed_pod(p, self.workloads.workload(p)))]
+        if not candidates and not parked:
+            return
+        started = time.perf_counter()
+        loaded = self.policy.current
+        result = plan(candidates, self.store.snapshot, loaded, self.memory, now, parked)
+        self.metrics.plan_seconds.labels("full" if full else "event").observe(
+            time.perf_counter() - started
+        )
+        self.plans += 1
+        self.memory = result.memory
+        gone = {p.uid for p in candidates if p.deleting}
+        if gone:
+            self.memory = self.memory.forget(gone)
+        self._note_holds(result.held, {p.uid: p for p in pods})
+        for move in result.moves:
+            await self._apply(move, now, loaded.version)
+
+    def _note_holds(self, held: Iterable[Held], by_uid: Mapping[str, PodRecord]) -> None:
+        for h in held:
+            if h.pod is not None and self._held.get(h.pod) != h.limit.value:
+                self._held[h.pod] = h.limit.value
+                self.metrics.held.labels(h.limit.value).inc()
+                log.info("%s", h)
+            if h.until is not None and h.pod is not None and h.pod in by_uid:
+                self._due[by_uid[h.pod].key] = h.until
+
+    # --- applying a move ---------------------------------------------------------
+
+    async def _apply(self, move: Move, now: float, policy_version: str) -> None:
+        message = move.message()
+        if self.dry_run:
+            log.info("dry-run: would %s", message)
+            self.metrics.moves.labels(move.reason.value, move.action.value, "dry-run").inc()
+            await self._events(move, f"dry-run: would {message}")
+            return
+        try:
+            done = await self._act(move, now)
+        except Exception as exc:
+            done = False
+            log.warning("%s failed: %s", message, exc)
+        if not done:
+            self._unrecord(move, now)
+            self.metrics.moves.labels(move.reason.value, move.action.value, "failed").inc()
+            return
+        log.info("%s", message)
+        self.metrics.moves.labels(move.reason.value, move.action.value, "ok").inc()
+        await self._events(move, message)
+
+    def _unrecord(self, move: Move, now: float) -> None:
+        """A move that did not happen must not count against cooldowns and rates."""
+        moves = tuple(
+            r for r in self.memory.moves if not (r.workload == move.workload.key and r.at == now)
+        )
+        self.memory = replace(self.memory, moves=moves)
+
+    def _note(self, move: Move, now: float) -> str:
+        device = move.pod.facts.device if move.pod else None
+        return move_note_json(
+            MoveNote(now, move.reason.value, move.from_node or "", move.to_node, device)
+        )
+
+    async def _act(self, move: Move, now: float) -> bool:
+        from kubernetes.aio.client.exceptions import ApiException
+
+        w = move.workload
+        note = self._note(move, now)
+        if move.action is Action.ROLLOUT:
+            stamp = f"{move.reason.value} {move.from_node} -> {move.to_node} at {rfc3339(now)}"
+            body: dict[str, Any] = {
+                "metadata": {"annotations": {LAST_MOVE_ANNOTATION: note}},
+                "spec": {"template": {"metadata": {"annotations": {MOVED_ANNOTATION: stamp}}}},
+            }
+            await self._patch(w, body)
+            return True
+        if move.action is Action.PARK:
+            annotations = {PARKED_ANNOTATION: str(w.replicas), LAST_MOVE_ANNOTATION: note}
+            await self._patch(
+                w, {"metadata": {"annotations": annotations}, "spec": {"replicas": 0}}
+            )
+            return True
+        if move.action is Action.UNPARK:
+            replicas = w.parked_replicas or 1
+            annotations: dict[str, str | None] = {
+                PARKED_ANNOTATION: None,
+                LAST_MOVE_ANNOTATION: note,
+            }
+            await self._patch(
+                w, {"metadata": {"annotations": annotations}, "spec": {"replicas": replicas}}
+            )
+            return True
+        assert move.pod is not None
+        pod = move.pod
+        eviction = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": pod.name, "namespace": pod.namespace},
+        }
+        try:
+            await self.core.create_namespaced_pod_eviction(
+                pod.name, pod.namespace, eviction, _request_timeout=10
+            )
+        except ApiException as exc:
+            if exc.status == 429:  # a PodDisruptionBudget says not now
+                log.info(
+                    "eviction of %s/%s refused by a disruption budget", pod.namespace, pod.name
+                )
+                self.metrics.held.labels("disruption-budget").inc()
+                return False
+            raise
+        if w.kind in (Kind.DEPLOYMENT, Kind.STATEFUL_SET):
+            with contextlib.suppress(Exception):  # the record helps a new leader; not vital
+                await self._patch(w, {"metadata": {"annotations": {LAST_MOVE_ANNOTATION: note}}})
+        return True
+
+    async def _patch(self, w: Workload, body: dict[str, Any]) -> None:
+        call = (
+            self.apps.patch_namespaced_deployment
+            if w.kind is Kind.DEPLOYMENT
+            else self.apps.patch_namespaced_stateful_set
+        )
+        await call(w.name, w.namespace, body, _content_type=MERGE_PATCH, _request_timeout=10)
+
+    async def _events(self, move: Move, message: str) -> None:
+        targets: list[tuple[str, str, str, str, str | None]] = []
+        if move.pod is not None:
+            targets.append(("v1", "Pod", move.pod.namespace, move.pod.name, move.pod.uid))
+        kind = move.workload.kind
+        if kind is not Kind.POD:
+            api = "apps/v1"
+            targets.append((api, kind.value, move.workload.namespace, move.workload.name, None))
+        stamp = rfc3339(time.time())
+        for api_version, kind_name, namespace, name, uid in targets:
+            involved = {
+                "apiVersion": api_version,
+                "kind": kind_name,
+                "namespace": namespace,
+                "name": name,
+            }
+            if uid:
+                involved["uid"] = uid
+            event = {
+                "metadata": {"generateName": f"{name}.", "namespace": namespace},
+                "involvedObject": involved,
+                "reason": move.reason.value,
+                "message": message[:1024],
+                "type": "Normal",
+                "source": {"component": COMPONENT},
+                "reportingComponent": COMPONENT,
+                "reportingInstance": self.identity,
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+            }
+            try:
+                await self.core.create_namespaced_event(namespace, event, _request_timeout=10)
+            except Exception as exc:  # an Event is a courtesy; the move stands
+                log.warning(
+                    "could not record event on %s %s/%s: %s", kind_name, namespace, name, exc
+                )
+
+
+def parked_facts(deployments: Iterable[DeploymentRecord]) -> list[tuple[Workload, PodFacts]]:
+    return [
+        (deployment_workload(d), d.template)
+        for d in deployments
+        if d.parked_replicas is not None and d.replicas == 0
+    ]

@@ -1,0 +1,204 @@
+"""The rebalancer service (`cloud4iot-rebalancer`): its own process, Deployment and
+Lease, so the webhook's event loop never carries its work.
+
+It feeds the same Snapshot as the extender (Nodes, Devices, Prometheus load)
+from the same state library, watches our scheduler's pods and their owners, and
+runs the rebalancer only while it holds its Lease. /healthz fails when a
+background task died; /readyz until every cache has listed once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from extender.controllers.rebalancer import Rebalancer, Workloads
+from extender.metrics import RebalancerMetrics
+from extender.policy.store import PolicyStore
+from extender.state.snapshot import Snapshot
+from extender.state.store import StateStore
+from extender.state.workloads import PodIndex
+from extender.tasks import Supervisor
+
+
+@dataclass(frozen=True, slots=True)
+class RebalancerSettings:
+    policy_path: Path = Path("policies/default.yaml")
+    host: str = "0.0.0.0"
+    port: int = 8889
+    kubeconfig: Path | None = None  # None: the pod's service account
+    prometheus_url: str | None = None
+    dry_run: bool = False
+    policy_poll_interval: float = 2.0
+    lease_namespace: str = "kube-system"
+    lease_name: str = "cloud4iot-rebalancer"
+    identity: str | None = None  # default: hostname-pid
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: RebalancerSettings
+    policy: PolicyStore
+    store: StateStore
+    metrics: RebalancerMetrics
+    tasks: Supervisor
+    rebalancer: Rebalancer | None = None
+    reflectors: tuple[Any, ...] = ()
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+def create_rebalancer_app(
+    settings: RebalancerSettings, *, policy: PolicyStore | None = None
+) -> web.Application:
+    app = web.Application()
+    rt = Runtime(
+        settings=settings,
+        policy=policy or PolicyStore.open(settings.policy_path),
+        store=StateStore(snapshot=Snapshot()),
+        metrics=RebalancerMetrics(),
+        tasks=Supervisor(),
+    )
+    app[RUNTIME] = rt
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    app.cleanup_ctx.append(_policy_reloader)
+    if settings.prometheus_url:
+        app.cleanup_ctx.append(_prometheus_refresher)
+    app.cleanup_ctx.append(_cluster)
+    return app
+
+
+async def _policy_reloader(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+
+    def reloaded(result: str) -> None:
+        if result == "applied" and rt.rebalancer is not None:
+            rt.rebalancer.wake.set()  # the digest changed: a full pass
+
+    task = rt.tasks.spawn(rt.policy.watch(rt.settings.policy_poll_interval, reloaded), "policy")
+    yield
+    await rt.tasks.stop([task])
+
+
+async def _prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
+    from extender.state.prometheus import refresh_load
+
+    rt = app[RUNTIME]
+    assert rt.settings.prometheus_url
+    task = rt.tasks.spawn(
+        refresh_load(rt.settings.prometheus_url, rt.store, rt.policy), "prometheus-refresh"
+    )
+    yield
+    await rt.tasks.stop([task])
+
+
+async def _cluster(app: web.Application) -> AsyncIterator[None]:
+    from kubernetes.aio import client
+
+    from extender.controllers.run import run_under_lease
+    from extender.kubeclient import api_client
+    from extender.state.kube import cluster_reflectors, report_health, workload_reflectors
+
+    rt = app[RUNTIME]
+    settings = rt.settings
+    api = await api_client(settings.kubeconfig)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    rebalancer = Rebalancer(
+        core=core,
+        apps=apps,
+        policy=rt.policy,
+        store=rt.store,
+        index=PodIndex(),
+        workloads=Workloads(),
+        metrics=rt.metrics,
+        dry_run=settings.dry_run,
+    )
+    nodes, devices = cluster_reflectors(
+        core, client.CustomObjectsApi(api), rt.store, observe_devices=rebalancer.observe_device
+    )
+    pods, replicasets, deployments = workload_reflectors(
+        core,
+        apps,
+        rebalancer.observe_pod,
+        rebalancer.observe_replicaset,
+        rebalancer.observe_deployment,
+    )
+    reflectors = (nodes, devices, pods, replicasets, deployments)
+    rebalancer.synced = lambda: all(r.synced for r in reflectors)
+    rt.rebalancer, rt.reflectors = rebalancer, reflectors
+    rt.metrics.pods.set_function(lambda: len(rebalancer.index.pods))
+    for source in ("kubernetes", "prometheus"):
+        rt.metrics.source_up.labels(source).set_function(_up(rt.store, source))
+    spawned = [rt.tasks.spawn(r.run(), f"watch-{r.name}") for r in reflectors]
+    spawned.append(rt.tasks.spawn(report_health(rt.store, reflectors), "kube-health"))
+    leader = rt.metrics.leader
+    spawned.append(
+        rt.tasks.spawn(
+            run_under_lease(
+                client.CoordinationV1Api(api),
+                settings.lease_namespace,
+                settings.lease_name,
+                [rebalancer.run],
+                on_change=lambda leading: leader.set(1 if leading else 0),
+                identity=settings.identity,
+            ),
+            "rebalancer",
+        )
+    )
+    yield
+    await rt.tasks.stop(spawned)
+    await api.close()
+
+
+def _up(store: StateStore, source: str) -> Callable[[], float]:
+    return lambda: 1.0 if source in store.sources and store.sources[source].ok else 0.0
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    dead = request.app[RUNTIME].tasks.dead
+    if dead:
+        why = "; ".join(f"{name}: {reason}" for name, reason in sorted(dead.items()))
+        return web.Response(text=f"background task ended: {why}", status=503)
+    return web.Response(text="ok")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    waiting = [r.name for r in rt.reflectors if not r.synced]
+    degraded = [f"{n}: {h.detail}" for n, h in sorted(rt.store.sources.items()) if not h.ok]
+    if rt.policy.last_error is not None:
+        degraded.append(
+            f"policy: last reload refused, {len(rt.policy.last_error.problems)} problem(s)"
+        )
+    rb = rt.rebalancer
+    body = {
+        "ready": not waiting and rb is not None,
+        "waiting": waiting,
+        "degraded": degraded,
+        "leading": bool(rb and rb.leading),
+        "dryRun": rt.settings.dry_run,
+        "policy": rt.policy.current.version,
+        "managedPods": len(rb.index.pods) if rb else 0,
+        "plans": rb.plans if rb else 0,
+        "time": time.time(),
+    }
+    return _json(body, 200 if body["ready"] else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    out = generate_latest(request.app[RUNTIME].metrics.registry)
+    return web.Response(body=out, headers={"Content-Type": CONTENT_TYPE_LATEST})
