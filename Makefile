@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[test,dev]'
+	$(PIP) install -q -e '.[extender,gateway,test,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,7 +23,7 @@ devcluster-build:
 	@bash devcluster/build.sh >/dev/null
 
 demo: venv system-deps devcluster-build
-	$(VENV)/bin/cloud4iot demo
+	$(PY) -m devcluster demo
 
 test: venv system-deps devcluster-build
 	$(VENV)/bin/pytest

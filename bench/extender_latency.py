@@ -1,6 +1,6 @@
 """Extender filter+prioritize latency and throughput, ours vs a no-op extender.
 
-    .venv/bin/python -m bench.extender_latency [--nodes 100 1000 5000] [--mode names full]
+    .venv/bin/python -m devcluster bench extender-latency [--nodes 100 1000 5000] [--mode names full]
 
 Both servers run as separate processes on loopback, fed the same requests by
 one aiohttp client (concurrency 4, as kube-scheduler calls prioritize extenders
@@ -186,12 +186,12 @@ def measure(
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("--nodes", type=int, nargs="+", default=[100, 1000, 5000])
     p.add_argument("--mode", nargs="+", choices=["names", "full"], default=["names", "full"])
     p.add_argument("--concurrency", type=int, default=4)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         policy = Path(tmp) / "policy.yaml"
         # Load ages in the state file are relative to its load: keep them fresh all run.

@@ -35,10 +35,10 @@ async def healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("--port", type=int, required=True)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     app = web.Application(client_max_size=256 * 1024 * 1024)
     app.router.add_post("/filter", filter_)
     app.router.add_post("/prioritize", prioritize)

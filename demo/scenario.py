@@ -311,8 +311,8 @@ def run(cluster: Devcluster, say: Say = print) -> Result:
     return result
 
 
-def main(keep: bool = False, name: str = "demo") -> int:
-    cluster = Devcluster(name)
+def main(keep: bool = False, name: str = "demo", state_root: Path | None = None) -> int:
+    cluster = Devcluster(name, state_root=state_root)
     print(
         f"Starting the devcluster {name!r}"
         " (real control plane, kwok nodes, extender, Prometheus)..."

@@ -1,4 +1,5 @@
-"""`cloud4iot demo`: the extender with the default policy answering kube-scheduler.
+"""`python -m devcluster demo --standalone`: the extender with the default policy
+answering kube-scheduler.
 
 Starts the real service (`cloud4iot-extender`, standalone: no cluster, no
 Prometheus) on a free loopback port and sends it the requests kube-scheduler

@@ -1,30 +1,39 @@
-"""`cloud4iot devcluster up|down|status|build` (also `python -m devcluster ...`)."""
+"""`python -m devcluster`: the development tool, run from the source tree.
+
+    python -m devcluster [--name N] [--state-root DIR] up|down|status|build
+    python -m devcluster demo [--keep] [--name N] [--standalone]
+    python -m devcluster bench extender-latency [--nodes ...] [--mode ...]
+
+Never part of the wheel or the images: the product (`cloud4iot`,
+`cloud4iot-extender`, `cloud4iot-gateway-monitor`) does not import it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from devcluster.binaries import BinariesMissingError, build
 from devcluster.cluster import DEFAULT_POLICY, Devcluster, DevclusterError
 from devcluster.prometheus import PrometheusMissingError
 from devcluster.topology import DEFAULT_TOPOLOGY, TopologyError
 
+CLUSTER_NAME = "dev"  # the default --name of up/down/status
+DEMO_NAME = "demo"  # and of demo
+# `bench SCRIPT [options]`: the scripts of bench/, each run through its `main(argv, prog)`.
+BENCHES = ("extender-latency", "noop-extender")
 
-def add_parser(subparsers: Any) -> None:
-    """Add the `devcluster` command to a parent CLI's subparsers."""
-    parser = subparsers.add_parser(
-        "devcluster",
-        help="a local cluster: real control plane, kwok nodes, extender, Prometheus",
-        description="A local cluster on 127.0.0.1 built from real Kubernetes components.",
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devcluster",
+        description="Development tools: a local cluster from real components, the demo and"
+        " the benchmarks.",
     )
-    _configure(parser)
-
-
-def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", default="dev", help="cluster name (default: dev)")
+    # Before the command, as scripts have always called it (`--name cli up`); `demo`
+    # also takes --name after it. The default depends on the command (dev, demo).
+    parser.add_argument("--name", help="cluster name (default: dev; for demo: demo)")
     parser.add_argument(
         "--state-root",
         type=Path,
@@ -49,17 +58,40 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     actions.add_parser("down", help="stop every process of the cluster and remove its files")
     actions.add_parser("status", help="which parts answer; exit status 1 if any does not")
     actions.add_parser("build", help="build the control-plane binaries (cached by version)")
-    # `func` is what the cloud4iot CLI calls for every subcommand.
-    parser.set_defaults(func=handle)
+
+    demo = actions.add_parser(
+        "demo", help="roaming, offloading, confidentiality and a mode switch on a local cluster"
+    )
+    demo.add_argument("--keep", action="store_true", help="leave the demo cluster running")
+    # SUPPRESS: an absent --name here keeps the one given before the command.
+    demo.add_argument("--name", default=argparse.SUPPRESS, help="devcluster name (default: demo)")
+    demo.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no cluster: the extender alone answering sample kube-scheduler requests",
+    )
+
+    bench = actions.add_parser(
+        "bench",
+        help="run a benchmark script of bench/ (see BENCHMARKS.md)",
+        description="Run a benchmark script of bench/; its own options follow its name.",
+    )
+    bench.add_argument("script", choices=BENCHES)
+    bench.add_argument("args", nargs=argparse.REMAINDER, help="the script's options")
+    return parser
 
 
 def handle(args: argparse.Namespace) -> int:
     action = args.devcluster_action
+    if action == "demo":
+        return _demo(args)
+    if action == "bench":
+        return _bench(args)
     if action == "build":
         print(build())
         return 0
     cluster = Devcluster(
-        args.name,
+        args.name or CLUSTER_NAME,
         state_root=args.state_root,
         topology=getattr(args, "topology", DEFAULT_TOPOLOGY),
         policy=getattr(args, "policy", DEFAULT_POLICY),
@@ -76,7 +108,7 @@ def handle(args: argparse.Namespace) -> int:
             return 0
         if action == "down":
             cluster.down()
-            print(f"devcluster {args.name!r} is down")
+            print(f"devcluster {cluster.name!r} is down")
             return 0
         health = cluster.status()
         for part, ok in health.items():
@@ -94,8 +126,26 @@ def handle(args: argparse.Namespace) -> int:
         return 1
 
 
+def _demo(args: argparse.Namespace) -> int:
+    if args.standalone:
+        from demo.standalone import run_demo
+
+        code: int = run_demo(args)
+        return code
+    from demo.scenario import main as run_scenario
+
+    return run_scenario(keep=args.keep, name=args.name or DEMO_NAME, state_root=args.state_root)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    if args.script == "extender-latency":
+        from bench.extender_latency import main as run
+    else:
+        from bench.noop_extender import main as run
+    run(args.args, prog=f"python -m devcluster bench {args.script}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
-    _configure(parser)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     return handle(args)

@@ -1,5 +1,9 @@
 """Command lines: `cloud4iot-extender` and `cloud4iot-rebalancer` (the services) and
-`cloud4iot` (admin tools)."""
+`cloud4iot` (admin tools).
+
+The product only: development commands (devcluster, demo, bench) are
+`python -m devcluster ...`, which lives with them outside the wheel.
+"""
 
 from __future__ import annotations
 
@@ -174,17 +178,6 @@ def _check_policy(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    if args.standalone:
-        from demo.standalone import run_demo
-
-        code: int = run_demo(args)
-        return code
-    from demo.scenario import main as run_scenario
-
-    return run_scenario(keep=args.keep, name=args.name)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cloud4iot", description="Cloud4IoT placement admin tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -198,25 +191,6 @@ def main(argv: list[str] | None = None) -> int:
     chk = sub.add_parser("check-policy", help="validate policy files, report every problem")
     chk.add_argument("files", type=Path, nargs="+")
     chk.set_defaults(func=_check_policy)
-
-    demo = sub.add_parser(
-        "demo", help="roaming, offloading, confidentiality and a mode switch on a local cluster"
-    )
-    demo.add_argument("--keep", action="store_true", help="leave the demo cluster running")
-    demo.add_argument("--name", default="demo", help="devcluster name (default: demo)")
-    demo.add_argument(
-        "--standalone",
-        action="store_true",
-        help="no cluster: the extender alone answering sample kube-scheduler requests",
-    )
-    demo.set_defaults(func=_demo)
-
-    try:
-        from devcluster.cli import add_parser as add_devcluster
-    except ImportError:  # the devcluster is a development tool, optional in images
-        pass
-    else:
-        add_devcluster(sub)
 
     args = p.parse_args(argv)
     code: int = args.func(args)

@@ -25,6 +25,7 @@ from devcluster.processes import (
     stop_processes,
     wait_http_ok,
 )
+from devcluster.schedconfig import REPO_ROOT
 from devcluster.topology import load_topology
 
 
@@ -117,6 +118,7 @@ def prom_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PromStack]:
         [sys.executable, "-m", "devcluster.loadsim", "--port", str(sim_port)],
         workdir / "loadsim.log",
         env,
+        cwd=REPO_ROOT,  # dev tools are not installed: `-m` finds them from the root
     )
     config = prometheus.write_config(
         workdir / "prometheus.yml", {"loadsim": [f"127.0.0.1:{sim_port}"]}

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from devcluster.processes import marked_processes
+from devcluster.schedconfig import REPO_ROOT
 
 pytestmark = pytest.mark.cluster
 
@@ -20,6 +21,7 @@ def run(args: list[str], root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "devcluster", "--name", "cli", *args],
         env=env,
+        cwd=REPO_ROOT,  # dev tools are not installed: `-m` finds them from the root
         capture_output=True,
         text=True,
         timeout=300,
