@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from extender import webhook
-from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS
+from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, VERDICTS
 from extender.metrics import Metrics, age_since
 from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.snapshot import Snapshot
 from extender.state.store import StateStore
 from extender.tasks import Supervisor
+from extender.verdict_cache import VerdictCache
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -40,6 +41,7 @@ def create_app(
     app[STATE], app[CLOCK] = (state, time.time) if state else initial_state(settings)
     app[METRICS] = Metrics()
     app[TASKS] = Supervisor()
+    app[VERDICTS] = VerdictCache()
     _wire_metrics(app)
 
     app.router.add_post("/filter", webhook.filter_handler)

@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from extender.explain import explanation
-from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS
+from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, VERDICTS
 from extender.policy.loader import LoadedPolicy
 from extender.protocol import (
     ArgsError,
@@ -87,17 +87,22 @@ def _instrumented(
 
 def _filter(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     args = parse_args(body)
-    now = request.app[CLOCK]()
-    verdicts = decide(args, request.app[STATE].snapshot, request.app[POLICY].current, now)
+    snapshot, policy = request.app[STATE].snapshot, request.app[POLICY].current
+    verdicts = decide(args, snapshot, policy, request.app[CLOCK]())
+    if args.node_names is not None:  # full Node objects bring their own labels: not reused
+        request.app[VERDICTS].put(args.pod, snapshot, policy, verdicts)
     request.app[METRICS].count_decisions(verdicts)
     return json_response(filter_result(args, verdicts)), args.mode
 
 
 def _prioritize(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     args = parse_args(body)
-    verdicts = decide(
-        args, request.app[STATE].snapshot, request.app[POLICY].current, request.app[CLOCK]()
-    )
+    snapshot, policy = request.app[STATE].snapshot, request.app[POLICY].current
+    verdicts = None
+    if args.node_names is not None:
+        verdicts = request.app[VERDICTS].get(args.pod, snapshot, policy, args.node_names)
+    if verdicts is None:
+        verdicts = decide(args, snapshot, policy, request.app[CLOCK]())
     return json_response(priority_list(verdicts)), args.mode
 
 
