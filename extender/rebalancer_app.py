@@ -22,9 +22,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from extender.controllers.rebalancer import Rebalancer, Workloads
 from extender.metrics import RebalancerMetrics
 from extender.policy.store import PolicyStore
+from extender.state.kube import Reflector, namespaced_name
 from extender.state.snapshot import Snapshot
 from extender.state.store import StateStore
-from extender.state.workloads import PodIndex
+from extender.state.workloads import (
+    SCHEDULER_NAME,
+    DeploymentRecord,
+    PodIndex,
+    PodRecord,
+    replicaset_owner,
+)
 from extender.tasks import Supervisor
 
 
@@ -107,7 +114,7 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
 
     from extender.controllers.run import run_under_lease
     from extender.kubeclient import api_client
-    from extender.state.kube import cluster_reflectors, report_health, workload_reflectors
+    from extender.state.kube import cluster_reflectors, report_health
 
     rt = app[RUNTIME]
     settings = rt.settings
@@ -158,6 +165,49 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
     yield
     await rt.tasks.stop(spawned)
     await api.close()
+
+
+def workload_reflectors(
+    core: Any,  # kubernetes.aio CoreV1Api
+    apps: Any,  # kubernetes.aio AppsV1Api
+    pods: Callable[[str, PodRecord | None, PodRecord | None], None],
+    replicasets: Callable[[str, str | None, str | None], None],
+    deployments: Callable[[str, DeploymentRecord | None, DeploymentRecord | None], None],
+) -> tuple[Reflector[PodRecord], Reflector[str | None], Reflector[DeploymentRecord]]:
+    """Our scheduler's pods, and the ReplicaSets and Deployments that own them.
+
+    Readers use each reflector's `facts` and the per-change hooks; nothing is
+    published into the scorer's Snapshot, which pods are not part of.
+    """
+
+    return (
+        Reflector(
+            "pods",
+            lambda **kw: core.list_pod_for_all_namespaces_without_preload_content(
+                field_selector=f"spec.schedulerName={SCHEDULER_NAME}", **kw
+            ),
+            PodRecord.from_pod,
+            None,
+            key=namespaced_name,
+            observe=pods,
+        ),
+        Reflector(
+            "replicasets",
+            apps.list_replica_set_for_all_namespaces_without_preload_content,
+            replicaset_owner,
+            None,
+            key=namespaced_name,
+            observe=replicasets,
+        ),
+        Reflector(
+            "deployments",
+            apps.list_deployment_for_all_namespaces_without_preload_content,
+            DeploymentRecord.from_deployment,
+            None,
+            key=namespaced_name,
+            observe=deployments,
+        ),
+    )
 
 
 def _up(store: StateStore, source: str) -> Callable[[], float]:

@@ -28,12 +28,6 @@ from extender.devices import GROUP, PLURAL, VERSION
 from extender.state.devices import device_facts
 from extender.state.snapshot import DeviceFacts, NodeFacts
 from extender.state.store import StateStore
-from extender.state.workloads import (
-    SCHEDULER_NAME,
-    DeploymentRecord,
-    PodRecord,
-    replicaset_owner,
-)
 
 log = logging.getLogger(__name__)
 
@@ -304,46 +298,3 @@ async def report_health(store: StateStore, reflectors: Sequence[Reflector[Any]])
         if health.ok:
             health.last_success = time.time()
         await asyncio.sleep(1.0)
-
-
-def workload_reflectors(
-    core: Any,  # kubernetes.aio CoreV1Api
-    apps: Any,  # kubernetes.aio AppsV1Api
-    pods: Callable[[str, PodRecord | None, PodRecord | None], None],
-    replicasets: Callable[[str, str | None, str | None], None],
-    deployments: Callable[[str, DeploymentRecord | None, DeploymentRecord | None], None],
-) -> tuple[Reflector[PodRecord], Reflector[str | None], Reflector[DeploymentRecord]]:
-    """Our scheduler's pods, and the ReplicaSets and Deployments that own them.
-
-    Readers use each reflector's `facts` and the per-change hooks; nothing is
-    published into the scorer's Snapshot, which pods are not part of.
-    """
-
-    return (
-        Reflector(
-            "pods",
-            lambda **kw: core.list_pod_for_all_namespaces_without_preload_content(
-                field_selector=f"spec.schedulerName={SCHEDULER_NAME}", **kw
-            ),
-            PodRecord.from_pod,
-            None,
-            key=namespaced_name,
-            observe=pods,
-        ),
-        Reflector(
-            "replicasets",
-            apps.list_replica_set_for_all_namespaces_without_preload_content,
-            replicaset_owner,
-            None,
-            key=namespaced_name,
-            observe=replicasets,
-        ),
-        Reflector(
-            "deployments",
-            apps.list_deployment_for_all_namespaces_without_preload_content,
-            DeploymentRecord.from_deployment,
-            None,
-            key=namespaced_name,
-            observe=deployments,
-        ),
-    )

@@ -1,0 +1,239 @@
+"""Each deployable's shipped RBAC grants exactly what its code calls, and nothing else.
+
+The calls are found in the code: every attribute named like a method of a kubernetes
+client API class (`core.patch_node`, `coordination.read_namespaced_lease`, ...) in the
+modules a deployable runs. A new call fails here until CALLS says what it needs and
+manifests/<deployable>/rbac.yaml grants it.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import pytest
+
+from extender.devices import GROUP, PLURAL
+from extender.rebalancer_app import RebalancerSettings
+from extender.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+LEASES = "coordination.k8s.io"
+# The rebalancer's own modules; every other module of extender/ runs in the extender.
+REBALANCER_ONLY = {"extender/rebalancer_app.py", "extender/controllers/rebalancer.py"}
+SHARED = {"extender/state/kube.py", "extender/controllers/election.py"}
+
+# API method the extender uses -> what it needs: (apiGroup, resource, verb). The list
+# functions also watch: the reflectors call them with watch=True after the list.
+EXTENDER_CALLS: dict[str, set[tuple[str, str, str]]] = {
+    "list_node_without_preload_content": {("", "nodes", "list"), ("", "nodes", "watch")},
+    "patch_node": {("", "nodes", "patch")},  # the proximity-changed annotation
+    "list_cluster_custom_object_without_preload_content": {
+        (GROUP, PLURAL, "list"),
+        (GROUP, PLURAL, "watch"),
+    },
+    # server-side apply of status.nearest
+    "patch_cluster_custom_object_status": {(GROUP, f"{PLURAL}/status", "patch")},
+    "read_namespaced_lease": {(LEASES, "leases", "get")},
+    "create_namespaced_lease": {(LEASES, "leases", "create")},
+    "replace_namespaced_lease": {(LEASES, "leases", "update")},
+}
+WATCHED = {
+    "list_node_without_preload_content": {("", "nodes", "list"), ("", "nodes", "watch")},
+    "list_cluster_custom_object_without_preload_content": {
+        (GROUP, PLURAL, "list"),
+        (GROUP, PLURAL, "watch"),
+    },
+}
+ELECTION = {k: v for k, v in EXTENDER_CALLS.items() if "lease" in k}
+REBALANCER_CALLS: dict[str, set[tuple[str, str, str]]] = {
+    **WATCHED,
+    **ELECTION,
+    "list_pod_for_all_namespaces_without_preload_content": {
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+    },
+    "list_replica_set_for_all_namespaces_without_preload_content": {
+        ("apps", "replicasets", "list"),
+        ("apps", "replicasets", "watch"),
+    },
+    "list_deployment_for_all_namespaces_without_preload_content": {
+        ("apps", "deployments", "list"),
+        ("apps", "deployments", "watch"),
+    },
+    # rollouts (pod-template annotation), park/unpark (replicas), move records
+    "patch_namespaced_deployment": {("apps", "deployments", "patch")},
+    "patch_namespaced_stateful_set": {("apps", "statefulsets", "patch")},  # move records
+    "create_namespaced_pod_eviction": {("", "pods/eviction", "create")},
+    "create_namespaced_event": {("", "events", "create")},
+}
+
+
+@dataclass(frozen=True)
+class Deployable:
+    name: str
+    calls: dict[str, set[tuple[str, str, str]]]
+    lease: tuple[str, str]  # namespace, name
+    forbidden: frozenset[str]  # resources it must never be granted
+
+    @property
+    def folder(self) -> Path:
+        return ROOT / "manifests" / self.name
+
+    def runs(self, path: str) -> bool:
+        if self.name == "rebalancer":
+            return path in REBALANCER_ONLY or path in SHARED
+        return path not in REBALANCER_ONLY
+
+
+EXTENDER = Deployable(
+    "extender",
+    EXTENDER_CALLS,
+    (Settings().lease_namespace, Settings().lease_name),
+    frozenset({"secrets", "pods", "pods/eviction", "configmaps", "deployments"}),
+)
+REBALANCER = Deployable(
+    "rebalancer",
+    REBALANCER_CALLS,
+    (RebalancerSettings().lease_namespace, RebalancerSettings().lease_name),
+    frozenset({"secrets", "configmaps", "devices/status", "nodes/status", "pods/status"}),
+)
+BOTH = pytest.mark.parametrize("d", [EXTENDER, REBALANCER], ids=lambda d: d.name)
+
+
+@functools.cache
+def api_methods() -> frozenset[str]:
+    import kubernetes.aio.client as k8s
+
+    names: set[str] = set()
+    for name in dir(k8s):
+        cls = getattr(k8s, name)
+        if name.endswith("Api") and isinstance(cls, type):
+            names |= {m for m in vars(cls) if not m.startswith("_")}
+    return frozenset(names - {"close"})
+
+
+def called_api_methods(d: Deployable) -> dict[str, list[str]]:
+    """API method name -> where the deployable's code uses it (file:line)."""
+    methods = api_methods()
+    found: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "extender").rglob("*.py")):
+        if not d.runs(str(path.relative_to(ROOT))):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in methods:
+                found.setdefault(node.attr, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def load(d: Deployable, name: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all((d.folder / name).read_text()) if doc]
+
+
+def one(d: Deployable, kind: str) -> dict[str, Any]:
+    (doc,) = [doc for doc in load(d, "rbac.yaml") if doc["kind"] == kind]
+    return doc
+
+
+def grants(role: dict[str, Any]) -> set[tuple[str, str, str, str | None]]:
+    """(apiGroup, resource, verb, resourceName or None for any) of every rule."""
+    out = set()
+    for rule in role["rules"]:
+        assert "nonResourceURLs" not in rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    for name in rule.get("resourceNames") or [None]:
+                        out.add((group, resource, verb, name))
+    return out
+
+
+@BOTH
+def test_the_code_calls_what_calls_lists(d: Deployable) -> None:
+    used = called_api_methods(d)
+    assert set(used) == set(d.calls), {
+        "calls not in CALLS": {m: used[m] for m in set(used) - set(d.calls)},
+        "CALLS the code no longer makes": sorted(set(d.calls) - set(used)),
+    }
+
+
+@BOTH
+def test_cluster_role_grants_exactly_the_cluster_wide_calls(d: Deployable) -> None:
+    needed = {(g, r, v, None) for need in d.calls.values() for g, r, v in need if g != LEASES}
+    assert grants(one(d, "ClusterRole")) == needed
+
+
+@BOTH
+def test_lease_role_grants_only_the_election_lease_in_its_namespace(d: Deployable) -> None:
+    namespace, name = d.lease
+    role = one(d, "Role")
+    assert role["metadata"]["namespace"] == namespace
+    # create cannot be limited to a name; get and update can
+    assert grants(role) == {
+        (LEASES, "leases", "create", None),
+        (LEASES, "leases", "get", name),
+        (LEASES, "leases", "update", name),
+    }
+    lease_needs = {v for need in d.calls.values() for g, _, v in need if g == LEASES}
+    assert lease_needs == {"create", "get", "update"}
+
+
+@BOTH
+def test_no_wildcards_secrets_or_destructive_verbs(d: Deployable) -> None:
+    for kind in ("ClusterRole", "Role"):
+        for group, resource, verb, _ in grants(one(d, kind)):
+            assert "*" not in (group, resource, verb), (kind, group, resource, verb)
+            assert resource not in d.forbidden, resource
+            assert verb not in {"delete", "deletecollection", "escalate", "bind", "impersonate"}
+
+
+def test_only_the_rebalancer_may_evict_and_it_never_writes_devices() -> None:
+    extender = {r for _, r, _, _ in grants(one(EXTENDER, "ClusterRole"))}
+    rebalancer = grants(one(REBALANCER, "ClusterRole"))
+    assert "pods/eviction" not in extender
+    assert ("", "pods/eviction", "create", None) in rebalancer
+    assert not {(g, r) for g, r, v, _ in rebalancer if g == GROUP and v != "list" and v != "watch"}
+
+
+@BOTH
+def test_bindings_give_the_roles_to_the_deployments_service_account(d: Deployable) -> None:
+    kinds = sorted(doc["kind"] for doc in load(d, "rbac.yaml"))
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "ServiceAccount"]
+    sa = one(d, "ServiceAccount")["metadata"]
+    (deployment,) = [doc for doc in load(d, "deployment.yaml") if doc["kind"] == "Deployment"]
+    assert deployment["metadata"]["namespace"] == sa["namespace"]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == sa["name"]
+    subject = {"kind": "ServiceAccount", "name": sa["name"], "namespace": sa["namespace"]}
+    for binding_kind, role_kind in (("ClusterRoleBinding", "ClusterRole"), ("RoleBinding", "Role")):
+        binding, role = one(d, binding_kind), one(d, role_kind)
+        assert binding["subjects"] == [subject]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": role_kind,
+            "name": role["metadata"]["name"],
+        }
+    assert one(d, "RoleBinding")["metadata"]["namespace"] == one(d, "Role")["metadata"]["namespace"]
+
+
+@BOTH
+def test_two_replicas_a_disruption_budget_and_a_service_per_deployable(d: Deployable) -> None:
+    docs = {doc["kind"]: doc for doc in load(d, "deployment.yaml")}
+    assert docs["Deployment"]["spec"]["replicas"] == 2
+    assert docs["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
+    labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert docs["Service"]["spec"]["selector"] == labels
+    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
+
+
+@BOTH
+def test_kustomization_lists_every_manifest(d: Deployable) -> None:
+    (kustomization,) = load(d, "kustomization.yaml")
+    files = {p.name for p in d.folder.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files
+    (top,) = yaml.safe_load_all((ROOT / "manifests" / "kustomization.yaml").read_text())
+    assert d.name in top["resources"]
