@@ -42,6 +42,8 @@ def parse_duration(value: Any) -> Any:
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Dbm = Annotated[float, Field(ge=-127, le=20)]
+# Strict: YAML's `yes` or `2.5` must not quietly become a count.
+Count = Annotated[int, Field(strict=True, ge=1)]
 
 
 class Tier(StrEnum):
@@ -54,6 +56,14 @@ class ProximityMode(StrEnum):
     REQUIRED = "required"  # gateways that do not hear the device are refused
     PREFERRED = "preferred"  # they lose their tier preference, but stay feasible
     IGNORED = "ignored"
+
+
+class WhenDeviceAway(StrEnum):
+    """What the rebalancer does with a function when no gateway hears its device."""
+
+    KEEP = "keep"  # leave it where it is
+    FALLBACK = "fallback"  # move it to the best node the scorer still allows (edge, ...)
+    PARK = "park"  # scale its Deployment to zero; restore it when a gateway hears the device
 
 
 class StaleRule(StrEnum):
@@ -92,6 +102,23 @@ class NearestSpec(_Model):
     challenger_margin_db: Annotated[float, Field(gt=0)] = 6.0
     challenger_dwell: Duration = 10.0
     freshness: Duration = 15.0
+    # A decision taken for a newly heard device is corrected at once, within this
+    # window, by a gateway reporting a moment later that is margin-stronger; the
+    # rebalancer never moves a function on a decision younger than this.
+    settle: Duration = 5.0
+
+
+class RebalanceSpec(_Model):
+    """Limits of the rebalancer, which moves running functions (see policies/README.md)."""
+
+    interval: Annotated[Duration, Field(gt=0)] = 60.0  # the periodic full pass
+    # Score points (0..10) a node must beat a still-feasible current node by.
+    min_improvement: Annotated[int, Field(strict=True, ge=1, le=10)] = 2
+    dwell: Duration = 10.0  # the same move must be wanted continuously this long
+    cooldown: Duration = 120.0  # per workload and per device; no return to the node left
+    device_away_after: Duration = 120.0  # `whenDeviceAway: park` waits this long
+    max_moves_per_minute: Count = 10
+    max_moves_per_node_per_minute: Count = 3
 
 
 class GatewayRadio(_Model):
@@ -120,6 +147,7 @@ class FunctionClass(_Model):
     rssi_strong: Dbm = -50.0
     load_limits: LoadLimits = LoadLimits()
     weights: Weights = Weights()
+    when_device_away: WhenDeviceAway = WhenDeviceAway.FALLBACK
 
     def preference_for(self, mode: str | None) -> list[Tier]:
         """The ordered tier preference for a mode; the class default, then its tiers."""
@@ -136,6 +164,7 @@ class PolicySpec(_Model):
     stale_data: StaleData = StaleData()
     prometheus: PrometheusSpec = PrometheusSpec()
     nearest: NearestSpec = NearestSpec()
+    rebalance: RebalanceSpec = RebalanceSpec()
     gateways: dict[str, GatewayRadio] = Field(default_factory=dict)
     classes: Annotated[dict[str, FunctionClass], Field(min_length=1)]
 
@@ -185,5 +214,16 @@ def semantic_problems(policy: PlacementPolicy) -> list[tuple[tuple[str | int, ..
         if cls.proximity is not ProximityMode.IGNORED and Tier.GATEWAY not in allowed:
             problems.append(
                 ((*base, "proximity"), "a proximity rule needs 'gateway' among the tiers")
+            )
+        if (
+            cls.when_device_away is not WhenDeviceAway.FALLBACK
+            and cls.proximity is ProximityRule.IGNORED
+        ):
+            problems.append(
+                (
+                    (*base, "whenDeviceAway"),
+                    f"{cls.when_device_away.value!r} needs a device: set proximity "
+                    "to 'required' or 'preferred'",
+                )
             )
     return problems

@@ -14,7 +14,17 @@ and Bermuda both warn that one noisy reading must never switch rooms. So:
 * a challenger must be `challengerMarginDb` stronger, on data fresher than
   `freshness`, continuously for `challengerDwell`, before it takes over;
 * without an incumbent, the strongest fresh gateway is taken at once (arrival is
-  fast, leaving is slow), and gateways marked `excludeFromVote` never win.
+  fast, leaving is slow), and gateways marked `excludeFromVote` never win;
+* that arrival pick is provisional for `settle`: a gateway that was not yet heard
+  when it was taken and reports `challengerMarginDb` stronger within the window
+  takes over at once, without the dwell. A device switched on in a room heard by
+  two gateways would otherwise go to whichever reported first, and its function
+  be placed there and moved ~10 s later.
+
+The correction happens at most once per arrival (the corrected decision is not
+provisional), and only for gateways that had not been compared yet: gateways that
+were already heard were weighed on the data at hand, and letting their noise win
+without a dwell would make a stationary device flap in its first seconds.
 """
 
 from __future__ import annotations
@@ -49,6 +59,9 @@ class NearestState:
     since: float | None = None
     challenger: str | None = None
     challenger_since: float | None = None
+    # Set on an arrival pick only (taken without an incumbent): the gateways heard
+    # fresh at that moment. Any other gateway may still correct it within `settle`.
+    arrival_voters: frozenset[str] | None = None
 
 
 def decide_nearest(
@@ -68,14 +81,26 @@ def decide_nearest(
         if not fresh:
             return NearestState(node=None)
         strongest = max(fresh.values(), key=lambda s: (s.rssi, s.node))
-        return NearestState(node=strongest.node, since=now)
+        return NearestState(node=strongest.node, since=now, arrival_voters=frozenset(fresh))
 
     rivals = [s for n, s in fresh.items() if n != prev.node]
     best = max(rivals, key=lambda s: (s.rssi, s.node), default=None)
     if best is None or best.rssi < incumbent.rssi + rules.challenger_margin_db:
         return replace(prev, challenger=None, challenger_since=None)
+    if _corrects_arrival(prev, best.node, now, rules.settle):
+        return NearestState(node=best.node, since=now)
     if best.node != prev.challenger or prev.challenger_since is None:
         return replace(prev, challenger=best.node, challenger_since=now)
     if now - prev.challenger_since >= rules.challenger_dwell:
         return NearestState(node=best.node, since=now)
     return prev
+
+
+def _corrects_arrival(prev: NearestState, challenger: str, now: float, settle: float) -> bool:
+    """Whether a margin-stronger challenger may replace an arrival pick without dwell."""
+    return (
+        prev.arrival_voters is not None
+        and challenger not in prev.arrival_voters
+        and prev.since is not None
+        and now - prev.since < settle
+    )

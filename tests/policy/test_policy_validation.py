@@ -133,6 +133,111 @@ def test_default_policy_has_the_papers_classes():
             "spec.classes.c.tiers",
             "key appears twice",
         ),
+        # spec.rebalance
+        (
+            ("spec:\n", "spec:\n  rebalance: {interval: 0s}\n"),
+            6,
+            "spec.rebalance.interval",
+            "greater than 0",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance: {minImprovement: 0}\n"),
+            6,
+            "spec.rebalance.minImprovement",
+            "greater than or equal to 1",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance: {minImprovement: 11}\n"),
+            6,
+            "spec.rebalance.minImprovement",
+            "less than or equal to 10",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance: {minImprovement: 2.5}\n"),
+            6,
+            "spec.rebalance.minImprovement",
+            "valid integer",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance: {minImprovement: yes}\n"),
+            6,
+            "spec.rebalance.minImprovement",
+            "valid integer",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance: {dwell: soon}\n"),
+            6,
+            "spec.rebalance.dwell",
+            "not a duration",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance: {cooldown: -2}\n"),
+            6,
+            "spec.rebalance.cooldown",
+            "greater than or equal to 0",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance: {deviceAwayAfter: 2 minutes}\n"),
+            6,
+            "spec.rebalance.deviceAwayAfter",
+            "not a duration",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance: {maxMovesPerMinute: 0}\n"),
+            6,
+            "spec.rebalance.maxMovesPerMinute",
+            "greater than or equal to 1",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance: {maxMovesPerNodePerMinute: 0}\n"),
+            6,
+            "spec.rebalance.maxMovesPerNodePerMinute",
+            "greater than or equal to 1",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance: {minImprovment: 3}\n"),
+            6,
+            "spec.rebalance.minImprovment",
+            "unknown field",
+        ),
+        # spec.nearest.settle
+        (
+            ("spec:\n", "spec:\n  nearest: {settle: -5s}\n"),
+            6,
+            "spec.nearest.settle",
+            "not a duration",
+        ),
+        (
+            ("spec:\n", "spec:\n  nearest: {settle: -5}\n"),
+            6,
+            "spec.nearest.settle",
+            "greater than or equal to 0",
+        ),
+        # classes.<name>.whenDeviceAway
+        (
+            (
+                "tiers: [gateway, edge]",
+                "tiers: [gateway, edge]\n      proximity: required\n      whenDeviceAway: sleep",
+            ),
+            10,
+            "spec.classes.c.whenDeviceAway",
+            "'keep', 'fallback' or 'park'",
+        ),
+        (
+            ("tiers: [gateway, edge]", "tiers: [gateway, edge]\n      whenDeviceAway: park"),
+            9,
+            "spec.classes.c.whenDeviceAway",
+            "'park' needs a device",
+        ),
+        (
+            (
+                "tiers: [gateway, edge]",
+                "tiers: [gateway, edge]\n      proximity: ignored\n      whenDeviceAway: keep",
+            ),
+            10,
+            "spec.classes.c.whenDeviceAway",
+            "'keep' needs a device",
+        ),
     ],
 )
 def test_invalid_policies_name_line_and_field(edit, line, field, message):
@@ -207,3 +312,33 @@ def test_values_yaml_cannot_build_are_problems_not_crashes(value):
 def test_complex_keys_are_problems_not_crashes():
     with pytest.raises(PolicyError):
         parse_policy(MINIMAL + "? [a, b]\n: c\n", "p.yaml")
+
+
+def test_rebalance_and_settle_defaults_are_the_documented_ones():
+    spec = parse_policy(MINIMAL, "p.yaml").policy.spec
+    r = spec.rebalance
+    assert (r.interval, r.min_improvement, r.dwell, r.cooldown) == (60.0, 2, 10.0, 120.0)
+    assert (r.device_away_after, r.max_moves_per_minute, r.max_moves_per_node_per_minute) == (
+        120.0,
+        10,
+        3,
+    )
+    assert spec.nearest.settle == 5.0
+    assert spec.classes["c"].when_device_away.value == "fallback"
+
+
+def test_default_policy_sets_rebalance_and_device_away():
+    spec = load_policy(ROOT / "policies" / "default.yaml").policy.spec
+    assert spec.rebalance.cooldown == 120.0
+    assert spec.rebalance.device_away_after == 120.0
+    assert spec.nearest.settle == 5.0
+    assert spec.classes["mhealth-consolidator"].when_device_away.value == "fallback"
+
+
+@pytest.mark.parametrize(("proximity", "away"), [("required", "park"), ("preferred", "keep")])
+def test_keep_and_park_are_accepted_with_a_device(proximity, away):
+    text = MINIMAL.replace(
+        "tiers: [gateway, edge]",
+        f"tiers: [gateway, edge]\n      proximity: {proximity}\n      whenDeviceAway: {away}",
+    )
+    assert parse_policy(text, "p.yaml").policy.spec.classes["c"].when_device_away.value == away

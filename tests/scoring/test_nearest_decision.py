@@ -113,3 +113,81 @@ def test_oscillation_at_the_boundary_has_bounded_changes(swing):
         sign = 1 if (t // 6) % 2 == 0 else -1
         trace.append((float(t), {"gw1": -65 + sign * swing, "gw2": -65 - sign * swing}))
     assert len(run(trace)) == 1
+
+
+# --- settle: a newly heard device's first pick is corrected at once by a
+# margin-stronger gateway reporting a moment later (policy spec.nearest.settle).
+
+
+def test_weaker_first_is_corrected_within_settle_without_dwell():
+    assert SPEC.nearest.settle == 5.0
+    assert SPEC.nearest.challenger_dwell == 10.0
+    trace = [(0.0, {"gw-weak": -75.0})]
+    trace += [(float(t), {"gw-weak": -75.0, "gw-strong": -60.0}) for t in range(1, 60)]
+    assert run(trace) == [(0.0, "gw-weak"), (1.0, "gw-strong")]
+
+
+def test_correction_at_the_last_moment_of_the_window():
+    # since = 0, settle = 5: t = 4.9 is inside, t = 5 is not.
+    inside = [(0.0, {"gw1": -75.0}), (4.9, {"gw1": -75.0, "gw2": -60.0})]
+    assert run(inside) == [(0.0, "gw1"), (4.9, "gw2")]
+    at_end = [(0.0, {"gw1": -75.0}), (5.0, {"gw1": -75.0, "gw2": -60.0})]
+    assert run(at_end) == [(0.0, "gw1")]
+
+
+def test_after_settle_the_old_dwell_rule_holds():
+    trace = [(float(t), {"gw1": -75.0}) for t in range(6)]
+    trace += [(float(t), {"gw1": -75.0, "gw2": -60.0}) for t in range(6, 40)]
+    # First margin-stronger reading at t=6, then the full 10 s dwell.
+    assert run(trace) == [(0.0, "gw1"), (16.0, "gw2")]
+
+
+@pytest.mark.parametrize("stronger_by", [3.0, 5.9])
+def test_challenger_not_margin_stronger_never_wins_in_the_window(stronger_by):
+    trace = [(0.0, {"gw1": -70.0})]
+    trace += [(float(t), {"gw1": -70.0, "gw2": -70.0 + stronger_by}) for t in range(1, 120)]
+    assert run(trace) == [(0.0, "gw1")]
+
+
+def test_gateway_already_heard_at_arrival_still_needs_the_dwell():
+    # Both were weighed at t=0; gw2's later jump is treated like any challenger.
+    trace = [(0.0, {"gw1": -70.0, "gw2": -72.0})]
+    trace += [(float(t), {"gw1": -70.0, "gw2": -60.0}) for t in range(1, 30)]
+    assert run(trace) == [(0.0, "gw1"), (11.0, "gw2")]
+
+
+def test_no_ping_pong_after_a_correction():
+    trace = [(0.0, {"gw1": -75.0}), (1.0, {"gw1": -75.0, "gw2": -60.0})]
+    # Within the original window gw1 reads margin-stronger than gw2 for 3 s: the
+    # corrected decision is not provisional, so gw1 needs the full dwell and fails.
+    trace += [(float(t), {"gw1": -50.0, "gw2": -60.0}) for t in range(2, 5)]
+    trace += [(float(t), {"gw1": -75.0, "gw2": -60.0}) for t in range(5, 60)]
+    assert run(trace) == [(0.0, "gw1"), (1.0, "gw2")]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_noisy_arrival_settles_on_the_stronger_gateway_with_one_correction(seed):
+    rng = random.Random(seed)
+    trace = [(0.0, {"gw1": -75.0 + rng.gauss(0, 3)})]
+    trace += [
+        (float(t), {"gw1": -75.0 + rng.gauss(0, 3), "gw2": -58.0 + rng.gauss(0, 3)})
+        for t in range(1, 600)
+    ]
+    assert run(trace) == [(0.0, "gw1"), (1.0, "gw2")]
+
+
+def test_settle_zero_turns_the_correction_off():
+    spec = SPEC.model_copy(update={"nearest": SPEC.nearest.model_copy(update={"settle": 0.0})})
+    trace = [(0.0, {"gw1": -75.0})]
+    trace += [(float(t), {"gw1": -75.0, "gw2": -60.0}) for t in range(1, 30)]
+    assert run(trace, spec) == [(0.0, "gw1"), (11.0, "gw2")]
+
+
+def test_incumbent_gone_pick_is_provisional_too():
+    # gw1 goes silent; once stale, the first fresh gateway (gw3, weak) is picked at
+    # once and a margin-stronger gw2 reporting a second later corrects it.
+    stale = SPEC.stale_data.sighting_max_age
+    trace = [(0.0, {"gw1": -60.0})]
+    t_gone = stale + 1.0
+    trace += [(t_gone, {"gw3": -80.0}), (t_gone + 1.0, {"gw3": -80.0, "gw2": -65.0})]
+    assert run(trace) == [(0.0, "gw1"), (t_gone, "gw3"), (t_gone + 1.0, "gw2")]
