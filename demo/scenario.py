@@ -182,11 +182,11 @@ def demo_speed(cluster: Devcluster) -> Iterator[None]:
     cluster.write_policy(demo_policy(original))
     try:
         for url in (cluster.extender_url, cluster.rebalancer_url):
-            wait(
-                "the demo policy to be in force",
-                lambda u=url: policy_in_force(u).startswith("demo@"),
-                30,
-            )  # type: ignore[misc]
+
+            def in_force(url: str = url) -> bool:
+                return policy_in_force(url).startswith("demo@")
+
+            wait("the demo policy to be in force", in_force, 30)
         yield
     finally:
         cluster.write_policy(original)
@@ -202,17 +202,14 @@ def rebalancer_event(api: client.ApiClient, namespace: str, name: str, after: fl
         .items
     )
     ours = [
-        e
+        (e.last_timestamp.timestamp(), f"{e.reason}: {e.message}")
         for e in events
         if e.source is not None
         and e.source.component == "cloud4iot-rebalancer"
         and e.last_timestamp is not None
         and e.last_timestamp.timestamp() >= after - 1
     ]
-    if not ours:
-        return None
-    newest = max(ours, key=lambda e: e.last_timestamp)
-    return f"{newest.reason}: {newest.message}"
+    return max(ours)[1] if ours else None
 
 
 def moved(

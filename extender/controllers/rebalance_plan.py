@@ -72,7 +72,7 @@ from extender.controllers.rebalance_model import (
     Workload,
 )
 from extender.policy.loader import LoadedPolicy
-from extender.policy.schema import FunctionClass, ProximityRule, WhenDeviceAway
+from extender.policy.schema import FunctionClass, ProximityMode, WhenDeviceAway
 from extender.scoring import Code, Context, PodFacts, Verdict, evaluate, make_context
 from extender.state.snapshot import Snapshot
 
@@ -315,7 +315,7 @@ def _consider_parked(work: _Work, workload: Workload, facts: PodFacts) -> None:
     still_parks = (
         cls is not None
         and cls.when_device_away is WhenDeviceAway.PARK
-        and cls.proximity is not ProximityRule.IGNORED
+        and cls.proximity is not ProximityMode.IGNORED
     )
     if still_parks and not ctx.heard:
         return
@@ -391,7 +391,7 @@ def _device_away(ctx: Context) -> bool:
     cls = ctx.cls
     return (
         cls is not None
-        and cls.proximity is not ProximityRule.IGNORED
+        and cls.proximity is not ProximityMode.IGNORED
         and ctx.pod.device is not None
         and not ctx.heard
     )

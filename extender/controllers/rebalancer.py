@@ -369,19 +369,14 @@ class Rebalancer:
             await self._patch(w, body)
             return True
         if move.action is Action.PARK:
-            annotations = {PARKED_ANNOTATION: str(w.replicas), LAST_MOVE_ANNOTATION: note}
-            await self._patch(
-                w, {"metadata": {"annotations": annotations}, "spec": {"replicas": 0}}
-            )
+            parked = {PARKED_ANNOTATION: str(w.replicas), LAST_MOVE_ANNOTATION: note}
+            await self._patch(w, {"metadata": {"annotations": parked}, "spec": {"replicas": 0}})
             return True
         if move.action is Action.UNPARK:
             replicas = w.parked_replicas or 1
-            annotations: dict[str, str | None] = {
-                PARKED_ANNOTATION: None,
-                LAST_MOVE_ANNOTATION: note,
-            }
+            restored: dict[str, str | None] = {PARKED_ANNOTATION: None, LAST_MOVE_ANNOTATION: note}
             await self._patch(
-                w, {"metadata": {"annotations": annotations}, "spec": {"replicas": replicas}}
+                w, {"metadata": {"annotations": restored}, "spec": {"replicas": replicas}}
             )
             return True
         assert move.pod is not None

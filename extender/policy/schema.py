@@ -217,7 +217,7 @@ def semantic_problems(policy: PlacementPolicy) -> list[tuple[tuple[str | int, ..
             )
         if (
             cls.when_device_away is not WhenDeviceAway.FALLBACK
-            and cls.proximity is ProximityRule.IGNORED
+            and cls.proximity is ProximityMode.IGNORED
         ):
             problems.append(
                 (

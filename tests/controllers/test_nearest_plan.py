@@ -161,7 +161,7 @@ def test_changed_decision_is_exactly_one_moving_write() -> None:
     states = {"band": NearestState("gw1", since=NOW - 100)}
     written = {"band": Written("gw1", -60.0, before=None, seen=True)}
     plan = plan_nearest({"band": dev}, ["band"], states, written, NOW, SPEC)
-    moved = NearestState("gw2", since=NOW)
+    moved = NearestState("gw2", since=NOW, arrival_voters=frozenset({"gw2"}))  # an arrival pick
     assert plan.states == {"band": moved}
     assert plan.writes == [NearestWrite("band", moved, -70.0, NOW, shown="gw1", before="gw1")]
     assert plan.writes[0].moved

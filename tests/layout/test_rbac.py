@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import pytest
+import yaml
 
 from extender.devices import GROUP, PLURAL
 from extender.rebalancer_app import RebalancerSettings
