@@ -281,9 +281,9 @@ def run(cluster: Devcluster, say: Say = print) -> Result:
                 def moved_by_rebalancer(old: client.V1Pod, expect: str, step: str) -> None:
                     since = time.time()
                     node, secs = moved(api, "health", omh, old, expect)
-                    result.steps.append(Step(step, node, secs))
-                    say(f"   the rebalancer rolled it out to {node} in {secs:.1f}s:")
                     event = rebalancer_event(api, "health", OMH_DEPLOYMENT, since - secs)
+                    result.steps.append(Step(step, node, secs, event or ""))
+                    say(f"   the rebalancer rolled it out to {node} in {secs:.1f}s:")
                     say(f"     Event {event}")
 
                 say("3. Roaming: at t+30s the patient walks to the hospital (20 m, 6 s).")

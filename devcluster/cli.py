@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="plain scheduler without our extender (baseline for benchmarks)",
     )
     up.add_argument(
+        "--no-rebalancer",
+        action="store_true",
+        help="no rebalancer: running pods stay where the scheduler put them",
+    )
+    up.add_argument(
         "--no-follow-pods",
         action="store_true",
         help="node load stays idle unless set through the load simulator",
@@ -96,6 +101,7 @@ def handle(args: argparse.Namespace) -> int:
         topology=getattr(args, "topology", DEFAULT_TOPOLOGY),
         policy=getattr(args, "policy", DEFAULT_POLICY),
         with_extender=not getattr(args, "no_extender", False),
+        with_rebalancer=not getattr(args, "no_rebalancer", False),
         follow_pods=not getattr(args, "no_follow_pods", False),
     )
     try:

@@ -1,0 +1,313 @@
+"""The rebalancer on the devcluster: real kube-apiserver, kube-scheduler calling our
+extender, kube-controller-manager rolling Deployments out, kwok nodes, Prometheus.
+
+Gateways publish sightings as their monitors do (server-side apply under their own
+field manager, refreshed every second); the replaying monitors themselves drive the
+same moves in the demo test. Timings in BENCHMARKS.md come from the printed lines.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+from rebalancer_e2e_helpers import (
+    PARK_CLASS,
+    Radio,
+    ReadySampler,
+    extra_rebalancer,
+    fast_rebalancing,
+    function_deployment,
+    only_pod,
+    pdb,
+    readyz,
+    rebalancer_events,
+    running_pods,
+    until,
+)
+
+from devcluster import kube
+from devcluster.cluster import Devcluster
+from tests.state.cluster_helpers import create_device, device_status
+
+pytestmark = pytest.mark.cluster
+MHEALTH = "mhealth-consolidator"
+
+
+@pytest.fixture(scope="module")
+def fast(devcluster: Devcluster) -> Iterator[Devcluster]:
+    with fast_rebalancing(devcluster):
+        yield devcluster
+
+
+@pytest.fixture
+def radio(kube_api: client.ApiClient) -> Iterator[Radio]:
+    r = Radio(kube_api)
+    yield r
+    r.close()
+
+
+def new_device(api: client.ApiClient) -> str:
+    name = f"dev-{uuid.uuid4().hex[:8]}"
+    create_device(api, name, f"C0:FF:EE:{uuid.uuid4().hex[:2]}:00:01".upper())
+    return name
+
+
+def nearest(api: client.ApiClient, device: str) -> str | None:
+    node = (device_status(api, device).get("nearest") or {}).get("node")
+    return node if isinstance(node, str) else None
+
+
+def deploy(api: client.ApiClient, namespace: str, name: str, *args: object, **kw: object) -> str:
+    kube.create_deployment(api, namespace, function_deployment(name, *args, **kw))  # type: ignore[arg-type]
+    return f"app={name}"
+
+
+def generation(api: client.ApiClient, namespace: str, name: str) -> int:
+    dep = client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
+    return int(dep.metadata.generation)
+
+
+def test_roaming_moves_the_function_once_without_a_gap(fast, kube_api, namespace, radio):
+    device = new_device(kube_api)
+    radio.set(device, "gw-home", -55)
+    until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
+    app = deploy(kube_api, namespace, "reader", MHEALTH, device)
+    first = until("bound to gw-home", lambda: only_pod(kube_api, namespace, app))
+    assert kube.node_of(first) == "gw-home"
+    sampler = ReadySampler(kube_api, namespace, app)
+
+    # The patient walks to the hospital.
+    radio.set(device, "gw-hospital", -50)
+    radio.set(device, "gw-home", -80)
+    until("gw-hospital nearest", lambda: nearest(kube_api, device) == "gw-hospital", 60)
+    decided = time.monotonic()
+
+    def moved() -> client.V1Pod | None:
+        pod = only_pod(kube_api, namespace, app)
+        return pod if pod is not None and pod.metadata.uid != first.metadata.uid else None
+
+    second = until("the function on gw-hospital", moved, 60)
+    ready_after = time.monotonic() - decided
+    assert kube.node_of(second) == "gw-hospital"
+    time.sleep(8)  # longer than dwell + settle: a second move would have started
+    samples = sampler.stop()
+    print(f"\nroaming: handover decision -> new pod Ready and old gone: {ready_after:.1f}s")
+
+    events = rebalancer_events(kube_api, namespace, "Deployment", "reader")
+    assert [e.reason for e in events] == ["Roaming"], [e.message for e in events]
+    assert "gw-home -> gw-hospital" in events[0].message
+    assert rebalancer_events(kube_api, namespace, "Pod", first.metadata.name)[0].reason == "Roaming"
+    # Make-before-break: a rollout (one template change), never a moment without a Ready pod.
+    assert generation(kube_api, namespace, "reader") == 2
+    # Counted from the first Ready moment on: 1, then 2 (the new replica Ready), then 1.
+    seen = samples[samples.index(1) :]
+    assert min(seen) >= 1, samples
+    assert 2 in seen, samples
+    assert only_pod(kube_api, namespace, app).metadata.uid == second.metadata.uid
+
+
+def test_noisy_stationary_device_and_a_weaker_first_report_move_nothing(
+    fast, kube_api, namespace, radio
+):
+    # The weaker gateway reports first; the stronger one a moment later wins within the
+    # settle window, not after the 10 s challenger dwell.
+    device = new_device(kube_api)
+    radio.set(device, "gw-hospital", -78)
+    until("a first pick", lambda: nearest(kube_api, device) == "gw-hospital", 30)
+    reported = time.monotonic()
+    radio.set(device, "gw-home", -58)
+    until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home", 30)
+    took = time.monotonic() - reported
+    print(f"\nweaker-first: the stronger gateway won after {took:.1f}s (challenger dwell 10s)")
+    assert took < 8
+    app = deploy(kube_api, namespace, "steady", MHEALTH, device)
+    pod = until("bound", lambda: only_pod(kube_api, namespace, app))
+    assert kube.node_of(pod) == "gw-home"
+
+    # Now noise: readings within the 6 dB margin wobble for a while.
+    for rssi_home, rssi_hospital in [(-60, -63), (-64, -59), (-58, -62), (-63, -60)] * 3:
+        radio.set(device, "gw-home", rssi_home)
+        radio.set(device, "gw-hospital", rssi_hospital)
+        time.sleep(1.0)
+    assert nearest(kube_api, device) == "gw-home"
+    assert only_pod(kube_api, namespace, app).metadata.uid == pod.metadata.uid
+    assert rebalancer_events(kube_api, namespace, "Deployment", "steady") == []
+
+
+def test_park_scales_to_zero_while_away_and_restores_when_heard(fast, kube_api, namespace, radio):
+    device = new_device(kube_api)
+    radio.set(device, "gw-home", -55)
+    until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
+    app = deploy(kube_api, namespace, "parked", PARK_CLASS, device)
+    until("bound", lambda: only_pod(kube_api, namespace, app))
+    apps = client.AppsV1Api(kube_api)
+
+    radio.set(device, "gw-home", None)  # the patient leaves every gateway
+    dep = until(
+        "the Deployment parked",
+        lambda: (
+            (d := apps.read_namespaced_deployment("parked", namespace)).spec.replicas == 0 and d
+        ),
+        60,
+    )
+    assert dep.metadata.annotations["cloud4iot.io/parked-replicas"] == "1"
+    until("no pod left", lambda: not running_pods(kube_api, namespace, app), 30)
+
+    radio.set(device, "gw-hospital", -52)  # heard again, elsewhere
+    pod = until("restored", lambda: only_pod(kube_api, namespace, app), 60)
+    assert kube.node_of(pod) == "gw-hospital"
+    dep = apps.read_namespaced_deployment("parked", namespace)
+    assert dep.spec.replicas == 1
+    assert "cloud4iot.io/parked-replicas" not in (dep.metadata.annotations or {})
+    reasons = [e.reason for e in rebalancer_events(kube_api, namespace, "Deployment", "parked")]
+    assert reasons.count("DeviceAway") == 1
+    assert reasons.count("DeviceBack") == 1
+
+
+def test_fallback_moves_to_the_edge_when_away_and_back_when_heard(fast, kube_api, namespace, radio):
+    device = new_device(kube_api)
+    radio.set(device, "gw-home", -55)
+    until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
+    app = deploy(kube_api, namespace, "fallback", MHEALTH, device)
+    first = until("bound", lambda: only_pod(kube_api, namespace, app))
+    assert kube.node_of(first) == "gw-home"
+
+    radio.set(device, "gw-home", None)
+
+    def on(node: str) -> client.V1Pod | None:
+        pod = only_pod(kube_api, namespace, app)
+        return pod if pod is not None and kube.node_of(pod) == node else None
+
+    until("on edge-1 (never the cloud)", lambda: on("edge-1"), 60)
+    radio.set(device, "gw-home", -55)
+    until("back on gw-home", lambda: on("gw-home"), 60)
+    reasons = [e.reason for e in rebalancer_events(kube_api, namespace, "Deployment", "fallback")]
+    assert reasons[:1] == ["DeviceAway"]
+    assert reasons[-1] in {"DeviceBack", "Onloading"}
+    assert len(reasons) == 2
+
+
+def test_a_disruption_budget_stops_an_eviction_but_not_a_rollout(
+    fast, devcluster, kube_api, namespace, radio
+):
+    device = new_device(kube_api)
+    radio.set(device, "gw-home", -55)
+    until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
+    policy_api = client.PolicyV1Api(kube_api)
+    surging = deploy(kube_api, namespace, "surging", MHEALTH, device)
+    # maxSurge 0: the rebalancer must evict, and the budget forbids it.
+    fixed = deploy(kube_api, namespace, "fixed", MHEALTH, device, max_surge=0)
+    for app in ("surging", "fixed"):
+        policy_api.create_namespaced_pod_disruption_budget(
+            namespace, kube.model(client.V1PodDisruptionBudget, pdb(app, app))
+        )
+    stay = until("fixed bound", lambda: only_pod(kube_api, namespace, fixed))
+    until("surging bound", lambda: only_pod(kube_api, namespace, surging))
+    assert kube.node_of(stay) == "gw-home"
+
+    radio.set(device, "gw-hospital", -50)
+    radio.set(device, "gw-home", -80)
+
+    def surged() -> client.V1Pod | None:
+        pod = only_pod(kube_api, namespace, surging)
+        return pod if pod is not None and kube.node_of(pod) == "gw-hospital" else None
+
+    until("the surging Deployment rolled out to gw-hospital", surged, 60)
+    time.sleep(5)  # evictions are retried: give them several plans
+    still = only_pod(kube_api, namespace, fixed)
+    assert still is not None
+    assert still.metadata.uid == stay.metadata.uid
+    assert kube.node_of(still) == "gw-home"
+    assert rebalancer_events(kube_api, namespace, "Deployment", "fixed") == []
+    metrics = _metrics(devcluster.rebalancer_url)
+    assert (
+        'cloud4iot_rebalancer_moves_total{reason="Roaming",action="evict",result="failed"}'
+        in metrics
+    )
+    assert 'cloud4iot_rebalancer_moves_held_total{limit="disruption-budget"}' in metrics
+
+
+def test_leader_killed_mid_move_the_other_takes_over_and_nothing_moves_twice(
+    fast, devcluster, kube_api, namespace, radio
+):
+    with extra_rebalancer(devcluster) as standby:
+        assert readyz(devcluster.rebalancer_url)["leading"]
+        assert not readyz(standby)["leading"]
+        device = new_device(kube_api)
+        radio.set(device, "gw-home", -55)
+        until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
+        app = deploy(kube_api, namespace, "failover", MHEALTH, device)
+        until("bound", lambda: only_pod(kube_api, namespace, app))
+
+        radio.set(device, "gw-hospital", -50)
+        radio.set(device, "gw-home", -80)
+        until("the rollout started", lambda: generation(kube_api, namespace, "failover") == 2, 60)
+        leader_pid = devcluster.state().components["rebalancer"].pid
+        assert leader_pid is not None
+        os.killpg(os.getpgid(leader_pid), signal.SIGKILL)  # a crash: no Lease handed back
+        try:
+            until("the standby leads", lambda: readyz(standby)["leading"], 40)
+
+            def settled() -> client.V1Pod | None:
+                pod = only_pod(kube_api, namespace, app)
+                return pod if pod is not None and kube.node_of(pod) == "gw-hospital" else None
+
+            until("on gw-hospital", settled, 60)
+            time.sleep(8)  # the new leader plans everything at once: any double move shows
+            assert generation(kube_api, namespace, "failover") == 2
+            events = rebalancer_events(kube_api, namespace, "Deployment", "failover")
+            assert [e.reason for e in events] == ["Roaming"]
+        finally:
+            devcluster.start_component("rebalancer")
+    until(
+        "the devcluster's rebalancer leads again",
+        lambda: readyz(devcluster.rebalancer_url)["leading"],
+        40,
+    )
+
+
+def test_dry_run_plans_and_reports_but_changes_nothing(
+    fast, devcluster, kube_api, namespace, radio
+):
+    devcluster.stop_component("rebalancer")
+    try:
+        with extra_rebalancer(devcluster, "--dry-run", name="rebalancer-dry") as dry:
+            until("the dry run leads", lambda: readyz(dry)["leading"], 40)
+            device = new_device(kube_api)
+            radio.set(device, "gw-home", -55)
+            until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
+            app = deploy(kube_api, namespace, "dry", MHEALTH, device)
+            pod = until("bound", lambda: only_pod(kube_api, namespace, app))
+            radio.set(device, "gw-hospital", -50)
+            radio.set(device, "gw-home", -80)
+            events = until(
+                "a dry-run Event",
+                lambda: rebalancer_events(kube_api, namespace, "Deployment", "dry"),
+                60,
+            )
+            assert events[0].reason == "Roaming"
+            assert events[0].message.startswith("dry-run: would Roaming (rollout)")
+            time.sleep(5)
+            assert generation(kube_api, namespace, "dry") == 1
+            assert only_pod(kube_api, namespace, app).metadata.uid == pod.metadata.uid
+            assert 'result="dry-run"' in _metrics(dry)
+    finally:
+        devcluster.start_component("rebalancer")
+    until(
+        "the devcluster's rebalancer leads again",
+        lambda: readyz(devcluster.rebalancer_url)["leading"],
+        40,
+    )
+
+
+def _metrics(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
+        return resp.read().decode()
