@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 FIELD_MANAGER = EXTENDER_FIELD_MANAGER
 NUDGE_ANNOTATION = "cloud4iot.io/proximity-changed"
+MERGE_PATCH = "application/merge-patch+json"
 TICK = 1.0  # re-evaluate pending challengers even when no Device event arrives
 SWEEP = 5.0  # decide every device again at least this often
 
@@ -133,18 +134,30 @@ class NearestWriter:
     async def _write(
         self, name: str, state: NearestState, last_seen: float | None, rssi: float | None
     ) -> None:
-        nearest: dict[str, Any] | None = None
-        if state.node is not None:
-            nearest = {"node": state.node, "since": rfc3339(state.since or time.time())}
-            if rssi is not None:
-                nearest["rssi"] = round(rssi)
-            if last_seen is not None:
-                nearest["lastSeen"] = rfc3339(last_seen)
+        if state.node is None:
+            # No gateway hears it: remove status.nearest. Not an apply of `status: {}`:
+            # when nothing else is in status, that leaves `status: null`, which the CRD
+            # refuses (422) and the stale decision would stay forever.
+            await self.custom.patch_cluster_custom_object_status(
+                GROUP,
+                VERSION,
+                PLURAL,
+                name,
+                {"status": {"nearest": None}},
+                _content_type=MERGE_PATCH,
+                _request_timeout=10,
+            )
+            return
+        nearest: dict[str, Any] = {"node": state.node, "since": rfc3339(state.since or time.time())}
+        if rssi is not None:
+            nearest["rssi"] = round(rssi)
+        if last_seen is not None:
+            nearest["lastSeen"] = rfc3339(last_seen)
         body = {
             "apiVersion": API_VERSION,
             "kind": KIND,
             "metadata": {"name": name},
-            "status": {"nearest": nearest} if nearest else {},
+            "status": {"nearest": nearest},
         }
         # Server-side apply: we own status.nearest only; gateways own their sightings.
         await self.custom.patch_cluster_custom_object_status(

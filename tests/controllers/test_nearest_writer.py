@@ -36,13 +36,19 @@ class FakeCustom:
         self, group: str, version: str, plural: str, name: str, body: Any, **kw: Any
     ) -> dict[str, Any]:
         assert (group, version, plural) == (GROUP, VERSION, PLURAL)
+        if name in self.failing:
+            raise ApiException(status=500, reason="Internal Server Error")
+        if body["status"] == {"nearest": None}:
+            # Clearing: a merge patch (an apply of an empty status is refused by the CRD).
+            assert kw["_content_type"] == "application/merge-patch+json"
+            self.writes.append((name, None))
+            return dict(body)
         assert kw["field_manager"] == FIELD_MANAGER
         assert kw["force"] is True
         assert kw["_content_type"] == "application/apply-patch+yaml"
         assert body["metadata"] == {"name": name}
-        if name in self.failing:
-            raise ApiException(status=500, reason="Internal Server Error")
-        self.writes.append((name, body["status"].get("nearest")))
+        assert body["status"]["nearest"]["node"]
+        self.writes.append((name, body["status"]["nearest"]))
         return dict(body)
 
 
@@ -228,3 +234,16 @@ async def test_between_sweeps_only_changed_devices_are_decided_again(world: Worl
     assert world.writer.decisions == 502
     await world.writer.step(NOW + 2 + SWEEP)  # a sweep: time alone can change decisions
     assert world.writer.decisions == 1002
+
+
+async def test_a_device_nobody_hears_any_more_has_its_nearest_removed_by_merge_patch(
+    world: World,
+) -> None:
+    world.show(device("band", {"gw1": (-60.0, NOW)}, None))
+    await world.writer.step(NOW)
+    world.show(device("band", {}, "gw1"))  # gw1 gave its entry up
+    await world.writer.step(NOW + 1)
+    assert world.nodes_written() == ["gw1", None]
+    world.show(device("band", {}, None))  # the removal arrived: nothing more to write
+    await world.writer.step(NOW + 2)
+    assert world.nodes_written() == ["gw1", None]

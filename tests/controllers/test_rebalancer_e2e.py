@@ -187,8 +187,12 @@ def test_fallback_moves_to_the_edge_when_away_and_back_when_heard(fast, kube_api
     until("on edge-1 (never the cloud)", lambda: on("edge-1"), 60)
     radio.set(device, "gw-home", -55)
     until("back on gw-home", lambda: on("gw-home"), 60)
-    reasons = [e.reason for e in rebalancer_events(kube_api, namespace, "Deployment", "fallback")]
-    assert reasons[:1] == ["DeviceAway"]
+    events = sorted(
+        rebalancer_events(kube_api, namespace, "Deployment", "fallback"),
+        key=lambda e: e.last_timestamp,
+    )
+    reasons = [e.reason for e in events]
+    assert reasons[:1] == ["DeviceAway"], [e.message for e in events]
     assert reasons[-1] in {"DeviceBack", "Onloading"}
     assert len(reasons) == 2
 
@@ -296,7 +300,8 @@ def test_dry_run_plans_and_reports_but_changes_nothing(
             time.sleep(5)
             assert generation(kube_api, namespace, "dry") == 1
             assert only_pod(kube_api, namespace, app).metadata.uid == pod.metadata.uid
-            assert 'result="dry-run"' in _metrics(dry)
+            dry_run = {"reason": "Roaming", "action": "rollout", "result": "dry-run"}
+            assert _sample(_metrics(dry), "cloud4iot_rebalancer_moves_total", dry_run) >= 1
     finally:
         devcluster.start_component("rebalancer")
     until(
@@ -311,3 +316,13 @@ def _metrics(url: str) -> str:
 
     with urllib.request.urlopen(url + "/metrics", timeout=5) as resp:
         return resp.read().decode()
+
+
+def _sample(text: str, name: str, labels: dict[str, str]) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0

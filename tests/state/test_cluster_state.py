@@ -126,6 +126,34 @@ async def test_walk_from_home_to_hospital_moves_nearest_exactly_once(devcluster,
     assert {s["node"] for s in status["sightings"]} == {"gw-home", "gw-hospital"}
 
 
+async def test_nearest_is_cleared_when_no_gateway_hears_the_device_any_more(devcluster, kube_api):
+    # Only the gateway's sighting and the writer's decision in status: removing both
+    # must leave a valid object (an apply of an empty status was refused with 422).
+    device = f"leaver-{uuid.uuid4().hex[:6]}"
+    create_device(kube_api, device, "AA:BB:CC:00:10:02")
+    sight(kube_api, device, "gw-home", -55)
+    await eventually(
+        lambda: (device_status(kube_api, device).get("nearest") or {}).get("node") == "gw-home",
+        30,
+        "nearest = gw-home",
+        interval=0.25,
+    )
+    sight(kube_api, device, "gw-home", None)  # the gateway gives its entry up
+    await eventually(
+        lambda: "nearest" not in device_status(kube_api, device),
+        30,
+        "nearest cleared",
+        interval=0.25,
+    )
+    sight(kube_api, device, "gw-hospital", -60)  # and a later decision is written again
+    await eventually(
+        lambda: (device_status(kube_api, device).get("nearest") or {}).get("node") == "gw-hospital",
+        30,
+        "nearest = gw-hospital",
+        interval=0.25,
+    )
+
+
 async def test_pending_pod_is_bound_promptly_once_its_device_is_sighted(
     devcluster, kube_api, namespace
 ):
