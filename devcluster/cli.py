@@ -22,7 +22,7 @@ from devcluster.topology import DEFAULT_TOPOLOGY, TopologyError
 CLUSTER_NAME = "dev"  # the default --name of up/down/status
 DEMO_NAME = "demo"  # and of demo
 # `bench SCRIPT [options]`: the scripts of bench/, each run through its `main(argv, prog)`.
-BENCHES = ("extender-latency", "noop-extender")
+BENCHES = ("extender-latency", "noop-extender", "rebalancer-reaction")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -146,6 +146,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     if args.script == "extender-latency":
         from bench.extender_latency import main as run
+    elif args.script == "rebalancer-reaction":
+        from bench.rebalancer_reaction import main as run
     else:
         from bench.noop_extender import main as run
     run(args.args, prog=f"python -m devcluster bench {args.script}")
