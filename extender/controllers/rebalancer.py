@@ -76,6 +76,25 @@ class Workloads:
     replicasets: dict[str, str | None] = field(default_factory=dict)  # ns/rs -> deployment
     deployments: dict[str, DeploymentRecord] = field(default_factory=dict)
     rs_of: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # Deployments scaled to zero by a park, and the devices they wait for.
+    parked: dict[str, DeploymentRecord] = field(default_factory=dict)
+    parked_devices: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def observe_deployment(self, key: str, new: DeploymentRecord | None) -> None:
+        old = self.parked.pop(key, None)
+        if old is not None and old.template.device is not None:
+            waiting = self.parked_devices[old.template.device]
+            waiting.discard(key)
+            if not waiting:
+                del self.parked_devices[old.template.device]
+        if new is None:
+            self.deployments.pop(key, None)
+            return
+        self.deployments[key] = new
+        if new.parked_replicas is not None and new.replicas == 0:
+            self.parked[key] = new
+            if new.template.device is not None:
+                self.parked_devices[new.template.device].add(key)
 
     def observe_rs(self, key: str, old: str | None, new: str | None) -> None:
         namespace, _, name = key.partition("/")
@@ -201,7 +220,7 @@ class Rebalancer:
 
     def observe_device(self, name: str, old: DeviceFacts | None, new: DeviceFacts | None) -> None:
         self._mark(self.index.by_device.get(name, ()))
-        if any(d.parked_replicas is not None for d in self._parked_for(name)):
+        if name in self.workloads.parked_devices:
             self.wake.set()
 
     def observe_replicaset(self, key: str, old: str | None, new: str | None) -> None:
@@ -210,12 +229,9 @@ class Rebalancer:
     def observe_deployment(
         self, key: str, old: DeploymentRecord | None, new: DeploymentRecord | None
     ) -> None:
-        if new is None:
-            self.workloads.deployments.pop(key, None)
-        else:
-            self.workloads.deployments[key] = new
+        self.workloads.observe_deployment(key, new)
         self._mark(self.index.keys_for(owners=self.workloads.owners_of(key)))
-        if new is not None and new.parked_replicas is not None:
+        if key in self.workloads.parked:
             self.wake.set()
 
     def _mark(self, keys: Iterable[str]) -> None:
@@ -223,9 +239,6 @@ class Rebalancer:
         self.dirty.update(keys)
         if len(self.dirty) != before:
             self.wake.set()
-
-    def _parked_for(self, device: str) -> list[DeploymentRecord]:
-        return [d for d in self.workloads.deployments.values() if d.template.device == device]
 
     # --- the loop --------------------------------------------------------------
 
@@ -292,7 +305,7 @@ class Rebalancer:
             self.full_pass = True  # plan everything once the caches are complete
             return
         pods, full = self._collect(now)
-        parked = parked_facts(self.workloads.deployments.values())
+        parked = parked_facts(self.workloads.parked.values())
         candidates = [m for p in pods if (m := managed_pod(p, self.workloads.workload(p)))]
         if not candidates and not parked:
             return
