@@ -191,6 +191,7 @@ class Rebalancer:
     _last_full: float = float("-inf")
     _policy_digest: str = ""
     _load: Mapping[str, LoadSample] = field(default_factory=dict)
+    _seeded: bool = False  # memory holds the moves recorded on the Deployments
 
     # --- triggers (watch hooks; cheap, called per event) ----------------------
 
@@ -232,7 +233,9 @@ class Rebalancer:
     async def run(self) -> None:
         """One leadership term: runs until cancelled."""
         self.leading = True
-        self.memory = Memory(moves=moves_on_record(self.workloads.deployments.values()))
+        # The recorded moves are read on the first synced step: a Lease handed back
+        # on shutdown is won at once, before the Deployments have listed.
+        self.memory, self._seeded = Memory(), False
         self.full_pass = True
         self._held.clear()
         try:
@@ -291,6 +294,9 @@ class Rebalancer:
         if not self.synced():
             self.full_pass = True  # plan everything once the caches are complete
             return
+        if not self._seeded:  # a new term: keep the last leader's cooldowns
+            records = moves_on_record(self.workloads.deployments.values())
+            self.memory, self._seeded = replace(self.memory, moves=records), True
         pods, full = self._collect(now)
         parked = parked_facts(self.workloads.deployments.values())
         candidates = [m for p in pods if (m := managed_pod(p, self.workloads.workload(p)))]

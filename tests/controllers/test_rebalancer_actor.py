@@ -759,3 +759,20 @@ async def test_a_new_leader_holds_an_optional_move_within_the_recorded_cooldown(
         assert name == "anon"
         assert note_of(body)["reason"] == "Offloading"
         assert note_of(body)["to"] == "edge-1"
+
+
+async def test_a_term_won_before_the_deployments_listed_still_keeps_the_recorded_cooldowns(
+    world: World,
+):
+    # A leader that hands the Lease back on shutdown lets a starting replica win it at
+    # once, while its reflectors are still listing: the records arrive after the term began.
+    world.rebalancer.synced = lambda: False
+    await start_term(world)
+    await world.step(NOW - 1)
+    annotations = {LAST_MOVE_ANNOTATION: recorded(NOW - 30)}
+    world.deploy("anon", "gw-home", function="anonymiser", device=None, annotations=annotations)
+    world.rebalancer.synced = lambda: True
+    await world.step(NOW)
+    assert world.apps.patches == []
+    assert world.held("cooldown-workload") == 1
+    assert [r.workload for r in world.rebalancer.memory.moves] == [f"Deployment/{NS}/anon"]
