@@ -15,7 +15,10 @@ Planning is `rebalance_plan.plan` (pure); this module does the I/O around it:
   PodDisruptionBudgets hold (a 429 is a refusal, retried on later plans); a park
   or unpark patches the Deployment's replicas. The move is recorded on the
   workload (annotation `cloud4iot.io/last-move`), so a new leader keeps the
-  cooldowns of the last one and never moves a pod twice.
+  cooldowns of the last one and never moves a pod twice. Until the watches show
+  a move (a later Deployment generation, the evicted pod leaving; at most
+  IN_FLIGHT) it is in flight: the workload counts as mid-rollout and the pod as
+  leaving, so a plan made before the caches catch up cannot repeat it.
 * Every move leaves an Event on the pod and on its owner. `dry_run` plans, logs
   and emits the Events ("would ..."), and changes nothing.
 """
@@ -67,6 +70,9 @@ COMPONENT = "cloud4iot-rebalancer"
 TICK = 1.0  # re-plan due holds at least this often
 COALESCE = 0.2  # after a trigger: let the watch's snapshot publish catch up
 MERGE_PATCH = "application/merge-patch+json"
+# A move made but not yet shown by the watches holds its workload (or pod) for at
+# most this long: a watch that never shows it must not hold it for good.
+IN_FLIGHT = 60.0
 
 
 @dataclass(slots=True)
@@ -76,6 +82,30 @@ class Workloads:
     replicasets: dict[str, str | None] = field(default_factory=dict)  # ns/rs -> deployment
     deployments: dict[str, DeploymentRecord] = field(default_factory=dict)
     rs_of: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # Deployments this actor changed (rollout, park, unpark): key -> (the generation
+    # the change was made on, when). Until the watch shows a later generation the
+    # change is in flight and the workload not settled, whatever the cache says.
+    changed: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def observe_deployment(self, key: str, new: DeploymentRecord | None) -> None:
+        if new is None:
+            self.deployments.pop(key, None)
+            self.changed.pop(key, None)
+            return
+        self.deployments[key] = new
+        mark = self.changed.get(key)
+        if mark is not None and new.generation > mark[0]:
+            del self.changed[key]
+
+    def changing(self, key: str, now: float) -> None:
+        """A change of Deployment `key` was just made through the API."""
+        d = self.deployments.get(key)
+        if d is not None:
+            self.changed[key] = (d.generation, now)
+
+    def in_flight(self, d: DeploymentRecord, now: float) -> bool:
+        mark = self.changed.get(d.key)
+        return mark is not None and now - mark[1] < IN_FLIGHT
 
     def observe_rs(self, key: str, old: str | None, new: str | None) -> None:
         namespace, _, name = key.partition("/")
@@ -89,7 +119,7 @@ class Workloads:
         namespace = deployment_key.partition("/")[0]
         return [(namespace, "ReplicaSet", rs) for rs in self.rs_of.get(deployment_key, ())]
 
-    def workload(self, pod: PodRecord) -> Workload:
+    def workload(self, pod: PodRecord, now: float) -> Workload:
         if pod.owner is None:
             return Workload(Kind.POD, pod.namespace, pod.name)
         kind, name = pod.owner
@@ -97,20 +127,20 @@ class Workloads:
             deployment = deployment_of(pod, self.replicasets, self.deployments)
             if deployment is None:
                 return Workload(Kind.REPLICA_SET, pod.namespace, name)
-            return deployment_workload(deployment)
+            return deployment_workload(deployment, self.in_flight(deployment, now))
         if kind == "StatefulSet":
             return Workload(Kind.STATEFUL_SET, pod.namespace, name)
         return Workload(Kind.POD, pod.namespace, pod.name)  # nothing would recreate it elsewhere
 
 
-def deployment_workload(d: DeploymentRecord) -> Workload:
+def deployment_workload(d: DeploymentRecord, in_flight: bool = False) -> Workload:
     return Workload(
         Kind.DEPLOYMENT,
         d.namespace,
         d.name,
         can_surge=d.can_surge,
         replicas=d.replicas,
-        settled=d.settled,
+        settled=d.settled and not in_flight,
         parked_replicas=d.parked_replicas,
     )
 
@@ -192,11 +222,14 @@ class Rebalancer:
     _policy_digest: str = ""
     _load: Mapping[str, LoadSample] = field(default_factory=dict)
     _seeded: bool = False  # memory holds the moves recorded on the Deployments
+    _evicted: dict[str, float] = field(default_factory=dict)  # pod uid -> when, until it leaves
 
     # --- triggers (watch hooks; cheap, called per event) ----------------------
 
     def observe_pod(self, key: str, old: PodRecord | None, new: PodRecord | None) -> None:
         self.index.observe(key, old, new)
+        if old is not None and (new is None or new.deleting or new.uid != old.uid):
+            self._evicted.pop(old.uid, None)  # the watch shows it leaving
         if new is not None and new.managed:
             self._mark([key])
 
@@ -211,10 +244,7 @@ class Rebalancer:
     def observe_deployment(
         self, key: str, old: DeploymentRecord | None, new: DeploymentRecord | None
     ) -> None:
-        if new is None:
-            self.workloads.deployments.pop(key, None)
-        else:
-            self.workloads.deployments[key] = new
+        self.workloads.observe_deployment(key, new)
         self._mark(self.index.keys_for(owners=self.workloads.owners_of(key)))
         if new is not None and new.parked_replicas is not None:
             self.wake.set()
@@ -298,8 +328,14 @@ class Rebalancer:
             records = moves_on_record(self.workloads.deployments.values())
             self.memory, self._seeded = replace(self.memory, moves=records), True
         pods, full = self._collect(now)
-        parked = parked_facts(self.workloads.deployments.values())
-        candidates = [m for p in pods if (m := managed_pod(p, self.workloads.workload(p)))]
+        parked = parked_facts(
+            d for d in self.workloads.deployments.values() if not self.workloads.in_flight(d, now)
+        )
+        candidates = [
+            self._leaving(m, now)
+            for p in pods
+            if (m := managed_pod(p, self.workloads.workload(p, now)))
+        ]
         if not candidates and not parked:
             return
         started = time.perf_counter()
@@ -316,6 +352,16 @@ class Rebalancer:
         self._note_holds(result.held, {p.uid: p for p in pods})
         for move in result.moves:
             await self._apply(move, now, loaded.version)
+
+    def _leaving(self, pod: ManagedPod, now: float) -> ManagedPod:
+        """An evicted pod the watch still shows running is leaving: nothing to judge."""
+        at = self._evicted.get(pod.uid)
+        if at is None:
+            return pod
+        if now - at >= IN_FLIGHT:
+            del self._evicted[pod.uid]
+            return pod
+        return replace(pod, deleting=True)
 
     def _note_holds(self, held: Iterable[Held], by_uid: Mapping[str, PodRecord]) -> None:
         for h in held:
@@ -345,8 +391,18 @@ class Rebalancer:
             self.metrics.moves.labels(move.reason.value, move.action.value, "failed").inc()
             return
         log.info("%s", message)
+        self._in_flight(move, now)
         self.metrics.moves.labels(move.reason.value, move.action.value, "ok").inc()
         await self._events(move, message)
+
+    def _in_flight(self, move: Move, now: float) -> None:
+        """Until the watches show a move it must not be made again (the cache still
+        shows the Deployment settled or parked, the evicted pod running)."""
+        if move.action is Action.EVICT:
+            if move.pod is not None:
+                self._evicted[move.pod.uid] = now
+        elif move.workload.kind is Kind.DEPLOYMENT:
+            self.workloads.changing(f"{move.workload.namespace}/{move.workload.name}", now)
 
     def _unrecord(self, move: Move, now: float) -> None:
         """A move that did not happen must not count against cooldowns and rates."""

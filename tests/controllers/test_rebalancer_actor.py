@@ -23,6 +23,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from extender.controllers.rebalance_model import MoveRecord, Reason
 from extender.controllers.rebalancer import (
     COMPONENT,
+    IN_FLIGHT,
     MERGE_PATCH,
     Rebalancer,
     Workloads,
@@ -776,3 +777,96 @@ async def test_a_term_won_before_the_deployments_listed_still_keeps_the_recorded
     assert world.apps.patches == []
     assert world.held("cooldown-workload") == 1
     assert [r.workload for r in world.rebalancer.memory.moves] == [f"Deployment/{NS}/anon"]
+
+
+# --- a move in flight: made, but not yet shown by the watches ----------------------------
+
+
+async def test_no_second_rollout_before_the_watch_shows_the_first(world: World):
+    world.show(wearable())
+    pod = world.deploy("consolidator", "gw-home")
+    await world.step(NOW)
+    assert len(world.apps.patches) == 1
+
+    # A device heartbeat and a pod status update re-plan the pod; the Deployment watch
+    # has not delivered the patched object yet (the cache still says settled).
+    world.show(wearable(at=NOW + 1))
+    world.pod(pod.name, "gw-home", rs="consolidator-rs1")
+    await world.step(NOW + 1)
+    # An event from before the patch (the same generation) arrives late.
+    world.deployment("consolidator", generation=1, observed=1)
+    await world.step(NOW + 2)
+    assert len(world.apps.patches) == 1
+    assert world.held("rollout-in-progress") == 1
+
+    # The controller completes the rollout: the old pod goes, the new one runs.
+    world.deployment("consolidator", generation=2, observed=2)
+    world.delete_pod(pod.key)
+    world.pod("consolidator-rs2-p1", "gw-hospital", rs="consolidator-rs2")
+    world.rebalancer.observe_replicaset(f"{NS}/consolidator-rs2", None, "consolidator")
+    await world.step(NOW + 3)
+    assert len(world.apps.patches) == 1
+    assert world.moves("Roaming", "rollout", "ok") == 1
+    assert len(world.core.events) == 2
+
+
+async def test_a_change_the_watch_never_shows_holds_the_workload_only_for_a_while(world: World):
+    world.show(wearable())
+    pod = world.deploy("consolidator", "gw-home")
+    await world.step(NOW)
+    world.pod(pod.name, "gw-home", rs="consolidator-rs1")
+    await world.step(NOW + IN_FLIGHT - 1)
+    assert len(world.apps.patches) == 1
+    world.pod(pod.name, "gw-home", rs="consolidator-rs1")
+    await world.step(NOW + IN_FLIGHT)  # then the cache is trusted again
+    assert len(world.apps.patches) == 2
+
+
+async def test_no_second_unpark_before_the_watch_shows_the_first(world: World):
+    world.show(wearable(heard={"gw-home": -50.0}, nearest="gw-home", since=NOW - 60))
+    annotations = {PARKED_ANNOTATION: "2"}
+    world.rebalancer.observe_replicaset(f"{NS}/reader-rs1", None, "reader")
+    world.deployment(
+        "reader", function=PARK_CLASS, replicas=0, generation=4, observed=4, annotations=annotations
+    )
+    await world.step(NOW)
+    assert [body["spec"] for _, _, _, body in world.apps.patches] == [{"replicas": 2}]
+    # Parked Deployments are planned on every step: the next tick comes before the watch.
+    await world.step(NOW + 1.2)
+    await world.step(NOW + 2.4)
+    assert len(world.apps.patches) == 1
+    assert world.moves("DeviceBack", "unpark", "ok") == 1
+    # The watch shows the restored Deployment: nothing left to unpark.
+    world.deployment("reader", function=PARK_CLASS, replicas=2, generation=5, observed=5)
+    await world.step(NOW + 3.6)
+    assert len(world.apps.patches) == 1
+
+
+async def test_no_second_park_before_the_watch_shows_the_first(world: World):
+    world.show(wearable(heard={}, nearest=None, since=None))
+    pod = world.deploy("reader", "gw-home", function=PARK_CLASS, replicas=2)
+    await world.step(NOW)
+    await world.step(NOW + AWAY_AFTER)
+    assert len(world.apps.patches) == 1
+    world.pod(pod.name, "gw-home", function=PARK_CLASS, rs="reader-rs1")  # still running
+    await world.step(NOW + AWAY_AFTER + 1)
+    assert len(world.apps.patches) == 1
+    assert world.moves("DeviceAway", "park", "ok") == 1
+
+
+async def test_no_second_eviction_before_the_watch_shows_the_pod_leaving(world: World):
+    world.show(wearable())
+    pod = world.deploy("consolidator", "gw-home", max_surge=0)
+    await world.step(NOW)
+    assert len(world.core.evictions) == 1
+    world.show(wearable(at=NOW + 1))  # a heartbeat re-plans the pod, still shown running
+    await world.step(NOW + 1)
+    assert len(world.core.evictions) == 1
+    assert world.moves("Roaming", "evict", "ok") == 1
+    assert len(world.core.events) == 2
+    # The watch shows it leaving, and its replacement on the hospital's gateway.
+    world.delete_pod(pod.key)
+    world.pod("consolidator-rs1-p2", "gw-hospital", rs="consolidator-rs1")
+    await world.step(NOW + 2)
+    assert len(world.core.evictions) == 1
+    assert world.rebalancer._evicted == {}

@@ -207,6 +207,13 @@ def test_deployment_record_basics_and_template_facts():
     assert d.settled is True
 
 
+def test_deployment_record_keeps_the_generation():
+    assert DeploymentRecord.from_deployment(deployment_obj(generation=7)).generation == 7
+    missing = deployment_obj()
+    del missing["metadata"]["generation"]
+    assert DeploymentRecord.from_deployment(missing).generation == 0
+
+
 def test_default_strategy_surges_even_for_one_replica():
     # RollingUpdate with maxSurge 25 %: 25 % of 1 rounds up to 1 extra pod.
     assert DeploymentRecord.from_deployment(deployment_obj()).can_surge is True
