@@ -354,7 +354,10 @@ class Rebalancer:
             await self._apply(move, now, loaded.version)
 
     def _leaving(self, pod: ManagedPod, now: float) -> ManagedPod:
-        """An evicted pod the watch still shows running is leaving: nothing to judge."""
+        """A pod the watch still shows running but on its way out (evicted, or of a
+        Deployment scaled to zero) is leaving: nothing to judge."""
+        if pod.workload.kind is Kind.DEPLOYMENT and pod.workload.replicas == 0:
+            return replace(pod, deleting=True)
         at = self._evicted.get(pod.uid)
         if at is None:
             return pod

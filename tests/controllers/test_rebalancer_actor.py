@@ -870,3 +870,28 @@ async def test_no_second_eviction_before_the_watch_shows_the_pod_leaving(world: 
     await world.step(NOW + 2)
     assert len(world.core.evictions) == 1
     assert world.rebalancer._evicted == {}
+
+
+async def test_a_parked_deployment_whose_pod_still_shows_keeps_its_replica_count(world: World):
+    # Parked by a previous step (or leader); the Deployment watch shows it scaled to
+    # zero while the pod watch still shows the old pod running.
+    world.show(wearable(heard={}, nearest=None, since=None))
+    park = recorded(NOW - AWAY_AFTER - 10, "DeviceAway", None)
+    pod = world.deploy(
+        "reader",
+        "gw-home",
+        function=PARK_CLASS,
+        replicas=0,
+        generation=5,
+        observed=5,
+        annotations={PARKED_ANNOTATION: "3", LAST_MOVE_ANNOTATION: park},
+    )
+    await world.step(NOW)
+    await world.step(NOW + AWAY_AFTER)
+    assert world.apps.patches == []  # already parked: nothing to write
+    world.delete_pod(pod.key)
+
+    world.show(wearable(heard={"gw-home": -50.0}, nearest="gw-home", since=NOW + 200, at=NOW + 206))
+    await world.step(NOW + 206)
+    (unpark,) = [body for _, _, _, body in world.apps.patches]
+    assert unpark["spec"] == {"replicas": 3}
