@@ -223,6 +223,7 @@ class Rebalancer:
     _load: Mapping[str, LoadSample] = field(default_factory=dict)
     _seeded: bool = False  # memory holds the moves recorded on the Deployments
     _evicted: dict[str, float] = field(default_factory=dict)  # pod uid -> when, until it leaves
+    _gone: set[str] = field(default_factory=set)  # uids the watch shows gone: forget them
 
     # --- triggers (watch hooks; cheap, called per event) ----------------------
 
@@ -230,6 +231,8 @@ class Rebalancer:
         self.index.observe(key, old, new)
         if old is not None and (new is None or new.deleting or new.uid != old.uid):
             self._evicted.pop(old.uid, None)  # the watch shows it leaving
+            if new is None or new.uid != old.uid:
+                self._gone.add(old.uid)
         if new is not None and new.managed:
             self._mark([key])
 
@@ -328,6 +331,9 @@ class Rebalancer:
             records = moves_on_record(self.workloads.deployments.values())
             self.memory, self._seeded = replace(self.memory, moves=records), True
         pods, full = self._collect(now)
+        if self._gone:
+            self._forget(self._gone)
+            self._gone = set()
         parked = parked_facts(
             d for d in self.workloads.deployments.values() if not self.workloads.in_flight(d, now)
         )
@@ -346,12 +352,18 @@ class Rebalancer:
         )
         self.plans += 1
         self.memory = result.memory
-        gone = {p.uid for p in candidates if p.deleting}
-        if gone:
-            self.memory = self.memory.forget(gone)
+        leaving = {p.uid for p in candidates if p.deleting}
+        if leaving:
+            self._forget(leaving)
         self._note_holds(result.held, {p.uid: p for p in pods})
         for move in result.moves:
             await self._apply(move, now, loaded.version)
+
+    def _forget(self, uids: set[str]) -> None:
+        """Pods that are gone or leaving: their pending moves and counted holds."""
+        self.memory = self.memory.forget(uids)
+        for uid in uids:
+            self._held.pop(uid, None)
 
     def _leaving(self, pod: ManagedPod, now: float) -> ManagedPod:
         """A pod the watch still shows running but on its way out (evicted, or of a

@@ -895,3 +895,15 @@ async def test_a_parked_deployment_whose_pod_still_shows_keeps_its_replica_count
     await world.step(NOW + 206)
     (unpark,) = [body for _, _, _, body in world.apps.patches]
     assert unpark["spec"] == {"replicas": 3}
+
+
+async def test_a_pod_the_watch_shows_gone_is_forgotten(world: World):
+    world.show(wearable(since=NOW - 1))  # settle holds the move: it stays pending
+    pod = world.deploy("consolidator", "gw-home")
+    await world.step(NOW)
+    assert pod.uid in world.rebalancer.memory.pending
+    assert pod.uid in world.rebalancer._held
+    world.delete_pod(pod.key)
+    await world.step(NOW + 1)
+    assert pod.uid not in world.rebalancer.memory.pending
+    assert pod.uid not in world.rebalancer._held
