@@ -15,7 +15,10 @@ Planning is `rebalance_plan.plan` (pure); this module does the I/O around it:
   PodDisruptionBudgets hold (a 429 is a refusal, retried on later plans); a park
   or unpark patches the Deployment's replicas. The move is recorded on the
   workload (annotation `cloud4iot.io/last-move`), so a new leader keeps the
-  cooldowns of the last one and never moves a pod twice.
+  cooldowns of the last one and never moves a pod twice. Until the watches show
+  a move (a later Deployment generation, the evicted pod leaving; at most
+  IN_FLIGHT) it is in flight: the workload counts as mid-rollout and the pod as
+  leaving, so a plan made before the caches catch up cannot repeat it.
 * Every move leaves an Event on the pod and on its owner. `dry_run` plans, logs
   and emits the Events ("would ..."), and changes nothing.
 """
@@ -67,6 +70,9 @@ COMPONENT = "cloud4iot-rebalancer"
 TICK = 1.0  # re-plan due holds at least this often
 COALESCE = 0.2  # after a trigger: let the watch's snapshot publish catch up
 MERGE_PATCH = "application/merge-patch+json"
+# A move made but not yet shown by the watches holds its workload (or pod) for at
+# most this long: a watch that never shows it must not hold it for good.
+IN_FLIGHT = 60.0
 
 
 @dataclass(slots=True)
@@ -79,6 +85,10 @@ class Workloads:
     # Deployments scaled to zero by a park, and the devices they wait for.
     parked: dict[str, DeploymentRecord] = field(default_factory=dict)
     parked_devices: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # Deployments this actor changed (rollout, park, unpark): key -> (the generation
+    # the change was made on, when). Until the watch shows a later generation the
+    # change is in flight and the workload not settled, whatever the cache says.
+    changed: dict[str, tuple[int, float]] = field(default_factory=dict)
 
     def observe_deployment(self, key: str, new: DeploymentRecord | None) -> None:
         old = self.parked.pop(key, None)
@@ -89,12 +99,26 @@ class Workloads:
                 del self.parked_devices[old.template.device]
         if new is None:
             self.deployments.pop(key, None)
+            self.changed.pop(key, None)
             return
         self.deployments[key] = new
+        mark = self.changed.get(key)
+        if mark is not None and new.generation > mark[0]:
+            del self.changed[key]
         if new.parked_replicas is not None and new.replicas == 0:
             self.parked[key] = new
             if new.template.device is not None:
                 self.parked_devices[new.template.device].add(key)
+
+    def changing(self, key: str, now: float) -> None:
+        """A change of Deployment `key` was just made through the API."""
+        d = self.deployments.get(key)
+        if d is not None:
+            self.changed[key] = (d.generation, now)
+
+    def in_flight(self, d: DeploymentRecord, now: float) -> bool:
+        mark = self.changed.get(d.key)
+        return mark is not None and now - mark[1] < IN_FLIGHT
 
     def observe_rs(self, key: str, old: str | None, new: str | None) -> None:
         namespace, _, name = key.partition("/")
@@ -108,7 +132,7 @@ class Workloads:
         namespace = deployment_key.partition("/")[0]
         return [(namespace, "ReplicaSet", rs) for rs in self.rs_of.get(deployment_key, ())]
 
-    def workload(self, pod: PodRecord) -> Workload:
+    def workload(self, pod: PodRecord, now: float) -> Workload:
         if pod.owner is None:
             return Workload(Kind.POD, pod.namespace, pod.name)
         kind, name = pod.owner
@@ -116,20 +140,20 @@ class Workloads:
             deployment = deployment_of(pod, self.replicasets, self.deployments)
             if deployment is None:
                 return Workload(Kind.REPLICA_SET, pod.namespace, name)
-            return deployment_workload(deployment)
+            return deployment_workload(deployment, self.in_flight(deployment, now))
         if kind == "StatefulSet":
             return Workload(Kind.STATEFUL_SET, pod.namespace, name)
         return Workload(Kind.POD, pod.namespace, pod.name)  # nothing would recreate it elsewhere
 
 
-def deployment_workload(d: DeploymentRecord) -> Workload:
+def deployment_workload(d: DeploymentRecord, in_flight: bool = False) -> Workload:
     return Workload(
         Kind.DEPLOYMENT,
         d.namespace,
         d.name,
         can_surge=d.can_surge,
         replicas=d.replicas,
-        settled=d.settled,
+        settled=d.settled and not in_flight,
         parked_replicas=d.parked_replicas,
     )
 
@@ -210,11 +234,18 @@ class Rebalancer:
     _last_full: float = float("-inf")
     _policy_digest: str = ""
     _load: Mapping[str, LoadSample] = field(default_factory=dict)
+    _seeded: bool = False  # memory holds the moves recorded on the Deployments
+    _evicted: dict[str, float] = field(default_factory=dict)  # pod uid -> when, until it leaves
+    _gone: set[str] = field(default_factory=set)  # uids the watch shows gone: forget them
 
     # --- triggers (watch hooks; cheap, called per event) ----------------------
 
     def observe_pod(self, key: str, old: PodRecord | None, new: PodRecord | None) -> None:
         self.index.observe(key, old, new)
+        if old is not None and (new is None or new.deleting or new.uid != old.uid):
+            self._evicted.pop(old.uid, None)  # the watch shows it leaving
+            if new is None or new.uid != old.uid:
+                self._gone.add(old.uid)
         if new is not None and new.managed:
             self._mark([key])
 
@@ -245,7 +276,9 @@ class Rebalancer:
     async def run(self) -> None:
         """One leadership term: runs until cancelled."""
         self.leading = True
-        self.memory = Memory(moves=moves_on_record(self.workloads.deployments.values()))
+        # The recorded moves are read on the first synced step: a Lease handed back
+        # on shutdown is won at once, before the Deployments have listed.
+        self.memory, self._seeded = Memory(), False
         self.full_pass = True
         self._held.clear()
         try:
@@ -304,9 +337,21 @@ class Rebalancer:
         if not self.synced():
             self.full_pass = True  # plan everything once the caches are complete
             return
+        if not self._seeded:  # a new term: keep the last leader's cooldowns
+            records = moves_on_record(self.workloads.deployments.values())
+            self.memory, self._seeded = replace(self.memory, moves=records), True
         pods, full = self._collect(now)
-        parked = parked_facts(self.workloads.parked.values())
-        candidates = [m for p in pods if (m := managed_pod(p, self.workloads.workload(p)))]
+        if self._gone:
+            self._forget(self._gone)
+            self._gone = set()
+        parked = parked_facts(
+            d for d in self.workloads.parked.values() if not self.workloads.in_flight(d, now)
+        )
+        candidates = [
+            self._leaving(m, now)
+            for p in pods
+            if (m := managed_pod(p, self.workloads.workload(p, now)))
+        ]
         if not candidates and not parked:
             return
         started = time.perf_counter()
@@ -317,12 +362,31 @@ class Rebalancer:
         )
         self.plans += 1
         self.memory = result.memory
-        gone = {p.uid for p in candidates if p.deleting}
-        if gone:
-            self.memory = self.memory.forget(gone)
+        leaving = {p.uid for p in candidates if p.deleting}
+        if leaving:
+            self._forget(leaving)
         self._note_holds(result.held, {p.uid: p for p in pods})
         for move in result.moves:
             await self._apply(move, now, loaded.version)
+
+    def _forget(self, uids: set[str]) -> None:
+        """Pods that are gone or leaving: their pending moves and counted holds."""
+        self.memory = self.memory.forget(uids)
+        for uid in uids:
+            self._held.pop(uid, None)
+
+    def _leaving(self, pod: ManagedPod, now: float) -> ManagedPod:
+        """A pod the watch still shows running but on its way out (evicted, or of a
+        Deployment scaled to zero) is leaving: nothing to judge."""
+        if pod.workload.kind is Kind.DEPLOYMENT and pod.workload.replicas == 0:
+            return replace(pod, deleting=True)
+        at = self._evicted.get(pod.uid)
+        if at is None:
+            return pod
+        if now - at >= IN_FLIGHT:
+            del self._evicted[pod.uid]
+            return pod
+        return replace(pod, deleting=True)
 
     def _note_holds(self, held: Iterable[Held], by_uid: Mapping[str, PodRecord]) -> None:
         for h in held:
@@ -352,8 +416,18 @@ class Rebalancer:
             self.metrics.moves.labels(move.reason.value, move.action.value, "failed").inc()
             return
         log.info("%s", message)
+        self._in_flight(move, now)
         self.metrics.moves.labels(move.reason.value, move.action.value, "ok").inc()
         await self._events(move, message)
+
+    def _in_flight(self, move: Move, now: float) -> None:
+        """Until the watches show a move it must not be made again (the cache still
+        shows the Deployment settled or parked, the evicted pod running)."""
+        if move.action is Action.EVICT:
+            if move.pod is not None:
+                self._evicted[move.pod.uid] = now
+        elif move.workload.kind is Kind.DEPLOYMENT:
+            self.workloads.changing(f"{move.workload.namespace}/{move.workload.name}", now)
 
     def _unrecord(self, move: Move, now: float) -> None:
         """A move that did not happen must not count against cooldowns and rates."""

@@ -125,6 +125,7 @@ class DeploymentRecord:
     parked_replicas: int | None
     template: PodFacts  # the pod template's annotations
     last_move: MoveNote | None
+    generation: int = 0  # metadata.generation: a spec change (rollout, scale) bumps it
 
     @classmethod
     def from_deployment(cls, obj: Mapping[str, Any], observed_at: float = 0.0) -> DeploymentRecord:
@@ -132,6 +133,7 @@ class DeploymentRecord:
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
         replicas = spec.get("replicas")
         replicas = replicas if isinstance(replicas, int) else 1
+        generation = meta.get("generation")
         strategy = spec.get("strategy") or {}
         rolling = strategy.get("type", "RollingUpdate") == "RollingUpdate"
         surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")
@@ -159,6 +161,7 @@ class DeploymentRecord:
             parked_replicas=int(parked) if isinstance(parked, str) and parked.isdigit() else None,
             template=PodFacts.from_pod({"metadata": template_meta}),
             last_move=_move_note(annotations.get(LAST_MOVE_ANNOTATION)),
+            generation=generation if isinstance(generation, int) else 0,
         )
 
 
