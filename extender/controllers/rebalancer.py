@@ -344,6 +344,10 @@ class Rebalancer:
         if self._gone:
             self._forget(self._gone)
             self._gone = set()
+        devices = self.store.snapshot.devices
+        if any(d not in devices for d in self.memory.unheard_since):
+            # Park timers of deleted Devices (the Device's own pods go with their workloads).
+            self.memory = self.memory.forget(devices=set(self.memory.unheard_since) - set(devices))
         parked = parked_facts(
             d for d in self.workloads.parked.values() if not self.workloads.in_flight(d, now)
         )

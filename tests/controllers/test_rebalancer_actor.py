@@ -907,3 +907,14 @@ async def test_a_pod_the_watch_shows_gone_is_forgotten(world: World):
     await world.step(NOW + 1)
     assert pod.uid not in world.rebalancer.memory.pending
     assert pod.uid not in world.rebalancer._held
+
+
+async def test_the_park_timer_of_a_deleted_device_is_forgotten(world: World):
+    world.show(wearable(heard={}, nearest=None, since=None))  # never heard: the timer starts
+    pod = world.deploy("reader", "gw-home", function=PARK_CLASS)
+    await world.step(NOW)
+    assert "patient" in world.rebalancer.memory.unheard_since
+    world.forget_device("patient")  # the Device is deleted, and its function with it
+    world.delete_pod(pod.key)
+    await world.step(NOW + 1)
+    assert "patient" not in world.rebalancer.memory.unheard_since
