@@ -130,6 +130,7 @@ def test_status_reports_every_part_up(devcluster: Devcluster) -> None:
         "loadsim",
         "prometheus",
         "extender",
+        "rebalancer",
     }
     assert all(status.values()), status
 
