@@ -362,34 +362,18 @@ class Devcluster:
         )
 
     def _extender_component(self, state: State) -> Component:
-        port = state.ports["extender"]
-        argv = [
-            sys.executable,
-            "-m",
-            "extender",
-            "--policy",
-            str(self.policy_file),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--kubeconfig",
-            str(self.kubeconfig),
-            "--prometheus-url",
-            f"http://127.0.0.1:{state.ports['prometheus']}",
-        ]
-        return Component(
-            argv=argv,
-            log=self._component_log("extender"),
-            health_url=f"http://127.0.0.1:{port}/readyz",
-        )
+        return self._service_component(state, "extender", "extender")
 
     def _rebalancer_component(self, state: State) -> Component:
-        port = state.ports["rebalancer"]
+        return self._service_component(state, "rebalancer", "extender.rebalance")
+
+    def _service_component(self, state: State, name: str, module: str) -> Component:
+        """One of our services on the cluster's policy copy, its kubeconfig and Prometheus."""
+        port = state.ports[name]
         argv = [
             sys.executable,
             "-m",
-            "extender.rebalance",
+            module,
             "--policy",
             str(self.policy_file),
             "--host",
@@ -403,7 +387,7 @@ class Devcluster:
         ]
         return Component(
             argv=argv,
-            log=self._component_log("rebalancer"),
+            log=self._component_log(name),
             health_url=f"http://127.0.0.1:{port}/readyz",
         )
 

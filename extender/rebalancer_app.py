@@ -219,11 +219,8 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    dead = request.app[RUNTIME].tasks.dead
-    if dead:
-        why = "; ".join(f"{name}: {reason}" for name, reason in sorted(dead.items()))
-        return web.Response(text=f"background task ended: {why}", status=503)
-    return web.Response(text="ok")
+    why = request.app[RUNTIME].tasks.why_unhealthy()
+    return web.Response(text=why or "ok", status=503 if why else 200)
 
 
 async def _readyz(request: web.Request) -> web.Response:

@@ -42,6 +42,13 @@ class Supervisor:
     def healthy(self) -> bool:
         return not self.dead
 
+    def why_unhealthy(self) -> str | None:
+        """One line naming every task that ended and why, or None while all run."""
+        if not self.dead:
+            return None
+        ended = "; ".join(f"{name}: {reason}" for name, reason in sorted(self.dead.items()))
+        return f"background task ended: {ended}"
+
     async def stop(self, tasks: Sequence[asyncio.Task[None]] | None = None) -> None:
         """Cancel `tasks` (default: all, newest first) and wait for them; their errors
         are already logged."""

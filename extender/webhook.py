@@ -129,11 +129,8 @@ explain_handler = _instrumented("explain", _explain)
 
 async def healthz(request: web.Request) -> web.Response:
     """Unhealthy (so the kubelet restarts us) when a background task died."""
-    dead = request.app[TASKS].dead
-    if dead:
-        why = "; ".join(f"{name}: {reason}" for name, reason in sorted(dead.items()))
-        return web.Response(text=f"background task ended: {why}", status=503)
-    return web.Response(text="ok")
+    why = request.app[TASKS].why_unhealthy()
+    return web.Response(text=why or "ok", status=503 if why else 200)
 
 
 async def readyz(request: web.Request) -> web.Response:
