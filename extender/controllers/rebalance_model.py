@@ -51,6 +51,8 @@ class Limit(StrEnum):
     PARK_NEEDS_DEPLOYMENT = "park-needs-deployment"
     UNKNOWN_NODE = "unknown-node"
     NOT_SYNCED = "not-synced"  # the node or Device caches have not listed everything yet
+    # An optional move to a node that took a move its load data cannot show yet.
+    TARGET_SETTLING = "target-settling"
 
 
 class Kind(StrEnum):

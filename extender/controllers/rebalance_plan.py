@@ -338,6 +338,8 @@ def _consider_parked(work: _Work, workload: Workload, facts: PodFacts) -> None:
 def _admit(work: _Work) -> tuple[list[Move], tuple[MoveRecord, ...]]:
     """Apply the rates and one move per workload, in priority order."""
     rb, now = work.loaded.policy.spec.rebalance, work.now
+    # How long before a move shows in the load the scorer reads: data this old still counts.
+    settle_load = work.loaded.policy.spec.stale_data.load_max_age
     window = [m for m in work.memory.moves if now - m.at < RATE_WINDOW]
     moves: list[Move] = []
     records: list[MoveRecord] = []
@@ -358,6 +360,22 @@ def _admit(work: _Work) -> tuple[list[Move], tuple[MoveRecord, ...]]:
                 until + RATE_WINDOW,
             )
             continue
+        if not cand.forced and move.to_node is not None:
+            # A preference (load headroom above all) is judged on load data that does
+            # not show a move onto the target yet: one at a time, or every pod that
+            # prefers the idle node goes at once, and back again once loads invert.
+            landed = [m.at for m in (*work.memory.moves, *records) if m.to_node == move.to_node]
+            recent = [at for at in landed if now - at < settle_load]
+            if recent:
+                work.hold(
+                    workload,
+                    move.pod,
+                    move.reason,
+                    Limit.TARGET_SETTLING,
+                    move.to_node,
+                    max(recent) + settle_load,
+                )
+                continue
         nodes = (move.from_node, move.to_node) if cand.node_rate else ()
         frees = [_node_frees_at(window, n, rb.max_moves_per_node_per_minute) for n in nodes]
         busy = [t for t in frees if t is not None]

@@ -773,3 +773,42 @@ def test_a_plan_over_2000_pods_returns_only_the_affected_moves():
     assert {m.pod.uid for m in p.moves if m.pod} == affected
     assert all(m.reason is Reason.ROAMING for m in p.moves)
     assert not p.held
+
+
+# --- herding: optional moves onto one node, one at a time ----------------------------
+
+
+def test_optional_moves_onto_an_idle_node_go_one_at_a_time_until_its_load_shows_them():
+    # Five balancer pods on a busy edge-1 (score 2) and an idle edge-2 (score 9): each
+    # would gain 7 points, but the load data cannot show a move onto edge-2 yet.
+    pods = [pod(f"b{i}", "edge-1", function="balancer", device=None) for i in range(5)]
+    busy = {"edge-1": 0.8, "edge-2": 0.15}
+    memory = Memory()
+    first = plan(pods, world(T, load=busy), P, memory, T)  # starts every dwell
+    moved = plan(pods, world(T + 10, load=busy), P, first.memory, T + 10)
+    assert [m.to_node for m in moved.moves] == ["edge-2"]
+    settling = [h for h in moved.held if h.limit is Limit.TARGET_SETTLING]
+    assert len(settling) == 4
+    assert {h.until for h in settling} == {T + 10 + 30}  # staleData.loadMaxAge
+    # Still the old load data 20 s later: still one move only, none more.
+    later = plan(pods[1:], world(T + 30, load=busy), P, moved.memory, T + 30)
+    assert later.moves == ()
+    # Once the load data is newer than the move, the next one may go (the cooldown of
+    # the pod that moved is its own business: it is not among these).
+    after = plan(pods[1:], world(T + 41, load=busy), P, later.memory, T + 41)
+    assert [m.to_node for m in after.moves] == ["edge-2"]
+
+
+def test_forced_moves_are_not_held_by_a_settling_target():
+    # gw-home is over the class's CPU limit: both functions must leave now, and the only
+    # place left for them is edge-1 (never the cloud), whatever its load data shows.
+    devices = [wearable(d, T, {"gw-home": -55}, "gw-home", T - 600) for d in ("p0", "p1")]
+    pods = [pod(f"f{i}", "gw-home", device=f"p{i}") for i in range(2)]
+    over = {"gw-home": 0.95}
+    memory = plan(pods, world(T, devices, load=over), P, Memory(), T).memory
+    p = plan(pods, world(T + 10, devices, load=over), P, memory, T + 10)
+    assert sorted((m.pod.name, m.to_node, m.reason) for m in p.moves if m.pod) == [
+        ("f0", "edge-1", Reason.OFFLOADING),
+        ("f1", "edge-1", Reason.OFFLOADING),
+    ]
+    assert not [h for h in p.held if h.limit is Limit.TARGET_SETTLING]
