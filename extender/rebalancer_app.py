@@ -112,6 +112,7 @@ async def _prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
 async def _cluster(app: web.Application) -> AsyncIterator[None]:
     from kubernetes.aio import client
 
+    from extender.controllers.election import default_identity
     from extender.controllers.run import run_under_lease
     from extender.kubeclient import api_client
     from extender.state.kube import cluster_reflectors, report_health
@@ -129,6 +130,7 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
         workloads=Workloads(),
         metrics=rt.metrics,
         dry_run=settings.dry_run,
+        identity=settings.identity or default_identity(),  # Events name the replica that acted
     )
     nodes, devices = cluster_reflectors(
         core, client.CustomObjectsApi(api), rt.store, observe_devices=rebalancer.observe_device

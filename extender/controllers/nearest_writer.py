@@ -102,9 +102,10 @@ class NearestWriter:
     async def step(self, now: float) -> None:
         spec = self.policy.current.policy.spec
         devices = self.store.snapshot.devices
-        for gone in set(self.states) - set(devices):
+        for gone in (set(self.states) | self._retry) - set(devices):
             self.states.pop(gone, None)
             self.written.pop(gone, None)
+            self._retry.discard(gone)
         due = list(self._due(devices, now))
         self._previous = devices
         self.decisions += len(due)

@@ -110,11 +110,18 @@ class Workloads:
             if new.template.device is not None:
                 self.parked_devices[new.template.device].add(key)
 
-    def changing(self, key: str, now: float) -> None:
-        """A change of Deployment `key` was just made through the API."""
+    def generation(self, key: str) -> int | None:
         d = self.deployments.get(key)
-        if d is not None:
-            self.changed[key] = (d.generation, now)
+        return d.generation if d is not None else None
+
+    def changing(self, key: str, now: float, generation: int | None) -> None:
+        """A change of Deployment `key` was just made on `generation` (read before the
+        call: the watch may deliver the change before the call returns)."""
+        if generation is not None:
+            d = self.deployments.get(key)
+            if d is not None and d.generation > generation:
+                return  # the watch already shows it
+            self.changed[key] = (generation, now)
 
     def in_flight(self, d: DeploymentRecord, now: float) -> bool:
         mark = self.changed.get(d.key)
@@ -122,9 +129,16 @@ class Workloads:
 
     def observe_rs(self, key: str, old: str | None, new: str | None) -> None:
         namespace, _, name = key.partition("/")
-        self.replicasets[key] = new
+        if new is None:
+            self.replicasets.pop(key, None)
+        else:
+            self.replicasets[key] = new
         if old is not None:
-            self.rs_of[f"{namespace}/{old}"].discard(name)
+            owned = self.rs_of.get(f"{namespace}/{old}")
+            if owned is not None:
+                owned.discard(name)
+                if not owned:
+                    del self.rs_of[f"{namespace}/{old}"]
         if new is not None:
             self.rs_of[f"{namespace}/{new}"].add(name)
 
@@ -237,6 +251,10 @@ class Rebalancer:
     _seeded: bool = False  # memory holds the moves recorded on the Deployments
     _evicted: dict[str, float] = field(default_factory=dict)  # pod uid -> when, until it leaves
     _gone: set[str] = field(default_factory=set)  # uids the watch shows gone: forget them
+    # owner (namespace, kind, name) -> (when, evicted pod key, its uid): until the owner
+    # has every replica Ready again, its other replicas are not evicted.
+    _evicting: dict[tuple[str, str, str], tuple[float, str, str]] = field(default_factory=dict)
+    _pretend: dict[str, float] = field(default_factory=dict)  # dry run: pod uid -> "moved" at
 
     # --- triggers (watch hooks; cheap, called per event) ----------------------
 
@@ -244,10 +262,12 @@ class Rebalancer:
         self.index.observe(key, old, new)
         if old is not None and (new is None or new.deleting or new.uid != old.uid):
             self._evicted.pop(old.uid, None)  # the watch shows it leaving
-            if new is None or new.uid != old.uid:
+            if self.leading and (new is None or new.uid != old.uid):
                 self._gone.add(old.uid)
         if new is not None and new.managed:
             self._mark([key])
+            if new.owner is not None and (owner := (new.namespace, *new.owner)) in self._evicting:
+                self._mark(self.index.by_owner.get(owner, ()))  # its replicas may go on
 
     def observe_device(self, name: str, old: DeviceFacts | None, new: DeviceFacts | None) -> None:
         self._mark(self.index.by_device.get(name, ()))
@@ -266,6 +286,8 @@ class Rebalancer:
             self.wake.set()
 
     def _mark(self, keys: Iterable[str]) -> None:
+        if not self.leading:
+            return  # a standby keeps only its caches; a new term starts with a full pass
         before = len(self.dirty)
         self.dirty.update(keys)
         if len(self.dirty) != before:
@@ -344,6 +366,9 @@ class Rebalancer:
         if self._gone:
             self._forget(self._gone)
             self._gone = set()
+        for owner, (at, _, _) in list(self._evicting.items()):
+            if now - at >= IN_FLIGHT:  # owners nobody plans any more (deleted workloads)
+                del self._evicting[owner]
         devices = self.store.snapshot.devices
         if any(d not in devices for d in self.memory.unheard_since):
             # Park timers of deleted Devices (the Device's own pods go with their workloads).
@@ -352,15 +377,18 @@ class Rebalancer:
             d for d in self.workloads.parked.values() if not self.workloads.in_flight(d, now)
         )
         candidates = [
-            self._leaving(m, now)
-            for p in pods
-            if (m := managed_pod(p, self.workloads.workload(p, now)))
+            self._leaving(m, now) for p in pods if (m := managed_pod(p, self._workload(p, now)))
         ]
         if not candidates and not parked:
             return
         started = time.perf_counter()
         loaded = self.policy.current
-        result = plan(candidates, self.store.snapshot, loaded, self.memory, now, parked)
+        # Off the event loop: a full pass scores every pod on every node (seconds at
+        # thousands of each), and the Lease must keep being renewed meanwhile. Losing
+        # it cancels this step here, before anything of the plan is applied.
+        result = await asyncio.to_thread(
+            plan, candidates, self.store.snapshot, loaded, self.memory, now, parked
+        )
         self.metrics.plan_seconds.labels("full" if full else "event").observe(
             time.perf_counter() - started
         )
@@ -373,17 +401,29 @@ class Rebalancer:
         for move in result.moves:
             await self._apply(move, now, loaded.version)
 
+    def _workload(self, pod: PodRecord, now: float) -> Workload:
+        workload = self.workloads.workload(pod, now)
+        if workload.settled and self._owner_recovering(pod, now):
+            return replace(workload, settled=False)
+        return workload
+
     def _forget(self, uids: set[str]) -> None:
         """Pods that are gone or leaving: their pending moves and counted holds."""
         self.memory = self.memory.forget(uids)
         for uid in uids:
             self._held.pop(uid, None)
+            self._pretend.pop(uid, None)
 
     def _leaving(self, pod: ManagedPod, now: float) -> ManagedPod:
         """A pod the watch still shows running but on its way out (evicted, or of a
         Deployment scaled to zero) is leaving: nothing to judge."""
         if pod.workload.kind is Kind.DEPLOYMENT and pod.workload.replicas == 0:
             return replace(pod, deleting=True)
+        pretended = self._pretend.get(pod.uid)
+        if pretended is not None:
+            if now - pretended < self.policy.current.policy.spec.rebalance.cooldown:
+                return replace(pod, deleting=True)
+            del self._pretend[pod.uid]
         at = self._evicted.get(pod.uid)
         if at is None:
             return pod
@@ -404,34 +444,81 @@ class Rebalancer:
     # --- applying a move ---------------------------------------------------------
 
     async def _apply(self, move: Move, now: float, policy_version: str) -> None:
+        from kubernetes.aio.client.exceptions import ApiException
+
         message = move.message()
         if self.dry_run:
             log.info("dry-run: would %s", message)
             self.metrics.moves.labels(move.reason.value, move.action.value, "dry-run").inc()
+            # As if it had moved: the same move is not announced again every dwell,
+            # only when the cooldown is over (then it is planned again).
+            if move.pod is not None:
+                self._pretend[move.pod.uid] = now
+                cooldown = self.policy.current.policy.spec.rebalance.cooldown
+                self._due[f"{move.pod.namespace}/{move.pod.name}"] = now + cooldown
             await self._events(move, f"dry-run: would {message}")
             return
+        key = f"{move.workload.namespace}/{move.workload.name}"
+        generation = self.workloads.generation(key)
         try:
             done = await self._act(move, now)
-        except Exception as exc:
-            done = False
+        except ApiException as exc:  # the apiserver answered: it did not happen
             log.warning("%s failed: %s", message, exc)
+            done = False
+        except Exception as exc:
+            # No answer (a timeout, a dropped connection): it may have happened. Keep it
+            # recorded and in flight, so it is neither repeated at once nor uncounted.
+            log.warning("%s: outcome unknown (%s); treated as made", message, exc)
+            self._in_flight(move, now, generation)
+            self.metrics.moves.labels(move.reason.value, move.action.value, "unknown").inc()
+            return
         if not done:
             self._unrecord(move, now)
             self.metrics.moves.labels(move.reason.value, move.action.value, "failed").inc()
             return
         log.info("%s", message)
-        self._in_flight(move, now)
+        self._in_flight(move, now, generation)
         self.metrics.moves.labels(move.reason.value, move.action.value, "ok").inc()
         await self._events(move, message)
 
-    def _in_flight(self, move: Move, now: float) -> None:
+    def _in_flight(self, move: Move, now: float, generation: int | None) -> None:
         """Until the watches show a move it must not be made again (the cache still
-        shows the Deployment settled or parked, the evicted pod running)."""
+        shows the Deployment settled or parked, the evicted pod running), and after an
+        eviction the owner's other replicas wait until every replica is back."""
         if move.action is Action.EVICT:
             if move.pod is not None:
                 self._evicted[move.pod.uid] = now
+                record = self.index.pods.get(f"{move.pod.namespace}/{move.pod.name}")
+                if record is not None and record.owner is not None:
+                    owner = (record.namespace, *record.owner)
+                    self._evicting[owner] = (now, record.key, record.uid)
         elif move.workload.kind is Kind.DEPLOYMENT:
-            self.workloads.changing(f"{move.workload.namespace}/{move.workload.name}", now)
+            key = f"{move.workload.namespace}/{move.workload.name}"
+            self.workloads.changing(key, now, generation)
+
+    def _owner_recovering(self, pod: PodRecord, now: float) -> bool:
+        """Whether the owner of `pod` still recovers from one of our evictions: the
+        evicted replica not yet replaced by a Ready one, or any replica not Ready."""
+        if pod.owner is None:
+            return False
+        owner = (pod.namespace, *pod.owner)
+        entry = self._evicting.get(owner)
+        if entry is None:
+            return False
+        at, key, uid = entry
+        replicas = [
+            self.index.pods[k] for k in self.index.by_owner.get(owner, ()) if k in self.index.pods
+        ]
+        back = self.index.pods.get(key)
+        waiting = (
+            (back is None and pod.owner[0] == "StatefulSet")  # recreated under the same name
+            or (back is not None and back.uid == uid)  # still the evicted one
+            or any(not (r.ready and r.running) for r in replicas)
+        )
+        if waiting and now - at < IN_FLIGHT:
+            return True
+        del self._evicting[owner]
+        return False
 
     def _unrecord(self, move: Move, now: float) -> None:
         """A move that did not happen must not count against cooldowns and rates."""

@@ -186,8 +186,9 @@ class Reflector(Generic[F]):
         old = self.facts.get(name)
         new: F | None = None
         if kind == "DELETED":
-            if self.facts.pop(name, None) is None:
+            if name not in self.facts:  # facts may be None (a ReplicaSet without owner)
                 return new_version
+            del self.facts[name]
         elif kind in ("ADDED", "MODIFIED"):
             try:
                 new = self.facts[name] = self.parse(obj, now)

@@ -249,6 +249,7 @@ class World:
             workloads=Workloads(),
             metrics=self.metrics,
             dry_run=self.dry_run,
+            leading=True,  # as in a term (`run` sets it); a standby is tested on its own
         )
 
     # The device reflector: observe first, then publish the snapshot.
@@ -918,3 +919,108 @@ async def test_the_park_timer_of_a_deleted_device_is_forgotten(world: World):
     world.delete_pod(pod.key)
     await world.step(NOW + 1)
     assert "patient" not in world.rebalancer.memory.unheard_since
+
+
+async def test_a_standby_keeps_its_caches_but_collects_no_work(world: World):
+    world.rebalancer.leading = False
+    for i in range(50):  # pods come and go under new names, as Deployments do
+        pod = world.deploy(f"fn{i}", "gw-home")
+        world.delete_pod(pod.key)
+    world.show(wearable())
+    assert world.rebalancer.dirty == set()
+    assert world.rebalancer._gone == set()
+    assert not world.rebalancer.wake.is_set()
+    kept = world.deploy("kept", "gw-home")
+    assert kept.key in world.rebalancer.index.pods  # the index stays current for a new term
+
+
+# --- review findings: one replica at a time, dry run, unknown outcomes, races -------------
+
+
+def sts_pod(world: World, name: str, uid: str, node: str = "gw-home") -> PodRecord:
+    obj = pod_obj(name, node, "mhealth-consolidator", "patient", None)
+    obj["metadata"]["uid"] = uid
+    obj["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "eng", "controller": True}
+    ]
+    record = PodRecord.from_pod(obj)
+    world.rebalancer.observe_pod(record.key, world.pods.get(record.key), record)
+    world.pods[record.key] = record
+    return record
+
+
+async def test_a_statefulset_loses_one_replica_at_a_time_until_it_is_back(world: World):
+    world.show(wearable())  # both replicas' gateway is no longer the nearest: forced moves
+    sts_pod(world, "eng-0", "u0")
+    sts_pod(world, "eng-1", "u1")
+    await world.step(NOW)
+    assert len(world.core.evictions) == 1
+    first = world.core.evictions[0][1]
+    await world.step(NOW + 2)  # the first replica is not back: the other one waits
+    await world.step(NOW + 4)
+    assert len(world.core.evictions) == 1
+    # The controller recreates it under the same name, elsewhere, and it becomes Ready.
+    world.delete_pod(f"{NS}/{first}")
+    sts_pod(world, first, "u-new", node="gw-hospital")
+    await world.step(NOW + 6)
+    assert len(world.core.evictions) == 2
+    assert world.core.evictions[1][1] != first
+
+
+async def test_a_dry_run_announces_a_move_once_per_cooldown():
+    world = World(dry_run=True)
+    world.show(wearable())
+    world.deploy("consolidator", "gw-home")
+    await world.step(NOW)
+    assert len(world.core.events) == 2  # pod and Deployment
+    for t in (5, 30, 100):
+        await world.step(NOW + t)
+    assert len(world.core.events) == 2
+    await world.step(NOW + 121)  # the default cooldown (2m) is over: said again
+    assert len(world.core.events) == 4
+    assert world.apps.patches == []
+
+
+async def test_a_move_whose_answer_never_came_stays_recorded_and_is_not_repeated(world: World):
+    async def timeout(*args: Any, **kw: Any) -> dict[str, Any]:
+        raise TimeoutError
+
+    world.apps.patch_namespaced_deployment = timeout  # type: ignore[method-assign]
+    world.show(wearable())
+    world.deploy("consolidator", "gw-home")
+    await world.step(NOW)
+    assert world.moves("Roaming", "rollout", "unknown") == 1
+    assert [r.workload for r in world.rebalancer.memory.moves] == [f"Deployment/{NS}/consolidator"]
+    attempts = world.moves("Roaming", "rollout", "unknown")
+    await world.step(NOW + 5)  # in flight: not tried again
+    assert world.moves("Roaming", "rollout", "unknown") == attempts
+
+
+async def test_a_watch_event_faster_than_the_patch_answer_does_not_leave_it_in_flight(
+    world: World,
+):
+    real = world.apps.patch_namespaced_deployment
+
+    async def patch_then_watch(name: str, namespace: str, body: Any, **kw: Any) -> Any:
+        answer = await real(name, namespace, body, **kw)
+        world.deployment(name, generation=2, observed=1)  # delivered before the answer
+        return answer
+
+    world.apps.patch_namespaced_deployment = patch_then_watch  # type: ignore[method-assign]
+    world.show(wearable())
+    world.deploy("consolidator", "gw-home")
+    await world.step(NOW)
+    assert len(world.apps.patches) == 1
+    assert world.rebalancer.workloads.changed == {}  # the watch already showed the change
+
+
+def test_deleted_replicasets_leave_no_record() -> None:
+    workloads = Workloads()
+    for i in range(100):
+        workloads.observe_rs(f"{NS}/rs{i}", None, "dep")
+        workloads.observe_rs(f"{NS}/orphan{i}", None, None)  # no Deployment owns it
+    for i in range(100):
+        workloads.observe_rs(f"{NS}/rs{i}", "dep", None)
+        workloads.observe_rs(f"{NS}/orphan{i}", None, None)
+    assert workloads.replicasets == {}
+    assert dict(workloads.rs_of) == {}
