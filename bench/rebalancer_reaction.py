@@ -181,7 +181,11 @@ def one_run(cluster: Devcluster, api: client.ApiClient, run: int) -> tuple[float
         until(lambda: alone_on(api, namespace, "reader", "gw-hospital"))
         roaming = time.time() - decided[1]
 
-        # Offloading: the load simulator's memory for gw-hospital over the 90% limit.
+        # Offloading: the load simulator's memory for gw-hospital over the 90% limit. The
+        # patient is out of gw-home's range by now (a gateway that still hears the device
+        # would be preferred to the edge).
+        radio.set("gw-home", None)
+        time.sleep(35)  # longer than sightingMaxAge: gw-home's last sighting is stale
         crossed = time.time()
         cluster.set_load("gw-hospital", memory=0.95)
         until(lambda: alone_on(api, namespace, "reader", "edge-1"))
