@@ -224,11 +224,26 @@ def test_inner_race_fault_is_reported_as_bpfi_with_shaft_sidebands(mode):
         assert v["lines"]["BPFO"]["status"] == "none"
 
 
-def test_weak_fault_line_without_harmonics_is_watch_not_fault():
+def test_fault_line_below_the_fault_ratio_is_watch():
     settings = {"fault_ratio": 1e9}  # no line can reach `fault`: what remains is watch
     v = run(fault_signal(BPFO, 1.0, seed=1), "intensive", **settings)[0]
     assert (v["verdict"], v["fault"]) == ("watch", "BPFO")
     assert v["lines"]["BPFO"]["status"] == "watch"
+
+
+def test_a_strong_line_without_harmonics_is_watch_not_fault():
+    # A 1.5 kHz tone amplitude-modulated by a pure sine at BPFO: a strong envelope line
+    # at BPFO but no harmonics, unlike a train of impacts. The band is given: a smooth
+    # modulation is less impulsive than noise, so the automatic choice would skip it.
+    t = np.arange(round(FS)) / FS
+    carrier = np.sin(2 * np.pi * RESONANCE * t) * (1 + 0.5 * np.cos(2 * np.pi * BPFO * t))
+    signal = carrier + 0.25 * np.random.default_rng(2).standard_normal(len(t))
+    v = run(signal, "intensive", band=(900.0, 2200.0))[0]
+    line = v["lines"]["BPFO"]
+    assert line["fundamental"]["ratio"] >= 6
+    assert line["harmonics_found"] == []
+    assert (v["verdict"], v["fault"], line["status"]) == ("watch", "BPFO", "watch")
+    assert v["reasons"][0].endswith("no harmonic above the floor")
 
 
 def test_impulsive_signal_without_a_fault_line_is_watch():
