@@ -184,8 +184,8 @@ def one_run(cluster: Devcluster, api: client.ApiClient, run: int) -> tuple[float
         # Offloading: the load simulator's memory for gw-hospital over the 90% limit. The
         # patient is out of gw-home's range by now (a gateway that still hears the device
         # would be preferred to the edge).
-        radio.set("gw-home", None)
-        time.sleep(35)  # longer than sightingMaxAge: gw-home's last sighting is stale
+        radio.set("gw-home", None)  # gw-home gives its sighting up
+        time.sleep(35)  # the rebalancer's cooldown is not what this measures: let it pass
         crossed = time.time()
         cluster.set_load("gw-hospital", memory=0.95)
         until(lambda: alone_on(api, namespace, "reader", "edge-1"))
