@@ -1,0 +1,3 @@
+from omh_consolidator.app import main
+
+main()

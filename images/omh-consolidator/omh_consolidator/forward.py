@@ -1,0 +1,253 @@
+"""Batches to the cloud: a bounded FIFO queue drained by HTTP POSTs, retried with backoff.
+
+A batch is one JSON document and one POST (``Content-Type: application/json``)::
+
+    {"batch_id": "<source>/<boot>/<sequence>", "sequence": 17, "kind": "summary",
+     "window": {...}, "data_points": [<Open mHealth data point>, ...]}
+
+Delivery: batches leave in the order they were submitted, one at a time. A 2xx
+acknowledges the batch; a connection error, a timeout, 408, 425, 429 or a 5xx keeps it at
+the head of the queue and retries it after a capped exponential backoff (``Retry-After``
+is honoured up to the cap); any other 4xx means the cloud will never take it, so it is
+counted as rejected and dropped rather than blocking everything behind it. A POST whose
+answer is lost may have been stored: the retry carries the same ``batch_id`` (also sent
+as ``Idempotency-Key``), so the ingest can drop the duplicate.
+
+Overflow: the queue holds at most ``max_queue`` waiting batches (plus the one in flight).
+A batch submitted to a full queue makes room by dropping the oldest waiting batch that is
+not an alert, or the oldest alert if only alerts are waiting. Dropped batches and their
+bytes are counted (``batches_dropped_total{kind}``) and logged; their sequence numbers
+are then missing at the cloud, which can tell exactly what was lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import sys
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
+
+import aiohttp
+
+from omh_consolidator.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Capped exponential delays: attempt 1 waits ``initial_s``, then x``factor``."""
+
+    initial_s: float = 1.0
+    factor: float = 2.0
+    cap_s: float = 60.0
+    jitter: float = 0.1  # +/- this fraction, when a random source is given
+
+    def __post_init__(self) -> None:
+        if self.initial_s <= 0 or self.factor < 1 or self.cap_s < self.initial_s:
+            raise ValueError(f"bad backoff {self}")
+        if not 0 <= self.jitter < 1:
+            raise ValueError(f"jitter must be in [0, 1), got {self.jitter}")
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        exponent = min(max(attempt - 1, 0), 64)  # 2**64 * anything is past any cap
+        base = min(self.cap_s, self.initial_s * self.factor**exponent)
+        if rng is not None and self.jitter:
+            base *= 1 + rng.uniform(-self.jitter, self.jitter)
+        return min(base, self.cap_s)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    sequence: int
+    batch_id: str
+    kind: str  # "summary" | "alert" | "reading"
+    body: bytes
+    data_points: int
+
+
+class Sink(Protocol):
+    def submit(self, kind: str, data_points: list[dict[str, Any]], **fields: Any) -> Batch: ...
+
+    async def run(self) -> None: ...
+
+    async def drain(self, timeout_s: float) -> bool: ...
+
+
+class _Numbering:
+    def __init__(self, source: str) -> None:
+        self.prefix = f"{source}/{uuid.uuid4().hex[:12]}"  # unique across restarts
+        self.sequence = 0
+
+    def make(self, kind: str, data_points: list[dict[str, Any]], fields: dict[str, Any]) -> Batch:
+        self.sequence += 1
+        batch_id = f"{self.prefix}/{self.sequence}"
+        doc = {"batch_id": batch_id, "sequence": self.sequence, "kind": kind, **fields}
+        doc["data_points"] = data_points
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        return Batch(self.sequence, batch_id, kind, body, len(data_points))
+
+
+class HttpForwarder:
+    def __init__(
+        self,
+        url: str,
+        session: aiohttp.ClientSession,
+        metrics: Metrics,
+        *,
+        source: str,
+        max_queue: int = 1440,
+        backoff: Backoff | None = None,
+        timeout_s: float = 10.0,
+        rng: random.Random | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if max_queue < 1:
+            raise ValueError(f"max_queue must be >= 1, got {max_queue}")
+        self.url = url
+        self.max_queue = max_queue
+        self._session = session
+        self._metrics = metrics
+        self._numbering = _Numbering(source)
+        self._backoff = backoff or Backoff()
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._rng = rng
+        self._sleep = sleep
+        self._queue: deque[Batch] = deque()
+        self._inflight: Batch | None = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + (self._inflight is not None)
+
+    def submit(self, kind: str, data_points: list[dict[str, Any]], **fields: Any) -> Batch:
+        batch = self._numbering.make(kind, data_points, fields)
+        if len(self._queue) >= self.max_queue:
+            self._drop_one()
+        self._queue.append(batch)
+        self._metrics.inc("batches_queued_total", kind=kind)
+        self._gauges()
+        self._idle.clear()
+        self._wake.set()
+        return batch
+
+    def _drop_one(self) -> None:
+        victim = next((i for i, b in enumerate(self._queue) if b.kind != "alert"), 0)
+        batch = self._queue[victim]
+        del self._queue[victim]
+        self._metrics.inc("batches_dropped_total", kind=batch.kind)
+        self._metrics.inc("batch_bytes_dropped_total", len(batch.body))
+        log.warning(
+            "queue full (%d batches): dropped %s batch %s",
+            self.max_queue,
+            batch.kind,
+            batch.batch_id,
+        )
+
+    def _gauges(self) -> None:
+        waiting = sum(len(b.body) for b in self._queue)
+        inflight = len(self._inflight.body) if self._inflight is not None else 0
+        self._metrics.set("queue_batches", self.pending)
+        self._metrics.set("queue_bytes", waiting + inflight)
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            if self._inflight is None:
+                if not self._queue:
+                    self._idle.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                self._inflight = self._queue.popleft()
+            retry_after = await self._post(self._inflight)
+            if retry_after is None:
+                self._inflight = None
+                self._gauges()
+                failures = 0
+                continue
+            failures += 1
+            delay = self._backoff.delay(failures, self._rng)
+            await self._sleep(min(max(delay, retry_after), self._backoff.cap_s))
+
+    async def _post(self, batch: Batch) -> float | None:
+        """None when the batch is done with (acknowledged or rejected); else a minimum
+        delay before the retry (0 unless the answer said ``Retry-After``)."""
+        self._metrics.inc("post_attempts_total")
+        headers = {"Content-Type": "application/json", "Idempotency-Key": batch.batch_id}
+        try:
+            async with self._session.post(
+                self.url, data=batch.body, headers=headers, timeout=self._timeout
+            ) as resp:
+                await resp.read()
+                status = resp.status
+                retry_after = _seconds(resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = "timeout" if isinstance(exc, TimeoutError) else "connection"
+            self._metrics.inc("post_failures_total", reason=reason)
+            log.info("POST %s failed (%s: %s); will retry", batch.batch_id, reason, exc)
+            return 0.0
+        if 200 <= status < 300:
+            self._metrics.inc("batches_sent_total", kind=batch.kind)
+            self._metrics.inc("batch_bytes_sent_total", len(batch.body), kind=batch.kind)
+            self._metrics.inc("data_points_sent_total", batch.data_points)
+            return None
+        if status in RETRY_STATUSES or status >= 500:
+            self._metrics.inc("post_failures_total", reason=f"http_{status}")
+            log.info("POST %s answered %d; will retry", batch.batch_id, status)
+            return retry_after
+        self._metrics.inc("batches_rejected_total", kind=batch.kind)
+        log.error("POST %s refused with %d; dropped", batch.batch_id, status)
+        return None
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until every submitted batch is done with; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+def _seconds(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value is not None else 0.0
+    except ValueError:  # an HTTP date: not worth parsing here
+        return 0.0
+
+
+class StdoutSink:
+    """No ingest endpoint configured: each batch is a JSON line on stdout."""
+
+    def __init__(self, metrics: Metrics, *, source: str, out: TextIO | None = None) -> None:
+        self._metrics = metrics
+        self._numbering = _Numbering(source)
+        self._out = out
+
+    def submit(self, kind: str, data_points: list[dict[str, Any]], **fields: Any) -> Batch:
+        batch = self._numbering.make(kind, data_points, fields)
+        out = self._out or sys.stdout
+        out.write(batch.body.decode() + "\n")
+        out.flush()
+        self._metrics.inc("batches_queued_total", kind=kind)
+        self._metrics.inc("batches_sent_total", kind=kind)
+        self._metrics.inc("batch_bytes_sent_total", len(batch.body), kind=kind)
+        self._metrics.inc("data_points_sent_total", batch.data_points)
+        return batch
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+    async def drain(self, timeout_s: float) -> bool:
+        return True

@@ -1,0 +1,107 @@
+"""The example manifest and the Dockerfile: what the demo relies on, and what they promise."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omh_consolidator.config import ENV_VARS, from_env
+
+ROOT = Path(__file__).resolve().parents[3]
+MANIFEST = ROOT / "manifests" / "examples" / "omh-consolidator.yaml"
+DOCKERFILE = ROOT / "images" / "omh-consolidator" / "Dockerfile"
+README = ROOT / "images" / "omh-consolidator" / "README.md"
+
+
+def manifest() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(MANIFEST.read_text())  # one document: the demo loads it so
+    return doc
+
+
+def container_env(doc: dict[str, Any]) -> dict[str, Any]:
+    (container,) = doc["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_what_the_demo_and_the_policy_rely_on_is_unchanged() -> None:
+    doc = manifest()
+    labels = {"app.kubernetes.io/name": "omh-consolidator", "cloud4iot.io/device": "patient-42-hr"}
+    assert doc["kind"] == "Deployment"
+    assert doc["metadata"]["name"] == "omh-consolidator-42"
+    assert doc["metadata"]["namespace"] == "health"
+    assert doc["metadata"]["labels"] == labels
+    assert doc["spec"]["selector"]["matchLabels"] == labels
+    template = doc["spec"]["template"]
+    assert template["metadata"]["labels"] == labels
+    assert template["metadata"]["annotations"] == {
+        "cloud4iot.io/function": "mhealth-consolidator",
+        "cloud4iot.io/device": "patient-42-hr",
+        "cloud4iot.io/archs": "arm64,amd64",
+    }
+    assert template["spec"]["schedulerName"] == "cloud4iot-scheduler"
+    assert template["spec"]["containers"][0]["image"] == "cloud4iot/omh-consolidator:0.1.0"
+
+
+def test_the_env_names_the_devices_object_and_its_real_address() -> None:
+    doc = manifest()
+    env = container_env(doc)
+    assert set(env) <= ENV_VARS, f"unknown settings: {set(env) - ENV_VARS}"
+    assert env["DEVICE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['cloud4iot.io/device']"
+    )
+    device = doc["spec"]["template"]["metadata"]["annotations"]["cloud4iot.io/device"]
+    devices = {
+        d["metadata"]["name"]: d
+        for d in yaml.safe_load_all((ROOT / "manifests" / "examples" / "devices.yaml").read_text())
+    }
+    assert env["DEVICE_ADDRESS"]["value"] == devices[device]["spec"]["address"]
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    # what the pod would see parses (Downward API values filled in as the kubelet would)
+    resolved = {k: v.get("value", "") for k, v in env.items()}
+    resolved |= {"DEVICE_NAME": device, "NODE_NAME": "gw-home"}
+    cfg = from_env(resolved)
+    assert cfg.device_address == "C0:FF:EE:00:00:42"
+    assert cfg.ingest_url is not None
+    assert cfg.ingest_url.startswith("http")
+    grace = doc["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert cfg.drain_s < grace  # the drain fits in the grace period
+
+
+def test_the_pod_runs_as_the_images_non_root_user_with_the_bus_socket_mounted() -> None:
+    spec = manifest()["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    user = re.search(r"^USER (\d+)$", DOCKERFILE.read_text(), re.M)
+    assert user is not None
+    assert int(user.group(1)) == sc["runAsUser"] != 0
+    (mount,) = container["volumeMounts"]
+    (volume,) = spec["volumes"]
+    assert mount["name"] == volume["name"]
+    assert mount["mountPath"] == "/run/dbus"
+    assert container_env(manifest())["DBUS_SYSTEM_BUS_ADDRESS"]["value"] == (
+        "unix:path=/run/dbus/system_bus_socket"
+    )
+    assert container["ports"][0]["containerPort"] == from_env({"DEVICE_NAME": "d"}).metrics_port
+
+
+def test_the_dockerfile_pins_what_it_installs() -> None:
+    text = DOCKERFILE.read_text()
+    (base,) = set(re.findall(r"^FROM (\S+)", text, re.M))
+    assert re.search(r":\d+\.\d+", base), f"base image not pinned: {base}"
+    run = re.search(r'pip install ((?:"[^"]+" *)+)', text)
+    assert run is not None
+    requirements = re.findall(r'"([^"]+)"', run.group(1))
+    assert {r.split("==")[0] for r in requirements} == {"bleak", "aiohttp", "dbus-fast"}
+    assert all(re.fullmatch(r"[a-z-]+==\d+(\.\d+)+", r) for r in requirements), requirements
+    assert "COPY omh_consolidator /app/omh_consolidator" in text
+
+
+def test_the_readme_documents_every_setting() -> None:
+    text = README.read_text()
+    missing = sorted(v for v in ENV_VARS if f"`{v}`" not in text)
+    assert missing == []
