@@ -211,6 +211,11 @@ def parse_policy(text: str | bytes, source: str = "<policy>") -> LoadedPolicy:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         raise PolicyError([Problem(source, line, "", f"invalid YAML: {exc.problem}")]) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, C0)
+        line = decoded.count("\n", 0, exc.position) + 1
+        what = f"character #x{exc.character:04x}" if isinstance(exc.character, int) else "byte"
+        message = f"invalid YAML: {what} is not allowed ({exc.reason})"
+        raise PolicyError([Problem(source, line, "", message)]) from exc
     finally:
         if loader is not None:
             loader.dispose()
