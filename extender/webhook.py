@@ -17,10 +17,9 @@ from extender.policy.loader import LoadedPolicy
 from extender.protocol import (
     ArgsError,
     ExtenderArgs,
-    decode,
     filter_result,
     parse_args,
-    parse_pod,
+    parse_explain,
     priority_list,
 )
 from extender.scoring import PodFacts, Verdict, evaluate, evaluate_names
@@ -136,12 +135,8 @@ def _prioritize(request: web.Request, body: bytes) -> tuple[web.Response, str]:
 
 def _explain(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     """A pod (bare, or in ExtenderArgs) -> every node's verdict, reason and score parts."""
-    data = decode(body)
+    args = parse_explain(body)
     snapshot = request.app[STATE].snapshot
-    if isinstance(data, dict) and any(k.lower() == "pod" for k in data):
-        args = parse_args(body, require_nodes=False)
-    else:
-        args = ExtenderArgs(pod=parse_pod(data, where="body"), nodes=None, node_names=None)
     if args.nodes is None and args.node_names is None:
         args = ExtenderArgs(pod=args.pod, nodes=None, node_names=sorted(snapshot.nodes))
     policy = request.app[POLICY].current
