@@ -35,7 +35,12 @@ def create_app(
     `sources` are cleanup contexts that keep the state current (Kubernetes watches,
     the Prometheus refresher); by default they follow the settings.
     """
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    # auto_decompress off: the server never inflates a body; the handlers refuse any
+    # Content-Encoding with 415 (see webhook._read), so a compressed body costs at most
+    # its own size, bounded by client_max_size.
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
+    )
     app[SETTINGS] = settings
     app[POLICY] = policy or PolicyStore.open(settings.policy_path)
     app[STATE], app[CLOCK] = (state, time.time) if state else initial_state(settings)

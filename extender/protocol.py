@@ -31,8 +31,23 @@ class ExtenderArgs:
         return "nodeNames" if self.node_names is not None else "nodes"
 
 
+ARGS_FIELDS = ("pod", "nodes", "nodenames")  # ExtenderArgs, any letter case (as Go)
+POD_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")  # a Pod, as kubectl shows
+
+
 def _keys(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {k.lower(): v for k, v in obj.items()}
+
+
+def _is_args_field(key: str) -> bool:
+    """Exactly Pod, Nodes or NodeNames in any ASCII letter case: "Pod\\u0000", "Pods",
+    " pod" or a look-alike letter are not."""
+    return key.isascii() and key.lower() in ARGS_FIELDS
+
+
+def _listed(keys: Iterable[str]) -> str:
+    shown = [repr(k) for k in keys]
+    return ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
 
 
 def decode(body: bytes) -> Any:
@@ -76,7 +91,9 @@ def parse_args(body: bytes, *, require_nodes: bool = True) -> ExtenderArgs:
         )
     fields = _keys(data)
     if fields.get("pod") is None:
-        raise ArgsError("missing Pod")
+        unknown = [k for k in data if not _is_args_field(k)]
+        hint = f" (unknown keys: {_listed(unknown)}; expected Pod, Nodes, NodeNames)"
+        raise ArgsError("missing Pod" + (hint if unknown else ""))
     pod = parse_pod(fields["pod"])
 
     nodes: list[Mapping[str, Any]] | None = None
@@ -118,6 +135,43 @@ def parse_args(body: bytes, *, require_nodes: bool = True) -> ExtenderArgs:
     if require_nodes and nodes is None and names is None:
         raise ArgsError("neither Nodes nor NodeNames given")
     return ExtenderArgs(pod=pod, nodes=nodes, node_names=names)
+
+
+def parse_explain(body: bytes) -> ExtenderArgs:
+    """/explain's body, in one of its two documented shapes, nothing else: a Pod object
+    (keys among apiVersion, kind, metadata, spec, status; kind Pod if given), or
+    ExtenderArgs (keys Pod, and optionally Nodes or NodeNames, in any letter case).
+    Anything close to either, like a key "Pod\\u0000", is refused rather than read as
+    a pod without annotations."""
+    data = decode(body)
+    if not isinstance(data, dict):
+        raise ArgsError(f"expected a Pod object or ExtenderArgs, got {_kind(data)}")
+    if any(_is_args_field(k) for k in data):
+        unknown = [k for k in data if not _is_args_field(k)]
+        if unknown:
+            raise ArgsError(
+                f"unknown keys in ExtenderArgs: {_listed(unknown)} "
+                "(expected Pod, and Nodes or NodeNames)"
+            )
+        args = parse_args(body, require_nodes=False)
+        _pod_shape(args.pod, "Pod")
+        return args
+    if not data:
+        raise ArgsError("empty object: expected a Pod object or ExtenderArgs")
+    _pod_shape(data, "body")
+    return ExtenderArgs(pod=parse_pod(data, where="body"), nodes=None, node_names=None)
+
+
+def _pod_shape(pod: Mapping[str, Any], where: str) -> None:
+    unknown = [k for k in pod if k not in POD_FIELDS]
+    if unknown:
+        raise ArgsError(
+            f"{where} is not a Pod object: unknown keys {_listed(unknown)} (a Pod has "
+            f"{', '.join(POD_FIELDS)}; ExtenderArgs has Pod, Nodes, NodeNames)"
+        )
+    kind = pod.get("kind")
+    if kind is not None and kind != "Pod":
+        raise ArgsError(f"{where}.kind is {kind!r}: expected a Pod")
 
 
 def filter_result(args: ExtenderArgs, verdicts: Iterable[Verdict]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from extender.explain import explanation
@@ -17,10 +17,9 @@ from extender.policy.loader import LoadedPolicy
 from extender.protocol import (
     ArgsError,
     ExtenderArgs,
-    decode,
     filter_result,
     parse_args,
-    parse_pod,
+    parse_explain,
     priority_list,
 )
 from extender.scoring import PodFacts, Verdict, evaluate, evaluate_names
@@ -53,7 +52,35 @@ def decide(
     )
 
 
+# Content codings we read: none. kube-scheduler's extender client sends plain JSON and
+# never a Content-Encoding. Refusing the others (415, RFC 7694) rather than inflating
+# within the body limit means a compressed body is never expanded at all: no decompressor
+# to size, nothing in memory beyond the bytes received (the app turns the server's
+# auto_decompress off, so aiohttp does not inflate ahead of the handler either).
+_IDENTITY = frozenset({"", "identity"})
+
+
+def _refused_encoding(request: web.Request) -> web.HTTPUnsupportedMediaType | None:
+    headers = request.headers.getall(hdrs.CONTENT_ENCODING, [])
+    codings = [c.strip().lower() for h in headers for c in h.split(",")]
+    unsupported = [c for c in codings if c not in _IDENTITY]
+    if not unsupported:
+        return None
+    reason = (
+        f"Content-Encoding {', '.join(unsupported)} is not accepted: "
+        "send the body as plain JSON (kube-scheduler never compresses extender requests)"
+    )
+    return web.HTTPUnsupportedMediaType(
+        text=orjson.dumps({"error": reason}).decode(),
+        content_type="application/json",
+        headers={"Accept-Encoding": "identity"},
+    )
+
+
 async def _read(request: web.Request) -> bytes:
+    refused = _refused_encoding(request)
+    if refused is not None:
+        raise refused  # before reading: the body is drained or the connection closed
     # aiohttp raises 413 itself past client_max_size.
     return await request.read()
 
@@ -71,7 +98,7 @@ def _instrumented(
             response, mode = answer(request, body)
         except ArgsError as exc:
             response, mode = json_response({"error": str(exc)}, status=400), "invalid"
-        except web.HTTPException as exc:  # 413 from the body limit
+        except web.HTTPException as exc:  # 413 from the body limit, 415 encoding
             metrics.requests.labels(verb, "invalid", str(exc.status)).inc()
             raise
         except Exception:
@@ -108,12 +135,8 @@ def _prioritize(request: web.Request, body: bytes) -> tuple[web.Response, str]:
 
 def _explain(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     """A pod (bare, or in ExtenderArgs) -> every node's verdict, reason and score parts."""
-    data = decode(body)
+    args = parse_explain(body)
     snapshot = request.app[STATE].snapshot
-    if isinstance(data, dict) and any(k.lower() == "pod" for k in data):
-        args = parse_args(body, require_nodes=False)
-    else:
-        args = ExtenderArgs(pod=parse_pod(data, where="body"), nodes=None, node_names=None)
     if args.nodes is None and args.node_names is None:
         args = ExtenderArgs(pod=args.pod, nodes=None, node_names=sorted(snapshot.nodes))
     policy = request.app[POLICY].current

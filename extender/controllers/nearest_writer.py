@@ -10,13 +10,16 @@ flush (minutes) instead of seconds.
 Each leadership term (each `run()`) starts from what the Device objects show, not
 from a previous term's memory: another leader may have written in between. What
 to write is planned by `nearest_plan` (pure); this module applies it. A failed
-write is logged, counted and retried next tick without holding up the others.
+write is counted and retried without holding up the others, backing off per
+device (1 s doubling to 60 s, reset by a success); it is logged in one line once
+per device, target and kind of error, not on every retry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -51,6 +54,56 @@ NUDGE_ANNOTATION = "cloud4iot.io/proximity-changed"
 MERGE_PATCH = "application/merge-patch+json"
 TICK = 1.0  # re-evaluate pending challengers even when no Device event arrives
 SWEEP = 5.0  # decide every device again at least this often
+BACKOFF_FIRST = 1.0  # after a device's first failed write, wait this long
+BACKOFF_MAX = 60.0  # doubling up to this
+
+
+@dataclass(slots=True)
+class Failing:
+    """A device whose last write failed: when to try again, and what was logged."""
+
+    delay: float
+    next_at: float
+    attempts: int = 1
+    logged: set[tuple[str | None, str]] = field(default_factory=set)  # (target, error kind)
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+
+def error_kind(exc: BaseException) -> str:
+    """What went wrong, coarsely: "HTTP 422", "TimeoutError"."""
+    status = getattr(exc, "status", None)
+    return f"HTTP {status}" if isinstance(status, int) else type(exc).__name__
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """A one-line reason: an API error's status, reason and Status message (never its
+    headers and body, which the client's str() includes); anything else's first line."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int):
+        text = f"HTTP {status} {getattr(exc, 'reason', None) or ''}".rstrip()
+        message = _status_message(getattr(exc, "body", None))
+        if message:
+            text += f": {message}"
+    else:
+        first = str(exc).strip().splitlines()
+        text = f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _status_message(body: Any) -> str:
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not isinstance(body, str) or not body:
+        return ""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body
+    message = doc.get("message") if isinstance(doc, dict) else None
+    return message if isinstance(message, str) else ""
 
 
 @dataclass(slots=True)
@@ -69,14 +122,14 @@ class NearestWriter:
     _previous: Mapping[str, DeviceFacts] = field(default_factory=dict)
     _last_sweep: float = float("-inf")
     _policy_digest: str = ""
-    _retry: set[str] = field(default_factory=set)  # writes that failed: due again
+    failing: dict[str, Failing] = field(default_factory=dict)  # writes that failed
 
     async def run(self, changed: asyncio.Event) -> None:
         """One leadership term: runs until cancelled."""
         # Another leader may have written since our last term: start from the objects.
         self.states.clear()
         self.written.clear()
-        self._retry.clear()
+        self.failing.clear()
         self._last_sweep = float("-inf")
         while True:
             # Not wait_for: on 3.11 it swallows cancellation (lost leadership) when the
@@ -97,40 +150,75 @@ class NearestWriter:
         if now - self._last_sweep >= SWEEP or digest != self._policy_digest:
             self._last_sweep, self._policy_digest = now, digest
             return list(devices)
-        return due_devices(devices, self._previous, self.states, self._retry)
+        retry = {name for name, f in self.failing.items() if f.due(now)}
+        return due_devices(devices, self._previous, self.states, retry)
 
     async def step(self, now: float) -> None:
         spec = self.policy.current.policy.spec
         devices = self.store.snapshot.devices
-        for gone in (set(self.states) | self._retry) - set(devices):
+        for gone in (set(self.states) | set(self.failing)) - set(devices):
             self.states.pop(gone, None)
             self.written.pop(gone, None)
-            self._retry.discard(gone)
+            self.failing.pop(gone, None)
         due = list(self._due(devices, now))
         self._previous = devices
         self.decisions += len(due)
         plan = plan_nearest(devices, due, self.states, self.written, now, spec)
         self.states.update(plan.states)
         self.written.update(plan.written)
+        planned = {w.device for w in plan.writes}
+        for name in due:
+            failing = self.failing.get(name)
+            if failing is not None and failing.due(now) and name not in planned:
+                del self.failing[name]  # nothing left to write (e.g. another leader did)
         for write in plan.writes:
+            failing = self.failing.get(write.device)
+            if failing is not None and not failing.due(now):
+                continue  # backing off; planned again when due (nothing was recorded)
             await self._apply(write, now)
 
     async def _apply(self, write: NearestWrite, now: float) -> None:
         name, state = write.device, write.state
         try:
             await self._write(name, state, write.last_seen, write.rssi)
-        except Exception as exc:  # this device is retried next tick; the others go on
+        except Exception as exc:  # this device is retried later; the others go on
             self.failures += 1
-            self._retry.add(name)
-            log.warning("device %s: could not write status.nearest: %s", name, exc)
+            self._failed(name, state.node, exc, now)
             return
-        self._retry.discard(name)
+        recovered = self.failing.pop(name, None)
+        if recovered is not None:
+            log.info(
+                "device %s: status.nearest written after %d failed attempt(s)",
+                name,
+                recovered.attempts,
+            )
         self.written[name] = Written(state.node, write.rssi, before=write.before)
         if write.moved:
             self.changes += 1
             log.info("device %s: nearest gateway %s -> %s", name, write.shown, state.node)
             if state.node is not None:
                 await self._nudge(state.node, now)
+
+    def _failed(self, name: str, target: str | None, exc: Exception, now: float) -> None:
+        failing = self.failing.get(name)
+        if failing is None:
+            failing = self.failing[name] = Failing(BACKOFF_FIRST, now + BACKOFF_FIRST)
+        else:
+            failing.attempts += 1
+            failing.delay = min(failing.delay * 2, BACKOFF_MAX)
+            failing.next_at = now + failing.delay
+        key = (target, error_kind(exc))
+        if key in failing.logged:
+            log.debug("device %s: write failed again (%s)", name, key[1])
+            return
+        failing.logged.add(key)
+        log.warning(
+            "device %s: could not %s: %s (retrying, backing off to %.0f s; not logged again)",
+            name,
+            f"set status.nearest to {target}" if target else "remove status.nearest",
+            one_line(exc),
+            BACKOFF_MAX,
+        )
 
     async def _write(
         self, name: str, state: NearestState, last_seen: float | None, rssi: float | None
@@ -180,4 +268,4 @@ class NearestWriter:
                 node, patch, _content_type="application/merge-patch+json", _request_timeout=10
             )
         except Exception as exc:  # the node may be gone; the decision still stands
-            log.warning("could not nudge node %s: %s", node, exc)
+            log.warning("could not nudge node %s: %s", node, one_line(exc))

@@ -3,6 +3,13 @@
 PyYAML's composed node tree keeps the position of every key and value; we walk it
 once to map each path (spec.classes.x.tiers.1) to a line, then translate
 pydantic's error locations through that map. All problems are reported at once.
+
+A policy is read by the service at start and on every reload, and by `check-policy`,
+so the YAML is bounded before anything is built from it: aliases may repeat an anchored
+node, but the document they expand to may hold at most MAX_NODES nodes and nest at
+most MAX_DEPTH deep (a 1 KB "billion laughs" file expands to 10^9 nodes), and the
+file at most MAX_BYTES. The counting happens while composing, so a bomb is refused
+at its first alias over the budget, in microseconds, with its line.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ from pydantic import ValidationError
 from extender.policy.schema import PlacementPolicy, semantic_problems
 
 PathKey = tuple[str | int, ...]
+
+MAX_BYTES = 1024 * 1024  # the shipped policy is 4 KB
+MAX_NODES = 20_000  # every node, aliases counted as the nodes they repeat (default: ~300)
+MAX_DEPTH = 50  # nesting; the schema's deepest path is 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,80 @@ class LoadedPolicy:
     @property
     def version(self) -> str:
         return f"{self.policy.metadata.name}@{self.digest[:12]}"
+
+
+class _TooLargeError(Exception):
+    def __init__(self, line: int, path: PathKey, message: str) -> None:
+        super().__init__(message)
+        self.line, self.path, self.message = line, path, message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that counts the nodes of the document as its aliases expand it, and
+    stops at the first alias (or node) past the budget, before building anything.
+
+    A cycle (an alias inside the node it names) is refused too: nothing in a policy
+    is recursive, and walking one would never end.
+    """
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self._expanded = 0
+        self._sizes: dict[int, int] = {}  # id(anchored node) -> nodes it stands for
+        self._path: list[str | int] = []  # for the problem's field
+        self._depth = 0  # keys included: `? - ? - ...` nests without a path
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        part: str | int | None = None
+        if isinstance(index, yaml.ScalarNode):
+            part = str(index.value)  # composing a mapping value: its key
+        elif isinstance(index, int):
+            part = index  # composing a sequence item
+        path = (*self._path, part) if part is not None else tuple(self._path)
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:  # else the composer reports the undefined alias
+                size = self._sizes.get(id(target))
+                if size is None:
+                    raise _TooLargeError(
+                        line,
+                        path,
+                        f"alias *{event.anchor} is inside the node it names "
+                        "(a recursive structure): not allowed in a policy",
+                    )
+                self._count(size, line, path, f"alias *{event.anchor}")
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise _TooLargeError(line, path, f"nested more than {MAX_DEPTH} levels deep")
+        self._count(1, line, path, "")
+        before = self._expanded
+        self._depth += 1
+        if part is not None:
+            self._path.append(part)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            if part is not None:
+                self._path.pop()
+        if event.anchor is not None and node is not None:
+            self._sizes[id(node)] = self._expanded - before + 1
+        return node
+
+    def _count(self, nodes: int, line: int, path: PathKey, alias: str) -> None:
+        self._expanded += nodes
+        if self._expanded <= MAX_NODES:
+            return
+        if alias:
+            message = (
+                f"aliases expand the policy past {MAX_NODES} nodes ({alias} here repeats "
+                f"{nodes}): an alias bomb? refused"
+            )
+        else:
+            message = f"the policy has more than {MAX_NODES} nodes: refused"
+        raise _TooLargeError(line, path, message)
 
 
 def _dotted(path: PathKey) -> str:
@@ -109,14 +194,31 @@ def _line_for(path: PathKey, lines: dict[PathKey, int]) -> int:
 def parse_policy(text: str | bytes, source: str = "<policy>") -> LoadedPolicy:
     """Parse and validate; raises PolicyError listing every problem found."""
     raw = text.encode() if isinstance(text, str) else text
+    if len(raw) > MAX_BYTES:
+        message = f"the file has {len(raw)} bytes, more than the {MAX_BYTES} a policy may have"
+        raise PolicyError([Problem(source, 1, "", message)])
     try:
-        root = yaml.compose(raw.decode("utf-8"), Loader=yaml.SafeLoader)
+        decoded = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError([Problem(source, 1, "", f"not UTF-8 text: {exc.reason}")]) from exc
+    loader: _BoundedLoader | None = None
+    try:
+        loader = _BoundedLoader(decoded)
+        root = loader.get_single_node()
+    except _TooLargeError as exc:
+        raise PolicyError([Problem(source, exc.line, _dotted(exc.path), exc.message)]) from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
         raise PolicyError([Problem(source, line, "", f"invalid YAML: {exc.problem}")]) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, C0)
+        line = decoded.count("\n", 0, exc.position) + 1
+        what = f"character #x{exc.character:04x}" if isinstance(exc.character, int) else "byte"
+        message = f"invalid YAML: {what} is not allowed ({exc.reason})"
+        raise PolicyError([Problem(source, line, "", message)]) from exc
+    finally:
+        if loader is not None:
+            loader.dispose()
     if root is None:
         raise PolicyError([Problem(source, 1, "", "the file is empty")])
 
@@ -125,7 +227,8 @@ def parse_policy(text: str | bytes, source: str = "<policy>") -> LoadedPolicy:
     _index(root, (), lines, dupes)
     problems = [Problem(source, line, _dotted(p), "key appears twice") for p, line in dupes]
     try:
-        data: Any = yaml.safe_load(raw)
+        # Built from the bounded node tree, not parsed again.
+        data: Any = yaml.SafeLoader("").construct_document(root)
     except (yaml.YAMLError, ValueError, TypeError, AttributeError) as exc:
         # It composes, but cannot be built: a bad explicit tag, an unhashable key.
         line, where = _unbuildable(root, ())
@@ -174,7 +277,13 @@ def load_policy(path: str | Path) -> LoadedPolicy:
     """Read and parse a policy file (blocking: call from a thread on the event loop)."""
     p = Path(path)
     try:
-        raw = p.read_bytes()
+        raw = read_bounded(p)
     except OSError as exc:
         raise PolicyError([Problem(str(p), 1, "", f"cannot read: {exc.strerror}")]) from exc
     return parse_policy(raw, source=str(p))
+
+
+def read_bounded(path: Path) -> bytes:
+    """The file's bytes, but never more than MAX_BYTES + 1 (enough to refuse it)."""
+    with path.open("rb") as f:
+        return f.read(MAX_BYTES + 1)

@@ -3,6 +3,10 @@
 Polling the file's content (not inotify) follows a ConfigMap's `..data` symlink
 swap, editors that replace files, and network filesystems alike; a hash makes an
 unchanged file free to re-read.
+
+`last_error` tells the truth about the file as it is now: it is set by any refusal
+(whatever went wrong while reading or parsing) and cleared by the next good read,
+even when the good bytes are the very ones in force (a deleted file restored).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from extender.policy.loader import (
     Problem,
     load_policy,
     parse_policy,
+    read_bounded,
 )
 
 log = logging.getLogger(__name__)
@@ -32,6 +37,7 @@ class PolicyStore:
     last_error: PolicyError | None = None
     reloads_ok: int = 0
     reloads_failed: int = 0
+    # What the last check saw: the sha256 of the bytes, or why they could not be read.
     _seen_digest: str = field(default="", repr=False)
 
     @classmethod
@@ -46,10 +52,16 @@ class PolicyStore:
         Returns "unchanged", "applied" or "refused".
         """
         try:
-            raw = self.path.read_bytes()
+            raw = read_bounded(self.path)
         except OSError as exc:
-            # Mid-swap or deleted: keep the policy in force, try again next poll.
-            self._fail(PolicyError([Problem(str(self.path), 1, "", f"cannot read: {exc}")]))
+            # Mid-swap or deleted: keep the policy in force, try again next poll. Reported
+            # once per reason; and what is read next is parsed even if its bytes are the
+            # ones in force, so that the refusal clears.
+            why = f"cannot read: {exc.strerror or exc}"
+            if why == self._seen_digest:
+                return "unchanged"
+            self._seen_digest = why
+            self._fail(PolicyError([Problem(str(self.path), 1, "", why)]))
             return "refused"
         digest = hashlib.sha256(raw).hexdigest()
         if digest == self._seen_digest:
@@ -59,6 +71,12 @@ class PolicyStore:
             loaded = parse_policy(raw, source=str(self.path))
         except PolicyError as exc:
             self._fail(exc)
+            return "refused"
+        except Exception as exc:
+            # A loader bug must still show as a refusal in /readyz, not as a clean state.
+            log.exception("policy %s could not be loaded", self.path)
+            why = f"could not be loaded: {type(exc).__name__}: {exc}"
+            self._fail(PolicyError([Problem(str(self.path), 1, "", why)]))
             return "refused"
         self.current, self.last_error = loaded, None
         self.reloads_ok += 1

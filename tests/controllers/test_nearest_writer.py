@@ -7,6 +7,8 @@ The snapshot plays the Device watch: tests publish what the objects show, so
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,17 +29,33 @@ POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 NOW = 1_800_000_000.0
 
 
+def api_error(status: int, reason: str, message: str) -> ApiException:
+    """Shaped like the client's: its str() carries the headers and the whole body."""
+    exc = ApiException(status=status, reason=reason)
+    exc.headers = {"Audit-Id": "0f3c", "Content-Type": "application/json"}
+    exc.body = (
+        '{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+        f'"message":"{message}","reason":"Invalid","code":{status}}}'
+    )
+    return exc
+
+
 @dataclass
 class FakeCustom:
     writes: list[tuple[str, dict[str, Any] | None]] = field(default_factory=list)
     failing: set[str] = field(default_factory=set)
+    error: ApiException = field(
+        default_factory=lambda: ApiException(status=500, reason="Internal Server Error")
+    )
+    attempts: list[str] = field(default_factory=list)  # every call, failed or not
 
     async def patch_cluster_custom_object_status(
         self, group: str, version: str, plural: str, name: str, body: Any, **kw: Any
     ) -> dict[str, Any]:
         assert (group, version, plural) == (GROUP, VERSION, PLURAL)
+        self.attempts.append(name)
         if name in self.failing:
-            raise ApiException(status=500, reason="Internal Server Error")
+            raise self.error
         if body["status"] == {"nearest": None}:
             # Clearing: a merge patch (an apply of an empty status is refused by the CRD).
             assert kw["_content_type"] == "application/merge-patch+json"
@@ -247,3 +265,87 @@ async def test_a_device_nobody_hears_any_more_has_its_nearest_removed_by_merge_p
     world.show(device("band", {}, None))  # the removal arrived: nothing more to write
     await world.writer.step(NOW + 2)
     assert world.nodes_written() == ["gw1", None]
+
+
+async def attempt_times(
+    world: World, start: float, seconds: int, *devices: tuple[str, str, float, str | None]
+) -> list[float]:
+    """Step once a second (the writer's tick) while each (device, gateway, rssi, nearest
+    shown) is heard afresh, and note when a write was attempted (seconds from start)."""
+    times = []
+    for t in range(seconds + 1):
+        now = start + t
+        world.show(*(device(d, {gw: (rssi, now)}, shown) for d, gw, rssi, shown in devices))
+        before = len(world.custom.attempts)
+        await world.writer.step(now)
+        if len(world.custom.attempts) > before:
+            times.append(float(t))
+    return times
+
+
+async def test_failed_writes_back_off_per_device_doubling_to_a_minute(world: World) -> None:
+    world.custom.failing = {"band"}
+    both = [("band", "gw1", -60.0, None), ("ok", "gw2", -60.0, None)]
+    times = await attempt_times(world, NOW, 300, *both)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps == [1, 2, 4, 8, 16, 32, 60, 60, 60], times
+    assert world.writer.failures == len(times)
+    assert world.custom.attempts.count("ok") == 1  # the healthy device is unaffected
+
+
+async def test_a_success_resets_the_backoff(world: World) -> None:
+    band = ("band", "gw1", -60.0, None)
+    world.custom.failing = {"band"}
+    assert await attempt_times(world, NOW, 20, band) == [0, 1, 3, 7, 15]
+    world.custom.failing.clear()
+    assert await attempt_times(world, NOW + 21, 15, band) == [10]  # NOW + 31, when due
+    assert world.writer.failing == {}
+    assert world.custom.writes[-1][0] == "band"
+    # Our write has arrived; then the rssi moves 6 dB (a rewrite) and writes fail again:
+    # the retries start from 1 s again, not from where the last failures left off.
+    world.custom.failing = {"band"}
+    assert await attempt_times(world, NOW + 40, 10, ("band", "gw1", -54.0, "gw1")) == [0, 1, 3, 7]
+
+
+async def test_a_repeated_failure_is_logged_once_in_one_line(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="extender.controllers.nearest_writer")
+    band = ("band", "gw1", -60.0, None)
+    world.custom.failing = {"band"}
+    world.custom.error = api_error(422, "Unprocessable Entity", "status.nearest: Invalid value")
+    await attempt_times(world, NOW, 200, band)
+    assert world.writer.failures >= 8
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    [line] = warnings()
+    assert "\n" not in line
+    assert line.startswith("device band: could not set status.nearest to gw1: HTTP 422")
+    assert "Unprocessable Entity: status.nearest: Invalid value" in line
+    assert "Audit-Id" not in line  # no headers
+    assert '"kind"' not in line  # no raw body
+    # Another kind of error is news: one more line, then quiet again.
+    world.custom.error = ApiException(status=503, reason="Service Unavailable")
+    await attempt_times(world, NOW + 201, 200, band)
+    assert len(warnings()) == 2
+    assert "HTTP 503 Service Unavailable" in warnings()[1]
+    # Recovery is said once too.
+    failures = world.writer.failures
+    world.custom.failing.clear()
+    await attempt_times(world, NOW + 402, 60, band)
+    recovered = [r.getMessage() for r in caplog.records if "written after" in r.getMessage()]
+    assert recovered == [f"device band: status.nearest written after {failures} failed attempt(s)"]
+
+
+async def test_a_retry_with_nothing_left_to_write_ends_the_backoff(world: World) -> None:
+    world.custom.failing = {"band"}
+    assert await attempt_times(world, NOW, 5, ("band", "gw1", -60.0, None)) == [0, 1, 3]
+    assert "band" in world.writer.failing
+    # Then no gateway hears it any more, and its object shows no nearest: nothing to retry.
+    world.show(device("band", {}, None))
+    for t in range(6, 9):
+        await world.writer.step(NOW + t)
+    assert world.custom.attempts.count("band") == 3
+    assert world.writer.failing == {}

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
+from aiohttp.test_utils import TestClient
+
+from extender.app import create_app
 from extender.policy.store import PolicyStore
+from extender.settings import Settings
+from extender.state.store import StateStore
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = (ROOT / "policies" / "default.yaml").read_text()
@@ -67,10 +74,6 @@ def test_missing_file_during_swap_keeps_policy(tmp_path):
 async def test_reload_loop_survives_a_file_yaml_cannot_build(tmp_path, aiohttp_client):
     import asyncio
 
-    from extender.app import create_app
-    from extender.settings import Settings
-    from extender.state.store import StateStore
-
     path = tmp_path / "policy.yaml"
     path.write_text(GOOD)
     settings = Settings(policy_path=path, policy_poll_interval=0.05)
@@ -93,3 +96,99 @@ async def test_reload_loop_survives_a_file_yaml_cannot_build(tmp_path, aiohttp_c
             break
         await asyncio.sleep(0.05)
     assert store.current.policy.spec.stale_data.load_max_age == 40.0
+
+
+def test_a_deleted_file_is_reported_once_and_its_return_clears_the_refusal(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    store = PolicyStore.open(path)
+    in_force = store.current
+    path.unlink()
+    assert store.check_once() == "refused"
+    assert store.last_error is not None
+    assert "cannot read: No such file or directory" in str(store.last_error)
+    assert store.check_once() == "unchanged"  # still gone: not a new refusal every poll
+    assert store.reloads_failed == 1
+    path.write_text(GOOD)  # the very bytes in force come back
+    assert store.check_once() == "applied"
+    assert store.last_error is None
+    assert store.current.digest == in_force.digest
+    assert store.check_once() == "unchanged"
+
+
+async def _reloading_app(
+    tmp_path: Path, aiohttp_client: Any
+) -> tuple[Path, PolicyStore, TestClient[Any, Any]]:
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    store = PolicyStore.open(path)
+    settings = Settings(policy_path=path, policy_poll_interval=0.02)
+    client = await aiohttp_client(
+        create_app(settings, policy=store, state=StateStore(), sources=[])
+    )
+    return path, store, client
+
+
+async def _policy_degraded(client: TestClient[Any, Any]) -> list[str]:
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+    body = await resp.json()
+    return [d for d in body["degraded"] if d.startswith("policy:")]
+
+
+async def test_a_nul_byte_shows_in_readyz_until_a_good_file_returns(tmp_path, aiohttp_client):
+    path, store, client = await _reloading_app(tmp_path, aiohttp_client)
+    in_force = store.current
+    assert await _policy_degraded(client) == []
+    path.write_bytes(GOOD.replace("name: default", "name: default\x00").encode())
+
+    async def degraded() -> bool:
+        return bool(await _policy_degraded(client))
+
+    async def clean() -> bool:
+        return not await _policy_degraded(client)
+
+    await eventually(degraded, 5, "/readyz to show the refused policy")
+    assert store.last_error is not None
+    [problem] = store.last_error.problems
+    assert "character #x0000 is not allowed" in problem.message
+    assert problem.line == GOOD.splitlines().index("  name: default") + 1
+    assert store.current is in_force
+    path.write_text(GOOD)
+    await eventually(clean, 5, "/readyz to clear once the good file is back")
+    assert store.current.digest == in_force.digest
+
+
+async def test_readyz_clears_when_a_deleted_file_comes_back_identical(tmp_path, aiohttp_client):
+    path, store, client = await _reloading_app(tmp_path, aiohttp_client)
+
+    async def degraded() -> bool:
+        return bool(await _policy_degraded(client))
+
+    async def clean() -> bool:
+        return not await _policy_degraded(client)
+
+    path.unlink()
+    await eventually(degraded, 5, "/readyz to show the missing file")
+    path.write_text(GOOD)
+    await eventually(clean, 5, "/readyz to clear once the same file is back")
+    assert store.last_error is None
+    assert store.current.policy.metadata.name == "default"
+
+
+def test_a_loader_failure_of_any_kind_is_a_refusal_not_a_clean_state(tmp_path, monkeypatch):
+    import extender.policy.store as store_module
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(GOOD)
+    store = PolicyStore.open(path)
+
+    def broken(raw: bytes, source: str) -> None:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(store_module, "parse_policy", broken)
+    path.write_text(GOOD + "\n# edited\n")
+    assert store.check_once() == "refused"
+    assert store.last_error is not None
+    assert "could not be loaded: RecursionError" in str(store.last_error)
+    assert store.current.policy.metadata.name == "default"

@@ -274,6 +274,8 @@ def test_all_problems_reported_at_once_sorted_by_line():
         ("spec: [unclosed\n", 2, "invalid YAML"),
         ("- a\n- b\n", 1, "must be a mapping"),
         (b"\xff\xfe", 1, "not UTF-8"),
+        (MINIMAL.replace("name: t", "name: t\x00"), 4, "character #x0000 is not allowed"),
+        ("kind: x\n\x07", 2, "character #x0007 is not allowed"),
     ],
 )
 def test_unusable_documents(text, line, message):

@@ -16,6 +16,11 @@ from webhook_cases import NODES, pod
         (b"{", "not valid JSON"),
         (b"[]", "expected a JSON object"),
         (b"{}", "missing Pod"),
+        # Near misses of the field names are not the fields: named, not silently ignored.
+        (b'{"Pod\\u0000": {}, "NodeNames": []}', "missing Pod (unknown keys: 'Pod\\x00'"),
+        (b'{"Pods": {}, "NodeNames": []}', "missing Pod (unknown keys: 'Pods'"),
+        (b'{" Pod": {}, "NodeNames": []}', "missing Pod (unknown keys: ' Pod'"),
+        (b'{"P\\u043ed": {}, "NodeNames": []}', "missing Pod (unknown keys: 'P\u043ed'"),
         (b'{"Pod": null, "NodeNames": []}', "missing Pod"),
         (b'{"Pod": [], "NodeNames": []}', "Pod must be a Pod object"),
         (b'{"Pod": {}}', "neither Nodes nor NodeNames"),
@@ -49,6 +54,48 @@ from webhook_cases import NODES, pod
 async def test_malformed_bodies_get_400_with_reason(client, path, body, reason):
     resp = await client.post(path, data=body)
     assert resp.status == 400
+    assert reason in (await resp.json())["error"]
+
+
+ANNOTATED = {"metadata": {"annotations": {"cloud4iot.io/function": "mhealth-consolidator"}}}
+
+
+@pytest.mark.parametrize(
+    ("good", "near_miss", "reason"),
+    [
+        ({"Pod": ANNOTATED}, {"Pod\u0000": ANNOTATED}, "not a Pod object: unknown keys 'Pod\\x00'"),
+        ({"pod": ANNOTATED}, {"pod ": ANNOTATED}, "not a Pod object: unknown keys 'pod '"),
+        ({"POD": ANNOTATED}, {"Pods": ANNOTATED}, "not a Pod object: unknown keys 'Pods'"),
+        # A Cyrillic o and a long s (Go's decoder would fold it to s) look like letters
+        # of the names; they are not.
+        ({"Pod": ANNOTATED}, {"P\u043ed": ANNOTATED}, "unknown keys 'P\u043ed'"),
+        (
+            {"Pod": ANNOTATED, "NodeNames": ["gw1"]},
+            {"Pod": ANNOTATED, "NodeNames\u0000": ["gw1"]},
+            "unknown keys in ExtenderArgs: 'NodeNames\\x00'",
+        ),
+        (
+            {"Pod": ANNOTATED, "nodenames": ["gw1"]},
+            {"Pod": ANNOTATED, "NodeName\u017f": ["gw1"]},
+            "unknown keys in ExtenderArgs: 'NodeName\u017f'",
+        ),
+        ({"Pod": ANNOTATED, "NodeNames": ["gw1"]}, {"NodeNames": ["gw1"]}, "missing Pod"),
+        (ANNOTATED, {"Metadata": ANNOTATED["metadata"]}, "unknown keys 'Metadata'"),
+        (ANNOTATED, {**ANNOTATED, "metadata\u0000": {}}, "unknown keys 'metadata\\x00'"),
+        ({**ANNOTATED, "kind": "Pod"}, {**ANNOTATED, "kind": "Deployment"}, "expected a Pod"),
+        ({"Pod": ANNOTATED}, {"Pod": {"Metadata": {}}}, "Pod is not a Pod object"),
+        (ANNOTATED, {}, "empty object"),
+        (ANNOTATED, [ANNOTATED], "expected a Pod object or ExtenderArgs, got an array"),
+    ],
+)
+async def test_explain_takes_its_documented_shapes_and_refuses_their_near_misses(
+    client, good, near_miss, reason
+):
+    resp = await client.post("/explain", data=orjson.dumps(good))
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["function"] == "mhealth-consolidator"
+    resp = await client.post("/explain", data=orjson.dumps(near_miss))
+    assert resp.status == 400, await resp.text()
     assert reason in (await resp.json())["error"]
 
 
