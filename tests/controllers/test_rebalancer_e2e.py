@@ -68,23 +68,37 @@ def deploy(api: client.ApiClient, namespace: str, name: str, *args: object, **kw
     return f"app={name}"
 
 
+def heard_at_home(api: client.ApiClient, radio: Radio) -> str:
+    """A new Device that gw-home hears and has decided nearest."""
+    device = new_device(api)
+    radio.set(device, "gw-home", -55)
+    until("gw-home nearest", lambda: nearest(api, device) == "gw-home")
+    return device
+
+
+def placed(api: client.ApiClient, namespace: str, name: str, *args: object, **kw: object):  # type: ignore[no-untyped-def]
+    """Deploy a function and return (selector, its one Ready pod)."""
+    app = deploy(api, namespace, name, *args, **kw)
+    return app, until(f"{name} bound", lambda: only_pod(api, namespace, app))
+
+
+def walk_to_hospital(radio: Radio, device: str) -> None:
+    radio.set(device, "gw-hospital", -50)
+    radio.set(device, "gw-home", -80)
+
+
 def generation(api: client.ApiClient, namespace: str, name: str) -> int:
     dep = client.AppsV1Api(api).read_namespaced_deployment(name, namespace)
     return int(dep.metadata.generation)
 
 
 def test_roaming_moves_the_function_once_without_a_gap(fast, kube_api, namespace, radio):
-    device = new_device(kube_api)
-    radio.set(device, "gw-home", -55)
-    until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
-    app = deploy(kube_api, namespace, "reader", MHEALTH, device)
-    first = until("bound to gw-home", lambda: only_pod(kube_api, namespace, app))
+    device = heard_at_home(kube_api, radio)
+    app, first = placed(kube_api, namespace, "reader", MHEALTH, device)
     assert kube.node_of(first) == "gw-home"
     sampler = ReadySampler(kube_api, namespace, app)
 
-    # The patient walks to the hospital.
-    radio.set(device, "gw-hospital", -50)
-    radio.set(device, "gw-home", -80)
+    walk_to_hospital(radio, device)
     until("gw-hospital nearest", lambda: nearest(kube_api, device) == "gw-hospital", 60)
     decided = time.monotonic()
 
@@ -141,11 +155,8 @@ def test_noisy_stationary_device_and_a_weaker_first_report_move_nothing(
 
 
 def test_park_scales_to_zero_while_away_and_restores_when_heard(fast, kube_api, namespace, radio):
-    device = new_device(kube_api)
-    radio.set(device, "gw-home", -55)
-    until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
-    app = deploy(kube_api, namespace, "parked", PARK_CLASS, device)
-    until("bound", lambda: only_pod(kube_api, namespace, app))
+    device = heard_at_home(kube_api, radio)
+    app, _ = placed(kube_api, namespace, "parked", PARK_CLASS, device)
     apps = client.AppsV1Api(kube_api)
 
     radio.set(device, "gw-home", None)  # the patient leaves every gateway
@@ -171,11 +182,8 @@ def test_park_scales_to_zero_while_away_and_restores_when_heard(fast, kube_api, 
 
 
 def test_fallback_moves_to_the_edge_when_away_and_back_when_heard(fast, kube_api, namespace, radio):
-    device = new_device(kube_api)
-    radio.set(device, "gw-home", -55)
-    until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
-    app = deploy(kube_api, namespace, "fallback", MHEALTH, device)
-    first = until("bound", lambda: only_pod(kube_api, namespace, app))
+    device = heard_at_home(kube_api, radio)
+    app, first = placed(kube_api, namespace, "fallback", MHEALTH, device)
     assert kube.node_of(first) == "gw-home"
 
     radio.set(device, "gw-home", None)
@@ -200,9 +208,7 @@ def test_fallback_moves_to_the_edge_when_away_and_back_when_heard(fast, kube_api
 def test_a_disruption_budget_stops_an_eviction_but_not_a_rollout(
     fast, devcluster, kube_api, namespace, radio
 ):
-    device = new_device(kube_api)
-    radio.set(device, "gw-home", -55)
-    until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
+    device = heard_at_home(kube_api, radio)
     policy_api = client.PolicyV1Api(kube_api)
     surging = deploy(kube_api, namespace, "surging", MHEALTH, device)
     # maxSurge 0: the rebalancer must evict, and the budget forbids it.
@@ -215,8 +221,7 @@ def test_a_disruption_budget_stops_an_eviction_but_not_a_rollout(
     until("surging bound", lambda: only_pod(kube_api, namespace, surging))
     assert kube.node_of(stay) == "gw-home"
 
-    radio.set(device, "gw-hospital", -50)
-    radio.set(device, "gw-home", -80)
+    walk_to_hospital(radio, device)
 
     def surged() -> client.V1Pod | None:
         pod = only_pod(kube_api, namespace, surging)
@@ -242,14 +247,10 @@ def test_leader_killed_mid_move_the_other_takes_over_and_nothing_moves_twice(
     with extra_rebalancer(devcluster) as standby:
         assert readyz(devcluster.rebalancer_url)["leading"]
         assert not readyz(standby)["leading"]
-        device = new_device(kube_api)
-        radio.set(device, "gw-home", -55)
-        until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
-        app = deploy(kube_api, namespace, "failover", MHEALTH, device)
-        until("bound", lambda: only_pod(kube_api, namespace, app))
+        device = heard_at_home(kube_api, radio)
+        app, _ = placed(kube_api, namespace, "failover", MHEALTH, device)
 
-        radio.set(device, "gw-hospital", -50)
-        radio.set(device, "gw-home", -80)
+        walk_to_hospital(radio, device)
         until("the rollout started", lambda: generation(kube_api, namespace, "failover") == 2, 60)
         leader_pid = devcluster.state().components["rebalancer"].pid
         assert leader_pid is not None
@@ -282,13 +283,9 @@ def test_dry_run_plans_and_reports_but_changes_nothing(
     try:
         with extra_rebalancer(devcluster, "--dry-run", name="rebalancer-dry") as dry:
             until("the dry run leads", lambda: readyz(dry)["leading"], 40)
-            device = new_device(kube_api)
-            radio.set(device, "gw-home", -55)
-            until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home")
-            app = deploy(kube_api, namespace, "dry", MHEALTH, device)
-            pod = until("bound", lambda: only_pod(kube_api, namespace, app))
-            radio.set(device, "gw-hospital", -50)
-            radio.set(device, "gw-home", -80)
+            device = heard_at_home(kube_api, radio)
+            app, pod = placed(kube_api, namespace, "dry", MHEALTH, device)
+            walk_to_hospital(radio, device)
             events = until(
                 "a dry-run Event",
                 lambda: rebalancer_events(kube_api, namespace, "Deployment", "dry"),
