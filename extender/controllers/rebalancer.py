@@ -365,6 +365,8 @@ class Rebalancer:
         pods, full = self._collect(now)
         if self._gone:
             self._forget(self._gone)
+            for uid in self._gone:
+                self._pretend.pop(uid, None)
             self._gone = set()
         for owner, (at, _, _) in list(self._evicting.items()):
             if now - at >= IN_FLIGHT:  # owners nobody plans any more (deleted workloads)
@@ -412,7 +414,6 @@ class Rebalancer:
         self.memory = self.memory.forget(uids)
         for uid in uids:
             self._held.pop(uid, None)
-            self._pretend.pop(uid, None)
 
     def _leaving(self, pod: ManagedPod, now: float) -> ManagedPod:
         """A pod the watch still shows running but on its way out (evicted, or of a

@@ -974,7 +974,8 @@ async def test_a_dry_run_announces_a_move_once_per_cooldown():
     world.deploy("consolidator", "gw-home")
     await world.step(NOW)
     assert len(world.core.events) == 2  # pod and Deployment
-    for t in (5, 30, 100):
+    for t in range(1, 120, 3):  # heartbeats re-plan the pod all along (full passes too)
+        world.show(wearable(at=NOW + t))
         await world.step(NOW + t)
     assert len(world.core.events) == 2
     await world.step(NOW + 121)  # the default cooldown (2m) is over: said again
