@@ -61,7 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="node load stays idle unless set through the load simulator",
     )
     actions.add_parser("down", help="stop every process of the cluster and remove its files")
-    actions.add_parser("status", help="which parts answer; exit status 1 if any does not")
+    actions.add_parser(
+        "status", help="which parts answer, and restarts by the supervisor; exit 1 if any is down"
+    )
+    restart = actions.add_parser("restart", help="restart one component now")
+    restart.add_argument("component", help="e.g. kube-controller-manager, prometheus, extender")
     actions.add_parser("build", help="build the control-plane binaries (cached by version)")
 
     demo = actions.add_parser(
@@ -116,9 +120,15 @@ def handle(args: argparse.Namespace) -> int:
             cluster.down()
             print(f"devcluster {cluster.name!r} is down")
             return 0
+        if action == "restart":
+            pid = cluster.restart(args.component)
+            print(f"{args.component} restarted (pid {pid})")
+            return 0
         health = cluster.status()
+        restarts = cluster.restarts()
         for part, ok in health.items():
-            print(f"{part}: {'ok' if ok else 'DOWN'}")
+            again = f" (restarted {restarts[part]}x)" if restarts.get(part) else ""
+            print(f"{part}: {'ok' if ok else 'DOWN'}{again}")
         print(f"KUBECONFIG={cluster.kubeconfig}")
         return 0 if all(health.values()) else 1
     except (

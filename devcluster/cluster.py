@@ -36,6 +36,7 @@ from devcluster.processes import (
     wait_http_ok,
 )
 from devcluster.schedconfig import REPO_ROOT, write_scheduler_config
+from devcluster.supervisor import Book, Supervisor, locked
 from devcluster.topology import DEFAULT_TOPOLOGY, load_topology
 
 DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
@@ -79,6 +80,7 @@ class State:
     ports: dict[str, int]
     components: dict[str, Component] = field(default_factory=dict)
     started_at: float = 0.0
+    supervisor_pid: int | None = None  # devcluster.supervisor: restarts dead processes
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -238,6 +240,7 @@ class Devcluster:
                     window,
                     timeout_s=window + 60,
                 )
+            self._start_supervisor(state)
         except BaseException:
             self._log(f"devcluster {self.name!r} failed to start; tearing it down")
             self.down(keep_logs=True)
@@ -403,19 +406,77 @@ class Devcluster:
     # --- one component at a time (tests stop and restart the extender) ------
 
     def stop_component(self, name: str) -> None:
-        state = self.state()
-        component = state.components[name]
-        if component.pid is not None:
-            stop_processes([component.pid])
-        component.pid = None
-        state.save(self.state_file)
+        """Stop one of our processes on purpose: the supervisor leaves it stopped."""
+        with locked(self.state_dir):
+            state = self.state()
+            component = state.components[name]
+            if component.pid is not None:
+                stop_processes([component.pid])
+            component.pid = None
+            state.save(self.state_file)
 
     def start_component(self, name: str, timeout_s: float = 60) -> None:
-        state = self.state()
-        component = state.components[name]
-        if component.pid is not None and is_alive(component.pid):
-            return
-        self._start(state, name, component, timeout_s)
+        with locked(self.state_dir):
+            state = self.state()
+            component = state.components[name]
+            if component.pid is not None and is_alive(component.pid):
+                return
+            component.pid = start_detached(
+                component.argv, Path(component.log), self._env(), cwd=REPO_ROOT
+            )
+            state.save(self.state_file)
+        wait_http_ok(component.health_url, timeout_s, pid=component.pid, log=Path(component.log))
+        self._log(f"{name} ready (pid {component.pid})")
+
+    def restart(self, name: str, timeout_s: float = 60) -> int:
+        """Restart one component now (control plane, Prometheus, load simulator, or ours);
+        returns its new pid."""
+        if name in self.state().components and name not in Book.load(self._book).recipes:
+            self.stop_component(name)
+            self.start_component(name, timeout_s)
+            pid = self.state().components[name].pid
+            assert pid is not None
+            return pid
+        recipe = Book.load(self._book).recipes.get(name)
+        if recipe is None:
+            raise DevclusterError(f"no component {name!r} (the supervisor knows no recipe for it)")
+        supervisor = Supervisor(self.state_dir, self.kwok_workdir / "clusters" / self.name)
+        with locked(self.state_dir):
+            old = supervisor.pid_of(recipe)
+            if old is not None:
+                stop_processes([old])
+            pid = supervisor.start(recipe)
+        return pid
+
+    @property
+    def _book(self) -> Path:
+        return self.state_dir / "supervisor.json"
+
+    def restarts(self) -> dict[str, int]:
+        """How many times the supervisor restarted each component since `up`."""
+        return dict(Book.load(self._book).restarts)
+
+    def _start_supervisor(self, state: State) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "devcluster.supervisor",
+            "--state-dir",
+            str(self.state_dir),
+            "--cluster-dir",
+            str(self.kwok_workdir / "clusters" / self.name),
+        ]
+        log = self.state_dir / "logs" / "supervisor.log"
+        with locked(self.state_dir):
+            state.supervisor_pid = start_detached(argv, log, self._env(), cwd=REPO_ROOT)
+            state.save(self.state_file)
+        # It reads the recipes at start: wait until it has, so a death right after
+        # `up` is already covered.
+        deadline = time.monotonic() + 30
+        while not Book.load(self._book).recipes:
+            if time.monotonic() > deadline or not is_alive(state.supervisor_pid):
+                raise DevclusterError(f"the supervisor did not start; see {log}")
+            time.sleep(0.1)
 
     def stop_extender(self) -> None:
         self.stop_component("extender")
@@ -462,6 +523,7 @@ class Devcluster:
         for name, component in state.components.items():
             alive = component.pid is not None and is_alive(component.pid)
             result[name] = alive and http_ok(component.health_url)
+        result["supervisor"] = state.supervisor_pid is not None and is_alive(state.supervisor_pid)
         return result
 
     def _apiserver_ok(self) -> bool:
@@ -496,6 +558,8 @@ class Devcluster:
             )
         if self.state_file.exists():
             state = self.state()
+            if state.supervisor_pid is not None:  # first: nothing may restart what goes now
+                stop_processes([state.supervisor_pid])
             pids = [c.pid for c in state.components.values() if c.pid is not None]
             stop_processes(pids)
             kwokctl = Path(state.bin_dir) / "kwokctl"

@@ -131,6 +131,7 @@ def test_status_reports_every_part_up(devcluster: Devcluster) -> None:
         "prometheus",
         "extender",
         "rebalancer",
+        "supervisor",
     }
     assert all(status.values()), status
 
