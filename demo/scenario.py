@@ -172,11 +172,18 @@ def running_pod(api: client.ApiClient, namespace: str, selector: str) -> client.
 # The demo runs the rebalancer's limits at demo speed (policies/README.md has the
 # production defaults): moves a few seconds after the cause, not minutes.
 DEMO_REBALANCE = {"interval": "15s", "dwell": "2s", "cooldown": "20s"}
+# The extender and the rebalancer refresh node load from Prometheus each on its own
+# 5 s timer. A rebalancer that sees a load change first rolls a pod out which the
+# scheduler then places through an extender still holding the old load (a demo run:
+# Offloading gw-hospital -> edge-1, the new pod back on gw-hospital). A refresh shorter
+# than the dwell lets the extender know of a change before the rebalancer acts on it.
+DEMO_PROMETHEUS = {"refreshInterval": "1s"}
 
 
 def demo_policy(text: str) -> str:
     doc = yaml.safe_load(text)
     doc["spec"].setdefault("rebalance", {}).update(DEMO_REBALANCE)
+    doc["spec"].setdefault("prometheus", {}).update(DEMO_PROMETHEUS)
     doc["metadata"]["name"] = "demo"
     return yaml.safe_dump(doc, sort_keys=False)
 
