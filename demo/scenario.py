@@ -47,6 +47,9 @@ FUNCTIONS = {
     "omh-consolidator": Function("health", OMH_SELECTOR),
     "engine-diagnostic": Function("fleet", DIAG_SELECTOR),
 }
+# Seconds the engine diagnostic runs in normal mode before the switch, and the
+# recording goes on after the last step: long enough to show on the timeline.
+HOLD = 5.0
 TIMELINE = Path("demo-timeline.png")  # `make demo` writes it (and .json, .html) here
 T = TypeVar("T")
 
@@ -288,7 +291,7 @@ def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None)
             with (
                 demo_speed(cluster),
                 gateway_monitors(cluster, files, cluster.state_dir),
-                recorder.recording(),
+                recorder.recording(tail=HOLD),
             ):
                 t0 = time.monotonic()
                 say("1. Gateway monitors replay BLE adverts (x3 speed): patient 42 is at home.")
@@ -359,6 +362,7 @@ def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None)
                 pod = wait("the diagnostic to be bound", lambda: running_pod(api, "fleet", diag))
                 result.steps.append(Step("engine-normal", kube.node_of(pod), 0.0))
                 say(f"   bound to {kube.node_of(pod)}")
+                time.sleep(HOLD)  # normal monitoring runs a moment: the timeline shows it
                 say(
                     "   ... switching to intensive monitoring rolls it out"
                     " to the gateway by the engine."

@@ -172,10 +172,12 @@ class Recorder:
     # --- the demo's side ----------------------------------------------------
 
     @contextmanager
-    def recording(self) -> Iterator[Recorder]:
+    def recording(self, tail: float = 0.0) -> Iterator[Recorder]:
+        """Sample while entered; after a normal exit, `tail` seconds more (the end state)."""
         self.start()
         try:
             yield self
+            time.sleep(tail)
         finally:
             self.stop()
 
