@@ -28,6 +28,7 @@ import yaml
 from kubernetes import client
 
 from bench import synthetic_traces
+from demo.timeline import Function, Recorder, Timeline, save
 from devcluster import kube
 from devcluster.cluster import Devcluster
 from gateway_monitor import traces
@@ -38,6 +39,18 @@ GROUP, VERSION, PLURAL = "cloud4iot.io", "v1alpha1", "devices"
 PATIENT, ENGINE = "patient-42-hr", "truck-7-engine"
 OMH_DEPLOYMENT = "omh-consolidator-42"
 SPEED = 3.0  # trace seconds per real second
+DEPART = 90.0  # trace seconds: when the patient leaves home (30 s into the replay)
+OMH_SELECTOR = "app.kubernetes.io/name=omh-consolidator"
+DIAG_SELECTOR = "app.kubernetes.io/name=engine-diagnostic"
+# What the timeline follows: the demo's devices and functions (namespace, pod selector).
+FUNCTIONS = {
+    "omh-consolidator": Function("health", OMH_SELECTOR),
+    "engine-diagnostic": Function("fleet", DIAG_SELECTOR),
+}
+# Seconds the engine diagnostic runs in normal mode before the switch, and the
+# recording goes on after the last step: long enough to show on the timeline.
+HOLD = 5.0
+TIMELINE = Path("demo-timeline.png")  # `make demo` writes it (and .json, .html) here
 T = TypeVar("T")
 
 
@@ -56,6 +69,7 @@ class Step:
 @dataclass
 class Result:
     steps: list[Step] = field(default_factory=list)
+    timeline: Timeline | None = None  # what the recorder saw during the run
 
     def node_of(self, name: str) -> str:
         return next(s.node for s in self.steps if s.name == name)
@@ -78,7 +92,7 @@ def wait(what: str, probe: Callable[[], T | None], timeout: float = 90.0) -> T:
 def write_traces(folder: Path) -> dict[str, Path]:
     """Gateway-side advert traces: the patient walks home -> hospital (20 m apart,
     leaving after 90 s); the engine sensor stays next to gw-home the whole time."""
-    walk = synthetic_traces.Walk(start=1.0, end=19.0, depart=90.0, speed=1.0)
+    walk = synthetic_traces.Walk(start=1.0, end=19.0, depart=DEPART, speed=1.0)
     home, hospital = synthetic_traces.walk("C0:FF:EE:00:00:42", [0.0, 20.0], walk, duration=600.0)
     engine = synthetic_traces.stationary("C0:FF:EE:00:00:07", -62.0, duration=600.0, seed=9)
     merged = sorted(home + engine, key=lambda r: r.t)
@@ -161,11 +175,18 @@ def running_pod(api: client.ApiClient, namespace: str, selector: str) -> client.
 # The demo runs the rebalancer's limits at demo speed (policies/README.md has the
 # production defaults): moves a few seconds after the cause, not minutes.
 DEMO_REBALANCE = {"interval": "15s", "dwell": "2s", "cooldown": "20s"}
+# The extender and the rebalancer refresh node load from Prometheus each on its own
+# 5 s timer. A rebalancer that sees a load change first rolls a pod out which the
+# scheduler then places through an extender still holding the old load (a demo run:
+# Offloading gw-hospital -> edge-1, the new pod back on gw-hospital). A refresh shorter
+# than the dwell lets the extender know of a change before the rebalancer acts on it.
+DEMO_PROMETHEUS = {"refreshInterval": "1s"}
 
 
 def demo_policy(text: str) -> str:
     doc = yaml.safe_load(text)
     doc["spec"].setdefault("rebalance", {}).update(DEMO_REBALANCE)
+    doc["spec"].setdefault("prometheus", {}).update(DEMO_PROMETHEUS)
     doc["metadata"]["name"] = "demo"
     return yaml.safe_dump(doc, sort_keys=False)
 
@@ -248,19 +269,33 @@ def why_not(cluster: Devcluster, pod: client.V1Pod | None) -> dict[str, str]:
     }
 
 
-def run(cluster: Devcluster, say: Say = print) -> Result:
-    """The scenario on a running devcluster; cleans up what it created."""
+def recorder_for(cluster: Devcluster) -> Recorder:
+    """A timeline recorder following the demo's devices and functions."""
+    return Recorder(cluster, [PATIENT, ENGINE], FUNCTIONS)
+
+
+def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None) -> Result:
+    """The scenario on a running devcluster; cleans up what it created.
+
+    `recorder` (default: a new one) samples the run for the timeline picture; the
+    caller keeps it to get the timeline even when a step fails."""
     result = Result()
+    recorder = recorder or recorder_for(cluster)
+    mark = recorder.mark
     with kube.api_client(cluster.kubeconfig) as api, tempfile.TemporaryDirectory() as tmp:
         apply_examples(api)
         files = write_traces(Path(tmp))
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-        omh = "app.kubernetes.io/name=omh-consolidator"
-        diag = "app.kubernetes.io/name=engine-diagnostic"
+        omh, diag = OMH_SELECTOR, DIAG_SELECTOR
         try:
-            with demo_speed(cluster), gateway_monitors(cluster, files, cluster.state_dir):
+            with (
+                demo_speed(cluster),
+                gateway_monitors(cluster, files, cluster.state_dir),
+                recorder.recording(tail=HOLD),
+            ):
                 t0 = time.monotonic()
                 say("1. Gateway monitors replay BLE adverts (x3 speed): patient 42 is at home.")
+                mark("1", "gateway monitors replay BLE adverts")
                 wait(
                     "gw-home to be nearest to the wearable",
                     lambda: nearest(api, PATIENT) == "gw-home",
@@ -268,6 +303,7 @@ def run(cluster: Devcluster, say: Say = print) -> Result:
                 say(f"   Device {PATIENT}: nearest gateway gw-home ({time.monotonic() - t0:.1f}s)")
 
                 say("2. Deploy the patient's Open mHealth consolidator (confidential class).")
+                mark("2", "consolidator deployed")
                 kube.create_deployment(
                     api, "health", yaml.safe_load((EXAMPLES / "omh-consolidator.yaml").read_text())
                 )
@@ -287,6 +323,8 @@ def run(cluster: Devcluster, say: Say = print) -> Result:
                     say(f"     Event {event}")
 
                 say("3. Roaming: at t+30s the patient walks to the hospital (20 m, 6 s).")
+                # The replay started with the recording: the walk is at DEPART / SPEED.
+                mark("3", "patient walks to the hospital", t=DEPART / SPEED)
                 wait(
                     "gw-hospital to be nearest",
                     lambda: nearest(api, PATIENT) == "gw-hospital",
@@ -301,6 +339,7 @@ def run(cluster: Devcluster, say: Say = print) -> Result:
                 say("4. Offloading: gw-hospital's memory fills up (95% > the class limit 90%).")
                 pod = wait("a running consolidator", lambda: running_pod(api, "health", omh))
                 cluster.set_load("gw-hospital", memory=0.95)
+                mark("4", "gw-hospital memory 95%")
                 moved_by_rebalancer(pod, "edge-1", "offloaded")
                 say("   up, but never to the cloud:")
                 verdicts = why_not(
@@ -312,15 +351,18 @@ def run(cluster: Devcluster, say: Say = print) -> Result:
                 say("5. Onloading: gw-hospital frees up again (after the 20 s demo cooldown).")
                 pod = wait("a running consolidator", lambda: running_pod(api, "health", omh))
                 cluster.clear_load("gw-hospital")
+                mark("5", "gw-hospital memory freed")
                 moved_by_rebalancer(pod, "gw-hospital", "onloaded")
 
                 say("6. Engine diagnostic: normal monitoring runs in the cloud ...")
+                mark("6", "engine diagnostic (normal)")
                 kube.create_deployment(
                     api, "fleet", yaml.safe_load((EXAMPLES / "engine-diagnostic.yaml").read_text())
                 )
                 pod = wait("the diagnostic to be bound", lambda: running_pod(api, "fleet", diag))
                 result.steps.append(Step("engine-normal", kube.node_of(pod), 0.0))
                 say(f"   bound to {kube.node_of(pod)}")
+                time.sleep(HOLD)  # normal monitoring runs a moment: the timeline shows it
                 say(
                     "   ... switching to intensive monitoring rolls it out"
                     " to the gateway by the engine."
@@ -334,6 +376,7 @@ def run(cluster: Devcluster, say: Say = print) -> Result:
                     }
                 }
                 apps.patch_namespaced_deployment("engine-diagnostic-7", "fleet", patch)
+                mark("6", "mode intensive")
 
                 def intensive_pod() -> client.V1Pod | None:
                     pod = running_pod(api, "fleet", diag)
@@ -354,20 +397,36 @@ def run(cluster: Devcluster, say: Say = print) -> Result:
             for device in (PATIENT, ENGINE):
                 with suppress(client.ApiException):
                     custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, device)
+    result.timeline = recorder.timeline()
     return result
 
 
-def main(keep: bool = False, name: str = "demo", state_root: Path | None = None) -> int:
+def save_timeline(recorder: Recorder, out: Path) -> str:
+    """Write the recorded timeline (PNG, JSON, HTML); one line saying where."""
+    files = save(recorder.timeline(), out)
+    return f"Timeline: {files['png']} (data {files['json'].name}, page {files['html'].name})"
+
+
+def main(
+    keep: bool = False,
+    name: str = "demo",
+    state_root: Path | None = None,
+    out: Path | None = None,
+) -> int:
+    out = out or TIMELINE
     cluster = Devcluster(name, state_root=state_root)
     print(
         f"Starting the devcluster {name!r}"
         " (real control plane, kwok nodes, extender, Prometheus)..."
     )
     cluster.up()
+    recorder = recorder_for(cluster)
     try:
-        result = run(cluster)
+        result = run(cluster, recorder=recorder)
     except DemoError as exc:
         print(f"demo failed: {exc}\nlogs: {cluster.state_dir}", file=sys.stderr)
+        with suppress(RuntimeError):  # the failure may come before the recording began
+            print(save_timeline(recorder, out), file=sys.stderr)
         return 1
     finally:
         if not keep:
@@ -375,6 +434,7 @@ def main(keep: bool = False, name: str = "demo", state_root: Path | None = None)
     print("\nSummary")
     for step in result.steps:
         print(f"  {step.name:<17} {step.node:<12} {step.seconds:5.1f}s")
+    print(save_timeline(recorder, out))
     if keep:
         print(f"cluster left running: KUBECONFIG={cluster.kubeconfig}")
     return 0

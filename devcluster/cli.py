@@ -1,7 +1,7 @@
 """`python -m devcluster`: the development tool, run from the source tree.
 
     python -m devcluster [--name N] [--state-root DIR] up|down|status|build
-    python -m devcluster demo [--keep] [--name N] [--standalone]
+    python -m devcluster demo [--keep] [--name N] [--out PNG] [--standalone]
     python -m devcluster bench extender-latency [--nodes ...] [--mode ...]
 
 Never part of the wheel or the images: the product (`cloud4iot`,
@@ -74,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="leave the demo cluster running")
     # SUPPRESS: an absent --name here keeps the one given before the command.
     demo.add_argument("--name", default=argparse.SUPPRESS, help="devcluster name (default: demo)")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        help="the timeline picture of the run; its data (.json) and a page (.html) go next"
+        " to it (default: demo-timeline.png in the current directory)",
+    )
     demo.add_argument(
         "--standalone",
         action="store_true",
@@ -150,7 +156,9 @@ def _demo(args: argparse.Namespace) -> int:
         return code
     from demo.scenario import main as run_scenario
 
-    return run_scenario(keep=args.keep, name=args.name or DEMO_NAME, state_root=args.state_root)
+    return run_scenario(
+        keep=args.keep, name=args.name or DEMO_NAME, state_root=args.state_root, out=args.out
+    )
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kubernetes import client
 
-from demo.scenario import PATIENT, run
+from demo import timeline
+from demo.scenario import PATIENT, recorder_for, run, save_timeline
 
 pytestmark = pytest.mark.cluster
 
 
-def test_demo_roams_offloads_onloads_and_switches_mode(devcluster, kube_api):
+def test_demo_roams_offloads_onloads_and_switches_mode(devcluster, kube_api, tmp_path):
     lines: list[str] = []
-    result = run(devcluster, say=lines.append)
+    recorder = recorder_for(devcluster)
+    result = run(devcluster, say=lines.append, recorder=recorder)
     where = {s.name: s.node for s in result.steps}
     assert where["placed"] == "gw-home"  # the patient starts at home
     assert where["roamed"] == "gw-hospital"  # follows the wearable
@@ -34,3 +38,39 @@ def test_demo_roams_offloads_onloads_and_switches_mode(devcluster, kube_api):
         "cloud4iot.io", "v1alpha1", "devices"
     )
     assert PATIENT not in {d["metadata"]["name"] for d in devices["items"]}
+
+    # The timeline picture is written where asked, and the demo says where.
+    png = tmp_path / "demo-timeline.png"
+    said = save_timeline(recorder, png)
+    assert str(png) in said
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 20_000
+    assert "data:image/png;base64," in png.with_suffix(".html").read_text()
+    # The data behind it: the rebalancer's moves in order, with their routes ...
+    recorded = timeline.Timeline.from_dict(json.loads(png.with_suffix(".json").read_text()))
+    moves = [m for m in recorded.moves if m.function == "omh-consolidator"]
+    assert [(m.reason, m.from_node, m.to_node) for m in moves] == [
+        ("Roaming", "gw-home", "gw-hospital"),
+        ("Offloading", "gw-hospital", "edge-1"),
+        ("Onloading", "edge-1", "gw-hospital"),
+    ]
+    assert moves[0].t < moves[1].t < moves[2].t
+    # ... the placements the steps report, in the same order ...
+    assert recorded.placements("omh-consolidator") == [
+        where[s] for s in ("placed", "roamed", "offloaded", "onloaded")
+    ]
+    assert recorded.placements("engine-diagnostic") == [
+        where["engine-normal"],
+        where["engine-intensive"],
+    ]
+    # ... the nearest decision following the wearable, before the roaming move ...
+    patient = [(s.t, s.devices[PATIENT]) for s in recorded.samples if PATIENT in s.devices]
+    switched = next(t for t, d in patient if d.nearest == "gw-hospital")
+    assert any(d.nearest == "gw-home" for t, d in patient if t < switched)
+    assert switched <= moves[0].t + 1  # Event times have second precision
+    assert any("gw-hospital" in d.rssi and "gw-home" in d.rssi for _, d in patient)
+    # ... and gw-hospital's memory above the limit, as the extender saw it, before the offload.
+    full = [s.t for s in recorded.samples if s.load.get("gw-hospital", {}).get("memory", 0) >= 0.9]
+    assert full
+    assert full[0] <= moves[1].t + 1
