@@ -285,8 +285,13 @@ def _rule_holding(
         since = ctx.device.nearest_since
         if since is not None and now - since < spec.nearest.settle:
             return Limit.SETTLE, since + spec.nearest.settle
-    if now - wanted.since < rb.dwell:
-        return Limit.DWELL, wanted.since + rb.dwell
+    dwell = rb.dwell
+    if reason in (Reason.OFFLOADING, Reason.ONLOADING):
+        # The extender reads load on its own timer: a move wanted on a load it has not
+        # read yet would be scheduled on the old picture (back onto the same node).
+        dwell = max(dwell, spec.prometheus.refresh_interval)
+    if now - wanted.since < dwell:
+        return Limit.DWELL, wanted.since + dwell
     return None
 
 

@@ -812,3 +812,23 @@ def test_forced_moves_are_not_held_by_a_settling_target():
         ("f1", "edge-1", Reason.OFFLOADING),
     ]
     assert not [h for h in p.held if h.limit is Limit.TARGET_SETTLING]
+
+
+def test_a_load_driven_move_waits_one_load_refresh_even_with_a_shorter_dwell():
+    # The extender refreshes load every 5 s on its own: a move decided on a load it has
+    # not read yet would be scheduled back onto the same node.
+    fast = parse_policy(
+        POLICY.substitute(away="fallback", min_improvement=2, global_rate=10, node_rate=3).replace(
+            "dwell: 10s", "dwell: 1s"
+        ),
+        "fast.yaml",
+    )
+    devices = [wearable("p0", T, {"gw-home": -55}, "gw-home", T - 600)]
+    fn = pod("f0", "gw-home", device="p0")
+    over = {"gw-home": 0.95}
+    first = plan([fn], world(T, devices, load=over), fast, Memory(), T)
+    assert [(h.limit, h.until) for h in first.held] == [(Limit.DWELL, T + 5.0)]
+    early = plan([fn], world(T + 2, devices, load=over), fast, first.memory, T + 2)
+    assert early.moves == ()
+    (move,) = plan([fn], world(T + 5, devices, load=over), fast, early.memory, T + 5).moves
+    assert move.reason is Reason.OFFLOADING
