@@ -60,9 +60,7 @@ def render_scheduler_config(
     return config
 
 
-def write_scheduler_config(
-    extender_url: str, path: Path, tls: SchedulerTls | None = None
-) -> Path:
+def write_scheduler_config(extender_url: str, path: Path, tls: SchedulerTls | None = None) -> Path:
     config = render_scheduler_config(extender_url, tls=tls)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
