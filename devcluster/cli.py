@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="node load stays idle unless set through the load simulator",
     )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="mutual TLS between kube-scheduler and the extender (certificates made under "
+        "the cluster's tls/ directory; health and metrics on EXTENDER_HEALTH_URL)",
+    )
     actions.add_parser("down", help="stop every process of the cluster and remove its files")
     actions.add_parser(
         "status", help="which parts answer, and restarts by the supervisor; exit 1 if any is down"
@@ -113,13 +119,18 @@ def handle(args: argparse.Namespace) -> int:
         with_extender=not getattr(args, "no_extender", False),
         with_rebalancer=not getattr(args, "no_rebalancer", False),
         follow_pods=not getattr(args, "no_follow_pods", False),
+        tls=getattr(args, "tls", False),
     )
     try:
         if action == "up":
             state = cluster.up()
             for component, port in state.ports.items():
                 if component in state.components:
-                    print(f"{component.upper()}_URL=http://127.0.0.1:{port}")
+                    scheme = "https" if component == "extender" and state.tls else "http"
+                    print(f"{component.upper()}_URL={scheme}://127.0.0.1:{port}")
+            if state.tls:
+                print(f"EXTENDER_HEALTH_URL={cluster.extender_health_url}")
+                print(f"TLS_DIR={cluster.tls_dir}")
             print(f"KUBECONFIG={cluster.kubeconfig}")
             return 0
         if action == "down":

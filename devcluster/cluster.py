@@ -25,6 +25,7 @@ import yaml
 
 from devcluster import kube, prometheus
 from devcluster.binaries import require_binaries
+from devcluster.certs import MtlsSet, Pair, make_mtls_set
 from devcluster.processes import (
     MARKER_ENV,
     free_port,
@@ -35,7 +36,7 @@ from devcluster.processes import (
     stop_processes,
     wait_http_ok,
 )
-from devcluster.schedconfig import REPO_ROOT, write_scheduler_config
+from devcluster.schedconfig import REPO_ROOT, SchedulerTls, write_scheduler_config
 from devcluster.supervisor import Book, Supervisor, locked
 from devcluster.topology import DEFAULT_TOPOLOGY, load_topology
 
@@ -81,6 +82,8 @@ class State:
     components: dict[str, Component] = field(default_factory=dict)
     started_at: float = 0.0
     supervisor_pid: int | None = None  # devcluster.supervisor: restarts dead processes
+    # The extender serves mutual TLS (see Devcluster.tls).
+    tls: bool = False
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -111,6 +114,7 @@ class Devcluster:
         with_extender: bool = True,
         with_rebalancer: bool = True,
         follow_pods: bool = True,
+        tls: bool = False,
         log: Log = _stderr,
     ) -> None:
         self.name = name
@@ -121,6 +125,11 @@ class Devcluster:
         # The rebalancer scores with the extender's scorer and policy: one needs the other.
         self.with_rebalancer = with_extender and with_rebalancer
         self.follow_pods = follow_pods
+        # Mutual TLS between kube-scheduler and the extender: certificates made at
+        # `up` (devcluster.certs), the extender on HTTPS requiring a client
+        # certificate, the scheduler config with an https urlPrefix and tlsConfig.
+        # The extender's health, readiness and metrics move to a plain port.
+        self.tls = tls
         self._log = log
 
     # --- where things are -------------------------------------------------
@@ -147,7 +156,30 @@ class Devcluster:
 
     @property
     def extender_url(self) -> str:
+        """The webhook: https (client certificate `tls_files.client`) with `tls`."""
+        if self.state().tls:
+            return f"https://127.0.0.1:{self.state().ports['extender']}"
         return self._url("extender")
+
+    @property
+    def extender_health_url(self) -> str:
+        """Where /healthz, /readyz and /metrics answer over plain HTTP."""
+        state = self.state()
+        return self._url("extender-health" if state.tls else "extender")
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.state_dir / "tls"
+
+    @property
+    def tls_files(self) -> MtlsSet:
+        """The CA, the extender's server pair and kube-scheduler's client pair."""
+        d = self.tls_dir
+        return MtlsSet(
+            ca=Pair(d / "ca.crt", d / "ca.key"),
+            server=Pair(d / "extender.crt", d / "extender.key"),
+            client=Pair(d / "kube-scheduler.crt", d / "kube-scheduler.key"),
+        )
 
     @property
     def rebalancer_url(self) -> str:
@@ -204,12 +236,18 @@ class Devcluster:
             raise DevclusterError(f"extender policy {self.policy} not found")
         (self.state_dir / "home").mkdir(parents=True, exist_ok=True)
         ports = {c: free_port() for c in ("extender", "rebalancer", "loadsim", "prometheus")}
+        tls = self.tls and self.with_extender
+        if tls:
+            ports["extender-health"] = free_port()
+            made = make_mtls_set(self.tls_dir)
+            assert made == self.tls_files, (made, self.tls_files)
         state = State(
             name=self.name,
             kubeconfig=str(self.kubeconfig),
             bin_dir=str(bin_dir),
             ports=ports,
             started_at=time.time(),
+            tls=tls,
         )
         state.save(self.state_file)
         if self.with_extender:
@@ -263,7 +301,14 @@ class Devcluster:
 
     def _create_control_plane(self, state: State, bin_dir: Path) -> None:
         sched_config = self.state_dir / "kube-scheduler-config.yaml"
-        if self.with_extender:
+        if self.with_extender and state.tls:
+            files = self.tls_files
+            write_scheduler_config(
+                f"https://127.0.0.1:{state.ports['extender']}",
+                sched_config,
+                tls=SchedulerTls(cert=files.client.cert, key=files.client.key, ca=files.ca.cert),
+            )
+        elif self.with_extender:
             write_scheduler_config(f"http://127.0.0.1:{state.ports['extender']}", sched_config)
         else:
             sched_config.write_text(
@@ -353,7 +398,8 @@ class Devcluster:
         prom_dir.mkdir(exist_ok=True)
         jobs = {"loadsim": [f"127.0.0.1:{state.ports['loadsim']}"]}
         if self.with_extender:
-            jobs["cloud4iot-extender"] = [f"127.0.0.1:{state.ports['extender']}"]
+            metrics_port = state.ports["extender-health" if state.tls else "extender"]
+            jobs["cloud4iot-extender"] = [f"127.0.0.1:{metrics_port}"]
         if self.with_rebalancer:
             jobs["cloud4iot-rebalancer"] = [f"127.0.0.1:{state.ports['rebalancer']}"]
         config = prometheus.write_config(prom_dir / "prometheus.yml", jobs)
@@ -365,7 +411,21 @@ class Devcluster:
         )
 
     def _extender_component(self, state: State) -> Component:
-        return self._service_component(state, "extender", "extender")
+        component = self._service_component(state, "extender", "extender")
+        if state.tls:
+            files, health_port = self.tls_files, state.ports["extender-health"]
+            component.argv += [
+                "--tls-cert",
+                str(files.server.cert),
+                "--tls-key",
+                str(files.server.key),
+                "--client-ca",
+                str(files.ca.cert),
+                "--health-port",
+                str(health_port),
+            ]
+            component.health_url = f"http://127.0.0.1:{health_port}/readyz"
+        return component
 
     def _rebalancer_component(self, state: State) -> Component:
         return self._service_component(state, "rebalancer", "extender.rebalance")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,25 @@ SCHEDULER_TEMPLATE = REPO_ROOT / "manifests" / "scheduler" / "kube-scheduler-con
 PROFILE = "cloud4iot-scheduler"
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulerTls:
+    """kube-scheduler's side of mutual TLS with the extender (its `tlsConfig`)."""
+
+    cert: Path  # the scheduler's client certificate
+    key: Path
+    ca: Path  # verifies the extender's server certificate
+
+    def tls_config(self) -> dict[str, str]:
+        return {"certFile": str(self.cert), "keyFile": str(self.key), "caFile": str(self.ca)}
+
+
 def render_scheduler_config(
-    extender_url: str, template: Path = SCHEDULER_TEMPLATE
+    extender_url: str, template: Path = SCHEDULER_TEMPLATE, tls: SchedulerTls | None = None
 ) -> dict[str, Any]:
     """The template with our extender's URL, plus the default profile.
+
+    Without `tls` the extender entry has no `tlsConfig` (a plain `http://` URL);
+    with it, the entry carries these files, and the URL must be `https://`.
 
     The devcluster runs a single kube-scheduler, so it also serves
     `default-scheduler`; with nobody to compete with, leader election is off
@@ -28,6 +44,12 @@ def render_scheduler_config(
     if len(extenders) != 1:
         raise ValueError(f"{template}: expected exactly one extender, found {len(extenders)}")
     extenders[0]["urlPrefix"] = extender_url
+    if tls is None:
+        extenders[0].pop("tlsConfig", None)
+    else:
+        if not extender_url.startswith("https://"):
+            raise ValueError(f"tlsConfig given for a non-https extender URL {extender_url}")
+        extenders[0]["tlsConfig"] = tls.tls_config()
     profiles = config.setdefault("profiles", [])
     names = {p.get("schedulerName") for p in profiles}
     if PROFILE not in names:
@@ -38,6 +60,7 @@ def render_scheduler_config(
     return config
 
 
-def write_scheduler_config(extender_url: str, path: Path) -> Path:
-    path.write_text(yaml.safe_dump(render_scheduler_config(extender_url), sort_keys=False))
+def write_scheduler_config(extender_url: str, path: Path, tls: SchedulerTls | None = None) -> Path:
+    config = render_scheduler_config(extender_url, tls=tls)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from extender import webhook
-from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, VERDICTS
+from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, TLS, VERDICTS
 from extender.metrics import Metrics, age_since
 from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.snapshot import Snapshot
 from extender.state.store import StateStore
 from extender.tasks import Supervisor
+from extender.tls import CertReloader, TlsFiles
 from extender.verdict_cache import VerdictCache
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
@@ -31,6 +32,10 @@ def create_app(
     sources: list[CleanupCtx] | None = None,
 ) -> web.Application:
     """Build the app. The policy is loaded here only when not given (tests pass one).
+
+    With `settings.tls_cert`, the certificate and key (and client CA) are loaded here
+    too (a bad one raises `extender.tls.TlsError`); `app[TLS].context` is the live
+    SSLContext to serve with, and a background task reloads it when the files change.
 
     `sources` are cleanup contexts that keep the state current (Kubernetes watches,
     the Prometheus refresher); by default they follow the settings.
@@ -57,6 +62,14 @@ def create_app(
     app.router.add_get("/metrics", webhook.metrics_handler)
 
     app.cleanup_ctx.append(_policy_reloader)
+    if settings.tls_cert is not None:
+        assert settings.tls_key is not None, "tls_cert without tls_key"
+        app[TLS] = CertReloader.open(
+            TlsFiles(settings.tls_cert, settings.tls_key, settings.client_ca)
+        )
+        app.cleanup_ctx.append(_tls_reloader)
+    if settings.health_port is not None:
+        app.cleanup_ctx.append(_plain_health_listener)
     for source in sources if sources is not None else default_sources(settings):
         app.cleanup_ctx.append(source)
     return app
@@ -113,6 +126,39 @@ async def _policy_reloader(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await app[TASKS].stop([task])
+
+
+async def _tls_reloader(app: web.Application) -> AsyncIterator[None]:
+    reloads = app[METRICS].tls_reloads
+    task = app[TASKS].spawn(
+        app[TLS].watch(app[SETTINGS].tls_poll_interval, lambda r: reloads.labels(r).inc()),
+        "tls-reload",
+    )
+    yield
+    await app[TASKS].stop([task])
+
+
+HEALTH_ROUTES = ("/healthz", "/readyz", "/metrics")
+
+
+async def _plain_health_listener(app: web.Application) -> AsyncIterator[None]:
+    """/healthz, /readyz and /metrics over plain HTTP on `settings.health_port`, and
+    nothing else: the webhook itself is served only on the main (TLS) port. The
+    kubelet's probes and Prometheus present no client certificate."""
+    settings = app[SETTINGS]
+    health = web.Application()
+    health[SETTINGS], health[POLICY], health[STATE] = settings, app[POLICY], app[STATE]
+    health[METRICS], health[TASKS] = app[METRICS], app[TASKS]
+    if TLS in app:
+        health[TLS] = app[TLS]
+    health.router.add_get("/healthz", webhook.healthz)
+    health.router.add_get("/readyz", webhook.readyz)
+    health.router.add_get("/metrics", webhook.metrics_handler)
+    runner = web.AppRunner(health, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.health_port).start()
+    yield
+    await runner.cleanup()
 
 
 async def _prometheus_refresher(app: web.Application) -> AsyncIterator[None]:

@@ -43,20 +43,45 @@ def _extender_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="never write Device status.nearest nor touch Nodes (read-only replica)",
     )
+    tls = p.add_argument_group(
+        "TLS", "HTTPS for the webhook (plain HTTP without these); reloaded when the files change"
+    )
+    tls.add_argument("--tls-cert", type=Path, help="server certificate chain (PEM)")
+    tls.add_argument("--tls-key", type=Path, help="its private key (PEM)")
+    tls.add_argument(
+        "--client-ca",
+        type=Path,
+        help="require client certificates signed by this CA (mutual TLS; kube-scheduler's "
+        "extender tlsConfig certFile/keyFile)",
+    )
+    tls.add_argument("--tls-poll-interval", type=float, default=10.0)
+    p.add_argument(
+        "--health-port",
+        type=int,
+        help="also serve /healthz /readyz /metrics (only those) over plain HTTP on this port: "
+        "for probes and Prometheus when the main port requires client certificates",
+    )
     p.add_argument("--log-level", default="INFO")
     return p
 
 
 def extender_main(argv: list[str] | None = None) -> int:
-    args = _extender_parser().parse_args(argv)
+    parser = _extender_parser()
+    args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.client_ca is not None and args.tls_cert is None:
+        parser.error("--client-ca needs --tls-cert and --tls-key")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     from aiohttp import web
 
     from extender.app import create_app
+    from extender.keys import TLS
     from extender.settings import Settings
     from extender.state.statefile import StateFileError
+    from extender.tls import TlsError
 
     settings = Settings(
         policy_path=args.policy,
@@ -69,16 +94,28 @@ def extender_main(argv: list[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         policy_poll_interval=args.policy_poll_interval,
         leader_election=not args.no_leader_election,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        client_ca=args.client_ca,
+        tls_poll_interval=args.tls_poll_interval,
+        health_port=args.health_port,
     )
     try:
         app = create_app(settings)
     except PolicyError as exc:
         print(f"cloud4iot-extender: policy refused:\n{exc}", file=sys.stderr)
         return 2
-    except StateFileError as exc:
+    except (StateFileError, TlsError) as exc:
         print(f"cloud4iot-extender: {exc}", file=sys.stderr)
         return 2
-    log.info("listening on %s:%d with policy %s", args.host, args.port, settings.policy_path)
+    ssl_context = app[TLS].context if TLS in app else None
+    if ssl_context is None:
+        scheme = "http"
+    else:
+        scheme = "https, client certificates required" if args.client_ca else "https"
+    log.info(
+        "listening on %s:%d (%s) with policy %s", args.host, args.port, scheme, settings.policy_path
+    )
     # Keep idle connections longer than Go's http.Transport (90 s), so kube-scheduler
     # never sends a request on a connection we are closing.
     web.run_app(
@@ -88,6 +125,7 @@ def extender_main(argv: list[str] | None = None) -> int:
         print=None,
         access_log=None,
         keepalive_timeout=120,
+        ssl_context=ssl_context,
     )
     return 0
 

@@ -11,6 +11,7 @@ from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
 from extender.tasks import Supervisor
+from extender.tls import CertReloader
 from extender.verdict_cache import VerdictCache
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,3 +22,4 @@ TASKS = web.AppKey("tasks", Supervisor)  # background tasks; a dead one fails /h
 # The evaluation time: wall time, or a state file's own time advancing from its `now`.
 CLOCK = web.AppKey[Callable[[], float]]("clock")
 VERDICTS = web.AppKey("verdicts", VerdictCache)  # filter -> prioritize reuse
+TLS = web.AppKey("tls", CertReloader)  # only when serving HTTPS

@@ -39,6 +39,12 @@ class Metrics:
         self.policy_reloads = Counter(
             "cloud4iot_extender_policy_reloads", "Policy reloads by result", ["result"], registry=r
         )
+        self.tls_reloads = Counter(
+            "cloud4iot_extender_tls_reloads",
+            "TLS certificate reloads by result",
+            ["result"],
+            registry=r,
+        )
         self.policy_info = Gauge(
             "cloud4iot_extender_policy_info", "The policy in force", ["name", "digest"], registry=r
         )

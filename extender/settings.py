@@ -25,6 +25,19 @@ class Settings:
     leader_election: bool = True
     lease_namespace: str = "kube-system"
     lease_name: str = "cloud4iot-extender"
+    # HTTPS when both are set (plain HTTP otherwise, for local use); with a client CA,
+    # every client must present a certificate it signed (mutual TLS).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    tls_poll_interval: float = 10.0  # certificate reload: how often the files are re-read
+    # A second, plain-HTTP listener serving only /healthz, /readyz and /metrics: for
+    # kubelet probes and Prometheus, which hold no client certificate.
+    health_port: int | None = None
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def cluster_configured(self) -> bool:

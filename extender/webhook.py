@@ -12,7 +12,7 @@ from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from extender.explain import explanation
-from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, VERDICTS
+from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, TLS, VERDICTS
 from extender.policy.loader import LoadedPolicy
 from extender.protocol import (
     ArgsError,
@@ -175,6 +175,8 @@ async def readyz(request: web.Request) -> web.Response:
         degraded.append(
             f"policy: last reload refused, {len(policy.last_error.problems)} problem(s)"
         )
+    if TLS in request.app and (tls_error := request.app[TLS].last_error) is not None:
+        degraded.append(f"tls: last reload refused, the certificate in force stays: {tls_error}")
     body = {
         "ready": not problems,
         "degraded": degraded,
