@@ -104,6 +104,9 @@ def write_traces(folder: Path) -> dict[str, Path]:
 
 @contextmanager
 def gateway_monitors(cluster: Devcluster, files: dict[str, Path], logs: Path) -> Iterator[None]:
+    # Local processes with the cluster's admin kubeconfig, not the DaemonSet's pod-bound
+    # ServiceAccount tokens: the sighting admission policy does not apply to them (see
+    # gateway_monitor/README.md, "Who may write which sighting").
     exe = Path(sys.executable).with_name("cloud4iot-gateway-monitor")
     procs = []
     for node, trace in files.items():

@@ -42,6 +42,9 @@ from devcluster.topology import DEFAULT_TOPOLOGY, load_topology
 
 DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
 DEVICE_CRD = REPO_ROOT / "manifests" / "crd" / "devices.cloud4iot.io.yaml"
+# Who may write which sighting (the gateway monitors' ServiceAccount only; the
+# admin kubeconfig that tests and the demo's monitors use is not constrained).
+SIGHTING_ADMISSION = REPO_ROOT / "manifests" / "gateway-monitor" / "sighting-admission.yaml"
 KUBE_VERSION = "v1.36.3"
 # PromQL range selectors in a policy, in seconds or minutes.
 RANGE = re.compile(r"\[(\d+)([sm])\]")
@@ -263,8 +266,12 @@ class Devcluster:
             with api:
                 kube.wait_control_plane(api)
                 kube.install_crd(api, DEVICE_CRD)
+                kube.install_admission_policies(api, SIGHTING_ADMISSION)
                 kube.apply_nodes(api, nodes)
-                self._log("control plane up, Device CRD established, nodes created")
+                self._log(
+                    "control plane up, Device CRD established, sighting admission policy"
+                    " installed, nodes created"
+                )
                 if self.with_extender:
                     self._start(state, "extender", self._extender_component(state))
                 if self.with_rebalancer:
@@ -338,6 +345,13 @@ class Devcluster:
             "kubeSchedulerConfig": str(sched_config),
             "cacheDir": str(self.kwok_workdir / "cache"),
             "disableQPSLimits": True,
+            # kwokctl's defaults on a secure port, spelled out: RBAC (the gateway
+            # monitors' least privilege) and admission (the sighting policy,
+            # ServiceAccount token binding) are what the tests rely on. The
+            # node claim of pod-bound tokens needs no feature gate on v1.36
+            # (ServiceAccountTokenPodNodeInfo is GA and locked on since 1.32).
+            "kubeAuthorization": True,
+            "kubeAdmission": True,
         }
         kwokctl_config.write_text(
             yaml.safe_dump(

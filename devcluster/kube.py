@@ -94,6 +94,38 @@ def install_crd(api: client.ApiClient, path: Path, timeout_s: float = 30.0) -> s
     return name
 
 
+def install_admission_policies(api: client.ApiClient, path: Path) -> list[str]:
+    """Create (or replace) the ValidatingAdmissionPolicies and Bindings of a YAML file."""
+    admission = client.AdmissionregistrationV1Api(api)
+    kinds: dict[str, tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
+        "ValidatingAdmissionPolicy": (
+            admission.create_validating_admission_policy,
+            admission.read_validating_admission_policy,
+            admission.replace_validating_admission_policy,
+        ),
+        "ValidatingAdmissionPolicyBinding": (
+            admission.create_validating_admission_policy_binding,
+            admission.read_validating_admission_policy_binding,
+            admission.replace_validating_admission_policy_binding,
+        ),
+    }
+    installed = []
+    for doc in yaml.safe_load_all(path.read_text()):
+        if not doc:
+            continue
+        create, read, replace = kinds[doc["kind"]]
+        name: str = doc["metadata"]["name"]
+        try:
+            create(doc)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            doc["metadata"]["resourceVersion"] = read(name).metadata.resource_version
+            replace(name, doc)
+        installed.append(f"{doc['kind']}/{name}")
+    return installed
+
+
 def apply_nodes(api: client.ApiClient, nodes: Iterable[NodeSpec]) -> None:
     """Create the fake nodes; the status (capacity) is written with the create,
     and again through the status subresource in case a node already existed."""

@@ -67,3 +67,18 @@ def test_daemonset_runs_on_gateways_with_host_dbus_and_no_privileges() -> None:
     port = container["ports"][0]["containerPort"]
     assert build_parser().parse_args(["--node", "x"]).port == port
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_sighting_policy_constrains_exactly_the_monitors_service_account() -> None:
+    policy, binding = load("sighting-admission.yaml")
+    (sa,) = [d for d in load("rbac.yaml") if d["kind"] == "ServiceAccount"]
+    username = f"system:serviceaccount:{sa['metadata']['namespace']}:{sa['metadata']['name']}"
+    spec = policy["spec"]
+    (condition,) = spec["matchConditions"]
+    assert condition["expression"].split("==")[1].strip() == f"'{username}'"
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["devices/status"]
+    assert rule["operations"] == ["UPDATE"]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]

@@ -192,6 +192,9 @@ async def test_rbac_allows_exactly_what_the_monitor_needs(
     sa.set_default_header(
         "Impersonate-User", "system:serviceaccount:cloud4iot-gateway:cloud4iot-gateway-monitor"
     )
+    # The node a monitor's pod-bound token carries: without it the sighting admission
+    # policy refuses every status write (test_sighting_admission.py uses real tokens).
+    sa.set_default_header("Impersonate-Extra-authentication.kubernetes.io%2Fnode-name", "gw9")
     as_monitor = CustomObjectsApi(sa)
     try:
 
