@@ -175,9 +175,15 @@ def test_no_pod_is_lost_or_moved_by_any_fault(world: World) -> None:
     )
     world.figures["apiserver_down_s"] = round(down, 1)
     started = time.monotonic()
-    kube.create_deployment(
-        api, world.namespace, deployment("after-apiserver", function="anonymiser")
-    )
+
+    def created() -> bool:
+        kube.create_deployment(
+            api, world.namespace, deployment("after-apiserver", function="anonymiser")
+        )
+        return True
+
+    until("the restarted apiserver to take a Deployment", created, 90)
+    world.figures["apiserver_restart_to_serving_s"] = round(time.monotonic() - started, 1)
     until(
         "a pod created after the restart bound", lambda: "after-apiserver" in str(world.placement())
     )
