@@ -53,6 +53,8 @@ class Limit(StrEnum):
     NOT_SYNCED = "not-synced"  # the node or Device caches have not listed everything yet
     # An optional move to a node that took a move its load data cannot show yet.
     TARGET_SETTLING = "target-settling"
+    # An optional move of a replica of a replicated workload: its spread is the scheduler's.
+    REPLICATED = "replicated"
 
 
 class Kind(StrEnum):

@@ -222,6 +222,13 @@ def _consider(work: _Work, pod: ManagedPod) -> None:
         return
     target = others[0]
     reason = _reason(pod, ctx, current, target.node, away)
+    if not forced and pod.workload.replicas > 1:
+        # A replicated workload's spread is kube-scheduler's business (its spreading
+        # and fit scores outweigh our preference on purpose): moving a feasible replica
+        # for a preference would fight it, rollout after rollout.
+        work.pending.pop(pod.uid, None)
+        work.hold(pod.workload, pod, reason, Limit.REPLICATED, target.node)
+        return
     wanted = work.pending.get(pod.uid)
     if wanted is None or (wanted.target, wanted.reason) != (target.node, reason):
         wanted = work.pending[pod.uid] = Pending(target.node, reason, work.now)
@@ -230,9 +237,12 @@ def _consider(work: _Work, pod: ManagedPod) -> None:
         limit, until = held
         work.hold(pod.workload, pod, reason, limit, target.node, until)
         return
+    # Make-before-break for a single replica; a replicated workload loses one replica
+    # (the others serve meanwhile) instead of rolling all of them out.
+    single = pod.workload.replicas <= 1
     action = (
         Action.ROLLOUT
-        if pod.workload.kind is Kind.DEPLOYMENT and pod.workload.can_surge
+        if pod.workload.kind is Kind.DEPLOYMENT and pod.workload.can_surge and single
         else Action.EVICT
     )
     facts = _facts(work, ctx, pod.node, target.node, current, target)

@@ -662,7 +662,8 @@ def test_one_move_per_workload_per_plan():
     memory = Memory(pending={p.uid: Pending("gw-hospital", Reason.ROAMING, T - 20) for p in pods})
     p = plan(pods, roamed(T, since=T - 30), P, memory, T)
     assert len(p.moves) == 1
-    assert p.moves[0].action is Action.ROLLOUT
+    # One replica of three: evicted (the others serve), not a rollout of all three.
+    assert p.moves[0].action is Action.EVICT
     assert len(p.memory.moves) == 1
 
 
@@ -832,3 +833,22 @@ def test_a_load_driven_move_waits_one_load_refresh_even_with_a_shorter_dwell():
     assert early.moves == ()
     (move,) = plan([fn], world(T + 5, devices, load=over), fast, early.memory, T + 5).moves
     assert move.reason is Reason.OFFLOADING
+
+
+def test_a_feasible_replica_of_a_replicated_workload_is_not_moved_for_a_preference():
+    # Two balancer replicas: kube-scheduler spread one onto busy edge-1 (score 2) while
+    # edge-2 would score 9. Its spreading outweighs our preference on purpose: no move.
+    shared = owner("bal", replicas=2)
+    replica = pod("bal-0", "edge-1", function="balancer", device=None, workload=shared)
+    busy = {"edge-1": 0.8, "edge-2": 0.15}
+    memory = Memory()
+    for t in (0, 10, 20, 60):
+        p = plan([replica], world(T + t, load=busy), P, memory, T + t)
+        memory = p.memory
+        assert p.moves == ()
+        assert [h.limit for h in p.held] == [Limit.REPLICATED]
+    # The same pod alone in its workload moves (the control).
+    alone = pod("solo", "edge-1", function="balancer", device=None)
+    first = plan([alone], world(T, load=busy), P, Memory(), T)
+    (move,) = plan([alone], world(T + 10, load=busy), P, first.memory, T + 10).moves
+    assert (move.action, move.to_node) == (Action.ROLLOUT, "edge-2")
