@@ -19,25 +19,39 @@ from extender.policy.loader import PolicyError
 log = logging.getLogger("cloud4iot")
 
 
+def _service_flags(
+    p: argparse.ArgumentParser, port: int, cluster_required: bool, prometheus_help: str
+) -> None:
+    """The flags both services share: policy, address, cluster access, Prometheus."""
+    p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=port)
+    cluster = p.add_mutually_exclusive_group(required=cluster_required)
+    cluster.add_argument("--kubeconfig", type=Path, help="watch this cluster")
+    cluster.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
+    p.add_argument("--prometheus-url", help=prometheus_help)
+    p.add_argument("--policy-poll-interval", type=float, default=2.0)
+    p.add_argument("--log-level", default="INFO")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
 def _extender_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cloud4iot-extender",
         description="kube-scheduler extender placing IoT functions on gateway, edge and cloud",
     )
-    p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
-    p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=8888)
-    cluster = p.add_mutually_exclusive_group()
-    cluster.add_argument("--kubeconfig", type=Path, help="watch nodes and devices of this cluster")
-    cluster.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
-    p.add_argument("--prometheus-url", help="refresh node load from this Prometheus")
+    _service_flags(p, 8888, False, "refresh node load from this Prometheus")
     p.add_argument(
         "--state",
         type=Path,
         help="serve a fixed world from a simulate state file (no cluster): what-if, benchmarks",
     )
     p.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024)
-    p.add_argument("--policy-poll-interval", type=float, default=2.0)
     p.add_argument(
         "--no-leader-election",
         action="store_true",
@@ -61,7 +75,6 @@ def _extender_parser() -> argparse.ArgumentParser:
         help="also serve /healthz /readyz /metrics (only those) over plain HTTP on this port: "
         "for probes and Prometheus when the main port requires client certificates",
     )
-    p.add_argument("--log-level", default="INFO")
     return p
 
 
@@ -72,9 +85,7 @@ def extender_main(argv: list[str] | None = None) -> int:
         parser.error("--tls-cert and --tls-key go together")
     if args.client_ca is not None and args.tls_cert is None:
         parser.error("--client-ca needs --tls-cert and --tls-key")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(args.log_level)
     from aiohttp import web
 
     from extender.app import create_app
@@ -136,30 +147,20 @@ def _rebalancer_parser() -> argparse.ArgumentParser:
         description="moves running IoT functions (roaming, offloading, onloading, device "
         "lifecycle) through rollouts and evictions, with the extender's scorer",
     )
-    p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
-    p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=8889, help="/healthz /readyz /metrics")
-    cluster = p.add_mutually_exclusive_group(required=True)
-    cluster.add_argument("--kubeconfig", type=Path)
-    cluster.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
-    p.add_argument("--prometheus-url", help="node load from this Prometheus (offloading)")
+    _service_flags(p, 8889, True, "node load from this Prometheus (offloading)")
     p.add_argument(
         "--dry-run",
         action="store_true",
         help="plan, log and emit Events of what would move; change nothing",
     )
-    p.add_argument("--policy-poll-interval", type=float, default=2.0)
     p.add_argument("--lease-namespace", default="kube-system")
     p.add_argument("--lease-name", default="cloud4iot-rebalancer")
-    p.add_argument("--log-level", default="INFO")
     return p
 
 
 def rebalancer_main(argv: list[str] | None = None) -> int:
     args = _rebalancer_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    _configure_logging(args.log_level)
     from aiohttp import web
 
     from extender.rebalancer_app import RebalancerSettings, create_rebalancer_app
