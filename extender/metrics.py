@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from extender.scoring.model import Verdict
+
+_CODE = attrgetter("code")
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -75,9 +78,10 @@ class Metrics:
         )
 
     def count_decisions(self, verdicts: Iterable[Verdict]) -> None:
-        # Tally first: one labelled increment per reason, not per node (5,000 nodes).
-        for code, n in Tally(v.code.value for v in verdicts).items():
-            self.decisions.labels(code).inc(n)
+        # Tally first, at C speed (map + itemgetter, no Python frame per node), then one
+        # labelled increment per code: 5,000 nodes cost one pass, not 5,000 increments.
+        for code, n in Tally(map(_CODE, verdicts)).items():
+            self.decisions.labels(code.value).inc(n)
 
     def set_age_function(self, source: str, fn: Callable[[], float]) -> None:
         self.data_age.labels(source).set_function(fn)

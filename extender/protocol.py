@@ -7,7 +7,7 @@ Anything malformed raises ArgsError, which the webhook turns into HTTP 400.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +123,8 @@ def parse_args(body: bytes, *, require_nodes: bool = True) -> ExtenderArgs:
     names: list[str] | None = None
     raw_names = fields.get("nodenames")
     if raw_names is not None:
-        if not isinstance(raw_names, list) or not all(isinstance(n, str) for n in raw_names):
+        # set(map(type, ...)): the check at C speed (5,000 names per request).
+        if not isinstance(raw_names, list) or not set(map(type, raw_names)) <= {str}:
             raise ArgsError("NodeNames must be an array of strings")
         if len(set(raw_names)) != len(raw_names):
             raise ArgsError("NodeNames lists a node twice")
@@ -174,28 +175,30 @@ def _pod_shape(pod: Mapping[str, Any], where: str) -> None:
         raise ArgsError(f"{where}.kind is {kind!r}: expected a Pod")
 
 
-def filter_result(args: ExtenderArgs, verdicts: Iterable[Verdict]) -> dict[str, Any]:
-    """ExtenderFilterResult: kept nodes in the request's own mode, refusals by kind."""
-    kept: set[str] = set()
+def filter_result(args: ExtenderArgs, verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    """ExtenderFilterResult: kept nodes in the request's own mode, refusals by kind.
+
+    `verdicts` are in the request's order (the scorer guarantees it), so the kept
+    names need no reordering. Comprehensions, not one loop with branches: each is a
+    C-speed pass, and most requests have one kind of answer per node.
+    """
+    kept = [v.node for v in verdicts if v.feasible]
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
-    for v in verdicts:
-        if v.feasible:
-            kept.add(v.node)
-        elif v.unresolvable:
-            unresolvable[v.node] = v.reason
-        else:
-            failed[v.node] = v.reason
+    if len(kept) != len(verdicts):
+        failed = {v.node: v.reason for v in verdicts if not v.feasible and not v.unresolvable}
+        unresolvable = {v.node: v.reason for v in verdicts if v.unresolvable}
     if args.node_names is not None:
-        # Answer only names we were given, in their order (an unknown name fails the call).
+        # Only names we were given (an unknown name fails the call), in their order.
         return {
             "Nodes": None,
-            "NodeNames": [n for n in args.node_names if n in kept],
+            "NodeNames": kept,
             "FailedNodes": failed,
             "FailedAndUnresolvableNodes": unresolvable,
             "Error": "",
         }
-    items = [n for n in (args.nodes or []) if n["metadata"]["name"] in kept]
+    keep = set(kept)
+    items = [n for n in (args.nodes or []) if n["metadata"]["name"] in keep]
     return {
         "Nodes": {"metadata": {}, "items": items},  # the objects we were given, unchanged
         "NodeNames": None,

@@ -2,7 +2,7 @@
 
 No I/O, no clock, no asyncio: the actor passes the time in and applies the plan
 (rollout, eviction, scale, Events). It never scores a node itself: it asks THE
-scorer (`evaluate`) for the pod's current node and every other node, and expects
+scorer (`evaluate_known`) for the pod's current node and every other node, and expects
 the new pod where the extender ranks it first (kube-scheduler places it through
 the extender; the Event names that expected node).
 
@@ -73,7 +73,7 @@ from extender.controllers.rebalance_model import (
 )
 from extender.policy.loader import LoadedPolicy
 from extender.policy.schema import FunctionClass, ProximityMode, WhenDeviceAway
-from extender.scoring import Code, Context, PodFacts, Verdict, evaluate, make_context
+from extender.scoring import Code, Context, PodFacts, Verdict, evaluate_known, make_context
 from extender.state.snapshot import Snapshot
 
 __all__ = [
@@ -196,7 +196,7 @@ def _consider(work: _Work, pod: ManagedPod) -> None:
         work.hold(pod.workload, pod, None, Limit.UNKNOWN_NODE)
         return
     ctx = make_context(pod.facts, snapshot, work.loaded.policy, work.now)
-    verdicts = evaluate(pod.facts, snapshot.nodes.values(), snapshot, work.loaded.policy, work.now)
+    verdicts = evaluate_known(pod.facts, snapshot, work.loaded.policy, work.now)
     current = next(v for v in verdicts if v.node == pod.node)
     away = _device_away(ctx)
     if not away and pod.facts.device is not None:
@@ -334,7 +334,7 @@ def _consider_parked(work: _Work, workload: Workload, facts: PodFacts) -> None:
     )
     if still_parks and not ctx.heard:
         return
-    verdicts = evaluate(facts, snapshot.nodes.values(), snapshot, policy, work.now)
+    verdicts = evaluate_known(facts, snapshot, policy, work.now)
     feasible = sorted((v for v in verdicts if v.feasible), key=lambda v: (-v.score, v.node))
     if not feasible:
         work.hold(workload, None, Reason.DEVICE_BACK, Limit.NO_FEASIBLE_NODE)

@@ -1,7 +1,7 @@
 """The scoring core: pure placement decisions, no I/O."""
 
 from extender.scoring.model import Code, Context, PodFacts, Refusal, Verdict
-from extender.scoring.scorer import evaluate, evaluate_names, judge, make_context
+from extender.scoring.scorer import evaluate, evaluate_known, evaluate_names, judge, make_context
 
 __all__ = [
     "Code",
@@ -10,6 +10,7 @@ __all__ = [
     "Refusal",
     "Verdict",
     "evaluate",
+    "evaluate_known",
     "evaluate_names",
     "judge",
     "make_context",

@@ -20,10 +20,11 @@ class LoadRule:
         sample = ctx.snapshot.load.get(node.name)
         if sample is None or ctx.now - sample.at > ctx.load_max_age:
             if ctx.policy.spec.stale_data.on_stale_load is StaleRule.FAIL_CLOSED:
+                # No age in the words: a verdict must not change while its world does not.
                 why = (
                     "no load data for the node"
                     if sample is None
-                    else f"load data is {ctx.now - sample.at:.0f}s old"
+                    else f"load data older than {ctx.load_max_age:.0f}s"
                 )
                 return refuse(Code.STALE_LOAD, f"{why} (policy: failClosed)")
             return NEUTRAL

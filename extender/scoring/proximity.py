@@ -9,6 +9,8 @@ otherwise any feasible gateway that hears the device beats the other tiers.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from extender.policy.schema import FunctionClass, PolicySpec, ProximityMode
 from extender.scoring.model import Code, Context, Refusal, refuse
 from extender.state.snapshot import DeviceFacts, NodeFacts, Snapshot
@@ -63,41 +65,51 @@ class ProximityRule:
         if ctx.pod.device is None:
             return refuse(
                 Code.NO_DEVICE_NAMED,
-                f"class {ctx.pod.function} runs on a gateway only near its device, "
-                "and the pod names none (annotation cloud4iot.io/device)",
+                f"class {ctx.pod.function} needs a device near the gateway;"
+                " the pod names none (cloud4iot.io/device)",
             )
         if ctx.device is None:
             return refuse(Code.UNKNOWN_DEVICE, f"device {ctx.pod.device} is not registered")
         sighting = ctx.device.sightings.get(node.name)
         max_age = ctx.policy.spec.stale_data.sighting_max_age
+        device = ctx.pod.device
         if sighting is None:
-            why = "no sighting"
-        elif ctx.now - sighting.last_seen > max_age:
-            why = f"last sighting {ctx.now - sighting.last_seen:.0f}s old (max {max_age:.0f}s)"
+            # The same words for every such gateway (and every device): kubectl describe
+            # groups identical reasons, and the per-world table can hold this verdict.
+            return NOT_HEARING
+        if ctx.now - sighting.last_seen > max_age:
+            why = (
+                f"gateway last heard device {device} {ctx.now - sighting.last_seen:.0f}s ago"
+                f" (max {max_age:.0f}s)"
+            )
         else:
-            why = f"signal {sighting.rssi:.0f} dBm below threshold"
-        return refuse(Code.NOT_HEARD, f"gateway does not hear device {ctx.pod.device}: {why}")
+            why = f"gateway hears device {device} at {sighting.rssi:.0f} dBm, below the threshold"
+        return refuse(Code.NOT_HEARD, why)
 
 
-def narrow(ctx: Context, feasible: list[NodeFacts]) -> dict[str, Refusal]:
-    """For `required` classes, refusals for feasible candidates that must yield."""
+NOT_HEARING = refuse(Code.NOT_HEARD, "gateway does not hear the pod's device")
+
+
+def narrow(
+    ctx: Context, feasible_gateways: Collection[str]
+) -> tuple[frozenset[str], Refusal] | None:
+    """For `required` classes: which feasible candidates stay, and why the others yield.
+
+    `feasible_gateways` holds the feasible candidates that are gateways (at least
+    those that hear the device). None when nothing yields.
+    """
     cls = ctx.cls
     if cls is None or cls.proximity is not ProximityMode.REQUIRED or not ctx.heard:
-        return {}
-    names = {n.name for n in feasible if n.tier == "gateway"}
+        return None
     device = ctx.pod.device
-    if ctx.nearest in names:
-        why = refuse(
-            Code.NOT_NEAREST,
-            f"device {device} is nearest to gateway {ctx.nearest}, which can take the pod",
-        )
-        return {n.name: why for n in feasible if n.name != ctx.nearest}
-    hearing = names.intersection(ctx.heard)
+    if ctx.nearest is not None and ctx.nearest in feasible_gateways:
+        why = refuse(Code.NOT_NEAREST, f"device {device} is nearest to gateway {ctx.nearest}")
+        return frozenset((ctx.nearest,)), why
+    hearing = frozenset(n for n in ctx.heard if n in feasible_gateways)
     if hearing:
         why = refuse(
             Code.HEARD_BY_GATEWAY,
-            f"device {device} is heard by gateway {', '.join(sorted(hearing))},"
-            " which can take the pod",
+            f"device {device} is heard by gateway {', '.join(sorted(hearing))}",
         )
-        return {n.name: why for n in feasible if n.name not in hearing}
-    return {}
+        return hearing, why
+    return None

@@ -9,6 +9,7 @@ the simulator and the rebalancer all call these; no verdict is built elsewhere.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -19,8 +20,9 @@ from extender.scoring.model import Code, Context, PodFacts, Refusal, Verdict, re
 from extender.scoring.nearest import nearest_of
 from extender.scoring.proximity import ProximityRule, heard_by, narrow
 from extender.scoring.rules import Rule
+from extender.scoring.table import node_table
 from extender.scoring.tiers import TierRule, gateway_needs_hearing, tier_parts
-from extender.state.snapshot import NodeFacts, Snapshot
+from extender.state.snapshot import NodeFacts, Sighting, Snapshot
 
 MAX_SCORE = 10
 
@@ -28,6 +30,7 @@ MAX_SCORE = 10
 # ones come first. Each rule's weight is the class's `weights.<rule.name>`.
 RULES: tuple[Rule, ...] = (TierRule(), ProximityRule(), LoadRule())
 NO_PARTS: Mapping[str, float] = MappingProxyType({})
+NO_SIGHTINGS: Mapping[str, Sighting] = MappingProxyType({})
 
 
 def make_context(
@@ -107,13 +110,21 @@ def evaluate(
     ctx = make_context(facts, snapshot, policy, now, explain)
     candidates = list(nodes)
     verdicts = [judge(ctx, node) for node in candidates]
-    feasible = [n for n, v in zip(candidates, verdicts, strict=True) if v.feasible]
-    yielding = narrow(ctx, feasible)
-    if yielding:
-        verdicts = [
-            _refused(v.node, yielding[v.node]) if v.node in yielding else v for v in verdicts
-        ]
-    return verdicts
+    gateways = {
+        n.name
+        for n, v in zip(candidates, verdicts, strict=True)
+        if v.feasible and n.tier == "gateway"
+    }
+    return _narrowed(ctx, verdicts, gateways)
+
+
+def _narrowed(ctx: Context, verdicts: list[Verdict], feasible_gateways: set[str]) -> list[Verdict]:
+    """Apply the proximity narrowing (proximity.narrow) to a request's verdicts."""
+    narrowed = narrow(ctx, feasible_gateways)
+    if narrowed is None:
+        return verdicts
+    stay, why = narrowed
+    return [v if not v.feasible or v.node in stay else _refused(v.node, why) for v in verdicts]
 
 
 UNKNOWN_NODE = refuse(Code.UNKNOWN_NODE, "node not (yet) in the extender's node cache")
@@ -133,10 +144,64 @@ def evaluate_names(
 
     A name `known` lacks is refused as transient (the cache may not have it yet),
     except for an unmanaged, architecture-agnostic pod, which needs no node facts.
+
+    When `known` is the snapshot's own node map (the webhook, the rebalancer), the
+    pod-independent verdicts come from the per-world table (table.py) and only the
+    nodes that have a sighting of the pod's device are judged for this request.
     """
     facts = pod if isinstance(pod, PodFacts) else PodFacts.from_pod(pod)
-    if facts.function is None and not facts.archs:
-        return [Verdict(n, True, 0, Code.UNMANAGED, UNMANAGED_REASON) for n in names]
-    found = [known[n] for n in names if n in known]
-    by_name = {v.node: v for v in evaluate(facts, found, snapshot, policy, now, explain)}
-    return [by_name.get(n) or _refused(n, UNKNOWN_NODE) for n in names]
+    unmanaged = facts.function is None and not facts.archs
+    if explain or known is not snapshot.nodes:
+        if unmanaged:
+            return [Verdict(n, True, 0, Code.UNMANAGED, UNMANAGED_REASON) for n in names]
+        found = [known[n] for n in names if n in known]
+        by_name = {v.node: v for v in evaluate(facts, found, snapshot, policy, now, explain)}
+        return [by_name.get(n) or _refused(n, UNKNOWN_NODE) for n in names]
+
+    ctx = make_context(facts, snapshot, policy, now)
+    table = node_table(ctx, judge, _background(ctx)).verdicts
+    # The nodes whose verdict the device changes: those with a sighting of it.
+    own = {
+        n: judge(ctx, node)
+        for n in (ctx.device.sightings if ctx.device is not None else ())
+        if (node := known.get(n)) is not None
+    }
+    if own:
+        verdicts = [own.get(n) or table.get(n) or _unknown(n, unmanaged) for n in names]
+    else:
+        get = table.get
+        verdicts = [get(n) or _unknown(n, unmanaged) for n in names]
+    if ctx.heard and ctx.cls is not None and ctx.cls.proximity is ProximityMode.REQUIRED:
+        # Only gateways that hear the device decide the narrowing; they were judged above
+        # (heard is a subset of the sightings) and are known gateways (heard_by's rule).
+        asked = set(names) if len(names) > 8 else names
+        gateways = {n for n in ctx.heard if n in own and own[n].feasible and n in asked}
+        verdicts = _narrowed(ctx, verdicts, gateways)
+    return verdicts
+
+
+def evaluate_known(
+    pod: PodFacts | Mapping[str, Any], snapshot: Snapshot, policy: PlacementPolicy, now: float
+) -> list[Verdict]:
+    """Verdicts for every node of the snapshot, in its order (the rebalancer's view)."""
+    return evaluate_names(pod, tuple(snapshot.nodes), snapshot.nodes, snapshot, policy, now)
+
+
+def _unknown(name: str, unmanaged: bool) -> Verdict:
+    if unmanaged:
+        return Verdict(name, True, 0, Code.UNMANAGED, UNMANAGED_REASON)
+    return _refused(name, UNKNOWN_NODE)
+
+
+def _background(ctx: Context) -> Context:
+    """`ctx` as nodes that never reported the device see it: nothing heard, no sightings."""
+    device = ctx.device
+    if device is None:
+        return ctx
+    return replace(
+        ctx,
+        device=replace(device, sightings=NO_SIGHTINGS),
+        heard=NO_PARTS,
+        nearest=None,
+        tier_refusals={},
+    )

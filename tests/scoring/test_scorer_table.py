@@ -202,7 +202,7 @@ def snapshot(case: Case) -> Snapshot:
     )
 
 
-NEAREST_GW1 = "device band is nearest to gateway gw1, which can take the pod"
+NEAREST_GW1 = "device band is nearest to gateway gw1"
 
 
 # --- evaluate ----------------------------------------------------------------
@@ -281,7 +281,9 @@ CASES = [
         Case(
             pod(function="batch", device=None),
             {
-                "cloud1": transient(Code.STALE_LOAD, "load data is 31s old (policy: failClosed)"),
+                "cloud1": transient(
+                    Code.STALE_LOAD, "load data older than 30s (policy: failClosed)"
+                ),
                 "cloud2": kept(8),
             },
             load={"cloud1": at(0.25, age=31)},
@@ -338,7 +340,7 @@ CASES = [
             {
                 "gw1": transient(
                     Code.NOT_HEARD,
-                    "gateway does not hear device band: signal -81 dBm below threshold",
+                    "gateway hears device band at -81 dBm, below the threshold",
                 ),
                 "edge1": kept(2),  # 10 * (0 + 0 + .75) / 4 = 1.875
             },
@@ -358,7 +360,7 @@ CASES = [
         Case(
             pod(),
             {
-                "gw1": transient(Code.NOT_HEARD, "signal -75 dBm below threshold"),
+                "gw1": transient(Code.NOT_HEARD, "at -75 dBm, below the threshold"),
                 "edge1": kept(2),  # 1.875
             },
             device=band(("gw1", -75, 0), rssi_enter=-70),
@@ -377,7 +379,7 @@ CASES = [
         Case(
             pod(),
             {
-                "gw1": transient(Code.NOT_HEARD, "last sighting 31s old (max 30s)"),
+                "gw1": transient(Code.NOT_HEARD, "last heard device band 31s ago (max 30s)"),
                 "edge1": kept(2),  # 1.875
             },
             device=band(("gw1", -60, 31)),
@@ -406,7 +408,7 @@ CASES = [
                 "gw2": kept(5),
                 "edge1": transient(
                     Code.HEARD_BY_GATEWAY,
-                    "device band is heard by gateway gw2, which can take the pod",
+                    "device band is heard by gateway gw2",
                 ),
             },
             device=band(("gw1", -60, 0), ("gw2", -70, 0)),
@@ -418,8 +420,8 @@ CASES = [
         Case(
             pod(),
             {
-                "gw1": transient(Code.NOT_HEARD, "signal -90 dBm below threshold"),
-                "gw2": transient(Code.NOT_HEARD, "gateway does not hear device band: no sighting"),
+                "gw1": transient(Code.NOT_HEARD, "at -90 dBm, below the threshold"),
+                "gw2": transient(Code.NOT_HEARD, "gateway does not hear the pod's device"),
                 "edge1": kept(2),  # 1.875
             },
             device=band(("gw1", -90, 0)),
@@ -500,10 +502,10 @@ CASES = [
             pod(),
             {
                 "gw1": kept(9),  # 9.375
-                "gw2": transient(Code.NOT_HEARD, "no sighting"),
+                "gw2": transient(Code.NOT_HEARD, "does not hear the pod's device"),
                 "cloud1": permanent(
                     Code.TIER_NOT_ALLOWED,
-                    "tier cloud not allowed for class wearable (allowed: gateway, edge)",
+                    "tier cloud not allowed for class wearable",
                 ),
                 "bare": permanent(Code.NO_TIER, "node has no cloud4iot.io/tier label"),
                 "fog": permanent(Code.NO_TIER, "unknown tier 'fog'"),

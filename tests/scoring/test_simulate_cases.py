@@ -94,7 +94,7 @@ def test_stale_sighting_does_not_count(tmp_path, capsys, state):
     nodes = by_node(doc)
     assert doc["best"] == "edge-1"
     assert nodes["gw-hospital"]["code"] == "device_not_heard"
-    assert "old" in nodes["gw-hospital"]["reason"]
+    assert "120s ago (max 30s)" in nodes["gw-hospital"]["reason"]
 
 
 def test_offloading_overloaded_gateway_is_filtered_and_edge_wins(tmp_path, capsys, state):

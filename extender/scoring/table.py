@@ -1,0 +1,112 @@
+"""Verdicts decided once per world, not once per request.
+
+Most of a node's verdict does not depend on the pod at all, only on its class:
+the tier permission, the architecture, the load limits, the tier and load parts
+of the score, and the reason of a refusal. A `NodeTable` holds, for one pod
+*kind* (class, effective tier order, architectures, how its device stands), the
+verdict of every known node *as if the pod's device were not heard there*. A
+request then judges only the few nodes its device has a sighting from (they are
+the only ones whose verdict differs) and looks every other node up.
+
+The table is built by the same `judge` as the per-node path, so the two agree by
+construction; `tests/scoring/test_fast_path.py` checks it on random worlds.
+
+Validity: a table belongs to one policy object, one node map, one load map and
+one device-sync state (identity, not equality: sources replace these objects on
+every change and never mutate them), and to a time window: it is rebuilt once a
+load sample it counted as fresh goes stale (or the clock steps back). Device
+events do not invalidate it: they change only which nodes a request overrides.
+Tables live in a small memo carried by the Snapshot (`Snapshot.tables`), shared
+by the snapshots that share those objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from extender.policy.schema import PlacementPolicy
+from extender.scoring.model import Context, Verdict
+from extender.state.snapshot import LoadSample, NodeFacts
+
+MAX_TABLES = 128  # kinds kept per world; pods name classes, modes and archs freely
+
+# How the pod's device stands, as far as nodes that do not hear it are concerned.
+NO_DEVICE = "none"  # the pod names no device
+KNOWN_DEVICE = "known"  # a registered Device
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTable:
+    policy: PlacementPolicy
+    nodes: Mapping[str, NodeFacts]
+    load: Mapping[str, LoadSample]
+    devices_synced: bool
+    built_at: float
+    valid_until: float  # the first moment a counted-fresh load sample goes stale
+    verdicts: Mapping[str, Verdict]
+
+    def serves(self, ctx: Context) -> bool:
+        snap = ctx.snapshot
+        return (
+            self.policy is ctx.policy
+            and self.nodes is snap.nodes
+            and self.load is snap.load
+            and self.devices_synced == snap.devices_synced
+            and self.built_at <= ctx.now <= self.valid_until
+        )
+
+
+def table_key(ctx: Context) -> tuple[Any, ...]:
+    """What the pod-independent verdicts depend on besides the world."""
+    pod, cls = ctx.pod, ctx.cls
+    if cls is None:
+        # Unmanaged (the function is None) or an unknown class (its name is in the reason).
+        return (pod.function, None, pod.archs, None)
+    order = tuple(cls.preference_for(pod.mode))
+    if pod.device is None:
+        device: str | tuple[str, str] = NO_DEVICE
+    elif ctx.device is None:
+        device = ("unknown", pod.device)  # the reason names it
+    else:
+        device = KNOWN_DEVICE
+    return (pod.function, order, pod.archs, device)
+
+
+def node_table(
+    ctx: Context, judge: Callable[[Context, NodeFacts], Verdict], background: Context
+) -> NodeTable:
+    """The table for `ctx`'s pod kind, from the snapshot's memo or built now.
+
+    `background` is `ctx` without what the device contributes (nothing heard, no
+    sightings): the context every table verdict is judged in.
+    """
+    memo: MutableMapping[Any, Any] = ctx.snapshot.tables
+    key = table_key(ctx)
+    table = memo.get(key)
+    if isinstance(table, NodeTable) and table.serves(ctx):
+        return table
+    snap = ctx.snapshot
+    verdicts = {name: judge(background, node) for name, node in snap.nodes.items()}
+    table = NodeTable(
+        policy=ctx.policy,
+        nodes=snap.nodes,
+        load=snap.load,
+        devices_synced=snap.devices_synced,
+        built_at=ctx.now,
+        valid_until=_fresh_until(snap.load, ctx.now, ctx.load_max_age),
+        verdicts=verdicts,
+    )
+    if len(memo) >= MAX_TABLES and key not in memo:
+        memo.clear()  # hostile annotations cannot grow it; a rebuild is one pass
+    memo[key] = table
+    return table
+
+
+def _fresh_until(load: Mapping[str, LoadSample], now: float, max_age: float) -> float:
+    """When the first sample that is fresh at `now` goes stale (the load rule's test)."""
+    return min(
+        (s.at + max_age for s in load.values() if now - s.at <= max_age),
+        default=float("inf"),
+    )
