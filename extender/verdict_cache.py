@@ -23,7 +23,7 @@ TTL = 30.0  # seconds; well above the scheduler's extender timeout
 
 class VerdictCache:
     def __init__(self, maxsize: int = MAX_PODS, ttl: float = TTL) -> None:
-        self._cache: TTLCache[str, tuple[Snapshot, LoadedPolicy, dict[str, Verdict]]] = TTLCache(
+        self._cache: TTLCache[str, tuple[Snapshot, LoadedPolicy, Sequence[Verdict]]] = TTLCache(
             maxsize=maxsize, ttl=ttl
         )
         self.hits = self.misses = 0
@@ -37,7 +37,7 @@ class VerdictCache:
     ) -> None:
         uid = _uid(pod)
         if uid is not None:
-            self._cache[uid] = (snapshot, policy, {v.node: v for v in verdicts})
+            self._cache[uid] = (snapshot, policy, verdicts)  # as is: most are never asked
 
     def get(
         self, pod: Mapping[str, Any], snapshot: Snapshot, policy: LoadedPolicy, names: Sequence[str]
@@ -48,7 +48,13 @@ class VerdictCache:
         if entry is None or entry[0] is not snapshot or entry[1] is not policy:
             self.misses += 1
             return None
-        known = entry[2]
+        verdicts = entry[2]
+        # The usual call: exactly the nodes filter kept, in its order (two C-speed passes).
+        kept = [v for v in verdicts if v.feasible]
+        if len(kept) == len(names) and [v.node for v in kept] == list(names):
+            self.hits += 1
+            return kept
+        known = {v.node: v for v in verdicts}
         if not all(n in known for n in names):
             self.misses += 1
             return None

@@ -87,7 +87,7 @@ class ProximityRule:
         return refuse(Code.NOT_HEARD, why)
 
 
-NOT_HEARING = refuse(Code.NOT_HEARD, "gateway does not hear the pod's device")
+NOT_HEARING = refuse(Code.NOT_HEARD, "gateway does not hear the device")
 
 
 def narrow(
@@ -101,15 +101,14 @@ def narrow(
     cls = ctx.cls
     if cls is None or cls.proximity is not ProximityMode.REQUIRED or not ctx.heard:
         return None
-    device = ctx.pod.device
     if ctx.nearest is not None and ctx.nearest in feasible_gateways:
-        why = refuse(Code.NOT_NEAREST, f"device {device} is nearest to gateway {ctx.nearest}")
+        why = refuse(Code.NOT_NEAREST, f"the device is nearest to gateway {ctx.nearest}")
         return frozenset((ctx.nearest,)), why
     hearing = frozenset(n for n in ctx.heard if n in feasible_gateways)
     if hearing:
         why = refuse(
             Code.HEARD_BY_GATEWAY,
-            f"device {device} is heard by gateway {', '.join(sorted(hearing))}",
+            f"the device is heard by gateway {', '.join(sorted(hearing))}",
         )
         return hearing, why
     return None

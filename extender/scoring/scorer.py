@@ -62,8 +62,13 @@ def make_context(
     )
 
 
+_new = tuple.__new__  # builds a Verdict at C speed (its generated __new__ is Python)
+
+
 def _refused(node: str, refusal: Refusal) -> Verdict:
-    return Verdict(node, False, 0, refusal.code, refusal.reason, refusal.unresolvable)
+    return _new(
+        Verdict, (node, False, 0, refusal.code, refusal.reason, refusal.unresolvable, NO_PARTS)
+    )
 
 
 def judge(ctx: Context, node: NodeFacts) -> Verdict:
@@ -123,8 +128,13 @@ def _narrowed(ctx: Context, verdicts: list[Verdict], feasible_gateways: set[str]
     narrowed = narrow(ctx, feasible_gateways)
     if narrowed is None:
         return verdicts
-    stay, why = narrowed
-    return [v if not v.feasible or v.node in stay else _refused(v.node, why) for v in verdicts]
+    stay, (code, reason, unresolvable) = narrowed
+    return [
+        v
+        if not v.feasible or v.node in stay
+        else _new(Verdict, (v.node, False, 0, code, reason, unresolvable, NO_PARTS))
+        for v in verdicts
+    ]
 
 
 UNKNOWN_NODE = refuse(Code.UNKNOWN_NODE, "node not (yet) in the extender's node cache")
@@ -166,11 +176,8 @@ def evaluate_names(
         for n in (ctx.device.sightings if ctx.device is not None else ())
         if (node := known.get(n)) is not None
     }
-    if own:
-        verdicts = [own.get(n) or table.get(n) or _unknown(n, unmanaged) for n in names]
-    else:
-        get = table.get
-        verdicts = [get(n) or _unknown(n, unmanaged) for n in names]
+    get = (table | own).get if own else table.get  # one C-speed copy, then one lookup a name
+    verdicts = [get(n) or _unknown(n, unmanaged) for n in names]
     if ctx.heard and ctx.cls is not None and ctx.cls.proximity is ProximityMode.REQUIRED:
         # Only gateways that hear the device decide the narrowing; they were judged above
         # (heard is a subset of the sightings) and are known gateways (heard_by's rule).

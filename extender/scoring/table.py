@@ -45,7 +45,7 @@ class NodeTable:
     devices_synced: bool
     built_at: float
     valid_until: float  # the first moment a counted-fresh load sample goes stale
-    verdicts: Mapping[str, Verdict]
+    verdicts: dict[str, Verdict]  # never mutated once built
 
     def serves(self, ctx: Context) -> bool:
         snap = ctx.snapshot

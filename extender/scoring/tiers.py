@@ -26,7 +26,8 @@ def tier_refusal(ctx: Context, tier: str | None) -> Refusal:
     if tier not in TIERS:
         return refuse(Code.NO_TIER, f"unknown tier {tier!r} (expected gateway, edge or cloud)")
     # Short on purpose: at thousands of nodes it is most of the answer's bytes.
-    return refuse(Code.TIER_NOT_ALLOWED, f"tier {tier} not allowed for class {ctx.pod.function}")
+    # The class is the pod's own (kubectl describe shows it beside this).
+    return refuse(Code.TIER_NOT_ALLOWED, f"tier {tier} not allowed")
 
 
 class TierRule:

@@ -132,7 +132,7 @@ def test_a_weak_sighting_of_one_device_is_not_another_devices_reason() -> None:
     first = evaluate_known(PodFacts("p", "ns", "wearable", "band"), snap, policy, NOW)
     second = evaluate_known(PodFacts("q", "ns", "wearable", "watch"), snap, policy, NOW)
     assert "-99 dBm" in first[0].reason
-    assert second[0].reason == "gateway does not hear the pod's device"
+    assert second[0].reason == "gateway does not hear the device"
 
 
 def test_a_table_is_built_once_per_kind_and_shared_across_device_events() -> None:

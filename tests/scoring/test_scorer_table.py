@@ -202,7 +202,7 @@ def snapshot(case: Case) -> Snapshot:
     )
 
 
-NEAREST_GW1 = "device band is nearest to gateway gw1"
+NEAREST_GW1 = "the device is nearest to gateway gw1"
 
 
 # --- evaluate ----------------------------------------------------------------
@@ -408,7 +408,7 @@ CASES = [
                 "gw2": kept(5),
                 "edge1": transient(
                     Code.HEARD_BY_GATEWAY,
-                    "device band is heard by gateway gw2",
+                    "the device is heard by gateway gw2",
                 ),
             },
             device=band(("gw1", -60, 0), ("gw2", -70, 0)),
@@ -421,7 +421,7 @@ CASES = [
             pod(),
             {
                 "gw1": transient(Code.NOT_HEARD, "at -90 dBm, below the threshold"),
-                "gw2": transient(Code.NOT_HEARD, "gateway does not hear the pod's device"),
+                "gw2": transient(Code.NOT_HEARD, "gateway does not hear the device"),
                 "edge1": kept(2),  # 1.875
             },
             device=band(("gw1", -90, 0)),
@@ -502,10 +502,10 @@ CASES = [
             pod(),
             {
                 "gw1": kept(9),  # 9.375
-                "gw2": transient(Code.NOT_HEARD, "does not hear the pod's device"),
+                "gw2": transient(Code.NOT_HEARD, "does not hear the device"),
                 "cloud1": permanent(
                     Code.TIER_NOT_ALLOWED,
-                    "tier cloud not allowed for class wearable",
+                    "tier cloud not allowed",
                 ),
                 "bare": permanent(Code.NO_TIER, "node has no cloud4iot.io/tier label"),
                 "fog": permanent(Code.NO_TIER, "unknown tier 'fog'"),

@@ -50,7 +50,7 @@ async def test_filter_node_names_mode_answers_names_only(client):
     assert set(result["FailedAndUnresolvableNodes"]) == {"cloud1", "cloud2"}
     assert "tier cloud not allowed" in result["FailedAndUnresolvableNodes"]["cloud1"]
     # ... while overload and "not the gateway near the device" may change.
-    assert "does not hear the pod's device" in result["FailedNodes"]["gw1"]
+    assert "does not hear the device" in result["FailedNodes"]["gw1"]
     assert "nearest to gateway gw2" in result["FailedNodes"]["edge1"]
     every = (
         set(result["NodeNames"])
