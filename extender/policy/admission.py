@@ -103,36 +103,55 @@ def restricted_classes(policy: PlacementPolicy) -> dict[str, list[str]]:
     return out
 
 
+def _typed_value(level: str, indent: int) -> str:
+    """A CEL Object value from `level` (affinity, nodeAffinity, required, expression) down
+    to the tier expression, one nesting level per line."""
+    chain = [
+        ("affinity", "Object.spec.affinity{nodeAffinity:"),
+        ("nodeAffinity", f"{_NODE_AFFINITY_T}{{{_REQUIRED}:"),
+        ("required", f"{_REQUIRED_T}{{nodeSelectorTerms: ["),
+        ("term", f"{_TERM_T}{{matchExpressions: ["),
+        ("expression", f"{_EXPRESSION_T}{{"),
+    ]
+    closing = {"affinity": "}", "nodeAffinity": "}", "required": "]}", "term": "]}"}
+    start = [name for name, _ in chain].index(level)
+    lines, tail = [], ""
+    for depth, (name, opening) in enumerate(chain[start:]):
+        lines.append(" " * (indent + 2 * depth) + opening)
+        tail = closing.get(name, "") + tail
+    depth = len(chain) - start
+    label = _cel(TIER_LABEL)
+    lines.append(
+        " " * (indent + 2 * depth)
+        + f'key: {label}, operator: "In", values: variables.allowedTiers}}{tail}'
+    )
+    return "\n".join(lines)
+
+
 def _patch_expression() -> str:
     """Add the tier expression to every term lacking it, or one term at the first missing
     level (an `add` on an existing member would replace it). Object types exist only in
     mutations, not in variables, hence the repetition."""
-    expression = (
-        f"{_EXPRESSION_T}{{\n"
-        f'      key: {_cel(TIER_LABEL)}, operator: "In", values: variables.allowedTiers}}'
-    )
-    term = f"{_TERM_T}{{\n    matchExpressions: [{expression}]}}"
-    required = f"{_REQUIRED_T}{{\n  nodeSelectorTerms: [{term}]}}"
-    node_affinity = f"{_NODE_AFFINITY_T}{{{_REQUIRED}: {required}}}"
     at = f'"{_AFFINITY_PATH}/nodeSelectorTerms/" + string(i) + "/matchExpressions'
     return "\n".join(
         [
             "size(variables.terms) == 0 ?",
             "  (!has(object.spec.affinity) ?",
-            '    [JSONPatch{op: "add", path: "/spec/affinity",',
-            f"      value: Object.spec.affinity{{nodeAffinity: {node_affinity}}}}}]",
+            '    [JSONPatch{op: "add", path: "/spec/affinity", value:',
+            _typed_value("affinity", 6) + "}]",
             "  : !has(object.spec.affinity.nodeAffinity) ?",
-            '    [JSONPatch{op: "add", path: "/spec/affinity/nodeAffinity",',
-            f"      value: {node_affinity}}}]",
-            f'  : [JSONPatch{{op: "add", path: {_cel(_AFFINITY_PATH)},',
-            f"      value: {required}}}])",
+            '    [JSONPatch{op: "add", path: "/spec/affinity/nodeAffinity", value:',
+            _typed_value("nodeAffinity", 6) + "}]",
+            f'  : [JSONPatch{{op: "add", path: {_cel(_AFFINITY_PATH)}, value:',
+            _typed_value("required", 6) + "}])",
             # A term without matchExpressions gets an empty list first, then every
             # unrestricted term the expression appended. (A list of Object values
             # as a patch value makes kube-apiserver 1.36 panic converting it.)
             ": variables.unrestricted.filter(i, !has(variables.terms[i].matchExpressions))",
             f'    .map(i, JSONPatch{{op: "add", path: {at}", value: []}})',
             "  + variables.unrestricted.map(i,",
-            f'    JSONPatch{{op: "add", path: {at}/-", value: {expression}}})',
+            f'    JSONPatch{{op: "add", path: {at}/-", value:',
+            _typed_value("expression", 6) + "})",
         ]
     )
 
