@@ -14,6 +14,7 @@ Pure: `render(policy)` -> manifest text; `cloud4iot tier-affinity` prints it.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -24,6 +25,7 @@ from extender.state.snapshot import TIER_LABEL
 from extender.state.workloads import SCHEDULER_NAME
 
 NAME = "cloud4iot-tier-affinity"
+_PLAIN = re.compile(r"[A-Za-z0-9._-]+")
 LABELS = {"app.kubernetes.io/name": "cloud4iot-extender", "app.kubernetes.io/part-of": "cloud4iot"}
 _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 _AFFINITY_PATH = "/spec/affinity/nodeAffinity/" + _REQUIRED
@@ -187,7 +189,7 @@ def manifests(policy: PlacementPolicy) -> list[dict[str, Any]]:
             },
             {
                 "name": "class-restricted-to-some-tiers",
-                "expression": (f"{function}\n  in {_cel_list(list(restricted))}\n"),
+                "expression": f"{function}\n  in {_cel_list(list(restricted))}\n",
             },
         ],
         "variables": [
@@ -215,22 +217,21 @@ def manifests(policy: PlacementPolicy) -> list[dict[str, Any]]:
         "mutations": [
             {
                 "patchType": "JSONPatch",
-                "jsonPatch": {"expression": (_patch_expression() + "\n")},
+                "jsonPatch": {"expression": _patch_expression() + "\n"},
             }
         ],
     }
-    meta = {"name": NAME, "labels": LABELS}
     return [
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingAdmissionPolicy",
-            "metadata": meta,
+            "metadata": {"name": NAME, "labels": dict(LABELS)},
             "spec": spec,
         },
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "MutatingAdmissionPolicyBinding",
-            "metadata": meta,
+            "metadata": {"name": NAME, "labels": dict(LABELS)},
             "spec": {"policyName": NAME},
         },
     ]
@@ -248,11 +249,14 @@ def render(policy: PlacementPolicy, source: str) -> str:
         )
     ]
     lines.append(f"# Policy {policy.metadata.name!r}; classes restricted here:")
-    lines += [f"#   {c}: {', '.join(t)}" for c, t in restricted.items()] or ["#   (none)"]
+    lines += [f"#   {_plain(c)}: {', '.join(t)}" for c, t in restricted.items()] or ["#   (none)"]
     unrestricted = sorted(set(policy.spec.classes) - set(restricted))
     if unrestricted:
-        lines.append(f"# Every tier, not touched: {', '.join(unrestricted)}")
-    body = yaml.dump_all(
-        manifests(policy), Dumper=_Dumper, sort_keys=False, width=100, explicit_start=False
-    )
-    return "\n".join(lines) + "\n" + body.replace("\n...\n", "\n")
+        lines.append(f"# Every tier, not touched: {', '.join(map(_plain, unrestricted))}")
+    body = yaml.dump_all(manifests(policy), Dumper=_Dumper, sort_keys=False, width=100)
+    return "\n".join(lines) + "\n" + body
+
+
+def _plain(name: str) -> str:
+    """A class name fit for a comment line (quoted when it is not a plain word)."""
+    return name if _PLAIN.fullmatch(name) else json.dumps(name)

@@ -140,10 +140,15 @@ def test_the_binding_names_the_policy() -> None:
     assert binding["spec"] == {"policyName": NAME}
 
 
-def test_class_names_are_cel_string_literals() -> None:
-    p = policy('    "odd\\"name":\n      tiers: [gateway]\n')
-    assert restricted_classes(p) == {'odd"name': ["gateway"]}
-    assert '{"odd\\"name": ["gateway"]}' in variable(spec_of(p), "allowedTiers")
+def test_class_names_are_cel_string_literals_and_cannot_break_the_file() -> None:
+    p = policy('    "odd\\"name\\nline":\n      tiers: [gateway]\n')
+    assert restricted_classes(p) == {'odd"name\nline': ["gateway"]}
+    assert '{"odd\\"name\\nline": ["gateway"]}' in variable(spec_of(p), "allowedTiers")
+    docs = [d for d in yaml.safe_load_all(render(p, "t.yaml")) if d]
+    assert [d["kind"] for d in docs] == [
+        "MutatingAdmissionPolicy",
+        "MutatingAdmissionPolicyBinding",
+    ]
 
 
 def test_the_command_prints_the_render(capsys: pytest.CaptureFixture[str]) -> None:
