@@ -61,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="node load stays idle unless set through the load simulator",
     )
     up.add_argument(
+        "--no-tier-affinity",
+        action="store_true",
+        help="do not install the tier-affinity admission policy (every node then reaches "
+        "the extender; for comparisons)",
+    )
+    up.add_argument(
         "--tls",
         action="store_true",
         help="mutual TLS between kube-scheduler and the extender (certificates made under "
@@ -120,6 +126,7 @@ def handle(args: argparse.Namespace) -> int:
         with_rebalancer=not getattr(args, "no_rebalancer", False),
         follow_pods=not getattr(args, "no_follow_pods", False),
         tls=getattr(args, "tls", False),
+        tier_affinity=not getattr(args, "no_tier_affinity", False),
     )
     try:
         if action == "up":

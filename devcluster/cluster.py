@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import yaml
+from kubernetes import client
 
 from devcluster import kube, prometheus
 from devcluster.binaries import require_binaries
@@ -39,6 +40,8 @@ from devcluster.processes import (
 from devcluster.schedconfig import REPO_ROOT, SchedulerTls, write_scheduler_config
 from devcluster.supervisor import Book, Supervisor, locked
 from devcluster.topology import DEFAULT_TOPOLOGY, load_topology
+from extender.policy.admission import render as render_tier_affinity
+from extender.policy.loader import load_policy
 
 DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
 DEVICE_CRD = REPO_ROOT / "manifests" / "crd" / "devices.cloud4iot.io.yaml"
@@ -118,6 +121,7 @@ class Devcluster:
         with_rebalancer: bool = True,
         follow_pods: bool = True,
         tls: bool = False,
+        tier_affinity: bool = True,
         log: Log = _stderr,
     ) -> None:
         self.name = name
@@ -133,6 +137,11 @@ class Devcluster:
         # certificate, the scheduler config with an https urlPrefix and tlsConfig.
         # The extender's health, readiness and metrics move to a plain port.
         self.tls = tls
+        # The policy's tier restrictions as pods' node affinity, applied by
+        # kube-scheduler in Go before the extender (manifests/scheduler/
+        # tier-affinity.yaml, rendered from this cluster's policy). Off: every
+        # node reaches the extender (a benchmark's comparison).
+        self.tier_affinity = with_extender and tier_affinity
         self._log = log
 
     # --- where things are -------------------------------------------------
@@ -267,9 +276,11 @@ class Devcluster:
                 kube.wait_control_plane(api)
                 kube.install_crd(api, DEVICE_CRD)
                 kube.install_admission_policies(api, SIGHTING_ADMISSION)
+                if self.tier_affinity:
+                    self.install_tier_affinity(api)
                 kube.apply_nodes(api, nodes)
                 self._log(
-                    "control plane up, Device CRD established, sighting admission policy"
+                    "control plane up, Device CRD established, admission policies"
                     " installed, nodes created"
                 )
                 if self.with_extender:
@@ -292,6 +303,14 @@ class Devcluster:
             raise
         self._log(f"devcluster {self.name!r} up in {time.monotonic() - start:.1f}s")
         return state
+
+    def install_tier_affinity(self, api: client.ApiClient) -> list[str]:
+        """The tier-affinity MutatingAdmissionPolicy rendered from the cluster's policy
+        (as `cloud4iot tier-affinity` does); replaces an installed one."""
+        loaded = load_policy(self.policy_file)
+        return kube.install_admission_documents(
+            api, render_tier_affinity(loaded.policy, str(self.policy))
+        )
 
     def _rate_window_s(self) -> int:
         """The longest PromQL range ("[30s]", "[1m]") in the extender's policy.

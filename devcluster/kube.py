@@ -95,7 +95,12 @@ def install_crd(api: client.ApiClient, path: Path, timeout_s: float = 30.0) -> s
 
 
 def install_admission_policies(api: client.ApiClient, path: Path) -> list[str]:
-    """Create (or replace) the ValidatingAdmissionPolicies and Bindings of a YAML file."""
+    """Create (or replace) the admission policies and bindings of a YAML file."""
+    return install_admission_documents(api, path.read_text())
+
+
+def install_admission_documents(api: client.ApiClient, text: str) -> list[str]:
+    """Create (or replace) Validating/MutatingAdmissionPolicies and their Bindings."""
     admission = client.AdmissionregistrationV1Api(api)
     kinds: dict[str, tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
         "ValidatingAdmissionPolicy": (
@@ -108,9 +113,19 @@ def install_admission_policies(api: client.ApiClient, path: Path) -> list[str]:
             admission.read_validating_admission_policy_binding,
             admission.replace_validating_admission_policy_binding,
         ),
+        "MutatingAdmissionPolicy": (
+            admission.create_mutating_admission_policy,
+            admission.read_mutating_admission_policy,
+            admission.replace_mutating_admission_policy,
+        ),
+        "MutatingAdmissionPolicyBinding": (
+            admission.create_mutating_admission_policy_binding,
+            admission.read_mutating_admission_policy_binding,
+            admission.replace_mutating_admission_policy_binding,
+        ),
     }
     installed = []
-    for doc in yaml.safe_load_all(path.read_text()):
+    for doc in yaml.safe_load_all(text):
         if not doc:
             continue
         create, read, replace = kinds[doc["kind"]]

@@ -217,6 +217,19 @@ def _check_policy(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _tier_affinity(args: argparse.Namespace) -> int:
+    from extender.policy.admission import render
+    from extender.policy.loader import load_policy
+
+    try:
+        loaded = load_policy(args.policy)
+    except PolicyError as exc:
+        print(f"cloud4iot tier-affinity: policy refused:\n{exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(render(loaded.policy, str(args.policy)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cloud4iot", description="Cloud4IoT placement admin tools")
     sub = p.add_subparsers(dest="command", required=True)
@@ -230,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     chk = sub.add_parser("check-policy", help="validate policy files, report every problem")
     chk.add_argument("files", type=Path, nargs="+")
     chk.set_defaults(func=_check_policy)
+
+    aff = sub.add_parser(
+        "tier-affinity",
+        help="print the MutatingAdmissionPolicy that gives each pod of a tier-restricted "
+        "class a required node affinity on those tiers (kubectl apply -f -)",
+    )
+    aff.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
+    aff.set_defaults(func=_tier_affinity)
 
     args = p.parse_args(argv)
     code: int = args.func(args)

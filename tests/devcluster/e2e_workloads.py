@@ -17,9 +17,10 @@ def deployment(
     node_selector: dict[str, str] | None = None,
     cpu: str = "100m",
     memory: str = "64Mi",
+    annotations: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Deployment of a stand-in IoT function (kwok never pulls the image)."""
-    annotations = {FUNCTION_ANNOTATION: function} if function else {}
+    annotations = {**(annotations or {}), **({FUNCTION_ANNOTATION: function} if function else {})}
     pod_spec: dict[str, Any] = {
         "schedulerName": scheduler,
         "containers": [

@@ -69,12 +69,20 @@ def test_confidential_deployment_lands_only_on_allowed_tiers(
 def test_refused_nodes_show_our_filter_reasons_in_pod_events(
     kube_api: client.ApiClient, namespace: str
 ) -> None:
-    # Pinned to the cloud by a nodeSelector, a confidential function has no
-    # node left: the in-tree filter drops gateways and edge, we drop the cloud.
+    # Pinned to the gateways by a nodeSelector, a confidential function built
+    # for amd64 only has no node left: the in-tree filters drop edge and cloud,
+    # we drop both (arm64) gateways. (Pinned to the cloud, kube-scheduler itself
+    # would refuse every node: the tier-affinity admission policy gives
+    # confidential pods a node affinity on their tiers; test_tier_affinity_e2e.)
     kube.create_deployment(
         kube_api,
         namespace,
-        deployment("pinned", function=CONFIDENTIAL, node_selector={TIER_LABEL: "cloud"}),
+        deployment(
+            "pinned",
+            function=CONFIDENTIAL,
+            node_selector={TIER_LABEL: "gateway"},
+            annotations={"cloud4iot.io/archs": "amd64"},
+        ),
     )
     pod = kube.wait_for(
         "the pod to exist", lambda: kube.pods_of(kube_api, namespace, "app=pinned") or None
@@ -82,15 +90,13 @@ def test_refused_nodes_show_our_filter_reasons_in_pod_events(
 
     def our_reasons() -> list[str] | None:
         found = [
-            m
-            for m in scheduling_failures(kube_api, namespace, pod)
-            if "tier cloud not allowed" in m
+            m for m in scheduling_failures(kube_api, namespace, pod) if "no image for arm64" in m
         ]
         return found or None
 
     messages = kube.wait_for("a FailedScheduling event with our reason", our_reasons, 60)
-    # Both cloud nodes are named in the summary kube-scheduler writes.
-    assert "2 tier cloud not allowed" in messages[-1], messages[-1]
+    # Both gateways are named in the summary kube-scheduler writes.
+    assert "2 no image for arm64" in messages[-1], messages[-1]
     current = kube.pods_of(kube_api, namespace, "app=pinned")
     assert not any(kube.is_bound(p) for p in current)
 
