@@ -236,14 +236,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         if args.keep_logs:
             print(f"logs kept in {cluster.state_dir / 'logs'}", file=sys.stderr)
     print(
-        f"{'outage':>7} {'serving':>8} {'pod->bound':>11} {'deploy->rs':>11} {'rs->pod':>8}"
-        f" {'pod->bound':>11} {'deploy total':>13}"
+        f"{'outage':>11} {'serving':>8} {'pod->bound':>11} {'deploy->rs':>11} {'rs->pod':>8}"
+        f" {'pod->bound':>11} {'deploy total':>13} {'extender':>9}"
     )
     for r in results:
+        label = f"{r.outage_s:.0f}s" + ("+restart" if r.restart_scheduler else "")
         print(
-            f"{r.outage_s:>6.0f}s {r.serving_s:>7.1f}s {r.pod_bound_s:>10.1f}s"
+            f"{label:>11} {r.serving_s:>7.1f}s {r.pod_bound_s:>10.1f}s"
             f" {r.deploy_rs_s:>10.1f}s {r.rs_pod_s:>7.1f}s {r.deploy_pod_bound_s:>10.1f}s"
-            f" {r.deploy_total_s:>12.1f}s"
+            f" {r.deploy_total_s:>12.1f}s {r.extender_synced_s:>8.1f}s"
         )
 
 
