@@ -22,7 +22,7 @@ from devcluster.topology import DEFAULT_TOPOLOGY, TopologyError
 CLUSTER_NAME = "dev"  # the default --name of up/down/status
 DEMO_NAME = "demo"  # and of demo
 # `bench SCRIPT [options]`: the scripts of bench/, each run through its `main(argv, prog)`.
-BENCHES = ("extender-latency", "noop-extender", "rebalancer-reaction")
+BENCHES = ("extender-latency", "noop-extender", "rebalancer-reaction", "apiserver-outage")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="mutual TLS between kube-scheduler and the extender (certificates made under "
         "the cluster's tls/ directory; health and metrics on EXTENDER_HEALTH_URL)",
+    )
+    up.add_argument(
+        "--verbosity",
+        type=int,
+        metavar="N",
+        help="klog -v of kube-scheduler and kube-controller-manager (e.g. 4 logs each"
+        " informer's watch retries and each scheduling attempt)",
     )
     actions.add_parser("down", help="stop every process of the cluster and remove its files")
     actions.add_parser(
@@ -127,6 +134,7 @@ def handle(args: argparse.Namespace) -> int:
         follow_pods=not getattr(args, "no_follow_pods", False),
         tls=getattr(args, "tls", False),
         tier_affinity=not getattr(args, "no_tier_affinity", False),
+        verbosity=getattr(args, "verbosity", None),
     )
     try:
         if action == "up":
@@ -184,6 +192,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.extender_latency import main as run
     elif args.script == "rebalancer-reaction":
         from bench.rebalancer_reaction import main as run
+    elif args.script == "apiserver-outage":
+        from bench.apiserver_outage import main as run
     else:
         from bench.noop_extender import main as run
     run(args.args, prog=f"python -m devcluster bench {args.script}")

@@ -69,6 +69,50 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+# Components whose klog verbosity `verbosity` raises (the two that run informers
+# and queues we look into when something is slow).
+VERBOSE_COMPONENTS = ("kube-scheduler", "kube-controller-manager")
+
+
+def kwokctl_configuration(
+    bin_dir: Path, sched_config: Path, kwok_workdir: Path, verbosity: int | None = None
+) -> dict[str, object]:
+    """The KwokctlConfiguration `up` hands to `kwokctl create cluster`."""
+    options = {
+        "runtime": "binary",
+        # kwokctl's default is 0.0.0.0 and it has no flag for this.
+        "bindAddress": "127.0.0.1",
+        "kubeVersion": KUBE_VERSION,
+        "etcdBinary": str(bin_dir / "etcd"),
+        "kubeApiserverBinary": str(bin_dir / "kube-apiserver"),
+        "kubeControllerManagerBinary": str(bin_dir / "kube-controller-manager"),
+        "kubeSchedulerBinary": str(bin_dir / "kube-scheduler"),
+        "kwokControllerBinary": str(bin_dir / "kwok"),
+        "kubeSchedulerConfig": str(sched_config),
+        "cacheDir": str(kwok_workdir / "cache"),
+        "disableQPSLimits": True,
+        # kwokctl's defaults on a secure port, spelled out: RBAC (the gateway
+        # monitors' least privilege) and admission (the sighting policy,
+        # ServiceAccount token binding) are what the tests rely on. The
+        # node claim of pod-bound tokens needs no feature gate on v1.36
+        # (ServiceAccountTokenPodNodeInfo is GA and locked on since 1.32).
+        "kubeAuthorization": True,
+        "kubeAdmission": True,
+    }
+    config: dict[str, object] = {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": options,
+    }
+    if verbosity is not None:
+        # kwokctl appends each extra arg as --key=value after its own; klog takes the last.
+        config["componentsPatches"] = [
+            {"name": name, "extraArgs": [{"key": "v", "value": str(verbosity)}]}
+            for name in VERBOSE_COMPONENTS
+        ]
+    return config
+
+
 @dataclass
 class Component:
     """A process the launcher runs itself (kwokctl runs the control plane)."""
@@ -122,6 +166,7 @@ class Devcluster:
         follow_pods: bool = True,
         tls: bool = False,
         tier_affinity: bool = True,
+        verbosity: int | None = None,
         log: Log = _stderr,
     ) -> None:
         self.name = name
@@ -142,6 +187,8 @@ class Devcluster:
         # tier-affinity.yaml, rendered from this cluster's policy). Off: every
         # node reaches the extender (a benchmark's comparison).
         self.tier_affinity = with_extender and tier_affinity
+        # klog -v of kube-scheduler and kube-controller-manager (None: kwokctl's default).
+        self.verbosity = verbosity
         self._log = log
 
     # --- where things are -------------------------------------------------
@@ -351,34 +398,9 @@ class Devcluster:
                 )
             )
         kwokctl_config = self.state_dir / "kwokctl.yaml"
-        options = {
-            "runtime": "binary",
-            # kwokctl's default is 0.0.0.0 and it has no flag for this.
-            "bindAddress": "127.0.0.1",
-            "kubeVersion": KUBE_VERSION,
-            "etcdBinary": str(bin_dir / "etcd"),
-            "kubeApiserverBinary": str(bin_dir / "kube-apiserver"),
-            "kubeControllerManagerBinary": str(bin_dir / "kube-controller-manager"),
-            "kubeSchedulerBinary": str(bin_dir / "kube-scheduler"),
-            "kwokControllerBinary": str(bin_dir / "kwok"),
-            "kubeSchedulerConfig": str(sched_config),
-            "cacheDir": str(self.kwok_workdir / "cache"),
-            "disableQPSLimits": True,
-            # kwokctl's defaults on a secure port, spelled out: RBAC (the gateway
-            # monitors' least privilege) and admission (the sighting policy,
-            # ServiceAccount token binding) are what the tests rely on. The
-            # node claim of pod-bound tokens needs no feature gate on v1.36
-            # (ServiceAccountTokenPodNodeInfo is GA and locked on since 1.32).
-            "kubeAuthorization": True,
-            "kubeAdmission": True,
-        }
         kwokctl_config.write_text(
             yaml.safe_dump(
-                {
-                    "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
-                    "kind": "KwokctlConfiguration",
-                    "options": options,
-                }
+                kwokctl_configuration(bin_dir, sched_config, self.kwok_workdir, self.verbosity)
             )
         )
         log = self.state_dir / "logs" / "kwokctl.log"

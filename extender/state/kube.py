@@ -2,8 +2,13 @@
 
 List, then watch from the list's resourceVersion; on 410 Gone relist after a
 short pause; on any other error keep serving the last state and retry with
-capped exponential backoff. Objects are read as raw JSON (orjson), not the
-client's models: at 5,000 nodes model deserialisation would dominate the refresh.
+capped exponential backoff (`retry_delay`): 1 s doubling to 30 s, except that a
+refused connection (nothing listens: the apiserver is restarting) is retried
+every 2 s at most, and an answer saying when to come back (Retry-After, as a
+starting apiserver's 429 does) is retried then. With the plain 30 s cap, the
+device view once lagged 48 s behind an apiserver back from a 40 s outage
+(RELIABILITY.md). Objects are read as raw JSON (orjson), not the client's
+models: at 5,000 nodes model deserialisation would dominate the refresh.
 
 Each reflector keeps only the facts placement reads (name -> NodeFacts or
 DeviceFacts), never whole objects, and updates one entry per watch event.
@@ -34,6 +39,9 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 240  # server-side watch timeout; the client's is a bit longer
 LIST_TIMEOUT = 60.0
 MAX_BACKOFF = 30.0  # after errors: 1 s, doubling, capped
+# A refused connection costs the apiserver nothing (no process listens), so while
+# it is down we knock often and see it back within this long.
+REFUSED_BACKOFF = 2.0
 RELIST_DELAY = 1.0  # after 410 Gone, doubling while relists keep expiring at once
 MAX_RELIST_DELAY = 8.0
 PUBLISH_INTERVAL = 0.1  # at most one snapshot per resource per this many seconds
@@ -43,6 +51,54 @@ F = TypeVar("F")
 
 class WatchExpiredError(Exception):
     """The watch's resourceVersion is too old (410): relist."""
+
+
+class HttpStatusError(RuntimeError):
+    """A list or watch answered with an error status."""
+
+    def __init__(self, message: str, status: int, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """The seconds of a Retry-After header (the apiserver sets it on 429 and some 503s)."""
+    try:
+        value = float((headers or {}).get("Retry-After", ""))
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def is_refused(exc: BaseException) -> bool:
+    """A refused connection, however the client wrapped it (aiohttp: `os_error`)."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if isinstance(current, ConnectionRefusedError):
+            return True
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        pending += [
+            e
+            for e in (getattr(current, "os_error", None), current.__cause__, current.__context__)
+            if isinstance(e, BaseException)
+        ]
+    return False
+
+
+def retry_delay(exc: BaseException, previous: float) -> float:
+    """The next retry delay after `exc`, given the previous one (0 after a success).
+
+    Kept from one error to the next, so a server that keeps failing is asked
+    less and less often; only a refused connection and a Retry-After shorten it.
+    """
+    if is_refused(exc):
+        return min(REFUSED_BACKOFF, previous * 2 or 1.0)
+    if isinstance(exc, HttpStatusError) and exc.retry_after is not None:
+        return min(MAX_BACKOFF, max(1.0, exc.retry_after))
+    return min(MAX_BACKOFF, previous * 2 or 1.0)
 
 
 ListCall = Callable[..., Awaitable[Any]]  # a *_without_preload_content list function
@@ -100,7 +156,7 @@ class Reflector(Generic[F]):
                     await self.sleep(relist_delay)
                 except Exception as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    error_delay = min(MAX_BACKOFF, error_delay * 2 or 1.0)
+                    error_delay = retry_delay(exc, error_delay)
                     log.warning(
                         "%s list/watch failed (%s); retry in %.0fs", self.name, exc, error_delay
                     )
@@ -113,7 +169,11 @@ class Reflector(Generic[F]):
         try:
             body = await resp.read()
             if resp.status != 200:
-                raise RuntimeError(f"list {self.name}: HTTP {resp.status}: {body[:200]!r}")
+                raise HttpStatusError(
+                    f"list {self.name}: HTTP {resp.status}: {body[:200]!r}",
+                    resp.status,
+                    retry_after(getattr(resp, "headers", None)),
+                )
         finally:
             resp.release()
         data = orjson.loads(body)
@@ -150,7 +210,11 @@ class Reflector(Generic[F]):
             if resp.status == 410:
                 raise WatchExpiredError
             if resp.status != 200:
-                raise RuntimeError(f"watch {self.name}: HTTP {resp.status}")
+                raise HttpStatusError(
+                    f"watch {self.name}: HTTP {resp.status}",
+                    resp.status,
+                    retry_after(getattr(resp, "headers", None)),
+                )
             # Split lines ourselves: a Node can exceed aiohttp's readline limit.
             # Parts are joined only once a newline arrives, so a large object
             # spread over many chunks is not rescanned for each one.

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
 
 from extender.state import kube
@@ -58,8 +60,9 @@ class FakeResponse:
         fail: BaseException | None = None,
         gap: Gap = 0.0,
         hang: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
-        self.status, self.body = status, body
+        self.status, self.body, self.headers = status, body, dict(headers or {})
         self.content = FakeContent(chunks, fail, gap, hang)
         self.released = 0
 
@@ -78,7 +81,7 @@ class Hang:
 class FakeApi:
     """A list/watch callable answering from a script; idles once the script is done."""
 
-    script: list[FakeResponse | Hang]
+    script: list[FakeResponse | Hang | BaseException]  # an exception is raised by the call
     calls: list[dict[str, Any]] = field(default_factory=list)
     responses: list[FakeResponse] = field(default_factory=list)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -91,6 +94,8 @@ class FakeApi:
             self.idle.set()
             await asyncio.Event().wait()  # never set: like a quiet watch
         step = self.script.pop(0)
+        if isinstance(step, BaseException):
+            raise step
         assert isinstance(step, FakeResponse)
         self.responses.append(step)
         return step
@@ -167,7 +172,9 @@ class Harness:
     sleeps: list[float]
 
 
-def device_harness(script: list[FakeResponse | Hang], interval: float = 0.1) -> Harness:
+def device_harness(
+    script: list[FakeResponse | Hang | BaseException], interval: float = 0.1
+) -> Harness:
     store = StateStore()
     published: list[dict[str, DeviceFacts]] = []
     parsed: list[str] = []
@@ -376,6 +383,61 @@ async def test_http_error_backs_off_and_keeps_the_last_published_state() -> None
     # Requests keep being answered from the last good state.
     assert set(h.store.snapshot.devices) == {"a"}
     assert h.store.snapshot.devices_synced
+
+
+async def refused_by_aiohttp() -> BaseException:
+    """The exception aiohttp (under kubernetes.aio) raises when nothing listens on the port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again at once: nothing listens there
+    async with aiohttp.ClientSession() as session:
+        try:
+            await session.get(f"http://127.0.0.1:{port}/api/v1/devices")
+        except aiohttp.ClientError as exc:
+            return exc
+    raise AssertionError(f"something answered on port {port}")
+
+
+async def test_a_refused_connection_is_retried_every_two_seconds_at_most() -> None:
+    # The apiserver is restarting: each reconnect is refused. The retries stay
+    # short, so the reflector sees it back within REFUSED_BACKOFF (not after 30 s).
+    refused = await refused_by_aiohttp()
+    h = device_harness([listed([device("a")], rv="10"), *[refused] * 8, listed([]), Hang()])
+    await until_idle(h)
+    assert kube.is_refused(refused)
+    assert len(h.sleeps) == 8
+    assert 0.8 <= h.sleeps[0] <= 1.2
+    assert all(1.6 <= d <= kube.REFUSED_BACKOFF * 1.2 for d in h.sleeps[1:]), h.sleeps
+    assert h.reflector.last_error is None  # the relist after it succeeded
+    assert set(h.store.snapshot.devices) == set()
+
+
+async def test_other_errors_still_back_off_to_the_cap_and_retry_after_is_honoured() -> None:
+    # A failing apiserver that answers is asked less and less often; once it says
+    # when to come back (a starting apiserver's 429 does), that is when we retry.
+    failing = [FakeResponse(status=500, body=b"etcd unavailable") for _ in range(7)]
+    initializing = FakeResponse(
+        status=429, body=b"storage is (re)initializing", headers={"Retry-After": "1"}
+    )
+    h = device_harness([*failing, initializing, listed([device("a")]), Hang()])
+    await until_idle(h)
+    assert len(h.sleeps) == 8
+    nominal = [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 1.0]
+    assert all(0.8 * n <= d <= 1.2 * n for d, n in zip(h.sleeps, nominal, strict=True)), h.sleeps
+    assert set(h.store.snapshot.devices) == {"a"}
+
+
+def test_retry_delay_after_refusals_keeps_doubling_from_there_on_other_errors() -> None:
+    refused = ConnectionRefusedError(111, "Connect call failed")
+    wrapped = OSError("cannot connect")
+    wrapped.__cause__ = refused
+    delays = [0.0]
+    for exc in (refused, refused, refused, wrapped, RuntimeError("503"), RuntimeError("503")):
+        delays.append(kube.retry_delay(exc, delays[-1]))
+    assert delays[1:] == [1.0, 2.0, 2.0, 2.0, 4.0, 8.0]
+    assert kube.retry_delay(kube.HttpStatusError("x", 503, retry_after=120.0), 2.0) == 30.0
+    assert kube.retry_after({"Retry-After": "soon"}) is None
+    assert not kube.is_refused(ConnectionResetError("reset by peer"))
 
 
 async def test_exception_mid_stream_backs_off_keeps_applied_events_and_releases() -> None:
