@@ -1,6 +1,6 @@
 """Where the extender's memory goes with extender-pair's largest world, step by step.
 
-    python -m bench.extender_memory [--nodes 5000] [--devices-per-node 2] [--pods 450]
+    python -m devcluster bench extender-memory [--nodes 5000] [--devices-per-node 2] [--pods 450]
 
 Each step runs in a fresh interpreter and reports VmRSS: the imports alone; the
 Snapshot built from the state document decoded as JSON (what the reflectors hold,

@@ -23,7 +23,13 @@ from devcluster.topology import DEFAULT_TOPOLOGY, TopologyError
 CLUSTER_NAME = "dev"  # the default --name of up/down/status
 DEMO_NAME = "demo"  # and of demo
 # `bench SCRIPT [options]`: the scripts of bench/, each run through its `main(argv, prog)`.
-BENCHES = ("extender-latency", "extender-pair", "noop-extender", "rebalancer-reaction")
+BENCHES = (
+    "extender-latency",
+    "extender-memory",
+    "extender-pair",
+    "noop-extender",
+    "rebalancer-reaction",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +182,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     if args.script == "extender-latency":
         from bench.extender_latency import main as run
+    elif args.script == "extender-memory":
+        from bench.extender_memory import main as run
     elif args.script == "extender-pair":
         from bench.extender_pair import main as run
     elif args.script == "rebalancer-reaction":
