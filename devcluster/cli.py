@@ -3,6 +3,7 @@
     python -m devcluster [--name N] [--state-root DIR] up|down|status|build
     python -m devcluster demo [--keep] [--name N] [--out PNG] [--standalone]
     python -m devcluster bench extender-latency [--nodes ...] [--mode ...]
+    python -m devcluster bench extender-pair [--names ...] [--concurrency ...] [--profile DIR]
 
 Never part of the wheel or the images: the product (`cloud4iot`,
 `cloud4iot-extender`, `cloud4iot-gateway-monitor`) does not import it.
@@ -22,7 +23,14 @@ from devcluster.topology import DEFAULT_TOPOLOGY, TopologyError
 CLUSTER_NAME = "dev"  # the default --name of up/down/status
 DEMO_NAME = "demo"  # and of demo
 # `bench SCRIPT [options]`: the scripts of bench/, each run through its `main(argv, prog)`.
-BENCHES = ("extender-latency", "noop-extender", "rebalancer-reaction", "apiserver-outage")
+BENCHES = (
+    "extender-latency",
+    "extender-memory",
+    "extender-pair",
+    "noop-extender",
+    "rebalancer-reaction",
+    "apiserver-outage",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,6 +198,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     if args.script == "extender-latency":
         from bench.extender_latency import main as run
+    elif args.script == "extender-memory":
+        from bench.extender_memory import main as run
+    elif args.script == "extender-pair":
+        from bench.extender_pair import main as run
     elif args.script == "rebalancer-reaction":
         from bench.rebalancer_reaction import main as run
     elif args.script == "apiserver-outage":

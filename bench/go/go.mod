@@ -1,0 +1,3 @@
+module cloud4iot/bench
+
+go 1.22
