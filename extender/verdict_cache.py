@@ -17,7 +17,11 @@ from extender.policy.loader import LoadedPolicy
 from extender.scoring import Verdict
 from extender.state.snapshot import Snapshot
 
-MAX_PODS = 1024  # pods between a filter and its prioritize: kube-scheduler runs one at a time
+# Pods between a filter and its prioritize: kube-scheduler runs one scheduling cycle at a
+# time, so a handful; the bound is for several schedulers sharing one extender. Each entry
+# holds only the kept verdicts (mostly shared with the per-world tables), not the refusals:
+# prioritize is asked about kept nodes only.
+MAX_PODS = 64
 TTL = 30.0  # seconds; well above the scheduler's extender timeout
 
 
@@ -37,7 +41,7 @@ class VerdictCache:
     ) -> None:
         uid = _uid(pod)
         if uid is not None:
-            self._cache[uid] = (snapshot, policy, verdicts)  # as is: most are never asked
+            self._cache[uid] = (snapshot, policy, [v for v in verdicts if v.feasible])
 
     def get(
         self, pod: Mapping[str, Any], snapshot: Snapshot, policy: LoadedPolicy, names: Sequence[str]
@@ -48,13 +52,12 @@ class VerdictCache:
         if entry is None or entry[0] is not snapshot or entry[1] is not policy:
             self.misses += 1
             return None
-        verdicts = entry[2]
-        # The usual call: exactly the nodes filter kept, in its order (two C-speed passes).
-        kept = [v for v in verdicts if v.feasible]
+        kept = entry[2]
+        # The usual call: exactly the nodes filter kept, in its order (one C-speed pass).
         if len(kept) == len(names) and [v.node for v in kept] == list(names):
             self.hits += 1
             return kept
-        known = {v.node: v for v in verdicts}
+        known = {v.node: v for v in kept}
         if not all(n in known for n in names):
             self.misses += 1
             return None

@@ -213,3 +213,36 @@ def test_bad_state_file_is_reported_with_the_entry(tmp_path, capsys, state):
     err = capsys.readouterr().err
     assert code == 2
     assert "load.gw-home.cpu" in err
+
+
+def test_a_json_state_file_answers_as_its_yaml_twin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], state: dict[str, Any]
+) -> None:
+    # JSON is read by orjson (a YAML parser peaks at ~5x the memory on big worlds);
+    # the answer must not depend on which parser read the file.
+    from_yaml = run(tmp_path, capsys, state, "pod-mhealth.yaml")
+    state_file = tmp_path / "state.json"
+    state_file.write_bytes(orjson.dumps(state, default=str))
+    pod_file = EXAMPLES / "pod-mhealth.yaml"
+    argv = ["simulate", "--policy", str(POLICY), "--state", str(state_file), "--pod", str(pod_file)]
+    assert main(argv) == 0
+    assert orjson.loads(capsys.readouterr().out) == from_yaml
+
+
+def test_a_state_file_that_is_not_utf8_is_refused_with_its_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "state.yaml"
+    bad.write_bytes(b"nodes: [\xff\xfe]")
+    argv = [
+        "simulate",
+        "--policy",
+        str(POLICY),
+        "--state",
+        str(bad),
+        "--pod",
+        str(EXAMPLES / "pod-mhealth.yaml"),
+    ]
+    assert main(argv) != 0
+    captured = capsys.readouterr()
+    assert str(bad) in captured.err + captured.out
