@@ -27,7 +27,7 @@ TTL = 30.0  # seconds; well above the scheduler's extender timeout
 
 class VerdictCache:
     def __init__(self, maxsize: int = MAX_PODS, ttl: float = TTL) -> None:
-        self._cache: TTLCache[str, tuple[Snapshot, LoadedPolicy, Sequence[Verdict]]] = TTLCache(
+        self._cache: TTLCache[str, tuple[Snapshot, LoadedPolicy, list[Verdict]]] = TTLCache(
             maxsize=maxsize, ttl=ttl
         )
         self.hits = self.misses = 0
