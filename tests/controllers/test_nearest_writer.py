@@ -18,7 +18,12 @@ from typing import Any
 import pytest
 from kubernetes.aio.client.exceptions import ApiException
 
-from extender.controllers.nearest_writer import FIELD_MANAGER, NUDGE_ANNOTATION, NearestWriter
+from extender.controllers.nearest_writer import (
+    FIELD_MANAGER,
+    NUDGE_ANNOTATION,
+    WRITE_CONCURRENCY,
+    NearestWriter,
+)
 from extender.devices import GROUP, PLURAL, VERSION
 from extender.policy.store import PolicyStore
 from extender.state.devices import device_facts
@@ -48,12 +53,21 @@ class FakeCustom:
         default_factory=lambda: ApiException(status=500, reason="Internal Server Error")
     )
     attempts: list[str] = field(default_factory=list)  # every call, failed or not
+    delay: float = 0.0  # seconds each call takes (an apiserver's latency)
+    inflight: int = 0
+    max_inflight: int = 0
 
     async def patch_cluster_custom_object_status(
         self, group: str, version: str, plural: str, name: str, body: Any, **kw: Any
     ) -> dict[str, Any]:
         assert (group, version, plural) == (GROUP, VERSION, PLURAL)
         self.attempts.append(name)
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.inflight -= 1
         if name in self.failing:
             raise self.error
         if body["status"] == {"nearest": None}:
@@ -349,3 +363,12 @@ async def test_a_retry_with_nothing_left_to_write_ends_the_backoff(world: World)
         await world.writer.step(NOW + t)
     assert world.custom.attempts.count("band") == 3
     assert world.writer.failing == {}
+
+
+async def test_many_devices_are_written_with_several_writes_in_flight(world: World) -> None:
+    world.custom.delay = 0.05
+    bands = [device(f"band-{i:03d}", {"gw1": (-60.0, NOW)}, nearest=None) for i in range(100)]
+    world.show(*bands)
+    await world.writer.step(NOW)
+    assert sorted(name for name, _ in world.custom.writes) == [b.name for b in bands]
+    assert world.custom.max_inflight == WRITE_CONCURRENCY  # bounded, and used
