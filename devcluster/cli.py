@@ -3,6 +3,7 @@
     python -m devcluster [--name N] [--state-root DIR] up|down|status|build
     python -m devcluster demo [--keep] [--name N] [--out PNG] [--standalone]
     python -m devcluster bench extender-latency [--nodes ...] [--mode ...]
+    python -m devcluster bench scheduler-throughput [--nodes 500 5000] [--pods N ...] [--repeat K]
 
 Never part of the wheel or the images: the product (`cloud4iot`,
 `cloud4iot-extender`, `cloud4iot-gateway-monitor`) does not import it.
@@ -22,7 +23,7 @@ from devcluster.topology import DEFAULT_TOPOLOGY, TopologyError
 CLUSTER_NAME = "dev"  # the default --name of up/down/status
 DEMO_NAME = "demo"  # and of demo
 # `bench SCRIPT [options]`: the scripts of bench/, each run through its `main(argv, prog)`.
-BENCHES = ("extender-latency", "noop-extender", "rebalancer-reaction")
+BENCHES = ("extender-latency", "noop-extender", "rebalancer-reaction", "scheduler-throughput")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +178,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.extender_latency import main as run
     elif args.script == "rebalancer-reaction":
         from bench.rebalancer_reaction import main as run
+    elif args.script == "scheduler-throughput":
+        from bench.scheduler_throughput import main as run
     else:
         from bench.noop_extender import main as run
     run(args.args, prog=f"python -m devcluster bench {args.script}")

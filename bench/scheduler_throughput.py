@@ -1,0 +1,417 @@
+"""The real kube-scheduler's throughput on the devcluster, with our extender and without.
+
+    python -m devcluster bench scheduler-throughput [--nodes 500 5000] [--pods N ...] [--repeat K]
+
+For each node count, a devcluster of its own per run (real etcd, kube-apiserver,
+kube-controller-manager, kube-scheduler, kwok nodes: 10% gateways, 30% edge, 60%
+cloud; Prometheus; no rebalancer) is brought up once with our extender and once
+with `--no-extender` (the same scheduler configuration without the extender, at
+kube-scheduler's default sampling), alternated when --repeat > 1. Devices heard
+by two gateways each are created and, with the extender, the nearest-gateway
+decisions written before the clock starts. Then the pod mix (confidential with a
+device, engine diagnostic intensive with a device, anonymiser, unmanaged; all
+`schedulerName: cloud4iot-scheduler`) is created as fast as the apiserver takes
+it (concurrent requests from one aiohttp client, no client rate limit) while a
+watch notes when each pod is bound. pods/s = pods / (first create sent -> last
+pod seen bound). Before and after, the scheduler's and the extender's /metrics
+and each process's CPU time are read. Prints Markdown tables; never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import yaml
+
+from bench import sched_workload as w
+from devcluster.cluster import DEFAULT_POLICY, Devcluster
+from extender.devices import rfc3339
+
+NAMESPACE = "bench"
+DEVICES = "/apis/cloud4iot.io/v1alpha1/devices"
+# Sightings stay valid for the whole run: gateway heartbeats (one apply per device
+# per gateway every few seconds) are not simulated, they would load the apiserver
+# the same in both modes and the bench's own process besides.
+SIGHTING_MAX_AGE = "1h"
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def default_pods(nodes: int) -> int:
+    """1,000 pods at 500 nodes, 2,000 at 5,000 (as in the scale issue)."""
+    return min(2000, max(1000, 2 * nodes // 5))
+
+
+def bench_policy(path: Path) -> Path:
+    doc = yaml.safe_load(DEFAULT_POLICY.read_text())
+    doc["spec"]["staleData"]["sightingMaxAge"] = SIGHTING_MAX_AGE
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+class Api:
+    """Just enough of the apiserver for the bench: raw JSON over one aiohttp session."""
+
+    def __init__(self, kubeconfig: Path, concurrency: int) -> None:
+        cfg = yaml.safe_load(kubeconfig.read_text())
+        cluster = cfg["clusters"][0]["cluster"]
+        user = cfg["users"][0]["user"]
+        self.base = str(cluster["server"])
+        self.ssl = ssl.create_default_context(cafile=cluster["certificate-authority"])
+        self.ssl.load_cert_chain(user["client-certificate"], user["client-key"])
+        self.concurrency = concurrency
+        self.session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Api:
+        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=self.ssl)
+        self.session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_read=120)
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.session is not None
+        await self.session.close()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        ok: tuple[int, ...] = (200, 201),
+    ) -> Any:
+        assert self.session is not None
+        data = orjson.dumps(body) if body is not None else None
+        async with self.session.request(
+            method, self.base + path, data=data, headers={"Content-Type": content_type}
+        ) as resp:
+            raw = await resp.read()
+            if resp.status not in ok:
+                raise RuntimeError(f"{method} {path}: {resp.status} {raw[:300]!r}")
+            return orjson.loads(raw) if raw else None
+
+    async def watch(self, path: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
+        assert self.session is not None
+        url = (
+            f"{self.base}{path}?watch=1&allowWatchBookmarks=true&resourceVersion={resource_version}"
+        )
+        async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
+            if resp.status != 200:
+                raise RuntimeError(f"watch {path}: {resp.status}")
+            async for line in resp.content:
+                if line.strip():
+                    yield orjson.loads(line)
+
+
+async def gather_limited(n: int, coros: list[Any]) -> list[Any]:
+    gate = asyncio.Semaphore(n)
+
+    async def one(coro: Any) -> Any:
+        async with gate:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros))
+
+
+async def fetch_text(url: str) -> str:
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE  # kwokctl's self-signed serving certificate
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(url, ssl=insecure if url.startswith("https") else False) as resp,
+    ):
+        resp.raise_for_status()
+        return await resp.text()
+
+
+def process_pids(cluster: Devcluster) -> dict[str, int]:
+    pids_dir = cluster.kwok_workdir / "clusters" / cluster.name / "pids"
+    pids = {}
+    for f in pids_dir.glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            pids[f.stem] = int(f.read_text().strip())
+    for name, component in cluster.state().components.items():
+        if component.pid is not None:
+            pids[name] = component.pid
+    pids["bench client"] = os.getpid()
+    return pids
+
+
+def cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):
+            out[name] = w.cpu_ticks(Path(f"/proc/{pid}/stat").read_text()) / tick
+    return out
+
+
+async def wait_until(what: str, probe: Any, timeout_s: float, step: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not await probe():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        await asyncio.sleep(step)
+
+
+async def prepare(api: Api, cluster: Devcluster, plans: list[w.DevicePlan], log: Any) -> None:
+    """The namespace, the Devices and their sightings; with the extender, its caches
+    and the nearest-gateway decisions settled, so none of it happens while timed."""
+    await api.call("POST", "/api/v1/namespaces", {"metadata": {"name": NAMESPACE}})
+
+    async def has_default_sa() -> bool:
+        with contextlib.suppress(RuntimeError):
+            await api.call("GET", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default")
+            return True
+        return False
+
+    await wait_until("the bench namespace's default ServiceAccount", has_default_sa, 60)
+    started = time.monotonic()
+    await gather_limited(api.concurrency, [api.call("POST", DEVICES, p.manifest()) for p in plans])
+    seen = rfc3339(time.time())
+    await gather_limited(
+        api.concurrency,
+        [
+            api.call(
+                "PATCH",
+                f"{DEVICES}/{p.name}/status",
+                p.status(seen),
+                content_type="application/merge-patch+json",
+            )
+            for p in plans
+        ],
+    )
+    log(f"{len(plans)} Devices created and sighted in {time.monotonic() - started:.1f}s")
+    if not cluster.with_extender:
+        return
+    metrics_url = cluster.extender_health_url + "/metrics"
+
+    async def extender_has_everything() -> bool:
+        samples = w.parse_samples(await fetch_text(metrics_url))
+        devices = w.total(samples, "cloud4iot_extender_cached_objects", kind="device")
+        return devices >= len(plans)
+
+    await wait_until("the extender to cache every Device", extender_has_everything, 300)
+
+    async def all_decided() -> bool:
+        listed = await api.call("GET", DEVICES)
+        decided = [
+            d for d in listed["items"] if ((d.get("status") or {}).get("nearest") or {}).get("node")
+        ]
+        return len(decided) >= len(plans)
+
+    await wait_until("every Device's nearest gateway", all_decided, 600, step=2)
+    log(f"extender caches filled, nearest gateways written ({time.monotonic() - started:.1f}s)")
+
+
+async def create_and_watch(
+    api: Api, manifests: list[dict[str, Any]], timeout_s: float
+) -> tuple[float, float, int]:
+    """Create every pod at once and watch them bound: (create s, all bound s, bound)."""
+    pods_path = f"/api/v1/namespaces/{NAMESPACE}/pods"
+    listed = await api.call("GET", pods_path + "?limit=1")
+    bound: dict[str, float] = {}
+    wanted = {m["metadata"]["name"] for m in manifests}
+    done = asyncio.Event()
+
+    async def watcher() -> None:
+        async for event in api.watch(pods_path, listed["metadata"]["resourceVersion"]):
+            obj = event.get("object") or {}
+            name = str((obj.get("metadata") or {}).get("name"))
+            if name in wanted and name not in bound and (obj.get("spec") or {}).get("nodeName"):
+                bound[name] = time.monotonic()
+                if len(bound) == len(wanted):
+                    done.set()
+                    return
+
+    watch_task = asyncio.create_task(watcher())
+    await asyncio.sleep(0.5)  # the watch is established before the first create
+    start = time.monotonic()
+    await gather_limited(api.concurrency, [api.call("POST", pods_path, m) for m in manifests])
+    created = time.monotonic() - start
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(done.wait(), timeout_s)
+    watch_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await watch_task
+    last = max(bound.values(), default=start)
+    return created, last - start, len(bound)
+
+
+async def measure(
+    cluster: Devcluster, run: w.Run, plans: list[w.DevicePlan], args: argparse.Namespace
+) -> None:
+    def log(msg: str) -> None:
+        print(f"  [{run.nodes} nodes, {run.mode}, run {run.repeat}] {msg}", file=sys.stderr)
+
+    manifests = w.pods(run.pods, [p.name for p in plans])
+    async with Api(cluster.kubeconfig, args.concurrency) as api:
+        await prepare(api, cluster, plans, log)
+        await asyncio.sleep(args.settle)
+        pids = process_pids(cluster)
+        sched_before = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
+        ext_url = cluster.extender_health_url + "/metrics" if cluster.with_extender else None
+        ext_before = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
+        cpu_before = cpu_now(pids)
+        run.create_s, run.total_s, run.bound = await create_and_watch(api, manifests, args.timeout)
+        cpu_after = cpu_now(pids)
+        sched_after = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
+        ext_after = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
+    run.cpu_s = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
+    if ext_url:
+        name = "cloud4iot_extender_request_duration_seconds"
+        run.filter = w.histo(ext_before, ext_after, name, verb="filter")
+        run.prioritize = w.histo(ext_before, ext_after, name, verb="prioritize")
+    profile = {"profile": w.SCHEDULER_NAME}
+    run.attempt = w.histo(
+        sched_before, sched_after, "scheduler_scheduling_attempt_duration_seconds", **profile
+    )
+    for result in w.label_values(
+        sched_after, "scheduler_scheduling_attempt_duration_seconds_count", "result"
+    ):
+        run.attempts_by_result[result] = w.delta(
+            sched_before,
+            sched_after,
+            "scheduler_scheduling_attempt_duration_seconds_count",
+            result=result,
+            **profile,
+        )
+    run.algorithm = w.histo(
+        sched_before, sched_after, "scheduler_scheduling_algorithm_duration_seconds"
+    )
+    points = "scheduler_framework_extension_point_duration_seconds"
+    for point in w.label_values(sched_after, f"{points}_count", "extension_point"):
+        run.extension_points[point] = w.histo(
+            sched_before, sched_after, points, extension_point=point, **profile
+        )
+    limiter = "rest_client_rate_limiter_duration_seconds"
+    for verb in w.label_values(sched_after, f"{limiter}_count", "verb"):
+        run.limiter[verb] = w.histo(sched_before, sched_after, limiter, verb=verb)
+    if run.bound < run.pods:
+        run.notes.append(f"only {run.bound} of {run.pods} pods bound within {args.timeout:.0f}s")
+    log(
+        f"{run.bound}/{run.pods} bound in {run.total_s:.1f}s ({run.pods_per_s:.1f} pods/s);"
+        f" created in {run.create_s:.1f}s; attempts {run.attempts_by_result}"
+    )
+
+
+def one_run(
+    nodes: int, pods: int, extender: bool, repeat: int, workdir: Path, args: argparse.Namespace
+) -> w.Run:
+    topo = workdir / f"topology-{nodes}.yaml"
+    entries = w.topology(nodes)
+    topo.write_text(yaml.safe_dump({"nodes": entries}, sort_keys=False))
+    plans = w.devices(w.device_pods(pods), w.gateways(entries))
+    cluster = Devcluster(
+        f"{args.name}-{nodes}-{'ext' if extender else 'none'}",
+        topology=topo,
+        policy=bench_policy(workdir / "policy.yaml"),
+        with_extender=extender,
+        with_rebalancer=False,
+        follow_pods=False,
+        scrape_interval_s=args.scrape_interval,
+    )
+    run = w.Run(nodes, pods, extender, repeat, 0.0, 0.0, 0)
+    up = time.monotonic()
+    cluster.up()
+    try:
+        run.notes.append(f"devcluster up in {time.monotonic() - up:.0f}s")
+        asyncio.run(measure(cluster, run, plans, args))
+        with contextlib.suppress(Exception):
+            run.notes.append(scrape_note(cluster))
+    finally:
+        cluster.down()
+    return run
+
+
+def scrape_note(cluster: Devcluster) -> str:
+    """How long Prometheus took to scrape the load simulator, the last time."""
+    import urllib.parse
+    import urllib.request
+
+    def q(expr: str) -> float:
+        url = f"{cluster.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return float(json.load(resp)["data"]["result"][0]["value"][1])
+
+    duration = q('scrape_duration_seconds{job="loadsim"}')
+    samples = q('scrape_samples_scraped{job="loadsim"}')
+    return f"loadsim scrape {duration:.2f}s for {samples:.0f} samples"
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add_argument("--nodes", type=int, nargs="+", default=[500, 5000])
+    p.add_argument(
+        "--pods",
+        type=int,
+        nargs="+",
+        help="pods per node count, in the same order (default: 1,000 at 500 nodes,"
+        " 2,000 at 5,000; 2 per 5 nodes between)",
+    )
+    p.add_argument("--repeat", type=int, default=1, help="runs per mode, alternated")
+    p.add_argument("--name", default="bench-sched", help="devcluster name prefix")
+    p.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=15.0,
+        help="Prometheus scrape interval in seconds (the load simulator's page at 5,000"
+        " nodes takes ~1 s to render; the policy's [30s] rate window needs two scrapes)",
+    )
+    p.add_argument("--concurrency", type=int, default=64, help="requests in flight to create")
+    p.add_argument("--settle", type=float, default=5.0, help="quiet seconds before the clock")
+    p.add_argument("--timeout", type=float, default=900.0, help="seconds for all pods to bind")
+    p.add_argument("--json", type=Path, help="also write every run's numbers here")
+    args = p.parse_args(argv)
+    pods = args.pods or [default_pods(n) for n in args.nodes]
+    if len(pods) != len(args.nodes):
+        p.error("--pods needs one count per --nodes value")
+    runs: list[w.Run] = []
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
+        for nodes, count in zip(args.nodes, pods, strict=True):
+            for k in range(args.repeat):
+                # Alternate which mode goes first, so drift (a warming machine,
+                # another tenant) does not always favour the same one.
+                order = (True, False) if k % 2 == 0 else (False, True)
+                for extender in order:
+                    runs.append(one_run(nodes, count, extender, k + 1, Path(tmp), args))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2))
+    print(f"\nkube-scheduler throughput, {started}; `{' '.join(sys.argv)}`\n")
+    print(w.summary_table(runs))
+    print("\nEvery run (scheduler metrics are kube-scheduler's own, for our profile):\n")
+    print(w.runs_table(runs))
+    print("\nCPU seconds used during each run (% of one core; the machine has 2):\n")
+    print(w.cpu_table(runs))
+    notes = [f"- {r.nodes} nodes, {r.mode}, run {r.repeat}: {'; '.join(r.notes)}" for r in runs]
+    print("\nNotes:\n" + "\n".join(notes))
+    print("\nExtension points (ms per pod, our profile), by run:\n")
+    for r in runs:
+        points = ", ".join(
+            f"{name} {h.per_pod_ms(r.bound):.2f}"
+            for name, h in sorted(r.extension_points.items())
+            if h.count and h.per_pod_ms(r.bound) is not None
+        )
+        print(
+            f"- {r.nodes} nodes, {r.mode}, run {r.repeat}: {points}; attempts {r.attempts_by_result}"
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
