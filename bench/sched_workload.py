@@ -221,11 +221,34 @@ def _f(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+IN_TREE = ("PreFilter", "Filter", "PreScore", "Score")
+
+
+def in_tree_ms_per_pod(run: Run) -> float | None:
+    """kube-scheduler's own filtering and scoring (every node it looks at), per pod."""
+    points = [run.extension_points[p] for p in IN_TREE if p in run.extension_points]
+    return 1000 * sum(p.seconds for p in points) / run.bound if points and run.bound else None
+
+
+def algorithm_ms_per_pod(run: Run) -> float | None:
+    """The scheduling algorithm (in-tree filter and score, extender calls), per pod:
+    the part of a cycle that runs one pod at a time."""
+    return run.algorithm.per_pod_ms(run.bound) if run.algorithm else None
+
+
+def extender_calls_ms_per_pod(run: Run) -> float | None:
+    """The algorithm's time outside in-tree plugins: the extender calls as the
+    scheduler sees them (its JSON, HTTP, our handlers)."""
+    algorithm, in_tree = algorithm_ms_per_pod(run), in_tree_ms_per_pod(run)
+    return algorithm - in_tree if algorithm is not None and in_tree is not None else None
+
+
 def summary_table(runs: Sequence[Run]) -> str:
     """Per node count: median pods/s with and without our extender, and the ratio."""
     lines = [
-        "| nodes | pods | runs | with our extender (pods/s) | no extender (pods/s) | ratio |"
-        " our handlers (ms/pod) | scheduling attempt with / without (ms) |",
+        "| nodes | pods | runs (with + without) | with our extender (pods/s) |"
+        " no extender (pods/s) | ratio | our handlers (ms/pod) |"
+        " scheduling algorithm with / without (ms/pod) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for nodes in sorted({r.nodes for r in runs}):
@@ -235,14 +258,14 @@ def summary_table(runs: Sequence[Run]) -> str:
         base_rate = _median([r.pods_per_s for r in base])
         ratio = ours_rate / base_rate if ours_rate is not None and base_rate else None
         handlers = _median([h for r in ours if (h := r.handlers_ms_per_pod()) is not None])
-        att_ours = _median([m for r in ours if r.attempt and (m := r.attempt.mean_ms())])
-        att_base = _median([m for r in base if r.attempt and (m := r.attempt.mean_ms())])
+        alg_ours = _median([m for r in ours if (m := algorithm_ms_per_pod(r)) is not None])
+        alg_base = _median([m for r in base if (m := algorithm_ms_per_pod(r)) is not None])
         pods = max((r.pods for r in ours + base), default=0)
         lines.append(
             f"| {nodes} | {pods} | {len(ours)} + {len(base)} | {_f(ours_rate)}"
             f" ({_range([r.pods_per_s for r in ours])}) | {_f(base_rate)}"
             f" ({_range([r.pods_per_s for r in base])}) | {_f(ratio, 2)} | {_f(handlers)} |"
-            f" {_f(att_ours)} / {_f(att_base)} |"
+            f" {_f(alg_ours)} / {_f(alg_base)} |"
         )
     return "\n".join(lines)
 
@@ -251,27 +274,25 @@ def runs_table(runs: Sequence[Run]) -> str:
     """Every run, in order: the throughput and what the scheduler says bounds it."""
     lines = [
         "| nodes | scheduler | # | pods bound | create s | all bound s | pods/s |"
-        " filter ms/call | prioritize ms/call | attempt ms | algorithm ms/pod |"
-        " Score+Bind ms/pod | limiter wait POST ms (mean/total s) |",
+        " algorithm ms/pod | in-tree filter+score ms/pod | extender calls ms/pod |"
+        " our filter / prioritize ms/call | algorithm busy (% of wall) |"
+        " client limiter wait, POST (mean ms / total s) |",
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         post = r.limiter.get("POST")
-        points = [r.extension_points.get(p) for p in ("Score", "Bind")]
-        score_bind = (
-            sum(1000 * p.seconds for p in points if p is not None) / r.bound
-            if r.bound and any(points)
-            else None
+        busy = 100 * r.algorithm.seconds / r.total_s if r.algorithm and r.total_s else None
+        ours = (
+            f"{_f(r.filter.mean_ms())} / {_f(r.prioritize.mean_ms())}"
+            if r.filter and r.prioritize
+            else "-"
         )
         lines.append(
             f"| {r.nodes} | {r.mode} | {r.repeat} | {r.bound}/{r.pods} | {r.create_s:.1f} |"
-            f" {r.total_s:.1f} | {r.pods_per_s:.1f} |"
-            f" {_f(r.filter.mean_ms() if r.filter else None)} |"
-            f" {_f(r.prioritize.mean_ms() if r.prioritize else None)} |"
-            f" {_f(r.attempt.mean_ms() if r.attempt else None)} |"
-            f" {_f(r.algorithm.per_pod_ms(r.bound) if r.algorithm else None)} |"
-            f" {_f(score_bind)} |"
-            f" {_f(post.mean_ms() if post else None, 2)} / {_f(post.seconds if post else None, 2)} |"
+            f" {r.total_s:.1f} | {r.pods_per_s:.1f} | {_f(algorithm_ms_per_pod(r))} |"
+            f" {_f(in_tree_ms_per_pod(r))} | {_f(extender_calls_ms_per_pod(r))} | {ours} |"
+            f" {_f(busy, 0)} |"
+            f" {_f(post.mean_ms() if post else None, 3)} / {_f(post.seconds if post else None, 2)} |"
         )
     return "\n".join(lines)
 
@@ -310,3 +331,57 @@ def cpu_ticks(stat: str) -> int:
     fields = stat.rsplit(")", 1)[1].split()
     # After the ")": state is field 3 of the line, utime 14, stime 15.
     return int(fields[11]) + int(fields[12])
+
+
+def report(runs: Sequence[Run], header: str) -> str:
+    """Everything the bench prints, in Markdown."""
+    notes = [f"- {r.nodes} nodes, {r.mode}, run {r.repeat}: {'; '.join(r.notes)}" for r in runs]
+    points = []
+    for r in runs:
+        shown = ", ".join(
+            f"{name} {1000 * h.seconds / r.bound:.2f}"
+            for name, h in sorted(r.extension_points.items())
+            if h.count and r.bound
+        )
+        attempts = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r.attempts_by_result.items()))
+        points.append(f"- {r.nodes} nodes, {r.mode}, run {r.repeat}: {shown}; attempts: {attempts}")
+    return "\n".join(
+        [
+            header,
+            "",
+            summary_table(runs),
+            "",
+            "Every run (kube-scheduler's own metrics, our profile):",
+            "",
+            runs_table(runs),
+            "",
+            "CPU seconds each process used during each run (% of one core; 2 cores):",
+            "",
+            cpu_table(runs),
+            "",
+            "Extension points, ms per pod (Bind and PreBind run beside the cycle):",
+            "",
+            *points,
+            "",
+            "Notes:",
+            "",
+            *notes,
+        ]
+    )
+
+
+def runs_from_json(raw: list[dict[str, Any]]) -> list[Run]:
+    """Runs written with `dataclasses.asdict` (the bench's --json) back."""
+
+    def histo_or_none(value: dict[str, float] | None) -> Histo | None:
+        return Histo(**value) if value is not None else None
+
+    runs = []
+    for item in raw:
+        d = dict(item)
+        for key in ("filter", "prioritize", "attempt", "algorithm"):
+            d[key] = histo_or_none(d.get(key))
+        for key in ("extension_points", "limiter"):
+            d[key] = {k: Histo(**v) for k, v in (d.get(key) or {}).items()}
+        runs.append(Run(**d))
+    return runs

@@ -112,9 +112,15 @@ class Api:
         async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"watch {path}: {resp.status}")
-            async for line in resp.content:
-                if line.strip():
-                    yield orjson.loads(line)
+            # Split the lines ourselves: iterating `resp.content` by line stalled
+            # after ~100 events of a busy stream (aiohttp 3.14), the rest unread.
+            pending = b""
+            async for chunk in resp.content.iter_any():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield orjson.loads(line)
 
 
 async def gather_limited(n: int, coros: list[Any]) -> list[Any]:
@@ -377,7 +383,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--settle", type=float, default=5.0, help="quiet seconds before the clock")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for all pods to bind")
     p.add_argument("--json", type=Path, help="also write every run's numbers here")
+    p.add_argument(
+        "--report", type=Path, help="print the tables of an earlier --json file and exit"
+    )
     args = p.parse_args(argv)
+    if args.report:
+        earlier = w.runs_from_json(json.loads(args.report.read_text()))
+        print(w.report(earlier, f"kube-scheduler throughput, from {args.report}"))
+        return
     pods = args.pods or [default_pods(n) for n in args.nodes]
     if len(pods) != len(args.nodes):
         p.error("--pods needs one count per --nodes value")
@@ -391,26 +404,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                 order = (True, False) if k % 2 == 0 else (False, True)
                 for extender in order:
                     runs.append(one_run(nodes, count, extender, k + 1, Path(tmp), args))
-    if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2))
-    print(f"\nkube-scheduler throughput, {started}; `{' '.join(sys.argv)}`\n")
-    print(w.summary_table(runs))
-    print("\nEvery run (scheduler metrics are kube-scheduler's own, for our profile):\n")
-    print(w.runs_table(runs))
-    print("\nCPU seconds used during each run (% of one core; the machine has 2):\n")
-    print(w.cpu_table(runs))
-    notes = [f"- {r.nodes} nodes, {r.mode}, run {r.repeat}: {'; '.join(r.notes)}" for r in runs]
-    print("\nNotes:\n" + "\n".join(notes))
-    print("\nExtension points (ms per pod, our profile), by run:\n")
-    for r in runs:
-        points = ", ".join(
-            f"{name} {h.per_pod_ms(r.bound):.2f}"
-            for name, h in sorted(r.extension_points.items())
-            if h.count and h.per_pod_ms(r.bound) is not None
-        )
-        print(
-            f"- {r.nodes} nodes, {r.mode}, run {r.repeat}: {points}; attempts {r.attempts_by_result}"
-        )
+                    if args.json:  # after every run: a late failure keeps the others
+                        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2))
+    command = "python -m devcluster bench scheduler-throughput " + " ".join(argv or [])
+    print(w.report(runs, f"kube-scheduler throughput, {started}; `{command.strip()}`"))
 
 
 if __name__ == "__main__":

@@ -157,7 +157,13 @@ def test_histograms_are_differenced_per_label_set() -> None:
 
 def run(extender: bool, rate: float, repeat: int = 1) -> w.Run:
     r = w.Run(500, 1000, extender, repeat, create_s=2.0, total_s=1000 / rate, bound=1000)
-    r.attempt = w.Histo(seconds=5.0 if extender else 2.0, count=1000)
+    r.attempt = w.Histo(seconds=9.0, count=1000)
+    r.algorithm = w.Histo(seconds=5.0 if extender else 2.0, count=1000)
+    r.extension_points = {
+        "Filter": w.Histo(seconds=1.0, count=1000),
+        "Score": w.Histo(seconds=0.5, count=1000),
+        "Bind": w.Histo(seconds=30.0, count=1000),  # async: not part of the algorithm
+    }
     if extender:
         r.filter = w.Histo(seconds=3.0, count=1000)
         r.prioritize = w.Histo(seconds=1.0, count=1000)
@@ -176,7 +182,21 @@ def test_summary_reports_medians_the_ratio_and_handler_time() -> None:
     assert cells[4] == "250.0 (200.0-300.0)"
     assert cells[5] == "0.44"
     assert cells[6] == "4.0"  # (3 s filter + 1 s prioritize) / 1,000 pods
-    assert cells[7] == "5.0 / 2.0"
+    assert cells[7] == "5.0 / 2.0"  # the scheduling algorithm, ms per pod
+
+
+def test_runs_split_the_algorithm_into_in_tree_plugins_and_extender_calls() -> None:
+    ours = run(True, 100)
+    assert w.algorithm_ms_per_pod(ours) == pytest.approx(5.0)
+    assert w.in_tree_ms_per_pod(ours) == pytest.approx(1.5)  # Filter + Score, not Bind
+    assert w.extender_calls_ms_per_pod(ours) == pytest.approx(3.5)
+    row = [c.strip() for c in w.runs_table([ours]).splitlines()[2].strip("|").split("|")]
+    assert row[6] == "100.0"  # pods/s
+    assert row[7:10] == ["5.0", "1.5", "3.5"]
+    assert row[10] == "3.0 / 1.0"  # our filter / prioritize, ms per call
+    assert row[11] == "50"  # 5 s of algorithm in a 10 s run
+    ours.algorithm = None
+    assert w.extender_calls_ms_per_pod(ours) is None
 
 
 def test_run_tables_have_a_row_per_run_and_show_missing_values() -> None:
@@ -195,3 +215,21 @@ def test_run_tables_have_a_row_per_run_and_show_missing_values() -> None:
 def test_cpu_ticks_reads_utime_and_stime_even_with_spaces_in_the_name() -> None:
     stat = "42 (kube sched) S 1 42 42 0 -1 4194560 100 0 0 0 250 30 0 0 20 0 12 0"
     assert w.cpu_ticks(stat) == 280
+
+
+def test_report_round_trips_through_the_json_file() -> None:
+    import json
+    from dataclasses import asdict
+
+    runs = [run(True, 100), run(False, 250)]
+    runs[0].limiter = {"POST": w.Histo(0.002, 2000)}
+    runs[0].attempts_by_result = {"scheduled": 1000}
+    runs[0].notes = ["devcluster up in 40s"]
+    again = w.runs_from_json(json.loads(json.dumps([asdict(r) for r in runs])))
+    assert again == runs
+    text = w.report(again, "# header")
+    assert text.startswith("# header\n")
+    assert "| 500 | 1000 | 1 + 1 | 100.0 (1 run) | 250.0 (1 run) | 0.40 |" in text
+    assert "Filter 1.00, Score 0.50" in text
+    assert "attempts: scheduled 1000" in text
+    assert "run 1: devcluster up in 40s" in text
