@@ -28,17 +28,17 @@ import ssl
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import orjson
 import yaml
 
 from bench import sched_workload as w
+from bench.kube_raw import Api, gather_limited
 from devcluster.cluster import DEFAULT_POLICY, Devcluster
+from devcluster.schedconfig import REPO_ROOT
 from extender.devices import rfc3339
 
 NAMESPACE = "bench"
@@ -60,77 +60,6 @@ def bench_policy(path: Path) -> Path:
     doc["spec"]["staleData"]["sightingMaxAge"] = SIGHTING_MAX_AGE
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
-
-
-class Api:
-    """Just enough of the apiserver for the bench: raw JSON over one aiohttp session."""
-
-    def __init__(self, kubeconfig: Path, concurrency: int) -> None:
-        cfg = yaml.safe_load(kubeconfig.read_text())
-        cluster = cfg["clusters"][0]["cluster"]
-        user = cfg["users"][0]["user"]
-        self.base = str(cluster["server"])
-        self.ssl = ssl.create_default_context(cafile=cluster["certificate-authority"])
-        self.ssl.load_cert_chain(user["client-certificate"], user["client-key"])
-        self.concurrency = concurrency
-        self.session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Api:
-        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=self.ssl)
-        self.session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_read=120)
-        )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.session is not None
-        await self.session.close()
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str = "application/json",
-        ok: tuple[int, ...] = (200, 201),
-    ) -> Any:
-        assert self.session is not None
-        data = orjson.dumps(body) if body is not None else None
-        async with self.session.request(
-            method, self.base + path, data=data, headers={"Content-Type": content_type}
-        ) as resp:
-            raw = await resp.read()
-            if resp.status not in ok:
-                raise RuntimeError(f"{method} {path}: {resp.status} {raw[:300]!r}")
-            return orjson.loads(raw) if raw else None
-
-    async def watch(self, path: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
-        assert self.session is not None
-        url = (
-            f"{self.base}{path}?watch=1&allowWatchBookmarks=true&resourceVersion={resource_version}"
-        )
-        async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=None)) as resp:
-            if resp.status != 200:
-                raise RuntimeError(f"watch {path}: {resp.status}")
-            # Split the lines ourselves: iterating `resp.content` by line stalled
-            # after ~100 events of a busy stream (aiohttp 3.14), the rest unread.
-            pending = b""
-            async for chunk in resp.content.iter_any():
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield orjson.loads(line)
-
-
-async def gather_limited(n: int, coros: list[Any]) -> list[Any]:
-    gate = asyncio.Semaphore(n)
-
-    async def one(coro: Any) -> Any:
-        async with gate:
-            return await coro
-
-    return await asyncio.gather(*(one(c) for c in coros))
 
 
 async def fetch_text(url: str) -> str:
@@ -226,37 +155,71 @@ async def prepare(api: Api, cluster: Devcluster, plans: list[w.DevicePlan], log:
 
 
 async def create_and_watch(
-    api: Api, manifests: list[dict[str, Any]], timeout_s: float
-) -> tuple[float, float, int]:
-    """Create every pod at once and watch them bound: (create s, all bound s, bound)."""
+    api: Api, kubeconfig: Path, manifests: list[dict[str, Any]], args: argparse.Namespace
+) -> tuple[float, float, int, list[str]]:
+    """Create every pod at once (another process) while this one watches them bound.
+
+    (create s, first create -> last bound s, pods bound, notes).
+    """
     pods_path = f"/api/v1/namespaces/{NAMESPACE}/pods"
     listed = await api.call("GET", pods_path + "?limit=1")
+    version = str(listed["metadata"]["resourceVersion"])
     bound: dict[str, float] = {}
     wanted = {m["metadata"]["name"] for m in manifests}
     done = asyncio.Event()
+    notes: list[str] = []
 
     async def watcher() -> None:
-        async for event in api.watch(pods_path, listed["metadata"]["resourceVersion"]):
-            obj = event.get("object") or {}
-            name = str((obj.get("metadata") or {}).get("name"))
-            if name in wanted and name not in bound and (obj.get("spec") or {}).get("nodeName"):
-                bound[name] = time.monotonic()
-                if len(bound) == len(wanted):
-                    done.set()
-                    return
+        nonlocal version
+        while True:
+            try:
+                async for event in api.watch(pods_path, version):
+                    obj = event.get("object") or {}
+                    meta = obj.get("metadata") or {}
+                    version = str(meta.get("resourceVersion") or version)
+                    name = str(meta.get("name"))
+                    node = (obj.get("spec") or {}).get("nodeName")
+                    if name in wanted and name not in bound and node:
+                        bound[name] = time.monotonic()
+                        if len(bound) == len(wanted):
+                            done.set()
+                            return
+            except (aiohttp.ClientError, RuntimeError) as err:
+                notes.append(f"watch failed ({err}); resumed")
+                await asyncio.sleep(0.2)
+                continue
+            # The apiserver ends a watch whose reader falls behind: resume where it was.
+            notes.append("watch closed by the apiserver; resumed")
 
     watch_task = asyncio.create_task(watcher())
     await asyncio.sleep(0.5)  # the watch is established before the first create
-    start = time.monotonic()
-    await gather_limited(api.concurrency, [api.call("POST", pods_path, m) for m in manifests])
-    created = time.monotonic() - start
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as pods_file:
+        json.dump(manifests, pods_file)
+        pods_file.flush()
+        creator = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.kube_raw",
+            str(kubeconfig),
+            pods_file.name,
+            NAMESPACE,
+            str(args.concurrency),
+            cwd=REPO_ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await creator.communicate()
+    if creator.returncode != 0:
+        watch_task.cancel()
+        raise RuntimeError(f"creating the pods failed (exit {creator.returncode})")
+    times = json.loads(out)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(done.wait(), timeout_s)
+        await asyncio.wait_for(done.wait(), args.timeout)
     watch_task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await watch_task
+    start = float(times["start"])
     last = max(bound.values(), default=start)
-    return created, last - start, len(bound)
+    return float(times["end"]) - start, last - start, len(bound), notes
 
 
 async def measure(
@@ -274,7 +237,10 @@ async def measure(
         ext_url = cluster.extender_health_url + "/metrics" if cluster.with_extender else None
         ext_before = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
         cpu_before = cpu_now(pids)
-        run.create_s, run.total_s, run.bound = await create_and_watch(api, manifests, args.timeout)
+        run.create_s, run.total_s, run.bound, notes = await create_and_watch(
+            api, cluster.kubeconfig, manifests, args
+        )
+        run.notes += notes
         cpu_after = cpu_now(pids)
         sched_after = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
         ext_after = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
