@@ -10,6 +10,7 @@ the rest and keeps what it needs to find everything again in `state.json`, so
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -326,7 +327,8 @@ class Devcluster:
         of the window and reads far too high a load for an idle node (0.75
         instead of 0.05 for a [30s] window 6 s after start).
         """
-        windows = [prometheus.RATE_WINDOW_S]
+        # A rate needs two scrapes in its window, whatever the scrape interval.
+        windows = [prometheus.RATE_WINDOW_S, math.ceil(2 * self.scrape_interval_s)]
         if self.with_extender:
             text = self.policy.read_text()
             windows += [int(n) * (60 if unit == "m" else 1) for n, unit in RANGE.findall(text)]

@@ -233,3 +233,17 @@ def test_report_round_trips_through_the_json_file() -> None:
     assert "Filter 1.00, Score 0.50" in text
     assert "attempts: scheduled 1000" in text
     assert "run 1: devcluster up in 40s" in text
+
+
+def test_machine_busy_ticks_leave_out_idle_and_iowait() -> None:
+    stat = "cpu  100 5 50 1000 20 3 2 0 0 0\ncpu0 50 2 25 500 10 1 1 0 0 0\n"
+    assert w.machine_busy_ticks(stat) == 160
+
+
+def test_cpu_table_shows_the_whole_machine_apart_from_the_cluster() -> None:
+    r = run(True, 100)
+    r.cpu_s[w.MACHINE] = 15.0
+    head, _, row = w.cpu_table([r]).splitlines()
+    assert head.split("|")[-3].strip() == w.MACHINE
+    assert "15.0 (150%)" in row
+    assert row.rstrip("| ").endswith("3.0 (30%)")  # the cluster's own processes only
