@@ -238,12 +238,12 @@ async def measure(
         sched_before = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
         ext_url = cluster.extender_health_url + "/metrics" if cluster.with_extender else None
         ext_before = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
-        cpu_before = cpu_now(pids)
+        cpu_before, cpu_from = cpu_now(pids), time.monotonic()
         run.create_s, run.total_s, run.bound, notes = await create_and_watch(
             api, cluster.kubeconfig, manifests, args
         )
         run.notes += notes
-        cpu_after = cpu_now(pids)
+        cpu_after, run.cpu_wall_s = cpu_now(pids), time.monotonic() - cpu_from
         sched_after = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
         ext_after = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
     run.cpu_s = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
