@@ -143,12 +143,35 @@ async def prepare(api: Api, cluster: Devcluster, plans: list[w.DevicePlan], log:
 
     await wait_until("the extender to cache every Device", extender_has_everything, 300)
 
+    by_name = {p.name: p for p in plans}
+    refreshed = time.monotonic()
+
     async def all_decided() -> bool:
+        nonlocal refreshed
         listed = await api.call("GET", DEVICES)
-        decided = [
-            d for d in listed["items"] if ((d.get("status") or {}).get("nearest") or {}).get("node")
+        undecided = [
+            d["metadata"]["name"]
+            for d in listed["items"]
+            if not ((d.get("status") or {}).get("nearest") or {}).get("node")
         ]
-        return len(decided) >= len(plans)
+        if undecided and time.monotonic() - refreshed > 5:
+            # The writer decides only on sightings fresher than the policy's
+            # `nearest.freshness` (15 s); a gateway would have re-applied by now.
+            refreshed, seen = time.monotonic(), rfc3339(time.time())
+            await gather_limited(
+                api.concurrency,
+                [
+                    api.call(
+                        "PATCH",
+                        f"{DEVICES}/{name}/status",
+                        by_name[name].status(seen),
+                        content_type="application/merge-patch+json",
+                    )
+                    for name in undecided
+                    if name in by_name
+                ],
+            )
+        return not undecided
 
     await wait_until("every Device's nearest gateway", all_decided, 600, step=2)
     log(f"extender caches filled, nearest gateways written ({time.monotonic() - started:.1f}s)")
