@@ -328,6 +328,9 @@ def one_run(
     cluster.up()
     try:
         run.notes.append(f"devcluster up in {time.monotonic() - up:.0f}s")
+        rendered = yaml.safe_load((cluster.state_dir / "kube-scheduler-config.yaml").read_text())
+        limits = rendered.get("clientConnection") or {}
+        run.notes.append(f"scheduler client qps {limits.get('qps')} burst {limits.get('burst')}")
         asyncio.run(measure(cluster, run, plans, args))
         with contextlib.suppress(Exception):
             run.notes.append(scrape_note(cluster))
@@ -362,6 +365,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         " 2,000 at 5,000; 2 per 5 nodes between)",
     )
     p.add_argument("--repeat", type=int, default=1, help="runs per mode, alternated")
+    p.add_argument(
+        "--mode",
+        choices=("both", "extender", "baseline"),
+        default="both",
+        help="with our extender, without any (baseline), or both (default)",
+    )
     p.add_argument("--name", default="bench-sched", help="devcluster name prefix")
     p.add_argument(
         "--scrape-interval",
@@ -394,6 +403,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
                 # another tenant) does not always favour the same one.
                 order = (True, False) if k % 2 == 0 else (False, True)
                 for extender in order:
+                    if args.mode != "both" and extender != (args.mode == "extender"):
+                        continue
                     runs.append(one_run(nodes, count, extender, k + 1, Path(tmp), args))
                     if args.json:  # after every run: a late failure keeps the others
                         args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2))
