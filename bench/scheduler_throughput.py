@@ -191,9 +191,10 @@ async def create_and_watch(
     wanted = {m["metadata"]["name"] for m in manifests}
     done = asyncio.Event()
     notes: list[str] = []
+    resumed = 0
 
     async def watcher() -> None:
-        nonlocal version
+        nonlocal version, resumed
         while True:
             try:
                 async for event in api.watch(pods_path, version):
@@ -212,7 +213,7 @@ async def create_and_watch(
                 await asyncio.sleep(0.2)
                 continue
             # The apiserver ends a watch whose reader falls behind: resume where it was.
-            notes.append("watch closed by the apiserver; resumed")
+            resumed += 1
 
     watch_task = asyncio.create_task(watcher())
     await asyncio.sleep(0.5)  # the watch is established before the first create
@@ -243,6 +244,8 @@ async def create_and_watch(
     start, end = float(times["start"]), float(times["end"])
     last = max(bound.values(), default=start)
     early = sum(1 for at in bound.values() if at <= end)
+    if resumed:
+        notes.append(f"watch closed by the apiserver and resumed {resumed}x")
     notes.append(f"{early} pods bound when the last create was answered")
     return end - start, last - start, len(bound), notes
 
