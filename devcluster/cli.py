@@ -4,6 +4,7 @@
     python -m devcluster demo [--keep] [--name N] [--out PNG] [--standalone]
     python -m devcluster bench extender-latency [--nodes ...] [--mode ...]
     python -m devcluster bench extender-pair [--names ...] [--concurrency ...] [--profile DIR]
+    python -m devcluster bench scheduler-throughput [--nodes 500 5000] [--pods N ...] [--repeat K]
 
 Never part of the wheel or the images: the product (`cloud4iot`,
 `cloud4iot-extender`, `cloud4iot-gateway-monitor`) does not import it.
@@ -30,6 +31,7 @@ BENCHES = (
     "noop-extender",
     "rebalancer-reaction",
     "apiserver-outage",
+    "scheduler-throughput",
 )
 
 
@@ -206,6 +208,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.rebalancer_reaction import main as run
     elif args.script == "apiserver-outage":
         from bench.apiserver_outage import main as run
+    elif args.script == "scheduler-throughput":
+        from bench.scheduler_throughput import main as run
     else:
         from bench.noop_extender import main as run
     run(args.args, prog=f"python -m devcluster bench {args.script}")

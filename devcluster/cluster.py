@@ -10,6 +10,7 @@ the rest and keeps what it needs to find everything again in `state.json`, so
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -167,6 +168,7 @@ class Devcluster:
         tls: bool = False,
         tier_affinity: bool = True,
         verbosity: int | None = None,
+        scrape_interval_s: float = prometheus.SCRAPE_INTERVAL_S,
         log: Log = _stderr,
     ) -> None:
         self.name = name
@@ -189,6 +191,10 @@ class Devcluster:
         self.tier_affinity = with_extender and tier_affinity
         # klog -v of kube-scheduler and kube-controller-manager (None: kwokctl's default).
         self.verbosity = verbosity
+        # Prometheus's scrape interval. 1 s shows a load change within seconds;
+        # thousands of nodes need longer (the load simulator's page grows with
+        # them; BENCHMARKS.md, "The real kube-scheduler's throughput").
+        self.scrape_interval_s = scrape_interval_s
         self._log = log
 
     # --- where things are -------------------------------------------------
@@ -239,6 +245,22 @@ class Devcluster:
             server=Pair(d / "extender.crt", d / "extender.key"),
             client=Pair(d / "kube-scheduler.crt", d / "kube-scheduler.key"),
         )
+
+    @property
+    def scheduler_metrics_url(self) -> str:
+        """kube-scheduler's /metrics: HTTPS with kwokctl's self-signed certificate,
+        readable without credentials (kwokctl starts it with
+        --authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics)."""
+        pid_file = self.kwok_workdir / "clusters" / self.name / "pids" / "kube-scheduler.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError) as err:
+            raise DevclusterError(f"kube-scheduler of {self.name!r} is not running") from err
+        for arg in argv:
+            if arg.startswith(b"--secure-port="):
+                return f"https://127.0.0.1:{int(arg.split(b'=', 1)[1])}/metrics"
+        raise DevclusterError(f"kube-scheduler of {self.name!r} has no --secure-port")
 
     @property
     def rebalancer_url(self) -> str:
@@ -325,23 +347,28 @@ class Devcluster:
                 kube.install_admission_policies(api, SIGHTING_ADMISSION)
                 if self.tier_affinity:
                     self.install_tier_affinity(api)
+                started = time.monotonic()
                 kube.apply_nodes(api, nodes)
+                self._log(f"{len(nodes)} nodes created in {time.monotonic() - started:.1f}s")
                 self._log(
                     "control plane up, Device CRD established, admission policies"
                     " installed, nodes created"
                 )
+                # Thousands of nodes: more time for every wait (60 s at the demo's 5).
+                slack = 60 + len(nodes) / 25
                 if self.with_extender:
-                    self._start(state, "extender", self._extender_component(state))
+                    self._start(state, "extender", self._extender_component(state), slack)
                 if self.with_rebalancer:
-                    self._start(state, "rebalancer", self._rebalancer_component(state))
-                kube.wait_nodes_ready(api, [n.name for n in nodes])
+                    self._start(state, "rebalancer", self._rebalancer_component(state), slack)
+                kube.wait_nodes_ready(api, [n.name for n in nodes], timeout_s=slack)
                 window = self._rate_window_s()
                 self._log(f"waiting for Prometheus to fill a {window}s rate window")
                 prometheus.wait_for_history(
                     f"http://127.0.0.1:{ports['prometheus']}",
                     [n.name for n in nodes],
                     window,
-                    timeout_s=window + 60,
+                    timeout_s=window + slack + 2 * self.scrape_interval_s,
+                    interval_s=self.scrape_interval_s,
                 )
             self._start_supervisor(state)
         except BaseException:
@@ -366,7 +393,8 @@ class Devcluster:
         of the window and reads far too high a load for an idle node (0.75
         instead of 0.05 for a [30s] window 6 s after start).
         """
-        windows = [prometheus.RATE_WINDOW_S]
+        # A rate needs two scrapes in its window, whatever the scrape interval.
+        windows = [prometheus.RATE_WINDOW_S, math.ceil(2 * self.scrape_interval_s)]
         if self.with_extender:
             text = self.policy.read_text()
             windows += [int(n) * (60 if unit == "m" else 1) for n, unit in RANGE.findall(text)]
@@ -384,19 +412,7 @@ class Devcluster:
         elif self.with_extender:
             write_scheduler_config(f"http://127.0.0.1:{state.ports['extender']}", sched_config)
         else:
-            sched_config.write_text(
-                yaml.safe_dump(
-                    {
-                        "apiVersion": "kubescheduler.config.k8s.io/v1",
-                        "kind": "KubeSchedulerConfiguration",
-                        "leaderElection": {"leaderElect": False},
-                        "profiles": [
-                            {"schedulerName": "default-scheduler"},
-                            {"schedulerName": "cloud4iot-scheduler"},
-                        ],
-                    }
-                )
-            )
+            write_scheduler_config(None, sched_config)
         kwokctl_config = self.state_dir / "kwokctl.yaml"
         kwokctl_config.write_text(
             yaml.safe_dump(
@@ -457,7 +473,7 @@ class Devcluster:
             jobs["cloud4iot-extender"] = [f"127.0.0.1:{metrics_port}"]
         if self.with_rebalancer:
             jobs["cloud4iot-rebalancer"] = [f"127.0.0.1:{state.ports['rebalancer']}"]
-        config = prometheus.write_config(prom_dir / "prometheus.yml", jobs)
+        config = prometheus.write_config(prom_dir / "prometheus.yml", jobs, self.scrape_interval_s)
         port = state.ports["prometheus"]
         return Component(
             argv=prometheus.prometheus_argv(config, prom_dir / "data", port),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -141,11 +143,14 @@ def install_admission_documents(api: client.ApiClient, text: str) -> list[str]:
     return installed
 
 
-def apply_nodes(api: client.ApiClient, nodes: Iterable[NodeSpec]) -> None:
+def apply_nodes(api: client.ApiClient, nodes: Iterable[NodeSpec], workers: int = 8) -> None:
     """Create the fake nodes; the status (capacity) is written with the create,
-    and again through the status subresource in case a node already existed."""
+    and again through the status subresource in case a node already existed.
+
+    Several at a time: thousands of nodes one by one take minutes."""
     core = client.CoreV1Api(api)
-    for spec in nodes:
+
+    def apply(spec: NodeSpec) -> None:
         body = model(client.V1Node, spec.manifest())
         try:
             core.create_node(body)
@@ -157,10 +162,27 @@ def apply_nodes(api: client.ApiClient, nodes: Iterable[NodeSpec]) -> None:
             )
         core.patch_node_status(spec.name, {"status": spec.manifest()["status"]})
 
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done in pool.map(apply, nodes):
+            assert done is None
+
 
 def node_is_ready(node: client.V1Node) -> bool:
     conditions = (node.status.conditions if node.status else None) or []
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+def ready_node_names(nodes: dict[str, Any]) -> set[str]:
+    """The Ready nodes of a NodeList as plain JSON (no client models: thousands
+    of nodes would take seconds per poll to turn into objects)."""
+    return {
+        item["metadata"]["name"]
+        for item in nodes.get("items") or []
+        if any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (item.get("status") or {}).get("conditions") or []
+        )
+    }
 
 
 def wait_nodes_ready(api: client.ApiClient, names: Iterable[str], timeout_s: float = 60.0) -> None:
@@ -168,10 +190,13 @@ def wait_nodes_ready(api: client.ApiClient, names: Iterable[str], timeout_s: flo
     wanted = set(names)
 
     def all_ready() -> bool:
-        ready = {n.metadata.name for n in core.list_node().items if n.metadata and node_is_ready(n)}
-        return wanted <= ready
+        resp: Any = core.list_node(_preload_content=False)  # the raw response
+        return wanted <= ready_node_names(json.loads(resp.data))
 
-    wait_for(f"nodes {sorted(wanted)} to be Ready", all_ready, timeout_s)
+    shown = sorted(wanted) if len(wanted) <= 10 else f"{len(wanted)} nodes"
+    # Listing thousands of nodes is work for the apiserver too: poll them less often.
+    interval_s = 0.25 if len(wanted) <= 100 else 1.0
+    wait_for(f"nodes {shown} to be Ready", all_ready, timeout_s, interval_s)
 
 
 def pods_of(api: client.ApiClient, namespace: str, selector: str) -> list[client.V1Pod]:

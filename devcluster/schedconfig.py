@@ -35,11 +35,13 @@ def render_scheduler_config(
     with it, the entry carries these files, and the URL must be `https://`.
 
     The devcluster runs a single kube-scheduler, so it also serves
-    `default-scheduler`; with nobody to compete with, leader election is off
-    (a restart then never waits for a lease to expire).
-    kwokctl fills in `clientConnection.kubeconfig` itself.
+    `default-scheduler` (without `percentageOfNodesToScore`: it samples
+    adaptively, only our profile scores every node); with nobody to compete
+    with, leader election is off (a restart then never waits for a lease to
+    expire). The template's `clientConnection` (qps, burst) is kept: kwokctl
+    only adds `clientConnection.kubeconfig` to it.
     """
-    config: dict[str, Any] = copy.deepcopy(yaml.safe_load(template.read_text()))
+    config = _with_default_profile(template)
     extenders = config.get("extenders") or []
     if len(extenders) != 1:
         raise ValueError(f"{template}: expected exactly one extender, found {len(extenders)}")
@@ -50,6 +52,26 @@ def render_scheduler_config(
         if not extender_url.startswith("https://"):
             raise ValueError(f"tlsConfig given for a non-https extender URL {extender_url}")
         extenders[0]["tlsConfig"] = tls.tls_config()
+    return config
+
+
+def render_baseline_config(template: Path = SCHEDULER_TEMPLATE) -> dict[str, Any]:
+    """The same scheduler without any extender, for benchmarks' baseline.
+
+    Same profiles and client limits (so the baseline is not held by the rate
+    limiter either), but no extender and every profile at kube-scheduler's
+    default, adaptive sampling: what a cluster without us would run.
+    """
+    config = _with_default_profile(template)
+    config.pop("extenders", None)
+    for profile in config["profiles"]:
+        profile.pop("percentageOfNodesToScore", None)
+    config.pop("percentageOfNodesToScore", None)
+    return config
+
+
+def _with_default_profile(template: Path) -> dict[str, Any]:
+    config: dict[str, Any] = copy.deepcopy(yaml.safe_load(template.read_text()))
     profiles = config.setdefault("profiles", [])
     names = {p.get("schedulerName") for p in profiles}
     if PROFILE not in names:
@@ -60,7 +82,13 @@ def render_scheduler_config(
     return config
 
 
-def write_scheduler_config(extender_url: str, path: Path, tls: SchedulerTls | None = None) -> Path:
-    config = render_scheduler_config(extender_url, tls=tls)
+def write_scheduler_config(
+    extender_url: str | None, path: Path, tls: SchedulerTls | None = None
+) -> Path:
+    """The devcluster's configuration; without an extender URL, the baseline."""
+    if extender_url is None:
+        config = render_baseline_config()
+    else:
+        config = render_scheduler_config(extender_url, tls=tls)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

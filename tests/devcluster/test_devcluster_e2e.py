@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from kubernetes import client
 from devcluster import kube
 from devcluster.cluster import Devcluster
 from devcluster.prometheus import query
+from devcluster.schedconfig import SCHEDULER_TEMPLATE
 from devcluster.topology import TIER_LABEL, load_topology
 
 pytestmark = pytest.mark.cluster
@@ -168,3 +170,27 @@ def test_load_follows_the_pods_placed_on_a_node(
     assert kube.wait_for("Prometheus to see the load", in_prometheus, 30) == pytest.approx(
         0.55, abs=0.03
     )
+
+
+def test_kwokctl_keeps_our_scheduler_client_limits_and_profiles(devcluster: Devcluster) -> None:
+    """kwokctl rewrites the configuration (it adds clientConnection.kubeconfig):
+    what kube-scheduler is started with still has our qps/burst and sampling."""
+    cluster_dir = devcluster.kwok_workdir / "clusters" / devcluster.name
+    pid = int((cluster_dir / "pids" / "kube-scheduler.pid").read_text())
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    (config_arg,) = [a for a in argv if a.startswith("--config=")]
+    started_with = yaml.safe_load(Path(config_arg.split("=", 1)[1]).read_text())
+    template = yaml.safe_load(SCHEDULER_TEMPLATE.read_text())
+    assert started_with["clientConnection"] == {
+        **template["clientConnection"],
+        "kubeconfig": str(devcluster.kubeconfig),
+    }
+    profiles = {p["schedulerName"]: p for p in started_with["profiles"]}
+    assert profiles["cloud4iot-scheduler"]["percentageOfNodesToScore"] == 100
+    assert "percentageOfNodesToScore" not in profiles["default-scheduler"]
+    # Its metrics answer without credentials (the benchmark reads the limiter's waits).
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(devcluster.scheduler_metrics_url, context=insecure) as resp:
+        assert b"rest_client_rate_limiter_duration_seconds" in resp.read()

@@ -30,3 +30,8 @@ def test_without_ranges_or_extender_the_simulator_window_is_enough(tmp_path: Pat
 def test_a_very_long_window_is_capped(tmp_path: Path) -> None:
     cluster = cluster_with_policy(tmp_path, "      cpu: rate(x[10m])\n")
     assert cluster._rate_window_s() == MAX_RATE_WINDOW_S
+
+
+def test_the_window_holds_two_scrapes_at_a_long_interval(tmp_path: Path) -> None:
+    cluster = Devcluster("unit", with_extender=False, scrape_interval_s=15)
+    assert cluster._rate_window_s() == 31

@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from devcluster.schedconfig import SCHEDULER_TEMPLATE, SchedulerTls, render_scheduler_config
+from devcluster.schedconfig import (
+    SCHEDULER_TEMPLATE,
+    SchedulerTls,
+    render_baseline_config,
+    render_scheduler_config,
+    write_scheduler_config,
+)
 
 
 def test_admin_template_serves_only_our_profile_with_an_explicit_extender() -> None:
@@ -58,3 +64,46 @@ def test_tls_rendering_points_at_the_given_files(tmp_path: Path) -> None:
     }
     with pytest.raises(ValueError, match="non-https"):
         render_scheduler_config("http://127.0.0.1:31234", tls=tls)
+
+
+def test_admin_template_sets_client_limits_and_scores_every_node_in_our_profile_only() -> None:
+    config = yaml.safe_load(SCHEDULER_TEMPLATE.read_text())
+    # kube-scheduler ignores --kube-api-qps/--kube-api-burst with --config: the
+    # limits must be here, and well above the defaults (50/100).
+    assert config["clientConnection"]["qps"] >= 200
+    assert config["clientConnection"]["burst"] >= 2 * config["clientConnection"]["qps"]
+    assert "percentageOfNodesToScore" not in config
+    (ours,) = config["profiles"]
+    assert ours["percentageOfNodesToScore"] == 100
+
+
+def test_devcluster_rendering_keeps_client_limits_and_samples_the_default_profile() -> None:
+    template = yaml.safe_load(SCHEDULER_TEMPLATE.read_text())
+    config = render_scheduler_config("http://127.0.0.1:31234")
+    # kwokctl adds clientConnection.kubeconfig and keeps the rest.
+    assert config["clientConnection"] == template["clientConnection"]
+    assert "kubeconfig" not in config["clientConnection"]
+    profiles = {p["schedulerName"]: p for p in config["profiles"]}
+    assert "percentageOfNodesToScore" not in profiles["default-scheduler"]
+    assert profiles["cloud4iot-scheduler"]["percentageOfNodesToScore"] == 100
+    assert "percentageOfNodesToScore" not in config
+
+
+def test_baseline_rendering_has_no_extender_same_limits_and_default_sampling() -> None:
+    template = yaml.safe_load(SCHEDULER_TEMPLATE.read_text())
+    config = render_baseline_config()
+    assert "extenders" not in config
+    assert config["clientConnection"] == template["clientConnection"]
+    assert [p["schedulerName"] for p in config["profiles"]] == [
+        "default-scheduler",
+        "cloud4iot-scheduler",
+    ]
+    assert all("percentageOfNodesToScore" not in p for p in config["profiles"])
+    assert config["leaderElection"] == {"leaderElect": False}
+
+
+def test_write_without_an_extender_url_writes_the_baseline(tmp_path: Path) -> None:
+    path = write_scheduler_config(None, tmp_path / "s.yaml")
+    assert yaml.safe_load(path.read_text()) == render_baseline_config()
+    path = write_scheduler_config("http://127.0.0.1:1", tmp_path / "t.yaml")
+    assert yaml.safe_load(path.read_text())["extenders"][0]["urlPrefix"] == "http://127.0.0.1:1"
