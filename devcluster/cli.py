@@ -29,6 +29,7 @@ BENCHES = (
     "extender-memory",
     "extender-pair",
     "noop-extender",
+    "rebalancer-plan",
     "rebalancer-reaction",
     "apiserver-outage",
     "scheduler-throughput",
@@ -204,6 +205,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.extender_memory import main as run
     elif args.script == "extender-pair":
         from bench.extender_pair import main as run
+    elif args.script == "rebalancer-plan":
+        from bench.rebalancer_plan import main as run
     elif args.script == "rebalancer-reaction":
         from bench.rebalancer_reaction import main as run
     elif args.script == "apiserver-outage":
