@@ -325,12 +325,19 @@ def one_run(
         with_rebalancer=False,
         follow_pods=False,
         scrape_interval_s=args.scrape_interval,
+        tier_affinity=not args.no_tier_affinity,
     )
+    if extender and args.no_tier_affinity:
+        run_note = "tier-affinity admission policy not installed"
+    else:
+        run_note = ""
     run = w.Run(nodes, pods, extender, repeat, 0.0, 0.0, 0)
     up = time.monotonic()
     cluster.up()
     try:
         run.notes.append(f"devcluster up in {time.monotonic() - up:.0f}s")
+        if run_note:
+            run.notes.append(run_note)
         rendered = yaml.safe_load((cluster.state_dir / "kube-scheduler-config.yaml").read_text())
         limits = rendered.get("clientConnection") or {}
         run.notes.append(f"scheduler client qps {limits.get('qps')} burst {limits.get('burst')}")
@@ -375,6 +382,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         help="with our extender, without any (baseline), or both (default)",
     )
     p.add_argument("--name", default="bench-sched", help="devcluster name prefix")
+    p.add_argument(
+        "--no-tier-affinity",
+        action="store_true",
+        help="with our extender, leave out the tier-affinity admission policy (every node"
+        " then reaches the extender; pod creation skips its CEL)",
+    )
     p.add_argument(
         "--scrape-interval",
         type=float,
