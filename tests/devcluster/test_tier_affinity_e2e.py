@@ -230,7 +230,7 @@ def test_with_only_cloud_nodes_available_go_refuses_them_before_the_extender(
     # the other three cordoned: no node was left to send to the extender.
     assert "2 node(s) didn't match Pod's node affinity/selector" in messages[-1], messages
     assert "3 node(s) were unschedulable" in messages[-1], messages
-    assert "not allowed for class" not in messages[-1]
+    assert "tier cloud not allowed" not in messages[-1]
     assert after.get("filter_calls", 0) == before.get("filter_calls", 0)
     assert after.get("tier_not_allowed", 0) == before.get("tier_not_allowed", 0)
 

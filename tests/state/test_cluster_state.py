@@ -182,7 +182,7 @@ async def test_pending_pod_is_bound_promptly_once_its_device_is_sighted(
 
     def refused_by_us() -> bool:
         events = kube.pod_events(kube_api, namespace, "omh")
-        return any("does not hear device" in (e.message or "") for e in events)
+        return any("does not hear the device" in (e.message or "") for e in events)
 
     await eventually(refused_by_us, 60, "FailedScheduling with our reason", interval=0.25)
     assert not core.read_namespaced_pod("omh", namespace).spec.node_name
