@@ -327,17 +327,13 @@ def one_run(
         scrape_interval_s=args.scrape_interval,
         tier_affinity=not args.no_tier_affinity,
     )
-    if extender and args.no_tier_affinity:
-        run_note = "tier-affinity admission policy not installed"
-    else:
-        run_note = ""
     run = w.Run(nodes, pods, extender, repeat, 0.0, 0.0, 0)
     up = time.monotonic()
     cluster.up()
     try:
         run.notes.append(f"devcluster up in {time.monotonic() - up:.0f}s")
-        if run_note:
-            run.notes.append(run_note)
+        if extender and args.no_tier_affinity:
+            run.notes.append("tier-affinity admission policy not installed")
         rendered = yaml.safe_load((cluster.state_dir / "kube-scheduler-config.yaml").read_text())
         limits = rendered.get("clientConnection") or {}
         run.notes.append(f"scheduler client qps {limits.get('qps')} burst {limits.get('burst')}")

@@ -162,11 +162,9 @@ def evaluate_names(
     facts = pod if isinstance(pod, PodFacts) else PodFacts.from_pod(pod)
     unmanaged = facts.function is None and not facts.archs
     if explain or known is not snapshot.nodes:
-        if unmanaged:
-            return [Verdict(n, True, 0, Code.UNMANAGED, UNMANAGED_REASON) for n in names]
         found = [known[n] for n in names if n in known]
         by_name = {v.node: v for v in evaluate(facts, found, snapshot, policy, now, explain)}
-        return [by_name.get(n) or _refused(n, UNKNOWN_NODE) for n in names]
+        return [by_name.get(n) or _unknown(n, unmanaged) for n in names]
 
     ctx = make_context(facts, snapshot, policy, now)
     table = node_table(ctx, judge, _background(ctx)).verdicts
@@ -179,10 +177,9 @@ def evaluate_names(
     get = (table | own).get if own else table.get  # one C-speed copy, then one lookup a name
     verdicts = [get(n) or _unknown(n, unmanaged) for n in names]
     if ctx.heard and ctx.cls is not None and ctx.cls.proximity is ProximityMode.REQUIRED:
-        # Only gateways that hear the device decide the narrowing; they were judged above
-        # (heard is a subset of the sightings) and are known gateways (heard_by's rule).
-        asked = set(names) if len(names) > 8 else names
-        gateways = {n for n in ctx.heard if n in own and own[n].feasible and n in asked}
+        # Only gateways that hear the device decide the narrowing (heard_by keeps only
+        # nodes the cache knows as gateways).
+        gateways = {v.node for v in verdicts if v.feasible and v.node in ctx.heard}
         verdicts = _narrowed(ctx, verdicts, gateways)
     return verdicts
 
