@@ -41,7 +41,7 @@ def create_app(
     the Prometheus refresher); by default they follow the settings.
     """
     # auto_decompress off: the server never inflates a body; the handlers refuse any
-    # Content-Encoding with 415 (see webhook._read), so a compressed body costs at most
+    # Content-Encoding with 415 (see webhook.read_body), so a compressed body costs at most
     # its own size, bounded by client_max_size.
     app = web.Application(
         client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
@@ -70,6 +70,10 @@ def create_app(
         app.cleanup_ctx.append(_tls_reloader)
     if settings.health_port is not None:
         app.cleanup_ctx.append(_plain_health_listener)
+    if settings.admission_port is not None:
+        from extender.admission.server import admission_listener
+
+        app.cleanup_ctx.append(admission_listener)
     for source in sources if sources is not None else default_sources(settings):
         app.cleanup_ctx.append(source)
     return app

@@ -76,6 +76,20 @@ def _extender_parser() -> argparse.ArgumentParser:
         help="also serve /healthz /readyz /metrics (only those) over plain HTTP on this port: "
         "for probes and Prometheus when the main port requires client certificates",
     )
+    adm = p.add_argument_group(
+        "admission narrowing",
+        "an HTTPS listener serving /admit (only that) for a MutatingWebhookConfiguration: "
+        "new pods of our scheduler are pinned to their best nodes (extender/admission)",
+    )
+    adm.add_argument("--admission-port", type=int)
+    adm.add_argument("--admission-cert", type=Path, help="its server certificate chain (PEM)")
+    adm.add_argument("--admission-key", type=Path, help="its private key (PEM)")
+    adm.add_argument(
+        "--candidates",
+        type=int,
+        default=32,
+        help="nodes a narrowed pod is pinned to (0: admit every pod unchanged)",
+    )
     return p
 
 
@@ -99,6 +113,11 @@ def extender_main(argv: list[str] | None = None) -> int:
         parser.error("--tls-cert and --tls-key go together")
     if args.client_ca is not None and args.tls_cert is None:
         parser.error("--client-ca needs --tls-cert and --tls-key")
+    admission = (args.admission_port, args.admission_cert, args.admission_key)
+    if any(a is not None for a in admission) and None in admission:
+        parser.error("--admission-port, --admission-cert and --admission-key go together")
+    if args.candidates < 0:
+        parser.error("--candidates must be 0 or more")
     _configure_logging(args.log_level)
     from aiohttp import web
 
@@ -124,6 +143,10 @@ def extender_main(argv: list[str] | None = None) -> int:
         client_ca=args.client_ca,
         tls_poll_interval=args.tls_poll_interval,
         health_port=args.health_port,
+        admission_port=args.admission_port,
+        admission_cert=args.admission_cert,
+        admission_key=args.admission_key,
+        candidates=args.candidates,
     )
     try:
         app = create_app(settings)

@@ -48,6 +48,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.admissions = Counter(
+            "cloud4iot_extender_admissions",
+            "Pod admissions answered by outcome (narrowed, skipped, invalid, error)",
+            ["outcome"],
+            registry=r,
+        )
         self.policy_info = Gauge(
             "cloud4iot_extender_policy_info", "The policy in force", ["name", "digest"], registry=r
         )

@@ -34,6 +34,14 @@ class Settings:
     # A second, plain-HTTP listener serving only /healthz, /readyz and /metrics: for
     # kubelet probes and Prometheus, which hold no client certificate.
     health_port: int | None = None
+    # Admission narrowing (extender/admission): an HTTPS listener serving only
+    # /admit, for the apiserver's MutatingWebhookConfiguration. Its own certificate,
+    # and no client certificate asked (the apiserver presents none by default);
+    # /admit only answers with a patch, it changes nothing.
+    admission_port: int | None = None
+    admission_cert: Path | None = None
+    admission_key: Path | None = None
+    candidates: int = 32  # nodes a narrowed pod is pinned to; 0 turns narrowing off
 
     @property
     def tls_enabled(self) -> bool:

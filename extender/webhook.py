@@ -77,7 +77,7 @@ def _refused_encoding(request: web.Request) -> web.HTTPUnsupportedMediaType | No
     )
 
 
-async def _read(request: web.Request) -> bytes:
+async def read_body(request: web.Request) -> bytes:
     refused = _refused_encoding(request)
     if refused is not None:
         raise refused  # before reading: the body is drained or the connection closed
@@ -94,7 +94,7 @@ def _instrumented(
         metrics = request.app[METRICS]
         start = time.perf_counter()
         try:
-            body = await _read(request)
+            body = await read_body(request)
             response, mode = answer(request, body)
         except ArgsError as exc:
             response, mode = json_response({"error": str(exc)}, status=400), "invalid"

@@ -305,7 +305,7 @@ def namespaced_name(obj: Mapping[str, Any]) -> str | None:
 
 
 def node_facts(obj: Mapping[str, Any], observed_at: float) -> NodeFacts:
-    """NodeFacts of a Node (name and labels only: the rest of the object is dropped)."""
+    """NodeFacts of a Node (name, labels, hard taints, unschedulable; the rest is dropped)."""
     return NodeFacts.from_node(obj)
 
 

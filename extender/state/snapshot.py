@@ -27,6 +27,11 @@ class NodeFacts:
     tier: str | None
     arch: str | None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # What kube-scheduler's own filters read besides labels, kept so that admission
+    # narrowing (extender/admission) never offers a node the scheduler would refuse:
+    # (key, value, effect) of NoSchedule/NoExecute taints, and spec.unschedulable.
+    taints: tuple[tuple[str, str, str], ...] = ()
+    unschedulable: bool = False
 
     @classmethod
     def from_node(cls, node: Mapping[str, Any]) -> NodeFacts:
@@ -41,9 +46,30 @@ class NodeFacts:
         # Not copied (full-Node requests carry thousands of nodes): the label dict
         # is the object's own, and objects are replaced, never mutated, by sources.
         labels: Mapping[str, str] = raw if isinstance(raw, Mapping) else _EMPTY
+        spec = node.get("spec")
+        spec = spec if isinstance(spec, Mapping) else _EMPTY
         return cls(
-            name=name, tier=labels.get(TIER_LABEL), arch=labels.get(ARCH_LABEL), labels=labels
+            name=name,
+            tier=labels.get(TIER_LABEL),
+            arch=labels.get(ARCH_LABEL),
+            labels=labels,
+            taints=_hard_taints(spec.get("taints")),
+            unschedulable=spec.get("unschedulable") is True,
         )
+
+
+_HARD_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
+
+
+def _hard_taints(raw: Any) -> tuple[tuple[str, str, str], ...]:
+    """The taints that keep an untolerating pod off a node (PreferNoSchedule does not)."""
+    if not isinstance(raw, list):
+        return ()
+    return tuple(
+        (str(t.get("key") or ""), str(t.get("value") or ""), str(t["effect"]))
+        for t in raw
+        if isinstance(t, Mapping) and t.get("effect") in _HARD_EFFECTS
+    )
 
 
 @dataclass(frozen=True, slots=True)
