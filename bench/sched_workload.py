@@ -131,6 +131,38 @@ def pods(count: int, device_names: Sequence[str]) -> list[dict[str, Any]]:
     return manifests
 
 
+def placement_check(
+    manifests: Sequence[Mapping[str, Any]],
+    plans: Sequence[DevicePlan],
+    placed: Mapping[str, str],
+) -> dict[str, tuple[int, int]]:
+    """Per pod kind: (pods where the policy wants them, pods bound).
+
+    A device pod (confidential: proximity required; diagnostic-intensive: gateway
+    first, proximity preferred) belongs on its device's nearest gateway, an
+    anonymiser on a gateway or an edge; an unmanaged pod anywhere.
+    """
+    nearest = {p.name: p.heard_by[0][0] for p in plans}
+    prefixes = ("gw-", "edge-")
+    out: dict[str, tuple[int, int]] = {}
+    for m in manifests:
+        meta = m["metadata"]
+        node = placed.get(meta["name"])
+        if node is None:
+            continue
+        kind = meta["labels"]["bench-kind"]
+        device = meta["annotations"].get("cloud4iot.io/device")
+        if device is not None:
+            good = node == nearest[device]
+        elif kind == "anonymiser":
+            good = node.startswith(prefixes)
+        else:
+            good = True
+        ok, bound = out.get(kind, (0, 0))
+        out[kind] = (ok + good, bound + 1)
+    return out
+
+
 # --- metrics ------------------------------------------------------------------
 
 Labels = tuple[tuple[str, str], ...]

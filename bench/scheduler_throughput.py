@@ -178,11 +178,16 @@ async def prepare(api: Api, cluster: Devcluster, plans: list[w.DevicePlan], log:
 
 
 async def create_and_watch(
-    api: Api, kubeconfig: Path, manifests: list[dict[str, Any]], args: argparse.Namespace
+    api: Api,
+    kubeconfig: Path,
+    manifests: list[dict[str, Any]],
+    args: argparse.Namespace,
+    placed: dict[str, str],
 ) -> tuple[float, float, int, list[str]]:
     """Create every pod at once (another process) while this one watches them bound.
 
-    (create s, first create -> last bound s, pods bound, notes).
+    (create s, first create -> last bound s, pods bound, notes); `placed` gets
+    each bound pod's node.
     """
     pods_path = f"/api/v1/namespaces/{NAMESPACE}/pods"
     listed = await api.call("GET", pods_path + "?limit=1")
@@ -205,6 +210,7 @@ async def create_and_watch(
                     node = (obj.get("spec") or {}).get("nodeName")
                     if name in wanted and name not in bound and node:
                         bound[name] = time.monotonic()
+                        placed[name] = str(node)
                         if len(bound) == len(wanted):
                             done.set()
                             return
@@ -265,10 +271,16 @@ async def measure(
         ext_url = cluster.extender_health_url + "/metrics" if cluster.with_extender else None
         ext_before = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
         cpu_before, cpu_from = cpu_now(pids), time.monotonic()
+        placed: dict[str, str] = {}
         run.create_s, run.total_s, run.bound, notes = await create_and_watch(
-            api, cluster.kubeconfig, manifests, args
+            api, cluster.kubeconfig, manifests, args, placed
         )
         run.notes += notes
+        checked = w.placement_check(manifests, plans, placed)
+        run.notes.append(
+            "placed where the policy wants them: "
+            + ", ".join(f"{k} {ok}/{n}" for k, (ok, n) in sorted(checked.items()))
+        )
         cpu_after, run.cpu_wall_s = cpu_now(pids), time.monotonic() - cpu_from
         sched_after = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
         ext_after = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
@@ -326,6 +338,7 @@ def one_run(
         follow_pods=False,
         scrape_interval_s=args.scrape_interval,
         tier_affinity=not args.no_tier_affinity,
+        narrowing=not args.no_narrowing,
     )
     run = w.Run(nodes, pods, extender, repeat, 0.0, 0.0, 0)
     up = time.monotonic()
@@ -334,6 +347,12 @@ def one_run(
         run.notes.append(f"devcluster up in {time.monotonic() - up:.0f}s")
         if extender and args.no_tier_affinity:
             run.notes.append("tier-affinity admission policy not installed")
+        if extender:
+            run.notes.append(
+                "admission narrowing off: our profile scores every node"
+                if args.no_narrowing
+                else "admission narrowing on: our profile samples"
+            )
         rendered = yaml.safe_load((cluster.state_dir / "kube-scheduler-config.yaml").read_text())
         limits = rendered.get("clientConnection") or {}
         run.notes.append(f"scheduler client qps {limits.get('qps')} burst {limits.get('burst')}")
@@ -383,6 +402,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         action="store_true",
         help="with our extender, leave out the tier-affinity admission policy (every node"
         " then reaches the extender; pod creation skips its CEL)",
+    )
+    p.add_argument(
+        "--no-narrowing",
+        action="store_true",
+        help="with our extender, leave out the admission-narrowing webhook (our profile then"
+        " scores every node, as before it existed)",
     )
     p.add_argument(
         "--scrape-interval",

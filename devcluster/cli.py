@@ -72,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="node load stays idle unless set through the load simulator",
     )
     up.add_argument(
+        "--no-narrowing",
+        action="store_true",
+        help="do not install the admission-narrowing webhook (pods reach the scheduler "
+        "unpinned; for comparisons)",
+    )
+    up.add_argument(
         "--no-tier-affinity",
         action="store_true",
         help="do not install the tier-affinity admission policy (every node then reaches "
@@ -145,6 +151,7 @@ def handle(args: argparse.Namespace) -> int:
         follow_pods=not getattr(args, "no_follow_pods", False),
         tls=getattr(args, "tls", False),
         tier_affinity=not getattr(args, "no_tier_affinity", False),
+        narrowing=not getattr(args, "no_narrowing", False),
         verbosity=getattr(args, "verbosity", None),
     )
     try:

@@ -9,6 +9,7 @@ the rest and keeps what it needs to find everything again in `state.json`, so
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -49,6 +50,7 @@ DEVICE_CRD = REPO_ROOT / "manifests" / "crd" / "devices.cloud4iot.io.yaml"
 # Who may write which sighting (the gateway monitors' ServiceAccount only; the
 # admin kubeconfig that tests and the demo's monitors use is not constrained).
 SIGHTING_ADMISSION = REPO_ROOT / "manifests" / "gateway-monitor" / "sighting-admission.yaml"
+NARROWING_WEBHOOK = REPO_ROOT / "manifests" / "extender" / "narrowing-webhook.yaml"
 KUBE_VERSION = "v1.36.3"
 # PromQL range selectors in a policy, in seconds or minutes.
 RANGE = re.compile(r"\[(\d+)([sm])\]")
@@ -135,6 +137,8 @@ class State:
     supervisor_pid: int | None = None  # devcluster.supervisor: restarts dead processes
     # The extender serves mutual TLS (see Devcluster.tls).
     tls: bool = False
+    # The admission-narrowing webhook is installed (see Devcluster.narrowing).
+    narrowing: bool = False
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -167,6 +171,7 @@ class Devcluster:
         follow_pods: bool = True,
         tls: bool = False,
         tier_affinity: bool = True,
+        narrowing: bool = True,
         verbosity: int | None = None,
         scrape_interval_s: float = prometheus.SCRAPE_INTERVAL_S,
         log: Log = _stderr,
@@ -189,6 +194,11 @@ class Devcluster:
         # tier-affinity.yaml, rendered from this cluster's policy). Off: every
         # node reaches the extender (a benchmark's comparison).
         self.tier_affinity = with_extender and tier_affinity
+        # Admission narrowing (extender/admission): the extender also serves /admit
+        # over HTTPS (the devcluster's CA), and manifests/extender/narrowing-webhook.yaml
+        # is installed pointing at it, so new pods of our scheduler are pinned to the
+        # scorer's best nodes.
+        self.narrowing = with_extender and narrowing
         # klog -v of kube-scheduler and kube-controller-manager (None: kwokctl's default).
         self.verbosity = verbosity
         # Prometheus's scrape interval. 1 s shows a load change within seconds;
@@ -320,6 +330,9 @@ class Devcluster:
         tls = self.tls and self.with_extender
         if tls:
             ports["extender-health"] = free_port()
+        if self.narrowing:
+            ports["admission"] = free_port()
+        if tls or self.narrowing:
             made = make_mtls_set(self.tls_dir)
             assert made == self.tls_files, (made, self.tls_files)
         state = State(
@@ -329,6 +342,7 @@ class Devcluster:
             ports=ports,
             started_at=time.time(),
             tls=tls,
+            narrowing=self.narrowing,
         )
         state.save(self.state_file)
         if self.with_extender:
@@ -358,6 +372,8 @@ class Devcluster:
                 slack = 60 + len(nodes) / 25
                 if self.with_extender:
                     self._start(state, "extender", self._extender_component(state), slack)
+                if self.narrowing:
+                    self.install_narrowing(api)
                 if self.with_rebalancer:
                     self._start(state, "rebalancer", self._rebalancer_component(state), slack)
                 kube.wait_nodes_ready(api, [n.name for n in nodes], timeout_s=slack)
@@ -377,6 +393,16 @@ class Devcluster:
             raise
         self._log(f"devcluster {self.name!r} up in {time.monotonic() - start:.1f}s")
         return state
+
+    def install_narrowing(self, api: client.ApiClient) -> list[str]:
+        """manifests/extender/narrowing-webhook.yaml, pointed at this cluster's extender
+        (a URL on loopback) and trusting the devcluster's CA; replaces an installed one."""
+        port = self.state().ports["admission"]
+        ca = base64.b64encode(self.tls_files.ca.cert.read_bytes()).decode()
+        doc = yaml.safe_load(NARROWING_WEBHOOK.read_text())
+        for hook in doc["webhooks"]:
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}/admit", "caBundle": ca}
+        return kube.install_admission_documents(api, yaml.safe_dump(doc))
 
     def install_tier_affinity(self, api: client.ApiClient) -> list[str]:
         """The tier-affinity MutatingAdmissionPolicy rendered from the cluster's policy
@@ -408,9 +434,14 @@ class Devcluster:
                 f"https://127.0.0.1:{state.ports['extender']}",
                 sched_config,
                 tls=SchedulerTls(cert=files.client.cert, key=files.client.key, ca=files.ca.cert),
+                score_every_node=not state.narrowing,
             )
         elif self.with_extender:
-            write_scheduler_config(f"http://127.0.0.1:{state.ports['extender']}", sched_config)
+            write_scheduler_config(
+                f"http://127.0.0.1:{state.ports['extender']}",
+                sched_config,
+                score_every_node=not state.narrowing,
+            )
         else:
             write_scheduler_config(None, sched_config)
         kwokctl_config = self.state_dir / "kwokctl.yaml"
@@ -496,6 +527,16 @@ class Devcluster:
                 str(health_port),
             ]
             component.health_url = f"http://127.0.0.1:{health_port}/readyz"
+        if state.narrowing:
+            files = self.tls_files
+            component.argv += [
+                "--admission-port",
+                str(state.ports["admission"]),
+                "--admission-cert",
+                str(files.server.cert),
+                "--admission-key",
+                str(files.server.key),
+            ]
         return component
 
     def _rebalancer_component(self, state: State) -> Component:

@@ -102,7 +102,7 @@ def install_admission_policies(api: client.ApiClient, path: Path) -> list[str]:
 
 
 def install_admission_documents(api: client.ApiClient, text: str) -> list[str]:
-    """Create (or replace) Validating/MutatingAdmissionPolicies and their Bindings."""
+    """Create (or replace) admission policies, their Bindings and webhook configurations."""
     admission = client.AdmissionregistrationV1Api(api)
     kinds: dict[str, tuple[Callable[..., Any], Callable[..., Any], Callable[..., Any]]] = {
         "ValidatingAdmissionPolicy": (
@@ -124,6 +124,11 @@ def install_admission_documents(api: client.ApiClient, text: str) -> list[str]:
             admission.create_mutating_admission_policy_binding,
             admission.read_mutating_admission_policy_binding,
             admission.replace_mutating_admission_policy_binding,
+        ),
+        "MutatingWebhookConfiguration": (
+            admission.create_mutating_webhook_configuration,
+            admission.read_mutating_webhook_configuration,
+            admission.replace_mutating_webhook_configuration,
         ),
     }
     installed = []

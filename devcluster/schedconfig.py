@@ -27,16 +27,22 @@ class SchedulerTls:
 
 
 def render_scheduler_config(
-    extender_url: str, template: Path = SCHEDULER_TEMPLATE, tls: SchedulerTls | None = None
+    extender_url: str,
+    template: Path = SCHEDULER_TEMPLATE,
+    tls: SchedulerTls | None = None,
+    score_every_node: bool = False,
 ) -> dict[str, Any]:
     """The template with our extender's URL, plus the default profile.
 
     Without `tls` the extender entry has no `tlsConfig` (a plain `http://` URL);
     with it, the entry carries these files, and the URL must be `https://`.
 
+    `score_every_node` sets `percentageOfNodesToScore: 100` on our profile: what
+    a cluster without the narrowing webhook needs for proximity (the template's
+    comment says why); with the webhook, the profile samples like any other.
+
     The devcluster runs a single kube-scheduler, so it also serves
-    `default-scheduler` (without `percentageOfNodesToScore`: it samples
-    adaptively, only our profile scores every node); with nobody to compete
+    `default-scheduler` (adaptive sampling); with nobody to compete
     with, leader election is off (a restart then never waits for a lease to
     expire). The template's `clientConnection` (qps, burst) is kept: kwokctl
     only adds `clientConnection.kubeconfig` to it.
@@ -52,6 +58,10 @@ def render_scheduler_config(
         if not extender_url.startswith("https://"):
             raise ValueError(f"tlsConfig given for a non-https extender URL {extender_url}")
         extenders[0]["tlsConfig"] = tls.tls_config()
+    if score_every_node:
+        for profile in config["profiles"]:
+            if profile["schedulerName"] == PROFILE:
+                profile["percentageOfNodesToScore"] = 100
     return config
 
 
@@ -83,12 +93,15 @@ def _with_default_profile(template: Path) -> dict[str, Any]:
 
 
 def write_scheduler_config(
-    extender_url: str | None, path: Path, tls: SchedulerTls | None = None
+    extender_url: str | None,
+    path: Path,
+    tls: SchedulerTls | None = None,
+    score_every_node: bool = False,
 ) -> Path:
     """The devcluster's configuration; without an extender URL, the baseline."""
     if extender_url is None:
         config = render_baseline_config()
     else:
-        config = render_scheduler_config(extender_url, tls=tls)
+        config = render_scheduler_config(extender_url, tls=tls, score_every_node=score_every_node)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -66,15 +66,17 @@ def test_tls_rendering_points_at_the_given_files(tmp_path: Path) -> None:
         render_scheduler_config("http://127.0.0.1:31234", tls=tls)
 
 
-def test_admin_template_sets_client_limits_and_scores_every_node_in_our_profile_only() -> None:
+def test_admin_template_sets_client_limits_and_samples_like_any_profile() -> None:
     config = yaml.safe_load(SCHEDULER_TEMPLATE.read_text())
     # kube-scheduler ignores --kube-api-qps/--kube-api-burst with --config: the
     # limits must be here, and well above the defaults (50/100).
     assert config["clientConnection"]["qps"] >= 200
     assert config["clientConnection"]["burst"] >= 2 * config["clientConnection"]["qps"]
     assert "percentageOfNodesToScore" not in config
+    # The narrowing webhook pins classed pods to their best nodes: no need to
+    # score every node (manifests/extender/narrowing-webhook.yaml).
     (ours,) = config["profiles"]
-    assert ours["percentageOfNodesToScore"] == 100
+    assert "percentageOfNodesToScore" not in ours
 
 
 def test_devcluster_rendering_keeps_client_limits_and_samples_the_default_profile() -> None:
@@ -84,9 +86,13 @@ def test_devcluster_rendering_keeps_client_limits_and_samples_the_default_profil
     assert config["clientConnection"] == template["clientConnection"]
     assert "kubeconfig" not in config["clientConnection"]
     profiles = {p["schedulerName"]: p for p in config["profiles"]}
-    assert "percentageOfNodesToScore" not in profiles["default-scheduler"]
-    assert profiles["cloud4iot-scheduler"]["percentageOfNodesToScore"] == 100
+    assert all("percentageOfNodesToScore" not in p for p in profiles.values())
     assert "percentageOfNodesToScore" not in config
+    # Without the narrowing webhook our profile scores every node, and only ours.
+    scored = render_scheduler_config("http://127.0.0.1:31234", score_every_node=True)
+    profiles = {p["schedulerName"]: p for p in scored["profiles"]}
+    assert profiles["cloud4iot-scheduler"]["percentageOfNodesToScore"] == 100
+    assert "percentageOfNodesToScore" not in profiles["default-scheduler"]
 
 
 def test_baseline_rendering_has_no_extender_same_limits_and_default_sampling() -> None:
