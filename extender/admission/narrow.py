@@ -8,7 +8,8 @@ names nodes by `metadata.name` is different: kube-scheduler's NodeAffinity
 PreFilter hands back exactly those nodes, and filters, scores and calls the
 extender for those only. So at CREATE the admission webhook asks the same scorer
 the extender uses for the pod's verdict on every known node, and ANDs
-`metadata.name In [the best K]` into the pod's required node affinity.
+"the node is one of the best K" into the pod's required node affinity (one
+`metadata.name In [node]` term per node: the apiserver allows one value each).
 
 What is chosen: the nodes the extender would keep now (the proximity rule
 included), that kube-scheduler's label and taint filters would also admit
@@ -46,6 +47,7 @@ from extender.state.snapshot import Snapshot
 from extender.state.workloads import SCHEDULER_NAME
 
 DEFAULT_CANDIDATES = 32
+MAX_TERMS = 128  # required node-selector terms a pinned pod may end up with
 NARROWED_ANNOTATION = "cloud4iot.io/narrowed"
 _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
@@ -131,16 +133,39 @@ def _escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
+def pinned_terms(terms: Sequence[Mapping[str, Any]], nodes: Sequence[str]) -> list[dict[str, Any]]:
+    """`terms` (ORed; none = no required affinity yet) ANDed with "the node is one of
+    `nodes`". The apiserver allows a single value per `metadata.name` requirement,
+    so the pin is one term per node, each a copy of an original term:
+    (t1 OR t2) AND (n1 OR n2) = (t1 AND n1) OR (t1 AND n2) OR (t2 AND n1) OR ...
+    kube-scheduler's NodeAffinity PreFilter takes the union of the terms' names."""
+    base = list(terms) or [{}]
+    return [
+        {
+            **term,
+            "matchFields": [
+                *(term.get("matchFields") or []),
+                {"key": "metadata.name", "operator": "In", "values": [node]},
+            ],
+        }
+        for term in base
+        for node in nodes
+    ]
+
+
 def affinity_patch(pod: Mapping[str, Any], narrowed: Narrowed) -> list[dict[str, Any]]:
-    """JSON Patch operations ANDing `metadata.name In [nodes]` into every required term,
-    and recording the pin in an annotation. Assumes `decide` accepted the pod."""
-    requirement: dict[str, Any] = {
-        "key": "metadata.name",
-        "operator": "In",
-        "values": list(narrowed.nodes),
-    }
-    note = f"{len(narrowed.nodes)} of {narrowed.feasible} feasible nodes"
+    """JSON Patch operations pinning the pod to `narrowed.nodes` (ANDed with its own
+    required node affinity) and recording the pin in an annotation. Assumes `decide`
+    accepted the pod."""
     spec, meta = pod["spec"], pod.get("metadata") or {}
+    affinity = spec.get("affinity")
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    required = node_affinity.get(_REQUIRED) if isinstance(node_affinity, Mapping) else None
+    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    # Several terms of its own multiply the pin's terms: keep the product bounded
+    # (the best nodes come first).
+    nodes = narrowed.nodes[: max(1, MAX_TERMS // max(1, len(terms or ())))]
+    note = f"{len(nodes)} of {narrowed.feasible} feasible nodes"
     ops: list[dict[str, Any]] = []
     if isinstance(meta.get("annotations"), Mapping):
         path = "/metadata/annotations/" + _escape(NARROWED_ANNOTATION)
@@ -149,23 +174,13 @@ def affinity_patch(pod: Mapping[str, Any], narrowed: Narrowed) -> list[dict[str,
         annotations = {NARROWED_ANNOTATION: note}
         ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
 
-    one_term: dict[str, Any] = {"nodeSelectorTerms": [{"matchFields": [requirement]}]}
-    affinity = spec.get("affinity")
+    pinned = {"nodeSelectorTerms": pinned_terms(terms or [], nodes)}
     if not isinstance(affinity, Mapping):
-        whole = {"nodeAffinity": {_REQUIRED: one_term}}
+        whole = {"nodeAffinity": {_REQUIRED: pinned}}
         return [*ops, {"op": "add", "path": "/spec/affinity", "value": whole}]
-    node_affinity = affinity.get("nodeAffinity")
     if not isinstance(node_affinity, Mapping):
-        node = {_REQUIRED: one_term}
+        node = {_REQUIRED: pinned}
         return [*ops, {"op": "add", "path": "/spec/affinity/nodeAffinity", "value": node}]
-    required = node_affinity.get(_REQUIRED)
+    # "add" on an existing member replaces it: the whole required block at once.
     base = f"/spec/affinity/nodeAffinity/{_REQUIRED}"
-    if not isinstance(required, Mapping) or not required.get("nodeSelectorTerms"):
-        return [*ops, {"op": "add", "path": base, "value": one_term}]
-    for i, term in enumerate(required["nodeSelectorTerms"]):
-        fields = f"{base}/nodeSelectorTerms/{i}/matchFields"
-        if term.get("matchFields"):
-            ops.append({"op": "add", "path": fields + "/-", "value": requirement})
-        else:
-            ops.append({"op": "add", "path": fields, "value": [requirement]})
-    return ops
+    return [*ops, {"op": "add", "path": base, "value": pinned}]

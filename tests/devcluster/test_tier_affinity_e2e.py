@@ -58,9 +58,21 @@ def create(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> d
 
 
 def required_terms(admitted: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The pod's required terms, without the admission narrowing's `metadata.name`
+    pins (the devcluster also installs that webhook; test_narrowing_e2e covers it)."""
     affinity = admitted["spec"].get("affinity") or {}
     required = (affinity.get("nodeAffinity") or {}).get(REQUIRED)
-    return None if required is None else list(required["nodeSelectorTerms"])
+    if required is None:
+        return None
+    terms: list[dict[str, Any]] = []
+    for term in required["nodeSelectorTerms"]:
+        fields = [f for f in term.get("matchFields") or [] if f["key"] != "metadata.name"]
+        bare = {k: v for k, v in term.items() if k != "matchFields"}
+        if fields:
+            bare["matchFields"] = fields
+        if bare not in terms:  # the pin is one copy of each term per node
+            terms.append(bare)
+    return terms
 
 
 def test_a_confidential_pod_without_affinity_gets_the_tier_term(

@@ -1,0 +1,185 @@
+"""Admission narrowing on the devcluster's real apiserver and scheduler.
+
+The devcluster installs manifests/extender/narrowing-webhook.yaml pointing at its
+extender's /admit (HTTPS, the devcluster's CA): new pods of our scheduler that
+name a class are pinned by `metadata.name` to the scorer's best nodes.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from typing import Any
+
+import pytest
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+from devcluster.cluster import Devcluster
+from extender.admission.narrow import NARROWED_ANNOTATION
+from tests.controllers.rebalancer_e2e_helpers import Radio, until
+from tests.state.cluster_helpers import create_device
+
+pytestmark = pytest.mark.cluster
+
+SCHEDULER = "cloud4iot-scheduler"
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+GATEWAYS = ("gw-home", "gw-hospital")
+
+
+def pod(
+    name: str,
+    annotations: dict[str, str],
+    scheduler: str = SCHEDULER,
+    spec: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "schedulerName": scheduler,
+        "containers": [
+            {
+                "name": "function",
+                "image": "registry.invalid/cloud4iot/function:test",
+                "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
+            }
+        ],
+        **(spec or {}),
+    }
+    return {"metadata": {"name": name, "annotations": annotations}, "spec": body}
+
+
+def create(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    created = client.CoreV1Api(api).create_namespaced_pod(namespace, manifest)
+    out: dict[str, Any] = api.sanitize_for_serialization(created)
+    return out
+
+
+def pins(admitted: dict[str, Any]) -> list[str]:
+    """The nodes the required terms pin by name, in term order ([] when none)."""
+    affinity = admitted["spec"].get("affinity") or {}
+    required = (affinity.get("nodeAffinity") or {}).get(REQUIRED) or {}
+    return [
+        v
+        for t in required.get("nodeSelectorTerms") or []
+        for f in t.get("matchFields") or []
+        if f["key"] == "metadata.name"
+        for v in f["values"]
+    ]
+
+
+def bound_node(api: client.ApiClient, namespace: str, name: str) -> str:
+    core = client.CoreV1Api(api)
+    return until(
+        f"pod {name} bound",
+        lambda: core.read_namespaced_pod(name, namespace).spec.node_name,
+        timeout=90,
+    )
+
+
+@pytest.fixture
+def heard_device(kube_api: client.ApiClient, devcluster: Devcluster) -> Any:
+    """A wearable heard strongly by gw-hospital only, kept fresh; its name."""
+    name = f"narrow-{uuid.uuid4().hex[:6]}"
+    octets = uuid.uuid4().bytes[:5]
+    create_device(kube_api, name, "C0:" + ":".join(f"{b:02X}" for b in octets))
+    radio = Radio(kube_api)
+    radio.set(name, "gw-hospital", -55)
+    custom = client.CustomObjectsApi(kube_api)
+
+    def nearest() -> str | None:
+        obj = custom.get_cluster_custom_object("cloud4iot.io", "v1alpha1", "devices", name)
+        return ((obj.get("status") or {}).get("nearest") or {}).get("node")
+
+    until("the device's nearest gateway", lambda: nearest() == "gw-hospital", 60)
+    # The extender's device view follows the same watch; give it a moment.
+    time.sleep(1.0)
+    yield name
+    radio.close()
+    custom.delete_cluster_custom_object("cloud4iot.io", "v1alpha1", "devices", name)
+
+
+def test_a_confidential_pod_is_pinned_to_the_gateway_that_hears_its_device(
+    kube_api: client.ApiClient, namespace: str, heard_device: str
+) -> None:
+    annotations = {
+        "cloud4iot.io/function": "mhealth-consolidator",
+        "cloud4iot.io/device": heard_device,
+    }
+    admitted = create(kube_api, namespace, pod("wearable", annotations))
+    # Proximity required: the only node the extender keeps is the nearest gateway.
+    assert pins(admitted) == ["gw-hospital"]
+    assert admitted["metadata"]["annotations"][NARROWED_ANNOTATION] == "1 of 1 feasible nodes"
+    assert bound_node(kube_api, namespace, "wearable") == "gw-hospital"
+
+
+def test_a_pod_is_pinned_only_to_nodes_its_own_constraints_admit(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    # The anonymiser may use gateways and the edge; this one also selects arm64
+    # (the gateways), and the existing required term stays ANDed with the pin.
+    spec = {
+        "nodeSelector": {"kubernetes.io/arch": "arm64"},
+        "affinity": {
+            "nodeAffinity": {
+                REQUIRED: {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "cloud4iot.io/tier", "operator": "Exists"}]}
+                    ]
+                }
+            }
+        },
+    }
+    admitted = create(
+        kube_api, namespace, pod("anon", {"cloud4iot.io/function": "anonymiser"}, spec=spec)
+    )
+    pinned = pins(admitted)
+    assert pinned
+    assert set(pinned) <= set(GATEWAYS)
+    # One term per pinned node, each keeping the pod's own expression (ANDed).
+    terms = admitted["spec"]["affinity"]["nodeAffinity"][REQUIRED]["nodeSelectorTerms"]
+    assert len(terms) == len(pinned)
+    for term in terms:
+        assert {"key": "cloud4iot.io/tier", "operator": "Exists"} in [
+            {k: v for k, v in e.items() if v is not None} for e in term["matchExpressions"]
+        ]
+    assert bound_node(kube_api, namespace, "anon") in pinned
+
+
+def test_pods_without_a_class_or_of_another_scheduler_are_admitted_unchanged(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    plain = create(kube_api, namespace, pod("plain", {}))
+    other = create(
+        kube_api,
+        namespace,
+        pod("other", {"cloud4iot.io/function": "anonymiser"}, scheduler="default-scheduler"),
+    )
+    for admitted in (plain, other):
+        assert pins(admitted) == []
+        assert NARROWED_ANNOTATION not in (admitted["metadata"].get("annotations") or {})
+    assert bound_node(kube_api, namespace, "plain")
+
+
+def narrowed_count(devcluster: Devcluster) -> float:
+    with urllib.request.urlopen(devcluster.extender_health_url + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (
+                sample.name == "cloud4iot_extender_admissions_total"
+                and sample.labels.get("outcome") == "narrowed"
+            ):
+                return float(sample.value)
+    return 0.0
+
+
+def test_the_webhook_counts_the_pods_it_narrowed(
+    kube_api: client.ApiClient, namespace: str, devcluster: Devcluster
+) -> None:
+    before = narrowed_count(devcluster)
+    for i in range(3):
+        admitted = create(
+            kube_api, namespace, pod(f"n{i}", {"cloud4iot.io/function": "anonymiser"})
+        )
+        assert pins(admitted)
+    assert narrowed_count(devcluster) == before + 3
