@@ -44,11 +44,10 @@ from extender.admission.fit import PodConstraints, UnsupportedError
 from extender.policy.schema import PlacementPolicy
 from extender.scoring import PodFacts, Verdict, evaluate_known
 from extender.state.snapshot import Snapshot
-from extender.state.workloads import SCHEDULER_NAME
+from extender.state.workloads import NARROWED_ANNOTATION, SCHEDULER_NAME
 
 DEFAULT_CANDIDATES = 32
 MAX_TERMS = 128  # required node-selector terms a pinned pod may end up with
-NARROWED_ANNOTATION = "cloud4iot.io/narrowed"
 _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
 
@@ -126,6 +125,23 @@ def decide(
     if not chosen:
         return Skipped("no node is feasible now: left to the scheduler's retries")
     return Narrowed(chosen, feasible)
+
+
+def stale_pin(
+    pod: PodFacts, pins: Sequence[str], snapshot: Snapshot, policy: PlacementPolicy, now: float
+) -> str | None:
+    """Why a pending pod's pin is stale (None: it is not): none of its pinned nodes is
+    feasible now while others are, so a fresh admission would pin it elsewhere. A pod
+    nothing is feasible for stays as it is: a new pin would not help it."""
+    if not pins:
+        return None
+    feasible = {v.node for v in evaluate_known(pod, snapshot, policy, now) if v.feasible}
+    if not feasible or not feasible.isdisjoint(pins):
+        return None
+    return (
+        f"none of the {len(pins)} node(s) it was pinned to at creation is feasible now,"
+        f" {len(feasible)} other node(s) are"
+    )
 
 
 def _escape(key: str) -> str:

@@ -30,10 +30,11 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from extender.admission.narrow import stale_pin
 from extender.controllers.rebalance_model import (
     Action,
     Held,
@@ -67,6 +68,7 @@ from extender.state.workloads import (
 log = logging.getLogger(__name__)
 
 COMPONENT = "cloud4iot-rebalancer"
+REPINNED = "Repinned"  # Event reason and move label: a pending pod recreated (stale pin)
 TICK = 1.0  # re-plan due holds at least this often
 COALESCE = 0.2  # after a trigger: let the watch's snapshot publish catch up
 MERGE_PATCH = "application/merge-patch+json"
@@ -255,6 +257,7 @@ class Rebalancer:
     # has every replica Ready again, its other replicas are not evicted.
     _evicting: dict[tuple[str, str, str], tuple[float, str, str]] = field(default_factory=dict)
     _pretend: dict[str, float] = field(default_factory=dict)  # dry run: pod uid -> "moved" at
+    _repinned: dict[str, float] = field(default_factory=dict)  # pod uid -> deleted at (stale pin)
 
     # --- triggers (watch hooks; cheap, called per event) ----------------------
 
@@ -363,10 +366,12 @@ class Rebalancer:
             records = moves_on_record(self.workloads.deployments.values())
             self.memory, self._seeded = replace(self.memory, moves=records), True
         pods, full = self._collect(now)
+        await self._repin(pods, now)
         if self._gone:
             self._forget(self._gone)
             for uid in self._gone:
                 self._pretend.pop(uid, None)
+                self._repinned.pop(uid, None)
             self._gone = set()
         for owner, (at, _, _) in list(self._evicting.items()):
             if now - at >= IN_FLIGHT:  # owners nobody plans any more (deleted workloads)
@@ -598,6 +603,12 @@ class Rebalancer:
         if kind is not Kind.POD:
             api = "apps/v1"
             targets.append((api, kind.value, move.workload.namespace, move.workload.name, None))
+        await self._record(targets, move.reason.value, message)
+
+    async def _record(
+        self, targets: Sequence[tuple[str, str, str, str, str | None]], reason: str, message: str
+    ) -> None:
+        """One Event per (apiVersion, kind, namespace, name, uid) target."""
         stamp = rfc3339(time.time())
         for api_version, kind_name, namespace, name, uid in targets:
             involved = {
@@ -611,7 +622,7 @@ class Rebalancer:
             event = {
                 "metadata": {"generateName": f"{name}.", "namespace": namespace},
                 "involvedObject": involved,
-                "reason": move.reason.value,
+                "reason": reason,
                 "message": message[:1024],
                 "type": "Normal",
                 "source": {"component": COMPONENT},
@@ -627,6 +638,58 @@ class Rebalancer:
                 log.warning(
                     "could not record event on %s %s/%s: %s", kind_name, namespace, name, exc
                 )
+
+    # --- stale pins (admission narrowing) ----------------------------------------
+
+    async def _repin(self, pods: Iterable[PodRecord], now: float) -> None:
+        """Recreate pending pods whose narrowing pin went stale (extender/admission).
+
+        The webhook pins a pod to its best nodes once, at creation; if the pod is
+        still pending after `rebalance.dwell` and none of those nodes is feasible any
+        more while others are (its device moved, they filled up), deleting it lets its
+        controller create a replacement, which is pinned afresh. Only pods with a
+        controller: a bare pod would be lost. Deleted with a uid precondition."""
+        from kubernetes.aio.client.exceptions import ApiException
+
+        loaded = self.policy.current
+        grace = loaded.policy.spec.rebalance.dwell
+        snapshot = self.store.snapshot
+        for pod in pods:
+            if pod.node is not None or pod.deleting or pod.owner is None or not pod.managed:
+                continue
+            if pod.uid in self._repinned or pod.uid in self._gone:
+                continue
+            if pod.created is not None and now < pod.created + grace:
+                self._due[pod.key] = pod.created + grace
+                continue
+            why = stale_pin(pod.facts, pod.pins, snapshot, loaded.policy, now)
+            if why is None:
+                continue
+            message = f"recreate pending pod {pod.key}: {why}"
+            target = [("v1", "Pod", pod.namespace, pod.name, pod.uid)]
+            if self.dry_run:
+                log.info("dry-run: would %s", message)
+                self.metrics.moves.labels(REPINNED, "recreate", "dry-run").inc()
+                self._repinned[pod.uid] = now
+                await self._record(target, REPINNED, f"dry-run: would {message}")
+                continue
+            try:
+                await self.core.delete_namespaced_pod(
+                    pod.name,
+                    pod.namespace,
+                    body={"preconditions": {"uid": pod.uid}},
+                    _request_timeout=10,
+                )
+            except ApiException as exc:
+                if exc.status in (404, 409):  # gone already, or another pod of that name
+                    continue
+                self.metrics.moves.labels(REPINNED, "recreate", "failed").inc()
+                log.warning("could not %s: %s", message, exc)
+                continue
+            log.info("%s", message)
+            self._repinned[pod.uid] = now
+            self.metrics.moves.labels(REPINNED, "recreate", "ok").inc()
+            await self._record(target, REPINNED, message)
 
 
 def parked_facts(deployments: Iterable[DeploymentRecord]) -> list[tuple[Workload, PodFacts]]:

@@ -22,6 +22,8 @@ SCHEDULER_NAME = "cloud4iot-scheduler"
 PARKED_ANNOTATION = "cloud4iot.io/parked-replicas"  # replicas to restore when unparked
 LAST_MOVE_ANNOTATION = "cloud4iot.io/last-move"  # JSON of the last move (survives failover)
 MOVED_ANNOTATION = "cloud4iot.io/rebalanced"  # on the pod template: triggers the rollout
+# Set by the admission narrowing webhook on a pod it pinned (extender/admission).
+NARROWED_ANNOTATION = "cloud4iot.io/narrowed"
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -51,6 +53,10 @@ class PodRecord:
     deleting: bool
     phase: str
     started: float | None = None  # status.startTime
+    # Nodes the narrowing webhook pinned the pod to (empty: not narrowed), and when it
+    # was created: a pending pod whose pin went stale is recreated by the rebalancer.
+    pins: tuple[str, ...] = ()
+    created: float | None = None
 
     @classmethod
     def from_pod(cls, obj: Mapping[str, Any], observed_at: float = 0.0) -> PodRecord:
@@ -62,6 +68,7 @@ class PodRecord:
             if isinstance(c, Mapping)
         )
         namespace = str(meta.get("namespace") or "default")
+        annotations = meta.get("annotations") or {}
         return cls(
             key=f"{namespace}/{meta['name']}",
             uid=str(meta.get("uid") or ""),
@@ -74,6 +81,8 @@ class PodRecord:
             deleting=meta.get("deletionTimestamp") is not None,
             phase=str(status.get("phase") or ""),
             started=parse_time(status.get("startTime")),
+            pins=pinned_nodes(obj) if NARROWED_ANNOTATION in annotations else (),
+            created=parse_time(meta.get("creationTimestamp")),
         )
 
     @property
@@ -83,6 +92,26 @@ class PodRecord:
     @property
     def running(self) -> bool:
         return self.node is not None and self.phase == "Running" and not self.deleting
+
+
+def pinned_nodes(obj: Mapping[str, Any]) -> tuple[str, ...]:
+    """The nodes a pod's required node affinity names by `metadata.name In`, in order."""
+    spec = obj.get("spec") or {}
+    affinity = spec.get("affinity") or {}
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    required = (
+        node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+        if isinstance(node_affinity, Mapping)
+        else None
+    )
+    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    names: dict[str, None] = {}
+    for term in terms if isinstance(terms, list) else ():
+        for f in (term.get("matchFields") or []) if isinstance(term, Mapping) else ():
+            by_name = isinstance(f, Mapping) and f.get("key") == "metadata.name"
+            if by_name and f.get("operator") == "In":
+                names.update(dict.fromkeys(str(v) for v in f.get("values") or []))
+    return tuple(names)
 
 
 def replicaset_owner(obj: Mapping[str, Any], observed_at: float = 0.0) -> str | None:
@@ -151,6 +180,7 @@ class DeploymentRecord:
         template_meta.setdefault("name", meta["name"])
         template_meta.setdefault("namespace", meta.get("namespace"))
         namespace = str(meta.get("namespace") or "default")
+        annotations = meta.get("annotations") or {}
         return cls(
             key=f"{namespace}/{meta['name']}",
             namespace=namespace,
