@@ -36,7 +36,8 @@ pods is what refreshes a stale pin. Running pods are unaffected
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,7 @@ _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 @dataclass(frozen=True, slots=True)
 class Narrowed:
     nodes: tuple[str, ...]  # best first
-    feasible: int  # how many nodes were feasible and admissible in all
+    feasible: int  # how many nodes the scorer found feasible in all
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,13 +64,39 @@ class Skipped:
 
 
 def choose(
-    verdicts: Sequence[Verdict], admits: Any, k: int, rng: random.Random
+    verdicts: Sequence[Verdict], admits: Callable[[str], bool], k: int, rng: random.Random
 ) -> tuple[tuple[str, ...], int]:
-    """The best `k` feasible, admitted nodes (best first, ties at the cut at random)."""
-    pool = [v for v in verdicts if v.feasible and admits(v.node)]
-    rng.shuffle(pool)  # a stable sort of a shuffled pool: random order within a score
-    pool.sort(key=lambda v: -v.score)
-    return tuple(v.node for v in pool[:k]), len(pool)
+    """The best `k` feasible nodes that `admits` (best score first, the nodes of one
+    score in random order), and how many nodes are feasible in all.
+
+    Runs per pod creation on every node of the cluster: grouped by score in one pass,
+    and `admits` asked only of the nodes looked at, in the order they are looked at
+    (in the typical case, only as many nodes of the cut's score as are still needed).
+    """
+    by_score: defaultdict[int, list[str]] = defaultdict(list)
+    feasible = 0
+    for v in verdicts:
+        if v.feasible:
+            by_score[v.score].append(v.node)
+            feasible += 1
+    chosen: list[str] = []
+    for score in sorted(by_score, reverse=True):
+        need = k - len(chosen)
+        if need <= 0:
+            break
+        group = by_score[score]
+        if len(group) > need:
+            # Try a random sample first; a full shuffle only if some are refused.
+            sample = [n for n in rng.sample(group, need) if admits(n)]
+            if len(sample) < need:
+                rng.shuffle(group)
+                sample = [n for n in group if admits(n)][:need]
+            chosen += sample
+        else:
+            order = group[:]
+            rng.shuffle(order)
+            chosen += [n for n in order if admits(n)]
+    return tuple(chosen[:k]), feasible
 
 
 def pinned_by_name(spec: Mapping[str, Any]) -> bool:

@@ -179,7 +179,12 @@ def rebalancer_events(api: client.ApiClient, namespace: str, kind: str, name: st
 
 
 def function_deployment(
-    name: str, function: str, device: str, *, max_surge: int | str | None = None
+    name: str,
+    function: str,
+    device: str,
+    *,
+    max_surge: int | str | None = None,
+    cpu: str = "50m",
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "replicas": 1,
@@ -195,7 +200,7 @@ def function_deployment(
                     {
                         "name": "function",
                         "image": "registry.invalid/cloud4iot/function:test",
-                        "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
+                        "resources": {"requests": {"cpu": cpu, "memory": "32Mi"}},
                     }
                 ],
             },

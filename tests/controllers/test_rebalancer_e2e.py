@@ -322,3 +322,49 @@ def _sample(text: str, name: str, labels: dict[str, str]) -> float:
             if sample.name == name and sample.labels == labels:
                 return float(sample.value)
     return 0.0
+
+
+def test_a_pending_pod_whose_pin_went_stale_is_recreated_and_pinned_afresh(
+    fast: Devcluster, kube_api: client.ApiClient, namespace: str, radio: Radio
+) -> None:
+    """Admission narrowing pins a pod once; the rebalancer renews a stale pin.
+
+    The function asks for more CPU than a gateway has, so kube-scheduler cannot bind
+    it to the gateway it was pinned to (the webhook does not count requests) and it
+    stays pending. When the wearable walks to the hospital, gw-home is no longer
+    feasible for it and gw-hospital is: the rebalancer deletes the pending pod, and
+    its replacement is pinned to gw-hospital.
+    """
+    core = client.CoreV1Api(kube_api)
+    device = heard_at_home(kube_api, radio)
+    app = deploy(kube_api, namespace, "stuck", MHEALTH, device, cpu="3")
+
+    def pending() -> list[client.V1Pod]:
+        return [p for p in kube.pods_of(kube_api, namespace, app) if not kube.is_deleted(p)]
+
+    def pins(pod: client.V1Pod) -> list[str]:
+        terms = pod.spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+        return [
+            v for t in terms.node_selector_terms for f in t.match_fields or [] for v in f.values
+        ]
+
+    first = until("the first pod, pinned", lambda: pending()[0] if pending() else None)
+    assert pins(first) == ["gw-home"]
+    assert first.spec.node_name is None
+    walk_to_hospital(radio, device)
+    until("gw-hospital nearest", lambda: nearest(kube_api, device) == "gw-hospital")
+    second = until(
+        "a replacement pinned to gw-hospital",
+        lambda: next(
+            (p for p in pending() if p.metadata.uid != first.metadata.uid and pins(p)), None
+        ),
+        timeout=90,
+    )
+    assert pins(second) == ["gw-hospital"]
+    reasons = [
+        e.reason
+        for e in core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={first.metadata.name}"
+        ).items
+    ]
+    assert "Repinned" in reasons
