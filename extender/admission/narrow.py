@@ -19,6 +19,7 @@ one class spread over equally good nodes instead of piling onto the same K.
 What is not narrowed (the pod is admitted unchanged, and the scheduler and
 extender place it as before):
 - pods of another scheduler, already bound, or pinned by name already (DaemonSet);
+- pods annotated `cloud4iot.io/narrowing: "off"`;
 - pods naming no class, or a class the policy lacks: nothing to rank them by;
 - while the extender's caches have not synced;
 - when no node is feasible now (a device nobody hears, everything overloaded):
@@ -48,6 +49,7 @@ from extender.state.snapshot import Snapshot
 from extender.state.workloads import NARROWED_ANNOTATION, SCHEDULER_NAME
 
 DEFAULT_CANDIDATES = 32
+OPT_OUT_ANNOTATION = "cloud4iot.io/narrowing"  # "off": admit the pod unchanged
 MAX_TERMS = 128  # required node-selector terms a pinned pod may end up with
 _REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
@@ -133,6 +135,10 @@ def decide(
         return Skipped("the pod is already bound (spec.nodeName)")
     if k <= 0:
         return Skipped("narrowing is off")
+    meta = pod.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    if isinstance(annotations, Mapping) and annotations.get(OPT_OUT_ANNOTATION) == "off":
+        return Skipped(f'the pod opts out ({OPT_OUT_ANNOTATION}: "off")')
     facts = PodFacts.from_pod(pod)
     if facts.function is None:
         return Skipped("the pod names no function class")

@@ -145,7 +145,7 @@ def test_a_pod_is_pinned_only_to_nodes_its_own_constraints_admit(
     assert bound_node(kube_api, namespace, "anon") in pinned
 
 
-def test_pods_without_a_class_or_of_another_scheduler_are_admitted_unchanged(
+def test_pods_without_a_class_of_another_scheduler_or_opted_out_are_admitted_unchanged(
     kube_api: client.ApiClient, namespace: str
 ) -> None:
     plain = create(kube_api, namespace, pod("plain", {}))
@@ -154,7 +154,12 @@ def test_pods_without_a_class_or_of_another_scheduler_are_admitted_unchanged(
         namespace,
         pod("other", {"cloud4iot.io/function": "anonymiser"}, scheduler="default-scheduler"),
     )
-    for admitted in (plain, other):
+    opted_out = create(
+        kube_api,
+        namespace,
+        pod("opted-out", {"cloud4iot.io/function": "anonymiser", "cloud4iot.io/narrowing": "off"}),
+    )
+    for admitted in (plain, other, opted_out):
         assert pins(admitted) == []
         assert NARROWED_ANNOTATION not in (admitted["metadata"].get("annotations") or {})
     assert bound_node(kube_api, namespace, "plain")

@@ -1,7 +1,9 @@
 """The tier-affinity MutatingAdmissionPolicy on the devcluster's real apiserver and scheduler.
 
 The devcluster installs it at `up`, rendered from its policy (default.yaml:
-mhealth-consolidator and anonymiser may use gateway and edge only).
+mhealth-consolidator and anonymiser may use gateway and edge only). It also installs
+the admission-narrowing webhook (test_narrowing_e2e); the pods here opt out of it
+(`cloud4iot.io/narrowing: "off"`) so that what they show is this policy's doing alone.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ def pod(
     }
     if affinity is not None:
         spec["affinity"] = affinity
-    annotations = {"cloud4iot.io/function": function} if function else {}
+    annotations = {"cloud4iot.io/narrowing": "off"}
+    if function:
+        annotations["cloud4iot.io/function"] = function
     return {"metadata": {"name": name, "annotations": annotations}, "spec": spec}
 
 
@@ -58,21 +62,9 @@ def create(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> d
 
 
 def required_terms(admitted: dict[str, Any]) -> list[dict[str, Any]] | None:
-    """The pod's required terms, without the admission narrowing's `metadata.name`
-    pins (the devcluster also installs that webhook; test_narrowing_e2e covers it)."""
     affinity = admitted["spec"].get("affinity") or {}
     required = (affinity.get("nodeAffinity") or {}).get(REQUIRED)
-    if required is None:
-        return None
-    terms: list[dict[str, Any]] = []
-    for term in required["nodeSelectorTerms"]:
-        fields = [f for f in term.get("matchFields") or [] if f["key"] != "metadata.name"]
-        bare = {k: v for k, v in term.items() if k != "matchFields"}
-        if fields:
-            bare["matchFields"] = fields
-        if bare not in terms:  # the pin is one copy of each term per node
-            terms.append(bare)
-    return terms
+    return None if required is None else list(required["nodeSelectorTerms"])
 
 
 def test_a_confidential_pod_without_affinity_gets_the_tier_term(
