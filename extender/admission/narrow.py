@@ -7,8 +7,10 @@ scheduler at a fraction of its throughput. A pod whose required node affinity
 names nodes by `metadata.name` is different: kube-scheduler's NodeAffinity
 PreFilter hands back exactly those nodes, and filters, scores and calls the
 extender for those only. So at CREATE the admission webhook asks the same scorer
-the extender uses for the pod's verdict on every known node, and ANDs
-`metadata.name In [the best K]` into the pod's required node affinity.
+the extender uses for the pod's verdict on every known node, and pins the pod to
+the best K: its required node affinity becomes one term per chosen node, the pod's
+own terms ANDed with `metadata.name In [that node]` (the apiserver allows one
+value per metadata.name requirement).
 
 What is chosen: the nodes the extender would keep now (the proximity rule
 included), that kube-scheduler's label and taint filters would also admit
@@ -132,13 +134,15 @@ def _escape(key: str) -> str:
 
 
 def affinity_patch(pod: Mapping[str, Any], narrowed: Narrowed) -> list[dict[str, Any]]:
-    """JSON Patch operations ANDing `metadata.name In [nodes]` into every required term,
-    and recording the pin in an annotation. Assumes `decide` accepted the pod."""
-    requirement: dict[str, Any] = {
-        "key": "metadata.name",
-        "operator": "In",
-        "values": list(narrowed.nodes),
-    }
+    """JSON Patch operations pinning the pod to `narrowed.nodes`, and recording the pin
+    in an annotation. Assumes `decide` accepted the pod.
+
+    The apiserver's validation allows exactly one value in a `metadata.name`
+    matchFields requirement, so the pin is one term per node: every required term
+    (or none) ANDed with `metadata.name In [node]`. Terms are ORed, so the pod keeps
+    exactly the chosen nodes its own terms admit, and kube-scheduler's NodeAffinity
+    PreFilter, which unions the names of such terms, hands back only those nodes.
+    """
     note = f"{len(narrowed.nodes)} of {narrowed.feasible} feasible nodes"
     spec, meta = pod["spec"], pod.get("metadata") or {}
     ops: list[dict[str, Any]] = []
@@ -149,23 +153,28 @@ def affinity_patch(pod: Mapping[str, Any], narrowed: Narrowed) -> list[dict[str,
         annotations = {NARROWED_ANNOTATION: note}
         ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
 
-    one_term: dict[str, Any] = {"nodeSelectorTerms": [{"matchFields": [requirement]}]}
     affinity = spec.get("affinity")
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    required = node_affinity.get(_REQUIRED) if isinstance(node_affinity, Mapping) else None
+    raw = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    # An empty term matches nothing: dropped rather than turned into a match by the pin.
+    own = [t for t in raw or [] if t.get("matchExpressions") or t.get("matchFields")]
+    terms = [
+        {**term, "matchFields": [*(term.get("matchFields") or []), _name_in(node)]}
+        for node in narrowed.nodes
+        for term in own or [{}]
+    ]
+    pinned = {"nodeSelectorTerms": terms}
     if not isinstance(affinity, Mapping):
-        whole = {"nodeAffinity": {_REQUIRED: one_term}}
+        whole = {"nodeAffinity": {_REQUIRED: pinned}}
         return [*ops, {"op": "add", "path": "/spec/affinity", "value": whole}]
-    node_affinity = affinity.get("nodeAffinity")
     if not isinstance(node_affinity, Mapping):
-        node = {_REQUIRED: one_term}
+        node = {_REQUIRED: pinned}
         return [*ops, {"op": "add", "path": "/spec/affinity/nodeAffinity", "value": node}]
-    required = node_affinity.get(_REQUIRED)
+    # "add" onto an existing member replaces it (RFC 6902, 4.1); preferred terms stay.
     base = f"/spec/affinity/nodeAffinity/{_REQUIRED}"
-    if not isinstance(required, Mapping) or not required.get("nodeSelectorTerms"):
-        return [*ops, {"op": "add", "path": base, "value": one_term}]
-    for i, term in enumerate(required["nodeSelectorTerms"]):
-        fields = f"{base}/nodeSelectorTerms/{i}/matchFields"
-        if term.get("matchFields"):
-            ops.append({"op": "add", "path": fields + "/-", "value": requirement})
-        else:
-            ops.append({"op": "add", "path": fields, "value": [requirement]})
-    return ops
+    return [*ops, {"op": "add", "path": base, "value": pinned}]
+
+
+def _name_in(node: str) -> dict[str, Any]:
+    return {"key": "metadata.name", "operator": "In", "values": [node]}
