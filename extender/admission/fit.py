@@ -13,6 +13,7 @@ narrow.py for how that risk is bounded.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,19 +46,32 @@ def _label_requirement(expr: Any) -> Requirement:
     if op == "DoesNotExist":
         return lambda n: key not in n.labels
     if op in ("Gt", "Lt"):
-        try:
-            (bound,) = (int(v) for v in values)
-        except ValueError as exc:
-            raise UnsupportedError(f"{op} needs one integer value, got {values!r}") from exc
+        bound = _int64(values[0]) if len(values) == 1 else None
+        if bound is None:
+            raise UnsupportedError(f"{op} needs one integer value, got {values!r}")
         return _numeric(key, bound, greater=op == "Gt")
     raise UnsupportedError(f"node affinity operator {op!r}")
 
 
+_INT64 = re.compile(r"[+-]?[0-9]+")
+
+
+def _int64(text: Any) -> int | None:
+    """The value Go's strconv.ParseInt(text, 10, 64) reads, None where it fails.
+
+    Not Python's int(): that also reads "1_000", " 7 " and other digits, which
+    kube-scheduler's label selector refuses (a node labelled "1_0" never matches Gt).
+    """
+    if not isinstance(text, str) or not _INT64.fullmatch(text):
+        return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
+
+
 def _numeric(key: str, bound: int, greater: bool) -> Requirement:
     def check(node: NodeFacts) -> bool:
-        try:
-            value = int(node.labels.get(key, ""))
-        except ValueError:
+        value = _int64(node.labels.get(key))
+        if value is None:
             return False
         return value > bound if greater else value < bound
 

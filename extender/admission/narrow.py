@@ -188,7 +188,9 @@ def pinned_terms(terms: Sequence[Mapping[str, Any]], nodes: Sequence[str]) -> li
     so the pin is one term per node, each a copy of an original term:
     (t1 OR t2) AND (n1 OR n2) = (t1 AND n1) OR (t1 AND n2) OR (t2 AND n1) OR ...
     kube-scheduler's NodeAffinity PreFilter takes the union of the terms' names."""
-    base = list(terms) or [{}]
+    # An empty term matches nothing: dropped rather than turned into a match by the pin.
+    own = [t for t in terms if t.get("matchExpressions") or t.get("matchFields")]
+    base = own or [{}]
     return [
         {
             **term,
