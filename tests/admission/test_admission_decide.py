@@ -144,7 +144,7 @@ def test_nodes_the_pods_own_constraints_exclude_are_never_chosen() -> None:
     tolerant = pod(
         nodeSelector={"zone": "a"}, tolerations=[{"key": "dedicated", "operator": "Exists"}]
     )
-    assert run(tolerant, snapshot, k=1) == Narrowed(("best",), 5)
+    assert run(tolerant, snapshot, k=1) == Narrowed(("best",), 7)
 
 
 EQUALS = [facts(f"e{i:02}") for i in range(20)]
