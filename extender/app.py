@@ -71,8 +71,9 @@ def create_app(
     if settings.health_port is not None:
         app.cleanup_ctx.append(_plain_health_listener)
     if settings.admission_port is not None:
-        from extender.admission.server import admission_listener
+        from extender.admission.server import admission_listener, open_admission_tls
 
+        open_admission_tls(app)
         app.cleanup_ctx.append(admission_listener)
     for source in sources if sources is not None else default_sources(settings):
         app.cleanup_ctx.append(source)

@@ -8,7 +8,9 @@ this module does not understand raises `UnsupportedError`: the pod is then not n
 at all, never narrowed wrongly.
 
 Resource fit is not checked here (the extender does not track requests); see
-narrow.py for how that risk is bounded.
+narrow.py for how that risk is bounded. Constraints that depend on other pods or
+on volumes (required pod (anti-)affinity, DoNotSchedule topology spread, hostPorts,
+persistent volumes) are not evaluated either: they raise `UnsupportedError`.
 """
 
 from __future__ import annotations
@@ -136,6 +138,34 @@ def _tolerations(raw: Any) -> tuple[Toleration, ...]:
     return tuple(found)
 
 
+def _beyond_labels(spec: Mapping[str, Any]) -> str | None:
+    """A hard constraint that depends on other pods or on volumes: the scheduler may
+    refuse every pinned node for it (anti-affinity spreading replicas, a zonal
+    volume), so such a pod is not narrowed at all."""
+    affinity = spec.get("affinity")
+    if isinstance(affinity, Mapping):
+        for kind in ("podAffinity", "podAntiAffinity"):
+            terms = affinity.get(kind)
+            if isinstance(terms, Mapping) and terms.get(
+                "requiredDuringSchedulingIgnoredDuringExecution"
+            ):
+                return f"required {kind}"
+    for c in spec.get("topologySpreadConstraints") or []:
+        if (
+            isinstance(c, Mapping)
+            and c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"
+        ):
+            return "a DoNotSchedule topology spread constraint"
+    for v in spec.get("volumes") or []:
+        if isinstance(v, Mapping) and ("persistentVolumeClaim" in v or "ephemeral" in v):
+            return "a persistent volume (its topology)"
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        ports = c.get("ports") if isinstance(c, Mapping) else None
+        if any(isinstance(p, Mapping) and p.get("hostPort") for p in ports or []):
+            return "a hostPort"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class PodConstraints:
     """A pod's label and taint constraints, compiled once per admission."""
@@ -146,6 +176,8 @@ class PodConstraints:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> PodConstraints:
+        if (why := _beyond_labels(spec)) is not None:
+            raise UnsupportedError(why)
         selector = spec.get("nodeSelector") or {}
         if not isinstance(selector, Mapping):
             raise UnsupportedError("nodeSelector is not an object")

@@ -61,22 +61,38 @@ def _admission_app(parent: web.Application) -> web.Application:
     return app
 
 
+ADMISSION_TLS = web.AppKey("admission_tls", CertReloader)
+
+
+def open_admission_tls(app: web.Application) -> None:
+    """Load the admission certificate now (create_app): a bad one is a clean start-up
+    error (`extender.tls.TlsError`), not a traceback from the listener."""
+    settings = app[SETTINGS]
+    assert settings.admission_cert is not None
+    assert settings.admission_key is not None
+    app[ADMISSION_TLS] = CertReloader.open(
+        TlsFiles(settings.admission_cert, settings.admission_key)
+    )
+
+
 async def admission_listener(parent: web.Application) -> AsyncIterator[None]:
     """Serve /admit over HTTPS on `settings.admission_port`, reloading its certificate."""
     settings = parent[SETTINGS]
     assert settings.admission_port is not None
-    assert settings.admission_cert is not None
-    assert settings.admission_key is not None
-    tls = CertReloader.open(TlsFiles(settings.admission_cert, settings.admission_key))
+    tls = parent[ADMISSION_TLS]
+    runner = web.AppRunner(_admission_app(parent), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.admission_port, ssl_context=tls.context)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()  # a busy port: nothing left running behind the error
+        raise
     reloads = parent[METRICS].tls_reloads
     watcher = parent[TASKS].spawn(
         tls.watch(settings.tls_poll_interval, lambda r: reloads.labels(r).inc()),
         "admission-tls-reload",
     )
-    runner = web.AppRunner(_admission_app(parent), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.admission_port, ssl_context=tls.context)
-    await site.start()
     yield
     await runner.cleanup()
     await parent[TASKS].stop([watcher])

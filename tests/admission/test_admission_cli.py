@@ -8,6 +8,7 @@ import pytest
 from admission_cases import POLICY_PATH
 from aiohttp import web
 
+from devcluster.certs import make_mtls_set
 from extender import cli
 from extender.admission.server import admission_listener
 from extender.cli import _extender_parser, extender_main
@@ -70,7 +71,8 @@ def test_the_admission_flags_parse_and_narrowing_is_on_by_default() -> None:
 def test_the_flags_reach_the_settings_and_start_the_listener(
     served: list[web.Application], tmp_path: Path
 ) -> None:
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    made = make_mtls_set(tmp_path)
+    cert, key = made.server.cert, made.server.key
     argv = [
         "--policy",
         str(POLICY_PATH),
@@ -93,3 +95,16 @@ def test_the_flags_reach_the_settings_and_start_the_listener(
     )
     assert settings.candidates == 5
     assert admission_listener in app.cleanup_ctx
+
+
+def test_a_bad_admission_certificate_is_a_clean_start_up_error(
+    served: list[web.Application], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_text("not a certificate")
+    key.write_text("not a key")
+    argv = ["--policy", str(POLICY_PATH), "--admission-port", "9443"]
+    argv += ["--admission-cert", str(cert), "--admission-key", str(key)]
+    assert extender_main(argv) == 2
+    assert served == []
+    assert "cloud4iot-extender:" in capsys.readouterr().err

@@ -16,6 +16,8 @@ from extender.admission.narrow import Narrowed, Skipped, decide
 from extender.scoring import evaluate_known
 from extender.state.snapshot import NodeFacts, Snapshot
 
+REQUIRED_KEY = "requiredDuringSchedulingIgnoredDuringExecution"
+
 NOW = time.time()
 NODES = [
     facts("gw1", "gateway"),
@@ -53,6 +55,18 @@ def run(p: dict[str, Any], snapshot: Snapshot = WORLD, k: int = 4, seed: int = 0
          "constraint not evaluated here: node affinity operator 'Near'"),
         (pod(tolerations=[{"key": "k", "operator": "Gt", "value": "1"}]), WORLD, 4,
          "constraint not evaluated here: toleration operator"),
+        # Constraints on other pods or volumes: the pin could strand the pod.
+        (pod(affinity={"podAntiAffinity": {REQUIRED_KEY: [{"topologyKey": "h"}]}}), WORLD, 4,
+         "required podAntiAffinity"),
+        (pod(affinity={"podAffinity": {REQUIRED_KEY: [{"topologyKey": "h"}]}}), WORLD, 4,
+         "required podAffinity"),
+        (pod(topologySpreadConstraints=[{"maxSkew": 1, "topologyKey": "zone"}]), WORLD, 4,
+         "DoNotSchedule topology spread"),
+        (pod(volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "c"}}]), WORLD, 4,
+         "persistent volume"),
+        (pod(volumes=[{"name": "d", "ephemeral": {}}]), WORLD, 4, "persistent volume"),
+        (pod(containers=[{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}]}]),
+         WORLD, 4, "hostPort"),
         # Everything the class may use is refused by the scorer (overloaded) ...
         (pod(), world(NODES, load={n.name: 0.99 for n in NODES}), 4, "no node is feasible now"),
         # ... or the pod's own constraints exclude every node the scorer keeps.
@@ -70,6 +84,18 @@ def test_pods_left_alone_say_why(
     outcome = run(p, snapshot, k)
     assert isinstance(outcome, Skipped)
     assert reason in outcome.reason
+
+
+def test_soft_constraints_on_other_pods_do_not_stop_narrowing() -> None:
+    preferred = {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1}]}
+    soft = pod(
+        affinity={"podAntiAffinity": preferred},
+        topologySpreadConstraints=[
+            {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}
+        ],
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+    )
+    assert isinstance(run(soft), Narrowed)
 
 
 def test_the_skip_cases_are_narrowed_once_the_cause_is_gone() -> None:
