@@ -66,6 +66,15 @@ class Api:
                 raise RuntimeError(f"{method} {path}: {resp.status} {raw[:300]!r}")
             return orjson.loads(raw) if raw else None
 
+    async def text(self, path: str) -> str:
+        """A plain-text GET (the apiserver's /metrics)."""
+        assert self.session is not None
+        async with self.session.get(self.base + path) as resp:
+            body = await resp.text()
+            if resp.status != 200:
+                raise RuntimeError(f"GET {path}: {resp.status} {body[:300]!r}")
+            return body
+
     async def watch(self, path: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         assert self.session is not None
         url = (

@@ -165,6 +165,26 @@ def placement_check(
 
 # --- metrics ------------------------------------------------------------------
 
+
+def admission_note(
+    ext_before: Samples, ext_after: Samples, api_before: Samples, api_after: Samples
+) -> str:
+    """What the narrowing webhook did during the run, from both ends: our outcomes,
+    and the pods the apiserver admitted without an answer (failurePolicy Ignore)."""
+    ours = "cloud4iot_extender_admissions_total"
+    outcomes = {
+        o: delta(ext_before, ext_after, ours, outcome=o)
+        for o in label_values(ext_after, ours, "outcome")
+    }
+    # The apiserver declares it a counter without the _total suffix; the parser adds it.
+    name = "apiserver_admission_webhook_fail_open_count"
+    fail_open = delta(api_before, api_after, name) + delta(api_before, api_after, name + "_total")
+    seen = ", ".join(f"{o} {n:.0f}" for o, n in sorted(outcomes.items()) if n) or "none"
+    return (
+        f"admissions answered: {seen}; admitted by the apiserver without an answer: {fail_open:.0f}"
+    )
+
+
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[tuple[str, Labels], float]
 

@@ -270,6 +270,7 @@ async def measure(
         sched_before = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
         ext_url = cluster.extender_health_url + "/metrics" if cluster.with_extender else None
         ext_before = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
+        api_before = w.parse_samples(await api.text("/metrics"))
         cpu_before, cpu_from = cpu_now(pids), time.monotonic()
         placed: dict[str, str] = {}
         run.create_s, run.total_s, run.bound, notes = await create_and_watch(
@@ -284,6 +285,9 @@ async def measure(
         cpu_after, run.cpu_wall_s = cpu_now(pids), time.monotonic() - cpu_from
         sched_after = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
         ext_after = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
+        api_after = w.parse_samples(await api.text("/metrics"))
+    if ext_url:
+        run.notes.append(w.admission_note(ext_before, ext_after, api_before, api_after))
     run.cpu_s = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
     if ext_url:
         name = "cloud4iot_extender_request_duration_seconds"

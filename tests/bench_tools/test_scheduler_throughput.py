@@ -247,3 +247,53 @@ def test_cpu_table_shows_the_whole_machine_apart_from_the_cluster() -> None:
     assert head.split("|")[-3].strip() == w.MACHINE
     assert "15.0 (150%)" in row
     assert row.rstrip("| ").endswith("3.0 (30%)")  # the cluster's own processes only
+
+
+def test_placement_check_counts_pods_where_the_policy_wants_them() -> None:
+    gws = ["gw-00000", "gw-00010", "gw-00020"]
+    plans = w.devices(4, gws)
+    manifests = w.pods(8, [p.name for p in plans])
+    near = {p.name: p.heard_by[0][0] for p in plans}
+    placed: dict[str, str] = {}
+    for m in manifests:
+        meta = m["metadata"]
+        device = meta["annotations"].get("cloud4iot.io/device")
+        kind = meta["labels"]["bench-kind"]
+        placed[meta["name"]] = (
+            near[device] if device else ("edge-00001" if kind == "anonymiser" else "cloud-00004")
+        )
+    # One confidential pod on the other gateway, one anonymiser in the cloud, one unbound.
+    first_conf = next(
+        m for m in manifests if m["metadata"]["labels"]["bench-kind"] == "confidential"
+    )
+    placed[first_conf["metadata"]["name"]] = "gw-00020"
+    anonymisers = [m for m in manifests if m["metadata"]["labels"]["bench-kind"] == "anonymiser"]
+    placed[anonymisers[0]["metadata"]["name"]] = "cloud-00005"
+    del placed[anonymisers[1]["metadata"]["name"]]
+    assert w.placement_check(manifests, plans, placed) == {
+        "confidential": (1, 2),
+        "diagnostic-intensive": (2, 2),
+        "anonymiser": (0, 1),
+        "unmanaged": (2, 2),
+    }
+
+
+def test_the_admission_note_reads_both_ends() -> None:
+    ext_before = w.parse_samples('cloud4iot_extender_admissions_total{outcome="narrowed"} 2\n')
+    ext_after = w.parse_samples(
+        'cloud4iot_extender_admissions_total{outcome="narrowed"} 12\n'
+        'cloud4iot_extender_admissions_total{outcome="skipped"} 5\n'
+    )
+    api_before = w.parse_samples(
+        "# TYPE apiserver_admission_webhook_fail_open_count counter\n"
+        'apiserver_admission_webhook_fail_open_count{name="n",type="admit"} 1\n'
+    )
+    api_after = w.parse_samples(
+        "# TYPE apiserver_admission_webhook_fail_open_count counter\n"
+        'apiserver_admission_webhook_fail_open_count{name="n",type="admit"} 4\n'
+    )
+    note = w.admission_note(ext_before, ext_after, api_before, api_after)
+    assert note == (
+        "admissions answered: narrowed 10, skipped 5;"
+        " admitted by the apiserver without an answer: 3"
+    )

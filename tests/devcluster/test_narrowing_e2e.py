@@ -7,16 +7,20 @@ name a class are pinned by `metadata.name` to the scorer's best nodes.
 
 from __future__ import annotations
 
+import base64
+import socket
 import time
 import urllib.request
 import uuid
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
-from devcluster.cluster import Devcluster
+from devcluster import kube
+from devcluster.cluster import NARROWING_WEBHOOK, Devcluster
 from extender.admission.narrow import NARROWED_ANNOTATION
 from tests.controllers.rebalancer_e2e_helpers import Radio, until
 from tests.state.cluster_helpers import create_device
@@ -188,3 +192,49 @@ def test_the_webhook_counts_the_pods_it_narrowed(
         )
         assert pins(admitted)
     assert narrowed_count(devcluster) == before + 3
+
+
+@pytest.mark.parametrize("fault", ["refused", "silent"])
+def test_pods_are_created_unpinned_when_the_webhook_cannot_answer(
+    kube_api: client.ApiClient, namespace: str, devcluster: Devcluster, fault: str
+) -> None:
+    """failurePolicy Ignore on the real apiserver: a refused connection, or a listener
+    that never answers (cut at the webhook's timeoutSeconds, 2 s), leaves the pod as
+    its author wrote it; the scheduler and the extender still place it."""
+    doc = yaml.safe_load(NARROWING_WEBHOOK.read_text())
+    ca = base64.b64encode(devcluster.tls_files.ca.cert.read_bytes()).decode()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        if fault == "silent":
+            sock.listen(16)  # the kernel completes handshakes; nobody ever reads
+        port = sock.getsockname()[1]
+        for hook in doc["webhooks"]:
+            hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}/admit", "caBundle": ca}
+        kube.install_admission_documents(kube_api, yaml.safe_dump(doc))
+        try:
+            time.sleep(2)  # the apiserver picks the configuration up from its informer
+            started = time.monotonic()
+            admitted = create(
+                kube_api,
+                namespace,
+                pod(f"unpinned-{fault}", {"cloud4iot.io/function": "anonymiser"}),
+            )
+            took = time.monotonic() - started
+        finally:
+            devcluster.install_narrowing(kube_api)
+    assert pins(admitted) == []
+    assert NARROWED_ANNOTATION not in (admitted["metadata"].get("annotations") or {})
+    assert took < 10
+    assert bound_node(kube_api, namespace, f"unpinned-{fault}") in {
+        "gw-home",
+        "gw-hospital",
+        "edge-1",
+    }
+    # Restored: new pods are pinned again (once the apiserver's informer has it).
+    tries = iter(range(100))
+
+    def pinned_again() -> list[str]:
+        name = f"again-{fault}-{next(tries)}"
+        return pins(create(kube_api, namespace, pod(name, {"cloud4iot.io/function": "anonymiser"})))
+
+    assert until("the webhook back", pinned_again, timeout=30)
