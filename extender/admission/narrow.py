@@ -37,14 +37,13 @@ pods is what refreshes a stale pin. Running pods are unaffected
 from __future__ import annotations
 
 import random
-from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from extender.admission.fit import PodConstraints, UnsupportedError
 from extender.policy.schema import PlacementPolicy
-from extender.scoring import PodFacts, Verdict, evaluate_known
+from extender.scoring import PodFacts, evaluate_known, feasible_by_score
 from extender.state.snapshot import Snapshot
 from extender.state.workloads import NARROWED_ANNOTATION, SCHEDULER_NAME
 
@@ -66,39 +65,36 @@ class Skipped:
 
 
 def choose(
-    verdicts: Sequence[Verdict], admits: Callable[[str], bool], k: int, rng: random.Random
-) -> tuple[tuple[str, ...], int]:
-    """The best `k` feasible nodes that `admits` (best score first, the nodes of one
-    score in random order), and how many nodes are feasible in all.
+    ranking: Sequence[tuple[int, Sequence[str]]],
+    admits: Callable[[str], bool],
+    k: int,
+    rng: random.Random,
+) -> tuple[str, ...]:
+    """The best `k` nodes of `ranking` (feasible nodes by score, best first) that
+    `admits`: best score first, the nodes of one score in random order.
 
-    Runs per pod creation on every node of the cluster: grouped by score in one pass,
-    and `admits` asked only of the nodes looked at, in the order they are looked at
-    (in the typical case, only as many nodes of the cut's score as are still needed).
+    Runs per pod creation over every node of the cluster: `admits` is asked only of the
+    nodes looked at (typically only as many of the cut's score as are still needed),
+    and the ranking's lists (shared by every pod of a kind) are never reordered.
     """
-    by_score: defaultdict[int, list[str]] = defaultdict(list)
-    feasible = 0
-    for v in verdicts:
-        if v.feasible:
-            by_score[v.score].append(v.node)
-            feasible += 1
     chosen: list[str] = []
-    for score in sorted(by_score, reverse=True):
+    for _, group in ranking:
         need = k - len(chosen)
         if need <= 0:
             break
-        group = by_score[score]
         if len(group) > need:
             # Try a random sample first; a full shuffle only if some are refused.
             sample = [n for n in rng.sample(group, need) if admits(n)]
             if len(sample) < need:
-                rng.shuffle(group)
-                sample = [n for n in group if admits(n)][:need]
+                order = list(group)
+                rng.shuffle(order)
+                sample = [n for n in order if admits(n)][:need]
             chosen += sample
         else:
-            order = group[:]
+            order = list(group)
             rng.shuffle(order)
             chosen += [n for n in order if admits(n)]
-    return tuple(chosen[:k]), feasible
+    return tuple(chosen[:k])
 
 
 def pinned_by_name(spec: Mapping[str, Any]) -> bool:
@@ -153,8 +149,8 @@ def decide(
     except UnsupportedError as exc:
         return Skipped(f"constraint not evaluated here: {exc}")
     nodes = snapshot.nodes
-    verdicts = evaluate_known(facts, snapshot, policy, now)
-    chosen, feasible = choose(verdicts, lambda n: constraints.admits(nodes[n]), k, rng)
+    ranking, feasible = feasible_by_score(facts, snapshot, policy, now)
+    chosen = choose(ranking, lambda n: constraints.admits(nodes[n]), k, rng)
     if not chosen:
         return Skipped("no node is feasible now: left to the scheduler's retries")
     return Narrowed(chosen, feasible)

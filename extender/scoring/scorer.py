@@ -191,6 +191,56 @@ def evaluate_known(
     return evaluate_names(pod, tuple(snapshot.nodes), snapshot.nodes, snapshot, policy, now)
 
 
+def feasible_by_score(
+    pod: PodFacts | Mapping[str, Any], snapshot: Snapshot, policy: PlacementPolicy, now: float
+) -> tuple[list[tuple[int, list[str]]], int]:
+    """The nodes of the snapshot `evaluate_known` finds feasible, grouped by score (best
+    first), and how many they are; without building a verdict per node.
+
+    For admission narrowing, once per new pod: the table's ranking is shared by every
+    pod of a kind; only the nodes with a sighting of the pod's device are re-judged,
+    and the proximity narrowing, when it applies, leaves only its few nodes.
+    `tests/scoring/test_fast_path.py` checks it against `evaluate_known`.
+    """
+    facts = pod if isinstance(pod, PodFacts) else PodFacts.from_pod(pod)
+    known = snapshot.nodes
+    ctx = make_context(facts, snapshot, policy, now)
+    table = node_table(ctx, judge, _background(ctx))
+    own = {
+        n: judge(ctx, node)
+        for n in (ctx.device.sightings if ctx.device is not None else ())
+        if (node := known.get(n)) is not None
+    }
+    if ctx.heard and ctx.cls is not None and ctx.cls.proximity is ProximityMode.REQUIRED:
+        gateways = {n for n in ctx.heard if (v := own.get(n)) is not None and v.feasible}
+        narrowed = narrow(ctx, gateways)
+        if narrowed is not None:
+            groups: dict[int, list[str]] = {}
+            for n in sorted(narrowed[0]):
+                v = own.get(n) or table.verdicts.get(n)
+                if v is not None and v.feasible:
+                    groups.setdefault(v.score, []).append(n)
+            return sorted(groups.items(), reverse=True), sum(map(len, groups.values()))
+    ranking = table.ranking()
+    if not own:
+        return ranking, sum(len(names) for _, names in ranking)
+    extra: dict[int, list[str]] = {}
+    for n, v in own.items():
+        if v.feasible:
+            extra.setdefault(v.score, []).append(n)
+    # Only the table's groups that hold a re-judged node are copied without it.
+    table_verdicts = table.verdicts
+    touched = {v.score for n in own if (v := table_verdicts.get(n)) is not None and v.feasible}
+    merged = {
+        score: [n for n in names if n not in own] if score in touched else names
+        for score, names in ranking
+    }
+    for score, names in extra.items():
+        merged[score] = [*merged.get(score, ()), *names]  # a copy: never the table's list
+    groups_out = sorted(((s, ns) for s, ns in merged.items() if ns), reverse=True)
+    return groups_out, sum(len(names) for _, names in groups_out)
+
+
 def _unknown(name: str, unmanaged: bool) -> Verdict:
     if unmanaged:
         return Verdict(name, True, 0, Code.UNMANAGED, UNMANAGED_REASON)

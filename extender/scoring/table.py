@@ -23,7 +23,7 @@ by the snapshots that share those objects.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from extender.policy.schema import PlacementPolicy
@@ -46,6 +46,18 @@ class NodeTable:
     built_at: float
     valid_until: float  # the first moment a counted-fresh load sample goes stale
     verdicts: dict[str, Verdict]  # never mutated once built
+    # The feasible nodes by score, best first: filled on first use (admission asks it
+    # for every new pod), never changed after.
+    ranked: list[tuple[int, list[str]]] = field(default_factory=list)
+
+    def ranking(self) -> list[tuple[int, list[str]]]:
+        if not self.ranked and any(v.feasible for v in self.verdicts.values()):
+            groups: dict[int, list[str]] = {}
+            for name, v in self.verdicts.items():
+                if v.feasible:
+                    groups.setdefault(v.score, []).append(name)
+            self.ranked.extend(sorted(groups.items(), reverse=True))
+        return self.ranked
 
     def serves(self, ctx: Context) -> bool:
         snap = ctx.snapshot

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from extender.policy.loader import parse_policy
 from extender.policy.schema import PlacementPolicy
-from extender.scoring import Code, PodFacts, Verdict, evaluate_names
+from extender.scoring import Code, PodFacts, Verdict, evaluate_names, feasible_by_score
 from extender.scoring.scorer import evaluate_known
 from extender.state.snapshot import DeviceFacts, LoadSample, NodeFacts, Sighting, Snapshot
 from tests.scoring.test_scorer_table import POLICY_YAML
@@ -114,6 +114,44 @@ def test_tables_answer_what_the_plain_path_answers(
                 fast = evaluate_names(pod, names, snap.nodes, snap, policy, now)
                 assert fast == plain(pod, names, snap, policy, now), (pod, now)
         # A device event: a new snapshot sharing nodes, load and the tables' memo.
+        band = snap.devices["band"]
+        snap = snap.with_devices({**snap.devices, "band": replace(band, sightings={})})
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    world=worlds(),
+    pods=st.lists(pod_st, min_size=1, max_size=4),
+    policy=st.sampled_from(POLICIES),
+    clocks=st.lists(st.floats(0, 45), min_size=1, max_size=3),
+)
+def test_the_ranking_admission_reads_is_what_every_node_s_verdict_says(
+    world: tuple[Snapshot, list[str]],
+    pods: list[PodFacts],
+    policy: PlacementPolicy,
+    clocks: list[float],
+) -> None:
+    """feasible_by_score (admission narrowing) against the plain verdict of every node:
+    the same feasible nodes, each in its score's group, groups best first, the count."""
+    snap, _ = world
+    names = list(snap.nodes)
+    for offset in sorted(clocks):
+        now = NOW + offset
+        for kind in pods:
+            for device in ("band", "watch", "lost", None):
+                pod = replace(kind, device=device)
+                expected: dict[int, set[str]] = {}
+                for v in plain(pod, names, snap, policy, now):
+                    if v.feasible:
+                        expected.setdefault(v.score, set()).add(v.node)
+                # Twice: the second answer comes from the table's memo and must agree.
+                for _ in range(2):
+                    ranking, count = feasible_by_score(pod, snap, policy, now)
+                    got = {score: set(group) for score, group in ranking}
+                    assert got == expected, (pod, now)
+                    assert [s for s, _ in ranking] == sorted(expected, reverse=True)
+                    assert all(len(set(g)) == len(g) for _, g in ranking)
+                    assert count == sum(map(len, expected.values()))
         band = snap.devices["band"]
         snap = snap.with_devices({**snap.devices, "band": replace(band, sightings={})})
 
