@@ -179,7 +179,16 @@ def admission_note(
     # The apiserver declares it a counter without the _total suffix; the parser adds it.
     name = "apiserver_admission_webhook_fail_open_count"
     fail_open = delta(api_before, api_after, name) + delta(api_before, api_after, name + "_total")
+    skipped = "cloud4iot_extender_admissions_skipped_total"
+    whys = {
+        why: delta(ext_before, ext_after, skipped, why=why)
+        for why in label_values(ext_after, skipped, "why")
+    }
     seen = ", ".join(f"{o} {n:.0f}" for o, n in sorted(outcomes.items()) if n) or "none"
+    if any(whys.values()):
+        seen += (
+            " (skipped: " + ", ".join(f"{w} {n:.0f}" for w, n in sorted(whys.items()) if n) + ")"
+        )
     return (
         f"admissions answered: {seen}; admitted by the apiserver without an answer: {fail_open:.0f}"
     )

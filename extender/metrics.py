@@ -54,6 +54,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.admissions_skipped = Counter(
+            "cloud4iot_extender_admissions_skipped",
+            "Pods admitted without a pin, by why (extender/admission/narrow.py)",
+            ["why"],
+            registry=r,
+        )
         self.policy_info = Gauge(
             "cloud4iot_extender_policy_info", "The policy in force", ["name", "digest"], registry=r
         )

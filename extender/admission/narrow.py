@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from extender.admission.fit import PodConstraints, UnsupportedError
@@ -62,6 +62,8 @@ class Narrowed:
 @dataclass(frozen=True, slots=True)
 class Skipped:
     reason: str
+    # Bounded, for cloud4iot_extender_admissions_skipped_total{why}; the reason says it all.
+    code: str = field(default="", compare=False)
 
 
 def choose(
@@ -124,35 +126,36 @@ def decide(
     """Whether and where to pin `pod` (a Pod as a JSON dict). Pure but for `rng`."""
     spec = pod.get("spec")
     if not isinstance(spec, Mapping):
-        return Skipped("the pod has no spec")
+        return Skipped("the pod has no spec", "no-spec")
     if spec.get("schedulerName") != SCHEDULER_NAME:
-        return Skipped(f"schedulerName is not {SCHEDULER_NAME}")
+        return Skipped(f"schedulerName is not {SCHEDULER_NAME}", "other-scheduler")
     if spec.get("nodeName"):
-        return Skipped("the pod is already bound (spec.nodeName)")
+        return Skipped("the pod is already bound (spec.nodeName)", "bound")
     if k <= 0:
-        return Skipped("narrowing is off")
+        return Skipped("narrowing is off", "off")
     meta = pod.get("metadata")
     annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
     if isinstance(annotations, Mapping) and annotations.get(OPT_OUT_ANNOTATION) == "off":
-        return Skipped(f'the pod opts out ({OPT_OUT_ANNOTATION}: "off")')
+        return Skipped(f'the pod opts out ({OPT_OUT_ANNOTATION}: "off")', "opted-out")
     facts = PodFacts.from_pod(pod)
     if facts.function is None:
-        return Skipped("the pod names no function class")
+        return Skipped("the pod names no function class", "no-class")
     if facts.function not in policy.spec.classes:
-        return Skipped(f"function class {facts.function!r} is not in the policy")
+        return Skipped(f"function class {facts.function!r} is not in the policy", "unknown-class")
     if not (snapshot.nodes_synced and snapshot.devices_synced):
-        return Skipped("the extender's node and device caches have not synced")
+        return Skipped("the extender's node and device caches have not synced", "not-synced")
     if pinned_by_name(spec):
-        return Skipped("the pod already selects nodes by metadata.name")
+        return Skipped("the pod already selects nodes by metadata.name", "pinned")
     try:
         constraints = PodConstraints.from_spec(spec)
     except UnsupportedError as exc:
-        return Skipped(f"constraint not evaluated here: {exc}")
+        return Skipped(f"constraint not evaluated here: {exc}", "unsupported")
     nodes = snapshot.nodes
     ranking, feasible = feasible_by_score(facts, snapshot, policy, now)
     chosen = choose(ranking, lambda n: constraints.admits(nodes[n]), k, rng)
     if not chosen:
-        return Skipped("no node is feasible now: left to the scheduler's retries")
+        why = "no node is feasible now: left to the scheduler's retries"
+        return Skipped(why, "nothing-feasible")
     return Narrowed(chosen, feasible)
 
 

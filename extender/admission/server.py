@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from extender.admission.narrow import Narrowed, affinity_patch, decide
+from extender.admission.narrow import Narrowed, Skipped, affinity_patch, decide
 from extender.admission.review import ReviewError, answer, parse_review
 from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS
 from extender.tls import CertReloader, TlsFiles
@@ -47,6 +47,9 @@ async def admit_handler(request: web.Request) -> web.Response:
         metrics.admissions.labels("error").inc()
         return json_response(answer(review.uid))
     metrics.admissions.labels("narrowed" if patch else "skipped").inc()
+    if isinstance(outcome, Skipped):
+        metrics.admissions_skipped.labels(outcome.code).inc()
+        log.debug("admitted %s unpinned: %s", review.uid, outcome.reason)
     return json_response(answer(review.uid, patch))
 
 

@@ -142,6 +142,26 @@ async def test_everything_else_is_allowed_unchanged(
 
 
 @pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (review(pod(scheduler="default-scheduler")), "other-scheduler"),
+        (review(pod(function=None)), "no-class"),
+        (review(pod(function="bitcoin-miner")), "unknown-class"),
+    ],
+)
+async def test_each_skip_is_counted_by_why(
+    client: TestClient[Any, Any], parent: web.Application, body: bytes, why: str
+) -> None:
+    status, _ = await admit(client, body)
+    assert status == 200
+    registry = parent[METRICS].registry
+    name = "cloud4iot_extender_admissions_skipped_total"
+    assert registry.get_sample_value(name, {"why": why}) == 1
+    others = {"other-scheduler", "no-class", "unknown-class", "nothing-feasible"} - {why}
+    assert all(not registry.get_sample_value(name, {"why": w}) for w in others)
+
+
+@pytest.mark.parametrize(
     ("body", "reason"),
     [
         (b"not json", "body is not JSON"),
