@@ -646,9 +646,9 @@ class Rebalancer:
 
         The webhook pins a pod to its best nodes once, at creation; if the pod is
         still pending after `rebalance.dwell` and none of those nodes is feasible any
-        more while others are (its device moved, they filled up), deleting it lets its
+        more while others are (its device moved, they filled up), evicting it lets its
         controller create a replacement, which is pinned afresh. Only pods with a
-        controller: a bare pod would be lost. Deleted with a uid precondition."""
+        controller: a bare pod would be lost. Evicted with a uid precondition."""
         from kubernetes.aio.client.exceptions import ApiException
 
         loaded = self.policy.current
@@ -673,12 +673,18 @@ class Rebalancer:
                 self._repinned[pod.uid] = now
                 await self._record(target, REPINNED, f"dry-run: would {message}")
                 continue
+            # The Eviction API, as for moves (no extra RBAC): a Pending pod is evicted
+            # without a disruption budget check; the uid precondition keeps a replacement
+            # of the same name safe.
+            eviction = {
+                "apiVersion": "policy/v1",
+                "kind": "Eviction",
+                "metadata": {"name": pod.name, "namespace": pod.namespace},
+                "deleteOptions": {"preconditions": {"uid": pod.uid}},
+            }
             try:
-                await self.core.delete_namespaced_pod(
-                    pod.name,
-                    pod.namespace,
-                    body={"preconditions": {"uid": pod.uid}},
-                    _request_timeout=10,
+                await self.core.create_namespaced_pod_eviction(
+                    pod.name, pod.namespace, eviction, _request_timeout=10
                 )
             except ApiException as exc:
                 if exc.status in (404, 409):  # gone already, or another pod of that name

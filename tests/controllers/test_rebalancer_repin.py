@@ -7,11 +7,10 @@ the reflector builds them, so the pin is read from the affinity the webhook wrot
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from kubernetes.aio.client.exceptions import ApiException
 
 from extender.admission.narrow import Narrowed, affinity_patch
 from extender.controllers.rebalancer import REPINNED
@@ -31,16 +30,11 @@ CREATED = "2027-01-15T08:00:00Z"  # epoch 1_800_000_000 is 2027-01-15T08:00:00Z
 
 @dataclass
 class DeletingCore(FakeCore):
-    deletions: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    delete_status: int | None = None
+    """Evictions of pending pods, as (namespace, name, the Eviction's deleteOptions)."""
 
-    async def delete_namespaced_pod(
-        self, name: str, namespace: str, body: dict[str, Any] | None = None, **kw: Any
-    ) -> dict[str, Any]:
-        self.deletions.append((namespace, name, body or {}))
-        if self.delete_status is not None:
-            raise ApiException(status=self.delete_status, reason="test")
-        return {}
+    @property
+    def deletions(self) -> list[tuple[str, str, dict[str, Any]]]:
+        return [(ns, name, body.get("deleteOptions", {})) for ns, name, body in self.evictions]
 
 
 def apply_adds(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -178,7 +172,7 @@ async def test_dry_run_only_tells(core: DeletingCore) -> None:
 async def test_a_pod_gone_or_replaced_meanwhile_is_not_an_error(
     core: DeletingCore, status: int
 ) -> None:
-    core.delete_status = status
+    core.evict_status = status
     world = world_with(core)
     world.show(wearable())
     add(world, pinned_pod("wearable-rs1-a", ("gw-home",)))

@@ -186,7 +186,10 @@ def test_kwokctl_keeps_our_scheduler_client_limits_and_profiles(devcluster: Devc
         "kubeconfig": str(devcluster.kubeconfig),
     }
     profiles = {p["schedulerName"]: p for p in started_with["profiles"]}
-    assert profiles["cloud4iot-scheduler"]["percentageOfNodesToScore"] == 100
+    # The narrowing webhook is installed: our profile samples like the default one
+    # (without it, Devcluster(narrowing=False), it scores every node: test_schedconfig).
+    assert devcluster.state().narrowing
+    assert "percentageOfNodesToScore" not in profiles["cloud4iot-scheduler"]
     assert "percentageOfNodesToScore" not in profiles["default-scheduler"]
     # Its metrics answer without credentials (the benchmark reads the limiter's waits).
     insecure = ssl.create_default_context()

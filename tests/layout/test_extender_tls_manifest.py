@@ -31,7 +31,31 @@ def test_deployment_mounts_the_tls_secret_where_its_args_point() -> None:
         "ca.crt",
     )
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"https": args.port, "health": args.health_port}
+    assert ports == {
+        "https": args.port,
+        "health": args.health_port,
+        "admission": args.admission_port,
+    }
+    # The narrowing webhook's listener: its own serving Secret, where its args point,
+    # behind the Service port the MutatingWebhookConfiguration calls.
+    admission_dir = Path(mounts["admission-tls"])
+    assert volumes["admission-tls"]["secret"]["secretName"] == "cloud4iot-extender-admission-tls"
+    assert (args.admission_cert, args.admission_key) == (
+        admission_dir / "tls.crt",
+        admission_dir / "tls.key",
+    )
+    service_ports = {p["name"]: p for p in docs["Service"]["spec"]["ports"]}
+    hook = yaml.safe_load((ROOT / "manifests/extender/narrowing-webhook.yaml").read_text())
+    (webhook,) = hook["webhooks"]
+    called = webhook["clientConfig"]["service"]
+    assert (called["name"], called["namespace"]) == (
+        docs["Service"]["metadata"]["name"],
+        docs["Service"]["metadata"]["namespace"],
+    )
+    assert service_ports["admission"]["port"] == called["port"]
+    assert service_ports["admission"]["targetPort"] == "admission"
+    assert called["path"] == "/admit"
+    assert webhook["failurePolicy"] == "Ignore"
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["port"] == "health"
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(args.health_port)
