@@ -175,6 +175,21 @@ def _pod_shape(pod: Mapping[str, Any], where: str) -> None:
         raise ArgsError(f"{where}.kind is {kind!r}: expected a Pod")
 
 
+def error_result(args: ExtenderArgs, error: str) -> dict[str, Any]:
+    """ExtenderFilterResult carrying only `Error`: kube-scheduler fails the attempt with
+    it (our extender is not ignorable) and retries the pod with its backoff."""
+    nodes: dict[str, Any] | None = (
+        None if args.node_names is not None else {"metadata": {}, "items": []}
+    )
+    return {
+        "Nodes": nodes,
+        "NodeNames": None,
+        "FailedNodes": {},
+        "FailedAndUnresolvableNodes": {},
+        "Error": error,
+    }
+
+
 def filter_result(args: ExtenderArgs, verdicts: Sequence[Verdict]) -> dict[str, Any]:
     """ExtenderFilterResult: kept nodes in the request's own mode, refusals by kind.
 

@@ -17,6 +17,7 @@ from extender.policy.loader import LoadedPolicy
 from extender.protocol import (
     ArgsError,
     ExtenderArgs,
+    error_result,
     filter_result,
     parse_args,
     parse_explain,
@@ -112,9 +113,24 @@ def _instrumented(
     return handler
 
 
+# Until the caches have listed, a classed pod gets an error, not refusals: kube-scheduler
+# retries an extender error with its backoff (1-10 s), whereas a pod every node refused
+# waits in the unschedulable pool for a cluster event, up to 5 minutes on a quiet
+# cluster (an extender restarted mid-burst; the fault campaign).
+NOT_SYNCED = (
+    "the extender's node and device caches have not synced yet (it is starting): retry shortly"
+)
+
+
 def _filter(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     args = parse_args(body)
     snapshot, policy = request.app[STATE].snapshot, request.app[POLICY].current
+    if (
+        request.app[SETTINGS].cluster_configured
+        and not (snapshot.nodes_synced and snapshot.devices_synced)
+        and PodFacts.from_pod(args.pod).function is not None
+    ):
+        return json_response(error_result(args, NOT_SYNCED)), "not-synced"
     verdicts = decide(args, snapshot, policy, request.app[CLOCK]())
     if args.node_names is not None:  # full Node objects bring their own labels: not reused
         request.app[VERDICTS].put(args.pod, snapshot, policy, verdicts)

@@ -131,6 +131,23 @@ def world(devcluster: Devcluster, kube_api: client.ApiClient, namespace: str) ->
         print("\nfault campaign figures:", w.figures)
 
 
+def burst_pods(world: World) -> list[str]:
+    """Each burst pod's node, pin and scheduling condition: what a timeout needs to say."""
+    out = []
+    for name, p in world.pods().items():
+        if not name.startswith("burst"):
+            continue
+        conditions = [
+            f"{c.type}={c.status} {c.reason}: {c.message}" for c in p.status.conditions or []
+        ]
+        annotations = p.metadata.annotations or {}
+        out.append(
+            f"{name} node={p.spec.node_name} narrowed={annotations.get('cloud4iot.io/narrowed')}"
+            f" deleting={p.metadata.deletion_timestamp is not None} {conditions}"
+        )
+    return out
+
+
 def test_no_pod_is_lost_or_moved_by_any_fault(world: World) -> None:
     cluster, api = world.cluster, world.api
     extender_pid = cluster.state().components["extender"].pid
@@ -202,7 +219,10 @@ def test_no_pod_is_lost_or_moved_by_any_fault(world: World) -> None:
     time.sleep(5)
     cluster.start_component("extender")
     started = time.monotonic()
-    until("the burst bound", lambda: sum(n.startswith("burst") for n in world.placement()) == 6)
+    try:
+        until("the burst bound", lambda: sum(n.startswith("burst") for n in world.placement()) == 6)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the burst's pods: {burst_pods(world)}") from None
     world.figures["extender_back_to_burst_bound_s"] = round(time.monotonic() - started, 1)
     before = world.placement()
     world.check(before, "extender killed mid-scheduling")
