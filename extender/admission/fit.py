@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from extender.state.snapshot import NodeFacts
+from extender.state.workloads import required_node_affinity
 
 UNSCHEDULABLE_TAINT = ("node.kubernetes.io/unschedulable", "", "NoSchedule")
 
@@ -181,13 +182,7 @@ class PodConstraints:
         selector = spec.get("nodeSelector") or {}
         if not isinstance(selector, Mapping):
             raise UnsupportedError("nodeSelector is not an object")
-        affinity = spec.get("affinity") or {}
-        node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
-        required = (
-            node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-            if isinstance(node_affinity, Mapping)
-            else None
-        )
+        required = required_node_affinity(spec)
         terms = None
         if required is not None:
             raw_terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None

@@ -43,14 +43,18 @@ from typing import Any
 
 from extender.admission.fit import PodConstraints, UnsupportedError
 from extender.policy.schema import PlacementPolicy
-from extender.scoring import PodFacts, evaluate_known, feasible_by_score
+from extender.scoring import PodFacts, feasible_by_score
 from extender.state.snapshot import Snapshot
-from extender.state.workloads import NARROWED_ANNOTATION, SCHEDULER_NAME
+from extender.state.workloads import (
+    NARROWED_ANNOTATION,
+    REQUIRED,
+    SCHEDULER_NAME,
+    required_terms,
+)
 
 DEFAULT_CANDIDATES = 32
 OPT_OUT_ANNOTATION = "cloud4iot.io/narrowing"  # "off": admit the pod unchanged
 MAX_TERMS = 128  # required node-selector terms a pinned pod may end up with
-_REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,33 +89,26 @@ def choose(
         if need <= 0:
             break
         if len(group) > need:
-            # Try a random sample first; a full shuffle only if some are refused.
+            # A random sample first; the whole group shuffled only if some are refused.
             sample = [n for n in rng.sample(group, need) if admits(n)]
-            if len(sample) < need:
-                order = list(group)
-                rng.shuffle(order)
-                sample = [n for n in order if admits(n)][:need]
-            chosen += sample
-        else:
-            order = list(group)
-            rng.shuffle(order)
-            chosen += [n for n in order if admits(n)]
+            if len(sample) == need:
+                chosen += sample
+                continue
+        order = list(group)
+        rng.shuffle(order)
+        chosen += [n for n in order if admits(n)][:need]
     return tuple(chosen[:k])
 
 
 def pinned_by_name(spec: Mapping[str, Any]) -> bool:
     """Whether a required term already selects nodes by metadata.name (DaemonSet pods)."""
-    affinity = spec.get("affinity")
-    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
-    required = node_affinity.get(_REQUIRED) if isinstance(node_affinity, Mapping) else None
-    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
-    return isinstance(terms, list) and any(
+    return any(
         isinstance(t, Mapping)
         and any(
             isinstance(f, Mapping) and f.get("key") == "metadata.name"
             for f in (t.get("matchFields") or [])
         )
-        for t in terms
+        for t in required_terms(spec)
     )
 
 
@@ -167,7 +164,8 @@ def stale_pin(
     nothing is feasible for stays as it is: a new pin would not help it."""
     if not pins:
         return None
-    feasible = {v.node for v in evaluate_known(pod, snapshot, policy, now) if v.feasible}
+    ranking, _ = feasible_by_score(pod, snapshot, policy, now)  # what admission would see
+    feasible = {n for _, group in ranking for n in group}
     if not feasible or not feasible.isdisjoint(pins):
         return None
     return (
@@ -210,11 +208,10 @@ def affinity_patch(pod: Mapping[str, Any], narrowed: Narrowed) -> list[dict[str,
     spec, meta = pod["spec"], pod.get("metadata") or {}
     affinity = spec.get("affinity")
     node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
-    required = node_affinity.get(_REQUIRED) if isinstance(node_affinity, Mapping) else None
-    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    terms = required_terms(spec)
     # Several terms of its own multiply the pin's terms: keep the product bounded
     # (the best nodes come first).
-    nodes = narrowed.nodes[: max(1, MAX_TERMS // max(1, len(terms or ())))]
+    nodes = narrowed.nodes[: max(1, MAX_TERMS // max(1, len(terms)))]
     note = f"{len(nodes)} of {narrowed.feasible} feasible nodes"
     ops: list[dict[str, Any]] = []
     if isinstance(meta.get("annotations"), Mapping):
@@ -224,13 +221,13 @@ def affinity_patch(pod: Mapping[str, Any], narrowed: Narrowed) -> list[dict[str,
         annotations = {NARROWED_ANNOTATION: note}
         ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
 
-    pinned = {"nodeSelectorTerms": pinned_terms(terms or [], nodes)}
+    pinned = {"nodeSelectorTerms": pinned_terms(terms, nodes)}
     if not isinstance(affinity, Mapping):
-        whole = {"nodeAffinity": {_REQUIRED: pinned}}
+        whole = {"nodeAffinity": {REQUIRED: pinned}}
         return [*ops, {"op": "add", "path": "/spec/affinity", "value": whole}]
     if not isinstance(node_affinity, Mapping):
-        node = {_REQUIRED: pinned}
+        node = {REQUIRED: pinned}
         return [*ops, {"op": "add", "path": "/spec/affinity/nodeAffinity", "value": node}]
     # "add" on an existing member replaces it: the whole required block at once.
-    base = f"/spec/affinity/nodeAffinity/{_REQUIRED}"
+    base = f"/spec/affinity/nodeAffinity/{REQUIRED}"
     return [*ops, {"op": "add", "path": base, "value": pinned}]

@@ -94,19 +94,28 @@ class PodRecord:
         return self.node is not None and self.phase == "Running" and not self.deleting
 
 
+REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
+
+
+def required_node_affinity(spec: Mapping[str, Any]) -> Any:
+    """spec.affinity.nodeAffinity.requiredDuringScheduling... as found; None if absent."""
+    affinity = spec.get("affinity")
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    return node_affinity.get(REQUIRED) if isinstance(node_affinity, Mapping) else None
+
+
+def required_terms(spec: Mapping[str, Any]) -> list[Any]:
+    """Its nodeSelectorTerms when they are a list, else none."""
+    required = required_node_affinity(spec)
+    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    return terms if isinstance(terms, list) else []
+
+
 def pinned_nodes(obj: Mapping[str, Any]) -> tuple[str, ...]:
     """The nodes a pod's required node affinity names by `metadata.name In`, in order."""
-    spec = obj.get("spec") or {}
-    affinity = spec.get("affinity") or {}
-    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
-    required = (
-        node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-        if isinstance(node_affinity, Mapping)
-        else None
-    )
-    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    spec = obj.get("spec")
     names: dict[str, None] = {}
-    for term in terms if isinstance(terms, list) else ():
+    for term in required_terms(spec) if isinstance(spec, Mapping) else ():
         for f in (term.get("matchFields") or []) if isinstance(term, Mapping) else ():
             by_name = isinstance(f, Mapping) and f.get("key") == "metadata.name"
             if by_name and f.get("operator") == "In":

@@ -23,6 +23,7 @@ from devcluster import kube
 from devcluster.cluster import NARROWING_WEBHOOK, Devcluster
 from extender.admission.narrow import NARROWED_ANNOTATION
 from tests.controllers.rebalancer_e2e_helpers import Radio, until
+from tests.devcluster.e2e_workloads import bare_pod, create_pod
 from tests.state.cluster_helpers import create_device
 
 pytestmark = pytest.mark.cluster
@@ -38,24 +39,7 @@ def pod(
     scheduler: str = SCHEDULER,
     spec: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "schedulerName": scheduler,
-        "containers": [
-            {
-                "name": "function",
-                "image": "registry.invalid/cloud4iot/function:test",
-                "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
-            }
-        ],
-        **(spec or {}),
-    }
-    return {"metadata": {"name": name, "annotations": annotations}, "spec": body}
-
-
-def create(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    created = client.CoreV1Api(api).create_namespaced_pod(namespace, manifest)
-    out: dict[str, Any] = api.sanitize_for_serialization(created)
-    return out
+    return bare_pod(name, annotations, scheduler=scheduler, spec=spec, cpu="50m", memory="32Mi")
 
 
 def pins(admitted: dict[str, Any]) -> list[str]:
@@ -109,7 +93,7 @@ def test_a_confidential_pod_is_pinned_to_the_gateway_that_hears_its_device(
         "cloud4iot.io/function": "mhealth-consolidator",
         "cloud4iot.io/device": heard_device,
     }
-    admitted = create(kube_api, namespace, pod("wearable", annotations))
+    admitted = create_pod(kube_api, namespace, pod("wearable", annotations))
     # Proximity required: the only node the extender keeps is the nearest gateway.
     assert pins(admitted) == ["gw-hospital"]
     assert admitted["metadata"]["annotations"][NARROWED_ANNOTATION] == "1 of 1 feasible nodes"
@@ -133,7 +117,7 @@ def test_a_pod_is_pinned_only_to_nodes_its_own_constraints_admit(
             }
         },
     }
-    admitted = create(
+    admitted = create_pod(
         kube_api, namespace, pod("anon", {"cloud4iot.io/function": "anonymiser"}, spec=spec)
     )
     pinned = pins(admitted)
@@ -152,13 +136,13 @@ def test_a_pod_is_pinned_only_to_nodes_its_own_constraints_admit(
 def test_pods_without_a_class_of_another_scheduler_or_opted_out_are_admitted_unchanged(
     kube_api: client.ApiClient, namespace: str
 ) -> None:
-    plain = create(kube_api, namespace, pod("plain", {}))
-    other = create(
+    plain = create_pod(kube_api, namespace, pod("plain", {}))
+    other = create_pod(
         kube_api,
         namespace,
         pod("other", {"cloud4iot.io/function": "anonymiser"}, scheduler="default-scheduler"),
     )
-    opted_out = create(
+    opted_out = create_pod(
         kube_api,
         namespace,
         pod("opted-out", {"cloud4iot.io/function": "anonymiser", "cloud4iot.io/narrowing": "off"}),
@@ -187,7 +171,7 @@ def test_the_webhook_counts_the_pods_it_narrowed(
 ) -> None:
     before = narrowed_count(devcluster)
     for i in range(3):
-        admitted = create(
+        admitted = create_pod(
             kube_api, namespace, pod(f"n{i}", {"cloud4iot.io/function": "anonymiser"})
         )
         assert pins(admitted)
@@ -214,7 +198,7 @@ def test_pods_are_created_unpinned_when_the_webhook_cannot_answer(
         try:
             time.sleep(2)  # the apiserver picks the configuration up from its informer
             started = time.monotonic()
-            admitted = create(
+            admitted = create_pod(
                 kube_api,
                 namespace,
                 pod(f"unpinned-{fault}", {"cloud4iot.io/function": "anonymiser"}),
@@ -235,6 +219,8 @@ def test_pods_are_created_unpinned_when_the_webhook_cannot_answer(
 
     def pinned_again() -> list[str]:
         name = f"again-{fault}-{next(tries)}"
-        return pins(create(kube_api, namespace, pod(name, {"cloud4iot.io/function": "anonymiser"})))
+        return pins(
+            create_pod(kube_api, namespace, pod(name, {"cloud4iot.io/function": "anonymiser"}))
+        )
 
     assert until("the webhook back", pinned_again, timeout=30)

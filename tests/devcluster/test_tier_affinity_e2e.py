@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devcluster import kube
 from devcluster.cluster import Devcluster
 from devcluster.topology import TIER_LABEL
+from tests.devcluster.e2e_workloads import bare_pod, create_pod
 
 pytestmark = pytest.mark.cluster
 
@@ -36,29 +37,11 @@ def pod(
     scheduler: str = SCHEDULER,
     affinity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "schedulerName": scheduler,
-        "containers": [
-            {
-                "name": "function",
-                "image": "registry.invalid/cloud4iot/function:test",
-                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
-            }
-        ],
-    }
-    if affinity is not None:
-        spec["affinity"] = affinity
     annotations = {"cloud4iot.io/narrowing": "off"}
     if function:
         annotations["cloud4iot.io/function"] = function
-    return {"metadata": {"name": name, "annotations": annotations}, "spec": spec}
-
-
-def create(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Create the pod; the object as admitted (after mutation), in its JSON form."""
-    created = client.CoreV1Api(api).create_namespaced_pod(namespace, manifest)
-    out: dict[str, Any] = api.sanitize_for_serialization(created)
-    return out
+    spec = {"affinity": affinity} if affinity is not None else None
+    return bare_pod(name, annotations, scheduler=scheduler, spec=spec)
 
 
 def required_terms(admitted: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -70,10 +53,10 @@ def required_terms(admitted: dict[str, Any]) -> list[dict[str, Any]] | None:
 def test_a_confidential_pod_without_affinity_gets_the_tier_term(
     kube_api: client.ApiClient, namespace: str
 ) -> None:
-    admitted = create(kube_api, namespace, pod("c", CONFIDENTIAL))
+    admitted = create_pod(kube_api, namespace, pod("c", CONFIDENTIAL))
     assert required_terms(admitted) == [{"matchExpressions": [TIER_TERM]}]
     # The anonymiser may not use the cloud either: same restriction.
-    anonymiser = create(kube_api, namespace, pod("a", "anonymiser"))
+    anonymiser = create_pod(kube_api, namespace, pod("a", "anonymiser"))
     assert required_terms(anonymiser) == [{"matchExpressions": [TIER_TERM]}]
     # And the scheduler honours it.
     bound = kube.wait_for(
@@ -101,7 +84,7 @@ def test_every_existing_required_term_gets_the_expression(
             "preferredDuringSchedulingIgnoredDuringExecution": preferred,
         }
     }
-    admitted = create(kube_api, namespace, pod("two", CONFIDENTIAL, affinity=affinity))
+    admitted = create_pod(kube_api, namespace, pod("two", CONFIDENTIAL, affinity=affinity))
     assert required_terms(admitted) == [
         {"matchExpressions": [arch, TIER_TERM]},
         {"matchFields": [by_name], "matchExpressions": [TIER_TERM]},
@@ -125,7 +108,7 @@ def test_every_existing_required_term_gets_the_expression(
 def test_missing_levels_are_added_without_replacing_what_is_there(
     kube_api: client.ApiClient, namespace: str, affinity: dict[str, Any]
 ) -> None:
-    admitted = create(kube_api, namespace, pod("p", CONFIDENTIAL, affinity=affinity))
+    admitted = create_pod(kube_api, namespace, pod("p", CONFIDENTIAL, affinity=affinity))
     assert required_terms(admitted) == [{"matchExpressions": [TIER_TERM]}]
 
 
@@ -142,16 +125,16 @@ def test_missing_levels_are_added_without_replacing_what_is_there(
 def test_other_pods_are_untouched(
     kube_api: client.ApiClient, namespace: str, function: str | None, scheduler: str
 ) -> None:
-    admitted = create(kube_api, namespace, pod("u", function, scheduler))
+    admitted = create_pod(kube_api, namespace, pod("u", function, scheduler))
     assert admitted["spec"].get("affinity") is None
 
 
 def test_it_is_idempotent(
     devcluster: Devcluster, kube_api: client.ApiClient, namespace: str
 ) -> None:
-    first = create(kube_api, namespace, pod("first", CONFIDENTIAL))
+    first = create_pod(kube_api, namespace, pod("first", CONFIDENTIAL))
     # A spec copied from an admitted pod (a controller re-creating it) gains nothing.
-    again = create(
+    again = create_pod(
         kube_api, namespace, pod("copy", CONFIDENTIAL, affinity=first["spec"]["affinity"])
     )
     assert required_terms(again) == [{"matchExpressions": [TIER_TERM]}]
@@ -161,7 +144,7 @@ def test_it_is_idempotent(
         "nodeAffinity": {REQUIRED: {"nodeSelectorTerms": [{"matchExpressions": [gateway_only]}]}}
     }
     assert required_terms(
-        create(kube_api, namespace, pod("narrow", CONFIDENTIAL, affinity=narrow))
+        create_pod(kube_api, namespace, pod("narrow", CONFIDENTIAL, affinity=narrow))
     ) == [{"matchExpressions": [gateway_only]}]
     # Re-installing the policy (apply after a re-render) replaces it: still one term.
     for _ in range(2):
@@ -170,7 +153,7 @@ def test_it_is_idempotent(
         "MutatingAdmissionPolicy/cloud4iot-tier-affinity",
         "MutatingAdmissionPolicyBinding/cloud4iot-tier-affinity",
     ]
-    after = create(kube_api, namespace, pod("after", CONFIDENTIAL))
+    after = create_pod(kube_api, namespace, pod("after", CONFIDENTIAL))
     assert required_terms(after) == [{"matchExpressions": [TIER_TERM]}]
 
 
@@ -218,7 +201,7 @@ def test_with_only_cloud_nodes_available_go_refuses_them_before_the_extender(
     wait_no_pending_pods(kube_api)
     before = extender_counters(devcluster)
     with cordoned(kube_api, NOT_CLOUD):
-        create(kube_api, namespace, pod("stuck", CONFIDENTIAL))
+        create_pod(kube_api, namespace, pod("stuck", CONFIDENTIAL))
 
         def failed_scheduling() -> list[str] | None:
             found = [
@@ -248,7 +231,7 @@ def test_the_extender_no_longer_receives_cloud_nodes_for_a_confidential_pod(
     def per_call(name: str, function: str) -> tuple[float, dict[str, float]]:
         wait_no_pending_pods(kube_api)
         before = extender_counters(devcluster)
-        create(kube_api, namespace, pod(name, function))
+        create_pod(kube_api, namespace, pod(name, function))
         kube.wait_for(
             f"{name} to be bound",
             lambda: kube.node_of(client.CoreV1Api(kube_api).read_namespaced_pod(name, namespace)),
