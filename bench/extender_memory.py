@@ -34,8 +34,8 @@ def step(name: str, state: Path, pods: int) -> float:
     """Run in a fresh interpreter: the RSS after `name`, everything transient collected."""
     import orjson
 
+    from cloud4iot.policy.loader import load_policy
     from extender.app import create_app  # noqa: F401  (what the extender imports)
-    from extender.policy.loader import load_policy
     from extender.scoring import PodFacts, evaluate_names
     from extender.state.statefile import load_state, snapshot_from_state
     from extender.verdict_cache import VerdictCache

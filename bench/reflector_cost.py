@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from extender.devices import API_VERSION, KIND, rfc3339
+from cloud4iot.devices import API_VERSION, KIND, rfc3339
 from extender.state import kube
 from extender.state.devices import device_facts
 from extender.state.kube import Reflector, publish_devices

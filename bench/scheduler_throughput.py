@@ -37,9 +37,9 @@ import yaml
 
 from bench import sched_workload as w
 from bench.kube_raw import Api, gather_limited
+from cloud4iot.devices import rfc3339
 from devcluster.cluster import DEFAULT_POLICY, Devcluster
 from devcluster.schedconfig import REPO_ROOT
-from extender.devices import rfc3339
 
 NAMESPACE = "bench"
 DEVICES = "/apis/cloud4iot.io/v1alpha1/devices"

@@ -31,10 +31,10 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from cloud4iot.devices import GROUP, PLURAL, VERSION, rfc3339
 from devcluster import kube, prometheus
 from devcluster.cluster import Devcluster
 from devcluster.topology import load_topology
-from extender.devices import GROUP, PLURAL, VERSION, rfc3339
 
 REBALANCER = "cloud4iot-rebalancer"
 # "Roaming (rollout) health/omh-consolidator-42 pod p: gw-home -> gw-hospital; why; ..."

@@ -225,6 +225,6 @@ def render(timeline: Timeline, png: Path, title: str = "make demo", dpi: int = 9
 
 
 def _utc(epoch: float) -> str:
-    from extender.devices import rfc3339
+    from cloud4iot.devices import rfc3339
 
     return rfc3339(epoch).replace("T", " ").replace("Z", " UTC")

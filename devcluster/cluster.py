@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 from kubernetes import client
 
+from cloud4iot.policy.loader import load_policy
 from devcluster import kube, prometheus
 from devcluster.binaries import require_binaries
 from devcluster.certs import MtlsSet, Pair, make_mtls_set
@@ -42,8 +43,7 @@ from devcluster.processes import (
 from devcluster.schedconfig import REPO_ROOT, SchedulerTls, write_scheduler_config
 from devcluster.supervisor import Book, Supervisor, locked
 from devcluster.topology import DEFAULT_TOPOLOGY, load_topology
-from extender.policy.admission import render as render_tier_affinity
-from extender.policy.loader import load_policy
+from extender.admission.tier_affinity import render as render_tier_affinity
 
 DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
 DEVICE_CRD = REPO_ROOT / "manifests" / "crd" / "devices.cloud4iot.io.yaml"

@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
+from cloud4iot.policy.store import PolicyStore
+from cloud4iot.tasks import Supervisor
 from extender import webhook
 from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, TLS, VERDICTS
 from extender.metrics import Metrics, age_since
-from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.snapshot import Snapshot
 from extender.state.store import StateStore
-from extender.tasks import Supervisor
 from extender.tls import CertReloader, TlsFiles
 from extender.verdict_cache import VerdictCache
 
@@ -41,8 +41,8 @@ def create_app(
     the Prometheus refresher); by default they follow the settings.
     """
     # auto_decompress off: the server never inflates a body; the handlers refuse any
-    # Content-Encoding with 415 (see webhook.read_body), so a compressed body costs at most
-    # its own size, bounded by client_max_size.
+    # Content-Encoding with 415 (see cloud4iot.httpjson.read_body), so a compressed body
+    # costs at most its own size, bounded by client_max_size.
     app = web.Application(
         client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
     )
@@ -183,9 +183,9 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
     """Node and Device reflectors, plus the elected nearest writer unless disabled."""
     from kubernetes.aio import client
 
+    from cloud4iot.kubeclient import api_client
     from extender.controllers.nearest_writer import NearestWriter
     from extender.controllers.run import run_under_lease
-    from extender.kubeclient import api_client
     from extender.state.kube import cluster_reflectors, report_health
 
     settings, store, tasks = app[SETTINGS], app[STATE], app[TASKS]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import orjson
 
-from extender.policy.loader import PolicyError
+from cloud4iot.policy.loader import PolicyError
 
 log = logging.getLogger("cloud4iot")
 
@@ -239,7 +239,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _check_policy(args: argparse.Namespace) -> int:
-    from extender.policy.loader import load_policy
+    from cloud4iot.policy.loader import load_policy
 
     failed = 0
     for path in args.files:
@@ -256,8 +256,8 @@ def _check_policy(args: argparse.Namespace) -> int:
 
 
 def _tier_affinity(args: argparse.Namespace) -> int:
-    from extender.policy.admission import render
-    from extender.policy.loader import load_policy
+    from cloud4iot.policy.loader import load_policy
+    from extender.admission.tier_affinity import render
 
     try:
         loaded = load_policy(args.policy)

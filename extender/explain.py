@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from extender.policy.loader import LoadedPolicy
+from cloud4iot.policy.loader import LoadedPolicy
 from extender.scoring import PodFacts, Verdict
 
 

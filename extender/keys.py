@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from cloud4iot.policy.store import PolicyStore
+from cloud4iot.tasks import Supervisor
 from extender.metrics import Metrics
-from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
-from extender.tasks import Supervisor
 from extender.tls import CertReloader
 from extender.verdict_cache import VerdictCache
 

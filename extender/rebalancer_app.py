@@ -19,20 +19,15 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cloud4iot.policy.store import PolicyStore
+from cloud4iot.tasks import Supervisor
+from cloud4iot.vocabulary import SCHEDULER_NAME
 from extender.controllers.rebalancer import Rebalancer, Workloads
 from extender.metrics import RebalancerMetrics
-from extender.policy.store import PolicyStore
 from extender.state.kube import Reflector, namespaced_name
 from extender.state.snapshot import Snapshot
 from extender.state.store import StateStore
-from extender.state.workloads import (
-    SCHEDULER_NAME,
-    DeploymentRecord,
-    PodIndex,
-    PodRecord,
-    replicaset_owner,
-)
-from extender.tasks import Supervisor
+from extender.state.workloads import DeploymentRecord, PodIndex, PodRecord, replicaset_owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,9 +107,9 @@ async def _prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
 async def _cluster(app: web.Application) -> AsyncIterator[None]:
     from kubernetes.aio import client
 
+    from cloud4iot.kubeclient import api_client
     from extender.controllers.election import default_identity
     from extender.controllers.run import run_under_lease
-    from extender.kubeclient import api_client
     from extender.state.kube import cluster_reflectors, report_health
 
     rt = app[RUNTIME]

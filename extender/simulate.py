@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cloud4iot.policy.loader import load_policy
 from extender.explain import explanation
-from extender.policy.loader import load_policy
 from extender.scoring import PodFacts, evaluate
 from extender.state.statefile import StateFileError, load_state, read_yaml
 

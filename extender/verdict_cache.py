@@ -13,7 +13,7 @@ from typing import Any
 
 from cachetools import TTLCache
 
-from extender.policy.loader import LoadedPolicy
+from cloud4iot.policy.loader import LoadedPolicy
 from extender.scoring import Verdict
 from extender.state.snapshot import Snapshot
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import orjson
-from aiohttp import hdrs, web
+from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cloud4iot.httpjson import json_response, read_body
+from cloud4iot.policy.loader import LoadedPolicy
 from extender.explain import explanation
 from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, TLS, VERDICTS
-from extender.policy.loader import LoadedPolicy
 from extender.protocol import (
     ArgsError,
     ExtenderArgs,
@@ -29,10 +28,6 @@ from extender.state.snapshot import NodeFacts, Snapshot
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
 def decide(
@@ -51,39 +46,6 @@ def decide(
     return evaluate_names(
         pod, args.node_names, snapshot.nodes, snapshot, policy.policy, now, explain
     )
-
-
-# Content codings we read: none. kube-scheduler's extender client sends plain JSON and
-# never a Content-Encoding. Refusing the others (415, RFC 7694) rather than inflating
-# within the body limit means a compressed body is never expanded at all: no decompressor
-# to size, nothing in memory beyond the bytes received (the app turns the server's
-# auto_decompress off, so aiohttp does not inflate ahead of the handler either).
-_IDENTITY = frozenset({"", "identity"})
-
-
-def _refused_encoding(request: web.Request) -> web.HTTPUnsupportedMediaType | None:
-    headers = request.headers.getall(hdrs.CONTENT_ENCODING, [])
-    codings = [c.strip().lower() for h in headers for c in h.split(",")]
-    unsupported = [c for c in codings if c not in _IDENTITY]
-    if not unsupported:
-        return None
-    reason = (
-        f"Content-Encoding {', '.join(unsupported)} is not accepted: "
-        "send the body as plain JSON (kube-scheduler never compresses extender requests)"
-    )
-    return web.HTTPUnsupportedMediaType(
-        text=orjson.dumps({"error": reason}).decode(),
-        content_type="application/json",
-        headers={"Accept-Encoding": "identity"},
-    )
-
-
-async def read_body(request: web.Request) -> bytes:
-    refused = _refused_encoding(request)
-    if refused is not None:
-        raise refused  # before reading: the body is drained or the connection closed
-    # aiohttp raises 413 itself past client_max_size.
-    return await request.read()
 
 
 def _instrumented(

@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from extender.kubeclient import api_client as kube_api_client
-from extender.tasks import Supervisor
+from cloud4iot.kubeclient import api_client as kube_api_client
+from cloud4iot.tasks import Supervisor
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.publisher import Publisher, PublishPlan, Reason, Sighting, apply_body

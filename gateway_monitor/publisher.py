@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from extender.devices import (
+from cloud4iot.devices import (
     API_VERSION,
     APPLY_PATCH,
     GROUP,

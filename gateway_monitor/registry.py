@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from extender.devices import GROUP, PLURAL, RSSI_MIN, VERSION
+from cloud4iot.devices import GROUP, PLURAL, RSSI_MIN, VERSION
 from gateway_monitor.irk import Resolver, parse_irk
 
 log = logging.getLogger(__name__)

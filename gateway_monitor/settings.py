@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from extender.policy.loader import load_policy
+from cloud4iot.policy.loader import load_policy
 from gateway_monitor.publisher import PublishConfig
 from gateway_monitor.scanner import DutyCycle, ScanMode
 from gateway_monitor.tracker import ConfigError, TrackerConfig

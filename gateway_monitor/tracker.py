@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from extender.devices import RSSI_MAX, RSSI_MIN
+from cloud4iot.devices import RSSI_MAX, RSSI_MIN
 
 
 class ConfigError(ValueError):

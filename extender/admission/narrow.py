@@ -41,19 +41,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloud4iot.policy.schema import PlacementPolicy
+from cloud4iot.vocabulary import NARROWED_ANNOTATION, OPT_OUT_ANNOTATION, SCHEDULER_NAME
 from extender.admission.fit import PodConstraints, UnsupportedError
-from extender.policy.schema import PlacementPolicy
 from extender.scoring import PodFacts, feasible_by_score
 from extender.state.snapshot import Snapshot
-from extender.state.workloads import (
-    NARROWED_ANNOTATION,
-    REQUIRED,
-    SCHEDULER_NAME,
-    required_terms,
-)
+from extender.state.workloads import REQUIRED, required_terms
 
 DEFAULT_CANDIDATES = 32
-OPT_OUT_ANNOTATION = "cloud4iot.io/narrowing"  # "off": admit the pod unchanged
 MAX_TERMS = 128  # required node-selector terms a pinned pod may end up with
 
 

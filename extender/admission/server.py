@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from cloud4iot.httpjson import json_response, read_body
 from extender.admission.narrow import Narrowed, Skipped, affinity_patch, decide
 from extender.admission.review import ReviewError, answer, parse_review
 from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS
 from extender.tls import CertReloader, TlsFiles
-from extender.webhook import json_response, read_body
 
 log = logging.getLogger(__name__)
 

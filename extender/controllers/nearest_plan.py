@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from extender.policy.schema import PolicySpec
+from cloud4iot.policy.schema import PolicySpec
 from extender.scoring.nearest import NearestState, decide_nearest
 from extender.state.snapshot import DeviceFacts
 

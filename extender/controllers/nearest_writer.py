@@ -26,13 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from extender.controllers.nearest_plan import (
-    NearestWrite,
-    Written,
-    due_devices,
-    plan_nearest,
-)
-from extender.devices import (
+from cloud4iot.devices import (
     API_VERSION,
     APPLY_PATCH,
     EXTENDER_FIELD_MANAGER,
@@ -42,7 +36,14 @@ from extender.devices import (
     VERSION,
     rfc3339,
 )
-from extender.policy.store import PolicyStore
+from cloud4iot.policy.store import PolicyStore
+from cloud4iot.vocabulary import NUDGE_ANNOTATION
+from extender.controllers.nearest_plan import (
+    NearestWrite,
+    Written,
+    due_devices,
+    plan_nearest,
+)
 from extender.scoring.nearest import NearestState
 from extender.state.snapshot import DeviceFacts
 from extender.state.store import StateStore
@@ -50,7 +51,6 @@ from extender.state.store import StateStore
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = EXTENDER_FIELD_MANAGER
-NUDGE_ANNOTATION = "cloud4iot.io/proximity-changed"
 MERGE_PATCH = "application/merge-patch+json"
 TICK = 1.0  # re-evaluate pending challengers even when no Device event arrives
 WRITE_CONCURRENCY = 16  # status writes in flight at once

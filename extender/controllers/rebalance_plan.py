@@ -56,6 +56,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from cloud4iot.policy.loader import LoadedPolicy
+from cloud4iot.policy.schema import FunctionClass, ProximityMode, WhenDeviceAway
 from extender.controllers.rebalance_model import (
     Action,
     Fact,
@@ -71,8 +73,6 @@ from extender.controllers.rebalance_model import (
     Reason,
     Workload,
 )
-from extender.policy.loader import LoadedPolicy
-from extender.policy.schema import FunctionClass, ProximityMode, WhenDeviceAway
 from extender.scoring import Code, Context, PodFacts, Verdict, evaluate_known, make_context
 from extender.state.snapshot import Snapshot
 

@@ -34,6 +34,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from cloud4iot.devices import rfc3339
+from cloud4iot.policy.store import PolicyStore
+from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, MOVED_ANNOTATION, PARKED_ANNOTATION
 from extender.admission.narrow import stale_pin
 from extender.controllers.rebalance_model import (
     Action,
@@ -47,16 +50,11 @@ from extender.controllers.rebalance_model import (
     Workload,
 )
 from extender.controllers.rebalance_plan import plan
-from extender.devices import rfc3339
 from extender.metrics import RebalancerMetrics
-from extender.policy.store import PolicyStore
 from extender.scoring.model import PodFacts
 from extender.state.snapshot import DeviceFacts, LoadSample
 from extender.state.store import StateStore
 from extender.state.workloads import (
-    LAST_MOVE_ANNOTATION,
-    MOVED_ANNOTATION,
-    PARKED_ANNOTATION,
     DeploymentRecord,
     MoveNote,
     PodIndex,

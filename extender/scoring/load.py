@@ -6,7 +6,7 @@ neutral part) or fail closed (refused until fresh data arrives).
 
 from __future__ import annotations
 
-from extender.policy.schema import StaleRule
+from cloud4iot.policy.schema import StaleRule
 from extender.scoring.model import Code, Context, Refusal, refuse
 from extender.state.snapshot import NodeFacts
 

@@ -9,13 +9,14 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from extender.policy.schema import FunctionClass, PlacementPolicy
+from cloud4iot.policy.schema import FunctionClass, PlacementPolicy
+from cloud4iot.vocabulary import (
+    ARCHS_ANNOTATION,
+    DEVICE_ANNOTATION,
+    FUNCTION_ANNOTATION,
+    MODE_ANNOTATION,
+)
 from extender.state.snapshot import DeviceFacts, Snapshot
-
-FUNCTION_ANNOTATION = "cloud4iot.io/function"
-DEVICE_ANNOTATION = "cloud4iot.io/device"
-MODE_ANNOTATION = "cloud4iot.io/mode"
-ARCHS_ANNOTATION = "cloud4iot.io/archs"
 
 
 class Code(StrEnum):

@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from extender.policy.schema import PolicySpec
+from cloud4iot.policy.schema import PolicySpec
 from extender.state.snapshot import DeviceFacts, Sighting
 
 V = TypeVar("V")

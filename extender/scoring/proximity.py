@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from extender.policy.schema import FunctionClass, PolicySpec, ProximityMode
+from cloud4iot.policy.schema import FunctionClass, PolicySpec, ProximityMode
 from extender.scoring.model import Code, Context, Refusal, refuse
 from extender.state.snapshot import DeviceFacts, NodeFacts, Snapshot
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
-from extender.policy.schema import PlacementPolicy, ProximityMode
+from cloud4iot.policy.schema import PlacementPolicy, ProximityMode
 from extender.scoring.arch import check_arch
 from extender.scoring.load import LoadRule
 from extender.scoring.model import Code, Context, PodFacts, Refusal, Verdict, refuse

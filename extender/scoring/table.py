@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from extender.policy.schema import PlacementPolicy
+from cloud4iot.policy.schema import PlacementPolicy
 from extender.scoring.model import Context, Verdict
 from extender.state.snapshot import LoadSample, NodeFacts
 

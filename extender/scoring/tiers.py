@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from extender.policy.schema import FunctionClass, ProximityMode
+from cloud4iot.policy.schema import FunctionClass, ProximityMode
 from extender.scoring.model import Code, Context, Refusal, refuse
 from extender.state.snapshot import TIERS, NodeFacts
 

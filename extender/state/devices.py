@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from extender.devices import parse_time
+from cloud4iot.devices import parse_time
 from extender.state.snapshot import DeviceFacts, Sighting
 
 

@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from extender.devices import GROUP, PLURAL, VERSION
+from cloud4iot.devices import GROUP, PLURAL, VERSION
 from extender.state.devices import device_facts
 from extender.state.snapshot import DeviceFacts, NodeFacts
 from extender.state.store import StateStore

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from extender.policy.schema import PrometheusSpec
-from extender.policy.store import PolicyStore
+from cloud4iot.policy.schema import PrometheusSpec
+from cloud4iot.policy.store import PolicyStore
 from extender.state.snapshot import LoadSample
 from extender.state.store import StateStore
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
-TIER_LABEL = "cloud4iot.io/tier"
-ARCH_LABEL = "kubernetes.io/arch"
+from cloud4iot.vocabulary import ARCH_LABEL, TIER_LABEL
+
 TIERS = ("gateway", "edge", "cloud")
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})

@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 import yaml
 
-from extender.devices import parse_time
-from extender.policy.schema import parse_duration
+from cloud4iot.devices import parse_time
+from cloud4iot.policy.schema import parse_duration
 from extender.state.devices import device_facts
 from extender.state.snapshot import LoadSample, NodeFacts, Snapshot
 

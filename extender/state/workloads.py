@@ -15,15 +15,9 @@ from typing import Any
 
 import orjson
 
-from extender.devices import parse_time
+from cloud4iot.devices import parse_time
+from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, NARROWED_ANNOTATION, PARKED_ANNOTATION
 from extender.scoring.model import PodFacts
-
-SCHEDULER_NAME = "cloud4iot-scheduler"
-PARKED_ANNOTATION = "cloud4iot.io/parked-replicas"  # replicas to restore when unparked
-LAST_MOVE_ANNOTATION = "cloud4iot.io/last-move"  # JSON of the last move (survives failover)
-MOVED_ANNOTATION = "cloud4iot.io/rebalanced"  # on the pod template: triggers the rollout
-# Set by the admission narrowing webhook on a pod it pinned (extender/admission).
-NARROWED_ANNOTATION = "cloud4iot.io/narrowed"
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:

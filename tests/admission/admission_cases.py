@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from extender.policy.loader import load_policy
-from extender.policy.schema import PlacementPolicy
+from cloud4iot.policy.loader import load_policy
+from cloud4iot.policy.schema import PlacementPolicy
 from extender.state.devices import device_facts
 from extender.state.snapshot import LoadSample, NodeFacts, Snapshot
 

@@ -10,15 +10,9 @@ from typing import Any
 import pytest
 from admission_cases import POLICY, apply_patch, expr, facts, pod, required, world
 
+from cloud4iot.vocabulary import NARROWED_ANNOTATION
 from extender.admission.fit import PodConstraints
-from extender.admission.narrow import (
-    NARROWED_ANNOTATION,
-    Narrowed,
-    Skipped,
-    affinity_patch,
-    decide,
-    pinned_by_name,
-)
+from extender.admission.narrow import Narrowed, Skipped, affinity_patch, decide, pinned_by_name
 from extender.state.snapshot import NodeFacts
 
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"

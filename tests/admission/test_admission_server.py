@@ -17,14 +17,14 @@ from admission_cases import POLICY_PATH, apply_patch, facts, pod, world
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from cloud4iot.policy.store import PolicyStore
+from cloud4iot.vocabulary import NARROWED_ANNOTATION
 from devcluster.certs import make_ca, make_mtls_set
 from devcluster.processes import free_port
 from extender.admission import server
-from extender.admission.narrow import NARROWED_ANNOTATION
 from extender.admission.server import _admission_app
 from extender.app import create_app
 from extender.keys import METRICS, SETTINGS
-from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
 from tests.memory import memory_growth, zero_bomb

@@ -10,8 +10,8 @@ import yaml
 
 from bench import sched_workload as w
 from bench.scheduler_throughput import bench_policy, default_pods
+from cloud4iot.policy.loader import load_policy
 from devcluster.topology import load_topology
-from extender.policy.loader import load_policy
 
 
 def test_topology_mixes_tiers_ten_thirty_sixty_and_loads_as_a_devcluster_file(

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 
+from cloud4iot.policy.loader import parse_policy
 from extender.controllers.nearest_plan import (
     RSSI_STEP,
     NearestWrite,
@@ -19,7 +20,6 @@ from extender.controllers.nearest_plan import (
     plan_nearest,
     shown,
 )
-from extender.policy.loader import parse_policy
 from extender.scoring.nearest import NearestState
 from extender.state.snapshot import DeviceFacts, Sighting
 

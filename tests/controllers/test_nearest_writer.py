@@ -18,14 +18,10 @@ from typing import Any
 import pytest
 from kubernetes.aio.client.exceptions import ApiException
 
-from extender.controllers.nearest_writer import (
-    FIELD_MANAGER,
-    NUDGE_ANNOTATION,
-    WRITE_CONCURRENCY,
-    NearestWriter,
-)
-from extender.devices import GROUP, PLURAL, VERSION
-from extender.policy.store import PolicyStore
+from cloud4iot.devices import GROUP, PLURAL, VERSION
+from cloud4iot.policy.store import PolicyStore
+from cloud4iot.vocabulary import NUDGE_ANNOTATION
+from extender.controllers.nearest_writer import FIELD_MANAGER, WRITE_CONCURRENCY, NearestWriter
 from extender.state.devices import device_facts
 from extender.state.snapshot import DeviceFacts, Snapshot
 from extender.state.store import StateStore

@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from cloud4iot.policy.loader import LoadedPolicy, parse_policy
+from cloud4iot.vocabulary import TIER_LABEL
 from extender.controllers.rebalance_plan import (
     Action,
     Kind,
@@ -26,16 +28,8 @@ from extender.controllers.rebalance_plan import (
     Workload,
     plan,
 )
-from extender.policy.loader import LoadedPolicy, parse_policy
 from extender.scoring import PodFacts, evaluate
-from extender.state.snapshot import (
-    TIER_LABEL,
-    DeviceFacts,
-    LoadSample,
-    NodeFacts,
-    Sighting,
-    Snapshot,
-)
+from extender.state.snapshot import DeviceFacts, LoadSample, NodeFacts, Sighting, Snapshot
 
 T = 1_700_000_000.0  # a fixed "now"
 

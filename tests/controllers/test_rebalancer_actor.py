@@ -20,6 +20,16 @@ import pytest
 import yaml
 from kubernetes.aio.client.exceptions import ApiException
 
+from cloud4iot.policy.loader import LoadedPolicy, parse_policy
+from cloud4iot.policy.store import PolicyStore
+from cloud4iot.vocabulary import (
+    DEVICE_ANNOTATION,
+    FUNCTION_ANNOTATION,
+    LAST_MOVE_ANNOTATION,
+    MOVED_ANNOTATION,
+    PARKED_ANNOTATION,
+    TIER_LABEL,
+)
 from extender.controllers.rebalance_model import MoveRecord, Reason
 from extender.controllers.rebalancer import (
     COMPONENT,
@@ -31,28 +41,9 @@ from extender.controllers.rebalancer import (
     moves_on_record,
 )
 from extender.metrics import RebalancerMetrics
-from extender.policy.loader import LoadedPolicy, parse_policy
-from extender.policy.store import PolicyStore
-from extender.scoring.model import DEVICE_ANNOTATION, FUNCTION_ANNOTATION
-from extender.state.snapshot import (
-    TIER_LABEL,
-    DeviceFacts,
-    LoadSample,
-    NodeFacts,
-    Sighting,
-    Snapshot,
-)
+from extender.state.snapshot import DeviceFacts, LoadSample, NodeFacts, Sighting, Snapshot
 from extender.state.store import StateStore
-from extender.state.workloads import (
-    LAST_MOVE_ANNOTATION,
-    MOVED_ANNOTATION,
-    PARKED_ANNOTATION,
-    DeploymentRecord,
-    MoveNote,
-    PodIndex,
-    PodRecord,
-    move_note_json,
-)
+from extender.state.workloads import DeploymentRecord, MoveNote, PodIndex, PodRecord, move_note_json
 
 POLICY_PATH = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 NOW = 1_800_000_000.0

@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from cloud4iot.vocabulary import NARROWED_ANNOTATION
 from extender.admission.narrow import Narrowed, affinity_patch
 from extender.controllers.rebalancer import REPINNED
 from extender.state.snapshot import LoadSample
-from extender.state.workloads import NARROWED_ANNOTATION, PodRecord, pinned_nodes
+from extender.state.workloads import PodRecord, pinned_nodes
 from tests.controllers.test_rebalancer_actor import (
     NOW,
     FakeCore,

@@ -28,7 +28,7 @@ from kubernetes.aio.client import (
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config import load_kube_config
 
-from extender.devices import (
+from cloud4iot.devices import (
     EXTENDER_FIELD_MANAGER,
     GROUP,
     PLURAL,

@@ -25,7 +25,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config import new_client_from_config
 
 from bench import synthetic_traces
-from extender.devices import GROUP, PLURAL, VERSION, gateway_field_manager
+from cloud4iot.devices import GROUP, PLURAL, VERSION, gateway_field_manager
 from gateway_monitor import traces
 from gateway_monitor.app import running
 from gateway_monitor.publisher import PublishConfig, Sighting, apply_sighting

@@ -1,4 +1,4 @@
-"""The product (`extender`, `gateway_monitor`) never imports dev tooling, and its modules
+"""The product (`cloud4iot`, `extender`, `gateway_monitor`) never imports dev tooling, and its modules
 import each other without a circle.
 
 Two views: what a fresh interpreter actually loads when every product module is
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("extender", "gateway_monitor")
+PRODUCT = ("cloud4iot", "extender", "gateway_monitor")
 DEV_TOOLS = ("devcluster", "demo", "bench", "tests")
 
 
@@ -50,7 +50,7 @@ for name in json.loads(sys.argv[1]):
         importlib.import_module(name)
 print(json.dumps({
     "modules": sorted(sys.modules),
-    "files": {p: sys.modules[p].__file__ for p in ("extender", "gateway_monitor")},
+    "files": {p: sys.modules[p].__file__ for p in ("cloud4iot", "extender", "gateway_monitor")},
 }))
 """
 

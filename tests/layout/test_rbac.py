@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from extender.devices import GROUP, PLURAL
+from cloud4iot.devices import GROUP, PLURAL
 from extender.rebalancer_app import RebalancerSettings
 from extender.settings import Settings
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from cloud4iot.policy.loader import MAX_NODES, PolicyError, parse_policy
+from cloud4iot.policy.store import PolicyStore
 from extender.app import create_app
 from extender.cli import main
-from extender.policy.loader import MAX_NODES, PolicyError, parse_policy
-from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
 from tests.memory import memory_growth

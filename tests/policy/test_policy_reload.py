@@ -8,8 +8,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from cloud4iot.policy.store import PolicyStore
 from extender.app import create_app
-from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
 from tests.waiting import eventually
@@ -177,7 +177,7 @@ async def test_readyz_clears_when_a_deleted_file_comes_back_identical(tmp_path, 
 
 
 def test_a_loader_failure_of_any_kind_is_a_refusal_not_a_clean_state(tmp_path, monkeypatch):
-    import extender.policy.store as store_module
+    import cloud4iot.policy.store as store_module
 
     path = tmp_path / "policy.yaml"
     path.write_text(GOOD)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cloud4iot.policy.loader import PolicyError, load_policy, parse_policy
 from extender.cli import main
-from extender.policy.loader import PolicyError, load_policy, parse_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = (ROOT / "policies" / "default.yaml").read_text()

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
+from cloud4iot.policy.loader import load_policy, parse_policy
+from cloud4iot.policy.schema import PlacementPolicy
+from extender.admission.tier_affinity import NAME, manifests, render, restricted_classes
 from extender.cli import main
-from extender.policy.admission import NAME, manifests, render, restricted_classes
-from extender.policy.loader import load_policy, parse_policy
-from extender.policy.schema import PlacementPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "policies" / "default.yaml"

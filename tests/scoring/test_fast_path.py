@@ -15,8 +15,8 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extender.policy.loader import parse_policy
-from extender.policy.schema import PlacementPolicy
+from cloud4iot.policy.loader import parse_policy
+from cloud4iot.policy.schema import PlacementPolicy
 from extender.scoring import Code, PodFacts, Verdict, evaluate_names, feasible_by_score
 from extender.scoring.scorer import evaluate_known
 from extender.state.snapshot import DeviceFacts, LoadSample, NodeFacts, Sighting, Snapshot

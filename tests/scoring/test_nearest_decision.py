@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from extender.policy.loader import load_policy
-from extender.policy.schema import GatewayRadio, PolicySpec
+from cloud4iot.policy.loader import load_policy
+from cloud4iot.policy.schema import GatewayRadio, PolicySpec
 from extender.scoring.nearest import NearestState, decide_nearest
 from extender.state.snapshot import Sighting
 

@@ -29,8 +29,8 @@ from typing import NamedTuple
 
 import pytest
 
-from extender.policy.loader import parse_policy
-from extender.policy.schema import PlacementPolicy
+from cloud4iot.policy.loader import parse_policy
+from cloud4iot.policy.schema import PlacementPolicy
 from extender.scoring import Code, PodFacts, Verdict, evaluate, evaluate_names
 from extender.state.snapshot import DeviceFacts, LoadSample, NodeFacts, Sighting, Snapshot
 

@@ -19,9 +19,9 @@ import pytest
 from cluster_helpers import create_device, device_status, restart_apiserver, sight
 from kubernetes import client
 
+from cloud4iot.policy.store import PolicyStore
 from devcluster import kube
 from extender.app import create_app
-from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
 from tests.waiting import eventually

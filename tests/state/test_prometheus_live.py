@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
+from cloud4iot.policy.store import PolicyStore
 from extender.app import create_app
-from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.snapshot import NodeFacts, Snapshot
 from extender.state.store import StateStore

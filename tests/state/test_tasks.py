@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
+from cloud4iot.tasks import Supervisor
 from extender.app import create_app
 from extender.keys import TASKS
 from extender.settings import Settings
-from extender.tasks import Supervisor
 
 
 async def test_a_task_that_dies_is_logged_with_its_traceback_and_recorded(
@@ -21,7 +21,7 @@ async def test_a_task_that_dies_is_logged_with_its_traceback_and_recorded(
         raise KeyError("boom")
 
     sup = Supervisor()
-    with caplog.at_level(logging.ERROR, logger="extender.tasks"):
+    with caplog.at_level(logging.ERROR, logger="cloud4iot.tasks"):
         task = sup.spawn(broken(), "watch-devices")
         await asyncio.wait({task})
         await asyncio.sleep(0)  # done callbacks run on the next loop turn

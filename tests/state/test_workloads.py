@@ -11,10 +11,14 @@ from typing import Any
 import orjson
 import pytest
 
-from extender.scoring.model import DEVICE_ANNOTATION, FUNCTION_ANNOTATION, MODE_ANNOTATION
-from extender.state.workloads import (
+from cloud4iot.vocabulary import (
+    DEVICE_ANNOTATION,
+    FUNCTION_ANNOTATION,
     LAST_MOVE_ANNOTATION,
+    MODE_ANNOTATION,
     PARKED_ANNOTATION,
+)
+from extender.state.workloads import (
     DeploymentRecord,
     MoveNote,
     PodIndex,

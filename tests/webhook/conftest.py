@@ -11,8 +11,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from webhook_cases import snapshot
 
+from cloud4iot.policy.store import PolicyStore
 from extender.app import create_app
-from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
 

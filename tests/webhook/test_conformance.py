@@ -13,9 +13,9 @@ from pathlib import Path
 import orjson
 from webhook_cases import NODES, pod
 
+from cloud4iot.policy.store import PolicyStore
 from extender.app import create_app
 from extender.keys import STATE
-from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
 

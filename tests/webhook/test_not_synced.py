@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient
 from conftest import ROOT, ClientFactory
 from webhook_cases import pod, snapshot
 
+from cloud4iot.policy.store import PolicyStore
 from extender.app import create_app
-from extender.policy.store import PolicyStore
 from extender.settings import Settings
 from extender.state.store import StateStore
 from extender.webhook import NOT_SYNCED

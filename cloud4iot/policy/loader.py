@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from extender.policy.schema import PlacementPolicy, semantic_problems
+from cloud4iot.policy.schema import PlacementPolicy, semantic_problems
 
 PathKey = tuple[str | int, ...]
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from extender.policy.loader import (
+from cloud4iot.policy.loader import (
     LoadedPolicy,
     PolicyError,
     Problem,

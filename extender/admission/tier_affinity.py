@@ -19,10 +19,8 @@ from typing import Any
 
 import yaml
 
-from extender.policy.schema import PlacementPolicy, Tier
-from extender.scoring.model import FUNCTION_ANNOTATION
-from extender.state.snapshot import TIER_LABEL
-from extender.state.workloads import SCHEDULER_NAME
+from cloud4iot.policy.schema import PlacementPolicy, Tier
+from cloud4iot.vocabulary import FUNCTION_ANNOTATION, SCHEDULER_NAME, TIER_LABEL
 
 NAME = "cloud4iot-tier-affinity"
 _PLAIN = re.compile(r"[A-Za-z0-9._-]+")

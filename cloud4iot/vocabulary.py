@@ -1,0 +1,36 @@
+"""Every name the product writes on or reads from Kubernetes objects, in one place.
+
+Annotations and labels under `cloud4iot.io`, the scheduler profile our pods name,
+and the well-known labels we read. The Device API's group/version/plural live
+beside this in `cloud4iot.devices`. Standard library only.
+
+No finalizer: nothing the product owns needs cleanup before deletion (the
+rebalancer records its moves on the workloads themselves).
+"""
+
+from __future__ import annotations
+
+# --- the scheduler profile (kube-scheduler's KubeSchedulerConfiguration) -------------
+SCHEDULER_NAME = "cloud4iot-scheduler"  # pods placed by us name it in spec.schedulerName
+
+# --- on pods (set by the workload's author) ------------------------------------------
+FUNCTION_ANNOTATION = "cloud4iot.io/function"  # the policy's function class
+DEVICE_ANNOTATION = "cloud4iot.io/device"  # the Device the function serves
+MODE_ANNOTATION = "cloud4iot.io/mode"  # the function's operating mode
+ARCHS_ANNOTATION = "cloud4iot.io/archs"  # CPU architectures the image runs on
+OPT_OUT_ANNOTATION = "cloud4iot.io/narrowing"  # "off": admission leaves the pod unchanged
+
+# --- on pods (set by the admission narrowing webhook) ---------------------------------
+NARROWED_ANNOTATION = "cloud4iot.io/narrowed"  # the pod was pinned to its best nodes
+
+# --- on workloads (set by the rebalancer) ---------------------------------------------
+PARKED_ANNOTATION = "cloud4iot.io/parked-replicas"  # replicas to restore when unparked
+LAST_MOVE_ANNOTATION = "cloud4iot.io/last-move"  # JSON of the last move (survives failover)
+MOVED_ANNOTATION = "cloud4iot.io/rebalanced"  # on the pod template: triggers the rollout
+
+# --- on Devices (set by the nearest writer) -------------------------------------------
+NUDGE_ANNOTATION = "cloud4iot.io/proximity-changed"  # wakes watchers of the Device
+
+# --- node labels ----------------------------------------------------------------------
+TIER_LABEL = "cloud4iot.io/tier"  # gateway | edge | cloud
+ARCH_LABEL = "kubernetes.io/arch"  # well-known, set by the kubelet

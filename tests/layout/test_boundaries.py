@@ -1,0 +1,141 @@
+"""The wings' boundaries: which product package may import which, and what each image copies.
+
+- `cloud4iot` (the shared kernel) imports no deployable; each deployable imports the
+  kernel and never the other deployable.
+- `cloud4iot.policy` is a leaf: the schema, loader and store import nothing else of ours.
+- `extender.state` reads the world without the scorer: no `state` -> `scoring`.
+- Each image's Dockerfile copies exactly its own packages plus the kernel, and those
+  hold every module its entry package reaches.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from tests.layout.test_product_imports import PRODUCT, ROOT, Edge, import_edges
+
+# image folder -> (the package its entry point lives in, the packages it must copy)
+IMAGES = {
+    "extender": ("extender", {"cloud4iot", "extender"}),
+    "gateway-monitor": ("gateway_monitor", {"cloud4iot", "gateway_monitor"}),
+}
+DEPLOYABLES = ("extender", "gateway_monitor")
+
+
+def product_edges() -> list[Edge]:
+    return [e for e in import_edges() if e.target.split(".")[0] in PRODUCT]
+
+
+def crossing(edges: list[Edge], source: str, target: str) -> list[str]:
+    """Edges from modules under `source` into modules under `target` (dotted prefixes)."""
+
+    def under(module: str, prefix: str) -> bool:
+        return module == prefix or module.startswith(prefix + ".")
+
+    return [
+        f"{e.where}: {e.source} -> {e.target}"
+        for e in edges
+        if under(e.source, source) and under(e.target, target)
+    ]
+
+
+def test_crossing_sees_an_edge_and_only_under_the_prefixes() -> None:
+    edges = [
+        Edge("extender.state.kube", "extender.scoring.model", "x:1"),
+        Edge("extender.stateful", "extender.scoring", "x:2"),
+        Edge("extender.state", "extender.scoring_x", "x:3"),
+    ]
+    assert crossing(edges, "extender.state", "extender.scoring") == [
+        "x:1: extender.state.kube -> extender.scoring.model"
+    ]
+
+
+def test_the_kernel_imports_no_deployable() -> None:
+    edges = product_edges()
+    bad = [line for d in DEPLOYABLES for line in crossing(edges, "cloud4iot", d)]
+    assert bad == [], "the shared kernel imports a deployable:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), [("gateway_monitor", "extender"), ("extender", "gateway_monitor")]
+)
+def test_a_deployable_never_imports_the_other(source: str, target: str) -> None:
+    bad = crossing(product_edges(), source, target)
+    assert bad == [], f"{source} imports {target}:\n" + "\n".join(bad)
+
+
+def test_policy_is_a_leaf() -> None:
+    edges = product_edges()
+    bad = [
+        f"{e.where}: {e.source} -> {e.target}"
+        for e in edges
+        if e.source.startswith("cloud4iot.policy") and not e.target.startswith("cloud4iot.policy")
+    ]
+    assert bad == [], "cloud4iot.policy imports outside itself:\n" + "\n".join(bad)
+
+
+# The rebalancer's workload records still live in extender.state (they read PodFacts);
+# the rebalancer wing takes them over and this allowance goes.
+STATE_TO_SCORING_ALLOWED = {"extender.state.workloads"}
+
+
+def test_state_does_not_import_scoring() -> None:
+    bad = [
+        line
+        for line in crossing(product_edges(), "extender.state", "extender.scoring")
+        if line.split(": ", 1)[1].split(" -> ")[0] not in STATE_TO_SCORING_ALLOWED
+    ]
+    assert bad == [], "extender.state imports the scorer:\n" + "\n".join(bad)
+
+
+# --- each image's package set -------------------------------------------------------------
+
+
+def copied_packages(dockerfile: Path) -> set[str]:
+    """Top-level Python packages of the repository a Dockerfile COPYs from the build context."""
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    copied: set[str] = set()
+    for line in dockerfile.read_text().splitlines():
+        match = re.match(r"\s*COPY\s+(.*)", line, re.IGNORECASE)
+        if not match or "--from" in match.group(1):
+            continue
+        *sources, _dest = match.group(1).split()
+        copied |= {s.strip("./") for s in sources} & packages
+    return copied
+
+
+def reached_packages(entry: str) -> set[str]:
+    """Top-level product packages the entry package reaches through its imports."""
+    graph: defaultdict[str, set[str]] = defaultdict(set)
+    for e in product_edges():
+        graph[e.source].add(e.target)
+    seen: set[str] = set()
+    todo = [m for m in {e.source for e in product_edges()} if m.split(".")[0] == entry]
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(graph[module])
+    return {m.split(".")[0] for m in seen}
+
+
+def test_copied_packages_reads_copy_lines(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(
+        "COPY pyproject.toml README.md ./\nCOPY extender ./extender\n"
+        "COPY cloud4iot/ cloud4iot/\nCOPY --from=build /wheels /wheels\n"
+    )
+    assert copied_packages(dockerfile) == {"extender", "cloud4iot"}
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_each_image_copies_its_packages_and_the_kernel_only(image: str) -> None:
+    entry, expected = IMAGES[image]
+    copied = copied_packages(ROOT / "images" / image / "Dockerfile")
+    assert copied == expected
+    missing = reached_packages(entry) - copied
+    assert missing == set(), f"{image} imports packages its image does not copy: {missing}"
