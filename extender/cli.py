@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 
+from cloud4iot.buildinfo import DEFAULT_POLICY, require_extra, version_line
 from cloud4iot.policy.loader import PolicyError
 
 log = logging.getLogger("cloud4iot")
@@ -24,7 +25,8 @@ def _service_flags(
     p: argparse.ArgumentParser, port: int, cluster_required: bool, prometheus_help: str
 ) -> None:
     """The flags both services share: policy, address, cluster access, Prometheus."""
-    p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
+    _version_flag(p)
+    _policy_flag(p)
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--port", type=int, default=port)
     cluster = p.add_mutually_exclusive_group(required=cluster_required)
@@ -33,6 +35,20 @@ def _service_flags(
     p.add_argument("--prometheus-url", help=prometheus_help)
     p.add_argument("--policy-poll-interval", type=float, default=2.0)
     p.add_argument("--log-level", default="INFO")
+
+
+def _version_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--version", action="version", version=version_line(p.prog))
+
+
+def _policy_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--policy",
+        type=Path,
+        default=DEFAULT_POLICY,
+        help="PlacementPolicy file (default: the policy shipped in the package); "
+        "a missing or invalid file stops the command",
+    )
 
 
 def _configure_logging(level: str) -> None:
@@ -109,6 +125,7 @@ def _tune_gc() -> None:
 def extender_main(argv: list[str] | None = None) -> int:
     parser = _extender_parser()
     args = parser.parse_args(argv)
+    require_extra(parser.prog, "extender")
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together")
     if args.client_ca is not None and args.tls_cert is None:
@@ -197,7 +214,9 @@ def _rebalancer_parser() -> argparse.ArgumentParser:
 
 
 def rebalancer_main(argv: list[str] | None = None) -> int:
-    args = _rebalancer_parser().parse_args(argv)
+    parser = _rebalancer_parser()
+    args = parser.parse_args(argv)
+    require_extra(parser.prog, "extender")
     _configure_logging(args.log_level)
     from aiohttp import web
 
@@ -270,10 +289,11 @@ def _tier_affinity(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cloud4iot", description="Cloud4IoT placement admin tools")
+    _version_flag(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="each node's verdict for a pod in a given state")
-    sim.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
+    _policy_flag(sim)
     sim.add_argument("--state", type=Path, required=True, help="state file (see docs)")
     sim.add_argument("--pod", type=Path, required=True, help="Pod as YAML or JSON")
     sim.set_defaults(func=_simulate)
@@ -287,9 +307,11 @@ def main(argv: list[str] | None = None) -> int:
         help="print the MutatingAdmissionPolicy that gives each pod of a tier-restricted "
         "class a required node affinity on those tiers (kubectl apply -f -)",
     )
-    aff.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
+    _policy_flag(aff)
     aff.set_defaults(func=_tier_affinity)
 
     args = p.parse_args(argv)
+    if args.command == "simulate":
+        require_extra("cloud4iot simulate", "extender")
     code: int = args.func(args)
     return code

@@ -9,6 +9,7 @@ from operator import attrgetter
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from cloud4iot.buildinfo import register_build_info
 from extender.scoring.model import Verdict
 
 _CODE = attrgetter("code")
@@ -19,6 +20,7 @@ _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        register_build_info(self.registry, "extender")
         r = self.registry
         self.requests = Counter(
             "cloud4iot_extender_requests",
@@ -112,6 +114,7 @@ class RebalancerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        register_build_info(self.registry, "rebalancer")
         r = self.registry
         self.moves = Counter(
             "cloud4iot_rebalancer_moves",

@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cloud4iot.buildinfo import DEFAULT_POLICY
 from cloud4iot.policy.store import PolicyStore
 from cloud4iot.tasks import Supervisor
 from cloud4iot.vocabulary import SCHEDULER_NAME
@@ -32,7 +33,7 @@ from extender.state.workloads import DeploymentRecord, PodIndex, PodRecord, repl
 
 @dataclass(frozen=True, slots=True)
 class RebalancerSettings:
-    policy_path: Path = Path("policies/default.yaml")
+    policy_path: Path = DEFAULT_POLICY
     host: str = "0.0.0.0"
     port: int = 8889
     kubeconfig: Path | None = None  # None: the pod's service account

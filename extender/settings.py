@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloud4iot.buildinfo import DEFAULT_POLICY
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    policy_path: Path = Path("policies/default.yaml")
+    policy_path: Path = DEFAULT_POLICY
     host: str = "0.0.0.0"
     port: int = 8888
     # Cluster access: a kubeconfig path, in-cluster config, or neither (standalone:

@@ -112,9 +112,9 @@ async def _watch_policy(rt: Runtime) -> None:
                 rt.tracker.set_offset(offset or 0.0)
                 log.info("calibration offset from %s: %+.1f dB", path, offset or 0.0)
         except FileNotFoundError:
-            # The policy ConfigMap is optional: no file, no calibration from it.
+            # Present at start (Settings checks it), gone now: keep the offset in force.
             if not missing_logged:
-                log.info(
+                log.warning(
                     "no policy at %s; calibration offset stays %+.1f dB",
                     path,
                     rt.tracker.config.offset,

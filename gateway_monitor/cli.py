@@ -13,6 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cloud4iot.buildinfo import require_extra, version_line
 from gateway_monitor.app import create_app
 from gateway_monitor.publisher import PublishConfig
 from gateway_monitor.scanner import DutyCycle, ScanMode
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Publish how well this gateway hears registered BLE Devices.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=version_line(p.prog))
     g = p.add_argument_group("identity and cluster")
     g.add_argument(
         "--node",
@@ -121,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="calibration dB added to readings; overrides the policy's",
     )
     g.add_argument(
-        "--policy", type=Path, help="PlacementPolicy file; reads spec.gateways.<node>.rssiOffset"
+        "--policy",
+        type=Path,
+        help="PlacementPolicy file; reads spec.gateways.<node>.rssiOffset (must exist when given)",
     )
 
     g = p.add_argument_group("publishing")
@@ -209,7 +213,9 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    require_extra(parser.prog, "gateway")
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from cloud4iot.buildinfo import register_build_info
+
 PREFIX = "cloud4iot_gateway_monitor"
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        register_build_info(self.registry, "gateway-monitor")
         r = self.registry
         self.adverts = Counter(
             f"{PREFIX}_adverts",

@@ -44,6 +44,10 @@ class Settings:
             )
         if self.dry_run and not self.static_devices:
             raise ConfigError("--dry-run needs --device NAME=ADDRESS (there is no apiserver)")
+        # A policy named but absent (a ConfigMap not created, a wrong mount) would leave the
+        # radio uncalibrated without a word: refuse to start, so the pod says why.
+        if self.policy is not None and not self.policy.is_file():
+            raise ConfigError(f"policy file {self.policy} not found (--policy)")
 
     def effective_tracker(self) -> TrackerConfig:
         """The tracker settings with the smoothing window counted in listening time.

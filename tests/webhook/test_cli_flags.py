@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from cloud4iot.buildinfo import DEFAULT_POLICY
 from extender.cli import _extender_parser, _rebalancer_parser
 
 
 def test_the_extender_runs_standalone_and_shares_the_service_flags() -> None:
     args = _extender_parser().parse_args([])
-    assert (args.port, args.policy, args.log_level) == (8888, Path("policies/default.yaml"), "INFO")
+    assert (args.port, args.policy, args.log_level) == (8888, DEFAULT_POLICY, "INFO")
+    assert DEFAULT_POLICY.is_file()  # the shipped policy, wherever the command runs from
     assert args.kubeconfig is None
     assert not args.in_cluster
     assert args.policy_poll_interval == 2.0
