@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[extender,gateway,engine,test,dev]'
+	$(PIP) install -q -e '.[extender,gateway,engine,replay,test,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

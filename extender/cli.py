@@ -310,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     _policy_flag(aff)
     aff.set_defaults(func=_tier_affinity)
 
+    from replay.cli import add_parser as add_replay
+
+    add_replay(sub)
+
     args = p.parse_args(argv)
     if args.command == "simulate":
         require_extra("cloud4iot simulate", "extender")

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -212,8 +212,11 @@ class Publisher:
         backoff: Callable[[int], float],
         on_result: PublishHook = lambda *_: None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.api = api
+        # Injected with the clock: a replay on a virtual clock (replay/) must not wait.
+        self.sleep = sleep
         self.node = node
         self.plan = plan or PublishPlan()
         self.backoff = backoff
@@ -239,13 +242,7 @@ class Publisher:
         while True:
             # Clear before looking, so an update() arriving during a send wakes us at once.
             self._wake.clear()
-            for device, why in self.plan.due(self.clock()):
-                # Space applies out so a crowd of arrivals cannot burst at the apiserver.
-                gap = self._last_send + 1.0 / self.plan.config.max_rate - self.clock()
-                if gap > 0:
-                    await asyncio.sleep(gap)
-                self._last_send = self.clock()
-                await self._send(device, why)
+            await self.flush()
             now = self.clock()
             if self.plan.due(now):
                 continue
@@ -254,6 +251,16 @@ class Publisher:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+
+    async def flush(self) -> None:
+        """Send what is due now (the body of ``run``; a replay calls it on its clock)."""
+        for device, why in self.plan.due(self.clock()):
+            # Space applies out so a crowd of arrivals cannot burst at the apiserver.
+            gap = self._last_send + 1.0 / self.plan.config.max_rate - self.clock()
+            if gap > 0:
+                await self.sleep(gap)
+            self._last_send = self.clock()
+            await self._send(device, why)
 
     async def _send(self, device: str, why: Reason | None) -> bool:
         from kubernetes.aio.client.exceptions import ApiException

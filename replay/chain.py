@@ -1,0 +1,243 @@
+"""The live decision chain on a virtual clock: no apiserver, no waiting.
+
+Each gateway runs what its monitor runs (``Monitor`` -> ``Tracker`` -> ``Publisher``
+with its ``PublishPlan``); the publisher's applies land in an in-memory stand-in for
+the Device objects (server-side apply of one gateway's sighting entry, keyed by node,
+as the CRD's list map does), which is read back with the extender's own
+``device_facts``; the elected writer (``NearestWriter.step``) decides and writes
+``status.nearest`` there. So replay and the live system share every decision.
+
+Timing (the only place replay differs from live, and why): the virtual clock moves in
+steps of ``STEP`` seconds between adverts. At each step the publishers of gateways that
+heard something send what is due, and the writer steps when a Device changed; every
+second (the writer's own TICK) every publisher and the writer run regardless, and each
+monitor ticks (live: every 0.25 s; departures wait for a 30 s away timeout, so 1 s
+changes nothing but cost). Publishing is never spaced by ``max_rate`` (the publisher's
+sleep is a no-op): the apiserver's protection is not part of the decision.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from extender.controllers.nearest_writer import NearestWriter
+from extender.policy.loader import LoadedPolicy
+from extender.policy.store import PolicyStore
+from extender.state.devices import device_facts
+from extender.state.snapshot import DeviceFacts
+from extender.state.store import StateStore
+from gateway_monitor.metrics import Metrics
+from gateway_monitor.monitor import Monitor
+from gateway_monitor.publisher import PublishConfig, Publisher, PublishPlan
+from gateway_monitor.registry import DeviceSpec, Registry
+from gateway_monitor.scanner import Advert as RadioAdvert
+from gateway_monitor.tracker import Tracker, TrackerConfig
+from replay.inputs import Recording
+
+STEP = 0.25  # seconds of virtual time between publisher/writer steps
+TICK = 1.0  # the nearest writer's TICK and the monitors' tick in replay
+# Replays of CSV recordings (seconds from their start) run at this epoch, so that the
+# RFC 3339 times the chain writes are ordinary dates.
+EPOCH = 1_700_000_000.0
+GATEWAY_MANAGER_PREFIX = "cloud4iot-gateway-monitor/"
+
+Timeline = list[tuple[float, str | None]]  # (t, decided gateway) at each change
+
+
+class VirtualClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None
+
+
+@dataclass(slots=True)
+class DeviceObjects:
+    """The Device objects as the apiserver would hold them, status only."""
+
+    clock: VirtualClock
+    sightings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    nearest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    applies: int = 0
+
+    def patch_status(self, name: str, body: Mapping[str, Any], manager: str | None) -> None:
+        self.applies += 1
+        status = body.get("status") or {}
+        if manager and manager.startswith(GATEWAY_MANAGER_PREFIX):
+            node = manager[len(GATEWAY_MANAGER_PREFIX) :]
+            entries = status.get("sightings") or []
+            own = self.sightings.setdefault(name, {})
+            if entries:
+                own[node] = dict(entries[0])
+            else:
+                own.pop(node, None)
+        elif "nearest" in status:
+            if status["nearest"] is None:
+                self.nearest.pop(name, None)
+            else:
+                self.nearest[name] = dict(status["nearest"])
+        self.dirty.add(name)
+
+    def facts(self, name: str) -> DeviceFacts:
+        obj: dict[str, Any] = {
+            "metadata": {"name": name},
+            "status": {"sightings": list(self.sightings.get(name, {}).values())},
+        }
+        if name in self.nearest:
+            obj["status"]["nearest"] = self.nearest[name]
+        return device_facts(obj, observed_at=self.clock.now)
+
+
+class _CustomApi:
+    """The two calls the publisher and the writer make, applied to DeviceObjects."""
+
+    def __init__(self, objects: DeviceObjects) -> None:
+        self.objects = objects
+
+    async def patch_cluster_custom_object_status(
+        self, group: str, version: str, plural: str, name: str, body: Any, **kw: Any
+    ) -> None:
+        self.objects.patch_status(name, body, kw.get("field_manager"))
+
+
+class _CoreApi:
+    async def patch_node(self, *_: Any, **__: Any) -> None:
+        return None  # the scheduler nudge: nothing to wake in a replay
+
+
+@dataclass(slots=True)
+class ChainResult:
+    decisions: dict[str, Timeline]  # device -> status.nearest changes
+    adverts: int
+    applies: int
+    seconds: float  # wall time the chain took
+    start: float
+    end: float
+
+
+@dataclass(slots=True)
+class ChainConfig:
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    tail: float = 5.0  # seconds replayed after the last advert
+
+
+async def run_chain(
+    recording: Recording,
+    policy: LoadedPolicy,
+    config: ChainConfig | None = None,
+    on_step: Callable[[float], None] | None = None,
+) -> ChainResult:
+    """Replay every advert through the live chain; the decisions it wrote, per device."""
+    cfg = config or ChainConfig()
+    began = time.perf_counter()
+    start, end = recording.span
+    offset = EPOCH if start < EPOCH / 2 else 0.0
+    clock = VirtualClock(start + offset)
+    objects = DeviceObjects(clock)
+    api = _CustomApi(objects)
+    spec = policy.policy.spec
+    specs = [DeviceSpec(name=d, address=a) for d, a in recording.addresses.items()]
+    monitors: dict[str, Monitor] = {}
+    publishers: dict[str, Publisher] = {}
+    for gw in recording.gateways:
+        radio = spec.gateways.get(gw)
+        tracker_cfg = cfg.tracker
+        if radio is not None and "rssi_offset" in radio.model_fields_set:
+            tracker_cfg = replace(tracker_cfg, offset=radio.rssi_offset)
+        registry = Registry()
+        publisher = Publisher(
+            api,
+            gw,
+            PublishPlan(cfg.publish),
+            backoff=lambda _n: 1.0,
+            clock=clock,
+            sleep=_no_sleep,
+        )
+        monitors[gw] = Monitor(
+            gw, Tracker(tracker_cfg), registry, publisher, Metrics(), clock=clock, wall=clock
+        )
+        publishers[gw] = publisher
+        registry.replace_all(specs)
+    store = StateStore()
+    writer = NearestWriter(
+        custom=api,
+        core=_CoreApi(),
+        policy=PolicyStore(path=Path(policy.source), current=policy),
+        store=store,
+    )
+    devices: dict[str, DeviceFacts] = {}
+    decisions: dict[str, Timeline] = {d: [] for d in recording.addresses}
+    shown: dict[str, str | None] = {}
+
+    async def step(now: float, full: bool, heard: set[str]) -> None:
+        clock.now = now
+        if full:
+            for m in monitors.values():
+                m.tick()
+        for gw in publishers if full else heard:
+            await publishers[gw].flush()
+        heard.clear()
+        if not (full or objects.dirty):
+            return
+        if objects.dirty:
+            nonlocal devices
+            devices = dict(devices)  # a new mapping: the writer finds changes by identity
+            for name in objects.dirty:
+                devices[name] = objects.facts(name)
+            objects.dirty.clear()
+            store.snapshot = store.snapshot.with_devices(devices)
+        await writer.step(now)
+        for name in objects.dirty:
+            node = objects.nearest.get(name, {}).get("node")
+            if shown.get(name) != node:
+                shown[name] = node
+                decisions.setdefault(name, []).append((now - offset, node))
+        if objects.dirty:  # our own writes: the next read shows them
+            devices = dict(devices)
+            for name in objects.dirty:
+                devices[name] = objects.facts(name)
+            objects.dirty.clear()
+            store.snapshot = store.snapshot.with_devices(devices)
+        if on_step is not None:
+            on_step(now - offset)
+
+    heard: set[str] = set()
+    next_step = clock.now + STEP
+    next_tick = clock.now + TICK
+    for a in recording.adverts:
+        t = a.t + offset
+        while t >= next_step:
+            full = next_step >= next_tick
+            if full:
+                next_tick += TICK
+            await step(next_step, full, heard)
+            next_step += STEP
+        clock.now = t
+        monitors[a.gateway].on_advert(RadioAdvert(recording.addresses[a.device], a.rssi, t))
+        heard.add(a.gateway)
+    stop = end + offset + cfg.tail
+    while next_step <= stop:
+        full = next_step >= next_tick
+        if full:
+            next_tick += TICK
+        await step(next_step, full, heard)
+        next_step += STEP
+    return ChainResult(
+        decisions=decisions,
+        adverts=len(recording.adverts),
+        applies=objects.applies,
+        seconds=time.perf_counter() - began,
+        start=start,
+        end=end,
+    )

@@ -1,0 +1,172 @@
+"""What replay reads: advert recordings, ground and ground truth.
+
+Adverts come in two layouts, merged onto one timeline:
+
+* CSV (optionally gzipped), one reception per row: ``time_s``, ``gateway``, ``rssi_dbm``
+  and optionally ``device`` (one device called ``tag`` when absent). This is the layout
+  of the recordings under ``tests/data/ble-flat``; other columns are ignored.
+* The monitor's trace format (JSONL, ``t``, ``address``, ``rssi``; what
+  ``cloud4iot-gateway-monitor --record`` writes), one file per gateway given as
+  ``NODE=FILE``. The device is its address (or the name ``--device NAME=ADDRESS`` maps).
+
+Truth is a CSV with ``time_s`` and ``nearest_gateway`` (optionally ``device``): rows are
+samples of which gateway was really nearest at that time.
+
+Bad input raises InputError naming the file and line; nothing is half-read.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway_monitor.traces import TraceError, parse_line
+
+DEFAULT_DEVICE = "tag"
+
+
+class InputError(ValueError):
+    """A recording, truth or load file replay cannot use; says which and where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Advert:
+    t: float
+    gateway: str
+    device: str
+    rssi: int
+
+
+@dataclass(slots=True)
+class Recording:
+    """Every reception, time-ordered, with the device addresses the gateways look for."""
+
+    adverts: list[Advert] = field(default_factory=list)
+    addresses: dict[str, str] = field(default_factory=dict)  # device -> address on air
+
+    @property
+    def gateways(self) -> list[str]:
+        return sorted({a.gateway for a in self.adverts})
+
+    @property
+    def devices(self) -> list[str]:
+        return sorted({a.device for a in self.adverts})
+
+    @property
+    def span(self) -> tuple[float, float]:
+        if not self.adverts:
+            return (0.0, 0.0)
+        return (self.adverts[0].t, self.adverts[-1].t)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    try:
+        if path.suffix == ".gz":
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+        return io.TextIOWrapper(path.open("rb"), encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror or exc}") from exc
+
+
+def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    with _open_text(path) as fh:
+        try:
+            reader = csv.DictReader(fh)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+            for row in reader:
+                yield reader.line_num, row
+        except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
+            raise InputError(f"{path}: {exc}") from exc
+
+
+def synthetic_address(device: str) -> str:
+    """A stable made-up address for a CSV device (CSV layouts carry no address)."""
+    h = _fnv(device)
+    octets = [(h >> (8 * i)) & 0xFF for i in range(6)]
+    octets[0] = (octets[0] | 0xC0) & 0xFF  # static random address
+    return ":".join(f"{o:02X}" for o in octets)
+
+
+def _fnv(text: str) -> int:
+    h = 0xCBF29CE484222325
+    for b in text.encode():
+        h = ((h ^ b) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def read_csv_adverts(path: Path) -> Recording:
+    out = Recording()
+    for line, row in _rows(path, ("time_s", "gateway", "rssi_dbm")):
+        try:
+            t = float(row["time_s"])
+            rssi = round(float(row["rssi_dbm"]))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}:{line}: {exc}") from exc
+        gateway = (row.get("gateway") or "").strip()
+        device = (row.get("device") or "").strip() or DEFAULT_DEVICE
+        if not gateway:
+            raise InputError(f"{path}:{line}: empty gateway")
+        if t != t or rssi < -127 or rssi > 20:
+            raise InputError(f"{path}:{line}: time_s or rssi_dbm out of range")
+        out.adverts.append(Advert(t, gateway, device, rssi))
+        if device not in out.addresses:
+            out.addresses[device] = synthetic_address(device)
+    out.adverts.sort(key=lambda a: a.t)
+    return out
+
+
+def read_trace_adverts(node: str, path: Path, names: Mapping[str, str] | None = None) -> Recording:
+    """One gateway's monitor trace; ``names`` maps an address to a device name."""
+    by_address = {a.upper(): n for n, a in (names or {}).items()}
+    out = Recording()
+    try:
+        fh = _open_text(path)
+        with fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                rec = parse_line(line, f"{path}:{lineno}")
+                device = by_address.get(rec.address) or rec.address.lower().replace(":", "")
+                out.adverts.append(Advert(rec.t, node, device, rec.rssi))
+                out.addresses.setdefault(device, rec.address)
+    except (TraceError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise InputError(str(exc)) from exc
+    out.adverts.sort(key=lambda a: a.t)
+    return out
+
+
+def merge(recordings: list[Recording]) -> Recording:
+    out = Recording()
+    for r in recordings:
+        out.adverts.extend(r.adverts)
+        for device, address in r.addresses.items():
+            if out.addresses.setdefault(device, address) != address:
+                raise InputError(
+                    f"device {device} has two addresses: {address}, {out.addresses[device]}"
+                )
+    out.adverts.sort(key=lambda a: a.t)
+    return out
+
+
+def read_truth(path: Path) -> dict[str, list[tuple[float, str]]]:
+    """device -> time-ordered (t, nearest gateway) samples."""
+    out: dict[str, list[tuple[float, str]]] = {}
+    for line, row in _rows(path, ("time_s", "nearest_gateway")):
+        try:
+            t = float(row["time_s"])
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}:{line}: {exc}") from exc
+        gw = (row.get("nearest_gateway") or "").strip()
+        if not gw:
+            continue  # no truth at this time
+        device = (row.get("device") or "").strip() or DEFAULT_DEVICE
+        out.setdefault(device, []).append((t, gw))
+    for samples in out.values():
+        samples.sort()
+    return out

@@ -1,0 +1,79 @@
+"""`cloud4iot replay` end to end on the flat's recordings (in-process)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from extender.cli import main
+from tests.replay.helpers import DATA
+
+
+def test_json_report_on_a_recording_with_truth(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "replay",
+            str(DATA / "calib4.adverts.csv.gz"),
+            "--truth",
+            str(DATA / "calib4.truth.csv.gz"),
+            "-o",
+            "json",
+        ]
+    )
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["methods"] == ["policy", "ema-3s-6db", "strongest-5s", "hindsight"]
+    total = doc["total"]
+    assert total["policy"]["true_changes"] == 2
+    # The hindsight path knows the future: nothing online has a smaller p90 deficit.
+    for m in ("policy", "ema-3s-6db", "strongest-5s"):
+        assert total["hindsight"]["deficit_p90_db"] <= total[m]["deficit_p90_db"]
+    assert doc["chain"]["policy"]["adverts"] == 6740
+
+
+def test_table_compares_two_policies_and_draws(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png = tmp_path / "replay.png"
+    code = main(
+        [
+            "replay",
+            str(DATA / "calib4.adverts.csv.gz"),
+            "--compare",
+            "policies/default.yaml",
+            "--no-baselines",
+            "--plot",
+            str(png),
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines()[2:4]]
+    assert rows == ["policy", "compare"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_input_exits_2_with_a_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time_s,gateway\n1,a\n")
+    assert main(["replay", str(bad)]) == 2
+    assert "missing column(s) rssi_dbm" in capsys.readouterr().err
+    assert main(["replay"]) == 2
+    assert "give CSV recordings" in capsys.readouterr().err
+
+
+def test_missing_extra_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "numpy", None)
+    assert main(["replay", str(DATA / "calib4.adverts.csv.gz")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.strip()
+        == "cloud4iot replay needs the replay extra: pip install 'cloud4iot-placement[replay]'"
+    )

@@ -1,0 +1,79 @@
+"""Reading recordings and truth: both layouts, and bad input refused with file and line."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+from pathlib import Path
+
+import pytest
+
+from replay.inputs import InputError, merge, read_csv_adverts, read_trace_adverts, read_truth
+from tests.replay.helpers import DATA
+
+
+def test_flat_csv_reads_every_reception_in_time_order() -> None:
+    rec = read_csv_adverts(DATA / "calib4.adverts.csv.gz")
+    assert len(rec.adverts) == 6740  # the README's row count
+    assert rec.gateways == [f"anchor-{i}" for i in range(1, 7)]
+    assert rec.devices == ["tag"]
+    assert all(a.t <= b.t for a, b in zip(rec.adverts, rec.adverts[1:], strict=False))
+
+
+def test_truth_reads_nearest_gateway_per_time() -> None:
+    truth = read_truth(DATA / "calib4.truth.csv.gz")
+    samples = truth["tag"]
+    assert len(samples) == 1804
+    changes = sum(1 for a, b in itertools.pairwise(samples) if a[1] != b[1])
+    assert changes == 2  # summary.csv: nearest_gateway_changes
+
+
+def test_traces_of_two_gateways_merge_on_one_timeline(tmp_path: Path) -> None:
+    a = tmp_path / "a.jsonl"
+    b = tmp_path / "b.jsonl"
+    a.write_text(
+        '{"t": 1.0, "address": "aa:bb:cc:dd:ee:ff", "rssi": -60}\n'
+        '{"t": 3.0, "address": "AA:BB:CC:DD:EE:FF", "rssi": -61}\n'
+    )
+    b.write_text('{"t": 2.0, "address": "AA:BB:CC:DD:EE:FF", "rssi": -70}\n')
+    names = {"wearable": "AA:BB:CC:DD:EE:FF"}
+    rec = merge([read_trace_adverts("gw-a", a, names), read_trace_adverts("gw-b", b, names)])
+    assert [(x.t, x.gateway, x.device) for x in rec.adverts] == [
+        (1.0, "gw-a", "wearable"),
+        (2.0, "gw-b", "wearable"),
+        (3.0, "gw-a", "wearable"),
+    ]
+    assert rec.addresses == {"wearable": "AA:BB:CC:DD:EE:FF"}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("t,gateway,rssi_dbm\n1,a,-50\n", "missing column(s) time_s"),
+        ("time_s,gateway,rssi_dbm\n1,a,strong\n", ":2:"),
+        ("time_s,gateway,rssi_dbm\n1,,-50\n", ":2: empty gateway"),
+        ("time_s,gateway,rssi_dbm\n1,a,-50\n2,a,-500\n", ":3: time_s or rssi_dbm out of range"),
+    ],
+)
+def test_bad_csv_is_refused_with_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        read_csv_adverts(path)
+    assert str(path) in str(err.value)
+
+
+def test_corrupt_gzip_and_missing_file_are_input_errors(tmp_path: Path) -> None:
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(gzip.compress(b"time_s,gateway,rssi_dbm\n" + b"1,a,-50\n" * 1000)[:60])
+    with pytest.raises(InputError, match=r"cut\.csv\.gz"):
+        read_csv_adverts(path)
+    with pytest.raises(InputError, match=r"nope\.csv"):
+        read_csv_adverts(tmp_path / "nope.csv")
+
+
+def test_bad_trace_line_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "gw.jsonl"
+    path.write_text('{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}\n{"t": 2}\n')
+    with pytest.raises(InputError, match=r"gw\.jsonl:2"):
+        read_trace_adverts("gw", path)
