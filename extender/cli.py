@@ -287,6 +287,16 @@ def _tier_affinity(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay(rest: list[str]) -> int:
+    # Not imported by the services: the replay package is not in their images.
+    try:
+        from replay.cli import main as replay_main
+    except ImportError:
+        print("cloud4iot replay: the replay package is not installed here", file=sys.stderr)
+        return 2
+    return replay_main(rest)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cloud4iot", description="Cloud4IoT placement admin tools")
     _version_flag(p)
@@ -310,11 +320,19 @@ def main(argv: list[str] | None = None) -> int:
     _policy_flag(aff)
     aff.set_defaults(func=_tier_affinity)
 
-    from replay.cli import add_parser as add_replay
+    rep = sub.add_parser(
+        "replay",
+        add_help=False,
+        help="replay recorded adverts through the live nearest decision chain, scored "
+        "(cloud4iot replay --help)",
+    )
+    rep.add_argument("rest", nargs=argparse.REMAINDER)
+    rep.set_defaults(func=lambda a: _replay(a.rest))
 
-    add_replay(sub)
-
-    args = p.parse_args(argv)
+    args_list = sys.argv[1:] if argv is None else argv
+    if args_list[:1] == ["replay"]:  # its own parser, --help included
+        return _replay(args_list[1:])
+    args = p.parse_args(args_list)
     if args.command == "simulate":
         require_extra("cloud4iot simulate", "extender")
     code: int = args.func(args)

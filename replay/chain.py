@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cloud4iot.policy.loader import LoadedPolicy
+from cloud4iot.policy.store import PolicyStore
 from extender.controllers.nearest_writer import NearestWriter
-from extender.policy.loader import LoadedPolicy
-from extender.policy.store import PolicyStore
 from extender.state.devices import device_facts
 from extender.state.snapshot import DeviceFacts
 from extender.state.store import StateStore

@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from cloud4iot.buildinfo import DEFAULT_POLICY, require_extra
+
 MISSING_EXTRA = "cloud4iot replay needs the replay extra: pip install 'cloud4iot-placement[replay]'"
 
 COLUMNS = (
@@ -30,10 +32,9 @@ def _pair(text: str) -> tuple[str, str]:
     return name, value
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "replay",
-        help="replay recorded adverts through the monitors, the nearest writer and baselines",
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="cloud4iot replay",
         description="Replays per-gateway advert recordings through each gateway's tracker "
         "and publish plan and the elected writer's nearest decision, on a virtual clock "
         "(no cluster), and scores the decisions against the best link, the baselines and "
@@ -62,17 +63,19 @@ def add_parser(sub: Any) -> None:
         help="name a traced address (repeatable)",
     )
     p.add_argument("--truth", type=Path, help="CSV: time_s,nearest_gateway[,device]")
-    p.add_argument("--policy", type=Path, default=Path("policies/default.yaml"))
+    p.add_argument(
+        "--policy", type=Path, default=DEFAULT_POLICY, help="default: the shipped policy"
+    )
     p.add_argument("--compare", type=Path, help="a second policy, side by side")
     p.add_argument("--no-baselines", action="store_true", help="only the policies")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--per-device", action="store_true", help="a table per device too")
     p.add_argument("--plot", type=Path, metavar="PNG", help="draw the decisions over time")
-    p.set_defaults(func=main)
+    return p
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
-    from extender.policy.loader import load_policy
+    from cloud4iot.policy.loader import load_policy
     from replay.inputs import merge, read_csv_adverts, read_trace_adverts, read_truth
 
     parts = [read_csv_adverts(p) for p in args.csv]
@@ -86,13 +89,15 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     return recording, policies, truth
 
 
-def main(args: argparse.Namespace) -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    require_extra("cloud4iot replay", "replay")  # installed metadata says it is missing
     try:
         import numpy  # noqa: F401
-    except ImportError:
+    except ImportError:  # a source tree without it
         print(MISSING_EXTRA, file=sys.stderr)
-        return 2
-    from extender.policy.loader import PolicyError
+        return 1
+    from cloud4iot.policy.loader import PolicyError
     from replay.evaluate import evaluate
     from replay.inputs import InputError
 
@@ -113,7 +118,7 @@ def main(args: argparse.Namespace) -> int:
             from replay.plot import plot
         except ImportError:
             print(MISSING_EXTRA, file=sys.stderr)
-            return 2
+            return 1
         plot(ev, args.plot, truth)
     if args.output == "json":
         sys.stdout.buffer.write(orjson.dumps(ev.as_json(), option=orjson.OPT_INDENT_2) + b"\n")

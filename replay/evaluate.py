@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from extender.policy.loader import LoadedPolicy
+from cloud4iot.policy.loader import LoadedPolicy
 from replay import baselines
 from replay.chain import ChainConfig, ChainResult, run_chain
 from replay.inputs import Advert, Recording

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from extender.policy.loader import load_policy
+from cloud4iot.policy.loader import load_policy
 from replay.chain import run_chain
 from tests.replay.helpers import nodes, recording
 
