@@ -11,7 +11,10 @@ import orjson
 
 from cloud4iot.buildinfo import DEFAULT_POLICY, require_extra
 
-MISSING_EXTRA = "cloud4iot replay needs the replay extra: pip install 'cloud4iot-placement[replay]'"
+MISSING_EXTRA = (
+    "cloud4iot replay: this command needs the 'replay' extra (numpy, matplotlib); "
+    "install cloud4iot-placement[replay]"
+)
 
 COLUMNS = (
     ("accuracy_pct", "right gw %"),
