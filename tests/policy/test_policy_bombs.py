@@ -1,9 +1,13 @@
-"""YAML bombs in a policy file: refused at once, in bounded memory, with a line.
+"""YAML bombs in a policy file: refused by a budget, in bounded memory, with a line.
 
 The service loads the policy at start and on every reload, and `check-policy`
 reads what an operator hands it, so a small file that aliases expand to billions
-of nodes must cost neither time nor memory anywhere. Memory is this process's
-(the loader and the in-process app run in it).
+of nodes must cost neither time nor memory anywhere. What protects that is the
+budget (MAX_NODES, MAX_DEPTH, MAX_BYTES) that refuses the file while it is being
+composed: each test names the budget that refused it and bounds the memory (this
+process's: the loader and the in-process app run in it). Speed is measured in
+BENCHMARKS.md; here only a functional cap, `CAP`, far above normal (the slowest
+refusal takes ~0.4 s here, the unbounded loader took 12 s and 2.2 GB on 7 levels).
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from cloud4iot.policy.loader import MAX_NODES, PolicyError, parse_policy
+from cloud4iot.policy import store as policy_store
+from cloud4iot.policy.loader import MAX_BYTES, MAX_DEPTH, MAX_NODES, PolicyError, parse_policy
 from cloud4iot.policy.store import PolicyStore
 from extender.app import create_app
 from extender.cli import main
@@ -51,6 +56,7 @@ def laughs(levels: int, width: int = 10, then: str = "") -> str:
 SEVEN_LEVELS = laughs(7)  # 10**7 strings from 0.6 KB of aliases
 THREE_KB = laughs(9, width=64)  # 64**9 strings
 FIRST_RUNG = GOOD.splitlines().index("spec:") + 2  # 1-based line of `lol: &l0 lol`
+CAP = 5.0  # seconds: a refusal slower than this is broken, not slow
 
 
 @pytest.mark.timeout(20)  # the unbounded loader took 12 s and 2.2 GB on 7 levels
@@ -71,12 +77,12 @@ def test_an_alias_bomb_is_refused_at_once_with_its_line(text):
     # The first alias past the budget, where it is.
     assert FIRST_RUNG < problem.line <= FIRST_RUNG + 9
     assert problem.field.startswith("spec.l")
-    assert elapsed < 0.2, f"{elapsed:.2f}s"
+    assert elapsed < CAP, f"{elapsed:.2f}s"
     assert growth.peak_over_start < 20, f"peak RSS +{growth.peak_over_start:.0f} MiB"
 
 
 @pytest.mark.timeout(20)
-def test_check_policy_on_a_7_level_bomb_answers_in_well_under_a_second(tmp_path, capsys):
+def test_check_policy_on_a_7_level_bomb_names_the_first_alias_past_the_budget(tmp_path, capsys):
     bomb = tmp_path / "lol.yaml"
     bomb.write_text(SEVEN_LEVELS)
     with memory_growth() as growth:
@@ -86,49 +92,75 @@ def test_check_policy_on_a_7_level_bomb_answers_in_well_under_a_second(tmp_path,
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
-    assert err[0].startswith(f"{bomb}:{FIRST_RUNG + 5}: spec.l5[0]: aliases expand the policy")
-    assert elapsed < 0.3, f"{elapsed:.2f}s"
+    assert err[0].startswith(
+        f"{bomb}:{FIRST_RUNG + 5}: spec.l5[0]: aliases expand the policy past {MAX_NODES} nodes"
+    )
+    assert elapsed < CAP, f"{elapsed:.2f}s"
     assert growth.peak_over_start < 20, f"peak RSS +{growth.peak_over_start:.0f} MiB"
 
 
 @pytest.mark.timeout(20)
-def test_the_service_refuses_to_start_on_a_bomb_quickly(tmp_path, capsys):
+def test_the_service_refuses_to_start_on_a_bomb(tmp_path, capsys):
     from extender.cli import extender_main
 
     bomb = tmp_path / "lol.yaml"
     bomb.write_text(SEVEN_LEVELS)
-    start = time.perf_counter()
-    assert extender_main(["--policy", str(bomb), "--port", "0"]) == 2
-    assert time.perf_counter() - start < 0.3
-    assert "alias bomb" in capsys.readouterr().err
+    with memory_growth() as growth:
+        start = time.perf_counter()
+        assert extender_main(["--policy", str(bomb), "--port", "0"]) == 2
+        elapsed = time.perf_counter() - start
+    err = capsys.readouterr().err
+    assert f"aliases expand the policy past {MAX_NODES} nodes" in err
+    assert "alias bomb" in err
+    assert elapsed < CAP, f"{elapsed:.2f}s"
+    assert growth.peak_over_start < 20, f"peak RSS +{growth.peak_over_start:.0f} MiB"
+
+
+HELD = 1.0  # seconds the reload's parse is held open so that /filter calls overlap it
 
 
 @pytest.mark.timeout(30)
-async def test_a_bomb_on_reload_keeps_the_last_good_policy_and_filter_fast(
-    tmp_path, aiohttp_client
+async def test_a_bomb_on_reload_keeps_the_last_good_policy_and_filter_answering(
+    tmp_path, aiohttp_client, monkeypatch
 ):
     path = tmp_path / "policy.yaml"
     path.write_text(GOOD)
     store = PolicyStore.open(path)
     in_force = store.current
+    # The reload's parse is held for HELD s (as a slow disk or a big file would): /filter
+    # must keep answering meanwhile, that is, the reload must not run on the event loop.
+    window: list[float] = []
+
+    def held_parse(raw: bytes | str, source: str = "<policy>") -> object:
+        window.append(time.monotonic())
+        try:
+            time.sleep(HELD)
+            return parse_policy(raw, source)
+        finally:
+            window.append(time.monotonic())
+
+    monkeypatch.setattr(policy_store, "parse_policy", held_parse)
     settings = Settings(policy_path=path, policy_poll_interval=0.02)
     client = await aiohttp_client(
         create_app(settings, policy=store, state=StateStore(), sources=[])
     )
     body = orjson.dumps({"Pod": {"metadata": {"name": "p"}}, "NodeNames": []})
-    slowest = 0.0
+    answered: list[float] = []
     with memory_growth() as growth:
         path.write_text(SEVEN_LEVELS)
-        deadline = time.perf_counter() + 5
+        deadline = time.perf_counter() + HELD + CAP
         while store.last_error is None and time.perf_counter() < deadline:
-            start = time.perf_counter()
             assert (await client.post("/filter", data=body)).status == 200
-            slowest = max(slowest, time.perf_counter() - start)
+            answered.append(time.monotonic())
             await asyncio.sleep(0.005)
-    assert store.last_error is not None, "the bomb was not refused within 5 s"
+    assert store.last_error is not None, f"the bomb was not refused within {HELD + CAP} s"
     assert "alias bomb" in str(store.last_error)
+    assert f"aliases expand the policy past {MAX_NODES} nodes" in str(store.last_error)
     assert store.current is in_force
-    assert slowest < 0.1, f"/filter took {slowest:.3f}s during the reload"
+    [began, ended] = window
+    during = [t for t in answered if began < t < ended]
+    # Every 5 ms for a second: dozens; a reload on the loop lets none through.
+    assert len(during) >= 5, f"/filter answered {len(during)} times during a {HELD} s reload"
     assert growth.peak_over_start < 30, f"peak RSS +{growth.peak_over_start:.0f} MiB"
     ready = await (await client.get("/readyz")).json()
     assert any(d.startswith("policy: last reload refused") for d in ready["degraded"])
@@ -156,26 +188,30 @@ def test_anchors_within_the_budget_still_work_but_a_bomb_in_them_does_not():
     assert "alias bomb" in problem.message
 
 
+DEEP = f"nested more than {MAX_DEPTH} levels deep"
+
+
 @pytest.mark.parametrize(
     ("text", "line", "field", "message"),
     [
         (MINIMAL + "x: &a [1, *a]\n", 9, "x[1]", "alias *a is inside the node it names"),
         (MINIMAL + "x: &a {y: *a}\n", 9, "x.y", "alias *a is inside the node it names"),
-        (MINIMAL + "x: " + "[" * 5000 + "]" * 5000 + "\n", 9, "x[0]", "nested more than"),
+        (MINIMAL + "x: " + "[" * 5000 + "]" * 5000 + "\n", 9, "x[0]", DEEP),
         (MINIMAL + "x:\n" + "  - 1\n" * 30000, None, "x[", f"more than {MAX_NODES} nodes"),
-        (MINIMAL + "? " + "[" * 5000 + "]" * 5000 + "\n: 1\n", 9, "", "nested more than"),
-        (MINIMAL + "#" * (1 << 20) + "\n", 1, "", "more than the 1048576 a policy may have"),
+        (MINIMAL + "? " + "[" * 5000 + "]" * 5000 + "\n: 1\n", 9, "", DEEP),
+        (MINIMAL + "#" * (1 << 20) + "\n", 1, "", f"more than the {MAX_BYTES} a policy may have"),
     ],
     ids=["cycle-list", "cycle-map", "deep", "many-nodes", "deep-key", "huge-file"],
 )
 def test_shapes_that_would_crash_or_exhaust_the_loader_are_problems(text, line, field, message):
-    start = time.perf_counter()
-    with pytest.raises(PolicyError) as info:
-        parse_policy(text, "p.yaml")
-    # Plain YAML parses at roughly 50,000 nodes a second here, so reaching the node
-    # budget takes ~0.4 s; a deep flow line ~0.15 s (the scanner looks 1024 characters
-    # ahead for a key, however long the line).
-    assert time.perf_counter() - start < (2.0 if "nodes" in message else 0.5)
+    with memory_growth() as growth:
+        start = time.perf_counter()
+        with pytest.raises(PolicyError) as info:
+            parse_policy(text, "p.yaml")
+        elapsed = time.perf_counter() - start
+    # Reaching the node budget takes ~0.4 s here, a deep flow line ~0.15 s (BENCHMARKS.md).
+    assert elapsed < CAP, f"{elapsed:.2f}s"
+    assert growth.peak_over_start < 30, f"peak RSS +{growth.peak_over_start:.0f} MiB"
     [problem] = info.value.problems
     assert line is None or problem.line == line
     assert problem.field.startswith(field)
