@@ -22,6 +22,7 @@ from cloud4iot.tasks import Supervisor
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.publisher import Publisher, PublishPlan, Reason, Sighting, apply_body
+from gateway_monitor.recorder import FLUSH_INTERVAL, Recorder
 from gateway_monitor.registry import DeviceSpec, Registry, watch_devices
 from gateway_monitor.scanner import AdvertSource, BleakSource, ReplaySource, backoff_delays
 from gateway_monitor.settings import Settings, policy_offset
@@ -41,6 +42,7 @@ class Runtime:
     tracker: Tracker
     source: AdvertSource
     monitor: Monitor | None = None
+    recorder: Recorder | None = None
     publisher: Publisher | None = None
     dry_run_log: list[dict[str, Any]] = field(default_factory=list)
     tasks: Supervisor = field(default_factory=Supervisor)
@@ -94,6 +96,21 @@ async def _ticker(rt: Runtime) -> None:
 async def _run_source(rt: Runtime) -> None:
     assert rt.monitor is not None
     await rt.source.run(rt.monitor.on_advert)
+
+
+async def _record(rt: Runtime, recorder: Recorder) -> None:
+    """Flush the recording every second in a thread; a failing disk never stops the monitor."""
+    failing = False
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL)
+        try:
+            await asyncio.to_thread(recorder.flush)
+            failing = False
+        except OSError as exc:
+            rt.metrics.errors.labels("recorder").inc()
+            if not failing:
+                log.warning("cannot write the recording %s: %s", recorder.path, exc)
+            failing = True
 
 
 async def _watch_policy(rt: Runtime) -> None:
@@ -164,7 +181,11 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
             on_result=on_result,
         )
         sink = rt.publisher
-    rt.monitor = Monitor(settings.node, tracker, registry, sink, metrics, clock=source.clock)
+    if settings.record is not None:
+        rt.recorder = Recorder(settings.record, max_bytes=settings.record_max_bytes)
+    rt.monitor = Monitor(
+        settings.node, tracker, registry, sink, metrics, clock=source.clock, recorder=rt.recorder
+    )
 
     if settings.dry_run:
         registry.replace_all(DeviceSpec(n, a.upper()) for n, a in settings.static_devices.items())
@@ -184,11 +205,18 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.policy is not None and settings.rssi_offset is None:
         rt.tasks.spawn(_watch_policy(rt), "policy")
     rt.tasks.spawn(_ticker(rt), "ticker")
+    if rt.recorder is not None:
+        rt.tasks.spawn(_record(rt, rt.recorder), "recorder")
     rt.tasks.spawn(_run_source(rt), "source")
     try:
         yield
     finally:
         await rt.tasks.stop()
+        if rt.recorder is not None:
+            try:
+                await asyncio.to_thread(rt.recorder.flush)
+            except OSError as exc:
+                log.warning("cannot write the recording %s: %s", rt.recorder.path, exc)
         if rt.publisher is not None:
             removed = await rt.publisher.remove_all()
             log.info("shutdown: removed %d sightings", removed)

@@ -79,6 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="scan ON of every PERIOD seconds, e.g. 2/10; 'always' = continuous",
     )
 
+    g.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="also write the adverts of registered Devices to FILE (JSONL trace, wall-clock "
+        "t) for `cloud4iot replay --trace NODE=FILE`; rotated to FILE.1",
+    )
+    g.add_argument(
+        "--record-max-bytes",
+        type=int,
+        default=50_000_000,
+        help="rotate the recording when it would pass this size",
+    )
+
     g = p.add_argument_group("presence judgement")
     g.add_argument(
         "--enter",
@@ -179,6 +193,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             max_rate=args.max_rate,
         ),
         replay=args.replay,
+        record=args.record,
+        record_max_bytes=args.record_max_bytes,
         speed=args.speed,
         adapter=args.adapter,
         scan_mode=args.scan_mode,

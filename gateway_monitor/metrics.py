@@ -47,5 +47,5 @@ class Metrics:
         )
         for result in ("tracked", "dropped"):
             self.adverts.labels(result)
-        for component in ("scanner", "publisher", "registry"):
+        for component in ("scanner", "publisher", "registry", "recorder"):
             self.errors.labels(component)

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.publisher import Sighting
+from gateway_monitor.recorder import Recorder
 from gateway_monitor.registry import DeviceSpec, Registry
 from gateway_monitor.scanner import Advert
 from gateway_monitor.tracker import Tracker, Transition, Update
@@ -38,6 +39,7 @@ class Monitor:
         *,
         clock: Callable[[], float],
         wall: Callable[[], float] = time.time,
+        recorder: Recorder | None = None,
     ) -> None:
         self.node = node
         self.tracker = tracker
@@ -46,6 +48,8 @@ class Monitor:
         self.metrics = metrics
         self.clock = clock  # the advert source's timeline (trace seconds on replays)
         self.wall = wall
+        self.recorder = recorder  # --record: what replay reads
+        self._record_anchor: float | None = None
         self.transitions: list[tuple[float, str, Transition]] = []  # recent, for /healthz
         registry.listeners.append(self)
 
@@ -56,6 +60,12 @@ class Monitor:
             self.metrics.adverts.labels("dropped").inc()
             return
         self.metrics.adverts.labels("tracked").inc()
+        if self.recorder is not None:
+            # The source's clock anchored once to the wall clock: gateways' recordings
+            # line up, and a sped-up replay is recorded at its own pace.
+            if self._record_anchor is None:
+                self._record_anchor = self.wall() - self.clock()
+            self.recorder.add(self._record_anchor + advert.t, advert.address, advert.rssi)
         self._emit(self.tracker.observe(device, advert.rssi, advert.t))
 
     def tick(self) -> None:

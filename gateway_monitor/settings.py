@@ -33,6 +33,8 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 9102
     tick_interval: float = 0.25
+    record: Path | None = None  # --record: adverts of our Devices as a replayable trace
+    record_max_bytes: int = 50_000_000
 
     def __post_init__(self) -> None:
         if not self.node:
@@ -42,6 +44,8 @@ class Settings:
                 f"away timeout ({self.tracker.away_timeout}s) must exceed the scan pause "
                 f"({self.duty.off}s), or every pause would mark every device away"
             )
+        if self.record is not None and self.record_max_bytes < 1024:
+            raise ConfigError("--record-max-bytes must be at least 1024")
         if self.dry_run and not self.static_devices:
             raise ConfigError("--dry-run needs --device NAME=ADDRESS (there is no apiserver)")
         # A policy named but absent (a ConfigMap not created, a wrong mount) would leave the

@@ -1,0 +1,68 @@
+"""``--record FILE``: what this gateway heard of its Devices, for ``cloud4iot replay``.
+
+Lines are the trace format (``gateway_monitor/traces.py``) with ``t`` in wall-clock
+epoch seconds, so the recordings of several gateways line up on one timeline:
+``cloud4iot replay --trace gw-a=a.jsonl --trace gw-b=b.jsonl``. Only adverts of
+registered Devices are recorded (strangers are never tracked, so never written).
+
+Bounded: when FILE would pass ``max_bytes`` it is renamed FILE.1 (replacing an older
+FILE.1) and a new FILE started, so a recorder left on holds at most twice
+``max_bytes``. The event loop never writes: adverts are queued (at most
+``max_pending`` lines, the excess dropped and counted) and a task flushes them in a
+thread every second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway_monitor.traces import TraceRecord
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class Recorder:
+    path: Path
+    max_bytes: int = 50_000_000
+    max_pending: int = 100_000
+    pending: list[str] = field(default_factory=list)
+    dropped: int = 0
+    written: int = 0
+    rotations: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1024:
+            raise ValueError("--record-max-bytes must be at least 1024")
+
+    def add(self, t: float, address: str, rssi: int) -> None:
+        """Queue one advert (wall-clock ``t``); cheap, called on the event loop."""
+        if len(self.pending) >= self.max_pending:
+            self.dropped += 1
+            return
+        self.pending.append(TraceRecord(t=t, address=address, rssi=rssi).to_json() + "\n")
+
+    def flush(self) -> int:
+        """Write what is queued, rotating first when the file would grow past the bound.
+        Blocking: run it in a thread. Returns the lines written."""
+        lines, self.pending = self.pending, []
+        if not lines:
+            return 0
+        data = "".join(lines).encode()
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size and size + len(data) > self.max_bytes:
+            os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+            self.rotations += 1
+            log.info("recording rotated: %s -> %s.1", self.path, self.path.name)
+        with self.path.open("ab") as fh:
+            fh.write(data)
+        self.written += len(lines)
+        return len(lines)

@@ -1,0 +1,95 @@
+"""`--record FILE`: the monitor writes what `cloud4iot replay` reads, bounded and rotated."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import synthetic_traces
+from gateway_monitor import traces
+from gateway_monitor.app import running
+from gateway_monitor.cli import build_parser, settings_from_args
+from gateway_monitor.recorder import Recorder
+from gateway_monitor.scanner import ReplaySource
+from gateway_monitor.tracker import ConfigError
+
+ADDR = "C0:FF:EE:00:00:01"
+
+
+def test_rotates_at_the_bound_and_keeps_one_old_file(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path / "gw.jsonl", max_bytes=2048)
+    for second in range(200):
+        rec.add(1_700_000_000.0 + second, ADDR, -60)
+        rec.flush()
+    assert rec.rotations > 0
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["gw.jsonl", "gw.jsonl.1"]
+    assert all(p.stat().st_size <= 2048 for p in tmp_path.iterdir())
+    # Nothing lost but what rotated out twice: the newest lines are all there, in order.
+    lines = (tmp_path / "gw.jsonl.1").read_text().splitlines() + (
+        tmp_path / "gw.jsonl"
+    ).read_text().splitlines()
+    ts = [json.loads(line)["t"] for line in lines]
+    assert ts == sorted(ts)
+    assert ts[-1] == 1_700_000_199.0
+
+
+def test_queue_is_bounded_and_counts_what_it_dropped(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path / "gw.jsonl", max_pending=3)
+    for i in range(5):
+        rec.add(float(i), ADDR, -60)
+    assert (rec.flush(), rec.dropped) == (3, 2)
+    with pytest.raises(ValueError, match="at least 1024"):
+        Recorder(tmp_path / "x", max_bytes=10)
+
+
+def test_settings_refuse_a_tiny_bound(tmp_path: Path) -> None:
+    args = build_parser().parse_args(
+        ["--node", "gw1", "--dry-run", "--device", f"p={ADDR}", "--record", str(tmp_path / "r"),
+         "--record-max-bytes", "100"]
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="record-max-bytes"):
+        settings_from_args(args)
+
+
+async def test_two_recorded_gateways_replay_to_one_handover(tmp_path: Path) -> None:
+    """Live monitors (sped-up trace replay) record; `cloud4iot replay` reads the records
+    and hands the walk over once, and the stranger was never written."""
+    gw1_trace, gw2_trace = synthetic_traces.walk(ADDR, [0.0, 20.0], duration=150.0, seed=7)
+    stranger = synthetic_traces.stationary("DE:AD:BE:EF:00:01", -50.0, duration=150.0, seed=9)
+    traces.write_trace(tmp_path / "gw1.jsonl", sorted(gw1_trace + stranger, key=lambda r: r.t))
+    traces.write_trace(tmp_path / "gw2.jsonl", gw2_trace)
+
+    def settings(node: str) -> object:
+        args = build_parser().parse_args(
+            ["--node", node, "--replay", str(tmp_path / f"{node}.jsonl"), "--speed", "100",
+             "--dry-run", "--device", f"patient-1={ADDR}", "--record", str(tmp_path / f"rec-{node}.jsonl")]
+        )  # fmt: skip
+        return settings_from_args(args)
+
+    async with running(settings("gw1")) as gw1, running(settings("gw2")) as gw2:  # type: ignore[arg-type]
+        for gw in (gw1, gw2):
+            assert isinstance(gw.source, ReplaySource)
+            await asyncio.wait_for(gw.source.finished.wait(), 15)
+    rec1 = traces.read_trace(tmp_path / "rec-gw1.jsonl")
+    rec2 = traces.read_trace(tmp_path / "rec-gw2.jsonl")
+    assert {r.address for r in rec1 + rec2} == {ADDR}
+    assert len(rec1) == len(gw1_trace)
+    assert len(rec2) == len(gw2_trace)
+    # At the trace's own pace, anchored to the wall clock: 150 s of walk, not 1.5 s.
+    assert rec1[-1].t - rec1[0].t > 140
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from extender.cli import main; sys.exit(main())",
+        "replay", "--trace", f"gw1={tmp_path / 'rec-gw1.jsonl'}",
+        "--trace", f"gw2={tmp_path / 'rec-gw2.jsonl'}", "--device", f"patient-1={ADDR}",
+        "-o", "json", "--no-baselines", stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    doc = json.loads(out)
+    assert doc["devices"]["patient-1"]["policy"]["changes"] == 1
