@@ -32,10 +32,13 @@ from devcluster.topology import load_topology
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # `-m 'not cluster'` must really leave the cluster out: a test that uses
     # the fixture without the marker is a mistake, caught at collection.
+    # Likewise `-m 'not go'` for the fixtures that build bench/go.
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "devcluster" in fixtures and item.get_closest_marker("cluster") is None:
             raise pytest.UsageError(f"{item.nodeid} uses devcluster but lacks @pytest.mark.cluster")
+        if "go_pair" in fixtures and item.get_closest_marker("go") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses go_pair but lacks @pytest.mark.go")
 
 
 @pytest.fixture(scope="session")

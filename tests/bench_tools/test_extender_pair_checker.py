@@ -1,5 +1,6 @@
 """The extender-pair benchmark's Go client really refuses wrong answers, so what it
-times is never an error path. Needs Go and loopback only (skipped without `go`)."""
+times is never an error path. Needs Go (tests marked `go`; `make go` checks it, and
+without it they fail, never skip) and loopback only."""
 
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ from bench.extender_pair import (
 )
 from devcluster.processes import free_port
 
-pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="needs Go to build bench/go")
-
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path | str]]:
+def go_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path | str]]:
+    if shutil.which("go") is None:
+        pytest.fail("Go is missing: run `make go` (it says what to install), or set GO_BIN")
     tmp = tmp_path_factory.mktemp("pair")
     binaries = build_go(tmp / "bin")
     w = world(40, devices_per_node=2)
@@ -44,44 +45,48 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path |
 
 
 def _run(
-    setup: dict[str, Path | str], target: str, workers: int = 2, **kw: bool
+    go_pair: dict[str, Path | str], target: str, workers: int = 2, **kw: bool
 ) -> dict[str, object]:
-    loadgen, plan_file = Path(setup["loadgen"]), Path(setup["plan"])
-    return run_loadgen(loadgen, str(setup[target]), plan_file, 32, workers, warmup=0, **kw)
+    loadgen, plan_file = Path(go_pair["loadgen"]), Path(go_pair["plan"])
+    return run_loadgen(loadgen, str(go_pair[target]), plan_file, 32, workers, warmup=0, **kw)
 
 
-def test_our_extender_passes_every_expectation(setup: dict[str, Path | str]) -> None:
-    result = _run(setup, "ours")
+@pytest.mark.go
+def test_our_extender_passes_every_expectation(go_pair: dict[str, Path | str]) -> None:
+    result = _run(go_pair, "ours")
     kinds = result["Kinds"]
     assert isinstance(kinds, dict)
     assert set(kinds) == {"confidential", "engine-intensive", "anonymiser", "unmanaged"}
     assert result["All"]["Pairs"] == 32  # type: ignore[index]
 
 
-def test_noop_fails_the_confidential_expectation(setup: dict[str, Path | str]) -> None:
+@pytest.mark.go
+def test_noop_fails_the_confidential_expectation(go_pair: dict[str, Path | str]) -> None:
     # The no-op keeps every node, cloud ones included: a confidential pod's answer is wrong.
     # One worker: the mix starts with the confidential pod, so it is the first to fail.
     with pytest.raises(SystemExit, match=r"incorrect answer .*pod kind confidential"):
-        _run(setup, "noop", workers=1)
+        _run(go_pair, "noop", workers=1)
 
 
-def test_noop_passes_the_protocol_checks_alone(setup: dict[str, Path | str]) -> None:
+@pytest.mark.go
+def test_noop_passes_the_protocol_checks_alone(go_pair: dict[str, Path | str]) -> None:
     # So the failure above is the expectation, not the no-op's protocol.
-    result = _run(setup, "noop", protocol_only=True)
+    result = _run(go_pair, "noop", protocol_only=True)
     assert result["All"]["FilterBytesMean"] > 0  # type: ignore[index]
 
 
+@pytest.mark.go
 def test_wrong_expectation_fails_on_our_extender(
-    setup: dict[str, Path | str], tmp_path: Path
+    go_pair: dict[str, Path | str], tmp_path: Path
 ) -> None:
     # An unmanaged pod expected to keep a node that is not in the request: refused.
-    doc = json.loads(Path(setup["plan"]).read_text())
+    doc = json.loads(Path(go_pair["plan"]).read_text())
     unmanaged = next(c for c in doc["Cases"] if c["Kind"] == "unmanaged")
     unmanaged["Exact"] = [*doc["NodeNames"][:-1], "no-such-node"]
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(doc))
     with pytest.raises(SystemExit, match=r"pod kind unmanaged\): filter dropped"):
-        run_loadgen(Path(setup["loadgen"]), str(setup["ours"]), bad, 8, 1, warmup=0)
+        run_loadgen(Path(go_pair["loadgen"]), str(go_pair["ours"]), bad, 8, 1, warmup=0)
 
 
 def test_profile_summary_counts_self_and_total(tmp_path: Path) -> None:
