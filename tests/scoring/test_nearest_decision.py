@@ -92,10 +92,12 @@ def test_stale_challenger_cannot_win():
 
 
 def test_incumbent_gone_hands_over_at_once():
-    trace = [(0.0, {"gw1": -60.0})] + [(float(t), {"gw2": -80.0}) for t in range(1, 40)]
-    changes = run(trace)
-    assert changes[0] == (0.0, "gw1")
-    assert changes[1][1] == "gw2"
+    keep_for = SPEC.stale_data.sighting_max_age
+    assert keep_for == 30.0
+    trace = [(0.0, {"gw1": -60.0})] + [(float(t), {"gw2": -80.0}) for t in range(1, 60)]
+    # gw2 is weaker, so it never wins as a challenger: it takes over on the first reading
+    # after gw1's sighting outlived the max age, with neither dwell nor settle added.
+    assert run(trace) == [(0.0, "gw1"), (keep_for + 1, "gw2")]
 
 
 def test_excluded_gateway_never_wins():
