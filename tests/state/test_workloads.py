@@ -321,6 +321,11 @@ def test_deployment_of_follows_pod_replicaset_deployment():
     assert deployment_of(p, {}, {"health/fn": d}) is None
     bare = PodRecord.from_pod(pod_obj(owner=None))
     assert deployment_of(bare, {"health/fn-rs1": "fn"}, {"health/fn": d}) is None
+    # A StatefulSet's pod is no Deployment's, even when a ReplicaSet of that name leads
+    # to one: the rebalancer must not roll a Deployment for it.
+    stateful = PodRecord.from_pod(pod_obj(owner=("StatefulSet", "fn-rs1")))
+    assert stateful.owner == ("StatefulSet", "fn-rs1")
+    assert deployment_of(stateful, {"health/fn-rs1": "fn"}, {"health/fn": d}) is None
 
 
 # --- PodIndex ----------------------------------------------------------------------------
