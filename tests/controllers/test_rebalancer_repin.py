@@ -114,6 +114,19 @@ async def test_a_pending_pod_pinned_to_a_gateway_that_no_longer_hears_its_device
     assert len(core.deletions) == 1
 
 
+async def test_a_recreated_pod_the_watch_shows_gone_is_forgotten(core: DeletingCore) -> None:
+    world = world_with(core)
+    world.show(wearable())
+    record = add(world, pinned_pod("wearable-rs1-a", ("gw-home",)))
+    await world.step(NOW + 30)
+    assert len(core.deletions) == 1
+    assert record.uid in world.rebalancer._repinned  # not deleted twice meanwhile
+    world.delete_pod(record.key)
+    await world.step(NOW + 31)
+    assert record.uid not in world.rebalancer._repinned  # uids never come back: no leak
+    assert len(core.deletions) == 1
+
+
 async def test_a_pin_that_still_holds_a_feasible_node_is_left_alone(core: DeletingCore) -> None:
     world = world_with(core)
     world.show(wearable())
