@@ -4,12 +4,32 @@
 # Idempotent: a complete cache folder is reused without calling the Go toolchain.
 # Prints the folder on its last line; `build.sh --print-dir` prints it without
 # building (the Python launcher uses this, so the cache key lives in one place).
+# kubectl (tests/install) is built from k8s.io/kubectl at the apiserver's version into a
+# folder of its own, keyed by its own module: `--print-kubectl-dir` prints it.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export GOTOOLCHAIN=local CGO_ENABLED=0
-key=$(cat "$here"/go/*/go.mod "$here"/go/*/go.sum | sha256sum | cut -c1-12)
-out="${CLOUD4IOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cloud4iot}/bin/k8s-v1.36.3-etcd-v3.6.16-kwok-v0.8.0-$key"
+cache="${CLOUD4IOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cloud4iot}/bin"
+# The control plane's key: its three modules only (kubectl's module does not change it).
+key=$(cd "$here/go" && cat etcd/go.mod k8s/go.mod kwok/go.mod etcd/go.sum k8s/go.sum kwok/go.sum \
+  | sha256sum | cut -c1-12)
+out="$cache/k8s-v1.36.3-etcd-v3.6.16-kwok-v0.8.0-$key"
+kkey=$(cat "$here"/go/kubectl/go.mod "$here"/go/kubectl/go.sum | sha256sum | cut -c1-12)
+kout="$cache/kubectl-v1.36.3-$kkey"
 [ "${1:-}" = --print-dir ] && { echo "$out"; exit 0; }
+[ "${1:-}" = --print-kubectl-dir ] && { echo "$kout"; exit 0; }
+if [ ! -x "$kout/kubectl" ]; then
+  mkdir -p "$kout.tmp"
+  kstart=$(date +%s)
+  (cd "$here/go/kubectl" && go build -trimpath -ldflags "-s -w \
+    -X k8s.io/client-go/pkg/version.gitVersion=v1.36.3 \
+    -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=36 \
+    -X k8s.io/component-base/version.gitVersion=v1.36.3 \
+    -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36" \
+    -o "$kout.tmp/" ./cmd/kubectl)
+  rm -rf "$kout" && mv "$kout.tmp" "$kout"
+  echo "kubectl built in $(( $(date +%s) - kstart ))s" >&2
+fi
 bins=(kube-apiserver kube-controller-manager kube-scheduler etcd kwok kwokctl)
 missing=0
 for b in "${bins[@]}"; do [ -x "$out/$b" ] || missing=1; done

@@ -171,9 +171,17 @@ async def _prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
 
     url = app[SETTINGS].prometheus_url
     assert url
-    gauge = app[METRICS].nodes_without_metrics
+    metrics = app[METRICS]
     task = app[TASKS].spawn(
-        refresh_load(url, app[STATE], app[POLICY], report_gaps=gauge.set), "prometheus-refresh"
+        refresh_load(
+            url,
+            app[STATE],
+            app[POLICY],
+            report_gaps=metrics.nodes_without_metrics.set,
+            report_unlabelled=metrics.series_without_node.set,
+            preset=app[SETTINGS].prometheus_preset,
+        ),
+        "prometheus-refresh",
     )
     yield
     await app[TASKS].stop([task])

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from cloud4iot.buildinfo import DEFAULT_POLICY, require_extra, version_line
+from cloud4iot.kubeclient import own_namespace
 from cloud4iot.policy.loader import PolicyError
 
 log = logging.getLogger("cloud4iot")
@@ -33,6 +34,12 @@ def _service_flags(
     cluster.add_argument("--kubeconfig", type=Path, help="watch this cluster")
     cluster.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
     p.add_argument("--prometheus-url", help=prometheus_help)
+    p.add_argument(
+        "--prometheus-preset",
+        choices=["kube-prometheus", "kube-prometheus-stack"],
+        help="the node label and load queries for this Prometheus stack, instead of the "
+        "policy's spec.prometheus.nodeLabel and queries",
+    )
     p.add_argument("--policy-poll-interval", type=float, default=2.0)
     p.add_argument("--log-level", default="INFO")
 
@@ -49,6 +56,15 @@ def _policy_flag(p: argparse.ArgumentParser) -> None:
         help="PlacementPolicy file (default: the policy shipped in the package); "
         "a missing or invalid file stops the command",
     )
+
+
+def _lease_flags(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument(
+        "--lease-namespace",
+        help="namespace of the leader-election Lease (default: the pod's namespace, "
+        "env POD_NAMESPACE from the Downward API; kube-system outside a pod)",
+    )
+    p.add_argument("--lease-name", default=name)
 
 
 def _configure_logging(level: str) -> None:
@@ -74,6 +90,7 @@ def _extender_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="never write Device status.nearest nor touch Nodes (read-only replica)",
     )
+    _lease_flags(p, "cloud4iot-extender")
     tls = p.add_argument_group(
         "TLS", "HTTPS for the webhook (plain HTTP without these); reloaded when the files change"
     )
@@ -151,10 +168,13 @@ def extender_main(argv: list[str] | None = None) -> int:
         kubeconfig=args.kubeconfig,
         in_cluster=args.in_cluster,
         prometheus_url=args.prometheus_url,
+        prometheus_preset=args.prometheus_preset,
         state_path=args.state,
         max_body_bytes=args.max_body_bytes,
         policy_poll_interval=args.policy_poll_interval,
         leader_election=not args.no_leader_election,
+        lease_namespace=args.lease_namespace or own_namespace(),
+        lease_name=args.lease_name,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         client_ca=args.client_ca,
@@ -208,8 +228,7 @@ def _rebalancer_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="plan, log and emit Events of what would move; change nothing",
     )
-    p.add_argument("--lease-namespace", default="kube-system")
-    p.add_argument("--lease-name", default="cloud4iot-rebalancer")
+    _lease_flags(p, "cloud4iot-rebalancer")
     return p
 
 
@@ -228,9 +247,10 @@ def rebalancer_main(argv: list[str] | None = None) -> int:
         port=args.port,
         kubeconfig=None if args.in_cluster else args.kubeconfig,
         prometheus_url=args.prometheus_url,
+        prometheus_preset=args.prometheus_preset,
         dry_run=args.dry_run,
         policy_poll_interval=args.policy_poll_interval,
-        lease_namespace=args.lease_namespace,
+        lease_namespace=args.lease_namespace or own_namespace(),
         lease_name=args.lease_name,
     )
     try:

@@ -85,6 +85,12 @@ class Metrics:
             "1 while this replica holds the Lease and writes Device status.nearest",
             registry=r,
         )
+        self.series_without_node = Gauge(
+            "cloud4iot_extender_prometheus_series_without_node",
+            "Series of the last load refresh that carry no node label (all of them: no load "
+            "is known; set the policy's prometheus nodeLabel or --prometheus-preset)",
+            registry=r,
+        )
         self.nodes_without_metrics = Gauge(
             "cloud4iot_extender_nodes_without_metrics",
             "Known nodes that have no Prometheus load data (often a node-label mismatch)",

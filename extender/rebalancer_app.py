@@ -38,6 +38,7 @@ class RebalancerSettings:
     port: int = 8889
     kubeconfig: Path | None = None  # None: the pod's service account
     prometheus_url: str | None = None
+    prometheus_preset: str | None = None  # extender/state/prometheus.py PRESETS
     dry_run: bool = False
     policy_poll_interval: float = 2.0
     lease_namespace: str = "kube-system"
@@ -99,7 +100,13 @@ async def _prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     assert rt.settings.prometheus_url
     task = rt.tasks.spawn(
-        refresh_load(rt.settings.prometheus_url, rt.store, rt.policy), "prometheus-refresh"
+        refresh_load(
+            rt.settings.prometheus_url,
+            rt.store,
+            rt.policy,
+            preset=rt.settings.prometheus_preset,
+        ),
+        "prometheus-refresh",
     )
     yield
     await rt.tasks.stop([task])

@@ -18,6 +18,7 @@ class Settings:
     kubeconfig: Path | None = None
     in_cluster: bool = False
     prometheus_url: str | None = None
+    prometheus_preset: str | None = None  # extender/state/prometheus.py PRESETS
     # A simulate state file (nodes, devices, load) to serve from instead of a
     # cluster: a what-if replica, and the benchmarks' fixed world.
     state_path: Path | None = None

@@ -83,6 +83,43 @@ async def test_node_label_mismatch_is_reported_by_node_name(
     assert (await resp.json())["NodeNames"] == ["gw-home", "gw-hospital", "edge-1"]
 
 
+@pytest.fixture
+def no_node_policy(fast_policy: Path) -> Path:
+    fast_policy.write_text(
+        fast_policy.read_text().replace("nodeLabel: node", "nodeLabel: nodename")
+    )
+    return fast_policy
+
+
+async def test_series_without_a_node_label_are_said_in_readyz_and_metrics(
+    aiohttp_client: Any, prom_stack: Any, no_node_policy: Path
+) -> None:
+    # A node label no series carries: what `by (node)` returns on both common stacks
+    # (tests/state/test_prometheus_presets.py). Not every node "unloaded" in silence.
+    fast_policy = no_node_policy
+    settings = Settings(policy_path=fast_policy, prometheus_url=prom_stack.prometheus_url)
+    store = StateStore(
+        snapshot=Snapshot(nodes=node_facts(), nodes_synced=True, devices_synced=True)
+    )
+    client = await aiohttp_client(
+        create_app(settings, policy=PolicyStore.open(fast_policy), state=store)
+    )
+
+    async def said() -> bool:
+        body = await (await client.get("/readyz")).json()
+        return any("none carries the node label 'nodename'" in d for d in body["degraded"])
+
+    await eventually(said, within=20, interval=0.25)
+    text = await (await client.get("/metrics")).text()
+    line = next(
+        x
+        for x in text.splitlines()
+        if x.startswith("cloud4iot_extender_prometheus_series_without_node ")
+    )
+    assert float(line.split()[-1]) >= 2  # every series of both queries (one per node)
+    assert store.snapshot.load == {}
+
+
 async def test_scores_follow_simulated_load_and_survive_prometheus_loss(
     aiohttp_client: Any, prom_stack: Any, fast_policy: Path
 ) -> None:

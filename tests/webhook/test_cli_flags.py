@@ -32,3 +32,30 @@ def test_the_rebalancer_needs_a_cluster_and_takes_its_own_flags() -> None:
     assert (args.port, args.in_cluster, args.dry_run) == (8889, True, True)
     assert (args.prometheus_url, args.lease_name) == ("http://p:9090", "cloud4iot-rebalancer")
     assert args.policy_poll_interval == 2.0
+
+
+def test_lease_namespace_defaults_to_the_pods_own(tmp_path: Path) -> None:
+    from cloud4iot.kubeclient import own_namespace
+
+    sa = tmp_path / "namespace"
+    assert own_namespace({"POD_NAMESPACE": "iot-placement"}, sa) == "iot-placement"
+    assert own_namespace({}, sa) == "kube-system"  # outside a pod: the devcluster's
+    sa.write_text("from-the-token\n")
+    assert own_namespace({}, sa) == "from-the-token"
+    assert own_namespace({"POD_NAMESPACE": "env-wins"}, sa) == "env-wins"
+    for parser, name in (
+        (_extender_parser(), "cloud4iot-extender"),
+        (_rebalancer_parser(), "cloud4iot-rebalancer"),
+    ):
+        args = parser.parse_args(["--kubeconfig", "k", "--lease-namespace", "ns1"])
+        assert (args.lease_namespace, args.lease_name) == ("ns1", name)
+        assert parser.parse_args(["--kubeconfig", "k"]).lease_namespace is None
+
+
+def test_prometheus_preset_is_one_of_the_stacks() -> None:
+    from extender.state.prometheus import PRESETS
+
+    args = _extender_parser().parse_args(["--prometheus-preset", "kube-prometheus-stack"])
+    assert args.prometheus_preset in PRESETS
+    with pytest.raises(SystemExit):
+        _extender_parser().parse_args(["--prometheus-preset", "victoria"])
