@@ -49,8 +49,8 @@ DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
 DEVICE_CRD = REPO_ROOT / "manifests" / "crd" / "devices.cloud4iot.io.yaml"
 # Who may write which sighting (the gateway monitors' ServiceAccount only; the
 # admin kubeconfig that tests and the demo's monitors use is not constrained).
-SIGHTING_ADMISSION = REPO_ROOT / "manifests" / "gateway-monitor" / "sighting-admission.yaml"
-NARROWING_WEBHOOK = REPO_ROOT / "manifests" / "extender" / "narrowing-webhook.yaml"
+SIGHTING_ADMISSION = REPO_ROOT / "manifests/gateway-monitor/admission/sighting-admission.yaml"
+NARROWING_WEBHOOK = REPO_ROOT / "manifests" / "placement" / "extender" / "narrowing-webhook.yaml"
 KUBE_VERSION = "v1.36.3"
 # PromQL range selectors in a policy, in seconds or minutes.
 RANGE = re.compile(r"\[(\d+)([sm])\]")
@@ -190,12 +190,12 @@ class Devcluster:
         # The extender's health, readiness and metrics move to a plain port.
         self.tls = tls
         # The policy's tier restrictions as pods' node affinity, applied by
-        # kube-scheduler in Go before the extender (manifests/scheduler/
+        # kube-scheduler in Go before the extender (manifests/placement/scheduler/
         # tier-affinity.yaml, rendered from this cluster's policy). Off: every
         # node reaches the extender (a benchmark's comparison).
         self.tier_affinity = with_extender and tier_affinity
         # Admission narrowing (extender/admission): the extender also serves /admit
-        # over HTTPS (the devcluster's CA), and manifests/extender/narrowing-webhook.yaml
+        # over HTTPS (the devcluster's CA), and manifests/placement/extender/narrowing-webhook.yaml
         # is installed pointing at it, so new pods of our scheduler are pinned to the
         # scorer's best nodes.
         self.narrowing = with_extender and narrowing
@@ -395,7 +395,7 @@ class Devcluster:
         return state
 
     def install_narrowing(self, api: client.ApiClient) -> list[str]:
-        """manifests/extender/narrowing-webhook.yaml, pointed at this cluster's extender
+        """manifests/placement/extender/narrowing-webhook.yaml, pointed at this cluster's extender
         (a URL on loopback) and trusting the devcluster's CA; replaces an installed one."""
         port = self.state().ports["admission"]
         ca = base64.b64encode(self.tls_files.ca.cert.read_bytes()).decode()

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SCHEDULER_TEMPLATE = REPO_ROOT / "manifests" / "scheduler" / "kube-scheduler-config.yaml"
+SCHEDULER_TEMPLATE = REPO_ROOT / "manifests/placement/scheduler/kube-scheduler-config.yaml"
 PROFILE = "cloud4iot-scheduler"
 
 

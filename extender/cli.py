@@ -317,6 +317,23 @@ def _replay(rest: list[str]) -> int:
     return replay_main(rest)
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from kubernetes.client import ApiException
+    from kubernetes.config import ConfigException
+
+    from extender.certs import write
+
+    try:
+        done = write(args.kubeconfig, args.namespace, args.webhook, in_cluster=args.in_cluster)
+    except (ApiException, ConfigException, OSError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        print(f"cloud4iot certs: {reason}", file=sys.stderr)
+        return 1
+    for line in done:
+        print(line)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cloud4iot", description="Cloud4IoT placement admin tools")
     _version_flag(p)

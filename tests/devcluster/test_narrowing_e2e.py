@@ -1,6 +1,6 @@
 """Admission narrowing on the devcluster's real apiserver and scheduler.
 
-The devcluster installs manifests/extender/narrowing-webhook.yaml pointing at its
+The devcluster installs manifests/placement/extender/narrowing-webhook.yaml pointing at its
 extender's /admit (HTTPS, the devcluster's CA): new pods of our scheduler that
 name a class are pinned by `metadata.name` to the scorer's best nodes.
 """

@@ -44,7 +44,9 @@ def test_admin_template_uses_mutual_tls_and_verifies_the_extender() -> None:
     (extender,) = yaml.safe_load(SCHEDULER_TEMPLATE.read_text())["extenders"]
     assert extender["urlPrefix"].startswith("https://")
     # Without caFile kube-scheduler skips verifying the extender's certificate.
-    assert set(extender["tlsConfig"]) == {"certFile", "keyFile", "caFile"}
+    assert set(extender["tlsConfig"]) == {"certFile", "keyFile", "caFile", "serverName"}
+    # The name the extender's certificate holds whatever namespace it runs in.
+    assert extender["tlsConfig"]["serverName"] == "cloud4iot-extender"
     assert "insecure" not in extender["tlsConfig"]
 
 
@@ -74,7 +76,7 @@ def test_admin_template_sets_client_limits_and_samples_like_any_profile() -> Non
     assert config["clientConnection"]["burst"] >= 2 * config["clientConnection"]["qps"]
     assert "percentageOfNodesToScore" not in config
     # The narrowing webhook pins classed pods to their best nodes: no need to
-    # score every node (manifests/extender/narrowing-webhook.yaml).
+    # score every node (manifests/placement/extender/narrowing-webhook.yaml).
     (ours,) = config["profiles"]
     assert "percentageOfNodesToScore" not in ours
 

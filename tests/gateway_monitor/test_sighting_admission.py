@@ -1,6 +1,6 @@
 """The apiserver lets a gateway monitor write only its own sighting (issue 12, items 1 and 2).
 
-The devcluster installs manifests/gateway-monitor/sighting-admission.yaml at `up`. Here the
+The devcluster installs manifests/gateway-monitor/admission/sighting-admission.yaml at `up`. Here the
 monitors' ServiceAccount and RBAC come from the shipped manifests; each "monitor" is a pod
 object bound to its kwok gateway node and acts with a token bound to that pod (what kubelet
 mounts into the DaemonSet's pod), so the apiserver itself puts the node into the identity.

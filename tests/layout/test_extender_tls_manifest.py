@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_deployment_mounts_the_tls_secret_where_its_args_point() -> None:
     docs = {
         d["kind"]: d
-        for d in yaml.safe_load_all((ROOT / "manifests/extender/deployment.yaml").read_text())
+        for d in yaml.safe_load_all(
+            (ROOT / "manifests/placement/extender/deployment.yaml").read_text()
+        )
     }
     pod = docs["Deployment"]["spec"]["template"]
     (container,) = pod["spec"]["containers"]
@@ -45,7 +47,9 @@ def test_deployment_mounts_the_tls_secret_where_its_args_point() -> None:
         admission_dir / "tls.key",
     )
     service_ports = {p["name"]: p for p in docs["Service"]["spec"]["ports"]}
-    hook = yaml.safe_load((ROOT / "manifests/extender/narrowing-webhook.yaml").read_text())
+    hook = yaml.safe_load(
+        (ROOT / "manifests/placement/extender/narrowing-webhook.yaml").read_text()
+    )
     (webhook,) = hook["webhooks"]
     called = webhook["clientConfig"]["service"]
     assert (called["name"], called["namespace"]) == (

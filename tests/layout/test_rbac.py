@@ -73,6 +73,13 @@ REBALANCER_CALLS: dict[str, set[tuple[str, str, str]]] = {
 }
 
 
+# The manifests' namespace (each pod's Lease is in its own namespace: --lease-namespace
+# from the Downward API); tests/install checks the same for another namespace.
+NAMESPACE = "cloud4iot-system"
+# Run by the admin with their own credentials, never by a service account.
+ADMIN_TOOLS = {"extender/certs.py"}
+
+
 @dataclass(frozen=True)
 class Deployable:
     name: str
@@ -82,9 +89,11 @@ class Deployable:
 
     @property
     def folder(self) -> Path:
-        return ROOT / "manifests" / self.name
+        return ROOT / "manifests" / "placement" / self.name
 
     def runs(self, path: str) -> bool:
+        if path in ADMIN_TOOLS:
+            return False
         if self.name == "rebalancer":
             return path in REBALANCER_ONLY or path in SHARED
         return path not in REBALANCER_ONLY
@@ -93,13 +102,13 @@ class Deployable:
 EXTENDER = Deployable(
     "extender",
     EXTENDER_CALLS,
-    (Settings().lease_namespace, Settings().lease_name),
+    (NAMESPACE, Settings().lease_name),
     frozenset({"secrets", "pods", "pods/eviction", "configmaps", "deployments"}),
 )
 REBALANCER = Deployable(
     "rebalancer",
     REBALANCER_CALLS,
-    (RebalancerSettings().lease_namespace, RebalancerSettings().lease_name),
+    (NAMESPACE, RebalancerSettings().lease_name),
     frozenset({"secrets", "configmaps", "devices/status", "nodes/status", "pods/status"}),
 )
 BOTH = pytest.mark.parametrize("d", [EXTENDER, REBALANCER], ids=lambda d: d.name)
@@ -234,5 +243,5 @@ def test_kustomization_lists_every_manifest(d: Deployable) -> None:
     (kustomization,) = load(d, "kustomization.yaml")
     files = {p.name for p in d.folder.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files
-    (top,) = yaml.safe_load_all((ROOT / "manifests" / "kustomization.yaml").read_text())
+    (top,) = yaml.safe_load_all((ROOT / "manifests/placement/kustomization.yaml").read_text())
     assert d.name in top["resources"]

@@ -19,7 +19,7 @@ from extender.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "policies" / "default.yaml"
-CHECKED_IN = ROOT / "manifests" / "scheduler" / "tier-affinity.yaml"
+CHECKED_IN = ROOT / "manifests" / "placement" / "scheduler" / "tier-affinity.yaml"
 
 
 def policy(classes: str) -> PlacementPolicy:
@@ -47,7 +47,7 @@ def variable(spec: dict[str, Any], name: str) -> str:
 
 def test_the_checked_in_manifest_is_the_render_of_the_default_policy() -> None:
     # If this fails: python -m extender.cli is not the command; run
-    # `cloud4iot tier-affinity --policy policies/default.yaml > manifests/scheduler/tier-affinity.yaml`
+    # `cloud4iot tier-affinity --policy policies/default.yaml > manifests/placement/scheduler/tier-affinity.yaml`
     rendered = render(load_policy(DEFAULT).policy, "policies/default.yaml")
     assert CHECKED_IN.read_text() == rendered
 

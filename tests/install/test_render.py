@@ -1,0 +1,171 @@
+"""The base and every overlay render, and what a `namespace:` field cannot fix is right
+in each: binding subjects, the webhook's Service, Lease namespaces, the sighting rule,
+the certificates' names, the Prometheus flags. (The install test applies the base and
+the namespaces overlay to the devcluster; cert-manager and the Prometheus stacks do not
+run there, so their overlays are checked here, rendered.)"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cloud4iot.policy.loader import load_policy
+from extender.cli import _extender_parser, _rebalancer_parser
+from extender.state.prometheus import PRESETS
+from tests.install.render import MANIFESTS, find, render
+
+ALL = ("", "namespaces", "cert-manager", "kube-prometheus", "kube-prometheus-stack")
+NAMESPACES = {
+    "": ("cloud4iot-system", "cloud4iot-gateway"),
+    "namespaces": ("iot-placement", "iot-gateways"),
+}
+CLUSTER_SCOPED = {
+    "Namespace",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "MutatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
+}
+
+
+@pytest.mark.parametrize("overlay", ALL)
+def test_subjects_and_the_webhook_follow_their_namespaces(overlay: str) -> None:
+    docs = render(overlay)
+    accounts = {
+        d["metadata"]["name"]: d["metadata"]["namespace"]
+        for d in docs
+        if d["kind"] == "ServiceAccount"
+    }
+    assert set(accounts) == {
+        "cloud4iot-scheduler",
+        "cloud4iot-extender",
+        "cloud4iot-rebalancer",
+        "cloud4iot-gateway-monitor",
+    }
+    for d in docs:
+        for s in d.get("subjects") or []:
+            assert s["namespace"] == accounts[s["name"]], (d["kind"], d["metadata"]["name"])
+        if d["kind"] in CLUSTER_SCOPED:
+            assert "namespace" not in d["metadata"], d["metadata"]["name"]
+        else:
+            assert d["metadata"]["namespace"], d["metadata"]["name"]
+    service = find(docs, "Service", "cloud4iot-extender")
+    hook = find(docs, "MutatingWebhookConfiguration", "cloud4iot-narrowing")
+    assert (
+        hook["webhooks"][0]["clientConfig"]["service"]["namespace"]
+        == service["metadata"]["namespace"]
+    )
+    # The one object outside our namespaces: the scheduler's reader binding.
+    rb = find(docs, "RoleBinding", "cloud4iot-scheduler-extension-apiserver-authentication-reader")
+    assert rb["metadata"]["namespace"] == "kube-system"
+    assert rb["roleRef"]["name"] == "extension-apiserver-authentication-reader"
+
+
+@pytest.mark.parametrize("overlay", ["", "namespaces"])
+def test_every_namespaced_object_is_in_the_overlays_namespaces(overlay: str) -> None:
+    docs = render(overlay)
+    placement, gateway = NAMESPACES[overlay]
+    spaces = {d["metadata"].get("namespace") for d in docs} - {None}
+    assert spaces == {placement, gateway, "kube-system"}
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"} == {placement, gateway}
+    if overlay:
+        text = yaml.safe_dump_all(docs)
+        assert "cloud4iot-system" not in text
+        assert "namespace: cloud4iot-gateway\n" not in text
+
+
+@pytest.mark.parametrize("overlay", ALL)
+def test_the_policy_is_one_generated_configmap_per_namespace(overlay: str) -> None:
+    docs = render(overlay)
+    maps = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "cloud4iot-policy"
+    ]
+    shipped = (MANIFESTS / "policy" / "policy.yaml").read_text()
+    assert len(maps) == 2
+    assert all(m["data"] == {"policy.yaml": shipped} for m in maps)
+    for kind, name in (
+        ("Deployment", "cloud4iot-extender"),
+        ("Deployment", "cloud4iot-rebalancer"),
+        ("DaemonSet", "cloud4iot-gateway-monitor"),
+    ):
+        pod = find(docs, kind, name)["spec"]["template"]["spec"]
+        (volume,) = [
+            v for v in pod["volumes"] if v.get("configMap", {}).get("name") == "cloud4iot-policy"
+        ]
+        assert not volume["configMap"].get("optional", False), name
+
+
+@pytest.mark.parametrize("overlay", ALL)
+def test_the_second_scheduler(overlay: str) -> None:
+    docs = render(overlay)
+    dep = find(docs, "Deployment", "cloud4iot-scheduler")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["image"] == "registry.k8s.io/kube-scheduler:v1.36.3"
+    assert "--leader-elect-resource-namespace=$(POD_NAMESPACE)" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    config_map = find(docs, "ConfigMap", volumes["config"]["configMap"]["name"])
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert config["leaderElection"] == {"leaderElect": True, "resourceName": "cloud4iot-scheduler"}
+    (ext,) = config["extenders"]
+    assert ext["urlPrefix"] == "https://cloud4iot-extender:8888"
+    assert ext["tlsConfig"]["caFile"].startswith("/etc/kubernetes/cloud4iot/")
+    assert volumes["tls"]["secret"]["secretName"] == "cloud4iot-scheduler-tls"
+    role = find(docs, "Role", "cloud4iot-scheduler-lease")
+    assert {"resourceNames": ["cloud4iot-scheduler"], "verbs": ["get", "update"]}.items() <= role[
+        "rules"
+    ][1].items()
+
+
+@pytest.mark.parametrize("overlay", ALL)
+def test_the_services_args_parse_and_leases_follow_the_pod(overlay: str) -> None:
+    docs = render(overlay)
+    for name, parser in (
+        ("cloud4iot-extender", _extender_parser()),
+        ("cloud4iot-rebalancer", _rebalancer_parser()),
+    ):
+        (c,) = find(docs, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+        args = parser.parse_args(c["args"])
+        assert args.lease_namespace == "$(POD_NAMESPACE)"
+        env = {e["name"]: e for e in c["env"]}
+        assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+        if overlay.startswith("kube-prometheus"):
+            assert args.prometheus_preset == overlay
+            assert args.prometheus_preset in PRESETS
+            assert args.prometheus_url.endswith(".monitoring.svc:9090")
+        else:
+            assert args.prometheus_url is None
+            assert args.prometheus_preset is None
+
+
+def test_cert_manager_issues_the_secrets_the_pods_mount() -> None:
+    docs = render("cert-manager")
+    certs = {d["spec"]["secretName"]: d for d in docs if d["kind"] == "Certificate"}
+    mounted = {
+        v["secret"]["secretName"]
+        for d in docs
+        if d["kind"] == "Deployment"
+        for v in d["spec"]["template"]["spec"]["volumes"]
+        if "secret" in v
+    }
+    assert mounted <= set(certs)
+    assert certs["cloud4iot-scheduler-tls"]["spec"]["usages"] == ["client auth"]
+    assert certs["cloud4iot-extender-tls"]["spec"]["dnsNames"] == ["cloud4iot-extender"]
+    ns = find(docs, "Service", "cloud4iot-extender")["metadata"]["namespace"]
+    assert certs["cloud4iot-extender-admission-tls"]["spec"]["dnsNames"] == [
+        f"cloud4iot-extender.{ns}.svc"
+    ]
+    hook = find(docs, "MutatingWebhookConfiguration", "cloud4iot-narrowing")
+    admission = certs["cloud4iot-extender-admission-tls"]["metadata"]
+    assert (
+        hook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+        == f"{admission['namespace']}/{admission['name']}"
+    )
+    assert certs["cloud4iot-ca"]["spec"]["isCA"] is True
+
+
+def test_the_shipped_policy_is_valid() -> None:
+    load_policy(MANIFESTS / "policy" / "policy.yaml")
