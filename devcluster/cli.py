@@ -33,6 +33,7 @@ BENCHES = (
     "rebalancer-reaction",
     "apiserver-outage",
     "scheduler-throughput",
+    "omh-queue",
 )
 
 
@@ -220,6 +221,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.apiserver_outage import main as run
     elif args.script == "scheduler-throughput":
         from bench.scheduler_throughput import main as run
+    elif args.script == "omh-queue":
+        from bench.omh_queue import main as run
     else:
         from bench.noop_extender import main as run
     run(args.args, prog=f"python -m devcluster bench {args.script}")

@@ -1,9 +1,12 @@
-"""Wiring: reader -> pipeline -> forwarder, a once-a-second window clock, ``/metrics``.
+"""Wiring: reader -> pipeline -> forwarder, a once-a-second window clock, ``/metrics``,
+the handover endpoint.
 
-SIGTERM (a rollout, or the rebalancer moving the pod to another gateway) stops the
-reader first (StopNotify, disconnect), sends the open window as it is, gives the queue
-``DRAIN_SECONDS`` to reach the cloud, then exits. Whatever is still queued then is lost
-and logged.
+SIGTERM (a rollout, or the rebalancer moving the pod to another gateway) stops taking
+handovers and stops the reader (StopNotify, disconnect), queues the open window as it is,
+then has ``DRAIN_SECONDS`` to empty the queue: with ``HANDOVER_PEERS``, by handing it to the
+pod that takes over (``handover.py``), towards the cloud meanwhile and when no peer takes
+it; without, towards the cloud. Whatever still waits then stays in the log on this
+gateway's disk (``QUEUE_DIR``) for the next consolidator process here to adopt.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import random
 import signal
 import sys
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -21,12 +25,75 @@ from aiohttp import web
 from omh_consolidator.config import Config, ConfigError, device_address, from_env
 from omh_consolidator.consolidate import Consolidator
 from omh_consolidator.datapoints import PointFactory, Provenance
-from omh_consolidator.forward import Backoff, HttpForwarder, Sink, StdoutSink
+from omh_consolidator.forward import Backoff, HttpForwarder, Sink, StdoutSink, new_instance
+from omh_consolidator.handover import Receiver, hand_over, handover_app
 from omh_consolidator.metrics import Metrics
 from omh_consolidator.pipeline import Pipeline
+from omh_consolidator.queue import BatchQueue
 from omh_consolidator.reader import HeartRateReader
 
 log = logging.getLogger("omh_consolidator")
+
+
+async def start_site(app: web.Application, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, port=port).start()
+    return runner
+
+
+async def open_queue(cfg: Config, instance: str, metrics: Metrics) -> BatchQueue:
+    if cfg.queue_dir is None:
+        log.warning("QUEUE_DIR is unset: the queue lives in memory, a crash loses it")
+        return BatchQueue(metrics, max_batches=cfg.max_queue, max_bytes=cfg.max_queue_bytes)
+    queue = await asyncio.to_thread(
+        BatchQueue.open,
+        cfg.queue_dir,
+        instance,
+        metrics,
+        max_batches=cfg.max_queue,
+        max_bytes=cfg.max_queue_bytes,
+        fsync=cfg.fsync,
+    )
+    log.info("queue in %s (fsync %s): %d batches waiting", queue.directory, cfg.fsync, len(queue))
+    return queue
+
+
+async def leave(
+    cfg: Config,
+    forwarder: HttpForwarder,
+    forwarding: asyncio.Task[None],
+    session: aiohttp.ClientSession,
+    metrics: Metrics,
+) -> asyncio.Task[None]:
+    """Empty the queue before exiting, within ``DRAIN_SECONDS``: hand it over if a peer
+    takes it, else towards the cloud; returns the forwarding task (maybe a new one)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + cfg.drain_s
+    queue = forwarder.queue
+    while len(queue) and loop.time() < deadline:
+        if cfg.handover_peers:
+            await _stop(forwarding)  # what it had in flight goes back to the head
+            await hand_over(
+                queue,
+                cfg.handover_peers,
+                session,
+                metrics,
+                forwarder.instance,
+                timeout_s=max(0.5, min(10.0, deadline - loop.time())),
+            )
+            if not len(queue):
+                break
+            forwarding = asyncio.create_task(forwarder.run(), name="forwarder")
+        remaining = max(0.0, deadline - loop.time())
+        await forwarder.drain(min(1.0, remaining) if cfg.handover_peers else remaining)
+    return forwarding
+
+
+async def _stop(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def metrics_server(metrics: Metrics, port: int) -> web.AppRunner:
@@ -39,28 +106,30 @@ async def metrics_server(metrics: Metrics, port: int) -> web.AppRunner:
     app = web.Application()
     app.router.add_get("/metrics", exposition)
     app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, port=port).start()
-    return runner
+    return await start_site(app, port)
 
 
 async def serve(cfg: Config, stop: asyncio.Event) -> None:
     metrics = Metrics()
     rng = random.Random()
+    instance = new_instance()
     async with aiohttp.ClientSession() as session:
         address = cfg.device_address or await device_address(session, cfg.device_name)
         sink: Sink
+        forwarder: HttpForwarder | None = None
+        receiver: Receiver | None = None
         if cfg.ingest_url is None:
             log.warning("INGEST_URL is unset: batches go to stdout")
             sink = StdoutSink(metrics, source=cfg.source_name)
         else:
-            sink = HttpForwarder(
+            queue = await open_queue(cfg, instance, metrics)
+            sink = forwarder = HttpForwarder(
                 cfg.ingest_url,
                 session,
                 metrics,
                 source=cfg.source_name,
-                max_queue=cfg.max_queue,
+                queue=queue,
+                instance=instance,
                 backoff=Backoff(initial_s=1.0, factor=2.0, cap_s=cfg.retry_cap_s),
                 timeout_s=cfg.post_timeout_s,
                 rng=rng,
@@ -89,6 +158,11 @@ async def serve(cfg: Config, stop: asyncio.Event) -> None:
                 pipeline.tick()
 
         runner = await metrics_server(metrics, cfg.metrics_port) if cfg.metrics_port else None
+        handover_runner: web.AppRunner | None = None
+        if forwarder is not None and cfg.handover_port:
+            receiver = Receiver(forwarder.queue, metrics, instance)
+            app = handover_app(receiver, max(cfg.max_queue_bytes, 1 << 20) + (1 << 20))
+            handover_runner = await start_site(app, cfg.handover_port)
         log.info("reading strap %s (%s) in %s mode", address, cfg.device_name, cfg.mode)
         reading = asyncio.create_task(reader.run(), name="reader")
         forwarding = asyncio.create_task(sink.run(), name="forwarder")
@@ -101,18 +175,25 @@ async def serve(cfg: Config, stop: asyncio.Event) -> None:
             for task in done - {stopping}:
                 task.result()  # a crashed task: raise its error
         finally:
+            if receiver is not None:
+                receiver.leaving = True
             for task in (stopping, ticking, reading):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await _stop(task)
             pipeline.close()
-            if not await sink.drain(cfg.drain_s):
-                log.error("shutting down with batches still queued (see queue_batches)")
-            forwarding.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await forwarding
-            if runner is not None:
-                await runner.cleanup()
+            if forwarder is not None:
+                forwarding = await leave(cfg, forwarder, forwarding, session, metrics)
+            await _stop(forwarding)
+            if forwarder is not None:
+                if len(forwarder.queue):
+                    log.error(
+                        "leaving %d batches in %s for the next consolidator on this gateway",
+                        len(forwarder.queue),
+                        forwarder.queue.directory or "memory (lost)",
+                    )
+                forwarder.queue.close()
+            for r in (handover_runner, runner):
+                if r is not None:
+                    await r.cleanup()
 
 
 def main() -> None:

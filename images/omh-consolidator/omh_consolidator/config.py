@@ -21,6 +21,7 @@ import aiohttp
 
 from omh_consolidator.consolidate import Thresholds
 from omh_consolidator.pipeline import Mode
+from omh_consolidator.queue import FSYNC_POLICIES, FsyncPolicy
 
 ADDRESS = re.compile(r"^[0-9A-F]{2}(:[0-9A-F]{2}){5}$")
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -40,6 +41,11 @@ ENV_VARS = frozenset(
         "HR_HIGH_BPM",
         "ALERT_REPEAT_SECONDS",
         "QUEUE_MAX_BATCHES",
+        "QUEUE_MAX_BYTES",
+        "QUEUE_DIR",
+        "QUEUE_FSYNC",
+        "HANDOVER_PEERS",
+        "HANDOVER_PORT",
         "POST_TIMEOUT_SECONDS",
         "RETRY_MAX_SECONDS",
         "BLE_ADAPTER",
@@ -66,6 +72,11 @@ class Config:
     window_s: float
     thresholds: Thresholds
     max_queue: int
+    max_queue_bytes: int
+    queue_dir: Path | None  # None: the queue lives in memory only
+    fsync: FsyncPolicy
+    handover_peers: tuple[tuple[str, int], ...]  # (host, port) to hand the queue to on SIGTERM
+    handover_port: int  # 0: take no handover
     post_timeout_s: float
     retry_cap_s: float
     adapter: str | None
@@ -101,6 +112,20 @@ def normalise_address(raw: str, where: str) -> str:
     return address
 
 
+def _peers(raw: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    peers: list[tuple[str, int]] = []
+    for item in (p.strip() for p in raw.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host:
+            host, port = item, str(default_port)
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"HANDOVER_PEERS: {item!r} is not host[:port]")
+        peers.append((host.strip("[]"), int(port)))
+    return tuple(peers)
+
+
 def from_env(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     device = env.get("DEVICE_NAME", "").strip()
@@ -122,6 +147,13 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
     window = _float(env, "WINDOW_SECONDS", 60.0)
     if window <= 0:
         raise ConfigError("WINDOW_SECONDS must be > 0")
+    fsync = env.get("QUEUE_FSYNC", "").strip() or "group"
+    if fsync not in FSYNC_POLICIES:
+        raise ConfigError(f"QUEUE_FSYNC={fsync!r}: use {', '.join(FSYNC_POLICIES)}")
+    queue_dir = env.get("QUEUE_DIR", "").strip()
+    handover_port = _int(env, "HANDOVER_PORT", 9104)
+    if handover_port > 65535:
+        raise ConfigError(f"HANDOVER_PORT={handover_port} is not a port")
     name = device or (address or "")
     where = env.get("NODE_NAME", "").strip()
     return Config(
@@ -134,6 +166,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
         window_s=window,
         thresholds=thresholds,
         max_queue=_int(env, "QUEUE_MAX_BATCHES", 1440, minimum=1),
+        max_queue_bytes=_int(env, "QUEUE_MAX_BYTES", 16 * 1024 * 1024, minimum=1),
+        queue_dir=Path(queue_dir) if queue_dir else None,
+        fsync="batch" if fsync == "batch" else "none" if fsync == "none" else "group",
+        handover_peers=_peers(env.get("HANDOVER_PEERS", ""), handover_port or 9104),
+        handover_port=handover_port,
         post_timeout_s=_float(env, "POST_TIMEOUT_SECONDS", 10.0, minimum=0.1),
         retry_cap_s=_float(env, "RETRY_MAX_SECONDS", 60.0, minimum=1.0),
         adapter=env.get("BLE_ADAPTER", "").strip() or None,

@@ -13,11 +13,12 @@ counted as rejected and dropped rather than blocking everything behind it. A POS
 answer is lost may have been stored: the retry carries the same ``batch_id`` (also sent
 as ``Idempotency-Key``), so the ingest can drop the duplicate.
 
-Overflow: the queue holds at most ``max_queue`` waiting batches (plus the one in flight).
-A batch submitted to a full queue makes room by dropping the oldest waiting batch that is
-not an alert, or the oldest alert if only alerts are waiting. Dropped batches and their
-bytes are counted (``batches_dropped_total{kind}``) and logged; their sequence numbers
-are then missing at the cloud, which can tell exactly what was lost.
+The queue (``queue.BatchQueue``) is bounded by batches and bytes and, with ``QUEUE_DIR``,
+lives in an append-only log on the gateway's disk, so a crash loses nothing. A full queue
+drops the oldest waiting batch that is not an alert, or the oldest alert if only alerts
+are waiting. Dropped batches and their bytes are counted (``batches_dropped_total{kind}``)
+and logged; their sequence numbers are then missing at the cloud, which can tell exactly
+what was lost.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import logging
 import random
 import sys
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
@@ -36,6 +36,7 @@ from typing import Any, Protocol, TextIO
 import aiohttp
 
 from omh_consolidator.metrics import Metrics
+from omh_consolidator.queue import Batch, BatchQueue
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,6 @@ class Backoff:
         return min(base, self.cap_s)
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
-    sequence: int
-    batch_id: str
-    kind: str  # "summary" | "alert" | "reading"
-    body: bytes
-    data_points: int
-
-
 class Sink(Protocol):
     def submit(self, kind: str, data_points: list[dict[str, Any]], **fields: Any) -> Batch: ...
 
@@ -82,9 +74,15 @@ class Sink(Protocol):
     async def drain(self, timeout_s: float) -> bool: ...
 
 
+def new_instance() -> str:
+    """This process's boot id: in every batch id, and the name of its queue directory."""
+    return uuid.uuid4().hex[:12]
+
+
 class _Numbering:
-    def __init__(self, source: str) -> None:
-        self.prefix = f"{source}/{uuid.uuid4().hex[:12]}"  # unique across restarts
+    def __init__(self, source: str, instance: str | None = None) -> None:
+        # unique across restarts and moves
+        self.prefix = f"{source}/{instance or new_instance()}"
         self.sequence = 0
 
     def make(self, kind: str, data_points: list[dict[str, Any]], fields: dict[str, Any]) -> Batch:
@@ -105,6 +103,8 @@ class HttpForwarder:
         *,
         source: str,
         max_queue: int = 1440,
+        queue: BatchQueue | None = None,
+        instance: str | None = None,
         backoff: Backoff | None = None,
         timeout_s: float = 10.0,
         rng: random.Random | None = None,
@@ -113,73 +113,50 @@ class HttpForwarder:
         if max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {max_queue}")
         self.url = url
-        self.max_queue = max_queue
+        # no queue given: one in memory only (tools and tests)
+        self.queue = queue if queue is not None else BatchQueue(metrics, max_batches=max_queue)
         self._session = session
         self._metrics = metrics
-        self._numbering = _Numbering(source)
+        self._numbering = _Numbering(source, instance)
         self._backoff = backoff or Backoff()
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._rng = rng
         self._sleep = sleep
-        self._queue: deque[Batch] = deque()
-        self._inflight: Batch | None = None
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
 
     @property
     def pending(self) -> int:
-        return len(self._queue) + (self._inflight is not None)
+        return len(self.queue)
+
+    @property
+    def instance(self) -> str:
+        return self._numbering.prefix.rsplit("/", 1)[1]
 
     def submit(self, kind: str, data_points: list[dict[str, Any]], **fields: Any) -> Batch:
         batch = self._numbering.make(kind, data_points, fields)
-        if len(self._queue) >= self.max_queue:
-            self._drop_one()
-        self._queue.append(batch)
+        self.queue.append(batch)
         self._metrics.inc("batches_queued_total", kind=kind)
-        self._gauges()
-        self._idle.clear()
-        self._wake.set()
         return batch
 
-    def _drop_one(self) -> None:
-        victim = next((i for i, b in enumerate(self._queue) if b.kind != "alert"), 0)
-        batch = self._queue[victim]
-        del self._queue[victim]
-        self._metrics.inc("batches_dropped_total", kind=batch.kind)
-        self._metrics.inc("batch_bytes_dropped_total", len(batch.body))
-        log.warning(
-            "queue full (%d batches): dropped %s batch %s",
-            self.max_queue,
-            batch.kind,
-            batch.batch_id,
-        )
-
-    def _gauges(self) -> None:
-        waiting = sum(len(b.body) for b in self._queue)
-        inflight = len(self._inflight.body) if self._inflight is not None else 0
-        self._metrics.set("queue_batches", self.pending)
-        self._metrics.set("queue_bytes", waiting + inflight)
-
     async def run(self) -> None:
+        """Send the queue's head until cancelled; a cancelled POST leaves its batch at the
+        head (it may have arrived: its retry, here or where it is handed, has the same id)."""
         failures = 0
-        while True:
-            if self._inflight is None:
-                if not self._queue:
-                    self._idle.set()
-                    self._wake.clear()
-                    await self._wake.wait()
+        try:
+            while True:
+                batch = self.queue.take()
+                if batch is None:
+                    self.queue.changed.clear()
+                    await self.queue.changed.wait()
                     continue
-                self._inflight = self._queue.popleft()
-            retry_after = await self._post(self._inflight)
-            if retry_after is None:
-                self._inflight = None
-                self._gauges()
-                failures = 0
-                continue
-            failures += 1
-            delay = self._backoff.delay(failures, self._rng)
-            await self._sleep(min(max(delay, retry_after), self._backoff.cap_s))
+                retry_after = await self._post(batch)
+                if retry_after is None:
+                    failures = 0
+                    continue
+                failures += 1
+                delay = self._backoff.delay(failures, self._rng)
+                await self._sleep(min(max(delay, retry_after), self._backoff.cap_s))
+        finally:
+            self.queue.release()
 
     async def _post(self, batch: Batch) -> float | None:
         """None when the batch is done with (acknowledged or rejected); else a minimum
@@ -202,6 +179,7 @@ class HttpForwarder:
             self._metrics.inc("batches_sent_total", kind=batch.kind)
             self._metrics.inc("batch_bytes_sent_total", len(batch.body), kind=batch.kind)
             self._metrics.inc("data_points_sent_total", batch.data_points)
+            self.queue.done([batch], "sent")
             return None
         if status in RETRY_STATUSES or status >= 500:
             self._metrics.inc("post_failures_total", reason=f"http_{status}")
@@ -209,14 +187,17 @@ class HttpForwarder:
             return retry_after
         self._metrics.inc("batches_rejected_total", kind=batch.kind)
         log.error("POST %s refused with %d; dropped", batch.batch_id, status)
+        self.queue.done([batch], "rejected")
         return None
 
     async def drain(self, timeout_s: float) -> bool:
         """Wait until every submitted batch is done with; False on timeout."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
-        except TimeoutError:
-            return False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while len(self.queue):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
         return True
 
 

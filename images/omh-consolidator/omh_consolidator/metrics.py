@@ -25,6 +25,13 @@ HELP: dict[str, str] = {
     "batches_rejected_total": "Batches the cloud refused with a 4xx (never retried), by kind",
     "batches_dropped_total": "Batches dropped because the queue was full, by kind",
     "batch_bytes_dropped_total": "Body bytes of batches dropped because the queue was full",
+    "queue_fsyncs_total": "fsync calls on the queue log",
+    "queue_compactions_total": "Rewrites of the queue log with only what still waits",
+    "queue_adopted_batches_total": "Waiting batches adopted at start from dead owners' logs",
+    "queue_corrupt_logs_total": "Adopted logs with a corrupt record (copied aside, prefix kept)",
+    "handover_batches_sent_total": "Batches handed to a peer at shutdown, which stored them",
+    "handover_batches_received_total": "Batches taken over from a leaving peer (new ones only)",
+    "handover_failures_total": "Handover attempts to a peer that failed, by reason",
     "ble_connects_total": "Subscriptions established (connected and notifying)",
     "ble_disconnects_total": "Established subscriptions that ended because the link dropped",
     "ble_attempt_failures_total": "Connection attempts that failed, by reason",
@@ -33,6 +40,7 @@ HELP: dict[str, str] = {
 GAUGES: dict[str, str] = {
     "queue_batches": "Batches waiting for the cloud, the one in flight included",
     "queue_bytes": "Body bytes waiting for the cloud, the one in flight included",
+    "queue_log_bytes": "Bytes of the queue log on disk (0 without QUEUE_DIR)",
     "ble_subscribed": "1 while subscribed to the strap's notifications",
 }
 

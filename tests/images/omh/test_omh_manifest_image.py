@@ -79,10 +79,10 @@ def test_the_pod_runs_as_the_images_non_root_user_with_the_bus_socket_mounted() 
     user = re.search(r"^USER (\d+)$", DOCKERFILE.read_text(), re.M)
     assert user is not None
     assert int(user.group(1)) == sc["runAsUser"] != 0
-    (mount,) = container["volumeMounts"]
-    (volume,) = spec["volumes"]
-    assert mount["name"] == volume["name"]
-    assert mount["mountPath"] == "/run/dbus"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert set(mounts) == set(volumes) == {"dbus", "queue"}
+    assert mounts["dbus"]["mountPath"] == "/run/dbus"
     assert container_env(manifest())["DBUS_SYSTEM_BUS_ADDRESS"]["value"] == (
         "unix:path=/run/dbus/system_bus_socket"
     )
@@ -105,3 +105,40 @@ def test_the_readme_documents_every_setting() -> None:
     text = README.read_text()
     missing = sorted(v for v in ENV_VARS if f"`{v}`" not in text)
     assert missing == []
+
+
+def test_the_queue_is_on_the_gateways_disk_owned_by_the_consolidator() -> None:
+    spec = manifest()["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = container_env(manifest())
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert env["QUEUE_DIR"]["value"] == mounts["queue"]["mountPath"]
+    volume = next(v for v in spec["volumes"] if v["name"] == "queue")
+    assert volume["hostPath"]["path"].endswith("/patient-42-hr")  # one directory per device
+    (init,) = spec["initContainers"]
+    uid = container["securityContext"]["runAsUser"]
+    assert f"chown {uid}:{uid} /queue" in init["command"][-1]
+    assert init["volumeMounts"] == [{"name": "queue", "mountPath": "/queue"}]
+
+
+def test_the_handover_service_reaches_this_devices_pods_on_the_handover_port() -> None:
+    svc, policy = yaml.safe_load_all(
+        (ROOT / "manifests" / "examples" / "omh-consolidator-handover.yaml").read_text()
+    )
+    doc = manifest()
+    labels = doc["spec"]["selector"]["matchLabels"]
+    (container,) = doc["spec"]["template"]["spec"]["containers"]
+    port = {p["name"]: p["containerPort"] for p in container["ports"]}["handover"]
+    cfg = from_env(
+        {k: v.get("value", "") for k, v in container_env(doc).items()} | {"DEVICE_NAME": "d"}
+    )
+    assert cfg.handover_port == port
+    ((host, peer_port),) = cfg.handover_peers
+    assert host.startswith(f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc")
+    assert peer_port == svc["spec"]["ports"][0]["port"] == port
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"] == labels
+    assert policy["spec"]["podSelector"]["matchLabels"] == labels
+    handover_rule = policy["spec"]["ingress"][0]
+    assert handover_rule["from"] == [{"podSelector": {"matchLabels": labels}}]
+    assert handover_rule["ports"] == [{"port": port, "protocol": "TCP"}]

@@ -1,0 +1,203 @@
+"""The on-disk queue: real files, real flocks; what a crash, a torn write or a bad disk leaves."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+import pytest
+from omh_consolidator.config import ConfigError, from_env
+from omh_consolidator.metrics import Metrics
+from omh_consolidator.queue import Batch, BatchQueue, encode_batch, records, replay
+
+
+def batch(seq: int, kind: str = "summary", size: int = 10, boot: str = "b0") -> Batch:
+    return Batch(seq, f"src/{boot}/{seq}", kind, b"x" * size, 3)
+
+
+def ids(q: BatchQueue) -> list[str]:
+    return [b.batch_id for b in q.waiting(10_000, 1 << 40)]
+
+
+def crash(q: BatchQueue) -> None:
+    """What kill -9 leaves: the log as written, the flock released by the kernel."""
+    assert q._fd is not None
+    assert q._lock_fd is not None
+    os.close(q._fd)
+    os.close(q._lock_fd)
+    q._fd = q._lock_fd = None
+
+
+def test_a_crashed_owners_batches_are_adopted_with_ids_and_order(tmp_path: Path) -> None:
+    q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    for i in range(1, 6):
+        q.append(batch(i, "alert" if i == 3 else "summary"))
+    sent = q.take()
+    assert sent is not None
+    q.done([sent], "sent")
+    crash(q)
+    metrics = Metrics()
+    again = BatchQueue.open(tmp_path, "bbb", metrics)
+    assert ids(again) == [f"src/b0/{i}" for i in (2, 3, 4, 5)]
+    assert [b.kind for b in again.waiting(10, 1 << 20)] == [
+        "summary",
+        "alert",
+        "summary",
+        "summary",
+    ]
+    assert metrics.get("queue_adopted_batches_total") == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bbb"]  # the dead one is gone
+    again.close()
+    assert (tmp_path / "bbb").exists()  # batches still wait: kept for the next owner
+
+
+def test_a_live_owner_is_left_alone(tmp_path: Path) -> None:
+    first = BatchQueue.open(tmp_path, "aaa", Metrics())
+    first.append(batch(1))
+    second = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert len(second) == 0
+    assert len(first) == 1
+    assert (tmp_path / "aaa" / "log").exists()
+    second.close()
+    first.close()
+
+
+def test_a_torn_tail_is_cut_and_the_rest_recovered(tmp_path: Path) -> None:
+    q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    for i in range(1, 4):
+        q.append(batch(i))
+    crash(q)
+    with (tmp_path / "aaa" / "log").open("ab") as f:
+        f.write(encode_batch(batch(4), 3)[:-5])  # the crash tore the last append
+    metrics = Metrics()
+    again = BatchQueue.open(tmp_path, "bbb", metrics)
+    assert ids(again) == [f"src/b0/{i}" for i in (1, 2, 3)]
+    assert metrics.get("queue_corrupt_logs_total") == 0
+    again.close()
+
+
+def test_a_corrupt_record_keeps_the_prefix_and_a_copy_of_the_log(tmp_path: Path) -> None:
+    q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    for i in range(1, 4):
+        q.append(batch(i))
+    crash(q)
+    log = tmp_path / "aaa" / "log"
+    data = bytearray(log.read_bytes())
+    second = len(encode_batch(batch(1), 0))
+    data[second + 20] ^= 0xFF  # inside the second record's payload
+    log.write_bytes(bytes(data))
+    metrics = Metrics()
+    again = BatchQueue.open(tmp_path, "bbb", metrics)
+    assert ids(again) == ["src/b0/1"]
+    assert metrics.get("queue_corrupt_logs_total") == 1
+    (kept,) = tmp_path.glob("corrupt-aaa-*.log")
+    assert kept.read_bytes() == bytes(data)  # nothing an admin could want is gone
+    again.close()
+
+
+def test_bounds_drop_the_oldest_summaries_keep_alerts_and_stay_dropped(tmp_path: Path) -> None:
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, max_batches=100, max_bytes=50, fsync="none")
+    q.append(batch(1, "alert"))
+    for i in range(2, 8):  # 10 bytes each: at most 5 wait
+        q.append(batch(i))
+    q.append(batch(8, "alert"))
+    assert ids(q) == [f"src/b0/{i}" for i in (1, 5, 6, 7, 8)]
+    assert metrics.get("batches_dropped_total", kind="summary") == 3
+    assert metrics.get("batches_dropped_total", kind="alert") == 0
+    assert metrics.get("queue_bytes") == 50
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics(), max_batches=100, max_bytes=50)
+    assert ids(again) == [f"src/b0/{i}" for i in (1, 5, 6, 7, 8)]  # the drops were logged
+    again.close()
+
+
+def test_handed_over_batches_go_in_front_in_chunk_order_once(tmp_path: Path) -> None:
+    q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    q.append(batch(1, boot="own"))
+    assert q.take() is not None  # in flight: stays first
+    q.append(batch(2, boot="own"))
+    assert q.insert_handed([batch(1, boot="old"), batch(2, boot="old")]) == 2
+    assert q.insert_handed([batch(2, boot="old"), batch(3, boot="old")]) == 1  # a resend
+    expected = ["src/own/1", "src/old/1", "src/old/2", "src/old/3", "src/own/2"]
+    assert ids(q) == expected
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    # after a crash the handed-over ones come first: they are the oldest
+    assert ids(again) == ["src/old/1", "src/old/2", "src/old/3", "src/own/1", "src/own/2"]
+    again.close()
+
+
+def test_compaction_keeps_what_waits_and_bounds_the_log(tmp_path: Path) -> None:
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, fsync="none")
+    q.append(batch(0, "alert"))
+    for i in range(1, 400):
+        q.append(batch(i, size=4000))
+        sent = q.waiting(2, 1 << 20)[1]
+        q.done([sent], "sent")
+    assert metrics.get("queue_compactions_total") >= 1
+    assert (tmp_path / "aaa" / "log").stat().st_size < 2 * 1024 * 1024
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert ids(again) == ["src/b0/0"]
+    again.done(again.waiting(1, 1 << 20), "sent")
+    again.close()
+    assert not (tmp_path / "bbb").exists()  # nothing waits: nothing left behind
+
+
+@pytest.mark.parametrize("policy", ["group", "batch", "none"])
+async def test_every_policy_fsyncs_as_it_says(tmp_path: Path, policy: str) -> None:
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, fsync=policy)  # type: ignore[arg-type]
+    for i in range(50):
+        q.append(batch(i))
+    await q.sync()
+    fsyncs = metrics.get("queue_fsyncs_total")
+    expected = {"batch": (51, 51), "group": (1, 2), "none": (1, 1)}[policy]
+    assert expected[0] <= fsyncs <= expected[1], fsyncs
+    q.close()
+
+
+def test_the_log_refuses_what_a_peer_could_send_broken() -> None:
+    good = encode_batch(batch(1), 0)
+    assert [r.batch for r in records(good, strict=True)] == [batch(1)]
+    with pytest.raises(ValueError, match="torn"):
+        list(records(good[:-1], strict=True))
+    assert replay(good[:-1]) == ([], 0, None)
+
+
+def test_a_lock_held_elsewhere_is_a_live_owner(tmp_path: Path) -> None:
+    (tmp_path / "ccc").mkdir()
+    fd = os.open(tmp_path / "ccc" / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        q = BatchQueue.open(tmp_path, "aaa", Metrics())
+        assert (tmp_path / "ccc").exists()
+        q.close()
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"QUEUE_FSYNC": "always"}, "QUEUE_FSYNC"),
+        ({"QUEUE_MAX_BYTES": "0"}, "QUEUE_MAX_BYTES"),
+        ({"HANDOVER_PEERS": "peer:http"}, "HANDOVER_PEERS"),
+        ({"HANDOVER_PORT": "70000"}, "HANDOVER_PORT"),
+    ],
+)
+def test_bad_queue_settings_are_refused(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_env({"DEVICE_NAME": "d", **env})
+
+
+def test_queue_settings_parse() -> None:
+    cfg = from_env(
+        {"DEVICE_NAME": "d", "QUEUE_DIR": "/q", "HANDOVER_PEERS": "a.b.svc, 10.0.0.1:9200"}
+    )
+    assert cfg.queue_dir == Path("/q")
+    assert cfg.fsync == "group"
+    assert cfg.handover_peers == (("a.b.svc", 9104), ("10.0.0.1", 9200))
