@@ -38,8 +38,8 @@ async def one(root: Path, policy: FsyncPolicy, n: int, body: int) -> tuple[float
         await asyncio.sleep(0)  # the event loop turns between batches, as in a burst
     await q.sync()
     t1 = time.perf_counter()
-    while (b := q.take()) is not None:
-        q.done([b], "sent")
+    while (head := q.take()) is not None:
+        q.done([head], "sent")
         await asyncio.sleep(0)
     await q.sync()
     t2 = time.perf_counter()
