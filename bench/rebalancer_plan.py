@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from tests.controllers.test_rebalance_plan import Memory, P, T, plan, pod, wearable, world
+from tests.rebalancer.test_rebalance_plan import Memory, P, T, plan, pod, wearable, world
 
 
 def measure(pods: int, nodes: int) -> tuple[float, int]:

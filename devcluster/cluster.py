@@ -540,7 +540,7 @@ class Devcluster:
         return component
 
     def _rebalancer_component(self, state: State) -> Component:
-        return self._service_component(state, "rebalancer", "extender.rebalance")
+        return self._service_component(state, "rebalancer", "rebalancer")
 
     def _service_component(self, state: State, name: str, module: str) -> Component:
         """One of our services on the cluster's policy copy, its kubeconfig and Prometheus."""

@@ -1,5 +1,5 @@
-"""Command lines: `cloud4iot-extender` and `cloud4iot-rebalancer` (the services) and
-`cloud4iot` (admin tools).
+"""Command lines: `cloud4iot-extender` (the service) and `cloud4iot` (admin tools);
+`cloud4iot-rebalancer` is rebalancer/cli.py.
 
 The product only: development commands (devcluster, demo, bench) are
 `python -m devcluster ...`, which lives with them outside the wheel.
@@ -15,62 +15,18 @@ from pathlib import Path
 
 import orjson
 
-from cloud4iot.buildinfo import DEFAULT_POLICY, require_extra, version_line
+from cloud4iot.buildinfo import require_extra
 from cloud4iot.kubeclient import own_namespace
 from cloud4iot.policy.loader import PolicyError
+from cloud4iot.service import (
+    configure_logging,
+    lease_flags,
+    policy_flag,
+    service_flags,
+    version_flag,
+)
 
 log = logging.getLogger("cloud4iot")
-
-
-def _service_flags(
-    p: argparse.ArgumentParser, port: int, cluster_required: bool, prometheus_help: str
-) -> None:
-    """The flags both services share: policy, address, cluster access, Prometheus."""
-    _version_flag(p)
-    _policy_flag(p)
-    p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=port)
-    cluster = p.add_mutually_exclusive_group(required=cluster_required)
-    cluster.add_argument("--kubeconfig", type=Path, help="watch this cluster")
-    cluster.add_argument("--in-cluster", action="store_true", help="use the pod's service account")
-    p.add_argument("--prometheus-url", help=prometheus_help)
-    p.add_argument(
-        "--prometheus-preset",
-        choices=["kube-prometheus", "kube-prometheus-stack"],
-        help="the node label and load queries for this Prometheus stack, instead of the "
-        "policy's spec.prometheus.nodeLabel and queries",
-    )
-    p.add_argument("--policy-poll-interval", type=float, default=2.0)
-    p.add_argument("--log-level", default="INFO")
-
-
-def _version_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--version", action="version", version=version_line(p.prog))
-
-
-def _policy_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--policy",
-        type=Path,
-        default=DEFAULT_POLICY,
-        help="PlacementPolicy file (default: the policy shipped in the package); "
-        "a missing or invalid file stops the command",
-    )
-
-
-def _lease_flags(p: argparse.ArgumentParser, name: str) -> None:
-    p.add_argument(
-        "--lease-namespace",
-        help="namespace of the leader-election Lease (default: the pod's namespace, "
-        "env POD_NAMESPACE from the Downward API; kube-system outside a pod)",
-    )
-    p.add_argument("--lease-name", default=name)
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 def _extender_parser() -> argparse.ArgumentParser:
@@ -78,7 +34,7 @@ def _extender_parser() -> argparse.ArgumentParser:
         prog="cloud4iot-extender",
         description="kube-scheduler extender placing IoT functions on gateway, edge and cloud",
     )
-    _service_flags(p, 8888, False, "refresh node load from this Prometheus")
+    service_flags(p, 8888, False, "refresh node load from this Prometheus")
     p.add_argument(
         "--state",
         type=Path,
@@ -90,7 +46,7 @@ def _extender_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="never write Device status.nearest nor touch Nodes (read-only replica)",
     )
-    _lease_flags(p, "cloud4iot-extender")
+    lease_flags(p, "cloud4iot-extender")
     tls = p.add_argument_group(
         "TLS", "HTTPS for the webhook (plain HTTP without these); reloaded when the files change"
     )
@@ -152,7 +108,7 @@ def extender_main(argv: list[str] | None = None) -> int:
         parser.error("--admission-port, --admission-cert and --admission-key go together")
     if args.candidates < 0:
         parser.error("--candidates must be 0 or more")
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level)
     from aiohttp import web
 
     from extender.app import create_app
@@ -213,54 +169,6 @@ def extender_main(argv: list[str] | None = None) -> int:
         keepalive_timeout=120,
         ssl_context=ssl_context,
     )
-    return 0
-
-
-def _rebalancer_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cloud4iot-rebalancer",
-        description="moves running IoT functions (roaming, offloading, onloading, device "
-        "lifecycle) through rollouts and evictions, with the extender's scorer",
-    )
-    _service_flags(p, 8889, True, "node load from this Prometheus (offloading)")
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="plan, log and emit Events of what would move; change nothing",
-    )
-    _lease_flags(p, "cloud4iot-rebalancer")
-    return p
-
-
-def rebalancer_main(argv: list[str] | None = None) -> int:
-    parser = _rebalancer_parser()
-    args = parser.parse_args(argv)
-    require_extra(parser.prog, "extender")
-    _configure_logging(args.log_level)
-    from aiohttp import web
-
-    from extender.rebalancer_app import RebalancerSettings, create_rebalancer_app
-
-    settings = RebalancerSettings(
-        policy_path=args.policy,
-        host=args.host,
-        port=args.port,
-        kubeconfig=None if args.in_cluster else args.kubeconfig,
-        prometheus_url=args.prometheus_url,
-        prometheus_preset=args.prometheus_preset,
-        dry_run=args.dry_run,
-        policy_poll_interval=args.policy_poll_interval,
-        lease_namespace=args.lease_namespace or own_namespace(),
-        lease_name=args.lease_name,
-    )
-    try:
-        app = create_rebalancer_app(settings)
-    except PolicyError as exc:
-        print(f"cloud4iot-rebalancer: policy refused:\n{exc}", file=sys.stderr)
-        return 2
-    mode = " (dry run: nothing is changed)" if args.dry_run else ""
-    log.info("rebalancer on %s:%d with policy %s%s", args.host, args.port, args.policy, mode)
-    web.run_app(app, host=args.host, port=args.port, print=None, access_log=None)
     return 0
 
 
@@ -336,11 +244,11 @@ def _certs(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cloud4iot", description="Cloud4IoT placement admin tools")
-    _version_flag(p)
+    version_flag(p)
     sub = p.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="each node's verdict for a pod in a given state")
-    _policy_flag(sim)
+    policy_flag(sim)
     sim.add_argument("--state", type=Path, required=True, help="state file (see docs)")
     sim.add_argument("--pod", type=Path, required=True, help="Pod as YAML or JSON")
     sim.set_defaults(func=_simulate)
@@ -354,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         help="print the MutatingAdmissionPolicy that gives each pod of a tier-restricted "
         "class a required node affinity on those tiers (kubectl apply -f -)",
     )
-    _policy_flag(aff)
+    policy_flag(aff)
     aff.set_defaults(func=_tier_affinity)
 
     rep = sub.add_parser(

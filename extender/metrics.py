@@ -10,11 +10,10 @@ from operator import attrgetter
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cloud4iot.buildinfo import register_build_info
+from cloud4iot.service import LATENCY_BUCKETS
 from extender.scoring.model import Verdict
 
 _CODE = attrgetter("code")
-
-_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
@@ -32,7 +31,7 @@ class Metrics:
             "cloud4iot_extender_request_duration_seconds",
             "Time to answer a webhook request, body read included",
             ["verb"],
-            buckets=_BUCKETS,
+            buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.decisions = Counter(
@@ -113,43 +112,3 @@ class Metrics:
 
 def age_since(timestamp: float | None) -> float:
     return float("inf") if timestamp is None else max(0.0, time.time() - timestamp)
-
-
-class RebalancerMetrics:
-    """The rebalancer's own metrics (moves, holds, plan latency), on a per-app registry."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        register_build_info(self.registry, "rebalancer")
-        r = self.registry
-        self.moves = Counter(
-            "cloud4iot_rebalancer_moves",
-            "Moves by reason, action and result (ok, failed, dry-run)",
-            ["reason", "action", "result"],
-            registry=r,
-        )
-        self.held = Counter(
-            "cloud4iot_rebalancer_moves_held",
-            "Wanted moves held back, by the limit that held them (counted when it changes)",
-            ["limit"],
-            registry=r,
-        )
-        self.plan_seconds = Histogram(
-            "cloud4iot_rebalancer_plan_duration_seconds",
-            "Time to plan, by trigger (event: affected pods only; full: every managed pod)",
-            ["trigger"],
-            buckets=_BUCKETS,
-            registry=r,
-        )
-        self.leader = Gauge(
-            "cloud4iot_rebalancer_leader", "1 while this replica holds the Lease", registry=r
-        )
-        self.pods = Gauge(
-            "cloud4iot_rebalancer_managed_pods", "Managed pods in the cache", registry=r
-        )
-        self.source_up = Gauge(
-            "cloud4iot_rebalancer_source_up",
-            "1 while a state source (kubernetes, prometheus) is healthy",
-            ["source"],
-            registry=r,
-        )

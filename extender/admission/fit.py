@@ -20,8 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from extender.state.pods import required_node_affinity
 from extender.state.snapshot import NodeFacts
-from extender.state.workloads import required_node_affinity
 
 UNSCHEDULABLE_TAINT = ("node.kubernetes.io/unschedulable", "", "NoSchedule")
 

@@ -45,8 +45,8 @@ from cloud4iot.policy.schema import PlacementPolicy
 from cloud4iot.vocabulary import NARROWED_ANNOTATION, OPT_OUT_ANNOTATION, SCHEDULER_NAME
 from extender.admission.fit import PodConstraints, UnsupportedError
 from extender.scoring import PodFacts, feasible_by_score
+from extender.state.pods import REQUIRED, required_terms
 from extender.state.snapshot import Snapshot
-from extender.state.workloads import REQUIRED, required_terms
 
 DEFAULT_CANDIDATES = 32
 MAX_TERMS = 128  # required node-selector terms a pinned pod may end up with

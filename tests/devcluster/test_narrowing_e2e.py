@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from cloud4iot.vocabulary import NARROWED_ANNOTATION
 from devcluster import kube
 from devcluster.cluster import NARROWING_WEBHOOK, Devcluster
-from tests.controllers.rebalancer_e2e_helpers import Radio, until
 from tests.devcluster.e2e_workloads import bare_pod, create_pod
+from tests.rebalancer.rebalancer_e2e_helpers import Radio, until
 from tests.state.cluster_helpers import create_device
 
 pytestmark = pytest.mark.cluster

@@ -29,8 +29,8 @@ from kubernetes import client
 from devcluster import kube
 from devcluster.cluster import Devcluster
 from devcluster.processes import is_alive
-from tests.controllers.rebalancer_e2e_helpers import Radio, function_deployment, readyz
 from tests.devcluster.e2e_workloads import deployment
+from tests.rebalancer.rebalancer_e2e_helpers import Radio, function_deployment, readyz
 from tests.state.cluster_helpers import create_device, device_status, restart_apiserver
 
 pytestmark = pytest.mark.cluster

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from cloud4iot.policy.loader import load_policy
-from extender.cli import _extender_parser, _rebalancer_parser
+from extender.cli import _extender_parser
 from extender.state.prometheus import PRESETS
+from rebalancer.cli import parser as _rebalancer_parser
 from tests.install.render import MANIFESTS, find, render
 
 ALL = ("", "namespaces", "cert-manager", "kube-prometheus", "kube-prometheus-stack")

@@ -1,5 +1,5 @@
-"""The product (`cloud4iot`, `extender`, `gateway_monitor`) never imports dev tooling, and its modules
-import each other without a circle.
+"""The product (`cloud4iot`, `extender`, `gateway_monitor`, `rebalancer`) never imports
+dev tooling, and its modules import each other without a circle.
 
 Two views: what a fresh interpreter actually loads when every product module is
 imported, and the static graph of every import statement (lazy ones inside
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("cloud4iot", "extender", "gateway_monitor")
+PRODUCT = ("cloud4iot", "extender", "gateway_monitor", "rebalancer")
 DEV_TOOLS = ("devcluster", "demo", "bench", "tests")
 
 
@@ -40,7 +40,8 @@ def is_dev_tool(module: str) -> bool:
 
 IMPORT_EVERYTHING = """
 import contextlib, importlib, io, json, sys
-for name in json.loads(sys.argv[1]):
+modules, product = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+for name in modules:
     if name.endswith(".__main__"):
         # An entry point runs its CLI when imported: make that `--help`, which exits.
         sys.argv[1:] = ["--help"]
@@ -50,7 +51,7 @@ for name in json.loads(sys.argv[1]):
         importlib.import_module(name)
 print(json.dumps({
     "modules": sorted(sys.modules),
-    "files": {p: sys.modules[p].__file__ for p in ("cloud4iot", "extender", "gateway_monitor")},
+    "files": {p: sys.modules[p].__file__ for p in product},
 }))
 """
 
@@ -61,7 +62,7 @@ def test_importing_every_product_module_loads_no_dev_tool(tmp_path: Path) -> Non
     assert "extender.__main__" in modules
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-c", IMPORT_EVERYTHING, json.dumps(modules)],
+        [sys.executable, "-c", IMPORT_EVERYTHING, json.dumps(modules), json.dumps(PRODUCT)],
         cwd=tmp_path,  # not the repository root: only PYTHONPATH puts it on sys.path
         env=env,
         capture_output=True,

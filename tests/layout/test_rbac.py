@@ -18,14 +18,15 @@ import pytest
 import yaml
 
 from cloud4iot.devices import GROUP, PLURAL
-from extender.rebalancer_app import RebalancerSettings
 from extender.settings import Settings
+from rebalancer.settings import RebalancerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASES = "coordination.k8s.io"
-# The rebalancer's own modules; every other module of extender/ runs in the extender.
-REBALANCER_ONLY = {"extender/rebalancer_app.py", "extender/controllers/rebalancer.py"}
+# The rebalancer runs its own package plus these of extender/ (and the kernel); the
+# extender runs extender/ and the kernel.
 SHARED = {"extender/state/kube.py", "extender/controllers/election.py"}
+SCANNED = ("cloud4iot", "extender", "rebalancer")
 
 # API method the extender uses -> what it needs: (apiGroup, resource, verb). The list
 # functions also watch: the reflectors call them with watch=True after the list.
@@ -94,9 +95,11 @@ class Deployable:
     def runs(self, path: str) -> bool:
         if path in ADMIN_TOOLS:
             return False
+        if path.startswith("cloud4iot/"):
+            return True
         if self.name == "rebalancer":
-            return path in REBALANCER_ONLY or path in SHARED
-        return path not in REBALANCER_ONLY
+            return path.startswith("rebalancer/") or path in SHARED
+        return path.startswith("extender/")
 
 
 EXTENDER = Deployable(
@@ -130,7 +133,7 @@ def called_api_methods(d: Deployable) -> dict[str, list[str]]:
     """API method name -> where the deployable's code uses it (file:line)."""
     methods = api_methods()
     found: dict[str, list[str]] = {}
-    for path in sorted((ROOT / "extender").rglob("*.py")):
+    for path in sorted(p for folder in SCANNED for p in (ROOT / folder).rglob("*.py")):
         if not d.runs(str(path.relative_to(ROOT))):
             continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):

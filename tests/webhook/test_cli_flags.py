@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from cloud4iot.buildinfo import DEFAULT_POLICY
-from extender.cli import _extender_parser, _rebalancer_parser
+from extender.cli import _extender_parser
+from rebalancer.cli import parser as _rebalancer_parser
 
 
 def test_the_extender_runs_standalone_and_shares_the_service_flags() -> None:

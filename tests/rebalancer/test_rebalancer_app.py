@@ -7,7 +7,7 @@ import asyncio
 import orjson
 from aiohttp.test_utils import make_mocked_request
 
-from extender.rebalancer_app import (
+from rebalancer.app import (
     RUNTIME,
     RebalancerSettings,
     _healthz,

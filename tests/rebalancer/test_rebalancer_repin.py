@@ -14,10 +14,11 @@ import pytest
 
 from cloud4iot.vocabulary import NARROWED_ANNOTATION
 from extender.admission.narrow import Narrowed, affinity_patch
-from extender.controllers.rebalancer import REPINNED
+from extender.state.pods import pinned_nodes
 from extender.state.snapshot import LoadSample
-from extender.state.workloads import PodRecord, pinned_nodes
-from tests.controllers.test_rebalancer_actor import (
+from rebalancer.model import Reason
+from rebalancer.workloads import PodRecord
+from tests.rebalancer.test_rebalancer_actor import (
     NOW,
     FakeCore,
     World,
@@ -26,6 +27,7 @@ from tests.controllers.test_rebalancer_actor import (
     wearable,
 )
 
+REPINNED = Reason.REPINNED
 CREATED = "2027-01-15T08:00:00Z"  # epoch 1_800_000_000 is 2027-01-15T08:00:00Z
 
 

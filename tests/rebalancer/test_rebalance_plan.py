@@ -15,7 +15,9 @@ import pytest
 
 from cloud4iot.policy.loader import LoadedPolicy, parse_policy
 from cloud4iot.vocabulary import TIER_LABEL
-from extender.controllers.rebalance_plan import (
+from extender.scoring import PodFacts, evaluate
+from extender.state.snapshot import DeviceFacts, LoadSample, NodeFacts, Sighting, Snapshot
+from rebalancer.plan import (
     Action,
     Kind,
     Limit,
@@ -28,8 +30,6 @@ from extender.controllers.rebalance_plan import (
     Workload,
     plan,
 )
-from extender.scoring import PodFacts, evaluate
-from extender.state.snapshot import DeviceFacts, LoadSample, NodeFacts, Sighting, Snapshot
 
 T = 1_700_000_000.0  # a fixed "now"
 

@@ -1,5 +1,6 @@
-"""Pods, ReplicaSets and Deployments reduced to what the rebalancer reads, and the
-indexes that keep its work per event independent of the number of pods.
+"""Pods, ReplicaSets and Deployments reduced to what the rebalancer reads, the
+indexes that keep its work per event independent of the number of pods, and the
+move record it writes on a workload (MoveNote).
 
 Only pods of our scheduler are watched (a field selector on spec.schedulerName);
 a pod's workload is resolved Pod -> ReplicaSet -> Deployment from the caches.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ import orjson
 from cloud4iot.devices import parse_time
 from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, NARROWED_ANNOTATION, PARKED_ANNOTATION
 from extender.scoring.model import PodFacts
+from extender.state.pods import pinned_nodes
+from rebalancer.model import Kind, ManagedPod, MoveRecord, Reason, Workload
 
 
 def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -86,35 +89,6 @@ class PodRecord:
     @property
     def running(self) -> bool:
         return self.node is not None and self.phase == "Running" and not self.deleting
-
-
-REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
-
-
-def required_node_affinity(spec: Mapping[str, Any]) -> Any:
-    """spec.affinity.nodeAffinity.requiredDuringScheduling... as found; None if absent."""
-    affinity = spec.get("affinity")
-    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
-    return node_affinity.get(REQUIRED) if isinstance(node_affinity, Mapping) else None
-
-
-def required_terms(spec: Mapping[str, Any]) -> list[Any]:
-    """Its nodeSelectorTerms when they are a list, else none."""
-    required = required_node_affinity(spec)
-    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
-    return terms if isinstance(terms, list) else []
-
-
-def pinned_nodes(obj: Mapping[str, Any]) -> tuple[str, ...]:
-    """The nodes a pod's required node affinity names by `metadata.name In`, in order."""
-    spec = obj.get("spec")
-    names: dict[str, None] = {}
-    for term in required_terms(spec) if isinstance(spec, Mapping) else ():
-        for f in (term.get("matchFields") or []) if isinstance(term, Mapping) else ():
-            by_name = isinstance(f, Mapping) and f.get("key") == "metadata.name"
-            if by_name and f.get("operator") == "In":
-                names.update(dict.fromkeys(str(v) for v in f.get("values") or []))
-    return tuple(names)
 
 
 def replicaset_owner(obj: Mapping[str, Any], observed_at: float = 0.0) -> str | None:
@@ -288,3 +262,123 @@ def deployment_of(
         return None
     owner = replicasets.get(f"{pod.namespace}/{pod.owner[1]}")
     return deployments.get(f"{pod.namespace}/{owner}") if owner else None
+
+
+@dataclass(slots=True)
+class Workloads:
+    """The watched owners: ReplicaSet -> Deployment, Deployments, and what changes mark."""
+
+    replicasets: dict[str, str | None] = field(default_factory=dict)  # ns/rs -> deployment
+    deployments: dict[str, DeploymentRecord] = field(default_factory=dict)
+    rs_of: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # Deployments scaled to zero by a park, and the devices they wait for.
+    parked: dict[str, DeploymentRecord] = field(default_factory=dict)
+    parked_devices: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def observe_deployment(self, key: str, new: DeploymentRecord | None) -> None:
+        old = self.parked.pop(key, None)
+        if old is not None and old.template.device is not None:
+            waiting = self.parked_devices[old.template.device]
+            waiting.discard(key)
+            if not waiting:
+                del self.parked_devices[old.template.device]
+        if new is None:
+            self.deployments.pop(key, None)
+            return
+        self.deployments[key] = new
+        if new.parked_replicas is not None and new.replicas == 0:
+            self.parked[key] = new
+            if new.template.device is not None:
+                self.parked_devices[new.template.device].add(key)
+
+    def generation(self, key: str) -> int | None:
+        d = self.deployments.get(key)
+        return d.generation if d is not None else None
+
+    def observe_rs(self, key: str, old: str | None, new: str | None) -> None:
+        namespace, _, name = key.partition("/")
+        if new is None:
+            self.replicasets.pop(key, None)
+        else:
+            self.replicasets[key] = new
+        if old is not None:
+            owned = self.rs_of.get(f"{namespace}/{old}")
+            if owned is not None:
+                owned.discard(name)
+                if not owned:
+                    del self.rs_of[f"{namespace}/{old}"]
+        if new is not None:
+            self.rs_of[f"{namespace}/{new}"].add(name)
+
+    def owners_of(self, deployment_key: str) -> list[tuple[str, str, str]]:
+        namespace = deployment_key.partition("/")[0]
+        return [(namespace, "ReplicaSet", rs) for rs in self.rs_of.get(deployment_key, ())]
+
+    def workload(
+        self, pod: PodRecord, in_flight: Callable[[str], bool] = lambda key: False
+    ) -> Workload:
+        """The owner that recreates `pod`; a Deployment whose change is `in_flight` (by
+        key: made, not yet shown by the watch) counts as not settled."""
+        if pod.owner is None:
+            return Workload(Kind.POD, pod.namespace, pod.name)
+        kind, name = pod.owner
+        if kind == "ReplicaSet":
+            deployment = deployment_of(pod, self.replicasets, self.deployments)
+            if deployment is None:
+                return Workload(Kind.REPLICA_SET, pod.namespace, name)
+            return deployment_workload(deployment, in_flight(deployment.key))
+        if kind == "StatefulSet":
+            return Workload(Kind.STATEFUL_SET, pod.namespace, name)
+        return Workload(Kind.POD, pod.namespace, pod.name)  # nothing would recreate it elsewhere
+
+
+def deployment_workload(d: DeploymentRecord, in_flight: bool = False) -> Workload:
+    return Workload(
+        Kind.DEPLOYMENT,
+        d.namespace,
+        d.name,
+        can_surge=d.can_surge,
+        replicas=d.replicas,
+        settled=d.settled and not in_flight,
+        parked_replicas=d.parked_replicas,
+    )
+
+
+def managed_pod(pod: PodRecord, workload: Workload) -> ManagedPod | None:
+    if not pod.running or pod.node is None:
+        return None
+    return ManagedPod(
+        uid=pod.uid,
+        name=pod.name,
+        namespace=pod.namespace,
+        node=pod.node,
+        facts=pod.facts,
+        workload=workload,
+        ready=pod.ready,
+        deleting=pod.deleting,
+        started=pod.started,
+    )
+
+
+def moves_on_record(deployments: Iterable[DeploymentRecord]) -> tuple[MoveRecord, ...]:
+    """The last move of each Deployment as recorded on it: a new term's memory."""
+    records = []
+    for d in deployments:
+        note = d.last_move
+        if note is None:
+            continue
+        try:
+            reason = Reason(note.reason)
+        except ValueError:
+            continue
+        key = deployment_workload(d).key
+        records.append(MoveRecord(key, note.device, note.from_node, note.to_node, reason, note.at))
+    return tuple(sorted(records, key=lambda r: r.at))
+
+
+def parked_facts(deployments: Iterable[DeploymentRecord]) -> list[tuple[Workload, PodFacts]]:
+    return [
+        (deployment_workload(d), d.template)
+        for d in deployments
+        if d.parked_replicas is not None and d.replicas == 0
+    ]

@@ -58,7 +58,9 @@ from dataclasses import dataclass, field
 
 from cloud4iot.policy.loader import LoadedPolicy
 from cloud4iot.policy.schema import FunctionClass, ProximityMode, WhenDeviceAway
-from extender.controllers.rebalance_model import (
+from extender.scoring import Code, Context, PodFacts, Verdict, evaluate_known, make_context
+from extender.state.snapshot import Snapshot
+from rebalancer.model import (
     Action,
     Fact,
     Held,
@@ -73,8 +75,6 @@ from extender.controllers.rebalance_model import (
     Reason,
     Workload,
 )
-from extender.scoring import Code, Context, PodFacts, Verdict, evaluate_known, make_context
-from extender.state.snapshot import Snapshot
 
 __all__ = [
     "FACTS",

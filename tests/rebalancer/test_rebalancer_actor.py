@@ -30,20 +30,20 @@ from cloud4iot.vocabulary import (
     PARKED_ANNOTATION,
     TIER_LABEL,
 )
-from extender.controllers.rebalance_model import MoveRecord, Reason
-from extender.controllers.rebalancer import (
-    COMPONENT,
-    IN_FLIGHT,
-    MERGE_PATCH,
-    Rebalancer,
-    Workloads,
-    crossed,
-    moves_on_record,
-)
-from extender.metrics import RebalancerMetrics
 from extender.state.snapshot import DeviceFacts, LoadSample, NodeFacts, Sighting, Snapshot
 from extender.state.store import StateStore
-from extender.state.workloads import DeploymentRecord, MoveNote, PodIndex, PodRecord, move_note_json
+from rebalancer.actor import Rebalancer, crossed
+from rebalancer.evictor import COMPONENT, IN_FLIGHT, MERGE_PATCH
+from rebalancer.metrics import RebalancerMetrics
+from rebalancer.model import MoveRecord, Reason
+from rebalancer.workloads import (
+    DeploymentRecord,
+    MoveNote,
+    PodRecord,
+    Workloads,
+    move_note_json,
+    moves_on_record,
+)
 
 POLICY_PATH = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 NOW = 1_800_000_000.0
@@ -231,17 +231,10 @@ class World:
             devices_synced=True,
             load_refreshed_at=NOW,
         )
-        self.rebalancer = Rebalancer(
-            core=self.core,
-            apps=self.apps,
-            policy=self.policy,
-            store=self.store,
-            index=PodIndex(),
-            workloads=Workloads(),
-            metrics=self.metrics,
-            dry_run=self.dry_run,
-            leading=True,  # as in a term (`run` sets it); a standby is tested on its own
+        self.rebalancer = Rebalancer.create(
+            self.core, self.apps, self.policy, self.store, self.metrics, dry_run=self.dry_run
         )
+        self.rebalancer.leading = True  # as in a term (`run` sets it); a standby apart
 
     # The device reflector: observe first, then publish the snapshot.
     def show(self, *devices: DeviceFacts) -> None:
@@ -864,7 +857,7 @@ async def test_no_second_eviction_before_the_watch_shows_the_pod_leaving(world: 
     world.pod("consolidator-rs1-p2", "gw-hospital", rs="consolidator-rs1")
     await world.step(NOW + 2)
     assert len(world.core.evictions) == 1
-    assert world.rebalancer._evicted == {}
+    assert world.rebalancer.evictor.evicted == {}
 
 
 async def test_a_parked_deployment_whose_pod_still_shows_keeps_its_replica_count(world: World):
@@ -1019,7 +1012,7 @@ async def test_a_watch_event_faster_than_the_patch_answer_does_not_leave_it_in_f
     world.deploy("consolidator", "gw-home")
     await world.step(NOW)
     assert len(world.apps.patches) == 1
-    assert world.rebalancer.workloads.changed == {}  # the watch already showed the change
+    assert world.rebalancer.evictor.changed == {}  # the watch already showed the change
 
 
 def test_deleted_replicasets_leave_no_record() -> None:

@@ -12,38 +12,22 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from cloud4iot.buildinfo import DEFAULT_POLICY
 from cloud4iot.policy.store import PolicyStore
 from cloud4iot.tasks import Supervisor
 from cloud4iot.vocabulary import SCHEDULER_NAME
-from extender.controllers.rebalancer import Rebalancer, Workloads
-from extender.metrics import RebalancerMetrics
 from extender.state.kube import Reflector, namespaced_name
 from extender.state.snapshot import Snapshot
 from extender.state.store import StateStore
-from extender.state.workloads import DeploymentRecord, PodIndex, PodRecord, replicaset_owner
-
-
-@dataclass(frozen=True, slots=True)
-class RebalancerSettings:
-    policy_path: Path = DEFAULT_POLICY
-    host: str = "0.0.0.0"
-    port: int = 8889
-    kubeconfig: Path | None = None  # None: the pod's service account
-    prometheus_url: str | None = None
-    prometheus_preset: str | None = None  # extender/state/prometheus.py PRESETS
-    dry_run: bool = False
-    policy_poll_interval: float = 2.0
-    lease_namespace: str = "kube-system"
-    lease_name: str = "cloud4iot-rebalancer"
-    identity: str | None = None  # default: hostname-pid
+from rebalancer.actor import Rebalancer
+from rebalancer.metrics import RebalancerMetrics
+from rebalancer.settings import RebalancerSettings
+from rebalancer.workloads import DeploymentRecord, PodRecord, replicaset_owner
 
 
 @dataclass(slots=True)
@@ -124,14 +108,12 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
     settings = rt.settings
     api = await api_client(settings.kubeconfig)
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    rebalancer = Rebalancer(
-        core=core,
-        apps=apps,
-        policy=rt.policy,
-        store=rt.store,
-        index=PodIndex(),
-        workloads=Workloads(),
-        metrics=rt.metrics,
+    rebalancer = Rebalancer.create(
+        core,
+        apps,
+        rt.policy,
+        rt.store,
+        rt.metrics,
         dry_run=settings.dry_run,
         identity=settings.identity or default_identity(),  # Events name the replica that acted
     )

@@ -230,7 +230,7 @@ def extra_rebalancer(cluster: Devcluster, *args: str, name: str = "rebalancer-b"
     argv = [
         sys.executable,
         "-m",
-        "extender.rebalance",
+        "rebalancer",
         "--policy",
         str(cluster.policy_file),
         "--host",

@@ -1,8 +1,8 @@
 """The rebalancer's planning vocabulary: workloads, pods, moves, holds and memory.
 
-Plain frozen data, no I/O. The planner (rebalance_plan.py) reads and returns these;
-the actor that applies a plan turns a Move into a rollout, an eviction or a scale,
-and its reason and message into a Kubernetes Event.
+Plain frozen data, no I/O. The planners (plan.py, repin.py) read and return these;
+the evictor turns a Move into a rollout, an eviction or a scale, and its reason and
+message into a Kubernetes Event.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Reason(StrEnum):
     ONLOADING = "Onloading"  # back down a tier
     DEVICE_AWAY = "DeviceAway"  # no gateway hears its device
     DEVICE_BACK = "DeviceBack"  # a gateway hears its device again
+    REPINNED = "Repinned"  # a pending pod whose admission pin went stale, recreated
 
 
 class Action(StrEnum):
@@ -31,6 +32,7 @@ class Action(StrEnum):
     EVICT = "evict"  # Eviction API: PodDisruptionBudgets hold
     PARK = "park"  # scale the Deployment to zero, saving its replica count
     UNPARK = "unpark"  # restore the saved replica count
+    RECREATE = "recreate"  # evict a pending pod (uid precondition): its owner makes a new one
 
 
 class Limit(StrEnum):
@@ -87,7 +89,7 @@ class ManagedPod:
     uid: str
     name: str
     namespace: str
-    node: str
+    node: str  # "" for a pending pod (a recreate)
     facts: PodFacts
     workload: Workload
     ready: bool = True
@@ -143,11 +145,13 @@ class Move:
     pod: ManagedPod | None  # None for an unpark
     from_node: str | None
     to_node: str | None  # where the scheduler is expected to put it; None for a park
-    facts: Mapping[str, Fact]  # see rebalance_plan.FACTS
+    facts: Mapping[str, Fact]  # see plan.FACTS; a recreate's: why
 
     def message(self) -> str:
         """One line for the Event and the log."""
         f = self.facts
+        if self.action is Action.RECREATE and self.pod is not None:
+            return f"recreate pending pod {self.pod.namespace}/{self.pod.name}: {f.get('why')}"
         subject = (
             self.workload.key if self.pod is None else f"{self.workload.key} pod {self.pod.name}"
         )

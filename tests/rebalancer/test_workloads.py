@@ -18,7 +18,7 @@ from cloud4iot.vocabulary import (
     MODE_ANNOTATION,
     PARKED_ANNOTATION,
 )
-from extender.state.workloads import (
+from rebalancer.workloads import (
     DeploymentRecord,
     MoveNote,
     PodIndex,

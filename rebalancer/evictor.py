@@ -1,0 +1,350 @@
+"""The one place a move is made, and remembered until the watches show it.
+
+In the manner of descheduler's PodEvictor: the planners (plan.py, repin.py) say what
+should move; `Evictor.apply` performs it and nothing else does.
+
+* A rollout is a pod-template annotation on the Deployment (make-before-break: the
+  new replica is placed by the scheduler through the extender; the old one goes
+  when the new one is Ready). An eviction goes through the Eviction API, so
+  PodDisruptionBudgets hold (a 429 is a refusal, retried on later plans). A park
+  or unpark patches the Deployment's replicas. A recreate evicts a pending pod
+  whose admission pin went stale, with a uid precondition.
+* The move is recorded on the workload (annotation `cloud4iot.io/last-move`), so a
+  new leader keeps the cooldowns of the last one and never moves a pod twice.
+* Until the watches show a move (a later Deployment generation, the evicted pod
+  leaving; at most IN_FLIGHT) it is in flight: the workload counts as mid-rollout
+  and the pod as leaving, so a plan made before the caches catch up cannot repeat
+  it; after an eviction the owner's other replicas wait until every one is back.
+* Every move leaves an Event on the pod and on its owner. `dry_run` logs and emits
+  the Events ("would ..."), and changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from cloud4iot.devices import rfc3339
+from cloud4iot.policy.store import PolicyStore
+from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, MOVED_ANNOTATION, PARKED_ANNOTATION
+from rebalancer.metrics import RebalancerMetrics
+from rebalancer.model import Action, Kind, ManagedPod, Move, Workload
+from rebalancer.workloads import (
+    DeploymentRecord,
+    MoveNote,
+    PodIndex,
+    PodRecord,
+    Workloads,
+    move_note_json,
+)
+
+log = logging.getLogger(__name__)
+
+COMPONENT = "cloud4iot-rebalancer"
+MERGE_PATCH = "application/merge-patch+json"
+# A move made but not yet shown by the watches holds its workload (or pod) for at
+# most this long: a watch that never shows it must not hold it for good.
+IN_FLIGHT = 60.0
+
+# What became of a move: made; refused or failed (it did not happen); no answer (it
+# may have happened: treated as made); logged only (dry run); moot (a recreate of a
+# pod that is gone already).
+Outcome = Literal["ok", "failed", "unknown", "dry-run", "moot"]
+Owner = tuple[str, str, str]  # namespace, kind, name
+
+
+@dataclass(slots=True)
+class Evictor:
+    core: Any  # kubernetes.aio CoreV1Api
+    apps: Any  # kubernetes.aio AppsV1Api
+    policy: PolicyStore
+    index: PodIndex
+    workloads: Workloads
+    metrics: RebalancerMetrics
+    dry_run: bool = False
+    identity: str = COMPONENT
+    # --- the record of moves in flight ---------------------------------------------
+    evicted: dict[str, float] = field(default_factory=dict)  # pod uid -> when, until it leaves
+    # owner -> (when, evicted pod key, its uid): until the owner has every replica Ready
+    # again, its other replicas are not evicted.
+    evicting: dict[Owner, tuple[float, str, str]] = field(default_factory=dict)
+    pretend: dict[str, float] = field(default_factory=dict)  # dry run: pod uid -> "moved" at
+    repinned: dict[str, float] = field(default_factory=dict)  # pod uid -> recreated at
+    # Deployments changed (rollout, park, unpark): key -> (the generation the change was
+    # made on, when). Until the watch shows a later generation the change is in flight
+    # and the workload not settled, whatever the cache says.
+    changed: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    # --- what the watches show ---------------------------------------------------------
+
+    def observe_pod(self, old: PodRecord | None, new: PodRecord | None) -> None:
+        if old is not None and (new is None or new.deleting or new.uid != old.uid):
+            self.evicted.pop(old.uid, None)  # the watch shows it leaving
+
+    def observe_deployment(self, key: str, new: DeploymentRecord | None) -> None:
+        if new is None:
+            self.changed.pop(key, None)
+            return
+        mark = self.changed.get(key)
+        if mark is not None and new.generation > mark[0]:
+            del self.changed[key]
+
+    def forget(self, uids: set[str]) -> None:
+        """Pods the watch shows gone."""
+        for uid in uids:
+            self.pretend.pop(uid, None)
+            self.repinned.pop(uid, None)
+
+    def expire(self, now: float) -> None:
+        for owner, (at, _, _) in list(self.evicting.items()):
+            if now - at >= IN_FLIGHT:  # owners nobody plans any more (deleted workloads)
+                del self.evicting[owner]
+
+    # --- what is in flight ---------------------------------------------------------------
+
+    def deployment_in_flight(self, key: str, now: float) -> bool:
+        mark = self.changed.get(key)
+        return mark is not None and now - mark[1] < IN_FLIGHT
+
+    def leaving(self, pod: ManagedPod, now: float) -> ManagedPod:
+        """A pod the watch still shows running but on its way out (evicted, or of a
+        Deployment scaled to zero) is leaving: nothing to judge."""
+        if pod.workload.kind is Kind.DEPLOYMENT and pod.workload.replicas == 0:
+            return replace(pod, deleting=True)
+        pretended = self.pretend.get(pod.uid)
+        if pretended is not None:
+            if now - pretended < self.policy.current.policy.spec.rebalance.cooldown:
+                return replace(pod, deleting=True)
+            del self.pretend[pod.uid]
+        at = self.evicted.get(pod.uid)
+        if at is None:
+            return pod
+        if now - at >= IN_FLIGHT:
+            del self.evicted[pod.uid]
+            return pod
+        return replace(pod, deleting=True)
+
+    def owner_recovering(self, pod: PodRecord, now: float) -> bool:
+        """Whether the owner of `pod` still recovers from one of our evictions: the
+        evicted replica not yet replaced by a Ready one, or any replica not Ready."""
+        if pod.owner is None:
+            return False
+        owner = (pod.namespace, *pod.owner)
+        entry = self.evicting.get(owner)
+        if entry is None:
+            return False
+        at, key, uid = entry
+        replicas = [
+            self.index.pods[k] for k in self.index.by_owner.get(owner, ()) if k in self.index.pods
+        ]
+        back = self.index.pods.get(key)
+        waiting = (
+            (back is None and pod.owner[0] == "StatefulSet")  # recreated under the same name
+            or (back is not None and back.uid == uid)  # still the evicted one
+            or any(not (r.ready and r.running) for r in replicas)
+        )
+        if waiting and now - at < IN_FLIGHT:
+            return True
+        del self.evicting[owner]
+        return False
+
+    # --- performing a move -------------------------------------------------------------
+
+    async def apply(self, move: Move, now: float) -> Outcome:
+        from kubernetes.aio.client.exceptions import ApiException
+
+        message = move.message()
+        labels = (move.reason.value, move.action.value)
+        if self.dry_run:
+            log.info("dry-run: would %s", message)
+            self.metrics.moves.labels(*labels, "dry-run").inc()
+            # As if it had moved: the same move is not announced again at once.
+            if move.pod is not None:
+                if move.action is Action.RECREATE:
+                    self.repinned[move.pod.uid] = now
+                else:
+                    self.pretend[move.pod.uid] = now
+            await self._events(move, f"dry-run: would {message}")
+            return "dry-run"
+        key = f"{move.workload.namespace}/{move.workload.name}"
+        generation = self.workloads.generation(key)
+        try:
+            outcome = await self._act(move, now)
+        except ApiException as exc:  # the apiserver answered: it did not happen
+            log.warning("%s failed: %s", message, exc)
+            outcome = "failed"
+        except Exception as exc:
+            # No answer (a timeout, a dropped connection): it may have happened. Keep it
+            # recorded and in flight, so it is neither repeated at once nor uncounted.
+            log.warning("%s: outcome unknown (%s); treated as made", message, exc)
+            self._in_flight(move, now, generation)
+            self.metrics.moves.labels(*labels, "unknown").inc()
+            return "unknown"
+        if outcome != "ok":
+            if outcome == "failed":
+                self.metrics.moves.labels(*labels, "failed").inc()
+            return outcome
+        log.info("%s", message)
+        self._in_flight(move, now, generation)
+        self.metrics.moves.labels(*labels, "ok").inc()
+        await self._events(move, message)
+        return "ok"
+
+    def _in_flight(self, move: Move, now: float, generation: int | None) -> None:
+        """Until the watches show a move it must not be made again (the cache still
+        shows the Deployment settled or parked, the evicted pod running), and after an
+        eviction the owner's other replicas wait until every replica is back."""
+        if move.action is Action.RECREATE:
+            if move.pod is not None:
+                self.repinned[move.pod.uid] = now
+        elif move.action is Action.EVICT:
+            if move.pod is not None:
+                self.evicted[move.pod.uid] = now
+                record = self.index.pods.get(f"{move.pod.namespace}/{move.pod.name}")
+                if record is not None and record.owner is not None:
+                    owner = (record.namespace, *record.owner)
+                    self.evicting[owner] = (now, record.key, record.uid)
+        elif move.workload.kind is Kind.DEPLOYMENT:
+            self._changing(f"{move.workload.namespace}/{move.workload.name}", now, generation)
+
+    def _changing(self, key: str, now: float, generation: int | None) -> None:
+        """A change of Deployment `key` was just made on `generation` (read before the
+        call: the watch may deliver the change before the call returns)."""
+        if generation is not None:
+            d = self.workloads.deployments.get(key)
+            if d is not None and d.generation > generation:
+                return  # the watch already shows it
+            self.changed[key] = (generation, now)
+
+    def _note(self, move: Move, now: float) -> str:
+        device = move.pod.facts.device if move.pod else None
+        return move_note_json(
+            MoveNote(now, move.reason.value, move.from_node or "", move.to_node, device)
+        )
+
+    async def _act(self, move: Move, now: float) -> Outcome:
+        """Make the move; "failed" when the cluster refused it without an error."""
+        from kubernetes.aio.client.exceptions import ApiException
+
+        w = move.workload
+        if move.action is Action.RECREATE:
+            return await self._recreate(move)
+        note = self._note(move, now)
+        if move.action is Action.ROLLOUT:
+            stamp = f"{move.reason.value} {move.from_node} -> {move.to_node} at {rfc3339(now)}"
+            body: dict[str, Any] = {
+                "metadata": {"annotations": {LAST_MOVE_ANNOTATION: note}},
+                "spec": {"template": {"metadata": {"annotations": {MOVED_ANNOTATION: stamp}}}},
+            }
+            await self._patch(w, body)
+            return "ok"
+        if move.action is Action.PARK:
+            parked = {PARKED_ANNOTATION: str(w.replicas), LAST_MOVE_ANNOTATION: note}
+            await self._patch(w, {"metadata": {"annotations": parked}, "spec": {"replicas": 0}})
+            return "ok"
+        if move.action is Action.UNPARK:
+            replicas = w.parked_replicas or 1
+            restored: dict[str, str | None] = {PARKED_ANNOTATION: None, LAST_MOVE_ANNOTATION: note}
+            await self._patch(
+                w, {"metadata": {"annotations": restored}, "spec": {"replicas": replicas}}
+            )
+            return "ok"
+        assert move.pod is not None
+        pod = move.pod
+        try:
+            await self._evict(pod)
+        except ApiException as exc:
+            if exc.status == 429:  # a PodDisruptionBudget says not now
+                log.info(
+                    "eviction of %s/%s refused by a disruption budget", pod.namespace, pod.name
+                )
+                self.metrics.held.labels("disruption-budget").inc()
+                return "failed"  # not made: planned again later
+            raise
+        if w.kind in (Kind.DEPLOYMENT, Kind.STATEFUL_SET):
+            with contextlib.suppress(Exception):  # the record helps a new leader; not vital
+                await self._patch(w, {"metadata": {"annotations": {LAST_MOVE_ANNOTATION: note}}})
+        return "ok"
+
+    async def _recreate(self, move: Move) -> Outcome:
+        """The Eviction API, as for moves (no extra RBAC): a Pending pod is evicted
+        without a disruption budget check; the uid precondition keeps a replacement of
+        the same name safe."""
+        from kubernetes.aio.client.exceptions import ApiException
+
+        assert move.pod is not None
+        try:
+            await self._evict(move.pod, uid=move.pod.uid)
+        except ApiException as exc:
+            if exc.status in (404, 409):  # gone already, or another pod of that name
+                return "moot"
+            raise
+        return "ok"
+
+    async def _evict(self, pod: ManagedPod, uid: str | None = None) -> None:
+        eviction: dict[str, Any] = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": pod.name, "namespace": pod.namespace},
+        }
+        if uid is not None:
+            eviction["deleteOptions"] = {"preconditions": {"uid": uid}}
+        await self.core.create_namespaced_pod_eviction(
+            pod.name, pod.namespace, eviction, _request_timeout=10
+        )
+
+    async def _patch(self, w: Workload, body: dict[str, Any]) -> None:
+        call = (
+            self.apps.patch_namespaced_deployment
+            if w.kind is Kind.DEPLOYMENT
+            else self.apps.patch_namespaced_stateful_set
+        )
+        await call(w.name, w.namespace, body, _content_type=MERGE_PATCH, _request_timeout=10)
+
+    async def _events(self, move: Move, message: str) -> None:
+        targets: list[tuple[str, str, str, str, str | None]] = []
+        if move.pod is not None:
+            targets.append(("v1", "Pod", move.pod.namespace, move.pod.name, move.pod.uid))
+        kind = move.workload.kind
+        if kind is not Kind.POD and move.action is not Action.RECREATE:
+            api = "apps/v1"
+            targets.append((api, kind.value, move.workload.namespace, move.workload.name, None))
+        await self._record(targets, move.reason.value, message)
+
+    async def _record(
+        self, targets: Sequence[tuple[str, str, str, str, str | None]], reason: str, message: str
+    ) -> None:
+        """One Event per (apiVersion, kind, namespace, name, uid) target."""
+        stamp = rfc3339(time.time())
+        for api_version, kind_name, namespace, name, uid in targets:
+            involved = {
+                "apiVersion": api_version,
+                "kind": kind_name,
+                "namespace": namespace,
+                "name": name,
+            }
+            if uid:
+                involved["uid"] = uid
+            event = {
+                "metadata": {"generateName": f"{name}.", "namespace": namespace},
+                "involvedObject": involved,
+                "reason": reason,
+                "message": message[:1024],
+                "type": "Normal",
+                "source": {"component": COMPONENT},
+                "reportingComponent": COMPONENT,
+                "reportingInstance": self.identity,
+                "firstTimestamp": stamp,
+                "lastTimestamp": stamp,
+                "count": 1,
+            }
+            try:
+                await self.core.create_namespaced_event(namespace, event, _request_timeout=10)
+            except Exception as exc:  # an Event is a courtesy; the move stands
+                log.warning(
+                    "could not record event on %s %s/%s: %s", kind_name, namespace, name, exc
+                )
