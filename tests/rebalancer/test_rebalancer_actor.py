@@ -903,10 +903,10 @@ async def test_a_dry_run_move_of_a_pod_the_watch_shows_gone_is_forgotten():
     pod = world.deploy("consolidator", "gw-home")
     await world.step(NOW)
     assert world.moves("Roaming", "rollout", "dry-run") == 1
-    assert pod.uid in world.rebalancer._pretend  # "moved", as far as the dry run goes
+    assert pod.uid in world.rebalancer.evictor.pretend  # "moved", as far as the dry run goes
     world.delete_pod(pod.key)
     await world.step(NOW + 1)
-    assert pod.uid not in world.rebalancer._pretend  # uids never come back: no leak
+    assert pod.uid not in world.rebalancer.evictor.pretend  # uids never come back: no leak
 
 
 async def test_the_park_timer_of_a_deleted_device_is_forgotten(world: World):

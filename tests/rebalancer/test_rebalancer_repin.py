@@ -122,10 +122,10 @@ async def test_a_recreated_pod_the_watch_shows_gone_is_forgotten(core: DeletingC
     record = add(world, pinned_pod("wearable-rs1-a", ("gw-home",)))
     await world.step(NOW + 30)
     assert len(core.deletions) == 1
-    assert record.uid in world.rebalancer._repinned  # not deleted twice meanwhile
+    assert record.uid in world.rebalancer.evictor.repinned  # not deleted twice meanwhile
     world.delete_pod(record.key)
     await world.step(NOW + 31)
-    assert record.uid not in world.rebalancer._repinned  # uids never come back: no leak
+    assert record.uid not in world.rebalancer.evictor.repinned  # uids never come back: no leak
     assert len(core.deletions) == 1
 
 
