@@ -129,6 +129,19 @@ async def test_a_recreated_pod_the_watch_shows_gone_is_forgotten(core: DeletingC
     assert len(core.deletions) == 1
 
 
+async def test_a_recreate_in_flight_is_not_planned_again_on_a_full_pass(
+    core: DeletingCore,
+) -> None:
+    world = world_with(core)
+    world.show(wearable())
+    add(world, pinned_pod("wearable-rs1-a", ("gw-home",)))
+    await world.step(NOW + 30)
+    assert len(core.deletions) == 1
+    world.rebalancer.full_pass = True  # every pod planned again; the watch still shows it
+    await world.step(NOW + 31)
+    assert len(core.deletions) == 1
+
+
 async def test_a_pin_that_still_holds_a_feasible_node_is_left_alone(core: DeletingCore) -> None:
     world = world_with(core)
     world.show(wearable())
