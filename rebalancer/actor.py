@@ -12,7 +12,9 @@ Planning is `plan.plan` and `repin.plan_repins` (pure); moves are made by
   that time alone lifts (dwell, settle, cooldown, rates) are re-planned when due.
 * The planner's memory for the term: seeded from the moves recorded on the
   workloads (a new leader keeps the last one's cooldowns), a move that did not
-  happen taken back out of it.
+  happen taken back out of it. Deployments' records come with their watch;
+  StatefulSets' (not watched) are read once at the start of a term, which plans
+  nothing until they are.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class Rebalancer:
     _last_full: float = float("-inf")
     _policy_digest: str = ""
     _load: Mapping[str, LoadSample] = field(default_factory=dict)
-    _seeded: bool = False  # memory holds the moves recorded on the Deployments
+    _seeded: bool = False  # memory holds the moves recorded on the workloads
     _gone: set[str] = field(default_factory=set)  # uids the watch shows gone: forget them
 
     @classmethod
@@ -215,7 +217,13 @@ class Rebalancer:
             self.full_pass = True  # plan everything once the caches are complete
             return
         if not self._seeded:  # a new term: keep the last leader's cooldowns
-            records = moves_on_record(self.workloads.deployments.values())
+            owners = sorted(
+                {(ns, name) for ns, kind, name in self.index.by_owner if kind == "StatefulSet"}
+            )
+            statefulsets = await self.evictor.statefulsets(owners)
+            if statefulsets is None:
+                return  # unread: a StatefulSet could be moved again inside its cooldown
+            records = moves_on_record(self.workloads.deployments.values(), statefulsets)
             self.memory, self._seeded = replace(self.memory, moves=records), True
         pods, full = self._collect(now)
         loaded = self.policy.current

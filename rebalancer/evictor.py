@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+import orjson
+
 from cloud4iot.devices import rfc3339
 from cloud4iot.policy.store import PolicyStore
 from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, MOVED_ANNOTATION, PARKED_ANNOTATION
@@ -92,6 +94,40 @@ class Evictor:
         mark = self.changed.get(key)
         if mark is not None and new.generation > mark[0]:
             del self.changed[key]
+
+    async def statefulsets(self, owners: Sequence[tuple[str, str]]) -> list[dict[str, Any]] | None:
+        """The StatefulSets (namespace, name) as the apiserver returns them, for the moves
+        recorded on them (not watched: read once at the start of a term); a deleted one is
+        left out; None if one could not be read."""
+        objs: list[dict[str, Any]] = []
+        for namespace, name in owners:
+            try:
+                resp = await self.apps.read_namespaced_stateful_set_without_preload_content(
+                    name, namespace, _request_timeout=10
+                )
+                try:
+                    status, body = resp.status, await resp.read()
+                finally:
+                    resp.release()
+            except Exception as exc:
+                log.warning(
+                    "reading StatefulSet %s/%s for its move record: %s", namespace, name, exc
+                )
+                return None
+            if status == 404:
+                continue  # deleted: nothing to hold
+            if status != 200:
+                log.warning(
+                    "reading StatefulSet %s/%s for its move record: HTTP %d",
+                    namespace,
+                    name,
+                    status,
+                )
+                return None
+            doc = orjson.loads(body)
+            if isinstance(doc, dict):
+                objs.append(doc)
+        return objs
 
     def forget(self, uids: set[str]) -> None:
         """Pods the watch shows gone."""

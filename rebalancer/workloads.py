@@ -172,6 +172,12 @@ class DeploymentRecord:
         )
 
 
+def last_move_of(obj: Mapping[str, Any]) -> MoveNote | None:
+    """The move recorded on a workload object (any kind) as the apiserver returns it."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return _move_note(annotations.get(LAST_MOVE_ANNOTATION))
+
+
 def _move_note(raw: Any) -> MoveNote | None:
     if not isinstance(raw, str):
         return None
@@ -360,18 +366,25 @@ def managed_pod(pod: PodRecord, workload: Workload) -> ManagedPod | None:
     )
 
 
-def moves_on_record(deployments: Iterable[DeploymentRecord]) -> tuple[MoveRecord, ...]:
-    """The last move of each Deployment as recorded on it: a new term's memory."""
+def moves_on_record(
+    deployments: Iterable[DeploymentRecord],
+    statefulsets: Iterable[Mapping[str, Any]] = (),
+) -> tuple[MoveRecord, ...]:
+    """The last move of each Deployment and StatefulSet (objects as the apiserver returns
+    them) as recorded on it: a new term's memory."""
+    notes = [(deployment_workload(d).key, d.last_move) for d in deployments]
+    for obj in statefulsets:
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name"))
+        notes.append((Workload(Kind.STATEFUL_SET, namespace, name).key, last_move_of(obj)))
     records = []
-    for d in deployments:
-        note = d.last_move
+    for key, note in notes:
         if note is None:
             continue
         try:
             reason = Reason(note.reason)
         except ValueError:
             continue
-        key = deployment_workload(d).key
         records.append(MoveRecord(key, note.device, note.from_node, note.to_node, reason, note.at))
     return tuple(sorted(records, key=lambda r: r.at))
 

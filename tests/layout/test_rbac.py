@@ -69,6 +69,8 @@ REBALANCER_CALLS: dict[str, set[tuple[str, str, str]]] = {
     # rollouts (pod-template annotation), park/unpark (replicas), move records
     "patch_namespaced_deployment": {("apps", "deployments", "patch")},
     "patch_namespaced_stateful_set": {("apps", "statefulsets", "patch")},  # move records
+    # ... read back by a new leader
+    "read_namespaced_stateful_set_without_preload_content": {("apps", "statefulsets", "get")},
     "create_namespaced_pod_eviction": {("", "pods/eviction", "create")},
     "create_namespaced_event": {("", "events", "create")},
 }

@@ -73,9 +73,44 @@ def loaded_policy(name: str = "actor-test", **rebalance: Any) -> LoadedPolicy:
 
 
 @dataclass
+class FakeResponse:
+    """What a `*_without_preload_content` call returns: an aiohttp response."""
+
+    status: int
+    body: bytes
+    released: bool = False
+
+    async def read(self) -> bytes:
+        return self.body
+
+    def release(self) -> None:
+        self.released = True
+
+
+@dataclass
 class FakeApps:
     patches: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
     content_types: list[str] = field(default_factory=list)
+    # StatefulSets as the apiserver returns them (namespace, name) -> JSON; a status
+    # answers every read instead when set
+    statefulsets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    statefulset_status: int | None = None
+    reads: list[tuple[str, str]] = field(default_factory=list)
+    responses: list[FakeResponse] = field(default_factory=list)
+
+    async def read_namespaced_stateful_set_without_preload_content(
+        self, name: str, namespace: str, **kw: Any
+    ) -> FakeResponse:
+        self.reads.append((namespace, name))
+        obj = self.statefulsets.get((namespace, name))
+        if self.statefulset_status is not None:
+            resp = FakeResponse(self.statefulset_status, b'{"kind":"Status"}')
+        elif obj is None:
+            resp = FakeResponse(404, b'{"kind":"Status","reason":"NotFound"}')
+        else:
+            resp = FakeResponse(200, orjson.dumps(obj))
+        self.responses.append(resp)
+        return resp
 
     async def patch_namespaced_deployment(
         self, name: str, namespace: str, body: dict[str, Any], **kw: Any
@@ -748,6 +783,75 @@ async def test_a_new_leader_holds_an_optional_move_within_the_recorded_cooldown(
         assert name == "anon"
         assert note_of(body)["reason"] == "Offloading"
         assert note_of(body)["to"] == "edge-1"
+
+
+def statefulset(world: World, name: str, node: str, note: str | None) -> None:
+    """A StatefulSet as the apiserver returns it (its move record in its annotations),
+    with one running replica the pod reflector shows."""
+    annotations = {LAST_MOVE_ANNOTATION: note} if note is not None else {}
+    world.apps.statefulsets[(NS, name)] = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": NS, "annotations": annotations},
+        "spec": {"replicas": 1},
+    }
+    obj = pod_obj(f"{name}-0", node, "anonymiser", None, None)
+    obj["metadata"]["ownerReferences"] = [
+        {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": name, "controller": True}
+    ]
+    record = PodRecord.from_pod(obj)
+    world.rebalancer.observe_pod(record.key, world.pods.get(record.key), record)
+    world.pods[record.key] = record
+
+
+@pytest.mark.parametrize("on_record", [True, False])
+async def test_a_new_leader_reads_a_statefulsets_move_record_and_holds_it_in_cooldown(
+    world: World, on_record: bool
+):
+    # The last leader moved the replica 30 s ago and recorded it on the StatefulSet; a new
+    # term must not move it again (anonymiser prefers the edge: an optional move).
+    statefulset(world, "anon", "gw-home", recorded(NOW - 30) if on_record else None)
+    await start_term(world)
+    await world.step(NOW)
+    assert world.apps.reads == [(NS, "anon")]
+    assert all(r.released for r in world.apps.responses)
+    if on_record:
+        assert [r.workload for r in world.rebalancer.memory.moves] == [f"StatefulSet/{NS}/anon"]
+        for t in (5, 60):
+            await world.step(NOW + t)
+        assert world.core.evictions == []
+        assert world.held("cooldown-workload") >= 1
+        assert min(world.rebalancer._due.values()) == NOW - 30 + COOLDOWN
+        await world.step(NOW - 30 + COOLDOWN)  # the cooldown is over: now it may move
+        assert [name for _, name, _ in world.core.evictions] == ["anon-0"]
+    else:  # the control: nothing on record, the move is made after one load refresh
+        await world.step(NOW + 5)
+        assert [name for _, name, _ in world.core.evictions] == ["anon-0"]
+    assert world.apps.reads == [(NS, "anon")]  # read once per term, not per step
+
+
+async def test_a_new_leader_that_cannot_read_the_statefulsets_does_not_plan(world: World):
+    statefulset(world, "anon", "gw-home", recorded(NOW - 30))
+    world.apps.statefulset_status = 500
+    await start_term(world)
+    for t in (0, 5, 10):
+        await world.step(NOW + t)
+    assert world.core.evictions == []
+    assert world.rebalancer.memory.moves == ()
+    world.apps.statefulset_status = None  # the apiserver answers again
+    await world.step(NOW + 15)
+    assert [r.workload for r in world.rebalancer.memory.moves] == [f"StatefulSet/{NS}/anon"]
+    await world.step(NOW + 20)
+    assert world.core.evictions == []
+    assert world.held("cooldown-workload") >= 1
+
+
+async def test_a_statefulset_deleted_meanwhile_holds_nothing(world: World):
+    statefulset(world, "anon", "gw-home", recorded(NOW - 30))
+    del world.apps.statefulsets[(NS, "anon")]  # 404
+    await start_term(world)
+    await world.step(NOW)
+    assert world.rebalancer.memory.moves == ()
 
 
 async def test_a_term_won_before_the_deployments_listed_still_keeps_the_recorded_cooldowns(
