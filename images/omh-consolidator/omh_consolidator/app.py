@@ -46,15 +46,18 @@ async def open_queue(cfg: Config, instance: str, metrics: Metrics) -> BatchQueue
     if cfg.queue_dir is None:
         log.warning("QUEUE_DIR is unset: the queue lives in memory, a crash loses it")
         return BatchQueue(metrics, max_batches=cfg.max_queue, max_bytes=cfg.max_queue_bytes)
-    queue = await asyncio.to_thread(
-        BatchQueue.open,
-        cfg.queue_dir,
-        instance,
-        metrics,
-        max_batches=cfg.max_queue,
-        max_bytes=cfg.max_queue_bytes,
-        fsync=cfg.fsync,
-    )
+    try:
+        queue = await asyncio.to_thread(
+            BatchQueue.open,
+            cfg.queue_dir,
+            instance,
+            metrics,
+            max_batches=cfg.max_queue,
+            max_bytes=cfg.max_queue_bytes,
+            fsync=cfg.fsync,
+        )
+    except OSError as exc:  # not a directory, not writable by this uid, disk full
+        raise ConfigError(f"QUEUE_DIR={cfg.queue_dir}: {exc}") from None
     log.info("queue in %s (fsync %s): %d batches waiting", queue.directory, cfg.fsync, len(queue))
     return queue
 
@@ -214,4 +217,7 @@ def main() -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve(cfg, stop)
 
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except ConfigError as exc:  # found at start: the Device object, the queue directory
+        sys.exit(f"omh-consolidator: {exc}")

@@ -194,6 +194,16 @@ def test_bad_queue_settings_are_refused(env: dict[str, str], message: str) -> No
         from_env({"DEVICE_NAME": "d", **env})
 
 
+async def test_an_unusable_queue_dir_is_a_clear_error_naming_it(tmp_path: Path) -> None:
+    from omh_consolidator.app import open_queue
+
+    (tmp_path / "file").write_text("")
+    cfg = from_env({"DEVICE_NAME": "d", "QUEUE_DIR": str(tmp_path / "file" / "q")})
+    with pytest.raises(ConfigError, match=r"QUEUE_DIR=.*file/q: .*Not a directory"):
+        await open_queue(cfg, "aaa", Metrics())
+    assert (tmp_path / "file").read_text() == ""  # nothing touched
+
+
 def test_queue_settings_parse() -> None:
     cfg = from_env(
         {"DEVICE_NAME": "d", "QUEUE_DIR": "/q", "HANDOVER_PEERS": "a.b.svc, 10.0.0.1:9200"}
