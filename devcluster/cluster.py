@@ -172,6 +172,7 @@ class Devcluster:
         tls: bool = False,
         tier_affinity: bool = True,
         narrowing: bool = True,
+        sighting_admission: bool = True,
         verbosity: int | None = None,
         scrape_interval_s: float = prometheus.SCRAPE_INTERVAL_S,
         log: Log = _stderr,
@@ -199,6 +200,9 @@ class Devcluster:
         # is installed pointing at it, so new pods of our scheduler are pinned to the
         # scorer's best nodes.
         self.narrowing = with_extender and narrowing
+        # The gateway-sighting ValidatingAdmissionPolicy; off when a test installs the
+        # manifests itself (tests/install applies them with server-side apply).
+        self.sighting_admission = sighting_admission
         # klog -v of kube-scheduler and kube-controller-manager (None: kwokctl's default).
         self.verbosity = verbosity
         # Prometheus's scrape interval. 1 s shows a load change within seconds;
@@ -358,7 +362,8 @@ class Devcluster:
             with api:
                 kube.wait_control_plane(api)
                 kube.install_crd(api, DEVICE_CRD)
-                kube.install_admission_policies(api, SIGHTING_ADMISSION)
+                if self.sighting_admission:
+                    kube.install_admission_policies(api, SIGHTING_ADMISSION)
                 if self.tier_affinity:
                     self.install_tier_affinity(api)
                 started = time.monotonic()

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,11 +114,19 @@ def issue(ca: Pair, cn: str, dns: list[str], client: bool, now: dt.datetime) -> 
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
     if dns:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(d) for d in dns]), critical=False
-        )
+        builder = builder.add_extension(x509.SubjectAlternativeName(_sans(dns)), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     return Pair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
+
+
+def _sans(names: Sequence[str]) -> list[x509.GeneralName]:
+    out: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            out.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            out.append(x509.DNSName(n))
+    return out
 
 
 def usable_ca(data: Mapping[str, Any] | None, now: dt.datetime) -> Pair | None:
@@ -141,9 +150,12 @@ def service_names(namespace: str) -> list[str]:
     return [SERVICE, base, f"{base}.svc", f"{base}.svc.cluster.local"]
 
 
-def leaf_secrets(ca: Pair, namespace: str, now: dt.datetime) -> dict[str, Pair]:
-    """Secret name -> its pair; each Secret also carries ca.crt = the CA."""
-    names = service_names(namespace)
+def leaf_secrets(
+    ca: Pair, namespace: str, now: dt.datetime, extra_sans: Sequence[str] = ()
+) -> dict[str, Pair]:
+    """Secret name -> its pair; each Secret also carries ca.crt = the CA. `extra_sans`
+    (DNS names or IP addresses) are added to both serving pairs."""
+    names = [*service_names(namespace), *extra_sans]
     return {
         EXTENDER_SECRET: issue(ca, SERVICE, names, client=False, now=now),
         SCHEDULER_SECRET: issue(ca, "cloud4iot-scheduler", [], client=True, now=now),
@@ -170,7 +182,11 @@ def _secret_body(name: str, namespace: str, pair: Pair, ca: bytes) -> dict[str, 
 
 
 def write(
-    kubeconfig: Path | None, namespace: str, webhook: str = WEBHOOK, in_cluster: bool = False
+    kubeconfig: Path | None,
+    namespace: str,
+    webhook: str = WEBHOOK,
+    in_cluster: bool = False,
+    extra_sans: Sequence[str] = (),
 ) -> list[str]:
     """Create or renew the Secrets and the caBundle; returns what was done, one line each.
     `kubeconfig` None: $KUBECONFIG or ~/.kube/config, as kubectl."""
@@ -198,7 +214,7 @@ def write(
         done.append(f"secret {namespace}/{CA_SECRET}: new CA")
     else:
         done.append(f"secret {namespace}/{CA_SECRET}: CA kept")
-    for name, pair in leaf_secrets(ca, namespace, now).items():
+    for name, pair in leaf_secrets(ca, namespace, now, extra_sans).items():
         _put(core, _secret_body(name, namespace, pair, ca.cert))
         done.append(f"secret {namespace}/{name}: issued")
     admission = client.AdmissionregistrationV1Api()

@@ -232,7 +232,13 @@ def _certs(args: argparse.Namespace) -> int:
     from extender.certs import write
 
     try:
-        done = write(args.kubeconfig, args.namespace, args.webhook, in_cluster=args.in_cluster)
+        done = write(
+            args.kubeconfig,
+            args.namespace,
+            args.webhook,
+            in_cluster=args.in_cluster,
+            extra_sans=args.extra_san,
+        )
     except (ApiException, ConfigException, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
         print(f"cloud4iot certs: {reason}", file=sys.stderr)
@@ -274,11 +280,30 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("rest", nargs=argparse.REMAINDER)
     rep.set_defaults(func=lambda a: _replay(a.rest))
 
+    crt = sub.add_parser(
+        "certs",
+        help="write the extender's, the scheduler's and the admission webhook's TLS Secrets "
+        "and the webhook's caBundle (one CA, kept in the Secret cloud4iot-ca and reused)",
+    )
+    crt.add_argument("--namespace", default="cloud4iot-system", help="where the parts run")
+    crt.add_argument("--webhook", default="cloud4iot-narrowing")
+    crt.add_argument(
+        "--extra-san",
+        action="append",
+        default=[],
+        metavar="NAME_OR_IP",
+        help="another name the extender is reached by (both serving pairs; repeatable)",
+    )
+    where = crt.add_mutually_exclusive_group()
+    where.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
+    where.add_argument("--in-cluster", action="store_true")
+    crt.set_defaults(func=_certs)
+
     args_list = sys.argv[1:] if argv is None else argv
     if args_list[:1] == ["replay"]:  # its own parser, --help included
         return _replay(args_list[1:])
     args = p.parse_args(args_list)
-    if args.command == "simulate":
-        require_extra("cloud4iot simulate", "extender")
+    if args.command in ("simulate", "certs"):
+        require_extra(f"cloud4iot {args.command}", "extender")
     code: int = args.func(args)
     return code
