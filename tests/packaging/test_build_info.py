@@ -6,8 +6,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from cloud4iot.buildinfo import version
-from extender.metrics import Metrics, RebalancerMetrics
+from extender.metrics import Metrics
 from gateway_monitor.metrics import Metrics as GatewayMetrics
+from rebalancer.metrics import RebalancerMetrics
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -25,7 +26,13 @@ SCRIPTS = ("cloud4iot", "cloud4iot-extender", "cloud4iot-rebalancer", "cloud4iot
 
 # What the Dockerfiles copy into their build stage (tests/layout checks their COPY sets):
 # the wheel is built from these alone, never from a tree with a stale build/ folder.
-SOURCES = ("pyproject.toml", "README.md", "cloud4iot", "extender", "gateway_monitor")
+PACKAGES = tuple(
+    p.rstrip("*")
+    for p in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+        "find"
+    ]["include"]
+)
+SOURCES = ("pyproject.toml", "README.md", *PACKAGES)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +80,7 @@ def _install_without(tmp: Path, wheel: Path, extra: str) -> Path:
     # the dropped ones match their distribution names (bleak, dbus_fast, cachetools,
     # prometheus_api_client, cryptography).
     dropped |= {"cloud4iot_placement", "__editable__", "_cloud4iot_placement_editable"}
-    ours = {"cloud4iot", "extender", "gateway_monitor", "devcluster", "demo", "bench", "tests"}
+    ours = {*PACKAGES, "devcluster", "demo", "bench", "tests"}
     src, dst = _site_packages(Path(sys.executable)), _site_packages(venv / "bin" / "python")
     for entry in src.iterdir():
         stem = _norm(entry.name.split("-", 1)[0].removesuffix(".py").removesuffix(".pth"))
