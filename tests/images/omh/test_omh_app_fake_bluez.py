@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,7 +14,10 @@ from aiohttp.test_utils import TestServer, unused_port
 from fake_strap import FakeStrap
 from omh_consolidator.app import serve
 from omh_consolidator.config import from_env
+from omh_consolidator.handover import Receiver, handover_app
 from omh_consolidator.hrm import encode_heart_rate_measurement
+from omh_consolidator.metrics import Metrics
+from omh_consolidator.queue import BatchQueue
 from omh_schema import assert_valid_heart_rate_point
 
 from tests.waiting import eventually
@@ -93,3 +97,59 @@ async def test_readings_become_summaries_and_alerts_at_the_ingest(strap: FakeStr
             assert point["header"]["acquisition_provenance"]["source_name"] == (
                 "cloud4iot-omh-consolidator/patient-42-hr@gw-home"
             )
+
+
+async def test_a_move_during_a_cloud_outage_hands_every_batch_to_the_new_pod(
+    strap: FakeStrap, tmp_path: Path
+) -> None:
+    """The whole function with its queue on disk: SIGTERM while the cloud is down stops
+    the reader, queues the open window and hands everything to the peer (here a running
+    receiver with its own queue), which then holds every batch, in order, ids kept."""
+    down = web.Application()
+    down.router.add_post("/v1/batches", unavailable)
+    cloud = TestServer(down)
+    await cloud.start_server()
+    peer_metrics = Metrics()
+    peer_queue = BatchQueue.open(tmp_path / "gw-b", "peer0000", peer_metrics)
+    receiver = Receiver(peer_queue, peer_metrics, "peer0000")
+    peer = TestServer(handover_app(receiver, 1 << 20))
+    await peer.start_server()
+    cfg = from_env(
+        {
+            "DEVICE_NAME": "patient-42-hr",
+            "DEVICE_ADDRESS": strap.address,
+            "INGEST_URL": str(cloud.make_url("/v1/batches")),
+            "WINDOW_SECONDS": "1",
+            "SCAN_TIMEOUT_SECONDS": "1",
+            "METRICS_PORT": "0",
+            "HANDOVER_PORT": str(unused_port()),
+            "HANDOVER_PEERS": f"127.0.0.1:{peer.port}",
+            "QUEUE_DIR": str(tmp_path / "gw-a"),
+            "DRAIN_SECONDS": "5",
+        }
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(cfg, stop))
+    try:
+        await eventually(lambda: strap.characteristic.notifying)
+        for bpm in [70, 72, 171, 75, 74, 73]:
+            assert strap.notify(encode_heart_rate_measurement(bpm, contact=True))
+            await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await cloud.close()
+        await peer.close()
+    handed = peer_queue.waiting(100, 1 << 20)
+    docs = [json.loads(b.body) for b in handed]
+    assert [d["sequence"] for d in docs] == list(range(1, len(docs) + 1))  # all, in order
+    assert [b.batch_id for b in handed] == [d["batch_id"] for d in docs]
+    assert sum(d["window"]["count"] for d in docs if d["kind"] == "summary") == 6  # open one too
+    assert [d["kind"] for d in docs].count("alert") == 1
+    assert peer_metrics.get("handover_batches_received_total") == len(docs)
+    assert not list((tmp_path / "gw-a").iterdir())  # nothing left behind on the old gateway
+    peer_queue.close()
+
+
+async def unavailable(_: web.Request) -> web.Response:
+    return web.Response(status=503)
