@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of readings behind the smoothed RSSI",
     )
     g.add_argument(
+        "--rssi-window",
+        type=float,
+        default=d_t.rssi_window,
+        help="seconds of readings behind the published RSSI (the newest within --window)",
+    )
+    g.add_argument(
         "--leave-hold",
         type=float,
         default=d_t.leave_hold,
@@ -180,6 +186,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         thresholds=Thresholds(enter=args.enter, leave=args.leave),
         away_timeout=args.away_timeout,
         window=args.window,
+        rssi_window=args.rssi_window,
         leave_hold=args.leave_hold,
         arrive_samples=args.arrive_samples,
     )

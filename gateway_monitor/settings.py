@@ -66,7 +66,11 @@ class Settings:
 def scaled_for_duty(config: TrackerConfig, duty: DutyCycle) -> TrackerConfig:
     if duty.always_on:
         return config
-    return replace(config, window=config.window / duty.fraction)
+    return replace(
+        config,
+        window=config.window / duty.fraction,
+        rssi_window=config.rssi_window / duty.fraction,
+    )
 
 
 def policy_offset(path: Path, node: str) -> float | None:

@@ -44,13 +44,19 @@ class TrackerConfig:
 
     thresholds: Thresholds = Thresholds(enter=-75.0, leave=-85.0)
     away_timeout: float = 30.0  # seconds without any advert before a present device is away
-    window: float = 10.0  # seconds of readings behind the smoothed RSSI
+    window: float = 10.0  # seconds of readings behind the presence judgement
+    # Seconds of readings behind the published RSSI (the newest ones within `window`):
+    # the nearest decision integrates over time itself, and a 10 s mean lagged ~5 s
+    # behind a walk in the replays of the flat (policies/README.md).
+    rssi_window: float = 2.0
     leave_hold: float = 5.0  # the smoothed RSSI must stay below leave this long to depart
     max_samples: int = 32  # cap per device, so a chatty advertiser costs bounded memory
     arrive_samples: int = 3  # median of this many latest readings must reach enter
     offset: float = 0.0  # this gateway's radio calibration, added to every raw reading
 
     def __post_init__(self) -> None:
+        if self.rssi_window <= 0:
+            raise ConfigError("rssi_window must be positive")
         if self.away_timeout <= 0 or self.window <= 0 or self.leave_hold < 0:
             raise ConfigError("away_timeout and window must be positive, leave_hold >= 0")
         if self.arrive_samples < 1 or self.max_samples < self.arrive_samples:
@@ -205,6 +211,7 @@ class Tracker:
             link.samples.popleft()
 
     def _state(self, key: str, link: _Link) -> LinkState:
-        values = [v for _, v in link.samples]
+        since = link.last_seen - self.config.rssi_window
+        values = [v for t, v in link.samples if t >= since]
         rssi = clamp_rssi(robust_mean(values)) if values else None
         return LinkState(key=key, present=link.present, rssi=rssi, last_seen=link.last_seen)

@@ -95,9 +95,20 @@ class PrometheusSpec(_Model):
     queries: PrometheusQueries = PrometheusQueries()
 
 
+class NearestRule(StrEnum):
+    # Move once the strongest rival's advantage over the incumbent, less deadbandDb,
+    # summed over time (dB x s, never below zero) reaches switchCostDbS.
+    EVIDENCE = "evidence"
+    # Move when one rival is challengerMarginDb stronger for challengerDwell.
+    DWELL = "dwell"
+
+
 class NearestSpec(_Model):
     """Incumbent/challenger hysteresis for the central nearest-gateway decision."""
 
+    rule: NearestRule = NearestRule.EVIDENCE
+    switch_cost_db_s: Annotated[float, Field(gt=0)] = 10.0
+    deadband_db: Annotated[float, Field(ge=0)] = 3.0
     # Above zero: with no margin, equal signals would hand over every dwell period.
     challenger_margin_db: Annotated[float, Field(gt=0)] = 6.0
     challenger_dwell: Duration = 10.0

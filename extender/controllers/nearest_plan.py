@@ -67,7 +67,8 @@ def due_devices(
     states: Mapping[str, NearestState],
     retry: set[str],
 ) -> list[str]:
-    """Between sweeps: the changed devices, failed writes and pending challengers.
+    """Between sweeps: the changed devices, failed writes, pending challengers and
+    arrival picks still settling.
 
     The reflector replaces only changed entries, so identity finds them cheaply.
     """
@@ -76,7 +77,7 @@ def due_devices(
         for n, d in devices.items()
         if previous.get(n) is not d
         or n in retry
-        or ((st := states.get(n)) is not None and st.challenger is not None)
+        or ((st := states.get(n)) is not None and st.pending)
     ]
 
 

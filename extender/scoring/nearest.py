@@ -21,6 +21,12 @@ and Bermuda both warn that one noisy reading must never switch rooms. So:
   two gateways would otherwise go to whichever reported first, and its function
   be placed there and moved ~10 s later.
 
+That is rule `dwell`. The default rule, `evidence` (`_by_evidence`), sums the strongest
+rival's advantage past `deadbandDb` over time and moves when the sum reaches
+`switchCostDbS`; it was chosen by replaying real recordings (`cloud4iot replay`,
+policies/README.md), on which the dwell rule held devices 10 dB or more below the best
+gateway 8 % of the time.
+
 The correction happens at most once per arrival (the corrected decision is not
 provisional), and only for gateways that had not been compared yet: gateways that
 were already heard were weighed on the data at hand, and letting their noise win
@@ -33,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from cloud4iot.policy.schema import PolicySpec
+from cloud4iot.policy.schema import NearestRule, PolicySpec
 from extender.state.snapshot import DeviceFacts, Sighting
 
 V = TypeVar("V")
@@ -62,6 +68,21 @@ class NearestState:
     # Set on an arrival pick only (taken without an incumbent): the gateways heard
     # fresh at that moment. Any other gateway may still correct it within `settle`.
     arrival_voters: frozenset[str] | None = None
+    # rule "evidence": the summed advantage (dB x s) of the strongest rival and when
+    # it was last brought up to date.
+    evidence: float = 0.0
+    evidence_at: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether time alone may change this decision (the writer re-decides it each tick)."""
+        return self.challenger is not None or self.arrival_voters is not None
+
+
+# Longest gap between two decisions that counts as evidence: the writer decides a
+# pending device every second; a longer gap (a new leader, a stalled loop) says
+# nothing about what the signals did in between.
+MAX_EVIDENCE_STEP = 5.0
 
 
 def decide_nearest(
@@ -85,6 +106,8 @@ def decide_nearest(
 
     rivals = [s for n, s in fresh.items() if n != prev.node]
     best = max(rivals, key=lambda s: (s.rssi, s.node), default=None)
+    if rules.rule is NearestRule.EVIDENCE:
+        return _by_evidence(prev, incumbent, best, fresh, now, spec)
     if best is None or best.rssi < incumbent.rssi + rules.challenger_margin_db:
         return replace(prev, challenger=None, challenger_since=None)
     if _corrects_arrival(prev, best.node, now, rules.settle):
@@ -103,4 +126,53 @@ def _corrects_arrival(prev: NearestState, challenger: str, now: float, settle: f
         and challenger not in prev.arrival_voters
         and prev.since is not None
         and now - prev.since < settle
+    )
+
+
+def _by_evidence(
+    prev: NearestState,
+    incumbent: Sighting,
+    best: Sighting | None,
+    fresh: Mapping[str, Sighting],
+    now: float,
+    spec: PolicySpec,
+) -> NearestState:
+    """Rule "evidence": a CUSUM of the strongest rival's advantage over the incumbent.
+
+    Whichever rival is strongest at each moment counts (rivals rotating between
+    gateways 5 m apart reset nothing), less ``deadbandDb``; the sum never drops below
+    zero and the device moves when it reaches ``switchCostDbS``. A 15 dB gap moves it
+    in ~2 s, 4 dB in ~15 s, and a gap inside the deadband never: large deficits are
+    cut short, small ones are not worth a move. This is rent-or-buy: pay the deficit
+    until it has cost as much as a move, then move.
+    """
+    rules = spec.nearest
+    if prev.arrival_voters is not None and prev.since is not None:
+        if (
+            best is not None
+            and _corrects_arrival(prev, best.node, now, rules.settle)
+            and best.rssi >= incumbent.rssi + rules.challenger_margin_db
+        ):
+            return NearestState(node=best.node, since=now)
+        if now - prev.since >= rules.settle:
+            # The end of the settle window: decide again on everything now heard.
+            strongest = max(fresh.values(), key=lambda s: (s.rssi, s.node))
+            if strongest.node != prev.node and strongest.rssi > incumbent.rssi + rules.deadband_db:
+                return NearestState(node=strongest.node, since=now)
+            prev = replace(prev, arrival_voters=None)
+    if best is None:
+        return replace(prev, challenger=None, challenger_since=None, evidence=0.0, evidence_at=None)
+    advantage = best.rssi - incumbent.rssi - rules.deadband_db
+    step = 0.0 if prev.evidence_at is None else min(now - prev.evidence_at, MAX_EVIDENCE_STEP)
+    evidence = max(0.0, prev.evidence + advantage * max(0.0, step))
+    if evidence >= rules.switch_cost_db_s:
+        return NearestState(node=best.node, since=now)
+    if evidence <= 0.0 and advantage <= 0.0:
+        return replace(prev, challenger=None, challenger_since=None, evidence=0.0, evidence_at=None)
+    return replace(
+        prev,
+        challenger=best.node,
+        challenger_since=prev.challenger_since if prev.challenger is not None else now,
+        evidence=evidence,
+        evidence_at=now,
     )

@@ -35,6 +35,7 @@ spec:
   staleData:
     sightingMaxAge: 30s
   nearest:
+    rule: dwell
     challengerMarginDb: 6
     challengerDwell: 10s
     freshness: 15s

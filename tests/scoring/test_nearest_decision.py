@@ -9,11 +9,16 @@ from pathlib import Path
 import pytest
 
 from cloud4iot.policy.loader import load_policy
-from cloud4iot.policy.schema import GatewayRadio, PolicySpec
+from cloud4iot.policy.schema import GatewayRadio, NearestRule, PolicySpec
 from extender.scoring.nearest import NearestState, decide_nearest
 from extender.state.snapshot import Sighting
 
-SPEC = load_policy(Path(__file__).resolve().parents[2] / "policies" / "default.yaml").policy.spec
+DEFAULT = load_policy(Path(__file__).resolve().parents[2] / "policies" / "default.yaml").policy.spec
+# Most tests below pin the `dwell` rule's timing (challengerMarginDb for challengerDwell);
+# the default rule, `evidence`, has its own section at the end.
+SPEC = DEFAULT.model_copy(
+    update={"nearest": DEFAULT.nearest.model_copy(update={"rule": NearestRule.DWELL})}
+)
 
 
 def run(
@@ -37,19 +42,21 @@ def test_first_sighting_is_taken_at_once():
     assert run([(0.0, {"gw1": -70.0})]) == [(0.0, "gw1")]
 
 
-def test_noisy_stationary_device_never_changes_gateway():
+@pytest.mark.parametrize("rule", list(NearestRule))
+def test_noisy_stationary_device_never_changes_gateway(rule):
     rng = random.Random(7)
     # gw1 hears it at -62, gw2 at -66; 4 dB noise (std) on each, for an hour.
     trace = [
         (float(t), {"gw1": -62 + rng.gauss(0, 4), "gw2": -66 + rng.gauss(0, 4)})
         for t in range(3600)
     ]
-    changes = run(trace)
+    changes = run(trace, _rule(rule))
     assert len(changes) == 1  # the first decision only
     assert changes[0][1] == "gw1"
 
 
-def test_walk_from_gw1_to_gw2_changes_exactly_once():
+@pytest.mark.parametrize("rule", list(NearestRule))
+def test_walk_from_gw1_to_gw2_changes_exactly_once(rule):
     rng = random.Random(11)
     trace = []
     for t in range(240):
@@ -61,11 +68,12 @@ def test_walk_from_gw1_to_gw2_changes_exactly_once():
                 {"gw1": -50 - 40 * x + rng.gauss(0, 3), "gw2": -90 + 40 * x + rng.gauss(0, 3)},
             )
         )
-    changes = run(trace)
+    changes = run(trace, _rule(rule))
     assert [node for _, node in changes] == ["gw1", "gw2"]
     switch_at = changes[1][0]
-    # Equal signal at t=120; margin 6 dB is reached ~9 s later, then 10 s dwell.
-    assert 120 < switch_at < 160
+    # Equal signal at t=120. dwell: margin 6 dB is reached ~9 s later, then 10 s dwell;
+    # evidence: 10 dB x s past the 3 dB deadband, ~10 s after the crossing.
+    assert 120 < switch_at < (160 if rule is NearestRule.DWELL else 140)
 
 
 def test_brief_spike_shorter_than_the_dwell_does_not_switch():
@@ -193,3 +201,68 @@ def test_incumbent_gone_pick_is_provisional_too():
     t_gone = stale + 1.0
     trace += [(t_gone, {"gw3": -80.0}), (t_gone + 1.0, {"gw3": -80.0, "gw2": -65.0})]
     assert run(trace) == [(0.0, "gw1"), (t_gone, "gw3"), (t_gone + 1.0, "gw2")]
+
+
+def _rule(rule: NearestRule) -> PolicySpec:
+    return DEFAULT.model_copy(update={"nearest": DEFAULT.nearest.model_copy(update={"rule": rule})})
+
+
+# --- rule "evidence" (the default): the strongest rival's advantage past deadbandDb,
+# summed over time, must reach switchCostDbS (10 dB x s past 3 dB by default).
+
+
+def test_evidence_is_the_default_rule():
+    assert DEFAULT.nearest.rule is NearestRule.EVIDENCE
+    assert (DEFAULT.nearest.switch_cost_db_s, DEFAULT.nearest.deadband_db) == (10.0, 3.0)
+
+
+@pytest.mark.parametrize(("gap", "seconds"), [(23.0, 1.0), (8.0, 2.0), (5.0, 5.0)])
+def test_large_gaps_move_fast_and_small_ones_slowly(gap, seconds):
+    trace = [(float(t), {"gw1": -60.0}) for t in range(10)]
+    trace += [(10.0 + t, {"gw1": -60.0, "gw2": -60.0 + gap}) for t in range(60)]
+    # Evidence starts counting at the first decision that sees the gap (t = 10).
+    assert run(trace, DEFAULT) == [(0.0, "gw1"), (10.0 + seconds, "gw2")]
+
+
+def test_a_gap_inside_the_deadband_never_moves():
+    trace = [(0.0, {"gw1": -60.0})]
+    trace += [(float(t), {"gw1": -60.0, "gw2": -57.0}) for t in range(1, 3600)]
+    assert run(trace, DEFAULT) == [(0.0, "gw1")]
+
+
+def test_rotating_rivals_keep_their_evidence():
+    # Two rivals, each 6 dB stronger in turn, every second: under "dwell" the
+    # challenger restarts every second and never wins; evidence counts any rival.
+    trace = [(float(t), {"gw1": -60.0, "gw2": -66.0, "gw3": -66.0}) for t in range(10)]
+    for t in range(10, 40):
+        up, down = ("gw2", "gw3") if t % 2 else ("gw3", "gw2")
+        trace.append((float(t), {"gw1": -60.0, up: -54.0, down: -70.0}))
+    assert [n for _, n in run(trace, SPEC)] == ["gw1"]
+    changes = run(trace, DEFAULT)
+    assert [n for _, n in changes][:1] == ["gw1"]
+    assert len(changes) == 2
+    assert changes[1][0] <= 14.0  # 3 dB past the deadband: 10 dB x s in ~4 s
+
+
+def test_evidence_decays_when_the_incumbent_is_strongest_again():
+    trace = [(float(t), {"gw1": -60.0, "gw2": -66.0}) for t in range(10)]
+    for cycle in range(30):  # 1 s of +6 dB, then 3 s of -6 dB: the sum never reaches 10
+        base = 10.0 + 4 * cycle
+        trace.append((base, {"gw1": -60.0, "gw2": -54.0}))
+        trace += [(base + k, {"gw1": -60.0, "gw2": -66.0}) for k in (1.0, 2.0, 3.0)]
+    assert run(trace, DEFAULT) == [(0.0, "gw1")]
+
+
+def test_arrival_pick_is_decided_again_at_the_end_of_settle():
+    # gw2 was already heard at arrival (so no instant correction) but reads weaker
+    # for a moment; at settle's end the strongest heard gateway is taken at once.
+    trace = [(0.0, {"gw1": -70.0, "gw2": -72.0})]
+    trace += [(float(t), {"gw1": -70.0, "gw2": -66.0}) for t in range(1, 30)]
+    settle = DEFAULT.nearest.settle
+    assert run(trace, DEFAULT) == [(0.0, "gw1"), (settle, "gw2")]
+
+
+def test_settle_end_keeps_a_pick_within_the_deadband():
+    trace = [(0.0, {"gw1": -70.0, "gw2": -72.0})]
+    trace += [(float(t), {"gw1": -70.0, "gw2": -68.0}) for t in range(1, 60)]
+    assert run(trace, DEFAULT) == [(0.0, "gw1")]
