@@ -173,6 +173,7 @@ class Devcluster:
         tier_affinity: bool = True,
         narrowing: bool = True,
         sighting_admission: bool = True,
+        default_scheduler_only: bool = False,
         verbosity: int | None = None,
         scrape_interval_s: float = prometheus.SCRAPE_INTERVAL_S,
         log: Log = _stderr,
@@ -203,6 +204,9 @@ class Devcluster:
         # The gateway-sighting ValidatingAdmissionPolicy; off when a test installs the
         # manifests itself (tests/install applies them with server-side apply).
         self.sighting_admission = sighting_admission
+        # Without an extender: the kube-scheduler serves only default-scheduler, elected
+        # on kube-system/kube-scheduler as in a real cluster (tests/install brings ours).
+        self.default_scheduler_only = default_scheduler_only and not with_extender
         # klog -v of kube-scheduler and kube-controller-manager (None: kwokctl's default).
         self.verbosity = verbosity
         # Prometheus's scrape interval. 1 s shows a load change within seconds;
@@ -448,7 +452,7 @@ class Devcluster:
                 score_every_node=not state.narrowing,
             )
         else:
-            write_scheduler_config(None, sched_config)
+            write_scheduler_config(None, sched_config, default_only=self.default_scheduler_only)
         kwokctl_config = self.state_dir / "kwokctl.yaml"
         kwokctl_config.write_text(
             yaml.safe_dump(

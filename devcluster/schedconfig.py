@@ -80,6 +80,14 @@ def render_baseline_config(template: Path = SCHEDULER_TEMPLATE) -> dict[str, Any
     return config
 
 
+def render_default_only_config(template: Path = SCHEDULER_TEMPLATE) -> dict[str, Any]:
+    config = _with_default_profile(template)
+    config.pop("extenders", None)
+    config["profiles"] = [{"schedulerName": "default-scheduler"}]
+    config["leaderElection"] = {"leaderElect": True}
+    return config
+
+
 def _with_default_profile(template: Path) -> dict[str, Any]:
     config: dict[str, Any] = copy.deepcopy(yaml.safe_load(template.read_text()))
     profiles = config.setdefault("profiles", [])
@@ -97,9 +105,15 @@ def write_scheduler_config(
     path: Path,
     tls: SchedulerTls | None = None,
     score_every_node: bool = False,
+    default_only: bool = False,
 ) -> Path:
-    """The devcluster's configuration; without an extender URL, the baseline."""
-    if extender_url is None:
+    """The devcluster's configuration; without an extender URL, the baseline.
+    `default_only`: a cluster's ordinary default scheduler (profile default-scheduler
+    only, leader election on the Lease kube-system/kube-scheduler), beside which
+    tests/install runs the second scheduler of the manifests."""
+    if default_only:
+        config = render_default_only_config()
+    elif extender_url is None:
         config = render_baseline_config()
     else:
         config = render_scheduler_config(extender_url, tls=tls, score_every_node=score_every_node)

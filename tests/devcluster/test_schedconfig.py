@@ -9,6 +9,7 @@ from devcluster.schedconfig import (
     SCHEDULER_TEMPLATE,
     SchedulerTls,
     render_baseline_config,
+    render_default_only_config,
     render_scheduler_config,
     write_scheduler_config,
 )
@@ -115,3 +116,12 @@ def test_write_without_an_extender_url_writes_the_baseline(tmp_path: Path) -> No
     assert yaml.safe_load(path.read_text()) == render_baseline_config()
     path = write_scheduler_config("http://127.0.0.1:1", tmp_path / "t.yaml")
     assert yaml.safe_load(path.read_text())["extenders"][0]["urlPrefix"] == "http://127.0.0.1:1"
+
+
+def test_default_only_is_an_ordinary_elected_default_scheduler() -> None:
+    """tests/install's cluster: nothing of ours, so only the installed scheduler serves
+    cloud4iot-scheduler, and the default one holds kube-system/kube-scheduler."""
+    config = render_default_only_config()
+    assert config["profiles"] == [{"schedulerName": "default-scheduler"}]
+    assert "extenders" not in config
+    assert config["leaderElection"] == {"leaderElect": True}

@@ -244,6 +244,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devcluster]:
         state_root=tmp_path_factory.mktemp("install-cluster"),
         with_extender=False,
         sighting_admission=False,  # the manifests bring it
+        default_scheduler_only=True,  # no profile of ours, its own Lease held
     )
     c.up()
     try:
@@ -551,6 +552,12 @@ def test_a_classed_pod_is_narrowed_placed_over_mtls_and_roams(install: Install) 
         assert coordination.read_namespaced_lease(lease, inst.ns).spec.holder_identity
     with pytest.raises(client.ApiException):
         coordination.read_namespaced_lease("cloud4iot-scheduler", "kube-system")
+    # Both schedulers elected, each on its own Lease.
+    default = coordination.read_namespaced_lease("kube-scheduler", "kube-system").spec
+    ours = coordination.read_namespaced_lease("cloud4iot-scheduler", inst.ns).spec
+    assert default.holder_identity
+    assert ours.holder_identity
+    assert default.holder_identity != ours.holder_identity
     # Nothing was refused to any part: a missing RBAC rule shows as "forbidden".
     for name in [*list(inst.procs), "monitor-gw-home"]:
         assert "forbidden" not in inst.log(name).lower(), (name, inst.log(name)[-3000:])
