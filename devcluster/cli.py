@@ -34,6 +34,7 @@ BENCHES = (
     "apiserver-outage",
     "scheduler-throughput",
     "omh-queue",
+    "replay-speed",
 )
 
 
@@ -223,6 +224,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.scheduler_throughput import main as run
     elif args.script == "omh-queue":
         from bench.omh_queue import main as run
+    elif args.script == "replay-speed":
+        from bench.replay_speed import main as run
     else:
         from bench.noop_extender import main as run
     run(args.args, prog=f"python -m devcluster bench {args.script}")
