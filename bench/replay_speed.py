@@ -40,7 +40,7 @@ def site(gateways: int, devices: int, seconds: int, seed: int = 1) -> Recording:
     return Recording(adverts=adverts, addresses={d: synthetic_address(d) for d in names})
 
 
-def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--gateways", type=int, default=20)
     p.add_argument("--devices", type=int, default=50)
@@ -59,8 +59,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         f"({result.adverts / result.seconds:,.0f} adverts/s); {result.applies} applies, "
         f"{changes} nearest changes; generating the site took {built:.1f} s; max RSS {rss:.0f} MB"
     )
-    return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()
