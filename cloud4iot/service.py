@@ -1,5 +1,6 @@
 """What every service process of ours shares: its common command-line flags, logging,
-and the latency buckets of its request/plan histograms."""
+the latency buckets of its histograms and the /healthz and /metrics answers. The one
+loop that re-checks a file is `cloud4iot.filewatch`."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import argparse
 import logging
 from pathlib import Path
 
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
 from cloud4iot.buildinfo import DEFAULT_POLICY, version_line
+from cloud4iot.tasks import Supervisor
+
+log = logging.getLogger(__name__)
 
 # Seconds; from half a millisecond (a cached verdict) to 5 s (a full plan of thousands of pods).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -61,4 +68,16 @@ def lease_flags(p: argparse.ArgumentParser, name: str) -> None:
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def healthz_response(tasks: Supervisor) -> web.Response:
+    """ "ok", or 503 naming the background tasks that ended (the kubelet restarts us)."""
+    why = tasks.why_unhealthy()
+    return web.Response(text=why or "ok", status=503 if why else 200)
+
+
+def metrics_response(registry: CollectorRegistry) -> web.Response:
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

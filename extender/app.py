@@ -108,12 +108,8 @@ def _wire_metrics(app: web.Application) -> None:
     metrics, store, policy = app[METRICS], app[STATE], app[POLICY]
     metrics.set_policy(policy.current.policy.metadata.name, policy.current.digest)
     metrics.set_age_function("prometheus", lambda: age_since(store.snapshot.load_refreshed_at))
-
-    def up(source: str) -> Callable[[], float]:
-        return lambda: 1.0 if source in store.sources and store.sources[source].ok else 0.0
-
     for source in ("kubernetes", "prometheus"):
-        metrics.source_up.labels(source).set_function(up(source))
+        metrics.source_up.labels(source).set_function(store.up(source))
     metrics.objects.labels("node").set_function(lambda: len(store.snapshot.nodes))
     metrics.objects.labels("device").set_function(lambda: len(store.snapshot.devices))
 

@@ -20,7 +20,6 @@ during a rotation); dropping an old CA takes a restart.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -30,6 +29,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cloud4iot.filewatch import watch_file
 
 log = logging.getLogger(__name__)
 
@@ -193,13 +194,11 @@ class CertReloader:
         """Re-check every `interval` seconds, forever. Reading and trying the files
         runs off the event loop; the live context is changed on it, between
         handshakes (an SSL_CTX must not change under a concurrent SSL_new)."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                checked = await asyncio.to_thread(self._prepare)
-                result = checked if isinstance(checked, str) else self._apply(checked)
-            except Exception:  # a bug must not end reloading for good
-                log.exception("TLS reload failed unexpectedly; the certificate in force stays")
-                result = "refused"
-            if result != "unchanged" and on_result is not None:
-                on_result(result)
+        await watch_file(
+            interval,
+            self._prepare,
+            on_result,
+            apply=self._apply,
+            what="TLS reload",
+            keeps="the certificate in force",
+        )

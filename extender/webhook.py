@@ -7,10 +7,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud4iot.httpjson import json_response, read_body
 from cloud4iot.policy.loader import LoadedPolicy
+from cloud4iot.service import healthz_response, metrics_response
 from extender.explain import explanation
 from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, TLS, VERDICTS
 from extender.protocol import (
@@ -130,8 +130,7 @@ explain_handler = _instrumented("explain", _explain)
 
 async def healthz(request: web.Request) -> web.Response:
     """Unhealthy (so the kubelet restarts us) when a background task died."""
-    why = request.app[TASKS].why_unhealthy()
-    return web.Response(text=why or "ok", status=503 if why else 200)
+    return healthz_response(request.app[TASKS])
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -167,5 +166,4 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    out = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=out, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return metrics_response(request.app[METRICS].registry)

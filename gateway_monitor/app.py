@@ -12,12 +12,14 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cloud4iot.filewatch import watch_file
 from cloud4iot.kubeclient import api_client as kube_api_client
+from cloud4iot.service import metrics_response
 from cloud4iot.tasks import Supervisor
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
@@ -113,36 +115,55 @@ async def _record(rt: Runtime, recorder: Recorder) -> None:
             failing = True
 
 
-async def _watch_policy(rt: Runtime) -> None:
-    """Re-read the policy's calibration offset when the file changes (ConfigMap updates)."""
-    path, node = rt.settings.policy, rt.settings.node
-    assert path is not None
+@dataclass(slots=True)
+class _OffsetWatch:
+    """The policy's calibration offset for this node, re-read when the file changes
+    (ConfigMap updates); a missing or unusable file keeps the offset in force."""
+
+    rt: Runtime
+    path: Path
     seen: float | None = None
-    missing_logged = False
-    while True:
+    missing_logged: bool = False
+
+    def check(self) -> str | tuple[float | None]:
+        """Off the event loop: "unchanged", "refused", or the new offset to apply."""
+        path, offset_now = self.path, self.rt.tracker.config.offset
         try:
             mtime = path.stat().st_mtime
-            missing_logged = False
-            if mtime != seen:
-                seen = mtime
-                offset = await asyncio.to_thread(policy_offset, path, node)
-                rt.tracker.set_offset(offset or 0.0)
-                log.info("calibration offset from %s: %+.1f dB", path, offset or 0.0)
+            self.missing_logged = False
+            if mtime == self.seen:
+                return "unchanged"
+            self.seen = mtime
+            return (policy_offset(path, self.rt.settings.node),)
         except FileNotFoundError:
             # Present at start (Settings checks it), gone now: keep the offset in force.
-            if not missing_logged:
-                log.warning(
-                    "no policy at %s; calibration offset stays %+.1f dB",
-                    path,
-                    rt.tracker.config.offset,
-                )
-                missing_logged = True
-            seen = None
+            if not self.missing_logged:
+                log.warning("no policy at %s; calibration offset stays %+.1f dB", path, offset_now)
+                self.missing_logged = True
+            self.seen = None
+            return "unchanged"
         except (OSError, ValueError) as exc:
-            log.warning(
-                "policy %s unusable, keeping offset %+.1f: %s", path, rt.tracker.config.offset, exc
-            )
-        await asyncio.sleep(rt.settings.policy_poll)
+            log.warning("policy %s unusable, keeping offset %+.1f: %s", path, offset_now, exc)
+            return "refused"
+
+    def apply(self, checked: tuple[float | None]) -> str:
+        offset = checked[0] or 0.0
+        self.rt.tracker.set_offset(offset)
+        log.info("calibration offset from %s: %+.1f dB", self.path, offset)
+        return "applied"
+
+
+async def _watch_policy(rt: Runtime) -> None:
+    assert rt.settings.policy is not None
+    watch = _OffsetWatch(rt, rt.settings.policy)
+    await watch_file(
+        rt.settings.policy_poll,
+        watch.check,
+        apply=watch.apply,
+        what="gateway policy reload",
+        keeps="the calibration offset in force",
+        immediately=True,
+    )
 
 
 async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -246,10 +267,7 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     _sync_gauges(rt)
-    return web.Response(
-        body=generate_latest(rt.metrics.registry),
-        headers={"Content-Type": CONTENT_TYPE_LATEST},
-    )
+    return metrics_response(rt.metrics.registry)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from cloud4iot.httpjson import json_response
 from cloud4iot.policy.store import PolicyStore
+from cloud4iot.service import healthz_response, metrics_response
 from cloud4iot.tasks import Supervisor
 from cloud4iot.vocabulary import SCHEDULER_NAME
 from extender.state.kube import Reflector, namespaced_name
@@ -132,7 +132,7 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
     rt.rebalancer, rt.reflectors = rebalancer, reflectors
     rt.metrics.pods.set_function(lambda: len(rebalancer.index.pods))
     for source in ("kubernetes", "prometheus"):
-        rt.metrics.source_up.labels(source).set_function(_up(rt.store, source))
+        rt.metrics.source_up.labels(source).set_function(rt.store.up(source))
     spawned = [rt.tasks.spawn(r.run(), f"watch-{r.name}") for r in reflectors]
     spawned.append(rt.tasks.spawn(report_health(rt.store, reflectors), "kube-health"))
     leader = rt.metrics.leader
@@ -197,17 +197,8 @@ def workload_reflectors(
     )
 
 
-def _up(store: StateStore, source: str) -> Callable[[], float]:
-    return lambda: 1.0 if source in store.sources and store.sources[source].ok else 0.0
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
 async def _healthz(request: web.Request) -> web.Response:
-    why = request.app[RUNTIME].tasks.why_unhealthy()
-    return web.Response(text=why or "ok", status=503 if why else 200)
+    return healthz_response(request.app[RUNTIME].tasks)
 
 
 async def _readyz(request: web.Request) -> web.Response:
@@ -230,9 +221,8 @@ async def _readyz(request: web.Request) -> web.Response:
         "plans": rb.plans if rb else 0,
         "time": time.time(),
     }
-    return _json(body, 200 if body["ready"] else 503)
+    return json_response(body, 200 if body["ready"] else 503)
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    out = generate_latest(request.app[RUNTIME].metrics.registry)
-    return web.Response(body=out, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return metrics_response(request.app[RUNTIME].metrics.registry)

@@ -11,13 +11,13 @@ even when the good bytes are the very ones in force (a deleted file restored).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloud4iot.filewatch import watch_file
 from cloud4iot.policy.loader import (
     LoadedPolicy,
     PolicyError,
@@ -91,12 +91,10 @@ class PolicyStore:
     async def watch(self, interval: float, on_result: Callable[[str], None]) -> None:
         """Re-check the file every `interval` seconds, forever, reading it off the event
         loop; `on_result` gets "applied" or "refused" (not "unchanged")."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                result = await asyncio.to_thread(self.check_once)
-            except Exception:  # a bug must not end reloading for good
-                log.exception("policy reload failed unexpectedly; the policy in force stays")
-                result = "refused"
-            if result != "unchanged":
-                on_result(result)
+        await watch_file(
+            interval,
+            self.check_once,
+            on_result,
+            what="policy reload",
+            keeps="the policy in force",
+        )

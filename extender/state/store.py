@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from extender.state.snapshot import Snapshot
@@ -27,3 +28,7 @@ class StateStore:
 
     def health(self, name: str) -> SourceHealth:
         return self.sources.setdefault(name, SourceHealth())
+
+    def up(self, name: str) -> Callable[[], float]:
+        """1.0 while source `name` is healthy, else 0.0: a gauge's function."""
+        return lambda: 1.0 if name in self.sources and self.sources[name].ok else 0.0
