@@ -53,3 +53,13 @@ def test_every_folder_in_the_table_exists() -> None:
         # `tests/<feature>/` names a pattern: what stands before the placeholder must exist
         concrete = entry.split("<", 1)[0]
         assert (ROOT / concrete).is_dir(), f"README's 'The parts' names {entry}: no such folder"
+
+
+def test_the_architecture_section_names_every_product_package() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
+    product = {"cloud4iot", "extender", "rebalancer", "gateway_monitor"}
+    missing = sorted(p for p in product if f"`{p}/`" not in section)
+    assert missing == [], f"README's Architecture section does not name: {missing}"
+    for path in ("cloud4iot/vocabulary.py", "cloud4iot/devices.py", "rebalancer/evictor.py"):
+        assert (ROOT / path).is_file(), f"README's Architecture section names {path}: no such file"
