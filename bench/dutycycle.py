@@ -56,6 +56,7 @@ def replay_transitions(
     now = 0.0
     registry = Registry()
     registry.replace_all([DeviceSpec(DEVICE, ADDRESS)])
+    flips: list[tuple[float, Transition]] = []
     monitor = Monitor(
         "gw",
         Tracker(scaled_for_duty(config, duty)),
@@ -64,6 +65,7 @@ def replay_transitions(
         Metrics(),
         clock=lambda: now,
         wall=lambda: 0.0,
+        on_transition=lambda t, _device, transition: flips.append((t, transition)),
     )
 
     def advance(to: float) -> None:
@@ -80,7 +82,7 @@ def replay_transitions(
 
     ReplaySource(records, duty=duty).feed(sink)
     advance(until)
-    return [(t, tr) for t, _, tr in monitor.transitions]
+    return flips
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,12 +21,13 @@ from cloud4iot.filewatch import watch_file
 from cloud4iot.kubeclient import api_client as kube_api_client
 from cloud4iot.service import metrics_response
 from cloud4iot.tasks import Supervisor
+from gateway_monitor.backoff import backoff_delays
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.publisher import Publisher, PublishPlan, Reason, Sighting, apply_body
 from gateway_monitor.recorder import FLUSH_INTERVAL, Recorder
 from gateway_monitor.registry import DeviceSpec, Registry, watch_devices
-from gateway_monitor.scanner import AdvertSource, BleakSource, ReplaySource, backoff_delays
+from gateway_monitor.scanner import AdvertSource, BleakSource, ReplaySource
 from gateway_monitor.settings import Settings, policy_offset
 from gateway_monitor.traces import read_trace
 from gateway_monitor.tracker import Tracker

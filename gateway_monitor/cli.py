@@ -31,13 +31,21 @@ def _device(text: str) -> tuple[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d_t, d_p = TrackerConfig(), PublishConfig()
     p = argparse.ArgumentParser(
         prog="cloud4iot-gateway-monitor",
         description="Publish how well this gateway hears registered BLE Devices.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--version", action="version", version=version_line(p.prog))
+    _identity_flags(p)
+    _radio_flags(p)
+    _presence_flags(p)
+    _publishing_flags(p)
+    _service_flags(p)
+    return p
+
+
+def _identity_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("identity and cluster")
     g.add_argument(
         "--node",
@@ -60,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="dry run: a Device to track (repeatable)",
     )
 
+
+def _radio_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("radio")
     g.add_argument("--replay", type=Path, help="replay a JSONL advert trace instead of scanning")
     g.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
@@ -93,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="rotate the recording when it would pass this size",
     )
 
+
+def _presence_flags(p: argparse.ArgumentParser) -> None:
+    d_t = TrackerConfig()
     g = p.add_argument_group("presence judgement")
     g.add_argument(
         "--enter",
@@ -148,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="PlacementPolicy file; reads spec.gateways.<node>.rssiOffset (must exist when given)",
     )
 
+
+def _publishing_flags(p: argparse.ArgumentParser) -> None:
+    d_p = PublishConfig()
     g = p.add_argument_group("publishing")
     g.add_argument(
         "--min-interval",
@@ -174,11 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between refreshes of an unchanged sighting",
     )
 
+
+def _service_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("service")
     g.add_argument("--host", default="0.0.0.0", help="address for /metrics and /healthz")
     g.add_argument("--port", type=int, default=9102)
     g.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
-    return p
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:

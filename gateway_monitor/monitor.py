@@ -40,6 +40,7 @@ class Monitor:
         clock: Callable[[], float],
         wall: Callable[[], float] = time.time,
         recorder: Recorder | None = None,
+        on_transition: Callable[[float, str, Transition], None] | None = None,
     ) -> None:
         self.node = node
         self.tracker = tracker
@@ -50,7 +51,7 @@ class Monitor:
         self.wall = wall
         self.recorder = recorder  # --record: what replay reads
         self._record_anchor: float | None = None
-        self.transitions: list[tuple[float, str, Transition]] = []  # recent, for /healthz
+        self.on_transition = on_transition  # (source time, device, transition): a bench's log
         registry.listeners.append(self)
 
     def on_advert(self, advert: Advert) -> None:
@@ -77,8 +78,8 @@ class Monitor:
         if update.transition is not None:
             self.metrics.transitions.labels(update.transition.value).inc()
             self.metrics.present.set(self.tracker.present_count())
-            self.transitions.append((self.clock(), state.key, update.transition))
-            del self.transitions[:-100]
+            if self.on_transition is not None:
+                self.on_transition(self.clock(), state.key, update.transition)
             log.info("%s %s (rssi %s)", state.key, update.transition.value, state.rssi)
         if state.present and state.rssi is not None:
             # The advert's time on the source clock, mapped to the wall clock now.

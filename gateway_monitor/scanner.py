@@ -10,12 +10,12 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from gateway_monitor.backoff import backoff_delays
 from gateway_monitor.traces import TraceRecord
 
 log = logging.getLogger(__name__)
@@ -112,15 +112,6 @@ class AdvertSource(Protocol):
     async def run(self, sink: AdvertSink) -> None:
         """Deliver adverts until cancelled (or, for a replay, until the trace ends)."""
         ...
-
-
-def backoff_delays(base: float = 1.0, cap: float = 30.0) -> Callable[[int], float]:
-    """Exponential backoff with full jitter, so restarted gateways do not retry in step."""
-
-    def delay(failures: int) -> float:
-        return random.uniform(0.5, 1.0) * min(cap, base * 2.0 ** max(0, failures - 1))
-
-    return delay
 
 
 # --- replay ------------------------------------------------------------------------------
