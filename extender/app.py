@@ -11,15 +11,13 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from cloud4iot.policy.store import PolicyStore
-from cloud4iot.tasks import Supervisor
 from extender import webhook
-from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, TLS, VERDICTS
-from extender.metrics import Metrics, age_since
+from extender.metrics import age_since
+from extender.runtime import RUNTIME, Runtime
 from extender.settings import Settings
 from extender.state.snapshot import Snapshot
 from extender.state.store import StateStore
 from extender.tls import CertReloader, TlsFiles
-from extender.verdict_cache import VerdictCache
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -34,8 +32,8 @@ def create_app(
     """Build the app. The policy is loaded here only when not given (tests pass one).
 
     With `settings.tls_cert`, the certificate and key (and client CA) are loaded here
-    too (a bad one raises `extender.tls.TlsError`); `app[TLS].context` is the live
-    SSLContext to serve with, and a background task reloads it when the files change.
+    too (a bad one raises `extender.tls.TlsError`); `app[RUNTIME].tls.context` is the
+    live SSLContext to serve with, and a background task reloads it when the files change.
 
     `sources` are cleanup contexts that keep the state current (Kubernetes watches,
     the Prometheus refresher); by default they follow the settings.
@@ -46,13 +44,15 @@ def create_app(
     app = web.Application(
         client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
     )
-    app[SETTINGS] = settings
-    app[POLICY] = policy or PolicyStore.open(settings.policy_path)
-    app[STATE], app[CLOCK] = (state, time.time) if state else initial_state(settings)
-    app[METRICS] = Metrics()
-    app[TASKS] = Supervisor()
-    app[VERDICTS] = VerdictCache()
-    _wire_metrics(app)
+    store, clock = (state, time.time) if state else initial_state(settings)
+    rt = Runtime(
+        settings=settings,
+        policy=policy or PolicyStore.open(settings.policy_path),
+        state=store,
+        clock=clock,
+    )
+    app[RUNTIME] = rt
+    _wire_metrics(rt)
 
     app.router.add_post("/filter", webhook.filter_handler)
     app.router.add_post("/prioritize", webhook.prioritize_handler)
@@ -64,7 +64,7 @@ def create_app(
     app.cleanup_ctx.append(_policy_reloader)
     if settings.tls_cert is not None:
         assert settings.tls_key is not None, "tls_cert without tls_key"
-        app[TLS] = CertReloader.open(
+        rt.tls = CertReloader.open(
             TlsFiles(settings.tls_cert, settings.tls_key, settings.client_ca)
         )
         app.cleanup_ctx.append(_tls_reloader)
@@ -73,7 +73,7 @@ def create_app(
     if settings.admission_port is not None:
         from extender.admission.server import admission_listener, open_admission_tls
 
-        open_admission_tls(app)
+        open_admission_tls(rt)
         app.cleanup_ctx.append(admission_listener)
     for source in sources if sources is not None else default_sources(settings):
         app.cleanup_ctx.append(source)
@@ -104,8 +104,8 @@ def default_sources(settings: Settings) -> list[CleanupCtx]:
     return found
 
 
-def _wire_metrics(app: web.Application) -> None:
-    metrics, store, policy = app[METRICS], app[STATE], app[POLICY]
+def _wire_metrics(rt: Runtime) -> None:
+    metrics, store, policy = rt.metrics, rt.state, rt.policy
     metrics.set_policy(policy.current.policy.metadata.name, policy.current.digest)
     metrics.set_age_function("prometheus", lambda: age_since(store.snapshot.load_refreshed_at))
     for source in ("kubernetes", "prometheus"):
@@ -115,28 +115,29 @@ def _wire_metrics(app: web.Application) -> None:
 
 
 async def _policy_reloader(app: web.Application) -> AsyncIterator[None]:
-    store, metrics = app[POLICY], app[METRICS]
+    rt = app[RUNTIME]
+    store, metrics = rt.policy, rt.metrics
 
     def reloaded(result: str) -> None:
         metrics.policy_reloads.labels(result).inc()
         if result == "applied":
             metrics.set_policy(store.current.policy.metadata.name, store.current.digest)
 
-    task = app[TASKS].spawn(
-        store.watch(app[SETTINGS].policy_poll_interval, reloaded), "policy-reload"
-    )
+    task = rt.tasks.spawn(store.watch(rt.settings.policy_poll_interval, reloaded), "policy-reload")
     yield
-    await app[TASKS].stop([task])
+    await rt.tasks.stop([task])
 
 
 async def _tls_reloader(app: web.Application) -> AsyncIterator[None]:
-    reloads = app[METRICS].tls_reloads
-    task = app[TASKS].spawn(
-        app[TLS].watch(app[SETTINGS].tls_poll_interval, lambda r: reloads.labels(r).inc()),
+    rt = app[RUNTIME]
+    assert rt.tls is not None
+    reloads = rt.metrics.tls_reloads
+    task = rt.tasks.spawn(
+        rt.tls.watch(rt.settings.tls_poll_interval, lambda r: reloads.labels(r).inc()),
         "tls-reload",
     )
     yield
-    await app[TASKS].stop([task])
+    await rt.tasks.stop([task])
 
 
 HEALTH_ROUTES = ("/healthz", "/readyz", "/metrics")
@@ -146,12 +147,9 @@ async def _plain_health_listener(app: web.Application) -> AsyncIterator[None]:
     """/healthz, /readyz and /metrics over plain HTTP on `settings.health_port`, and
     nothing else: the webhook itself is served only on the main (TLS) port. The
     kubelet's probes and Prometheus present no client certificate."""
-    settings = app[SETTINGS]
+    settings = app[RUNTIME].settings
     health = web.Application()
-    health[SETTINGS], health[POLICY], health[STATE] = settings, app[POLICY], app[STATE]
-    health[METRICS], health[TASKS] = app[METRICS], app[TASKS]
-    if TLS in app:
-        health[TLS] = app[TLS]
+    health[RUNTIME] = app[RUNTIME]  # the same Runtime, not a copy
     health.router.add_get("/healthz", webhook.healthz)
     health.router.add_get("/readyz", webhook.readyz)
     health.router.add_get("/metrics", webhook.metrics_handler)
@@ -165,22 +163,23 @@ async def _plain_health_listener(app: web.Application) -> AsyncIterator[None]:
 async def _prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
     from extender.state.prometheus import refresh_load
 
-    url = app[SETTINGS].prometheus_url
+    rt = app[RUNTIME]
+    url = rt.settings.prometheus_url
     assert url
-    metrics = app[METRICS]
-    task = app[TASKS].spawn(
+    metrics = rt.metrics
+    task = rt.tasks.spawn(
         refresh_load(
             url,
-            app[STATE],
-            app[POLICY],
+            rt.state,
+            rt.policy,
             report_gaps=metrics.nodes_without_metrics.set,
             report_unlabelled=metrics.series_without_node.set,
-            preset=app[SETTINGS].prometheus_preset,
+            preset=rt.settings.prometheus_preset,
         ),
         "prometheus-refresh",
     )
     yield
-    await app[TASKS].stop([task])
+    await rt.tasks.stop([task])
 
 
 async def _kube_state(app: web.Application) -> AsyncIterator[None]:
@@ -192,7 +191,8 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
     from extender.controllers.run import run_under_lease
     from extender.state.kube import cluster_reflectors, report_health
 
-    settings, store, tasks = app[SETTINGS], app[STATE], app[TASKS]
+    rt = app[RUNTIME]
+    settings, store, tasks = rt.settings, rt.state, rt.tasks
     api = await api_client(None if settings.in_cluster else settings.kubeconfig)
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     device_changed = asyncio.Event()
@@ -203,8 +203,8 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
         tasks.spawn(report_health(store, (nodes, devices)), "kube-health"),
     ]
     if settings.leader_election:
-        writer = NearestWriter(custom=custom, core=core, policy=app[POLICY], store=store)
-        leader = app[METRICS].leader
+        writer = NearestWriter(custom=custom, core=core, policy=rt.policy, store=store)
+        leader = rt.metrics.leader
         elected = run_under_lease(
             client.CoordinationV1Api(api),
             settings.lease_namespace,

@@ -112,7 +112,7 @@ def extender_main(argv: list[str] | None = None) -> int:
     from aiohttp import web
 
     from extender.app import create_app
-    from extender.keys import TLS
+    from extender.runtime import RUNTIME
     from extender.settings import Settings
     from extender.state.statefile import StateFileError
     from extender.tls import TlsError
@@ -149,7 +149,8 @@ def extender_main(argv: list[str] | None = None) -> int:
     except (StateFileError, TlsError) as exc:
         print(f"cloud4iot-extender: {exc}", file=sys.stderr)
         return 2
-    ssl_context = app[TLS].context if TLS in app else None
+    tls = app[RUNTIME].tls
+    ssl_context = tls.context if tls is not None else None
     if ssl_context is None:
         scheme = "http"
     else:

@@ -12,7 +12,6 @@ from cloud4iot.httpjson import json_response, read_body
 from cloud4iot.policy.loader import LoadedPolicy
 from cloud4iot.service import healthz_response, metrics_response
 from extender.explain import explanation
-from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS, TLS, VERDICTS
 from extender.protocol import (
     ArgsError,
     ExtenderArgs,
@@ -22,6 +21,7 @@ from extender.protocol import (
     parse_explain,
     priority_list,
 )
+from extender.runtime import RUNTIME
 from extender.scoring import PodFacts, Verdict, evaluate, evaluate_names
 from extender.state.snapshot import NodeFacts, Snapshot
 
@@ -54,7 +54,7 @@ def _instrumented(
     """Wrap a verb: body read, 400 on bad input, request count and latency by mode."""
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        metrics = request.app[METRICS]
+        metrics = request.app[RUNTIME].metrics
         start = time.perf_counter()
         try:
             body = await read_body(request)
@@ -85,40 +85,40 @@ NOT_SYNCED = (
 
 
 def _filter(request: web.Request, body: bytes) -> tuple[web.Response, str]:
-    args = parse_args(body)
-    snapshot, policy = request.app[STATE].snapshot, request.app[POLICY].current
+    rt, args = request.app[RUNTIME], parse_args(body)
+    snapshot, policy = rt.state.snapshot, rt.policy.current
     if (
-        request.app[SETTINGS].cluster_configured
+        rt.settings.cluster_configured
         and not (snapshot.nodes_synced and snapshot.devices_synced)
         and PodFacts.from_pod(args.pod).function is not None
     ):
         return json_response(error_result(args, NOT_SYNCED)), "not-synced"
-    verdicts = decide(args, snapshot, policy, request.app[CLOCK]())
+    verdicts = decide(args, snapshot, policy, rt.clock())
     if args.node_names is not None:  # full Node objects bring their own labels: not reused
-        request.app[VERDICTS].put(args.pod, snapshot, policy, verdicts)
-    request.app[METRICS].count_decisions(verdicts)
+        rt.verdicts.put(args.pod, snapshot, policy, verdicts)
+    rt.metrics.count_decisions(verdicts)
     return json_response(filter_result(args, verdicts)), args.mode
 
 
 def _prioritize(request: web.Request, body: bytes) -> tuple[web.Response, str]:
-    args = parse_args(body)
-    snapshot, policy = request.app[STATE].snapshot, request.app[POLICY].current
+    rt, args = request.app[RUNTIME], parse_args(body)
+    snapshot, policy = rt.state.snapshot, rt.policy.current
     verdicts = None
     if args.node_names is not None:
-        verdicts = request.app[VERDICTS].get(args.pod, snapshot, policy, args.node_names)
+        verdicts = rt.verdicts.get(args.pod, snapshot, policy, args.node_names)
     if verdicts is None:
-        verdicts = decide(args, snapshot, policy, request.app[CLOCK]())
+        verdicts = decide(args, snapshot, policy, rt.clock())
     return json_response(priority_list(verdicts)), args.mode
 
 
 def _explain(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     """A pod (bare, or in ExtenderArgs) -> every node's verdict, reason and score parts."""
-    args = parse_explain(body)
-    snapshot = request.app[STATE].snapshot
+    rt, args = request.app[RUNTIME], parse_explain(body)
+    snapshot = rt.state.snapshot
     if args.nodes is None and args.node_names is None:
         args = ExtenderArgs(pod=args.pod, nodes=None, node_names=sorted(snapshot.nodes))
-    policy = request.app[POLICY].current
-    verdicts = decide(args, snapshot, policy, request.app[CLOCK](), explain=True)
+    policy = rt.policy.current
+    verdicts = decide(args, snapshot, policy, rt.clock(), explain=True)
     doc = explanation(PodFacts.from_pod(args.pod), policy, verdicts)
     return json_response(doc), args.mode
 
@@ -130,13 +130,13 @@ explain_handler = _instrumented("explain", _explain)
 
 async def healthz(request: web.Request) -> web.Response:
     """Unhealthy (so the kubelet restarts us) when a background task died."""
-    return healthz_response(request.app[TASKS])
+    return healthz_response(request.app[RUNTIME].tasks)
 
 
 async def readyz(request: web.Request) -> web.Response:
     """Not ready until the node cache synced; degraded (still 200) on stale sources."""
-    settings = request.app[SETTINGS]
-    store = request.app[STATE]
+    rt = request.app[RUNTIME]
+    settings, store = rt.settings, rt.state
     snapshot = store.snapshot
     problems: list[str] = []
     degraded: list[str] = []
@@ -147,12 +147,12 @@ async def readyz(request: web.Request) -> web.Response:
     for name, health in sorted(store.sources.items()):
         if not health.ok:
             degraded.append(f"{name}: {health.detail}")
-    policy = request.app[POLICY]
+    policy = rt.policy
     if policy.last_error is not None:
         degraded.append(
             f"policy: last reload refused, {len(policy.last_error.problems)} problem(s)"
         )
-    if TLS in request.app and (tls_error := request.app[TLS].last_error) is not None:
+    if rt.tls is not None and (tls_error := rt.tls.last_error) is not None:
         degraded.append(f"tls: last reload refused, the certificate in force stays: {tls_error}")
     body = {
         "ready": not problems,
@@ -166,4 +166,4 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    return metrics_response(request.app[METRICS].registry)
+    return metrics_response(request.app[RUNTIME].metrics.registry)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -11,17 +10,16 @@ from aiohttp import web
 from cloud4iot.httpjson import json_response, read_body
 from extender.admission.narrow import Narrowed, Skipped, affinity_patch, decide
 from extender.admission.review import ReviewError, answer, parse_review
-from extender.keys import CLOCK, METRICS, POLICY, SETTINGS, STATE, TASKS
+from extender.runtime import RUNTIME, Runtime
 from extender.tls import CertReloader, TlsFiles
 
 log = logging.getLogger(__name__)
 
-RNG = web.AppKey("admission_rng", random.Random)
-
 
 async def admit_handler(request: web.Request) -> web.Response:
     """Answer an AdmissionReview: allowed, narrowed when `narrow.decide` says so."""
-    app, metrics = request.app, request.app[METRICS]
+    rt = request.app[RUNTIME]
+    metrics = rt.metrics
     body = await read_body(request)  # 415 on a Content-Encoding, 413 past the body limit
     try:
         review = parse_review(body)
@@ -34,11 +32,11 @@ async def admit_handler(request: web.Request) -> web.Response:
     try:
         outcome = decide(
             review.obj,
-            app[STATE].snapshot,
-            app[POLICY].current.policy,
-            app[CLOCK](),
-            app[SETTINGS].candidates,
-            app[RNG],
+            rt.state.snapshot,
+            rt.policy.current.policy,
+            rt.clock(),
+            rt.settings.candidates,
+            rt.admission_rng,
         )
         patch = affinity_patch(review.obj, outcome) if isinstance(outcome, Narrowed) else None
     except Exception:
@@ -54,35 +52,30 @@ async def admit_handler(request: web.Request) -> web.Response:
 
 
 def _admission_app(parent: web.Application) -> web.Application:
+    rt = parent[RUNTIME]
     app = web.Application(
-        client_max_size=parent[SETTINGS].max_body_bytes, handler_args={"auto_decompress": False}
+        client_max_size=rt.settings.max_body_bytes, handler_args={"auto_decompress": False}
     )
-    app[SETTINGS], app[POLICY], app[STATE] = parent[SETTINGS], parent[POLICY], parent[STATE]
-    app[CLOCK], app[METRICS], app[TASKS] = parent[CLOCK], parent[METRICS], parent[TASKS]
-    app[RNG] = random.Random()
+    app[RUNTIME] = rt  # the same Runtime, not a copy
     app.router.add_post("/admit", admit_handler)
     return app
 
 
-ADMISSION_TLS = web.AppKey("admission_tls", CertReloader)
-
-
-def open_admission_tls(app: web.Application) -> None:
+def open_admission_tls(rt: Runtime) -> None:
     """Load the admission certificate now (create_app): a bad one is a clean start-up
     error (`extender.tls.TlsError`), not a traceback from the listener."""
-    settings = app[SETTINGS]
+    settings = rt.settings
     assert settings.admission_cert is not None
     assert settings.admission_key is not None
-    app[ADMISSION_TLS] = CertReloader.open(
-        TlsFiles(settings.admission_cert, settings.admission_key)
-    )
+    rt.admission_tls = CertReloader.open(TlsFiles(settings.admission_cert, settings.admission_key))
 
 
 async def admission_listener(parent: web.Application) -> AsyncIterator[None]:
     """Serve /admit over HTTPS on `settings.admission_port`, reloading its certificate."""
-    settings = parent[SETTINGS]
+    rt = parent[RUNTIME]
+    settings, tls = rt.settings, rt.admission_tls
     assert settings.admission_port is not None
-    tls = parent[ADMISSION_TLS]
+    assert tls is not None
     runner = web.AppRunner(_admission_app(parent), access_log=None)
     await runner.setup()
     try:
@@ -91,11 +84,11 @@ async def admission_listener(parent: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await runner.cleanup()  # a busy port: nothing left running behind the error
         raise
-    reloads = parent[METRICS].tls_reloads
-    watcher = parent[TASKS].spawn(
+    reloads = rt.metrics.tls_reloads
+    watcher = rt.tasks.spawn(
         tls.watch(settings.tls_poll_interval, lambda r: reloads.labels(r).inc()),
         "admission-tls-reload",
     )
     yield
     await runner.cleanup()
-    await parent[TASKS].stop([watcher])
+    await rt.tasks.stop([watcher])

@@ -12,7 +12,7 @@ from devcluster.certs import make_mtls_set
 from extender import cli
 from extender.admission.server import admission_listener
 from extender.cli import _extender_parser, extender_main
-from extender.keys import SETTINGS
+from extender.runtime import RUNTIME
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_the_flags_reach_the_settings_and_start_the_listener(
     ]
     assert extender_main(argv) == 0
     (app,) = served
-    settings = app[SETTINGS]
+    settings = app[RUNTIME].settings
     assert (settings.admission_port, settings.admission_cert, settings.admission_key) == (
         9443,
         cert,

@@ -24,7 +24,7 @@ from devcluster.processes import free_port
 from extender.admission import server
 from extender.admission.server import _admission_app
 from extender.app import create_app
-from extender.keys import METRICS, SETTINGS
+from extender.runtime import RUNTIME
 from extender.settings import Settings
 from extender.state.store import StateStore
 from tests.memory import memory_growth, zero_bomb
@@ -74,7 +74,7 @@ def review(obj: dict[str, Any] | None, operation: str = "CREATE", kind: str = "P
 
 
 def admissions(app: web.Application, outcome: str) -> float:
-    value = app[METRICS].registry.get_sample_value(
+    value = app[RUNTIME].metrics.registry.get_sample_value(
         "cloud4iot_extender_admissions_total", {"outcome": outcome}
     )
     return value or 0.0
@@ -154,7 +154,7 @@ async def test_each_skip_is_counted_by_why(
 ) -> None:
     status, _ = await admit(client, body)
     assert status == 200
-    registry = parent[METRICS].registry
+    registry = parent[RUNTIME].metrics.registry
     name = "cloud4iot_extender_admissions_skipped_total"
     assert registry.get_sample_value(name, {"why": why}) == 1
     others = {"other-scheduler", "no-class", "unknown-class", "nothing-feasible"} - {why}
@@ -192,7 +192,7 @@ async def test_a_compressed_bomb_is_not_inflated(aiohttp_client: ClientFactory) 
     # The admission app keeps the server from inflating bodies (auto_decompress off):
     # the 415 is answered without expanding 1 GiB within the 64 MiB body limit.
     parent = extender_app()
-    assert parent[SETTINGS].max_body_bytes == 64 * 1024 * 1024
+    assert parent[RUNTIME].settings.max_body_bytes == 64 * 1024 * 1024
     client = await aiohttp_client(_admission_app(parent))
     with memory_growth() as growth:
         status, doc = await admit(client, zero_bomb(1024), **{"Content-Encoding": "gzip"})

@@ -10,7 +10,7 @@ import pytest
 
 from cloud4iot.tasks import Supervisor
 from extender.app import create_app
-from extender.keys import TASKS
+from extender.runtime import RUNTIME
 from extender.settings import Settings
 
 
@@ -56,7 +56,7 @@ async def test_healthz_fails_as_soon_as_a_background_task_dies(aiohttp_client, r
     async def broken() -> None:
         raise RuntimeError("reflector bug")
 
-    task = app[TASKS].spawn(broken(), "watch-nodes")
+    task = app[RUNTIME].tasks.spawn(broken(), "watch-nodes")
     await asyncio.wait({task})
     await asyncio.sleep(0)
     resp = await client.get("/healthz")

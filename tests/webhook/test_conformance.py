@@ -15,7 +15,7 @@ from webhook_cases import NODES, pod
 
 from cloud4iot.policy.store import PolicyStore
 from extender.app import create_app
-from extender.keys import STATE
+from extender.runtime import RUNTIME
 from extender.settings import Settings
 from extender.state.store import StateStore
 
@@ -258,14 +258,12 @@ async def test_not_ready_until_the_node_cache_synced(aiohttp_client):
 def test_state_file_world_runs_on_its_own_clock():
     from datetime import UTC, datetime
 
-    from extender.keys import CLOCK
-
     state = Path(__file__).resolve().parents[2] / "examples" / "simulate" / "cluster.yaml"
     settings = Settings(policy_path=POLICY, state_path=state)
     app = create_app(settings, policy=PolicyStore.open(POLICY), sources=[])
     written = datetime(2026, 11, 26, 10, 0, tzinfo=UTC).timestamp()  # the file's `now`
-    assert 0 <= app[CLOCK]() - written < 5
-    assert "gw-hospital" in app[STATE].snapshot.devices["patient-42-hr"].sightings
+    assert 0 <= app[RUNTIME].clock() - written < 5
+    assert "gw-hospital" in app[RUNTIME].state.snapshot.devices["patient-42-hr"].sightings
 
 
 async def test_required_proximity_waits_for_the_device_cache(client, store):

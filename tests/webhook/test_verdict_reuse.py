@@ -8,7 +8,7 @@ from dataclasses import replace
 import orjson
 from webhook_cases import NODES, pod
 
-from extender.keys import VERDICTS
+from extender.runtime import RUNTIME
 from extender.state.snapshot import LoadSample
 from extender.verdict_cache import VerdictCache
 
@@ -22,7 +22,7 @@ async def scores(client, body):
 
 
 async def test_prioritize_after_filter_reuses_the_filter_verdicts(client):
-    cache = client.app[VERDICTS]
+    cache = client.app[RUNTIME].verdicts
     body = {"Pod": pod("anonymiser"), "NodeNames": NAMES}
     resp = await client.post("/filter", data=orjson.dumps(body))
     kept = orjson.loads(await resp.read())["NodeNames"]
@@ -36,7 +36,7 @@ async def test_prioritize_after_filter_reuses_the_filter_verdicts(client):
 
 
 async def test_a_new_snapshot_between_filter_and_prioritize_is_not_served_stale(client, store):
-    cache = client.app[VERDICTS]
+    cache = client.app[RUNTIME].verdicts
     body = {"Pod": pod("anonymiser"), "NodeNames": ["edge1", "gw2"]}
     await client.post("/filter", data=orjson.dumps(body))
     first = await scores(client, body)
