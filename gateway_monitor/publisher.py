@@ -41,8 +41,8 @@ class Sighting:
 
 @dataclass(frozen=True, slots=True)
 class PublishConfig:
-    min_interval: float = 2.0  # per device: never publish more often than this
-    step: int = 3  # dB change of the smoothed RSSI that is worth a publish
+    min_interval: float = 1.0  # per device: never publish more often than this
+    step: int = 2  # dB change of the smoothed RSSI that is worth a publish
     heartbeat: float = 10.0  # refresh lastSeen well inside the policy's sightingMaxAge (30 s)
     adopt_grace: float = 30.0  # keep an entry found at start-up this long before removing
     max_rate: float = 20.0  # applies per second for the whole gateway (protects the apiserver)
@@ -237,6 +237,13 @@ class Publisher:
 
     def forget(self, device: str) -> None:
         self.plan.forget(device)
+
+    def take_wake(self) -> bool:
+        """Whether an update arrived since the last call (a replay's stand-in for the
+        wake-up that ``run`` waits for); clears it."""
+        woken = self._wake.is_set()
+        self._wake.clear()
+        return woken
 
     async def run(self) -> None:
         while True:

@@ -7,17 +7,22 @@ as the CRD's list map does), which is read back with the extender's own
 ``device_facts``; the elected writer (``NearestWriter.step``) decides and writes
 ``status.nearest`` there. So replay and the live system share every decision.
 
-Timing (the only place replay differs from live, and why): the virtual clock moves in
-steps of ``STEP`` seconds between adverts. At each step the publishers of gateways that
-heard something send what is due, and the writer steps when a Device changed; every
-second (the writer's own TICK) every publisher and the writer run regardless, and each
-monitor ticks (live: every 0.25 s; departures wait for a 30 s away timeout, so 1 s
-changes nothing but cost). Publishing is never spaced by ``max_rate`` (the publisher's
-sleep is a no-op): the apiserver's protection is not part of the decision.
+Timing: the chain is stepped as the live loops would run on the same clock (the
+test tests/replay/test_live_equals_replay.py runs those loops on a virtual event loop
+and gets the same decisions): a gateway's publisher sends as soon as its monitor
+updated something and again when its plan's next wake-up is due (``Publisher.run``);
+a Device change reaches the writer through the reflector's coalescing (at most one
+snapshot per ``PUBLISH_INTERVAL``) and the writer steps on each snapshot or ``TICK``
+after its last step (``NearestWriter.run``); monitors tick every ``MONITOR_TICK``
+(the monitor's --tick-interval default). Publishing is never spaced by ``max_rate``
+(the publisher's sleep is a no-op): the apiserver's protection is not part of the
+decision.
 """
 
 from __future__ import annotations
 
+import heapq
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -26,8 +31,9 @@ from typing import Any
 
 from cloud4iot.policy.loader import LoadedPolicy
 from cloud4iot.policy.store import PolicyStore
-from extender.controllers.nearest_writer import NearestWriter
+from extender.controllers.nearest_writer import TICK, NearestWriter
 from extender.state.devices import device_facts
+from extender.state.kube import PUBLISH_INTERVAL
 from extender.state.snapshot import DeviceFacts
 from extender.state.store import StateStore
 from gateway_monitor.metrics import Metrics
@@ -38,8 +44,8 @@ from gateway_monitor.scanner import Advert as RadioAdvert
 from gateway_monitor.tracker import Tracker, TrackerConfig
 from replay.inputs import Recording
 
-STEP = 0.25  # seconds of virtual time between publisher/writer steps
-TICK = 1.0  # the nearest writer's TICK and the monitors' tick in replay
+MONITOR_TICK = 0.25  # the monitor app's tick (Settings.tick_interval)
+PUBLISHER_MIN_WAIT = 0.05  # Publisher.run never waits less than this for a wake-up
 # Replays of CSV recordings (seconds from their start) run at this epoch, so that the
 # RFC 3339 times the chain writes are ordinary dates.
 EPOCH = 1_700_000_000.0
@@ -179,60 +185,99 @@ async def run_chain(
     devices: dict[str, DeviceFacts] = {}
     decisions: dict[str, Timeline] = {d: [] for d in recording.addresses}
     shown: dict[str, str | None] = {}
+    wakes: list[tuple[float, str]] = []  # (when, gateway): Publisher.run's timed wake-ups
+    wake_at: dict[str, float] = {}
+    publish_at = math.inf  # the reflector's pending snapshot publish
+    published_at = -math.inf
+    writer_at = clock.now + TICK  # the writer's TICK timeout
+    monitor_at = clock.now + MONITOR_TICK
 
-    async def step(now: float, full: bool, heard: set[str]) -> None:
-        clock.now = now
-        if full:
-            for m in monitors.values():
-                m.tick()
-        for gw in publishers if full else heard:
-            await publishers[gw].flush()
-        heard.clear()
-        if not (full or objects.dirty):
-            return
-        if objects.dirty:
-            nonlocal devices
-            devices = dict(devices)  # a new mapping: the writer finds changes by identity
-            for name in objects.dirty:
-                devices[name] = objects.facts(name)
-            objects.dirty.clear()
-            store.snapshot = store.snapshot.with_devices(devices)
+    async def flush(gw: str, now: float) -> None:
+        nonlocal publish_at
+        publisher = publishers[gw]
+        publisher.take_wake()
+        await publisher.flush()
+        wake = publisher.plan.next_wakeup(now)
+        if wake is None:
+            wake_at.pop(gw, None)
+        else:
+            wake_at[gw] = at = now + max(PUBLISHER_MIN_WAIT, wake - now)
+            heapq.heappush(wakes, (at, gw))
+        if objects.dirty and publish_at == math.inf:
+            publish_at = max(now, published_at + PUBLISH_INTERVAL)
+
+    def read_back() -> None:
+        nonlocal devices
+        devices = dict(devices)  # a new mapping: the writer finds changes by identity
+        for name in objects.dirty:
+            devices[name] = objects.facts(name)
+        objects.dirty.clear()
+        store.snapshot = store.snapshot.with_devices(devices)
+
+    async def step_writer(now: float) -> None:
+        nonlocal writer_at, publish_at
         await writer.step(now)
+        writer_at = now + TICK
         for name in objects.dirty:
             node = objects.nearest.get(name, {}).get("node")
             if shown.get(name) != node:
                 shown[name] = node
                 decisions.setdefault(name, []).append((now - offset, node))
-        if objects.dirty:  # our own writes: the next read shows them
-            devices = dict(devices)
-            for name in objects.dirty:
-                devices[name] = objects.facts(name)
-            objects.dirty.clear()
-            store.snapshot = store.snapshot.with_devices(devices)
+        if objects.dirty and publish_at == math.inf:  # our own writes come back as events
+            publish_at = max(now, published_at + PUBLISH_INTERVAL)
         if on_step is not None:
             on_step(now - offset)
 
-    heard: set[str] = set()
-    next_step = clock.now + STEP
-    next_tick = clock.now + TICK
+    async def advance(until: float) -> None:
+        """Run every timed event (ticks, wake-ups, publishes) due before ``until``
+        (adverts of the same instant go first, as the live source's timer did)."""
+        nonlocal monitor_at, publish_at, published_at
+        while True:
+            while wakes and wake_at.get(wakes[0][1]) != wakes[0][0]:
+                heapq.heappop(wakes)  # superseded by a later flush
+            wake = wakes[0][0] if wakes else math.inf
+            now = min(monitor_at, wake, publish_at, writer_at)
+            if now >= until:
+                return
+            clock.now = now
+            if now == monitor_at:
+                monitor_at += MONITOR_TICK
+                for gw, m in monitors.items():
+                    m.tick()
+                    if publishers[gw].take_wake():
+                        await flush(gw, now)
+            elif now == wake:
+                _, gw = heapq.heappop(wakes)
+                del wake_at[gw]
+                await flush(gw, now)
+            elif now == publish_at:
+                publish_at, published_at = math.inf, now
+                read_back()
+                await step_writer(now)  # the reflector's publish wakes the writer
+            else:
+                await step_writer(now)
+
+    # A source hands over every advert of one instant before its publisher runs (live:
+    # ReplaySource/bleak deliver them in one loop turn), so those flush together.
+    heard: dict[str, None] = {}
+    at = -math.inf
+
+    async def flush_heard() -> None:
+        for gw in heard:
+            if publishers[gw].take_wake():
+                await flush(gw, at)
+        heard.clear()
+
     for a in recording.adverts:
         t = a.t + offset
-        while t >= next_step:
-            full = next_step >= next_tick
-            if full:
-                next_tick += TICK
-            await step(next_step, full, heard)
-            next_step += STEP
-        clock.now = t
+        if t > at:
+            await flush_heard()
+            await advance(t)
+            clock.now = at = t
         monitors[a.gateway].on_advert(RadioAdvert(recording.addresses[a.device], a.rssi, t))
-        heard.add(a.gateway)
-    stop = end + offset + cfg.tail
-    while next_step <= stop:
-        full = next_step >= next_tick
-        if full:
-            next_tick += TICK
-        await step(next_step, full, heard)
-        next_step += STEP
+        heard[a.gateway] = None
+    await flush_heard()
+    await advance(end + offset + cfg.tail)
     return ChainResult(
         decisions=decisions,
         adverts=len(recording.adverts),

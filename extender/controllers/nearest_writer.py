@@ -22,7 +22,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,6 +124,9 @@ class NearestWriter:
     _last_sweep: float = float("-inf")
     _policy_digest: str = ""
     failing: dict[str, Failing] = field(default_factory=dict)  # writes that failed
+    # The time `run` decides at; injected so a test can run the live loop on a virtual
+    # clock (tests/replay/test_live_equals_replay.py).
+    clock: Callable[[], float] = time.time
 
     async def run(self, changed: asyncio.Event) -> None:
         """One leadership term: runs until cancelled."""
@@ -140,7 +143,7 @@ class NearestWriter:
                     await changed.wait()
             changed.clear()
             try:
-                await self.step(time.time())
+                await self.step(self.clock())
             except Exception:
                 log.exception("nearest-gateway step failed; retrying next tick")
 
