@@ -16,6 +16,14 @@ PLURAL = "devices"
 KIND = "Device"
 API_VERSION = f"{GROUP}/{VERSION}"
 
+# GatewayReport (gatewayreports.cloud4iot.io): what one gateway hears, one object
+# per gateway node named as the node; the monitor on that node writes its status
+# only (docs/gateway-writes.md).
+REPORT_PLURAL = "gatewayreports"
+REPORT_KIND = "GatewayReport"
+# How many devices one report may list (the CRD's maxItems).
+REPORT_MAX_SIGHTINGS = 1024
+
 # What a BLE radio can report (dBm); the CRD enforces the same range.
 RSSI_MIN = -127
 RSSI_MAX = 20

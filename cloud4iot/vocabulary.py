@@ -33,4 +33,9 @@ NUDGE_ANNOTATION = "cloud4iot.io/proximity-changed"  # wakes watchers of the Dev
 
 # --- node labels ----------------------------------------------------------------------
 TIER_LABEL = "cloud4iot.io/tier"  # gateway | edge | cloud
+# The admin's word that a node is a gateway whose sightings count. Under the
+# node-restriction.kubernetes.io/ prefix, which the NodeRestriction admission plugin
+# forbids kubelets to set on their own Node: a compromised node cannot make itself a
+# gateway (TIER_LABEL stays for scheduling, but a kubelet may set it). Presence counts.
+GATEWAY_LABEL = "node-restriction.kubernetes.io/cloud4iot-gateway"
 ARCH_LABEL = "kubernetes.io/arch"  # well-known, set by the kubelet

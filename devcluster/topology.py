@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 from kubernetes.utils.quantity import parse_quantity as _parse_quantity
 
-TIER_LABEL = "cloud4iot.io/tier"
+from cloud4iot.vocabulary import GATEWAY_LABEL, TIER_LABEL
+
 TIERS = ("gateway", "edge", "cloud")
 DEFAULT_TOPOLOGY = Path(__file__).with_name("topology.yaml")
 
@@ -46,7 +47,11 @@ class NodeSpec:
     def manifest(self) -> dict[str, Any]:
         """A v1 Node that kwok (running with --manage-all-nodes) keeps Ready."""
         capacity = {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods)}
+        # The admin's gateway label goes with the gateway tier: its sightings count
+        # (GatewayReport, docs/gateway-writes.md).
+        gateway = {GATEWAY_LABEL: "true"} if self.tier == "gateway" else {}
         labels = {
+            **gateway,
             **self.labels,
             TIER_LABEL: self.tier,
             "kubernetes.io/arch": self.arch,

@@ -21,7 +21,7 @@ def test_kustomization_lists_every_manifest() -> None:
     files = {p.name for p in FOLDER.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files | {"../policy"}
     (admission,) = load("admission/kustomization.yaml")
-    assert admission["resources"] == ["sighting-admission.yaml"]
+    assert admission["resources"] == ["sighting-admission.yaml", "report-admission.yaml"]
 
 
 def test_cluster_role_reads_devices_and_patches_only_their_status() -> None:
@@ -39,6 +39,9 @@ def test_cluster_role_reads_devices_and_patches_only_their_status() -> None:
         ("cloud4iot.io", "devices", "watch"),
         ("cloud4iot.io", "devices/status", "get"),
         ("cloud4iot.io", "devices/status", "patch"),
+        ("cloud4iot.io", "gatewayreports/status", "get"),
+        ("cloud4iot.io", "gatewayreports/status", "update"),
+        ("cloud4iot.io", "gatewayreports/status", "patch"),
     }
 
 
@@ -85,5 +88,25 @@ def test_sighting_policy_constrains_exactly_the_monitors_service_account() -> No
     (rule,) = spec["matchConstraints"]["resourceRules"]
     assert rule["resources"] == ["devices/status"]
     assert rule["operations"] == ["UPDATE"]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+def test_report_policy_constrains_exactly_the_monitors_service_account() -> None:
+    policy, binding = load("admission/report-admission.yaml")
+    (sa,) = [d for d in load("rbac.yaml") if d["kind"] == "ServiceAccount"]
+    spec = policy["spec"]
+    (condition,) = spec["matchConditions"]
+    # The ServiceAccount by name from the request's username, never a literal namespace
+    # (the namespaces overlay moves it); the apiserver runs the policy in
+    # tests/gateway_monitor/test_report_admission.py.
+    assert f"== '{sa['metadata']['name']}'" in condition["expression"]
+    assert f"{sa['metadata']['namespace']}:" not in condition["expression"]
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["gatewayreports", "gatewayreports/status"]
+    assert "UPDATE" in rule["operations"]
+    names = [v["expression"] for v in spec["validations"]]
+    assert "request.name == variables.node" in names
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]

@@ -1,0 +1,123 @@
+"""Gateway monitor identities as the apiserver sees them: tokens bound to pods on nodes.
+
+Each "monitor" is a pod object of the shipped ServiceAccount bound to a kwok node
+(nothing runs); a TokenRequest bound to that pod carries the node's name in the
+caller's extra info, exactly like the projected token kubelet mounts into the
+DaemonSet's pod. Clients built here hold only that bearer token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes.aio.client import (
+    ApiClient,
+    AuthenticationV1Api,
+    Configuration,
+    CoreV1Api,
+    RbacAuthorizationV1Api,
+)
+from kubernetes.aio.client.exceptions import ApiException
+
+from tests.waiting import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFESTS = REPO / "manifests" / "gateway-monitor"
+NAMESPACE = "cloud4iot-gateway"
+SERVICE_ACCOUNT = "cloud4iot-gateway-monitor"
+NODE_KEY = "authentication.kubernetes.io/node-name"
+
+
+async def install_monitor_identity(admin: ApiClient) -> None:
+    """Namespace, ServiceAccount, ClusterRole and binding exactly as shipped."""
+    core, rbac = CoreV1Api(admin), RbacAuthorizationV1Api(admin)
+    create = {
+        "Namespace": lambda d: core.create_namespace(d),
+        "ServiceAccount": lambda d: core.create_namespaced_service_account(NAMESPACE, d),
+        "ClusterRole": lambda d: rbac.create_cluster_role(d),
+        "ClusterRoleBinding": lambda d: rbac.create_cluster_role_binding(d),
+    }
+    replace = {
+        "ClusterRole": lambda d: rbac.replace_cluster_role(d["metadata"]["name"], d),
+    }
+    for name in ("namespace.yaml", "rbac.yaml"):
+        for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):
+            try:
+                await create[doc["kind"]](doc)
+            except ApiException as exc:
+                if exc.status != 409:  # made by another test of this run
+                    raise
+                if doc["kind"] in replace:  # keep the rules exactly as shipped
+                    await replace[doc["kind"]](doc)
+
+
+async def monitor_pod(core: CoreV1Api, node: str) -> str:
+    """A monitor pod object bound to `node` (kwok "runs" it; nothing executes)."""
+    name = f"monitor-{node}-{uuid.uuid4().hex[:6]}"
+    await core.create_namespaced_pod(
+        NAMESPACE,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": SERVICE_ACCOUNT}},
+            "spec": {
+                "nodeName": node,
+                "serviceAccountName": SERVICE_ACCOUNT,
+                "automountServiceAccountToken": False,
+                "tolerations": [{"operator": "Exists"}],
+                "containers": [{"name": "monitor", "image": "cloud4iot/gateway-monitor:0.1.0"}],
+            },
+        },
+    )
+    return name
+
+
+async def token(core: CoreV1Api, pod: str | None) -> str:
+    """A TokenRequest of the monitors' ServiceAccount, bound to `pod` (None: unbound)."""
+    spec: dict[str, Any] = {"audiences": [], "expirationSeconds": 600}
+    if pod is not None:
+        spec["boundObjectRef"] = {"apiVersion": "v1", "kind": "Pod", "name": pod}
+    review = await core.create_namespaced_service_account_token(
+        SERVICE_ACCOUNT,
+        NAMESPACE,
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
+    )
+    value: str = review.status.token
+    return value
+
+
+def bearer_client(admin: ApiClient, bearer: str) -> ApiClient:
+    """Same apiserver and CA as the admin kubeconfig, but only the bearer token."""
+    base = admin.configuration
+    config = type.__call__(Configuration)
+    config.host = base.host
+    config.ssl_ca_cert = base.ssl_ca_cert
+    config.verify_ssl = base.verify_ssl
+    config.api_key = {"BearerToken": bearer}
+    config.api_key_prefix = {"BearerToken": "Bearer"}
+    return ApiClient(config)
+
+
+async def whoami(client: ApiClient) -> dict[str, Any]:
+    """The identity the apiserver sees; retried while a new pod may not be in the
+    token authenticator's cache yet (401)."""
+    found: dict[str, Any] = {}
+
+    async def review() -> bool:
+        try:
+            answer = await AuthenticationV1Api(client).create_self_subject_review(
+                {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+            )
+        except ApiException as exc:
+            if exc.status == 401:
+                return False
+            raise
+        user = answer.status.user_info
+        found.update(username=user.username, extra=user.extra or {})
+        return True
+
+    await eventually(review, what="the token to authenticate")
+    return found
