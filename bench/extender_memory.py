@@ -36,7 +36,7 @@ def step(name: str, state: Path, pods: int) -> float:
 
     from cloud4iot.policy.loader import load_policy
     from extender.app import create_app  # noqa: F401  (what the extender imports)
-    from extender.scoring import PodFacts, evaluate_names
+    from extender.scoring import PodFacts, TableCache, evaluate
     from extender.state.statefile import load_state, snapshot_from_state
     from extender.verdict_cache import VerdictCache
 
@@ -49,7 +49,7 @@ def step(name: str, state: Path, pods: int) -> float:
     gc.collect()
     if name == "verdict-cache":
         policy = load_policy(ROOT / "policies" / "default.yaml")
-        cache, names = VerdictCache(), sorted(snapshot.nodes)
+        cache, names, tables = VerdictCache(), sorted(snapshot.nodes), TableCache()
         for i in range(pods):
             meta = {"uid": f"u{i}", "annotations": {"cloud4iot.io/function": "anonymiser"}}
             pod = {"metadata": meta}
@@ -58,7 +58,9 @@ def step(name: str, state: Path, pods: int) -> float:
                 pod,
                 snapshot,
                 policy,
-                evaluate_names(facts, names, snapshot.nodes, snapshot, policy.policy, now),
+                evaluate(
+                    facts, snapshot, policy.policy, now, names=names, tables=tables
+                ).verdicts(),
             )
         gc.collect()
     return rss_mb()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from extender.scoring import TableCache
 from tests.rebalancer.test_rebalance_plan import Memory, P, T, plan, pod, wearable, world
 
 
@@ -29,7 +30,7 @@ def measure(pods: int, nodes: int) -> tuple[float, int]:
         fns.append(pod(f"p{i:05d}", home, device=f"d{i}"))
     snap = world(T, devices, nodes=tiers)
     started = time.process_time()
-    result = plan(fns, snap, P, Memory(), T)
+    result = plan(fns, snap, P, Memory(), T, tables=TableCache())
     return time.process_time() - started, len(result.moves)
 
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from cloud4iot.policy.store import PolicyStore
 from cloud4iot.tasks import Supervisor
 from extender.metrics import Metrics
+from extender.scoring import TableCache
 from extender.settings import Settings
 from extender.state.store import StateStore
 from extender.tls import CertReloader
@@ -32,6 +33,8 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     tasks: Supervisor = field(default_factory=Supervisor)  # a dead task fails /healthz
     verdicts: VerdictCache = field(default_factory=VerdictCache)  # filter -> prioritize
+    # The scorer's per-kind verdict tables, shared by the webhook and admission.
+    tables: TableCache = field(default_factory=TableCache)
     tls: CertReloader | None = None  # only when serving HTTPS
     admission_tls: CertReloader | None = None  # only with an admission port
     admission_rng: random.Random = field(default_factory=random.Random)

@@ -26,7 +26,5 @@ def simulate(policy_path: Path, state_path: Path, pod_path: Path) -> dict[str, A
     policy = load_policy(policy_path)
     snapshot, now = load_state(state_path)
     pod = load_pod(pod_path)
-    verdicts = evaluate(
-        pod, list(snapshot.nodes.values()), snapshot, policy.policy, now, explain=True
-    )
+    verdicts = evaluate(pod, snapshot, policy.policy, now, explain=True).verdicts()
     return explanation(PodFacts.from_pod(pod), policy, verdicts)

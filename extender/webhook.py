@@ -22,7 +22,7 @@ from extender.protocol import (
     priority_list,
 )
 from extender.runtime import RUNTIME
-from extender.scoring import PodFacts, Verdict, evaluate, evaluate_names
+from extender.scoring import PodFacts, TableCache, Verdict, evaluate
 from extender.state.snapshot import NodeFacts, Snapshot
 
 log = logging.getLogger(__name__)
@@ -35,17 +35,20 @@ def decide(
     snapshot: Snapshot,
     policy: LoadedPolicy,
     now: float,
+    tables: TableCache | None,
     explain: bool = False,
 ) -> list[Verdict]:
     """Verdicts for exactly the nodes the request names, in its order."""
     pod = PodFacts.from_pod(args.pod)
     if args.node_names is None:
         facts = [NodeFacts.from_node(n) for n in args.nodes or []]
-        return evaluate(pod, facts, snapshot, policy.policy, now, explain)
+        evaluation = evaluate(pod, snapshot, policy.policy, now, nodes=facts, explain=explain)
+        return evaluation.verdicts([n.name for n in facts])
     # NodeNames mode: the node cache resolves the names.
-    return evaluate_names(
-        pod, args.node_names, snapshot.nodes, snapshot, policy.policy, now, explain
+    evaluation = evaluate(
+        pod, snapshot, policy.policy, now, names=args.node_names, explain=explain, tables=tables
     )
+    return evaluation.verdicts()
 
 
 def _instrumented(
@@ -93,7 +96,7 @@ def _filter(request: web.Request, body: bytes) -> tuple[web.Response, str]:
         and PodFacts.from_pod(args.pod).function is not None
     ):
         return json_response(error_result(args, NOT_SYNCED)), "not-synced"
-    verdicts = decide(args, snapshot, policy, rt.clock())
+    verdicts = decide(args, snapshot, policy, rt.clock(), rt.tables)
     if args.node_names is not None:  # full Node objects bring their own labels: not reused
         rt.verdicts.put(args.pod, snapshot, policy, verdicts)
     rt.metrics.count_decisions(verdicts)
@@ -107,7 +110,7 @@ def _prioritize(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     if args.node_names is not None:
         verdicts = rt.verdicts.get(args.pod, snapshot, policy, args.node_names)
     if verdicts is None:
-        verdicts = decide(args, snapshot, policy, rt.clock())
+        verdicts = decide(args, snapshot, policy, rt.clock(), rt.tables)
     return json_response(priority_list(verdicts)), args.mode
 
 
@@ -118,7 +121,7 @@ def _explain(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     if args.nodes is None and args.node_names is None:
         args = ExtenderArgs(pod=args.pod, nodes=None, node_names=sorted(snapshot.nodes))
     policy = rt.policy.current
-    verdicts = decide(args, snapshot, policy, rt.clock(), explain=True)
+    verdicts = decide(args, snapshot, policy, rt.clock(), rt.tables, explain=True)
     doc = explanation(PodFacts.from_pod(args.pod), policy, verdicts)
     return json_response(doc), args.mode
 

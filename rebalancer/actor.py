@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from cloud4iot.policy.store import PolicyStore
+from extender.scoring import TableCache
 from extender.state.snapshot import DeviceFacts, LoadSample
 from extender.state.store import StateStore
 from rebalancer.evictor import Evictor
@@ -78,6 +79,8 @@ class Rebalancer:
     metrics: RebalancerMetrics
     evictor: Evictor
     memory: Memory = field(default_factory=Memory)
+    # The scorer's per-kind verdict tables: planning and the stale-pin check share them.
+    tables: TableCache = field(default_factory=TableCache)
     dirty: set[str] = field(default_factory=set)  # pod keys to plan
     full_pass: bool = True
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -235,6 +238,7 @@ class Rebalancer:
             loaded.policy,
             now,
             skip=evictor.repinned.keys() | self._gone,
+            tables=self.tables,
         )
         self._due.update(repins.due)
         for move in repins.moves:
@@ -264,7 +268,7 @@ class Rebalancer:
         # thousands of each), and the Lease must keep being renewed meanwhile. Losing
         # it cancels this step here, before anything of the plan is applied.
         result = await asyncio.to_thread(
-            plan, candidates, self.store.snapshot, loaded, self.memory, now, parked
+            plan, candidates, self.store.snapshot, loaded, self.memory, now, parked, self.tables
         )
         self.metrics.plan_seconds.labels("full" if full else "event").observe(
             time.perf_counter() - started

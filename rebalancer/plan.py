@@ -2,7 +2,7 @@
 
 No I/O, no clock, no asyncio: the actor passes the time in and applies the plan
 (rollout, eviction, scale, Events). It never scores a node itself: it asks THE
-scorer (`evaluate_known`) for the pod's current node and every other node, and expects
+scorer (`evaluate`) for the pod's current node and every other node, and expects
 the new pod where the extender ranks it first (kube-scheduler places it through
 the extender; the Event names that expected node).
 
@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 
 from cloud4iot.policy.loader import LoadedPolicy
 from cloud4iot.policy.schema import FunctionClass, ProximityMode, WhenDeviceAway
-from extender.scoring import Code, Context, PodFacts, Verdict, evaluate_known, make_context
+from extender.scoring import Code, Context, PodFacts, TableCache, Verdict, evaluate, make_context
 from extender.state.snapshot import Snapshot
 from rebalancer.model import (
     Action,
@@ -142,6 +142,7 @@ class _Work:
     now: float
     pending: dict[str, Pending]
     unheard: dict[str, float]
+    tables: TableCache | None = None  # the scorer's cache (memoization only)
     held: list[Held] = field(default_factory=list)
     candidates: list[_Candidate] = field(default_factory=list)
 
@@ -164,8 +165,11 @@ def plan(
     memory: Memory,
     now: float,
     parked: Iterable[tuple[Workload, PodFacts]] = (),
+    tables: TableCache | None = None,
 ) -> Plan:
-    """The moves to make now for these pods (and parked Deployments), and the new memory."""
+    """The moves to make now for these pods (and parked Deployments), and the new memory.
+
+    `tables` is the scorer's cache (the caller's; the plan is the same without it)."""
     pods = sorted(pods, key=lambda p: (p.namespace, p.name, p.uid))
     parked = sorted(parked, key=lambda wp: wp[0].key)
     if not (snapshot.nodes_synced and snapshot.devices_synced):
@@ -177,7 +181,9 @@ def plan(
         ]
         held += [Held(w.key, None, None, Limit.NOT_SYNCED) for w, _ in parked]
         return Plan((), tuple(held), memory)
-    work = _Work(snapshot, policy, memory, now, dict(memory.pending), dict(memory.unheard_since))
+    work = _Work(
+        snapshot, policy, memory, now, dict(memory.pending), dict(memory.unheard_since), tables
+    )
     for pod in pods:
         if not pod.deleting and pod.ready:  # leaving, or not up yet: nothing to judge
             _consider(work, pod)
@@ -195,8 +201,8 @@ def _consider(work: _Work, pod: ManagedPod) -> None:
     if pod.node not in snapshot.nodes:
         work.hold(pod.workload, pod, None, Limit.UNKNOWN_NODE)
         return
-    ctx = make_context(pod.facts, snapshot, work.loaded.policy, work.now)
-    verdicts = evaluate_known(pod.facts, snapshot, work.loaded.policy, work.now)
+    evaluation = evaluate(pod.facts, snapshot, work.loaded.policy, work.now, tables=work.tables)
+    ctx, verdicts = evaluation.ctx, evaluation.verdicts()
     current = next(v for v in verdicts if v.node == pod.node)
     away = _device_away(ctx)
     if not away and pod.facts.device is not None:
@@ -334,7 +340,7 @@ def _consider_parked(work: _Work, workload: Workload, facts: PodFacts) -> None:
     )
     if still_parks and not ctx.heard:
         return
-    verdicts = evaluate_known(facts, snapshot, policy, work.now)
+    verdicts = evaluate(facts, snapshot, policy, work.now, tables=work.tables).verdicts()
     feasible = sorted((v for v in verdicts if v.feasible), key=lambda v: (-v.score, v.node))
     if not feasible:
         work.hold(workload, None, Reason.DEVICE_BACK, Limit.NO_FEASIBLE_NODE)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from cloud4iot.policy.schema import PlacementPolicy
 from extender.admission.narrow import stale_pin
+from extender.scoring import TableCache
 from extender.state.snapshot import Snapshot
 from rebalancer.model import Action, ManagedPod, Move, Reason, Workload
 from rebalancer.workloads import PodRecord
@@ -33,6 +34,7 @@ def plan_repins(
     policy: PlacementPolicy,
     now: float,
     skip: Container[str] = (),
+    tables: TableCache | None = None,
 ) -> Repins:
     """Recreates of the pending pods whose pin went stale; `skip`: uids already done."""
     grace = policy.spec.rebalance.dwell
@@ -46,7 +48,7 @@ def plan_repins(
         if pod.created is not None and now < pod.created + grace:
             due[pod.key] = pod.created + grace
             continue
-        why = stale_pin(pod.facts, pod.pins, snapshot, policy, now)
+        why = stale_pin(pod.facts, pod.pins, snapshot, policy, now, tables)
         if why is None:
             continue
         workload = workload_of(pod)

@@ -44,7 +44,7 @@ from typing import Any
 from cloud4iot.policy.schema import PlacementPolicy
 from cloud4iot.vocabulary import NARROWED_ANNOTATION, OPT_OUT_ANNOTATION, SCHEDULER_NAME
 from extender.admission.fit import PodConstraints, UnsupportedError
-from extender.scoring import PodFacts, feasible_by_score
+from extender.scoring import PodFacts, TableCache, evaluate
 from extender.state.pods import REQUIRED, required_terms
 from extender.state.snapshot import Snapshot
 
@@ -114,8 +114,10 @@ def decide(
     now: float,
     k: int,
     rng: random.Random,
+    tables: TableCache | None = None,
 ) -> Narrowed | Skipped:
-    """Whether and where to pin `pod` (a Pod as a JSON dict). Pure but for `rng`."""
+    """Whether and where to pin `pod` (a Pod as a JSON dict). Pure but for `rng`
+    (`tables` is the scorer's cache, memoization only)."""
     spec = pod.get("spec")
     if not isinstance(spec, Mapping):
         return Skipped("the pod has no spec", "no-spec")
@@ -143,7 +145,7 @@ def decide(
     except UnsupportedError as exc:
         return Skipped(f"constraint not evaluated here: {exc}", "unsupported")
     nodes = snapshot.nodes
-    ranking, feasible = feasible_by_score(facts, snapshot, policy, now)
+    ranking, feasible = evaluate(facts, snapshot, policy, now, tables=tables).by_score()
     chosen = choose(ranking, lambda n: constraints.admits(nodes[n]), k, rng)
     if not chosen:
         why = "no node is feasible now: left to the scheduler's retries"
@@ -152,14 +154,20 @@ def decide(
 
 
 def stale_pin(
-    pod: PodFacts, pins: Sequence[str], snapshot: Snapshot, policy: PlacementPolicy, now: float
+    pod: PodFacts,
+    pins: Sequence[str],
+    snapshot: Snapshot,
+    policy: PlacementPolicy,
+    now: float,
+    tables: TableCache | None = None,
 ) -> str | None:
     """Why a pending pod's pin is stale (None: it is not): none of its pinned nodes is
     feasible now while others are, so a fresh admission would pin it elsewhere. A pod
     nothing is feasible for stays as it is: a new pin would not help it."""
     if not pins:
         return None
-    ranking, _ = feasible_by_score(pod, snapshot, policy, now)  # what admission would see
+    # What admission would see.
+    ranking, _ = evaluate(pod, snapshot, policy, now, tables=tables).by_score()
     feasible = {n for _, group in ranking for n in group}
     if not feasible or not feasible.isdisjoint(pins):
         return None

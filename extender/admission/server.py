@@ -37,6 +37,7 @@ async def admit_handler(request: web.Request) -> web.Response:
             rt.clock(),
             rt.settings.candidates,
             rt.admission_rng,
+            rt.tables,
         )
         patch = affinity_patch(review.obj, outcome) if isinstance(outcome, Narrowed) else None
     except Exception:

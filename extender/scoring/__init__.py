@@ -1,25 +1,18 @@
 """The scoring core: pure placement decisions, no I/O."""
 
 from extender.scoring.model import Code, Context, PodFacts, Refusal, Verdict
-from extender.scoring.scorer import (
-    evaluate,
-    evaluate_known,
-    evaluate_names,
-    feasible_by_score,
-    judge,
-    make_context,
-)
+from extender.scoring.scorer import Evaluation, evaluate, judge, make_context
+from extender.scoring.table import TableCache
 
 __all__ = [
     "Code",
     "Context",
+    "Evaluation",
     "PodFacts",
     "Refusal",
+    "TableCache",
     "Verdict",
     "evaluate",
-    "evaluate_known",
-    "evaluate_names",
-    "feasible_by_score",
     "judge",
     "make_context",
 ]

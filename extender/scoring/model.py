@@ -122,8 +122,6 @@ class Context:
     gateway_needs_hearing: bool = False
     load_max_age: float = 0.0
     explain: bool = False  # build per-node score parts (explain, simulate); else skip
-    # Refusals that depend only on a node's tier, built once per request.
-    tier_refusals: dict[str | None, Refusal] = field(default_factory=dict)
 
 
 class Verdict(NamedTuple):

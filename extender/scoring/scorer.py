@@ -1,15 +1,30 @@
 """THE scorer: the one place where placement is decided.
 
-`evaluate` is a pure function of (pod, candidate nodes, snapshot, policy, now);
-`evaluate_names` answers for a list of node names (the webhook's NodeNames mode),
-including names the node cache does not know. The webhook, the explain endpoint,
-the simulator and the rebalancer all call these; no verdict is built elsewhere.
+Design notes (what "pure" means here):
+
+- `judge(ctx, node)` decides one node. It reads only its arguments, the Context
+  (`make_context`: pod, snapshot, policy, now) and the node's facts, and writes
+  nothing: no memo on the frozen Snapshot or on the Context.
+- `evaluate` is the one evaluation path: the context, a verdict per candidate, and
+  the proximity narrowing across candidates (`_narrowing`, the only place it is
+  worked out). The webhook's filter and prioritize (both node modes), /explain,
+  `cloud4iot simulate`, admission narrowing and its stale-pin check, and the
+  rebalancer's planner all call it; no verdict is built elsewhere. Its answer, an
+  `Evaluation`, is read as verdicts for names (`verdicts`) or as the feasible nodes
+  by score (`by_score`, admission): two views of the same verdicts and narrowing.
+- Caching is explicit, keyed, and outside the decision: a caller that evaluates
+  many pods against one world passes its `TableCache` (table.py), which holds per
+  pod kind `judge`'s verdicts for the nodes without a sighting of the pod's device,
+  checked against the objects they were computed from before it serves. The nodes
+  that do have a sighting are judged for the request. Without a cache every
+  candidate is judged; the answers are the same (tests/scoring/test_fast_path.py),
+  and every entry point gives the same verdicts (tests/scoring/test_one_path.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -20,7 +35,7 @@ from extender.scoring.model import Code, Context, PodFacts, Refusal, Verdict, re
 from extender.scoring.nearest import nearest_of
 from extender.scoring.proximity import ProximityRule, heard_by, narrow
 from extender.scoring.rules import Rule
-from extender.scoring.table import node_table
+from extender.scoring.table import NodeTable, TableCache
 from extender.scoring.tiers import TierRule, gateway_needs_hearing, tier_parts
 from extender.state.snapshot import NodeFacts, Sighting, Snapshot
 
@@ -31,6 +46,7 @@ MAX_SCORE = 10
 RULES: tuple[Rule, ...] = (TierRule(), ProximityRule(), LoadRule())
 NO_PARTS: Mapping[str, float] = MappingProxyType({})
 NO_SIGHTINGS: Mapping[str, Sighting] = MappingProxyType({})
+NO_VERDICTS: Mapping[str, Verdict] = MappingProxyType({})
 
 
 def make_context(
@@ -102,143 +118,158 @@ def judge(ctx: Context, node: NodeFacts) -> Verdict:
     return Verdict(node.name, True, score, Code.KEPT, "feasible", False, parts or NO_PARTS)
 
 
-def evaluate(
-    pod: PodFacts | Mapping[str, Any],
-    nodes: Iterable[NodeFacts],
-    snapshot: Snapshot,
-    policy: PlacementPolicy,
-    now: float,
-    explain: bool = False,
-) -> list[Verdict]:
-    """Verdicts for every candidate, in input order; `explain` adds score parts."""
-    facts = pod if isinstance(pod, PodFacts) else PodFacts.from_pod(pod)
-    ctx = make_context(facts, snapshot, policy, now, explain)
-    candidates = list(nodes)
-    verdicts = [judge(ctx, node) for node in candidates]
-    gateways = {
-        n.name
-        for n, v in zip(candidates, verdicts, strict=True)
-        if v.feasible and n.tier == "gateway"
-    }
-    return _narrowed(ctx, verdicts, gateways)
-
-
-def _narrowed(ctx: Context, verdicts: list[Verdict], feasible_gateways: set[str]) -> list[Verdict]:
-    """Apply the proximity narrowing (proximity.narrow) to a request's verdicts."""
-    narrowed = narrow(ctx, feasible_gateways)
-    if narrowed is None:
-        return verdicts
-    stay, (code, reason, unresolvable) = narrowed
-    return [
-        v
-        if not v.feasible or v.node in stay
-        else _new(Verdict, (v.node, False, 0, code, reason, unresolvable, NO_PARTS))
-        for v in verdicts
-    ]
-
-
 UNKNOWN_NODE = refuse(Code.UNKNOWN_NODE, "node not (yet) in the extender's node cache")
 UNMANAGED_REASON = "pod names no function class"
 
+Ranking = list[tuple[int, list[str]]]  # feasible node names by score, best first
 
-def evaluate_names(
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """One pod judged against its candidates: what every caller reads its answer from."""
+
+    ctx: Context
+    candidates: Collection[str]  # the names judged, in the request's order
+    own: dict[str, Verdict]  # judged for this pod (never mutated once built)
+    # From a TableCache: the verdicts of the nodes without a sighting of the pod's
+    # device (`own` overrides them); None when every candidate was judged.
+    table: NodeTable | None
+    # Which feasible candidates stay and why the others yield (proximity `required`).
+    narrowing: tuple[frozenset[str], Refusal] | None
+
+    def verdicts(self, names: Iterable[str] | None = None) -> list[Verdict]:
+        """Verdicts for `names` (default: the candidates), in their order.
+
+        A name the node cache lacks is refused as transient (the cache may not have it
+        yet), except for an unmanaged, architecture-agnostic pod, which needs no facts.
+        """
+        own, table = self.own, self.table
+        if table is None:
+            get = own.get
+        else:
+            # One C-speed copy, then one lookup a name.
+            get = (table.verdicts | own).get if own else table.verdicts.get
+        pod = self.ctx.pod
+        unmanaged = pod.function is None and not pod.archs
+        out = [
+            get(n) or _unknown(n, unmanaged) for n in (self.candidates if names is None else names)
+        ]
+        if self.narrowing is None:
+            return out
+        stay, (code, reason, unresolvable) = self.narrowing
+        return [
+            v
+            if not v.feasible or v.node in stay
+            else _new(Verdict, (v.node, False, 0, code, reason, unresolvable, NO_PARTS))
+            for v in out
+        ]
+
+    def by_score(self) -> tuple[Ranking, int]:
+        """The feasible candidates grouped by score (best first) and how many they
+        are, without a verdict per node: the table's ranking is shared by every pod of
+        a kind, and only the nodes judged for this pod are merged into it."""
+        own, table = self.own, self.table
+        if self.narrowing is not None:
+            groups: dict[int, list[str]] = {}
+            for n in sorted(self.narrowing[0]):
+                v = own.get(n) or (table.verdicts.get(n) if table is not None else None)
+                if v is not None and v.feasible:
+                    groups.setdefault(v.score, []).append(n)
+            return _counted(groups.items())
+        if table is None:
+            groups = {}
+            for n in self.candidates:
+                if (v := own.get(n)) is not None and v.feasible:
+                    groups.setdefault(v.score, []).append(n)
+            return _counted(groups.items())
+        ranking = table.ranking()
+        if not own:
+            return ranking, sum(len(names) for _, names in ranking)
+        extra: dict[int, list[str]] = {}
+        for n, v in own.items():
+            if v.feasible:
+                extra.setdefault(v.score, []).append(n)
+        # Only the table's groups that hold a re-judged node are copied without it.
+        table_verdicts = table.verdicts
+        touched = {v.score for n in own if (v := table_verdicts.get(n)) is not None and v.feasible}
+        merged = {
+            score: [n for n in names if n not in own] if score in touched else names
+            for score, names in ranking
+        }
+        for score, names in extra.items():
+            merged[score] = [*merged.get(score, ()), *names]  # a copy: never the table's list
+        return _counted(merged.items())
+
+
+def evaluate(
     pod: PodFacts | Mapping[str, Any],
-    names: Sequence[str],
-    known: Mapping[str, NodeFacts],
     snapshot: Snapshot,
     policy: PlacementPolicy,
     now: float,
+    *,
+    names: Sequence[str] | None = None,
+    nodes: Iterable[NodeFacts] | None = None,
     explain: bool = False,
-) -> list[Verdict]:
-    """Verdicts for exactly `names`, in their order; `known` resolves names to facts.
-
-    A name `known` lacks is refused as transient (the cache may not have it yet),
-    except for an unmanaged, architecture-agnostic pod, which needs no node facts.
-
-    When `known` is the snapshot's own node map (the webhook, the rebalancer), the
-    pod-independent verdicts come from the per-world table (table.py) and only the
-    nodes that have a sighting of the pod's device are judged for this request.
+    tables: TableCache | None = None,
+) -> Evaluation:
+    """Judge a pod against its candidates: `nodes` (a full-Node request: their facts
+    come with it), else `names` (resolved by the snapshot's node cache), else every
+    node of the snapshot. `explain` adds score parts; `tables` is the caller's cache.
     """
     facts = pod if isinstance(pod, PodFacts) else PodFacts.from_pod(pod)
-    unmanaged = facts.function is None and not facts.archs
-    if explain or known is not snapshot.nodes:
-        found = [known[n] for n in names if n in known]
-        by_name = {v.node: v for v in evaluate(facts, found, snapshot, policy, now, explain)}
-        return [by_name.get(n) or _unknown(n, unmanaged) for n in names]
-
-    ctx = make_context(facts, snapshot, policy, now)
-    table = node_table(ctx, judge, _background(ctx)).verdicts
-    # The nodes whose verdict the device changes: those with a sighting of it.
-    own = {
-        n: judge(ctx, node)
-        for n in (ctx.device.sightings if ctx.device is not None else ())
-        if (node := known.get(n)) is not None
-    }
-    get = (table | own).get if own else table.get  # one C-speed copy, then one lookup a name
-    verdicts = [get(n) or _unknown(n, unmanaged) for n in names]
-    if ctx.heard and ctx.cls is not None and ctx.cls.proximity is ProximityMode.REQUIRED:
-        # Only gateways that hear the device decide the narrowing (heard_by keeps only
-        # nodes the cache knows as gateways).
-        gateways = {v.node for v in verdicts if v.feasible and v.node in ctx.heard}
-        verdicts = _narrowed(ctx, verdicts, gateways)
-    return verdicts
-
-
-def evaluate_known(
-    pod: PodFacts | Mapping[str, Any], snapshot: Snapshot, policy: PlacementPolicy, now: float
-) -> list[Verdict]:
-    """Verdicts for every node of the snapshot, in its order (the rebalancer's view)."""
-    return evaluate_names(pod, tuple(snapshot.nodes), snapshot.nodes, snapshot, policy, now)
+    ctx = make_context(facts, snapshot, policy, now, explain)
+    table: NodeTable | None = None
+    if nodes is not None:
+        given = {node.name: node for node in nodes}
+        facts_of: Mapping[str, NodeFacts] = given
+        candidates: Collection[str] = given
+        own = {name: judge(ctx, node) for name, node in given.items()}
+    else:
+        facts_of = known = snapshot.nodes
+        candidates = known if names is None else names
+        if tables is not None and not explain:  # table verdicts carry no score parts
+            table = tables.table(ctx, judge, _background(ctx))
+            # The nodes whose verdict the device changes: those with a sighting of it.
+            own = {
+                n: judge(ctx, node)
+                for n in (ctx.device.sightings if ctx.device is not None else ())
+                if (node := known.get(n)) is not None
+            }
+        elif names is None:
+            own = {n: judge(ctx, node) for n, node in known.items()}
+        else:
+            own = {n: judge(ctx, node) for n in names if (node := known.get(n)) is not None}
+    narrowing = _narrowing(ctx, candidates, facts_of, own, table)
+    return Evaluation(ctx, candidates, own, table, narrowing)
 
 
-def feasible_by_score(
-    pod: PodFacts | Mapping[str, Any], snapshot: Snapshot, policy: PlacementPolicy, now: float
-) -> tuple[list[tuple[int, list[str]]], int]:
-    """The nodes of the snapshot `evaluate_known` finds feasible, grouped by score (best
-    first), and how many they are; without building a verdict per node.
+def _narrowing(
+    ctx: Context,
+    candidates: Collection[str],
+    facts_of: Mapping[str, NodeFacts],
+    own: dict[str, Verdict],
+    table: NodeTable | None,
+) -> tuple[frozenset[str], Refusal] | None:
+    """The proximity narrowing (proximity.narrow) over the feasible candidate gateways
+    that hear the device: the one place every evaluation works it out."""
+    cls = ctx.cls
+    if not ctx.heard or cls is None or cls.proximity is not ProximityMode.REQUIRED:
+        return None  # narrow() would answer None: skip the candidate set
+    member = candidates if isinstance(candidates, Mapping) else frozenset(candidates)
+    gateways = set()
+    for n in ctx.heard:
+        node = facts_of.get(n)
+        if n not in member or node is None or node.tier != "gateway":
+            continue
+        v = own.get(n) or (table.verdicts.get(n) if table is not None else None)
+        if v is not None and v.feasible:
+            gateways.add(n)
+    return narrow(ctx, gateways)
 
-    For admission narrowing, once per new pod: the table's ranking is shared by every
-    pod of a kind; only the nodes with a sighting of the pod's device are re-judged,
-    and the proximity narrowing, when it applies, leaves only its few nodes.
-    `tests/scoring/test_fast_path.py` checks it against `evaluate_known`.
-    """
-    facts = pod if isinstance(pod, PodFacts) else PodFacts.from_pod(pod)
-    known = snapshot.nodes
-    ctx = make_context(facts, snapshot, policy, now)
-    table = node_table(ctx, judge, _background(ctx))
-    own = {
-        n: judge(ctx, node)
-        for n in (ctx.device.sightings if ctx.device is not None else ())
-        if (node := known.get(n)) is not None
-    }
-    if ctx.heard and ctx.cls is not None and ctx.cls.proximity is ProximityMode.REQUIRED:
-        gateways = {n for n in ctx.heard if (v := own.get(n)) is not None and v.feasible}
-        narrowed = narrow(ctx, gateways)
-        if narrowed is not None:
-            groups: dict[int, list[str]] = {}
-            for n in sorted(narrowed[0]):
-                v = own.get(n) or table.verdicts.get(n)
-                if v is not None and v.feasible:
-                    groups.setdefault(v.score, []).append(n)
-            return sorted(groups.items(), reverse=True), sum(map(len, groups.values()))
-    ranking = table.ranking()
-    if not own:
-        return ranking, sum(len(names) for _, names in ranking)
-    extra: dict[int, list[str]] = {}
-    for n, v in own.items():
-        if v.feasible:
-            extra.setdefault(v.score, []).append(n)
-    # Only the table's groups that hold a re-judged node are copied without it.
-    table_verdicts = table.verdicts
-    touched = {v.score for n in own if (v := table_verdicts.get(n)) is not None and v.feasible}
-    merged = {
-        score: [n for n in names if n not in own] if score in touched else names
-        for score, names in ranking
-    }
-    for score, names in extra.items():
-        merged[score] = [*merged.get(score, ()), *names]  # a copy: never the table's list
-    groups_out = sorted(((s, ns) for s, ns in merged.items() if ns), reverse=True)
-    return groups_out, sum(len(names) for _, names in groups_out)
+
+def _counted(groups: Iterable[tuple[int, list[str]]]) -> tuple[Ranking, int]:
+    ranked = sorted(((s, ns) for s, ns in groups if ns), reverse=True)
+    return ranked, sum(len(names) for _, names in ranked)
 
 
 def _unknown(name: str, unmanaged: bool) -> Verdict:
@@ -257,5 +288,4 @@ def _background(ctx: Context) -> Context:
         device=replace(device, sightings=NO_SIGHTINGS),
         heard=NO_PARTS,
         nearest=None,
-        tier_refusals={},
     )

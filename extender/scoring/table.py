@@ -16,13 +16,18 @@ one device-sync state (identity, not equality: sources replace these objects on
 every change and never mutate them), and to a time window: it is rebuilt once a
 load sample it counted as fresh goes stale (or the clock steps back). Device
 events do not invalidate it: they change only which nodes a request overrides.
-Tables live in a small memo carried by the Snapshot (`Snapshot.tables`), shared
-by the snapshots that share those objects.
+
+Tables live in a `TableCache` the caller owns and passes to `scorer.evaluate`
+(the extender's Runtime holds one for the webhook and admission, the rebalancer
+one for its planner and stale-pin check). Nothing is written onto the Snapshot or
+the Context: with the validity check above a table verdict is what `judge`
+returns for that node, so the cache is memoization of a pure function, and an
+evaluation without a cache gives the same answers (tests/scoring/test_fast_path.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,34 +91,51 @@ def table_key(ctx: Context) -> tuple[Any, ...]:
     return (pod.function, order, pod.archs, device)
 
 
-def node_table(
-    ctx: Context, judge: Callable[[Context, NodeFacts], Verdict], background: Context
-) -> NodeTable:
-    """The table for `ctx`'s pod kind, from the snapshot's memo or built now.
+class TableCache:
+    """The per-kind verdict tables of one caller, keyed by `table_key`.
 
-    `background` is `ctx` without what the device contributes (nothing heard, no
-    sightings): the context every table verdict is judged in.
+    Bounded (`MAX_TABLES` kinds; pods name classes, modes and archs freely): past
+    the bound it is emptied, and a rebuild is one pass over the nodes. Used from
+    one thread at a time (the event loop, or the rebalancer's planning thread).
     """
-    memo: MutableMapping[Any, Any] = ctx.snapshot.tables
-    key = table_key(ctx)
-    table = memo.get(key)
-    if isinstance(table, NodeTable) and table.serves(ctx):
+
+    def __init__(self, max_tables: int = MAX_TABLES) -> None:
+        self._tables: dict[tuple[Any, ...], NodeTable] = {}
+        self._max = max_tables
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def tables(self) -> list[NodeTable]:
+        return list(self._tables.values())
+
+    def table(
+        self, ctx: Context, judge: Callable[[Context, NodeFacts], Verdict], background: Context
+    ) -> NodeTable:
+        """The table for `ctx`'s pod kind, kept or built now.
+
+        `background` is `ctx` without what the device contributes (nothing heard, no
+        sightings): the context every table verdict is judged in.
+        """
+        key = table_key(ctx)
+        table = self._tables.get(key)
+        if table is not None and table.serves(ctx):
+            return table
+        snap = ctx.snapshot
+        verdicts = {name: judge(background, node) for name, node in snap.nodes.items()}
+        table = NodeTable(
+            policy=ctx.policy,
+            nodes=snap.nodes,
+            load=snap.load,
+            devices_synced=snap.devices_synced,
+            built_at=ctx.now,
+            valid_until=_fresh_until(snap.load, ctx.now, ctx.load_max_age),
+            verdicts=verdicts,
+        )
+        if len(self._tables) >= self._max and key not in self._tables:
+            self._tables.clear()  # hostile annotations cannot grow it
+        self._tables[key] = table
         return table
-    snap = ctx.snapshot
-    verdicts = {name: judge(background, node) for name, node in snap.nodes.items()}
-    table = NodeTable(
-        policy=ctx.policy,
-        nodes=snap.nodes,
-        load=snap.load,
-        devices_synced=snap.devices_synced,
-        built_at=ctx.now,
-        valid_until=_fresh_until(snap.load, ctx.now, ctx.load_max_age),
-        verdicts=verdicts,
-    )
-    if len(memo) >= MAX_TABLES and key not in memo:
-        memo.clear()  # hostile annotations cannot grow it; a rebuild is one pass
-    memo[key] = table
-    return table
 
 
 def _fresh_until(load: Mapping[str, LoadSample], now: float, max_age: float) -> float:

@@ -20,7 +20,7 @@ def gateway_needs_hearing(cls: FunctionClass) -> bool:
     return cls.proximity is not ProximityMode.IGNORED
 
 
-def tier_refusal(ctx: Context, tier: str | None) -> Refusal:
+def tier_refusal(tier: str | None) -> Refusal:
     if tier is None:
         return refuse(Code.NO_TIER, "node has no cloud4iot.io/tier label")
     if tier not in TIERS:
@@ -30,16 +30,18 @@ def tier_refusal(ctx: Context, tier: str | None) -> Refusal:
     return refuse(Code.TIER_NOT_ALLOWED, f"tier {tier} not allowed")
 
 
+# The refusals of the tiers every cluster has, built once (hot path: thousands of nodes
+# per request); an unknown tier label is rare and gets its own words each time.
+TIER_REFUSALS = {tier: tier_refusal(tier) for tier in (None, *TIERS)}
+
+
 class TierRule:
     name = "tier"
 
     def judge(self, ctx: Context, node: NodeFacts) -> Refusal | float:
         tier = node.tier
         if tier not in ctx.allowed_tiers:
-            refusal = ctx.tier_refusals.get(tier)
-            if refusal is None:
-                refusal = ctx.tier_refusals[tier] = tier_refusal(ctx, tier)
-            return refusal
+            return TIER_REFUSALS.get(tier) or tier_refusal(tier)
         part = ctx.tier_part.get(tier or "", 0.0)
         if part and tier == "gateway" and ctx.gateway_needs_hearing and node.name not in ctx.heard:
             return 0.0

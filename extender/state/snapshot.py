@@ -7,7 +7,7 @@ read it without locks while a refresher swaps in the next one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -121,10 +121,6 @@ class Snapshot:
     devices_synced: bool = False
     # Time of the last successful Prometheus refresh (epoch seconds), None = never.
     load_refreshed_at: float | None = None
-    # The scorer's memo of per-kind verdict tables (extender/scoring/table.py). Carried
-    # over by `replace`, on purpose: each table checks it was built from this snapshot's
-    # nodes, load and policy before it serves, so device events keep the tables.
-    tables: MutableMapping[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def with_nodes(self, nodes: Mapping[str, NodeFacts], synced: bool = True) -> Snapshot:
         return replace(self, nodes=nodes, nodes_synced=synced)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from extender.admission.fit import PodConstraints
 from extender.admission.narrow import Narrowed, Skipped, decide
-from extender.scoring import evaluate_known
+from extender.scoring import evaluate
 from extender.state.snapshot import NodeFacts, Snapshot
 
 REQUIRED_KEY = "requiredDuringSchedulingIgnoredDuringExecution"
@@ -119,7 +119,7 @@ def feasible_admitted(p: dict[str, Any], snapshot: Snapshot) -> dict[str, int]:
     constraints = PodConstraints.from_spec(p["spec"])
     return {
         v.node: v.score
-        for v in evaluate_known(p, snapshot, POLICY, NOW)
+        for v in evaluate(p, snapshot, POLICY, NOW).verdicts()
         if v.feasible and constraints.admits(snapshot.nodes[v.node])
     }
 
@@ -167,7 +167,7 @@ def test_nodes_the_pods_own_constraints_exclude_are_never_chosen() -> None:
     ]
     load = {"best": 0.0, "second": 0.0, "cordoned": 0.0, **{f"ok{i}": 0.7 for i in range(4)}}
     snapshot = world(nodes, load=load, now=NOW)
-    scores = {v.node: v.score for v in evaluate_known(pod(), snapshot, POLICY, NOW)}
+    scores = {v.node: v.score for v in evaluate(pod(), snapshot, POLICY, NOW).verdicts()}
     assert scores["best"] > scores["ok0"]  # the excluded nodes would win on score
     assert scores["second"] > scores["ok0"]
     assert scores["cordoned"] > scores["ok0"]

@@ -537,7 +537,7 @@ def balanced(edge_2_load: float) -> Snapshot:
 def test_min_improvement_boundary(edge_2_load, scores, moves):
     fn = pod("fn", "edge-1", function="balancer", device=None)
     snap = balanced(edge_2_load)
-    verdicts = {v.node: v.score for v in evaluate(fn.facts, snap.nodes.values(), snap, P.policy, T)}
+    verdicts = {v.node: v.score for v in evaluate(fn.facts, snap, P.policy, T).verdicts()}
     assert (verdicts["edge-1"], verdicts["edge-2"]) == scores
     memory = Memory(pending={fn.uid: Pending("edge-2", Reason.OFFLOADING, T - 60)})
     p = plan([fn], snap, P, memory, T)

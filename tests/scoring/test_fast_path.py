@@ -1,8 +1,8 @@
 """The per-world tables (scoring/table.py) never change a verdict.
 
-On random worlds, pods and clocks, `evaluate_names` with the snapshot's own node
-map (the table path the webhook and the rebalancer take) must answer exactly
-what the plain per-node evaluation answers for the same names. The same
+On random worlds, pods and clocks, `evaluate` with a `TableCache` (the path the
+webhook, admission and the rebalancer take) must answer exactly what the plain
+per-node evaluation (no cache) answers for the same names. The same
 snapshot object is asked repeatedly, at moving clocks and after device events,
 so a table that outlived its world (a load sample gone stale, a device change)
 would be caught. A few direct checks pin the invalidation rules.
@@ -17,8 +17,7 @@ from hypothesis import strategies as st
 
 from cloud4iot.policy.loader import parse_policy
 from cloud4iot.policy.schema import PlacementPolicy
-from extender.scoring import Code, PodFacts, Verdict, evaluate_names, feasible_by_score
-from extender.scoring.scorer import evaluate_known
+from extender.scoring import Code, PodFacts, TableCache, Verdict, evaluate
 from extender.state.snapshot import DeviceFacts, LoadSample, NodeFacts, Sighting, Snapshot
 from tests.scoring.test_scorer_table import POLICY_YAML
 
@@ -86,8 +85,14 @@ pod_st = st.builds(
 def plain(
     pod: PodFacts, names: list[str], snap: Snapshot, policy: PlacementPolicy, now: float
 ) -> list[Verdict]:
-    # A copy of the node map: not the snapshot's own, so no table is used.
-    return evaluate_names(pod, names, dict(snap.nodes), snap, policy, now)
+    # No table cache: every named node is judged.
+    return evaluate(pod, snap, policy, now, names=names).verdicts()
+
+
+def every_node(
+    pod: PodFacts, snap: Snapshot, policy: PlacementPolicy, now: float, tables: TableCache
+) -> list[Verdict]:
+    return evaluate(pod, snap, policy, now, tables=tables).verdicts()
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -104,6 +109,7 @@ def test_tables_answer_what_the_plain_path_answers(
     clocks: list[float],
 ) -> None:
     snap, names = world
+    tables = TableCache()
     for offset in sorted(clocks):  # time moves on; the tables must notice stale load
         now = NOW + offset
         for kind in pods:
@@ -111,9 +117,9 @@ def test_tables_answer_what_the_plain_path_answers(
             # contributed must never leak into another's answer.
             for device in ("band", "watch", "lost", None):
                 pod = replace(kind, device=device)
-                fast = evaluate_names(pod, names, snap.nodes, snap, policy, now)
+                fast = evaluate(pod, snap, policy, now, names=names, tables=tables).verdicts()
                 assert fast == plain(pod, names, snap, policy, now), (pod, now)
-        # A device event: a new snapshot sharing nodes, load and the tables' memo.
+        # A device event: a new snapshot sharing nodes and load (the tables serve it).
         band = snap.devices["band"]
         snap = snap.with_devices({**snap.devices, "band": replace(band, sightings={})})
 
@@ -131,10 +137,11 @@ def test_the_ranking_admission_reads_is_what_every_node_s_verdict_says(
     policy: PlacementPolicy,
     clocks: list[float],
 ) -> None:
-    """feasible_by_score (admission narrowing) against the plain verdict of every node:
+    """by_score (admission narrowing) against the plain verdict of every node:
     the same feasible nodes, each in its score's group, groups best first, the count."""
     snap, _ = world
     names = list(snap.nodes)
+    tables = TableCache()
     for offset in sorted(clocks):
         now = NOW + offset
         for kind in pods:
@@ -144,9 +151,10 @@ def test_the_ranking_admission_reads_is_what_every_node_s_verdict_says(
                 for v in plain(pod, names, snap, policy, now):
                     if v.feasible:
                         expected.setdefault(v.score, set()).add(v.node)
-                # Twice: the second answer comes from the table's memo and must agree.
-                for _ in range(2):
-                    ranking, count = feasible_by_score(pod, snap, policy, now)
+                # Without a cache, then twice with one: the second answer comes from a
+                # kept table and must agree.
+                for cache in (None, tables, tables):
+                    ranking, count = evaluate(pod, snap, policy, now, tables=cache).by_score()
                     got = {score: set(group) for score, group in ranking}
                     assert got == expected, (pod, now)
                     assert [s for s, _ in ranking] == sorted(expected, reverse=True)
@@ -167,8 +175,9 @@ def test_a_weak_sighting_of_one_device_is_not_another_devices_reason() -> None:
         devices_synced=True,
     )
     policy = POLICIES[0]
-    first = evaluate_known(PodFacts("p", "ns", "wearable", "band"), snap, policy, NOW)
-    second = evaluate_known(PodFacts("q", "ns", "wearable", "watch"), snap, policy, NOW)
+    tables = TableCache()
+    first = every_node(PodFacts("p", "ns", "wearable", "band"), snap, policy, NOW, tables)
+    second = every_node(PodFacts("q", "ns", "wearable", "watch"), snap, policy, NOW, tables)
     assert "-99 dBm" in first[0].reason
     assert second[0].reason == "gateway does not hear the device"
 
@@ -178,14 +187,16 @@ def test_a_table_is_built_once_per_kind_and_shared_across_device_events() -> Non
     snap = Snapshot(nodes=nodes, load={}, nodes_synced=True, devices_synced=True)
     policy = POLICIES[0]
     pod = PodFacts("p", "ns", "batch")
-    evaluate_known(pod, snap, policy, NOW)
-    [table] = snap.tables.values()
+    tables = TableCache()
+    every_node(pod, snap, policy, NOW, tables)
+    [table] = tables.tables()
     after_event = snap.with_devices({"band": DeviceFacts("band", None, {})})
-    evaluate_known(pod, after_event, policy, NOW + 1)
-    assert list(after_event.tables.values()) == [table]  # the same object: not rebuilt
+    every_node(pod, after_event, policy, NOW + 1, tables)
+    assert tables.tables() == [table]  # the same object: not rebuilt
+    assert tables.tables()[0] is table
     # New nodes: the old table must not serve.
     grown = after_event.with_nodes({**nodes, "e50": NodeFacts("e50", "edge", "amd64")})
-    verdicts = evaluate_known(pod, grown, policy, NOW + 2)
+    verdicts = every_node(pod, grown, policy, NOW + 2, tables)
     assert len(verdicts) == 51
     assert all(v.feasible for v in verdicts)
 
@@ -197,15 +208,17 @@ def test_a_sample_going_stale_rebuilds_the_table() -> None:
     )
     fail_closed = POLICIES[1]  # loadMaxAge 30s
     pod = PodFacts("p", "ns", "batch")
-    [fresh] = evaluate_known(pod, snap, fail_closed, NOW + 30)
-    [stale] = evaluate_known(pod, snap, fail_closed, NOW + 30.5)
+    tables = TableCache()
+    [fresh] = every_node(pod, snap, fail_closed, NOW + 30, tables)
+    [stale] = every_node(pod, snap, fail_closed, NOW + 30.5, tables)
     assert fresh.feasible
     assert not stale.feasible
     assert stale.code is Code.STALE_LOAD
 
 
-def test_hostile_kinds_cannot_grow_the_memo() -> None:
+def test_hostile_kinds_cannot_grow_the_cache() -> None:
     snap = Snapshot(nodes={"e": NodeFacts("e", "edge", "amd64")}, nodes_synced=True)
+    tables = TableCache()
     for i in range(1000):
-        evaluate_known(PodFacts("p", "ns", f"class-{i}"), snap, POLICIES[0], NOW)
-    assert len(snap.tables) <= 128
+        every_node(PodFacts("p", "ns", f"class-{i}"), snap, POLICIES[0], NOW, tables)
+    assert 0 < len(tables) <= 128

@@ -1,4 +1,5 @@
-"""The scorer, case by case: `evaluate` and `evaluate_names` on hand-built Snapshots.
+"""The scorer, case by case: `evaluate` on hand-built Snapshots, given full node
+facts (a full-Node request) or node names the node cache resolves.
 
 No files, no HTTP, a fixed clock. Each row names the pod, the candidates (in the
 order kube-scheduler sends them), the device's sightings and the node load, and
@@ -24,14 +25,14 @@ picks at random among the nodes with the highest total.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import pytest
 
 from cloud4iot.policy.loader import parse_policy
 from cloud4iot.policy.schema import PlacementPolicy
-from extender.scoring import Code, PodFacts, Verdict, evaluate, evaluate_names
+from extender.scoring import Code, PodFacts, TableCache, Verdict, evaluate
 from extender.state.snapshot import DeviceFacts, LoadSample, NodeFacts, Sighting, Snapshot
 
 NOW = 1_800_000_000.0
@@ -636,20 +637,27 @@ def check(verdicts: list[Verdict], want: Mapping[str, Want]) -> None:
 @pytest.mark.parametrize("case", CASES)
 def test_evaluate(case: Case) -> None:
     nodes = [NODES[n] for n in case.want]
-    verdicts = evaluate(case.pod, nodes, snapshot(case), POLICIES[case.on_stale], NOW)
+    verdicts = evaluate(
+        case.pod, snapshot(case), POLICIES[case.on_stale], NOW, nodes=nodes
+    ).verdicts()
     check(verdicts, case.want)
 
 
 def test_explain_shows_the_neutral_load_part_of_stale_data() -> None:
     case = Case(pod(function="batch", device=None), {}, load={"cloud1": at(0.95, age=31)})
     [verdict] = evaluate(
-        case.pod, [NODES["cloud1"]], snapshot(case), POLICIES["failOpen"], NOW, explain=True
-    )
+        case.pod,
+        snapshot(case),
+        POLICIES["failOpen"],
+        NOW,
+        nodes=[NODES["cloud1"]],
+        explain=True,
+    ).verdicts()
     assert dict(verdict.parts) == {"tier": 1.0, "proximity": 0.0, "load": 0.5}
     assert verdict.score == 6  # 10 * (1 + 3*.5) / 4 = 6.25
 
 
-# --- evaluate_names ----------------------------------------------------------
+# --- evaluate, by node name ---------------------------------------------------
 
 UNKNOWN_NODE = "node not (yet) in the extender's node cache"
 
@@ -695,7 +703,9 @@ def test_evaluate_names(facts: PodFacts, want: Mapping[str, Want]) -> None:
     known = {n: f for n, f in NODES.items() if n in want}
     assert "ghost" in want
     assert "ghost" not in known
-    verdicts = evaluate_names(
-        facts, list(want), known, snapshot(case), POLICIES[case.on_stale], NOW
-    )
-    check(verdicts, want)
+    world = replace(snapshot(case), nodes=known)
+    policy = POLICIES[case.on_stale]
+    # Every node judged, and the same through a table cache (the webhook's path).
+    for tables in (None, TableCache()):
+        evaluation = evaluate(facts, world, policy, NOW, names=list(want), tables=tables)
+        check(evaluation.verdicts(), want)
