@@ -7,6 +7,8 @@ costs the gateway image nothing of the extender's dependencies.
 
 from __future__ import annotations
 
+import functools
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +43,22 @@ def gateway_field_manager(node: str) -> str:
 
 def rfc3339(epoch: float) -> str:
     """Epoch seconds as the apiserver writes date-time fields (second precision, UTC)."""
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339_second(math.floor(epoch))
+
+
+# Cached: every gateway writes a lastSeen per apply and the extender parses one per
+# sighting per Device event, mostly the same few seconds (replay's profile, BENCHMARKS).
+@functools.lru_cache(maxsize=4096)
+def _rfc3339_second(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(value: str) -> float | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def parse_time(value: Any) -> float | None:
@@ -53,8 +70,5 @@ def parse_time(value: Any) -> float | None:
     if isinstance(value, datetime):
         return value.timestamp()
     if isinstance(value, str) and value:
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
+        return _parse_text(value)
     return None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import random
+
+import pytest
 
 from bench import synthetic_traces
 from gateway_monitor.publisher import PublishConfig, PublishPlan, Reason, Sighting, apply_body
@@ -115,3 +118,43 @@ def test_apply_body_holds_only_our_entry() -> None:
     assert body["metadata"] == {"name": "patient-1"}
     assert "spec" not in body
     assert apply_body("patient-1", "gw1", None)["status"] == {"sightings": []}
+
+
+def _scan_due(plan: PublishPlan, now: float) -> list[tuple[str, Reason]]:
+    """The definition the plan's index must agree with: every entry's reason and limit."""
+    out = []
+    for device in plan.entries:
+        why = plan.reason(device, now)
+        if why is not None and plan.earliest(device) <= now:
+            out.append((device, why))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_indexed_due_agrees_with_a_scan_of_every_entry(seed: int) -> None:
+    rng = random.Random(seed)
+    plan = PublishPlan(CFG)
+    devices = [f"d{i}" for i in range(6)]
+    now = 0.0
+    for _ in range(600):
+        now += rng.choice([0.0, 0.01, 0.1, 0.5, 1.7, 2.0, 7.3, 30.0])
+        d = rng.choice(devices)
+        op = rng.random()
+        if op < 0.45:
+            plan.want(d, Sighting(rng.randint(-90, -40), now))
+        elif op < 0.55:
+            plan.want(d, None)
+        elif op < 0.6:
+            plan.adopt(d, Sighting(-60, now), now)
+        elif op < 0.65:
+            plan.forget(d)
+        elif op < 0.7 and d in plan.entries:
+            plan.failed(d, now, rng.choice([0.5, 4.0]), attempted=rng.random() < 0.5)
+        else:
+            for device, _why in plan.due(now):
+                plan.sent(device, plan.entries[device].desired, now)
+        for probe in (now, now + 0.99, now + 2.0, now + 10.0, now + 31.0):
+            assert plan.due(probe) == _scan_due(plan, probe)
+        wake = plan.next_wakeup(now)
+        if wake is not None:  # nothing becomes due before the wake-up
+            assert _scan_due(plan, now) or not _scan_due(plan, wake - 1e-6)
