@@ -1,6 +1,7 @@
 """The install an admin does (README, "Deploying on a cluster"), proven on the devcluster.
 
-For the base and the namespaces overlay: the README's commands, verbatim, with the kubectl
+For the base and the namespaces, kube-prometheus and kube-prometheus-stack overlays: the
+README's commands, verbatim, with the kubectl
 built from k8s.io/kubectl v0.36.3 (server-side apply). Each part then runs as a host
 process (kwok runs no containers) with the args and env of its rendered Deployment or
 DaemonSet, its mounts filled from the ConfigMaps and Secrets in the cluster (the
@@ -16,7 +17,8 @@ port; `--in-cluster` becomes `--kubeconfig`; the scheduler dials the extender at
 127.0.0.1 (serverName stays cloud4iot-extender, so the extender's certificate is
 verified); the webhook calls https://127.0.0.1 (the admission pair gets an extra
 127.0.0.1 SAN from a second `cloud4iot certs` run, which also proves the CA is kept);
-the monitors replay BLE traces instead of scanning.
+the monitors replay BLE traces instead of scanning; `--prometheus-url` is a real
+Prometheus labelled like the overlay's stack (tests/install/stacks.py).
 """
 
 from __future__ import annotations
@@ -37,10 +39,12 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 from devcluster import kube
 from devcluster.cluster import KUBE_VERSION, Devcluster
 from devcluster.processes import free_port
+from tests.install import stacks
 from tests.install.render import ROOT, find, kubectl, render
 
 pytestmark = pytest.mark.cluster
@@ -55,6 +59,14 @@ README_COMMANDS = (
 OVERLAYS = {
     "": ("cloud4iot-system", "cloud4iot-gateway"),
     "namespaces": ("iot-placement", "iot-gateways"),
+    "kube-prometheus": ("cloud4iot-system", "cloud4iot-gateway"),
+    "kube-prometheus-stack": ("cloud4iot-system", "cloud4iot-gateway"),
+}
+# The overlays that read load from a Prometheus stack: the stack whose series shape the
+# test's Prometheus takes (tests/install/stacks.py) and the preset the overlay must pass.
+PROMETHEUS_OVERLAYS = {
+    "kube-prometheus": "kube-prometheus",
+    "kube-prometheus-stack": "kube-prometheus-stack",
 }
 DEVICE = "patient-42-hr"
 ADDRESS = "C0:FF:EE:00:00:42"
@@ -85,6 +97,7 @@ class Install:
     api: client.ApiClient
     work: Path
     env: dict[str, str]
+    prometheus_url: str | None = None  # HOST: the stack-shaped Prometheus on loopback
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     kubeconfigs: dict[str, Path] = field(default_factory=dict)
@@ -181,6 +194,9 @@ class Install:
                 a = f"{flag}={port}"
             if a == "--in-cluster":
                 a = f"--kubeconfig={kubeconfig}"
+            if flag == "--prometheus-url":
+                assert self.prometheus_url, f"{name}: {a} but no Prometheus stack for this overlay"
+                a = f"{flag}={self.prometheus_url}"
             args.append(a)
         return [str(exe), *args], env, mounts
 
@@ -254,7 +270,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devcluster]:
         assert c.leftover_processes() == []
 
 
-@pytest.fixture(scope="module", params=list(OVERLAYS), ids=["base", "namespaces"])
+@pytest.fixture(scope="module", params=list(OVERLAYS), ids=[o or "base" for o in OVERLAYS])
 def install(
     request: pytest.FixtureRequest, cluster: Devcluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Install]:
@@ -272,6 +288,10 @@ def install(
             {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
         )
         folder = "manifests/" + (f"overlays/{overlay}/" if overlay else "")
+        if overlay in PROMETHEUS_OVERLAYS:
+            # The stack is installed first (its namespace holds the overlay's
+            # NetworkPolicy); a real Prometheus with the stack's labels stands for it.
+            inst.prometheus_url = stacks.start(inst, PROMETHEUS_OVERLAYS[overlay])
         for command in README_COMMANDS:
             inst.sh(command.format(overlay=folder, ns=ns))
         try:
@@ -561,6 +581,91 @@ def test_a_classed_pod_is_narrowed_placed_over_mtls_and_roams(install: Install) 
     # Nothing was refused to any part: a missing RBAC rule shows as "forbidden".
     for name in [*list(inst.procs), "monitor-gw-home"]:
         assert "forbidden" not in inst.log(name).lower(), (name, inst.log(name)[-3000:])
+
+
+def _metrics(port: int) -> dict[str, float]:
+    """/metrics as {'name{label="v",...}': value}, labels in the order exposed."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=3).read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in s.labels.items())
+            out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+    return out
+
+
+SOURCE_UP = 'cloud4iot_extender_source_up{source="prometheus"}'
+WITHOUT_NODE = "cloud4iot_extender_prometheus_series_without_node"
+NODES_WITHOUT = "cloud4iot_extender_nodes_without_metrics"
+
+
+def test_the_overlays_prometheus_preset_finds_every_nodes_load(install: Install) -> None:
+    """Under a Prometheus overlay the extender and the rebalancer, run with its rendered
+    args against a Prometheus labelled like that stack, know every node's load; the
+    policy's own `by (node)` queries (no preset) find none there, and say so. The base
+    reads no Prometheus at all."""
+    inst = install
+    health = inst.ports["cloud4iot-extender--health-port"]
+    ready = _get_json(f"http://127.0.0.1:{health}/readyz")
+    stack = PROMETHEUS_OVERLAYS.get(inst.overlay)
+    if stack is None:
+        assert SOURCE_UP not in _metrics(health)  # load-aware placement off
+        assert not [d for d in ready["degraded"] if d.startswith("prometheus")], ready
+        return
+    nodes = len(client.CoreV1Api(inst.api).list_node().items)
+
+    def loaded(port: int) -> dict[str, float]:
+        m = _metrics(port)
+        return m if m.get(SOURCE_UP) == 1 and m.get(NODES_WITHOUT) == 0 else {}
+
+    m = inst.serving(
+        "extender", f"every node's load from the {stack} Prometheus", lambda: loaded(health)
+    )
+    assert m[WITHOUT_NODE] == 0, m[WITHOUT_NODE]
+    assert m['cloud4iot_extender_cached_objects{kind="node"}'] == nodes
+    ready = _get_json(f"http://127.0.0.1:{health}/readyz")
+    assert not [d for d in ready["degraded"] if d.startswith("prometheus")], ready
+    rport = inst.ports["cloud4iot-rebalancer--port"]
+    # The rebalancer reads the same stack with the same preset (its rendered args).
+    rport = inst.ports["cloud4iot-rebalancer--port"]
+    inst.serving(
+        "rebalancer",
+        "the rebalancer's Prometheus source up",
+        lambda: _metrics(rport).get('cloud4iot_rebalancer_source_up{source="prometheus"}') == 1,
+    )
+    rready = _get_json(f"http://127.0.0.1:{rport}/readyz")
+    assert not [d for d in rready["degraded"] if d.startswith("prometheus")], rready
+
+    # The same extender without the preset: the policy's `by (node)` finds no node here.
+    ports = dict(inst.ports)
+    argv, env, _ = inst.host_argv(
+        "Deployment",
+        "cloud4iot-extender",
+        BIN / "cloud4iot-extender",
+        inst.kubeconfigs["cloud4iot-extender"],
+    )
+    bare_health, inst.ports = inst.ports["cloud4iot-extender--health-port"], ports
+    assert f"--prometheus-preset={stack}" in argv
+    argv = [a for a in argv if not a.startswith("--prometheus-preset")]
+    inst.start("extender-no-preset", [*argv, "--host=127.0.0.1"], env)
+    try:
+        m = inst.serving(
+            "extender-no-preset",
+            "the series without a node reported",
+            # every node unknown (none called unloaded), once the node cache synced
+            lambda: (
+                (m := _metrics(bare_health)).get(WITHOUT_NODE, 0) > 0
+                and m.get(NODES_WITHOUT) == nodes
+                and m
+            ),
+        )
+        ready = _get_json(f"http://127.0.0.1:{bare_health}/readyz")
+        assert any(
+            d.startswith("prometheus") and "none carries the node label 'node'" in d
+            for d in ready["degraded"]
+        ), ready
+    finally:
+        inst.stop("extender-no-preset")
 
 
 # What each ServiceAccount may do, per `kubectl auth can-i --list` with its own token.
