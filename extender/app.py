@@ -183,11 +183,13 @@ async def _prometheus_refresher(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _kube_state(app: web.Application) -> AsyncIterator[None]:
-    """Node and Device reflectors, plus the elected nearest writer unless disabled."""
+    """Node, Device and GatewayReport reflectors, plus the elected nearest writer and
+    report keeper unless disabled."""
     from kubernetes.aio import client
 
     from cloud4iot.kubeclient import api_client
     from extender.controllers.nearest_writer import NearestWriter
+    from extender.controllers.reports import ReportKeeper
     from extender.controllers.run import run_under_lease
     from extender.state.kube import cluster_reflectors, report_health
 
@@ -196,20 +198,19 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
     api = await api_client(None if settings.in_cluster else settings.kubeconfig)
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     device_changed = asyncio.Event()
-    nodes, devices = cluster_reflectors(core, custom, store, on_devices=device_changed.set)
-    spawned = [
-        tasks.spawn(nodes.run(), "watch-nodes"),
-        tasks.spawn(devices.run(), "watch-devices"),
-        tasks.spawn(report_health(store, (nodes, devices)), "kube-health"),
-    ]
+    cluster = cluster_reflectors(core, custom, store, on_devices=device_changed.set)
+    watches = (cluster.nodes, cluster.devices, cluster.reports)
+    spawned = [tasks.spawn(r.run(), f"watch-{r.name}") for r in watches]
+    spawned.append(tasks.spawn(report_health(store, watches), "kube-health"))
     if settings.leader_election:
         writer = NearestWriter(custom=custom, core=core, policy=rt.policy, store=store)
+        keeper = ReportKeeper(custom=custom, store=store, reports=cluster.reports)
         leader = rt.metrics.leader
         elected = run_under_lease(
             client.CoordinationV1Api(api),
             settings.lease_namespace,
             settings.lease_name,
-            [lambda: writer.run(device_changed)],
+            [lambda: writer.run(device_changed), keeper.run],
             on_change=lambda leading: leader.set(1 if leading else 0),
         )
         spawned.append(tasks.spawn(elected, "controllers"))

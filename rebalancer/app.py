@@ -117,7 +117,7 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
         dry_run=settings.dry_run,
         identity=settings.identity or default_identity(),  # Events name the replica that acted
     )
-    nodes, devices = cluster_reflectors(
+    nodes, devices, reports, _ = cluster_reflectors(
         core, client.CustomObjectsApi(api), rt.store, observe_devices=rebalancer.observe_device
     )
     pods, replicasets, deployments = workload_reflectors(
@@ -127,7 +127,7 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
         rebalancer.observe_replicaset,
         rebalancer.observe_deployment,
     )
-    reflectors = (nodes, devices, pods, replicasets, deployments)
+    reflectors = (nodes, devices, reports, pods, replicasets, deployments)
     rebalancer.synced = lambda: all(r.synced for r in reflectors)
     rt.rebalancer, rt.reflectors = rebalancer, reflectors
     rt.metrics.pods.set_function(lambda: len(rebalancer.index.pods))

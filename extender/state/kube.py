@@ -25,12 +25,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import orjson
 
-from cloud4iot.devices import GROUP, PLURAL, VERSION
+from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL, VERSION
 from extender.state.devices import device_facts
+from extender.state.reports import ReportFacts, SightingIndex, report_facts
 from extender.state.snapshot import DeviceFacts, NodeFacts
 from extender.state.store import StateStore
 
@@ -317,29 +318,43 @@ def publish_devices(store: StateStore, devices: Mapping[str, DeviceFacts]) -> No
     store.snapshot = store.snapshot.with_devices(devices, synced=True)
 
 
+class ClusterReflectors(NamedTuple):
+    nodes: Reflector[NodeFacts]
+    devices: Reflector[DeviceFacts]
+    reports: Reflector[ReportFacts]
+    sightings: SightingIndex
+
+
 def cluster_reflectors(
     core: Any,  # kubernetes.aio CoreV1Api
     custom: Any,  # kubernetes.aio CustomObjectsApi
     store: StateStore,
     on_devices: Callable[[], None] | None = None,
     observe_devices: Callable[[str, DeviceFacts | None, DeviceFacts | None], None] | None = None,
-) -> tuple[Reflector[NodeFacts], Reflector[DeviceFacts]]:
-    """Reflectors feeding `store`'s Snapshot with Nodes and Devices.
+) -> ClusterReflectors:
+    """Reflectors feeding `store`'s Snapshot with Nodes, and Devices with the sightings
+    of the gateways' reports merged in (`SightingIndex`).
 
     `on_devices` runs after each Devices publish, so whoever it wakes reads the
-    new snapshot; `observe_devices` sees each Device change as it arrives.
+    new snapshot; `observe_devices` sees each (merged) Device change as it arrives.
+    The Devices count as synced once both Devices and reports have listed.
     """
+    index = SightingIndex(observe=observe_devices)
+    holder: list[Reflector[Any]] = []
 
-    def devices_published(devices: dict[str, DeviceFacts]) -> None:
-        publish_devices(store, devices)
+    def devices_published(_: object = None) -> None:
+        synced = all(r.synced for r in holder[1:])
+        store.snapshot = store.snapshot.with_devices(dict(index.merged), synced=synced)
         if on_devices is not None:
             on_devices()
 
+    def nodes_published(facts: dict[str, NodeFacts]) -> None:
+        publish_nodes(store, facts)
+        if index.set_nodes(facts):  # a node gained or lost the gateway label
+            devices_published()
+
     nodes: Reflector[NodeFacts] = Reflector(
-        "nodes",
-        core.list_node_without_preload_content,
-        node_facts,
-        lambda facts: publish_nodes(store, facts),
+        "nodes", core.list_node_without_preload_content, node_facts, nodes_published
     )
     devices: Reflector[DeviceFacts] = Reflector(
         "devices",
@@ -348,9 +363,19 @@ def cluster_reflectors(
         ),
         device_facts,  # called with observed_at: lastSeen is capped at when we saw it
         devices_published,
-        observe=observe_devices,
+        observe=index.observe_device,
     )
-    return nodes, devices
+    reports: Reflector[ReportFacts] = Reflector(
+        "gatewayreports",
+        lambda **kw: custom.list_cluster_custom_object_without_preload_content(
+            GROUP, VERSION, REPORT_PLURAL, **kw
+        ),
+        report_facts,
+        devices_published,
+        observe=index.observe_report,
+    )
+    holder += [nodes, devices, reports]
+    return ClusterReflectors(nodes, devices, reports, index)
 
 
 async def report_health(store: StateStore, reflectors: Sequence[Reflector[Any]]) -> None:

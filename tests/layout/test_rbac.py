@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cloud4iot.devices import GROUP, PLURAL
+from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL
 from extender.settings import Settings
 from rebalancer.settings import RebalancerSettings
 
@@ -36,7 +36,12 @@ EXTENDER_CALLS: dict[str, set[tuple[str, str, str]]] = {
     "list_cluster_custom_object_without_preload_content": {
         (GROUP, PLURAL, "list"),
         (GROUP, PLURAL, "watch"),
+        (GROUP, REPORT_PLURAL, "list"),
+        (GROUP, REPORT_PLURAL, "watch"),
     },
+    # the report keeper: one GatewayReport per labelled gateway node, no other
+    "create_cluster_custom_object": {(GROUP, REPORT_PLURAL, "create")},
+    "delete_cluster_custom_object": {(GROUP, REPORT_PLURAL, "delete")},
     # server-side apply of status.nearest
     "patch_cluster_custom_object_status": {(GROUP, f"{PLURAL}/status", "patch")},
     "read_namespaced_lease": {(LEASES, "leases", "get")},
@@ -48,6 +53,8 @@ WATCHED = {
     "list_cluster_custom_object_without_preload_content": {
         (GROUP, PLURAL, "list"),
         (GROUP, PLURAL, "watch"),
+        (GROUP, REPORT_PLURAL, "list"),
+        (GROUP, REPORT_PLURAL, "watch"),
     },
 }
 ELECTION = {k: v for k, v in EXTENDER_CALLS.items() if "lease" in k}
@@ -202,6 +209,8 @@ def test_no_wildcards_secrets_or_destructive_verbs(d: Deployable) -> None:
         for group, resource, verb, _ in grants(one(d, kind)):
             assert "*" not in (group, resource, verb), (kind, group, resource, verb)
             assert resource not in d.forbidden, resource
+            if (d.name, group, resource, verb) == ("extender", GROUP, REPORT_PLURAL, "delete"):
+                continue  # the report keeper removes the report of a node no longer a gateway
             assert verb not in {"delete", "deletecollection", "escalate", "bind", "impersonate"}
 
 

@@ -125,7 +125,10 @@ async def _live(rec: Recording, policy: LoadedPolicy, trace: Path) -> dict[str, 
         return EPOCH + loop.time() - t0
 
     store, changed = StateStore(), asyncio.Event()
-    _nodes, reflector = cluster_reflectors(_Core(), _Core(), store, on_devices=changed.set)
+    cluster = cluster_reflectors(_Core(), _Core(), store, on_devices=changed.set)
+    reflector = cluster.devices
+    # Never listed here: the writes below are its watch events, so count both as synced.
+    cluster.devices.synced = cluster.reports.synced = True
     api = _Apiserver(reflector, wall)
     tasks: list[asyncio.Task[None]] = []
     devices = [f"--device={d}={a}" for d, a in rec.addresses.items()]

@@ -57,6 +57,33 @@ def sight(api: client.ApiClient, device: str, gateway: str, rssi: float | None) 
     )
 
 
+def report_sight(api: client.ApiClient, device: str, gateway: str, rssi: float | None) -> None:
+    """Put one device's entry into `gateway`'s GatewayReport (None takes it out).
+
+    Applied by the admin under a field manager per gateway and device, so that calls for
+    several devices add up in the report's list (a monitor applies its whole list under
+    one manager instead). The report must exist: the elected extender makes it.
+    """
+    entries = (
+        [] if rssi is None else [{"device": device, "rssi": round(rssi), "lastSeen": now_rfc3339()}]
+    )
+    client.CustomObjectsApi(api).patch_cluster_custom_object_status(
+        GROUP,
+        VERSION,
+        "gatewayreports",
+        gateway,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "GatewayReport",
+            "metadata": {"name": gateway},
+            "status": {"sightings": entries},
+        },
+        field_manager=f"cloud4iot-test/{gateway}/{device}",
+        force=True,
+        _content_type="application/apply-patch+yaml",
+    )
+
+
 def device_status(api: client.ApiClient, device: str) -> dict[str, Any]:
     obj: dict[str, Any] = client.CustomObjectsApi(api).get_cluster_custom_object(
         GROUP, VERSION, PLURAL, device

@@ -1,0 +1,160 @@
+"""GatewayReports (gatewayreports.cloud4iot.io) merged into the Devices the scorer reads.
+
+Each gateway's monitor writes one report, named as its node, listing every device it
+hears (docs/gateway-writes.md, section 1). The scorer, the nearest writer and the
+rebalancer keep reading `DeviceFacts.sightings` (node -> Sighting); this module builds
+that per-device index from the reports, incrementally: a report event touches only the
+devices it lists now or listed before.
+
+Only gateways vote: a report counts only while its node is labelled
+`node-restriction.kubernetes.io/cloud4iot-gateway` (GATEWAY_LABEL; kubelets cannot set
+it on themselves). The elected extender creates reports only for such nodes and the
+apiserver lets a monitor write only its own node's report; ignoring the rest here is
+defence in depth and what the extender can check on its own.
+
+Sightings a Device's own `status.sightings` still carries (written by monitors of the
+previous release during an upgrade) are merged in; a report's entry for the same node
+wins when it is newer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from cloud4iot.devices import parse_time
+from cloud4iot.vocabulary import GATEWAY_LABEL
+from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFacts:
+    """One gateway's report: device -> what the gateway hears of it."""
+
+    node: str
+    sightings: Mapping[str, Sighting]
+
+
+def report_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> ReportFacts:
+    """Facts of a GatewayReport as a JSON dict; malformed entries are skipped.
+
+    `observed_at` caps each lastSeen, as for Devices: a gateway whose clock runs
+    ahead must not keep a device "heard" after it left. ValueError without a name.
+    """
+    meta = obj.get("metadata")
+    node = meta.get("name") if isinstance(meta, Mapping) else None
+    if not isinstance(node, str) or not node:
+        raise ValueError("report has no metadata.name")
+    status = obj.get("status")
+    entries = status.get("sightings") if isinstance(status, Mapping) else None
+    sightings: dict[str, Sighting] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        device, rssi = entry.get("device"), entry.get("rssi")
+        seen = parse_time(entry.get("lastSeen"))
+        if (
+            isinstance(device, str)
+            and isinstance(rssi, int | float)
+            and not isinstance(rssi, bool)
+            and seen is not None
+        ):
+            if observed_at is not None:
+                seen = min(seen, observed_at)
+            sightings[device] = Sighting(node=node, rssi=float(rssi), last_seen=seen)
+    return ReportFacts(node=node, sightings=sightings)
+
+
+def gateway_nodes(nodes: Mapping[str, NodeFacts]) -> frozenset[str]:
+    """The nodes whose reports count: those labelled as gateways by the admin."""
+    return frozenset(name for name, facts in nodes.items() if GATEWAY_LABEL in facts.labels)
+
+
+Observe = Callable[[str, DeviceFacts | None, DeviceFacts | None], None]
+
+
+@dataclass(slots=True, eq=False)
+class SightingIndex:
+    """Devices (from their objects) with the sightings of the gateways' reports merged in.
+
+    `merged` is what snapshots publish; `observe` sees each merged Device change.
+    """
+
+    observe: Observe | None = None
+    devices: dict[str, DeviceFacts] = field(default_factory=dict)  # as their objects say
+    reports: dict[str, ReportFacts] = field(default_factory=dict)
+    gateways: frozenset[str] = frozenset()
+    by_device: dict[str, dict[str, Sighting]] = field(default_factory=dict)  # counted only
+    merged: dict[str, DeviceFacts] = field(default_factory=dict)
+
+    def observe_device(self, name: str, old: DeviceFacts | None, new: DeviceFacts | None) -> None:
+        if new is None:
+            self.devices.pop(name, None)
+        else:
+            self.devices[name] = new
+        self._refresh(name)
+
+    def observe_report(self, node: str, old: ReportFacts | None, new: ReportFacts | None) -> None:
+        if new is None:
+            self.reports.pop(node, None)
+        else:
+            self.reports[node] = new
+        if node not in self.gateways:
+            return  # never counted, so nothing to change
+        touched = set(old.sightings if old else ()) | set(new.sightings if new else ())
+        for device in touched:
+            heard = self.by_device.setdefault(device, {})
+            sighting = new.sightings.get(device) if new else None
+            if sighting is None:
+                heard.pop(node, None)
+                if not heard:
+                    del self.by_device[device]
+            else:
+                heard[node] = sighting
+            self._refresh(device)
+
+    def set_nodes(self, nodes: Mapping[str, NodeFacts]) -> bool:
+        """Follow the gateway label; True when the set of counted gateways changed."""
+        gateways = gateway_nodes(nodes)
+        if gateways == self.gateways:
+            return False
+        self.gateways = gateways
+        self.by_device = {}
+        for node in gateways:
+            report = self.reports.get(node)
+            for device, sighting in (report.sightings if report else {}).items():
+                self.by_device.setdefault(device, {})[node] = sighting
+        for name in list(self.devices.keys() | self.merged.keys()):
+            self._refresh(name)
+        return True
+
+    def _refresh(self, name: str) -> None:
+        old = self.merged.get(name)
+        base = self.devices.get(name)
+        if base is None:
+            if old is None:
+                return
+            del self.merged[name]
+            new: DeviceFacts | None = None
+        else:
+            new = merge(base, self.by_device.get(name))
+            if new == old:
+                return
+            self.merged[name] = new
+        if self.observe is not None:
+            self.observe(name, old, new)
+
+
+def merge(device: DeviceFacts, reported: Mapping[str, Sighting] | None) -> DeviceFacts:
+    """`device` with the reports' sightings; per node, the newer of the two wins."""
+    if not reported:
+        return device
+    if not device.sightings:
+        return replace(device, sightings=dict(reported))
+    sightings = dict(device.sightings)
+    for node, sighting in reported.items():
+        have = sightings.get(node)
+        if have is None or sighting.last_seen >= have.last_seen:
+            sightings[node] = sighting
+    return replace(device, sightings=sightings)

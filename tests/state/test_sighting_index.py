@@ -1,0 +1,119 @@
+"""GatewayReports merged into DeviceFacts: only labelled gateways' reports count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from cloud4iot.devices import rfc3339
+from cloud4iot.vocabulary import GATEWAY_LABEL, TIER_LABEL
+from extender.state.devices import device_facts
+from extender.state.reports import SightingIndex, report_facts
+from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
+
+T = 1_700_000_000.0
+
+
+def node(name: str, gateway: bool) -> NodeFacts:
+    labels = {TIER_LABEL: "gateway"} | ({GATEWAY_LABEL: "true"} if gateway else {})
+    return NodeFacts(name=name, tier="gateway", arch="arm64", labels=labels)
+
+
+def report(name: str, heard: dict[str, int], at: float = T) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "status": {
+            "sightings": [
+                {"device": d, "rssi": r, "lastSeen": rfc3339(at)} for d, r in heard.items()
+            ]
+        },
+    }
+
+
+def device(name: str) -> DeviceFacts:
+    return device_facts({"metadata": {"name": name}, "spec": {"address": "C0:00:00:00:00:01"}})
+
+
+def heard(index: SightingIndex, name: str) -> dict[str, float]:
+    return {n: s.rssi for n, s in index.merged[name].sightings.items()}
+
+
+@pytest.fixture
+def index() -> SightingIndex:
+    idx = SightingIndex()
+    idx.set_nodes({"gw-a": node("gw-a", True), "gw-b": node("gw-b", True)})
+    idx.set_nodes({**{"gw-a": node("gw-a", True), "gw-b": node("gw-b", True)}})
+    idx.observe_device("patient", None, device("patient"))
+    return idx
+
+
+def test_reports_of_gateways_become_the_devices_sightings(index: SightingIndex) -> None:
+    a = report_facts(report("gw-a", {"patient": -60, "unknown": -50}))
+    index.observe_report("gw-a", None, a)
+    index.observe_report("gw-b", None, report_facts(report("gw-b", {"patient": -70})))
+    assert heard(index, "patient") == {"gw-a": -60, "gw-b": -70}
+    assert "unknown" not in index.merged  # no Device object: nothing to place
+    # gw-a stops hearing it; then gw-b's report goes away
+    index.observe_report("gw-a", a, report_facts(report("gw-a", {})))
+    assert heard(index, "patient") == {"gw-b": -70}
+    index.observe_report("gw-b", index.reports["gw-b"], None)
+    assert heard(index, "patient") == {}
+
+
+def test_a_report_of_a_node_not_labelled_a_gateway_is_ignored(index: SightingIndex) -> None:
+    index.set_nodes({"gw-a": node("gw-a", True), "cloud-1": node("cloud-1", False)})
+    index.observe_report("cloud-1", None, report_facts(report("cloud-1", {"patient": 20})))
+    index.observe_report("gw-a", None, report_facts(report("gw-a", {"patient": -60})))
+    assert heard(index, "patient") == {"gw-a": -60}
+    # a report of a node that does not exist at all counts neither
+    index.observe_report("gw-ghost", None, report_facts(report("gw-ghost", {"patient": 0})))
+    assert heard(index, "patient") == {"gw-a": -60}
+    # the admin labels cloud-1 a gateway: it votes; the label goes: it stops voting
+    index.set_nodes({"gw-a": node("gw-a", True), "cloud-1": node("cloud-1", True)})
+    assert heard(index, "patient") == {"gw-a": -60, "cloud-1": 20}
+    index.set_nodes({"gw-a": node("gw-a", False), "cloud-1": node("cloud-1", False)})
+    assert heard(index, "patient") == {}
+
+
+def test_a_device_created_after_the_report_gets_its_sightings(index: SightingIndex) -> None:
+    index.observe_report("gw-a", None, report_facts(report("gw-a", {"late": -55})))
+    index.observe_device("late", None, device("late"))
+    assert heard(index, "late") == {"gw-a": -55}
+    index.observe_device("late", index.devices["late"], None)
+    assert "late" not in index.merged
+
+
+def test_a_future_last_seen_is_capped_at_observation() -> None:
+    facts = report_facts(report("gw-a", {"patient": -60}, at=T + 3600), observed_at=T)
+    assert facts.sightings["patient"] == Sighting("gw-a", -60.0, T)
+
+
+def test_malformed_entries_are_skipped_and_a_nameless_report_refused() -> None:
+    obj = report("gw-a", {"ok": -60})
+    obj["status"]["sightings"] += [{"device": "x", "rssi": True, "lastSeen": rfc3339(T)}, 7]
+    assert set(report_facts(obj).sightings) == {"ok"}
+    with pytest.raises(ValueError, match=r"no metadata\.name"):
+        report_facts({"status": {}})
+
+
+def test_a_devices_own_legacy_sighting_merges_and_the_newer_entry_wins() -> None:
+    idx = SightingIndex()
+    idx.set_nodes({"gw-a": node("gw-a", True)})
+    old = {"node": "gw-a", "rssi": -80, "lastSeen": rfc3339(T - 5)}
+    legacy = device_facts({"metadata": {"name": "p"}, "status": {"sightings": [old]}})
+    idx.observe_device("p", None, legacy)
+    assert heard(idx, "p") == {"gw-a": -80}
+    idx.observe_report("gw-a", None, report_facts(report("gw-a", {"p": -60})))
+    assert heard(idx, "p") == {"gw-a": -60}
+
+
+def test_observe_sees_each_merged_change_once() -> None:
+    seen: list[tuple[str, bool, bool]] = []
+    idx = SightingIndex(observe=lambda n, o, w: seen.append((n, o is None, w is None)))
+    idx.set_nodes({"gw-a": node("gw-a", True)})
+    idx.observe_device("p", None, device("p"))
+    a = report_facts(report("gw-a", {"p": -60}))
+    idx.observe_report("gw-a", None, a)
+    idx.observe_report("gw-a", a, a)  # same content: no change to announce
+    assert seen == [("p", True, False), ("p", False, False)]
