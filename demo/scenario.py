@@ -105,8 +105,9 @@ def write_traces(folder: Path) -> dict[str, Path]:
 @contextmanager
 def gateway_monitors(cluster: Devcluster, files: dict[str, Path], logs: Path) -> Iterator[None]:
     # Local processes with the cluster's admin kubeconfig, not the DaemonSet's pod-bound
-    # ServiceAccount tokens: the sighting admission policy does not apply to them (see
-    # gateway_monitor/README.md, "Who may write which sighting").
+    # ServiceAccount tokens: the report admission policy does not apply to them (see
+    # gateway_monitor/README.md). Each writes its node's GatewayReport, which the
+    # devcluster's elected extender made for the labelled gateways.
     exe = Path(sys.executable).with_name("cloud4iot-gateway-monitor")
     procs = []
     for node, trace in files.items():

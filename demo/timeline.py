@@ -3,7 +3,7 @@
 `Recorder` samples the devcluster from a background thread (every `interval`
 seconds, 0.5 by default) for as long as `recording()` is entered:
 
-- per device: the RSSI each gateway reports (`status.sightings`) and the nearest
+- per device: the RSSI each gateway reports (its GatewayReport) and the nearest
   decision (`status.nearest.node`);
 - per node: the load as the extender sees it (the policy's Prometheus queries);
 - per function: the nodes its Ready pods run on;
@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from cloud4iot.devices import GROUP, PLURAL, VERSION, rfc3339
+from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL, VERSION, rfc3339
 from devcluster import kube, prometheus
 from devcluster.cluster import Devcluster
 from devcluster.topology import load_topology
@@ -253,9 +253,12 @@ class Recorder:
     def _tick(self, api: client.ApiClient) -> None:
         sample = Sample(t=self._now())
         custom, core = client.CustomObjectsApi(api), client.CoreV1Api(api)
+        heard: dict[str, dict[str, int]] = {}
+        with self._probe():
+            heard = self._reports(custom)
         for device in self.devices:
             with self._probe():
-                sample.devices[device] = self._device(custom, device)
+                sample.devices[device] = self._device(custom, device, heard.get(device, {}))
         with self._probe():
             sample.load = self._load()
         for name, fn in self.functions.items():
@@ -281,14 +284,22 @@ class Recorder:
         except Exception:
             self.errors += 1
 
-    def _device(self, custom: client.CustomObjectsApi, name: str) -> DeviceState:
+    def _reports(self, custom: client.CustomObjectsApi) -> dict[str, dict[str, int]]:
+        """device -> {gateway: RSSI} from every gateway's GatewayReport."""
+        out: dict[str, dict[str, int]] = {}
+        listing: Any = custom.list_cluster_custom_object(GROUP, VERSION, REPORT_PLURAL)
+        for report in listing.get("items") or []:
+            node = (report.get("metadata") or {}).get("name")
+            for s in (report.get("status") or {}).get("sightings") or []:
+                if isinstance(node, str) and isinstance(s, dict) and "device" in s and "rssi" in s:
+                    out.setdefault(s["device"], {})[node] = int(s["rssi"])
+        return out
+
+    def _device(
+        self, custom: client.CustomObjectsApi, name: str, rssi: dict[str, int]
+    ) -> DeviceState:
         obj: Any = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
         status = obj.get("status") or {}
-        rssi = {
-            s["node"]: int(s["rssi"])
-            for s in status.get("sightings") or []
-            if isinstance(s, dict) and "node" in s and "rssi" in s
-        }
         nearest = (status.get("nearest") or {}).get("node")
         return DeviceState(rssi=rssi, nearest=nearest if isinstance(nearest, str) else None)
 

@@ -50,7 +50,6 @@ DEVICE_CRD = REPO_ROOT / "manifests" / "crd" / "devices.cloud4iot.io.yaml"
 REPORT_CRD = REPO_ROOT / "manifests" / "crd" / "gatewayreports.cloud4iot.io.yaml"
 # Who may write which sighting (the gateway monitors' ServiceAccount only; the
 # admin kubeconfig that tests and the demo's monitors use is not constrained).
-SIGHTING_ADMISSION = REPO_ROOT / "manifests/gateway-monitor/admission/sighting-admission.yaml"
 REPORT_ADMISSION = REPO_ROOT / "manifests/gateway-monitor/admission/report-admission.yaml"
 NARROWING_WEBHOOK = REPO_ROOT / "manifests" / "placement" / "extender" / "narrowing-webhook.yaml"
 KUBE_VERSION = "v1.36.3"
@@ -370,7 +369,6 @@ class Devcluster:
                 kube.install_crd(api, DEVICE_CRD)
                 kube.install_crd(api, REPORT_CRD)
                 if self.sighting_admission:
-                    kube.install_admission_policies(api, SIGHTING_ADMISSION)
                     kube.install_admission_policies(api, REPORT_ADMISSION)
                 if self.tier_affinity:
                     self.install_tier_affinity(api)

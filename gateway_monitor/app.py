@@ -24,9 +24,10 @@ from cloud4iot.tasks import Supervisor
 from gateway_monitor.backoff import backoff_delays
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
-from gateway_monitor.publisher import Publisher, PublishPlan, Reason, Sighting, apply_body
+from gateway_monitor.publisher import Publisher, PublishPlan, Reason, Sighting
 from gateway_monitor.recorder import FLUSH_INTERVAL, Recorder
 from gateway_monitor.registry import DeviceSpec, Registry, watch_devices
+from gateway_monitor.report import report_body
 from gateway_monitor.scanner import AdvertSource, BleakSource, ReplaySource
 from gateway_monitor.settings import Settings, policy_offset
 from gateway_monitor.traces import read_trace
@@ -57,13 +58,19 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 
 class DryRunSink:
-    """Stands in for the publisher without an apiserver: records each body it would apply."""
+    """Stands in for the publisher without an apiserver: records each report it would
+    apply (every device heard at that moment), one per change."""
 
     def __init__(self, node: str, out: list[dict[str, Any]]) -> None:
         self.node, self.out = node, out
+        self.heard: dict[str, tuple[int, float]] = {}
 
     def update(self, device: str, sighting: Sighting | None) -> None:
-        self.out.append(apply_body(device, self.node, sighting))
+        if sighting is None:
+            self.heard.pop(device, None)
+        else:
+            self.heard[device] = (sighting.rssi, sighting.last_seen)
+        self.out.append(report_body(self.node, self.heard, time.time()))
 
     def adopt(self, device: str, sighting: Sighting) -> None:
         pass
@@ -223,7 +230,7 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
             ),
             "device-watch",
         )
-        rt.tasks.spawn(rt.publisher.run(), "publisher")
+        rt.tasks.spawn(_publish(rt.publisher), "publisher")
     if settings.policy is not None and settings.rssi_offset is None:
         rt.tasks.spawn(_watch_policy(rt), "policy")
     rt.tasks.spawn(_ticker(rt), "ticker")
@@ -244,6 +251,14 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
             log.info("shutdown: removed %d sightings", removed)
         if api_client is not None:
             await api_client.close()
+
+
+async def _publish(publisher: Publisher) -> None:
+    """Adopt what our report lists already (a restart), then publish."""
+    adopted = await publisher.adopt_report()
+    if adopted:
+        log.info("adopted %d sightings from our GatewayReport", adopted)
+    await publisher.run()
 
 
 async def _healthz(request: web.Request) -> web.Response:

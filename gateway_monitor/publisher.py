@@ -1,8 +1,15 @@
-"""Publishing this gateway's own entry of ``status.sightings`` with server-side apply.
+"""Publishing what this gateway hears in its own GatewayReport with server-side apply.
 
-Each gateway applies a Device holding only its own sighting under the field manager
-``cloud4iot-gateway-monitor/<node>``; the list is a map keyed by ``node``, so gateways
-never overwrite each other. Applying an empty list gives our entry up.
+The report is one object per gateway node, named as the node, that only this node's
+monitor may write (docs/gateway-writes.md, section 1). Every write applies the whole
+list (every device heard now) under the field manager ``cloud4iot-gateway-monitor/<node>``,
+with force: one writer per object, so no other gateway can plant, co-own or lock an
+entry of ours (issue 24). Applying an empty list gives every entry up.
+
+Per device the plan decides when a write is worth it (arrival, departure, an RSSI step,
+the heartbeat that keeps lastSeen inside the policy's sightingMaxAge); one write then
+carries every device, so a gateway writes at most once per due moment, not once per
+device.
 
 ``PublishPlan`` is the pure part (what to send and when); ``Publisher`` does the I/O and
 keeps the latest wanted state through apiserver outages, sending it when it is back.
@@ -15,21 +22,14 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from cloud4iot.devices import (
-    API_VERSION,
-    APPLY_PATCH,
-    GROUP,
-    KIND,
-    PLURAL,
-    VERSION,
-    gateway_field_manager,
-    rfc3339,
-)
+from cloud4iot.devices import GROUP, REPORT_PLURAL, VERSION, parse_time
+from cloud4iot.vocabulary import GATEWAY_LABEL
+from gateway_monitor.report import apply_report, own_sightings, report_body
 
 log = logging.getLogger(__name__)
 
@@ -207,38 +207,30 @@ class PublishPlan:
             entry.uncertain = entry.uncertain or attempted
             self._update(device)
 
+    def report(self, now: float) -> dict[str, Sighting]:
+        """Every entry our report lists if we write it at ``now``: what we hear, plus an
+        entry found at start-up while its grace lasts."""
+        out: dict[str, Sighting] = {}
+        for device, entry in self.entries.items():
+            if entry.desired is not None:
+                out[device] = entry.desired
+            elif entry.published is not None and now < entry.adopted_until:
+                out[device] = entry.published
+        return out
+
+    def sent_report(self, listed: Mapping[str, Sighting], now: float) -> None:
+        """The whole report was written with ``listed``: every entry is now published."""
+        for device in list(self.entries):
+            entry = self.entries[device]
+            if device not in listed:
+                self.sent(device, None, now)
+            elif entry.desired is not None:
+                self.sent(device, entry.desired, now)
+            # else: an adopted entry kept through its grace, unchanged
+
     def present(self) -> list[str]:
         """Devices whose entry may exist on the server (for removal at shutdown)."""
         return [d for d, e in self.entries.items() if e.published is not None or e.uncertain]
-
-
-def apply_body(device: str, node: str, sighting: Sighting | None) -> dict[str, Any]:
-    """The Device we apply: only our own sighting, or none to give our entry up."""
-    entries = []
-    if sighting is not None:
-        entries.append(
-            {"node": node, "rssi": sighting.rssi, "lastSeen": rfc3339(sighting.last_seen)}
-        )
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {"name": device},
-        "status": {"sightings": entries},
-    }
-
-
-async def apply_sighting(api: Any, device: str, node: str, sighting: Sighting | None) -> None:
-    """One server-side apply on the status subresource under this node's field manager."""
-    await api.patch_cluster_custom_object_status(
-        GROUP,
-        VERSION,
-        PLURAL,
-        device,
-        apply_body(device, node, sighting),
-        field_manager=gateway_field_manager(node),
-        force=True,  # our node's entry is ours, even if someone edited it by hand
-        _content_type=APPLY_PATCH,
-    )
 
 
 PublishHook = Callable[[str, Reason | None, bool], None]  # device, reason, ok
@@ -257,6 +249,7 @@ class Publisher:
         on_result: PublishHook = lambda *_: None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.api = api
         # Injected with the clock: a replay on a virtual clock (replay/) must not wait.
@@ -266,8 +259,9 @@ class Publisher:
         self.backoff = backoff
         self.on_result = on_result
         self.clock = clock
+        self.wall = wall  # the report's observedAt
         self.reachable = True
-        self._outage_failures = 0
+        self._failures = 0  # report writes failed in a row
         self._wake = asyncio.Event()
         self._last_send = -float("inf")
 
@@ -304,77 +298,114 @@ class Publisher:
                     await self._wake.wait()
 
     async def flush(self) -> None:
-        """Send what is due now (the body of ``run``; a replay calls it on its clock)."""
-        for device, why in self.plan.due(self.clock()):
-            # Space applies out so a crowd of arrivals cannot burst at the apiserver.
-            gap = self._last_send + 1.0 / self.plan.config.max_rate - self.clock()
-            if gap > 0:
-                await self.sleep(gap)
-            self._last_send = self.clock()
-            await self._send(device, why)
+        """Send what is due now (the body of ``run``; a replay calls it on its clock).
 
-    async def _send(self, device: str, why: Reason | None) -> bool:
+        One write for everything due: the whole report, every device we hear."""
+        due = self.plan.due(self.clock())
+        if not due:
+            return
+        # Space writes out so a crowd of arrivals cannot burst at the apiserver.
+        gap = self._last_send + 1.0 / self.plan.config.max_rate - self.clock()
+        if gap > 0:
+            await self.sleep(gap)
+        self._last_send = self.clock()
+        await self._send(due)
+
+    async def _send(self, due: list[tuple[str, Reason]]) -> bool:
         from kubernetes.aio.client.exceptions import ApiException
 
-        entry = self.plan.entries.get(device)
-        if entry is None:
-            return True
-        sighting = entry.desired
+        listed = self.plan.report(self.clock())
+        body = report_body(
+            self.node, {d: (s.rssi, s.last_seen) for d, s in listed.items()}, self.wall()
+        )
         try:
-            await apply_sighting(self.api, device, self.node, sighting)
+            await apply_report(self.api, self.node, body)
         except asyncio.CancelledError:
             raise
         except ApiException as exc:
-            if exc.status == 404:  # the Device is gone: nothing to publish on
-                self.plan.forget(device)
-                self.on_result(device, why, False)
-                return False
-            self._fail(device, sighting, server_down=exc.status is not None and exc.status >= 500)
-            log.warning("apply on Device %s failed: HTTP %s %s", device, exc.status, exc.reason)
+            self._fail(due, listed, server_down=exc.status is None or exc.status >= 500)
+            if exc.status == 404:
+                log.warning(
+                    "no GatewayReport %s yet: the elected extender makes one for each node"
+                    " labelled %s; retrying",
+                    self.node,
+                    GATEWAY_LABEL,
+                )
+            else:
+                log.warning(
+                    "apply of GatewayReport %s failed: HTTP %s %s",
+                    self.node,
+                    exc.status,
+                    exc.reason,
+                )
             return False
         except Exception as exc:  # connection refused, timeouts, TLS: the apiserver is away
-            self._fail(device, sighting, server_down=True)
-            log.warning("apply on Device %s failed: %s", device, type(exc).__name__)
+            self._fail(due, listed, server_down=True)
+            log.warning("apply of GatewayReport %s failed: %s", self.node, type(exc).__name__)
             return False
         if not self.reachable:
             log.info("apiserver reachable again; resyncing sightings")
         self.reachable = True
-        self._outage_failures = 0
-        self.plan.sent(device, sighting, self.clock())
-        self.on_result(device, why, True)
+        self._failures = 0
+        self.plan.sent_report(listed, self.clock())
+        for device, why in due:
+            self.on_result(device, why, True)
         return True
 
-    def _fail(self, device: str, attempted: Sighting | None, *, server_down: bool) -> None:
+    def _fail(
+        self, due: list[tuple[str, Reason]], listed: Mapping[str, Sighting], *, server_down: bool
+    ) -> None:
+        """The report was not written: every entry waits for the next try (backed off)."""
         now = self.clock()
-        self.on_result(device, None, False)
+        for device, _ in due:
+            self.on_result(device, None, False)
+        self._failures += 1
+        delay = self.backoff(self._failures)
         if server_down:
-            # Hold every device back, not just this one: the next try probes for all.
             self.reachable = False
-            self._outage_failures += 1
-            delay = self.backoff(self._outage_failures)
-            for name in self.plan.entries:
-                self.plan.failed(
-                    name, now, delay, attempted=name == device and attempted is not None
-                )
-        else:
-            entry = self.plan.entries.get(device)
-            # Rejected (4xx): the apiserver stored nothing, so nothing is uncertain.
-            self.plan.failed(device, now, self.backoff((entry.failures if entry else 0) + 1))
+        for name in list(self.plan.entries):
+            # Refused (4xx): nothing was stored. Otherwise it may have been.
+            self.plan.failed(name, now, delay, attempted=server_down and name in listed)
 
     async def remove_all(self, within: float = 5.0) -> int:
-        """Give up every entry we may own (shutdown); returns how many were removed."""
-        removed = 0
-
-        async def _all() -> None:
-            nonlocal removed
-            for device in self.plan.present():
-                self.plan.want(device, None)
-                if await self._send(device, Reason.DEPARTURE):
-                    removed += 1
-
+        """Give up every entry we may own (shutdown): one write of an empty report.
+        Returns how many entries were removed."""
+        present = self.plan.present()
+        if not present:
+            return 0
+        for device in present:
+            self.plan.want(device, None)
+            entry = self.plan.entries.get(device)
+            if entry is not None:
+                entry.adopted_until = 0.0
         try:
             async with asyncio.timeout(within):
-                await _all()
+                ok = await self._send([(d, Reason.DEPARTURE) for d in present])
         except TimeoutError:
-            log.warning("shutdown: could not remove all sightings in %.0fs", within)
-        return removed
+            ok = False
+        if not ok:
+            log.warning("shutdown: could not remove our sightings in %.0fs", within)
+        return len(present) if ok else 0
+
+    async def adopt_report(self) -> int:
+        """Adopt what our report lists already (the monitor restarted): each entry stays
+        for the plan's grace unless we hear the device again. Returns how many."""
+        from kubernetes.aio.client.exceptions import ApiException
+
+        try:
+            obj = await self.api.get_cluster_custom_object_status(
+                GROUP, VERSION, REPORT_PLURAL, self.node
+            )
+        except asyncio.CancelledError:
+            raise
+        except ApiException as exc:
+            if exc.status != 404:
+                log.warning("reading GatewayReport %s failed: HTTP %s", self.node, exc.status)
+            return 0
+        except Exception as exc:
+            log.warning("reading GatewayReport %s failed: %s", self.node, type(exc).__name__)
+            return 0
+        found = own_sightings(obj)
+        for device, (rssi, seen) in found.items():
+            self.adopt(device, Sighting(rssi=rssi, last_seen=parse_time(seen) or self.wall()))
+        return len(found)

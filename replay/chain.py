@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cloud4iot.devices import REPORT_PLURAL
 from cloud4iot.policy.loader import LoadedPolicy
 from cloud4iot.policy.store import PolicyStore
 from extender.controllers.nearest_writer import TICK, NearestWriter
@@ -49,7 +50,6 @@ PUBLISHER_MIN_WAIT = 0.05  # Publisher.run never waits less than this for a wake
 # Replays of CSV recordings (seconds from their start) run at this epoch, so that the
 # RFC 3339 times the chain writes are ordinary dates.
 EPOCH = 1_700_000_000.0
-GATEWAY_MANAGER_PREFIX = "cloud4iot-gateway-monitor/"
 
 Timeline = list[tuple[float, str | None]]  # (t, decided gateway) at each change
 
@@ -77,22 +77,31 @@ class DeviceObjects:
     applies: int = 0
 
     def patch_status(self, name: str, body: Mapping[str, Any], manager: str | None) -> None:
+        """A write of Device `name`'s status (the writer's status.nearest)."""
         self.applies += 1
         status = body.get("status") or {}
-        if manager and manager.startswith(GATEWAY_MANAGER_PREFIX):
-            node = manager[len(GATEWAY_MANAGER_PREFIX) :]
-            entries = status.get("sightings") or []
-            own = self.sightings.setdefault(name, {})
-            if entries:
-                own[node] = dict(entries[0])
-            else:
-                own.pop(node, None)
-        elif "nearest" in status:
+        if "nearest" in status:
             if status["nearest"] is None:
                 self.nearest.pop(name, None)
             else:
                 self.nearest[name] = dict(status["nearest"])
         self.dirty.add(name)
+
+    def patch_report(self, node: str, body: Mapping[str, Any]) -> None:
+        """A gateway's apply of its whole GatewayReport: its entry in each Device it lists
+        now, none in the others (only labelled gateways' reports count; replay's do)."""
+        self.applies += 1
+        listed = {
+            e["device"]: {"node": node, "rssi": e["rssi"], "lastSeen": e["lastSeen"]}
+            for e in (body.get("status") or {}).get("sightings") or []
+        }
+        for device, own in self.sightings.items():
+            if node in own and device not in listed:
+                del own[node]
+                self.dirty.add(device)
+        for device, entry in listed.items():
+            self.sightings.setdefault(device, {})[node] = entry
+            self.dirty.add(device)
 
     def facts(self, name: str) -> DeviceFacts:
         obj: dict[str, Any] = {
@@ -113,7 +122,10 @@ class _CustomApi:
     async def patch_cluster_custom_object_status(
         self, group: str, version: str, plural: str, name: str, body: Any, **kw: Any
     ) -> None:
-        self.objects.patch_status(name, body, kw.get("field_manager"))
+        if plural == REPORT_PLURAL:
+            self.objects.patch_report(name, body)
+        else:
+            self.objects.patch_status(name, body, kw.get("field_manager"))
 
 
 class _CoreApi:
@@ -169,6 +181,7 @@ async def run_chain(
             backoff=lambda _n: 1.0,
             clock=clock,
             sleep=_no_sleep,
+            wall=clock,
         )
         monitors[gw] = Monitor(
             gw, Tracker(tracker_cfg), registry, publisher, Metrics(), clock=clock, wall=clock

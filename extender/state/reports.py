@@ -12,9 +12,10 @@ it on themselves). The elected extender creates reports only for such nodes and 
 apiserver lets a monitor write only its own node's report; ignoring the rest here is
 defence in depth and what the extender can check on its own.
 
-Sightings a Device's own `status.sightings` still carries (written by monitors of the
-previous release during an upgrade) are merged in; a report's entry for the same node
-wins when it is newer.
+Sightings a Device's own `status.sightings` still carries (the previous release's
+write path; monitors may no longer write there, admins still can) are merged in for
+this release, from labelled gateways only; a report's entry for the same node wins
+when it is newer.
 """
 
 from __future__ import annotations
@@ -138,7 +139,7 @@ class SightingIndex:
             del self.merged[name]
             new: DeviceFacts | None = None
         else:
-            new = merge(base, self.by_device.get(name))
+            new = merge(base, self.by_device.get(name), self.gateways)
             if new == old:
                 return
             self.merged[name] = new
@@ -146,13 +147,20 @@ class SightingIndex:
             self.observe(name, old, new)
 
 
-def merge(device: DeviceFacts, reported: Mapping[str, Sighting] | None) -> DeviceFacts:
-    """`device` with the reports' sightings; per node, the newer of the two wins."""
+def merge(
+    device: DeviceFacts, reported: Mapping[str, Sighting] | None, gateways: frozenset[str]
+) -> DeviceFacts:
+    """`device` with the reports' sightings; per node, the newer of the two wins. The
+    Device's own (legacy) entries count only from `gateways`."""
+    legacy = device.sightings
+    if legacy and not legacy.keys() <= gateways:
+        legacy = {n: s for n, s in legacy.items() if n in gateways}
+        device = replace(device, sightings=legacy)
     if not reported:
         return device
-    if not device.sightings:
+    if not legacy:
         return replace(device, sightings=dict(reported))
-    sightings = dict(device.sightings)
+    sightings = dict(legacy)
     for node, sighting in reported.items():
         have = sightings.get(node)
         if have is None or sighting.last_seen >= have.last_seen:

@@ -49,16 +49,22 @@ async def test_two_gateways_replay_a_walk_and_hand_over(tmp_path: Path) -> None:
         gw1_bodies = [b["status"]["sightings"] for b in gw1.dry_run_log]
         gw2_bodies = [b["status"]["sightings"] for b in gw2.dry_run_log]
 
-    # gw1: present (its own entry only), then exactly one removal at the end
-    assert all(s == [] or [e["node"] for e in s] == ["gw1"] for s in gw1_bodies)
+    # each gateway writes its own report only
+    assert {b["metadata"]["name"] for b in gw1.dry_run_log} == {"gw1"}
+    assert {b["metadata"]["name"] for b in gw2.dry_run_log} == {"gw2"}
+    # gw1: present (the device's entry only), then exactly one removal at the end
+    assert all(s == [] or [e["device"] for e in s] == ["patient-1"] for s in gw1_bodies)
     assert gw1_bodies.count([]) == 1
     assert gw1_bodies[-1] == []
     # gw2: present from some point on, never removed while the trace ran
     assert gw2_bodies
-    assert all(s and s[0]["node"] == "gw2" for s in gw2_bodies)
+    assert all(s and s[0]["device"] == "patient-1" for s in gw2_bodies)
     assert gw2_bodies[-1][0]["rssi"] > -75
     # the stranger, the loudest advertiser of all, never appears anywhere
-    assert all(b["metadata"]["name"] == "patient-1" for b in gw1.dry_run_log + gw2.dry_run_log)
+    assert all(
+        [e["device"] for e in b["status"]["sightings"]] in ([], ["patient-1"])
+        for b in gw1.dry_run_log + gw2.dry_run_log
+    )
     dropped = gw1.metrics.registry.get_sample_value(
         "cloud4iot_gateway_monitor_adverts_total", {"result": "dropped"}
     )

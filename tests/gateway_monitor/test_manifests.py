@@ -21,10 +21,10 @@ def test_kustomization_lists_every_manifest() -> None:
     files = {p.name for p in FOLDER.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == files | {"../policy"}
     (admission,) = load("admission/kustomization.yaml")
-    assert admission["resources"] == ["sighting-admission.yaml", "report-admission.yaml"]
+    assert admission["resources"] == ["report-admission.yaml"]
 
 
-def test_cluster_role_reads_devices_and_patches_only_their_status() -> None:
+def test_cluster_role_reads_devices_and_writes_only_report_status() -> None:
     role = next(d for d in load("rbac.yaml") if d["kind"] == "ClusterRole")
     grants = {
         (group, resource, verb)
@@ -37,8 +37,6 @@ def test_cluster_role_reads_devices_and_patches_only_their_status() -> None:
         ("cloud4iot.io", "devices", "get"),
         ("cloud4iot.io", "devices", "list"),
         ("cloud4iot.io", "devices", "watch"),
-        ("cloud4iot.io", "devices/status", "get"),
-        ("cloud4iot.io", "devices/status", "patch"),
         ("cloud4iot.io", "gatewayreports/status", "get"),
         ("cloud4iot.io", "gatewayreports/status", "update"),
         ("cloud4iot.io", "gatewayreports/status", "patch"),
@@ -72,24 +70,6 @@ def test_daemonset_runs_on_gateways_with_host_dbus_and_no_privileges() -> None:
     port = container["ports"][0]["containerPort"]
     assert build_parser().parse_args(["--node", "x"]).port == port
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
-
-
-def test_sighting_policy_constrains_exactly_the_monitors_service_account() -> None:
-    policy, binding = load("admission/sighting-admission.yaml")
-    (sa,) = [d for d in load("rbac.yaml") if d["kind"] == "ServiceAccount"]
-    spec = policy["spec"]
-    (condition,) = spec["matchConditions"]
-    # The ServiceAccount by name from the request's username, never a literal namespace
-    # (an overlay's namespace must not switch the protection off); the apiserver runs it
-    # in tests/gateway_monitor/test_sighting_admission.py and tests/install.
-    assert f"== '{sa['metadata']['name']}'" in condition["expression"]
-    assert f"{sa['metadata']['namespace']}:" not in condition["expression"]
-    assert spec["failurePolicy"] == "Fail"
-    (rule,) = spec["matchConstraints"]["resourceRules"]
-    assert rule["resources"] == ["devices/status"]
-    assert rule["operations"] == ["UPDATE"]
-    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
-    assert binding["spec"]["validationActions"] == ["Deny"]
 
 
 def test_report_policy_constrains_exactly_the_monitors_service_account() -> None:

@@ -8,7 +8,8 @@ import random
 import pytest
 
 from bench import synthetic_traces
-from gateway_monitor.publisher import PublishConfig, PublishPlan, Reason, Sighting, apply_body
+from gateway_monitor.publisher import PublishConfig, PublishPlan, Reason, Sighting
+from gateway_monitor.report import report_body
 from gateway_monitor.tracker import Tracker
 
 CFG = PublishConfig(min_interval=2.0, step=3, heartbeat=30.0, adopt_grace=30.0)
@@ -110,14 +111,34 @@ def test_a_departure_of_a_never_published_device_sends_nothing() -> None:
     assert plan.entries == {}
 
 
-def test_apply_body_holds_only_our_entry() -> None:
-    body = apply_body("patient-1", "gw1", Sighting(-61, 0.0))
+def test_report_body_is_our_report_with_every_device_we_hear() -> None:
+    body = report_body("gw1", {"patient-2": (-70, 1.0), "patient-1": (-61, 0.0)}, 2.0)
+    assert body["kind"] == "GatewayReport"
+    assert body["metadata"] == {"name": "gw1"}
     assert body["status"] == {
-        "sightings": [{"node": "gw1", "rssi": -61, "lastSeen": "1970-01-01T00:00:00Z"}]
+        "observedAt": "1970-01-01T00:00:02Z",
+        "heard": 2,
+        "sightings": [
+            {"device": "patient-1", "rssi": -61, "lastSeen": "1970-01-01T00:00:00Z"},
+            {"device": "patient-2", "rssi": -70, "lastSeen": "1970-01-01T00:00:01Z"},
+        ],
     }
-    assert body["metadata"] == {"name": "patient-1"}
     assert "spec" not in body
-    assert apply_body("patient-1", "gw1", None)["status"] == {"sightings": []}
+    assert report_body("gw1", {}, 0.0)["status"]["sightings"] == []
+
+
+def test_the_report_lists_what_we_hear_and_adopted_entries_through_their_grace() -> None:
+    plan = PublishPlan(CFG)
+    plan.want("heard", Sighting(-60, 0.0))
+    plan.adopt("old", Sighting(-70, 0.0), now=0.0)
+    assert set(plan.report(1.0)) == {"heard", "old"}
+    assert set(plan.report(CFG.adopt_grace + 1)) == {"heard"}
+    plan.sent_report(plan.report(1.0), 1.0)
+    assert plan.entries["heard"].published == Sighting(-60, 0.0)
+    assert plan.entries["old"].adopted_until == CFG.adopt_grace  # the grace runs on
+    plan.want("heard", None)
+    plan.sent_report(plan.report(2.0), 2.0)
+    assert "heard" not in plan.entries
 
 
 def _scan_due(plan: PublishPlan, now: float) -> list[tuple[str, Reason]]:

@@ -328,6 +328,13 @@ async def test_creating_deleting_or_updating_a_report_is_left_to_rbac_which_refu
     )
     for attempt in attempts:
         await refused(attempt, "cannot")
+    # the old per-Device path is closed: no monitor writes a Device's status any more
+    await refused(
+        monitors.home.patch_cluster_custom_object_status(
+            GROUP, VERSION, "devices", "patient-1", {"status": {"sightings": []}}
+        ),
+        "cannot patch resource",
+    )
     assert {
         r["metadata"]["name"]
         for r in (await custom.list_cluster_custom_object(GROUP, VERSION, REPORT_PLURAL))["items"]

@@ -1,4 +1,7 @@
-"""Server-side apply by several gateway monitors on the devcluster's real apiserver."""
+"""Gateway monitors writing their GatewayReports on the devcluster's real apiserver.
+
+The gateways are the devcluster's labelled gateway nodes (gw-home, gw-hospital): the
+elected extender makes their reports; a report of any other name would be deleted."""
 
 from __future__ import annotations
 
@@ -25,10 +28,11 @@ from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config import new_client_from_config
 
 from bench import synthetic_traces
-from cloud4iot.devices import GROUP, PLURAL, VERSION, gateway_field_manager
+from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL, VERSION, gateway_field_manager
 from gateway_monitor import traces
 from gateway_monitor.app import running
-from gateway_monitor.publisher import PublishConfig, Sighting, apply_sighting
+from gateway_monitor.publisher import PublishConfig
+from gateway_monitor.report import apply_report, report_body
 from gateway_monitor.settings import Settings
 from gateway_monitor.tracker import TrackerConfig
 from tests.waiting import eventually
@@ -36,6 +40,13 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
+GW1, GW2 = "gw-home", "gw-hospital"
+
+
+async def apply_sighting(api: CustomObjectsApi, device: str, node: str, rssi: int | None) -> None:
+    """The node's monitor applies its report listing `device` (or nothing)."""
+    heard = {} if rssi is None else {device: (rssi, time.time())}
+    await apply_report(api, node, report_body(node, heard, time.time()))
 
 
 @pytest.fixture
@@ -66,47 +77,45 @@ async def device(api: CustomObjectsApi) -> AsyncIterator[tuple[str, str]]:
 
 
 async def sightings(api: CustomObjectsApi, name: str) -> dict[str, dict[str, Any]]:
-    obj = await api.get_cluster_custom_object_status(GROUP, VERSION, PLURAL, name)
-    return {e["node"]: e for e in (obj.get("status") or {}).get("sightings") or []}
+    """node -> entry of every gateway's report that lists device `name`."""
+    reports = await api.list_cluster_custom_object(GROUP, VERSION, REPORT_PLURAL)
+    return {
+        r["metadata"]["name"]: e
+        for r in reports["items"]
+        for e in (r.get("status") or {}).get("sightings") or []
+        if e["device"] == name
+    }
 
 
-async def test_two_field_managers_keep_both_entries(
+async def test_each_gateway_writes_only_its_own_report(
     api: CustomObjectsApi, device: tuple[str, str]
 ) -> None:
     name, _ = device
-    now = time.time()
-    await apply_sighting(api, name, "gw1", Sighting(-60, now))
-    await apply_sighting(api, name, "gw2", Sighting(-80, now))
+    await apply_sighting(api, name, GW1, -60)
+    await apply_sighting(api, name, GW2, -80)
     seen = await sightings(api, name)
-    assert set(seen) == {"gw1", "gw2"}
-    assert seen["gw1"]["rssi"] == -60
-    assert seen["gw2"]["rssi"] == -80
+    assert {n: e["rssi"] for n, e in seen.items()} == {GW1: -60, GW2: -80}
 
-    # gw1 moves on; gw2's entry is untouched
-    await apply_sighting(api, name, "gw1", Sighting(-55, now + 5))
-    seen = await sightings(api, name)
-    assert seen["gw1"]["rssi"] == -55
-    assert seen["gw2"]["rssi"] == -80
-
-    obj = await api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    # gw1 moves on; gw2's report is another object, untouched
+    await apply_sighting(api, name, GW1, -55)
+    assert {n: e["rssi"] for n, e in (await sightings(api, name)).items()} == {GW1: -55, GW2: -80}
+    obj = await api.get_cluster_custom_object(GROUP, VERSION, REPORT_PLURAL, GW1)
     managers = {
         m["manager"]
         for m in obj["metadata"]["managedFields"]
         if m.get("operation") == "Apply" and m.get("subresource") == "status"
     }
-    assert {gateway_field_manager("gw1"), gateway_field_manager("gw2")} <= managers
+    assert managers == {gateway_field_manager(GW1)}
 
-    # applying an empty list under gw1's manager gives up exactly gw1's entry
-    await apply_sighting(api, name, "gw1", None)
-    seen = await sightings(api, name)
-    assert set(seen) == {"gw2"}
-    assert seen["gw2"]["rssi"] == -80
-    await apply_sighting(api, name, "gw2", None)
+    # an empty list gives up exactly gw1's entries
+    await apply_sighting(api, name, GW1, None)
+    assert set(await sightings(api, name)) == {GW2}
+    await apply_sighting(api, name, GW2, None)
     assert await sightings(api, name) == {}
-
-    # the spec is out of a status apply's reach
-    obj = await api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-    assert obj["spec"]["displayName"] == "test wearable"
+    # the Device itself is never written by a monitor
+    dev = await api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    assert dev["spec"]["displayName"] == "test wearable"
+    assert not (dev.get("status") or {}).get("sightings")
 
 
 async def test_two_running_monitors_publish_and_remove_their_own_entries(
@@ -123,27 +132,27 @@ async def test_two_running_monitors_publish_and_remove_their_own_entries(
     def settings(node: str) -> Settings:
         return Settings(
             node=node,
-            replay=tmp_path / f"{node}.jsonl",
+            replay=tmp_path / f"{'gw1' if node == GW1 else 'gw2'}.jsonl",
             speed=5.0,
             kubeconfig=devcluster.kubeconfig,
             tracker=TrackerConfig(),
             publish=PublishConfig(min_interval=0.5),
         )
 
-    async with running(settings("gw1")) as gw1:
-        async with running(settings("gw2")) as gw2:
+    async with running(settings(GW1)) as gw1:
+        async with running(settings(GW2)) as gw2:
 
             async def both() -> bool:
-                return set(await sightings(api, name)) == {"gw1", "gw2"}
+                return set(await sightings(api, name)) == {GW1, GW2}
 
             await eventually(both)
             seen = await sightings(api, name)
-            assert seen["gw1"]["rssi"] > seen["gw2"]["rssi"]
+            assert seen[GW1]["rssi"] > seen[GW2]["rssi"]
             assert gw1.registry.synced
             assert gw2.publisher is not None
             assert gw2.publisher.reachable
         # gw2 shut down: its entry is gone, gw1's stays
-        assert set(await sightings(api, name)) == {"gw1"}
+        assert set(await sightings(api, name)) == {GW1}
         dropped = gw1.metrics.registry.get_sample_value(
             "cloud4iot_gateway_monitor_adverts_total", {"result": "dropped"}
         )
@@ -192,9 +201,9 @@ async def test_rbac_allows_exactly_what_the_monitor_needs(
     sa.set_default_header(
         "Impersonate-User", "system:serviceaccount:cloud4iot-gateway:cloud4iot-gateway-monitor"
     )
-    # The node a monitor's pod-bound token carries: without it the sighting admission
-    # policy refuses every status write (test_sighting_admission.py uses real tokens).
-    sa.set_default_header("Impersonate-Extra-authentication.kubernetes.io%2Fnode-name", "gw9")
+    # The node a monitor's pod-bound token carries: without it the report admission
+    # policy refuses every write (test_report_admission.py uses real tokens).
+    sa.set_default_header("Impersonate-Extra-authentication.kubernetes.io%2Fnode-name", GW1)
     as_monitor = CustomObjectsApi(sa)
     try:
 
@@ -208,10 +217,16 @@ async def test_rbac_allows_exactly_what_the_monitor_needs(
             return True
 
         await eventually(rbac_ready)
-        await apply_sighting(as_monitor, name, "gw9", Sighting(-61, time.time()))
-        assert set(await sightings(api, name)) == {"gw9"}
-        await apply_sighting(as_monitor, name, "gw9", None)
-        # ... but it may not touch the spec or delete Devices
+        await apply_sighting(as_monitor, name, GW1, -61)
+        assert set(await sightings(api, name)) == {GW1}
+        await apply_sighting(as_monitor, name, GW1, None)
+        # ... but it may not write a Device's status (the old per-Device path), touch
+        # the spec or delete Devices
+        with pytest.raises(ApiException) as denied:
+            await as_monitor.patch_cluster_custom_object_status(
+                GROUP, VERSION, PLURAL, name, {"status": {"sightings": []}}
+            )
+        assert denied.value.status == 403
         with pytest.raises(ApiException) as denied:
             await as_monitor.patch_cluster_custom_object(
                 GROUP, VERSION, PLURAL, name, {"spec": {"displayName": "hijacked"}}
@@ -234,7 +249,7 @@ async def test_console_script_publishes_and_removes_its_entry_on_sigterm(
     script = Path(sys.executable).with_name("cloud4iot-gateway-monitor")
     proc = await asyncio.create_subprocess_exec(
         str(script),
-        "--node", "gw7",
+        "--node", GW1,
         "--replay", str(trace),
         "--speed", "10",
         "--kubeconfig", str(devcluster.kubeconfig),
@@ -245,15 +260,15 @@ async def test_console_script_publishes_and_removes_its_entry_on_sigterm(
     try:
 
         async def published() -> bool:
-            return "gw7" in await sightings(api, name)
+            return GW1 in await sightings(api, name)
 
         await eventually(published)
-        entry = (await sightings(api, name))["gw7"]
+        entry = (await sightings(api, name))[GW1]
         assert -70 <= entry["rssi"] <= -54
         proc.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(proc.communicate(), 20)
         assert proc.returncode == 0, stderr.decode()[-2000:]
-        assert "gw7" not in await sightings(api, name)
+        assert GW1 not in await sightings(api, name)
     finally:
         if proc.returncode is None:
             proc.kill()

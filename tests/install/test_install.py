@@ -467,10 +467,16 @@ def start_monitor(inst: Install, node: str, rssi: int) -> None:
 
 
 def sightings(inst: Install) -> dict[str, int]:
-    dev = client.CustomObjectsApi(inst.api).get_cluster_custom_object(
-        "cloud4iot.io", "v1alpha1", "devices", DEVICE
+    """node -> RSSI of every gateway's report that lists the device."""
+    reports = client.CustomObjectsApi(inst.api).list_cluster_custom_object(
+        "cloud4iot.io", "v1alpha1", "gatewayreports"
     )
-    return {s["node"]: s.get("rssi") for s in (dev.get("status") or {}).get("sightings") or []}
+    return {
+        r["metadata"]["name"]: e["rssi"]
+        for r in reports["items"]
+        for e in (r.get("status") or {}).get("sightings") or []
+        if e["device"] == DEVICE
+    }
 
 
 def test_a_classed_pod_is_narrowed_placed_over_mtls_and_roams(install: Install) -> None:
@@ -674,6 +680,7 @@ NEEDED = {
         "nodes",
         "devices.cloud4iot.io",
         "devices.cloud4iot.io/status",
+        "gatewayreports.cloud4iot.io",
         "leases.coordination.k8s.io",
     ],
     "cloud4iot-rebalancer": [
@@ -684,7 +691,7 @@ NEEDED = {
         "events",
     ],
     "cloud4iot-scheduler": ["pods/binding", "leases.coordination.k8s.io"],
-    "cloud4iot-gateway-monitor": ["devices.cloud4iot.io", "devices.cloud4iot.io/status"],
+    "cloud4iot-gateway-monitor": ["devices.cloud4iot.io", "gatewayreports.cloud4iot.io/status"],
 }
 
 

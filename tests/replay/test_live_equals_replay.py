@@ -26,9 +26,10 @@ import pytest
 
 from cloud4iot.policy.loader import LoadedPolicy, load_policy
 from cloud4iot.policy.store import PolicyStore
+from cloud4iot.vocabulary import GATEWAY_LABEL
 from extender.controllers.nearest_writer import NearestWriter
 from extender.state.kube import Reflector, cluster_reflectors
-from extender.state.snapshot import DeviceFacts
+from extender.state.snapshot import DeviceFacts, NodeFacts
 from extender.state.store import StateStore
 from gateway_monitor.backoff import backoff_delays
 from gateway_monitor.cli import build_parser, settings_from_args
@@ -65,10 +66,10 @@ def clip(rec: Recording, seconds: float) -> Recording:
 
 
 class _Apiserver:
-    """Device status as the apiserver keeps it: one sighting entry per gateway field
-        manager (the CRD's list map keyed by node), status.nearest by the writer. Each
-        change reaches the extender's own Device reflector as a watch event (its snapshot
-    publishes, coalesced to one per 0.1 s, wake the writer)."""
+    """What the extender would see: each gateway's GatewayReport (its whole list per
+    apply) as that gateway's entry in each Device it lists, status.nearest by the
+    writer. Each change reaches the extender's own Device reflector as a watch event
+    (its snapshot publishes, coalesced to one per 0.1 s, wake the writer)."""
 
     def __init__(self, reflector: Reflector[DeviceFacts], wall: Callable[[], float]) -> None:
         self.reflector, self.wall = reflector, wall
@@ -81,18 +82,29 @@ class _Apiserver:
     ) -> None:
         await asyncio.sleep(0)  # a round trip yields to the loop
         status = body.get("status") or {}
-        manager = kw.get("field_manager") or ""
-        if manager.startswith("cloud4iot-gateway-monitor/"):
-            node = manager.split("/", 1)[1]
-            own = self.sightings.setdefault(name, {})
-            if status.get("sightings"):
-                own[node] = dict(status["sightings"][0])
-            else:
-                own.pop(node, None)
-        elif status.get("nearest") is None:
+        if plural == "gatewayreports":  # a gateway's whole report: its entry per device
+            node = name
+            listed = {
+                e["device"]: {"node": node, "rssi": e["rssi"], "lastSeen": e["lastSeen"]}
+                for e in status.get("sightings") or []
+            }
+            touched = {d for d, own in self.sightings.items() if node in own} | set(listed)
+            for device in touched:
+                own = self.sightings.setdefault(device, {})
+                if device in listed:
+                    own[node] = listed[device]
+                else:
+                    own.pop(node, None)
+            for device in sorted(touched):
+                self._event(device)
+            return
+        if status.get("nearest") is None:
             self.nearest.pop(name, None)
         else:
             self.nearest[name] = dict(status["nearest"])
+        self._event(name)
+
+    def _event(self, name: str) -> None:
         node_now = self.nearest.get(name, {}).get("node")
         line = self.decisions.setdefault(name, [])
         if (line[-1][1] if line else None) != node_now:
@@ -129,6 +141,13 @@ async def _live(rec: Recording, policy: LoadedPolicy, trace: Path) -> dict[str, 
     reflector = cluster.devices
     # Never listed here: the writes below are its watch events, so count both as synced.
     cluster.devices.synced = cluster.reports.synced = True
+    # The recording's gateways are labelled gateways (only their sightings count).
+    cluster.sightings.set_nodes(
+        {
+            gw: NodeFacts(name=gw, tier="gateway", arch=None, labels={GATEWAY_LABEL: "true"})
+            for gw in rec.gateways
+        }
+    )
     api = _Apiserver(reflector, wall)
     tasks: list[asyncio.Task[None]] = []
     devices = [f"--device={d}={a}" for d, a in rec.addresses.items()]

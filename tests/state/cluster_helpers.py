@@ -1,5 +1,5 @@
-"""Helpers for live-state tests on the devcluster: sightings as a gateway would
-publish them, and restarting the real kube-apiserver."""
+"""Helpers for live-state tests on the devcluster: sightings in the gateways'
+GatewayReports, and restarting the real kube-apiserver."""
 
 from __future__ import annotations
 
@@ -36,25 +36,8 @@ def create_device(api: client.ApiClient, name: str, address: str) -> None:
 
 
 def sight(api: client.ApiClient, device: str, gateway: str, rssi: float | None) -> None:
-    """Apply one gateway's own sighting (None removes it), as its monitor does."""
-    entries = (
-        [] if rssi is None else [{"node": gateway, "rssi": round(rssi), "lastSeen": now_rfc3339()}]
-    )
-    client.CustomObjectsApi(api).patch_cluster_custom_object_status(
-        GROUP,
-        VERSION,
-        PLURAL,
-        device,
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "Device",
-            "metadata": {"name": device},
-            "status": {"sightings": entries},
-        },
-        field_manager=f"cloud4iot-gateway-monitor/{gateway}",
-        force=True,
-        _content_type="application/apply-patch+yaml",
-    )
+    """One gateway's sighting of one device (None removes it), in its GatewayReport."""
+    report_sight(api, device, gateway, rssi)
 
 
 def report_sight(api: client.ApiClient, device: str, gateway: str, rssi: float | None) -> None:
@@ -67,7 +50,22 @@ def report_sight(api: client.ApiClient, device: str, gateway: str, rssi: float |
     entries = (
         [] if rssi is None else [{"device": device, "rssi": round(rssi), "lastSeen": now_rfc3339()}]
     )
-    client.CustomObjectsApi(api).patch_cluster_custom_object_status(
+    custom = client.CustomObjectsApi(api)
+    try:
+        custom.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            "gatewayreports",
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "GatewayReport",
+                "metadata": {"name": gateway},
+            },
+        )
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    custom.patch_cluster_custom_object_status(
         GROUP,
         VERSION,
         "gatewayreports",

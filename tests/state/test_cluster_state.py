@@ -121,9 +121,13 @@ async def test_walk_from_home_to_hospital_moves_nearest_exactly_once(devcluster,
         await asyncio.sleep(1.0)
     await eventually(lambda: record() == "gw-hospital", 30, "nearest = gw-hospital", interval=0.25)
     assert [n for n in seen if n is not None] == ["gw-home", "gw-hospital"]
-    status = device_status(kube_api, device)
-    # Both gateways' own entries survive the writer's apply of status.nearest.
-    assert {s["node"] for s in status["sightings"]} == {"gw-home", "gw-hospital"}
+    # The sightings live in the gateways' reports; the Device carries the decision only.
+    assert not device_status(kube_api, device).get("sightings")
+    for gateway in ("gw-home", "gw-hospital"):
+        report = client.CustomObjectsApi(kube_api).get_cluster_custom_object(
+            "cloud4iot.io", "v1alpha1", "gatewayreports", gateway
+        )
+        assert device in {e["device"] for e in report["status"]["sightings"]}
 
 
 async def test_nearest_is_cleared_when_no_gateway_hears_the_device_any_more(devcluster, kube_api):

@@ -106,6 +106,14 @@ def test_a_devices_own_legacy_sighting_merges_and_the_newer_entry_wins() -> None
     assert heard(idx, "p") == {"gw-a": -80}
     idx.observe_report("gw-a", None, report_facts(report("gw-a", {"p": -60})))
     assert heard(idx, "p") == {"gw-a": -60}
+    # a legacy entry of a node not labelled a gateway never counts
+    rogue = {"node": "cloud-1", "rssi": 20, "lastSeen": rfc3339(T)}
+    idx.observe_device(
+        "p",
+        legacy,
+        device_facts({"metadata": {"name": "p"}, "status": {"sightings": [old, rogue]}}),
+    )
+    assert heard(idx, "p") == {"gw-a": -60}
 
 
 def test_observe_sees_each_merged_change_once() -> None:
