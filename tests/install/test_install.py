@@ -466,6 +466,14 @@ def start_monitor(inst: Install, node: str, rssi: int) -> None:
     )
 
 
+def nearest(inst: Install) -> str | None:
+    dev = client.CustomObjectsApi(inst.api).get_cluster_custom_object(
+        "cloud4iot.io", "v1alpha1", "devices", DEVICE
+    )
+    node = ((dev.get("status") or {}).get("nearest") or {}).get("node")
+    return node if isinstance(node, str) else None
+
+
 def sightings(inst: Install) -> dict[str, int]:
     """node -> RSSI of every gateway's report that lists the device."""
     reports = client.CustomObjectsApi(inst.api).list_cluster_custom_object(
@@ -482,6 +490,9 @@ def sightings(inst: Install) -> dict[str, int]:
 def test_a_classed_pod_is_narrowed_placed_over_mtls_and_roams(install: Install) -> None:
     inst = install
     wait("the home gateway's sighting", lambda: "gw-home" in sightings(inst), 60)
+    # ... and the extender's decision from it: the Device outlives an overlay's run on this
+    # cluster, so a previous run's decision (gw-hospital, after its roam) is there first.
+    wait("the extender's decision gw-home", lambda: nearest(inst) == "gw-home", 30)
     app_ns = f"apps-{inst.overlay or 'base'}"
     kube.create_namespace(inst.api, app_ns)
     labels = {"app": "consolidator"}
