@@ -117,6 +117,9 @@ class NearestSpec(_Model):
     # window, by a gateway reporting a moment later that is margin-stronger; the
     # rebalancer never moves a function on a decision younger than this.
     settle: Duration = 5.0
+    # A newly heard device is decided this long after its first fresh sighting, on
+    # every gateway heard by then, not on whichever gateway's apply landed first.
+    arrival_wait: Duration = 0.0  # the shipped policy sets 1s (policies/README.md)
 
 
 class RebalanceSpec(_Model):

@@ -101,6 +101,10 @@ def decide_nearest(
     if incumbent is None or now - incumbent.last_seen > keep_for:
         if not fresh:
             return NearestState(node=None)
+        # Gather for arrivalWait (pending: the writer decides it again each tick).
+        heard_since = prev.since if prev.node is None and prev.since is not None else now
+        if now - heard_since < rules.arrival_wait:
+            return NearestState(node=None, since=heard_since, arrival_voters=frozenset(fresh))
         strongest = max(fresh.values(), key=lambda s: (s.rssi, s.node))
         return NearestState(node=strongest.node, since=now, arrival_voters=frozenset(fresh))
 

@@ -7,6 +7,7 @@ The snapshot plays the Device watch: tests publish what the objects show, so
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -19,6 +20,7 @@ import pytest
 from kubernetes.aio.client.exceptions import ApiException
 
 from cloud4iot.devices import GROUP, PLURAL, VERSION
+from cloud4iot.policy.loader import load_policy
 from cloud4iot.policy.store import PolicyStore
 from cloud4iot.vocabulary import NUDGE_ANNOTATION
 from extender.controllers.nearest_writer import FIELD_MANAGER, WRITE_CONCURRENCY, NearestWriter
@@ -108,7 +110,19 @@ class World:
     writer: NearestWriter = field(init=False)
 
     def __post_init__(self) -> None:
-        policy = PolicyStore.open(POLICY)
+        # The writer's mechanics from a device's first sighting on: without the
+        # shipped policy's arrivalWait (tests/scoring/test_nearest_decision.py has it).
+        loaded = load_policy(POLICY)
+        spec = loaded.policy.spec
+        spec = spec.model_copy(
+            update={"nearest": spec.nearest.model_copy(update={"arrival_wait": 0.0})}
+        )
+        policy = PolicyStore(
+            path=POLICY,
+            current=dataclasses.replace(
+                loaded, policy=loaded.policy.model_copy(update={"spec": spec})
+            ),
+        )
         self.writer = NearestWriter(
             custom=self.custom, core=self.core, policy=policy, store=self.store
         )

@@ -13,7 +13,12 @@ from cloud4iot.policy.schema import GatewayRadio, NearestRule, PolicySpec
 from extender.scoring.nearest import NearestState, decide_nearest
 from extender.state.snapshot import Sighting
 
-DEFAULT = load_policy(Path(__file__).resolve().parents[2] / "policies" / "default.yaml").policy.spec
+SHIPPED = load_policy(Path(__file__).resolve().parents[2] / "policies" / "default.yaml").policy.spec
+# The tests below pin what happens once a device is decided, from its first reading on:
+# the shipped policy's arrivalWait (1 s) has its own tests at the end.
+DEFAULT = SHIPPED.model_copy(
+    update={"nearest": SHIPPED.nearest.model_copy(update={"arrival_wait": 0.0})}
+)
 # Most tests below pin the `dwell` rule's timing (challengerMarginDb for challengerDwell);
 # the default rule, `evidence`, has its own section at the end.
 SPEC = DEFAULT.model_copy(
@@ -266,3 +271,32 @@ def test_settle_end_keeps_a_pick_within_the_deadband():
     trace = [(0.0, {"gw1": -70.0, "gw2": -72.0})]
     trace += [(float(t), {"gw1": -70.0, "gw2": -68.0}) for t in range(1, 60)]
     assert run(trace, DEFAULT) == [(0.0, "gw1")]
+
+
+# --- arrivalWait: a newly heard device is decided on every gateway heard by then.
+
+
+def test_shipped_policy_waits_a_second_before_the_first_pick():
+    assert SHIPPED.nearest.arrival_wait == 1.0
+    # gw-weak reports first; gw-strong half a second later.
+    trace = [(0.0, {"gw-weak": -70.0}), (0.5, {"gw-strong": -55.0})]
+    trace += [(1.0 + t, {"gw-weak": -70.0, "gw-strong": -55.0}) for t in range(5)]
+    assert run(trace, SHIPPED) == [(1.0, "gw-strong")]  # no pick of gw-weak in between
+    assert run(trace, DEFAULT) == [(0.0, "gw-weak"), (0.5, "gw-strong")]
+
+
+def test_waiting_is_pending_so_the_writer_decides_again():
+    state = decide_nearest(None, {"gw": Sighting("gw", -60.0, 10.0)}, 10.0, SHIPPED)
+    assert state.node is None
+    assert state.pending
+    assert state.since == 10.0
+    later = decide_nearest(state, {"gw": Sighting("gw", -60.0, 10.9)}, 10.9, SHIPPED)
+    assert later.node is None
+    assert later.since == 10.0
+    assert decide_nearest(later, {"gw": Sighting("gw", -60.0, 11.0)}, 11.0, SHIPPED).node == "gw"
+
+
+def test_a_device_no_longer_heard_stops_waiting():
+    state = decide_nearest(None, {"gw": Sighting("gw", -60.0, 0.0)}, 0.0, SHIPPED)
+    gone = decide_nearest(state, {"gw": Sighting("gw", -60.0, 0.0)}, 100.0, SHIPPED)
+    assert gone == NearestState(node=None)
