@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import time
+import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,21 +148,79 @@ def world(devcluster: Devcluster, kube_api: client.ApiClient, namespace: str) ->
         print("\nfault campaign figures:", w.figures)
 
 
-def burst_pods(world: World) -> list[str]:
-    """Each burst pod's node, pin and scheduling condition: what a timeout needs to say."""
-    out = []
-    for name, p in world.pods().items():
-        if not name.startswith("burst"):
+def bound_within(world: World, deployment: str, replicas: int, what: str) -> None:
+    """Wait until `replicas` pods of `deployment` are bound; else say why not."""
+
+    def bound() -> bool:
+        return sum(n.startswith(f"{deployment}-") for n in world.placement()) == replicas
+
+    try:
+        until(what, bound)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {why_not_bound(world, deployment)}") from None
+
+
+def why_not_bound(world: World, deployment: str) -> str:
+    """What a timeout waiting for a Deployment's pods must say, shortest first (CI cuts
+    long messages): its pods grouped by where they are (node, or PodScheduled reason:
+    message), then kube-scheduler's queues, then the extender's filter answers (since
+    its last start)."""
+    where: Counter[str] = Counter()
+    for name, p in sorted(world.pods().items()):
+        if not name.startswith(f"{deployment}-"):
             continue
-        conditions = [
-            f"{c.type}={c.status} {c.reason}: {c.message}" for c in p.status.conditions or []
-        ]
-        annotations = p.metadata.annotations or {}
-        out.append(
-            f"{name} node={p.spec.node_name} narrowed={annotations.get('cloud4iot.io/narrowed')}"
-            f" deleting={p.metadata.deletion_timestamp is not None} {conditions}"
+        if kube.is_bound(p):
+            where[f"on {kube.node_of(p)}"] += 1
+            continue
+        scheduled = next((c for c in p.status.conditions or [] if c.type == "PodScheduled"), None)
+        pinned = "pinned " if (p.metadata.annotations or {}).get("cloud4iot.io/narrowed") else ""
+        state = (
+            "no PodScheduled condition"
+            if scheduled is None
+            else (f"{scheduled.reason}: {(scheduled.message or '')[:160]}")
         )
-    return out
+        where[f"{pinned}{state}"] += 1
+    parts = [f"pods {dict(where) or 'none'}"]
+    for what, probe in (("scheduler queues", scheduler_queues), ("extender", extender_answers)):
+        try:
+            parts.append(f"{what} {probe(world.cluster)}")
+        except Exception as exc:  # a diagnosis must not hide the failure it explains
+            parts.append(f"{what} unreadable ({exc})")
+    return "; ".join(parts)
+
+
+def scrape(url: str, prefix: str, insecure: bool = False) -> dict[str, float]:
+    """The samples of `url`'s Prometheus text whose name starts with prefix."""
+    context = None
+    if insecure:  # kube-scheduler's self-signed /metrics
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(url, timeout=5, context=context) as resp:
+        text = resp.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            key, _, value = line.rpartition(" ")
+            samples[key[len(prefix) :]] = float(value)
+    return samples
+
+
+def scheduler_queues(cluster: Devcluster) -> dict[str, int]:
+    """kube-scheduler's pending pods per queue (active, backoff, unschedulable, gated)."""
+    samples = scrape(cluster.scheduler_metrics_url, "scheduler_pending_pods", insecure=True)
+    return {k.split('queue="')[1].split('"')[0]: int(v) for k, v in samples.items() if v}
+
+
+def extender_answers(cluster: Devcluster) -> dict[str, int]:
+    """The restarted extender's filter requests by mode and code, and its refusals."""
+    url = cluster.state().components["extender"].health_url.replace("/readyz", "/metrics")
+    samples = scrape(url, "cloud4iot_extender_")
+    return {
+        k: int(v)
+        for k, v in samples.items()
+        if v and (k.startswith('requests_total{verb="filter"') or k.startswith("decisions_total"))
+    }
 
 
 def test_no_pod_is_lost_or_moved_by_any_fault(world: World) -> None:
@@ -215,9 +276,7 @@ def test_no_pod_is_lost_or_moved_by_any_fault(world: World) -> None:
 
     until("the restarted apiserver to take a Deployment", created, 90)
     world.figures["apiserver_restart_to_serving_s"] = round(time.monotonic() - started, 1)
-    until(
-        "a pod created after the restart bound", lambda: "after-apiserver" in str(world.placement())
-    )
+    bound_within(world, "after-apiserver", 1, "a pod created after the restart bound")
     world.figures["apiserver_restart_to_new_pod_bound_s"] = round(time.monotonic() - started, 1)
     before = world.with_created(before, "after-apiserver", 1)
     world.check(before, "apiserver restarted")
@@ -233,10 +292,7 @@ def test_no_pod_is_lost_or_moved_by_any_fault(world: World) -> None:
     time.sleep(5)
     cluster.start_component("extender")
     started = time.monotonic()
-    try:
-        until("the burst bound", lambda: sum(n.startswith("burst") for n in world.placement()) == 6)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; the burst's pods: {burst_pods(world)}") from None
+    bound_within(world, "burst", 6, "the burst bound")
     world.figures["extender_back_to_burst_bound_s"] = round(time.monotonic() - started, 1)
     before = world.with_created(before, "burst", 6)
     world.check(before, "extender killed mid-scheduling")
