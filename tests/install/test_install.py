@@ -1,7 +1,7 @@
 """The install an admin does (README, "Deploying on a cluster"), proven on the devcluster.
 
-For the base and the namespaces, kube-prometheus and kube-prometheus-stack overlays: the
-README's commands, verbatim, with the kubectl
+For the base and the namespaces, kube-prometheus, kube-prometheus-stack and cert-manager
+overlays (with real cert-manager: tests/install/certmanager.py): the README's commands, verbatim, with the kubectl
 built from k8s.io/kubectl v0.36.3 (server-side apply). Each part then runs as a host
 process (kwok runs no containers) with the args and env of its rendered Deployment or
 DaemonSet, its mounts filled from the ConfigMaps and Secrets in the cluster (the
@@ -44,7 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devcluster import kube
 from devcluster.cluster import KUBE_VERSION, Devcluster
 from devcluster.processes import free_port
-from tests.install import stacks
+from tests.install import certmanager, stacks
 from tests.install.render import ROOT, find, kubectl, render
 
 pytestmark = pytest.mark.cluster
@@ -61,6 +61,7 @@ OVERLAYS = {
     "namespaces": ("iot-placement", "iot-gateways"),
     "kube-prometheus": ("cloud4iot-system", "cloud4iot-gateway"),
     "kube-prometheus-stack": ("cloud4iot-system", "cloud4iot-gateway"),
+    "cert-manager": ("cloud4iot-system", "cloud4iot-gateway"),
 }
 # The overlays that read load from a Prometheus stack: the stack whose series shape the
 # test's Prometheus takes (tests/install/stacks.py) and the preset the overlay must pass.
@@ -292,8 +293,14 @@ def install(
             # The stack is installed first (its namespace holds the overlay's
             # NetworkPolicy); a real Prometheus with the stack's labels stands for it.
             inst.prometheus_url = stacks.start(inst, PROMETHEUS_OVERLAYS[overlay])
-        for command in README_COMMANDS:
-            inst.sh(command.format(overlay=folder, ns=ns))
+        if overlay == "cert-manager":
+            # cert-manager is installed first; it issues the pairs `cloud4iot certs` makes.
+            certmanager.install(inst)
+            inst.sh(README_COMMANDS[0].format(overlay=folder, ns=ns))
+            certmanager.wait_issued(inst)
+        else:
+            for command in README_COMMANDS:
+                inst.sh(command.format(overlay=folder, ns=ns))
         try:
             _run_parts(inst)
             yield inst
@@ -315,8 +322,11 @@ def _run_parts(inst: Install) -> None:
     assert base64.b64decode(hook.webhooks[0].client_config.ca_bundle) == ca  # caBundle set
     # HOST: the webhook is reached at 127.0.0.1, so its pair also names that address; a
     # second run keeps the CA (kube-scheduler would need a restart for a new one).
-    out = inst.sh(f"cloud4iot certs --namespace {inst.ns} --extra-san 127.0.0.1")
-    assert "CA kept" in out
+    if inst.overlay == "cert-manager":
+        certmanager.add_loopback_san(inst)
+    else:
+        out = inst.sh(f"cloud4iot certs --namespace {inst.ns} --extra-san 127.0.0.1")
+        assert "CA kept" in out
     assert (
         base64.b64decode(core.read_namespaced_secret("cloud4iot-ca", inst.ns).data["tls.crt"]) == ca
     )
