@@ -20,6 +20,12 @@ unmanaged. Prints Markdown: the pair's p50/p99, pairs/s and the ratios to the no
 filter answer size and client decode time, per pod kind, then the extender's RSS with
 the largest world loaded and, with --profile, a py-spy profile of the extender during
 a repeat of the largest, least concurrent run (never the measured one).
+
+With --before DIR (a source tree of another commit, e.g. `git archive REF | tar -x
+-C DIR`), the extender of that tree is served too, from DIR with the same Python and
+state, and timed between the no-op and ours at every size and concurrency: the rows
+"cloud4iot before" and a before/after table (ours / before) measure a change side
+by side in one run.
 """
 
 from __future__ import annotations
@@ -200,8 +206,10 @@ def bench_policy(dest: Path) -> Path:
 
 
 @contextlib.contextmanager
-def serving(argv: list[str], url: str, timeout_s: float = 120) -> Iterator[int]:
-    proc = subprocess.Popen(argv, cwd=ROOT)
+def serving(argv: list[str], url: str, timeout_s: float = 120, tree: Path = ROOT) -> Iterator[int]:
+    # `python -m` puts the working directory first on sys.path: the tree's packages load.
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    proc = subprocess.Popen(argv, cwd=tree, env=env)
     try:
         wait_http_ok(url + "/readyz", timeout_s, pid=proc.pid)
         yield proc.pid
@@ -395,13 +403,21 @@ def measure_world(
     noop_argv = [str(binaries["noop"]), "-addr", f"127.0.0.1:{noop_port}"]
     results: Results = {}
     profile_md = ""
-    with (
-        serving(noop_argv, urls["noop"]),
-        serving(ours_argv(ours_port, args.policy_file, state), urls["ours"]) as ours_pid,
-    ):
+    labels: tuple[str, ...] = ("noop", "ours")
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(serving(noop_argv, urls["noop"]))
+        if args.before is not None:
+            before_port = free_port()
+            urls["before"] = f"http://127.0.0.1:{before_port}"
+            before_argv = ours_argv(before_port, args.policy_file, state)
+            stack.enter_context(serving(before_argv, urls["before"], tree=args.before))
+            labels = ("noop", "before", "ours")
+        ours_pid = stack.enter_context(
+            serving(ours_argv(ours_port, args.policy_file, state), urls["ours"])
+        )
         loaded = vm_kb(ours_pid)
         for c in args.concurrency:
-            # Side by side: the no-op, then ours, at the same size and concurrency.
+            # Side by side: the no-op, (before,) then ours, at one size and concurrency.
             results[names, c] = {
                 label: run_loadgen(
                     binaries["loadgen"],
@@ -411,7 +427,7 @@ def measure_world(
                     c,
                     protocol_only=label == "noop",
                 )
-                for label in ("noop", "ours")
+                for label in labels
             }
             print(f"... {names} names, concurrency {c}: done", file=sys.stderr, flush=True)
         memory = {"devices": len(w["devices"]), "loaded": loaded, "after": vm_kb(ours_pid)}
@@ -445,7 +461,23 @@ def report(results: Results, memory: dict[int, dict[str, Any]], concurrency: lis
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (names, c), r in results.items():
         print(row(names, c, "Go no-op", r["noop"], r["noop"]))
+        if "before" in r:
+            print(row(names, c, "cloud4iot before", r["before"], r["noop"]))
         print(row(names, c, "cloud4iot", r["ours"], r["noop"]))
+    if any("before" in r for r in results.values()):
+        print(
+            "\nBefore/after, side by side (ours / before; below 1 is faster):\n\n"
+            "| names | C | before p50 ms | after p50 ms | p50 after/before "
+            "| before pairs/s | after pairs/s | pairs/s after/before |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for (names, c), r in results.items():
+            b, a = r["before"], r["ours"]
+            print(
+                f"| {names} | {c} | {b['All']['P50Ms']:.2f} | {a['All']['P50Ms']:.2f} "
+                f"| {a['All']['P50Ms'] / b['All']['P50Ms']:.2f}x | {b['PairsPerSec']:.0f} "
+                f"| {a['PairsPerSec']:.0f} | {a['PairsPerSec'] / b['PairsPerSec']:.2f}x |"
+            )
     print(
         "\nPer pod kind (mean filter answer and client decode per filter answer):\n\n"
         "| names | C | pod | ours p50 ms | no-op p50 ms | p50 ratio | ours KiB | no-op KiB "
@@ -475,7 +507,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--devices-per-node", type=int, default=2)
     p.add_argument("--profile", type=Path, help="write a py-spy profile and its summary here")
     p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
+    p.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="also time the extender of this source tree (another commit), side by side",
+    )
     args = p.parse_args(argv)
+    if args.before is not None and not (args.before / "extender" / "__main__.py").is_file():
+        p.error(f"--before {args.before}: not a source tree with extender/__main__.py")
     started = time.monotonic()
     binaries = build_go()
     command = " ".join([prog or "python -m bench.extender_pair", *(argv or sys.argv[1:])])
