@@ -5,7 +5,8 @@ its own argument validation on create (`pretty=True` where a string is expected,
 kubernetes 37.0.2). The rules are client-go's:
 
 * A candidate takes the Lease when it does not exist, has no holder, is already
-  ours, or is expired. Expiry is judged only on this process's monotonic clock:
+  ours, or is expired. Expiry is judged only on this process's monotonic clock
+  (the event loop's, which is time.monotonic() on asyncio's loops):
   another holder's lease has expired when the record we read (holder,
   renewTime, resourceVersion) has not changed for the record's
   leaseDurationSeconds since we first observed it. The holder's renewTime is a
@@ -31,7 +32,6 @@ import asyncio
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +45,12 @@ CRASH_RESET = 60.0  # a lead task that ran this long before crashing starts the 
 
 # (holder, renewTime, resourceVersion): a change means the holder is still renewing.
 Observed = tuple[str | None, Any, str | None]
+
+
+def _now() -> float:
+    # The loop's clock, not time.monotonic() directly: the same clock on a real loop,
+    # and the tests run the elector on virtual time, so its margins are exact there.
+    return asyncio.get_running_loop().time()
 
 
 @dataclass(slots=True)
@@ -74,7 +80,7 @@ class LeaseElector:
             self._observed = record
             # Taken after the response arrived: the holder's write, and so the start of
             # its renewal, happened no later than this.
-            self._observed_at = time.monotonic()
+            self._observed_at = _now()
 
     async def try_acquire_or_renew(self) -> bool:
         """One read and at most one write. Raises on API errors other than 404/409."""
@@ -117,7 +123,7 @@ class LeaseElector:
         holder = spec.holder_identity
         duration = spec.lease_duration_seconds or self.lease_duration
         if holder and holder != self.identity:
-            if time.monotonic() < self._observed_at + duration:
+            if _now() < self._observed_at + duration:
                 return False
             log.info("lease %s/%s: %s expired, taking over", self.namespace, self.name, holder)
         if holder != self.identity:
@@ -175,10 +181,8 @@ class LeaseElector:
     async def acquire(self) -> float:
         """Contend until we hold the Lease; returns the monotonic start of the winning attempt."""
         while True:
-            start = time.monotonic()
-            if await self.attempt(self.renew_deadline) and (
-                time.monotonic() < start + self.renew_deadline
-            ):
+            start = _now()
+            if await self.attempt(self.renew_deadline) and (_now() < start + self.renew_deadline):
                 return start
             await asyncio.sleep(self.retry_period)
 
@@ -197,7 +201,7 @@ async def run_elected(
     while True:
         renewed = await elector.acquire()
         log.info("%s leads (lease %s/%s)", elector.identity, elector.namespace, elector.name)
-        began = time.monotonic()
+        began = _now()
         task = asyncio.create_task(lead(), name="elected")
         if on_change:
             on_change(True)
@@ -227,7 +231,7 @@ async def run_elected(
             crashes = 0
             await asyncio.sleep(elector.retry_period)
             continue
-        crashes = 1 if time.monotonic() - began >= CRASH_RESET else crashes + 1
+        crashes = 1 if _now() - began >= CRASH_RESET else crashes + 1
         backoff = min(elector.retry_period * 2**crashes, MAX_CRASH_BACKOFF)
         log.error(
             "%s: lead task crashed; contending again in %.1fs",
@@ -248,11 +252,11 @@ async def _renew_while_leading(
     """
     while True:
         deadline = renewed + elector.renew_deadline
-        pause = min(elector.retry_period, deadline - time.monotonic())
+        pause = min(elector.retry_period, deadline - _now())
         if pause > 0:
             await asyncio.wait({task}, timeout=pause)
-        if task.done() or time.monotonic() >= deadline:
+        if task.done() or _now() >= deadline:
             return
-        start = time.monotonic()
+        start = _now()
         if await elector.attempt(deadline - start):
             renewed = start

@@ -1,19 +1,21 @@
 """LeaseElector / run_elected against an in-memory Lease API with resourceVersion conflicts.
 
-Durations are scaled down (lease 1 s, renew deadline 0.6 s, retry 0.05 s) so the
-safety margins (0.4 s) stay large next to event-loop jitter while tests stay short.
-Times are `time.monotonic()`, the clock the elector uses.
+Every test runs on virtual time (tests/replay/virtual_loop.py): the elector reads
+the loop's clock, `now()` here, which jumps to the next timer whenever nothing is ready,
+so the bounds below are the elector's own (renew deadline, lease duration, retry period)
+to the float's rounding, whatever the machine's load. Durations: lease 1 s, renew
+deadline 0.6 s, retry 0.05 s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import math
 import random
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,9 +26,25 @@ from kubernetes.aio.client import V1Lease
 from kubernetes.aio.client.exceptions import ApiException
 
 from extender.controllers.election import LeaseElector, run_elected
+from tests.replay.virtual_loop import run_virtual
 
 NS, NAME = "cloud4iot-system", "nearest-writer"
 LEASE, DEADLINE, RETRY = 1, 0.6, 0.05
+EPS = 1e-9  # float rounding of virtual instants, nothing else
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def virtual(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    """Run an async test on a virtual-time loop (a plain test to pytest)."""
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        run_virtual(test(*args, **kwargs))
+
+    return run
 
 
 class Apiserver:
@@ -153,12 +171,12 @@ class Candidate:
         )
 
     async def lead(self) -> None:
-        term = [time.monotonic(), math.inf]
+        term = [now(), math.inf]
         self.terms.append(term)
         try:
             await asyncio.Event().wait()
         finally:
-            term[1] = time.monotonic()
+            term[1] = now()
 
     @property
     def leading(self) -> bool:
@@ -187,9 +205,9 @@ async def contending(
 
 
 async def until(condition: Callable[[], bool], within: float) -> None:
-    deadline = time.monotonic() + within
+    deadline = now() + within
     while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
+        assert now() < deadline, "condition not reached in time"
         await asyncio.sleep(0.01)
 
 
@@ -199,6 +217,7 @@ def assert_never_together(*candidates: Candidate) -> None:
         assert end < start, f"{who} still led at {end:.3f} when {nxt} began at {start:.3f}"
 
 
+@virtual
 async def test_single_candidate_acquires_and_keeps_renewing() -> None:
     server = Apiserver()
     a = Candidate("a", FakeCoordination(server))
@@ -220,6 +239,7 @@ def test_durations_must_leave_a_margin() -> None:
     LeaseElector(None, NS, NAME, "a")  # defaults 15 / 10 / 2 are valid
 
 
+@virtual
 async def test_candidates_never_lead_at_the_same_time() -> None:
     server = Apiserver()
     rng = random.Random(7)
@@ -242,6 +262,7 @@ async def test_candidates_never_lead_at_the_same_time() -> None:
 
 
 @pytest.mark.parametrize("mode", ["hang", "fail", "commit_then_hang"])
+@virtual
 async def test_leader_stops_before_its_lease_can_be_taken(mode: str) -> None:
     server = Apiserver()
     a, b = Candidate("a", FakeCoordination(server)), Candidate("b", FakeCoordination(server))
@@ -251,15 +272,17 @@ async def test_leader_stops_before_its_lease_can_be_taken(mode: str) -> None:
             await asyncio.sleep(0.2)
             assert not b.terms
             a.api.mode = mode
-            broke = time.monotonic()  # a's last successful renewal started before this
+            broke = now()  # a's last successful renewal started before this
             await until(lambda: b.leading, 3)
             stopped = a.terms[0][1]
-            assert stopped - broke < LEASE  # at most the renew deadline (plus jitter)
+            # At the renew deadline after its last successful renewal, so before LEASE.
+            assert stopped - broke <= DEADLINE + EPS
             assert stopped < b.first_start()
             assert a.changes == [True, False]
             assert len(a.terms) == 1
 
 
+@virtual
 async def test_takeover_only_after_the_record_stood_still_for_lease_duration() -> None:
     server = Apiserver()
     server.put("ghost", datetime.now(UTC))
@@ -268,33 +291,37 @@ async def test_takeover_only_after_the_record_stood_still_for_lease_duration() -
         for _ in range(5):  # the ghost keeps renewing, then vanishes
             await asyncio.sleep(0.1)
             server.put("ghost", datetime.now(UTC))
-        vanished = time.monotonic()
+        vanished = now()
         await until(lambda: b.leading, 3)
         assert server.holder() == "b"
     took_over = b.first_start()
     assert took_over >= vanished + LEASE
-    assert took_over < vanished + 2 * LEASE  # one lease duration, not two; RETRY 0.05 s
+    # One lease duration after it saw the last record (within a retry of its writing),
+    # at its next attempt: not two leases, nor anything more.
+    assert took_over <= vanished + LEASE + 2 * RETRY + EPS
     assert server.lease is not None
     assert server.lease.spec is not None
     assert server.lease.spec.lease_transitions == 1
 
 
 @pytest.mark.parametrize("skew", [timedelta(days=1), -timedelta(days=1)])
+@virtual
 async def test_holder_clock_skew_does_not_matter(skew: timedelta) -> None:
     server = Apiserver()
     b = Candidate("b", FakeCoordination(server))
     server.put("skewed", datetime.now(UTC) + skew)
     async with contending(b):
-        started = time.monotonic()
-        while time.monotonic() < started + 1.5 * LEASE:  # a live holder: never taken over
+        started = now()
+        while now() < started + 1.5 * LEASE:  # a live holder: never taken over
             await asyncio.sleep(0.1)
             server.put("skewed", datetime.now(UTC) + skew)
             assert not b.terms
-        vanished = time.monotonic()
+        vanished = now()
         await until(lambda: b.leading, 3)  # a dead holder: taken over
-    assert b.first_start() >= vanished + LEASE
+    assert vanished + LEASE <= b.first_start() <= vanished + LEASE + 2 * RETRY + EPS
 
 
+@virtual
 async def test_crashing_lead_task_is_logged_and_retried(caplog: pytest.LogCaptureFixture) -> None:
     server = Apiserver()
     a = Candidate("a", FakeCoordination(server))
@@ -303,7 +330,7 @@ async def test_crashing_lead_task_is_logged_and_retried(caplog: pytest.LogCaptur
     def lead(c: Candidate) -> Callable[[], Any]:
         async def run() -> None:
             if not crashed:
-                crashed.append(time.monotonic())
+                crashed.append(now())
                 raise RuntimeError("boom")
             await c.lead()
 
@@ -317,10 +344,11 @@ async def test_crashing_lead_task_is_logged_and_retried(caplog: pytest.LogCaptur
     assert "crashed" in errors[0].getMessage()
     assert errors[0].exc_info is not None
     assert isinstance(errors[0].exc_info[1], RuntimeError)
-    assert a.first_start() - crashed[0] >= 2 * RETRY  # backed off before contending again
+    assert a.first_start() - crashed[0] >= 2 * RETRY - EPS  # backed off before contending again
     assert a.changes == [True, False, True, False]
 
 
+@virtual
 async def test_cancelled_as_an_answer_arrives_stops_leading() -> None:
     server = Apiserver()
     a = Candidate("a", FakeCoordination(server))
@@ -338,15 +366,16 @@ async def test_cancelled_as_an_answer_arrives_stops_leading() -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
+@virtual
 async def test_shutdown_hands_the_lease_back_so_a_successor_need_not_wait() -> None:
     server = Apiserver()
     a, b = Candidate("a", FakeCoordination(server)), Candidate("b", FakeCoordination(server))
     async with contending(a):
         await until(lambda: a.leading, 1)
     assert server.holder() is None  # released, not left to expire
-    stopped = time.monotonic()
+    stopped = now()
     async with contending(b):
         await until(lambda: b.leading, LEASE)
-        # Much sooner than the lease duration a crashed leader would leave behind.
-        assert b.first_start() - stopped < LEASE / 2
+        # At its first attempt, not the lease duration a crashed leader would leave behind.
+        assert b.first_start() - stopped <= EPS
     assert not a.leading
