@@ -22,6 +22,7 @@ from cloud4iot.kubeclient import api_client as kube_api_client
 from cloud4iot.service import metrics_response
 from cloud4iot.tasks import Supervisor
 from gateway_monitor.backoff import backoff_delays
+from gateway_monitor.lease import LeaseRenewer, default_namespace
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.publisher import Publisher, PublishPlan, Reason, Sighting
@@ -48,6 +49,7 @@ class Runtime:
     monitor: Monitor | None = None
     recorder: Recorder | None = None
     publisher: Publisher | None = None
+    lease: LeaseRenewer | None = None
     dry_run_log: list[dict[str, Any]] = field(default_factory=list)
     tasks: Supervisor = field(default_factory=Supervisor)
     scanner_errors_counted: int = 0
@@ -190,10 +192,16 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.dry_run:
         sink: Any = DryRunSink(settings.node, rt.dry_run_log)
     else:
-        from kubernetes.aio.client import CustomObjectsApi
+        from kubernetes.aio.client import CoordinationV1Api, CustomObjectsApi
 
         api_client = await kube_api_client(settings.kubeconfig)
         api = CustomObjectsApi(api_client)
+        rt.lease = LeaseRenewer(
+            CoordinationV1Api(api_client),
+            settings.node,
+            settings.lease_namespace or default_namespace(),
+            settings.lease,
+        )
 
         def on_result(device: str, reason: Reason | None, ok: bool) -> None:
             if ok:
@@ -231,6 +239,8 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
             "device-watch",
         )
         rt.tasks.spawn(_publish(rt.publisher), "publisher")
+        assert rt.lease is not None
+        rt.tasks.spawn(rt.lease.run(), "lease")
     if settings.policy is not None and settings.rssi_offset is None:
         rt.tasks.spawn(_watch_policy(rt), "policy")
     rt.tasks.spawn(_ticker(rt), "ticker")
@@ -271,6 +281,7 @@ async def _healthz(request: web.Request) -> web.Response:
         "registrySynced": rt.registry.synced or rt.settings.dry_run,
         "devicesPresent": rt.tracker.present_count(),
         "apiserverReachable": rt.publisher.reachable if rt.publisher else None,
+        "leaseRenewedAt": rt.lease.renewed_at if rt.lease else None,
         "deadTasks": rt.tasks.dead,
         "time": time.time(),
     }

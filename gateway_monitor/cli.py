@@ -15,6 +15,7 @@ from aiohttp import web
 
 from cloud4iot.buildinfo import require_extra, version_line
 from gateway_monitor.app import create_app
+from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.publisher import PublishConfig
 from gateway_monitor.scanner import DutyCycle, ScanMode
 from gateway_monitor.settings import Settings
@@ -189,6 +190,19 @@ def _publishing_flags(p: argparse.ArgumentParser) -> None:
         default=d_p.heartbeat,
         help="seconds between refreshes of an unchanged sighting",
     )
+    d_l = LeaseConfig()
+    g.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE") or None,
+        help="namespace of this gateway's liveness Lease (env POD_NAMESPACE;"
+        " default the pod's own, else cloud4iot-gateway)",
+    )
+    g.add_argument(
+        "--lease-renew",
+        type=float,
+        default=d_l.renew,
+        help="seconds between renewals of the Lease (leaseDurationSeconds is 4x)",
+    )
 
 
 def _service_flags(p: argparse.ArgumentParser) -> None:
@@ -216,6 +230,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             heartbeat=args.heartbeat,
             max_rate=args.max_rate,
         ),
+        lease=LeaseConfig(renew=args.lease_renew, duration=max(1, round(4 * args.lease_renew))),
+        lease_namespace=args.lease_namespace,
         replay=args.replay,
         record=args.record,
         record_max_bytes=args.record_max_bytes,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from cloud4iot.policy.loader import load_policy
+from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.publisher import PublishConfig
 from gateway_monitor.scanner import DutyCycle, ScanMode
 from gateway_monitor.tracker import ConfigError, TrackerConfig
@@ -19,6 +20,8 @@ class Settings:
     node: str
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    lease: LeaseConfig = field(default_factory=LeaseConfig)
+    lease_namespace: str | None = None  # None: the pod's own namespace
     replay: Path | None = None
     speed: float = 1.0
     adapter: str = "hci0"

@@ -32,16 +32,19 @@ NODE_KEY = "authentication.kubernetes.io/node-name"
 
 
 async def install_monitor_identity(admin: ApiClient) -> None:
-    """Namespace, ServiceAccount, ClusterRole and binding exactly as shipped."""
+    """Namespace, ServiceAccount, roles and bindings exactly as shipped."""
     core, rbac = CoreV1Api(admin), RbacAuthorizationV1Api(admin)
     create = {
         "Namespace": lambda d: core.create_namespace(d),
         "ServiceAccount": lambda d: core.create_namespaced_service_account(NAMESPACE, d),
         "ClusterRole": lambda d: rbac.create_cluster_role(d),
         "ClusterRoleBinding": lambda d: rbac.create_cluster_role_binding(d),
+        "Role": lambda d: rbac.create_namespaced_role(NAMESPACE, d),
+        "RoleBinding": lambda d: rbac.create_namespaced_role_binding(NAMESPACE, d),
     }
     replace = {
         "ClusterRole": lambda d: rbac.replace_cluster_role(d["metadata"]["name"], d),
+        "Role": lambda d: rbac.replace_namespaced_role(d["metadata"]["name"], NAMESPACE, d),
     }
     for name in ("namespace.yaml", "rbac.yaml"):
         for doc in yaml.safe_load_all((MANIFESTS / name).read_text()):

@@ -41,6 +41,18 @@ def test_cluster_role_reads_devices_and_writes_only_report_status() -> None:
         ("cloud4iot.io", "gatewayreports/status", "update"),
         ("cloud4iot.io", "gatewayreports/status", "patch"),
     }
+    # its liveness Lease: in its own namespace, create once and renew; no delete/list/watch
+    (role,) = [d for d in load("rbac.yaml") if d["kind"] == "Role"]
+    (binding,) = [d for d in load("rbac.yaml") if d["kind"] == "RoleBinding"]
+    (sa,) = [d for d in load("rbac.yaml") if d["kind"] == "ServiceAccount"]
+    assert role["metadata"]["namespace"] == sa["metadata"]["namespace"]
+    assert [(r["apiGroups"], r["resources"], r["verbs"]) for r in role["rules"]] == [
+        (["coordination.k8s.io"], ["leases"], ["get", "create", "update"])
+    ]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "cloud4iot-gateway"}
+    ]
 
 
 def test_daemonset_runs_on_gateways_with_host_dbus_and_no_privileges() -> None:
@@ -73,7 +85,7 @@ def test_daemonset_runs_on_gateways_with_host_dbus_and_no_privileges() -> None:
 
 
 def test_report_policy_constrains_exactly_the_monitors_service_account() -> None:
-    policy, binding = load("admission/report-admission.yaml")
+    policy, binding, *_ = load("admission/report-admission.yaml")
     (sa,) = [d for d in load("rbac.yaml") if d["kind"] == "ServiceAccount"]
     spec = policy["spec"]
     (condition,) = spec["matchConditions"]
@@ -88,5 +100,22 @@ def test_report_policy_constrains_exactly_the_monitors_service_account() -> None
     assert "UPDATE" in rule["operations"]
     names = [v["expression"] for v in spec["validations"]]
     assert "request.name == variables.node" in names
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+
+
+def test_lease_policy_holds_a_monitor_to_the_lease_named_and_held_as_its_node() -> None:
+    *_, policy, binding = load("admission/report-admission.yaml")
+    (sa,) = [d for d in load("rbac.yaml") if d["kind"] == "ServiceAccount"]
+    spec = policy["spec"]
+    assert policy["metadata"]["name"] == "cloud4iot-gateway-leases"
+    (condition,) = spec["matchConditions"]
+    assert f"== '{sa['metadata']['name']}'" in condition["expression"]
+    assert spec["failurePolicy"] == "Fail"
+    (rule,) = spec["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"]) == (["coordination.k8s.io"], ["leases"])
+    checks = " ".join(v["expression"] for v in spec["validations"])
+    assert "request.name == variables.node" in checks
+    assert "holderIdentity" in checks
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert binding["spec"]["validationActions"] == ["Deny"]
