@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from cloud4iot.buildinfo import DEFAULT_POLICY, version_line
+from cloud4iot.logs import configure, log_flags
 from cloud4iot.tasks import Supervisor
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def service_flags(
         "policy's spec.prometheus.nodeLabel and queries",
     )
     p.add_argument("--policy-poll-interval", type=float, default=2.0)
-    p.add_argument("--log-level", default="INFO")
+    log_flags(p)
 
 
 def version_flag(p: argparse.ArgumentParser) -> None:
@@ -65,10 +66,8 @@ def lease_flags(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--lease-name", default=name)
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+def configure_logging(level: str, fmt: str = "text") -> None:
+    configure(level, fmt)
 
 
 def healthz_response(tasks: Supervisor) -> web.Response:

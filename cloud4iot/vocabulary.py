@@ -26,6 +26,7 @@ NARROWED_ANNOTATION = "cloud4iot.io/narrowed"  # the pod was pinned to its best 
 # --- on workloads (set by the rebalancer) ---------------------------------------------
 PARKED_ANNOTATION = "cloud4iot.io/parked-replicas"  # replicas to restore when unparked
 LAST_MOVE_ANNOTATION = "cloud4iot.io/last-move"  # JSON of the last move (survives failover)
+MOVES_ANNOTATION = "cloud4iot.io/moves"  # JSON list of the last moves (explain --history)
 MOVED_ANNOTATION = "cloud4iot.io/rebalanced"  # on the pod template: triggers the rollout
 
 # --- on Devices (set by the nearest writer) -------------------------------------------

@@ -17,6 +17,7 @@ import orjson
 
 from cloud4iot.buildinfo import require_extra
 from cloud4iot.kubeclient import own_namespace
+from cloud4iot.logs import log_flags
 from cloud4iot.policy.loader import PolicyError
 from cloud4iot.service import (
     configure_logging,
@@ -108,7 +109,7 @@ def extender_main(argv: list[str] | None = None) -> int:
         parser.error("--admission-port, --admission-cert and --admission-key go together")
     if args.candidates < 0:
         parser.error("--candidates must be 0 or more")
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     from aiohttp import web
 
     from extender.app import create_app
@@ -252,6 +253,7 @@ def _certs(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="cloud4iot", description="Cloud4IoT placement admin tools")
     version_flag(p)
+    log_flags(p, "warning")
     sub = p.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="each node's verdict for a pod in a given state")
@@ -300,11 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--in-cluster", action="store_true")
     crt.set_defaults(func=_certs)
 
+    from extender.podexplain.command import add_parser as explain_parser
+
+    explain_parser(sub)
+
     args_list = sys.argv[1:] if argv is None else argv
     if args_list[:1] == ["replay"]:  # its own parser, --help included
         return _replay(args_list[1:])
     args = p.parse_args(args_list)
-    if args.command in ("simulate", "certs"):
+    configure_logging(args.log_level, args.log_format)
+    if args.command in ("simulate", "certs", "explain"):
         require_extra(f"cloud4iot {args.command}", "extender")
     code: int = args.func(args)
     return code

@@ -100,7 +100,35 @@ def _filter(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     if args.node_names is not None:  # full Node objects bring their own labels: not reused
         rt.verdicts.put(args.pod, snapshot, policy, verdicts)
     rt.metrics.count_decisions(verdicts)
+    if log.isEnabledFor(logging.DEBUG):
+        log_decision(args, verdicts)
     return json_response(filter_result(args, verdicts)), args.mode
+
+
+def log_decision(args: ExtenderArgs, verdicts: list[Verdict]) -> None:
+    """One debug line per filter answer: the pod, its device, the node it is best
+    placed on (None: refused everywhere) and why, with the refusals by reason."""
+    facts = PodFacts.from_pod(args.pod)
+    kept = sorted((v for v in verdicts if v.feasible), key=lambda v: (-v.score, v.node))
+    refused: dict[str, int] = {}
+    for v in verdicts:
+        if not v.feasible:
+            refused[v.code.value] = refused.get(v.code.value, 0) + 1
+    best = kept[0] if kept else None
+    log.debug(
+        "filter %s/%s: %d of %d nodes kept",
+        facts.namespace,
+        facts.name,
+        len(kept),
+        len(verdicts),
+        extra={
+            "pod": f"{facts.namespace}/{facts.name}",
+            "device": facts.device,
+            "node": best.node if best else None,
+            "reason": f"best score {best.score}" if best else "every node refused",
+            "code": refused,
+        },
+    )
 
 
 def _prioritize(request: web.Request, body: bytes) -> tuple[web.Response, str]:

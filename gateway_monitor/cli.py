@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from cloud4iot.buildinfo import require_extra, version_line
+from cloud4iot.logs import configure, log_flags
 from gateway_monitor.app import create_app
 from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.publisher import PublishConfig
@@ -209,7 +210,7 @@ def _service_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("service")
     g.add_argument("--host", default="0.0.0.0", help="address for /metrics and /healthz")
     g.add_argument("--port", type=int, default=9102)
-    g.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    log_flags(g, os.environ.get("LOG_LEVEL", "info"))
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -272,9 +273,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     require_extra(parser.prog, "gateway")
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure(args.log_level, args.log_format)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # probes every 10 s
     try:
         settings = settings_from_args(args)

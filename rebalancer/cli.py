@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     require_extra(p.prog, "extender")
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     from aiohttp import web
 
     from rebalancer.app import create_rebalancer_app

@@ -32,7 +32,12 @@ import orjson
 
 from cloud4iot.devices import rfc3339
 from cloud4iot.policy.store import PolicyStore
-from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, MOVED_ANNOTATION, PARKED_ANNOTATION
+from cloud4iot.vocabulary import (
+    LAST_MOVE_ANNOTATION,
+    MOVED_ANNOTATION,
+    MOVES_ANNOTATION,
+    PARKED_ANNOTATION,
+)
 from rebalancer.metrics import RebalancerMetrics
 from rebalancer.model import Action, Kind, ManagedPod, Move, Workload
 from rebalancer.workloads import (
@@ -42,6 +47,7 @@ from rebalancer.workloads import (
     PodRecord,
     Workloads,
     move_note_json,
+    moves_json,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +57,12 @@ MERGE_PATCH = "application/merge-patch+json"
 # A move made but not yet shown by the watches holds its workload (or pod) for at
 # most this long: a watch that never shows it must not hold it for good.
 IN_FLIGHT = 60.0
+# A move that failed or was blocked is planned again on later passes; its Warning is
+# recorded once per workload, reason and this many seconds, not on every pass.
+WARN_EVERY = 300.0
+# Warning Event reasons (docs/operations.md): the move was not made.
+MOVE_FAILED = "MoveFailed"  # the apiserver refused the change (an error answer)
+MOVE_BLOCKED = "MoveBlocked"  # a PodDisruptionBudget refused the eviction (429)
 
 # What became of a move: made; refused or failed (it did not happen); no answer (it
 # may have happened: treated as made); logged only (dry run); moot (a recreate of a
@@ -80,6 +92,7 @@ class Evictor:
     # made on, when). Until the watch shows a later generation the change is in flight
     # and the workload not settled, whatever the cache says.
     changed: dict[str, tuple[int, float]] = field(default_factory=dict)
+    warned: dict[tuple[str, str], float] = field(default_factory=dict)  # (workload, reason)
 
     # --- what the watches show ---------------------------------------------------------
 
@@ -212,6 +225,8 @@ class Evictor:
             outcome = await self._act(move, now)
         except ApiException as exc:  # the apiserver answered: it did not happen
             log.warning("%s failed: %s", message, exc)
+            why = f"{exc.status} {exc.reason}".strip()
+            await self._warn(move, now, MOVE_FAILED, f"could not {message}: {why}")
             outcome = "failed"
         except Exception as exc:
             # No answer (a timeout, a dropped connection): it may have happened. Keep it
@@ -256,11 +271,26 @@ class Evictor:
                 return  # the watch already shows it
             self.changed[key] = (generation, now)
 
-    def _note(self, move: Move, now: float) -> str:
+    async def _record_on(self, move: Move, now: float) -> dict[str, str]:
+        """The annotations that record this move on its workload: the last move (a new
+        leader's cooldown) and the bounded list of moves (`cloud4iot explain --history`),
+        appended to what the watch cache (Deployment) or a GET (StatefulSet) shows."""
         device = move.pod.facts.device if move.pod else None
-        return move_note_json(
-            MoveNote(now, move.reason.value, move.from_node or "", move.to_node, device)
-        )
+        note = MoveNote(now, move.reason.value, move.from_node or "", move.to_node, device)
+        w = move.workload
+        previous: str | None = None
+        if w.kind is Kind.DEPLOYMENT:
+            record = self.workloads.deployments.get(f"{w.namespace}/{w.name}")
+            previous = record.moves if record is not None else None
+        elif w.kind is Kind.STATEFUL_SET:
+            # Not watched: read it (unreadable: the list starts afresh).
+            for obj in await self.statefulsets([(w.namespace, w.name)]) or ():
+                annotations = (obj.get("metadata") or {}).get("annotations") or {}
+                previous = annotations.get(MOVES_ANNOTATION)
+        return {
+            LAST_MOVE_ANNOTATION: move_note_json(note),
+            MOVES_ANNOTATION: moves_json(previous, note),
+        }
 
     async def _act(self, move: Move, now: float) -> Outcome:
         """Make the move; "failed" when the cluster refused it without an error."""
@@ -269,22 +299,25 @@ class Evictor:
         w = move.workload
         if move.action is Action.RECREATE:
             return await self._recreate(move)
-        note = self._note(move, now)
+        if w.kind is Kind.POD:
+            notes: dict[str, str] = {}
+        else:
+            notes = await self._record_on(move, now)
         if move.action is Action.ROLLOUT:
             stamp = f"{move.reason.value} {move.from_node} -> {move.to_node} at {rfc3339(now)}"
             body: dict[str, Any] = {
-                "metadata": {"annotations": {LAST_MOVE_ANNOTATION: note}},
+                "metadata": {"annotations": notes},
                 "spec": {"template": {"metadata": {"annotations": {MOVED_ANNOTATION: stamp}}}},
             }
             await self._patch(w, body)
             return "ok"
         if move.action is Action.PARK:
-            parked = {PARKED_ANNOTATION: str(w.replicas), LAST_MOVE_ANNOTATION: note}
+            parked = {PARKED_ANNOTATION: str(w.replicas), **notes}
             await self._patch(w, {"metadata": {"annotations": parked}, "spec": {"replicas": 0}})
             return "ok"
         if move.action is Action.UNPARK:
             replicas = w.parked_replicas or 1
-            restored: dict[str, str | None] = {PARKED_ANNOTATION: None, LAST_MOVE_ANNOTATION: note}
+            restored: dict[str, str | None] = {PARKED_ANNOTATION: None, **notes}
             await self._patch(
                 w, {"metadata": {"annotations": restored}, "spec": {"replicas": replicas}}
             )
@@ -299,11 +332,18 @@ class Evictor:
                     "eviction of %s/%s refused by a disruption budget", pod.namespace, pod.name
                 )
                 self.metrics.held.labels("disruption-budget").inc()
+                await self._warn(
+                    move,
+                    now,
+                    MOVE_BLOCKED,
+                    f"a PodDisruptionBudget refused the eviction; planned again later: "
+                    f"{move.message()}",
+                )
                 return "failed"  # not made: planned again later
             raise
         if w.kind in (Kind.DEPLOYMENT, Kind.STATEFUL_SET):
             with contextlib.suppress(Exception):  # the record helps a new leader; not vital
-                await self._patch(w, {"metadata": {"annotations": {LAST_MOVE_ANNOTATION: note}}})
+                await self._patch(w, {"metadata": {"annotations": notes}})
         return "ok"
 
     async def _recreate(self, move: Move) -> Outcome:
@@ -341,7 +381,18 @@ class Evictor:
         )
         await call(w.name, w.namespace, body, _content_type=MERGE_PATCH, _request_timeout=10)
 
-    async def _events(self, move: Move, message: str) -> None:
+    async def _warn(self, move: Move, now: float, reason: str, message: str) -> None:
+        key = (move.workload.key, reason)
+        if now - self.warned.get(key, float("-inf")) < WARN_EVERY:
+            return
+        self.warned[key] = now
+        for k in [k for k, at in self.warned.items() if now - at >= WARN_EVERY]:
+            del self.warned[k]  # bounded by the workloads warned about lately
+        await self._events(move, message, reason, "Warning")
+
+    async def _events(
+        self, move: Move, message: str, reason: str | None = None, event_type: str = "Normal"
+    ) -> None:
         targets: list[tuple[str, str, str, str, str | None]] = []
         if move.pod is not None:
             targets.append(("v1", "Pod", move.pod.namespace, move.pod.name, move.pod.uid))
@@ -349,10 +400,14 @@ class Evictor:
         if kind is not Kind.POD and move.action is not Action.RECREATE:
             api = "apps/v1"
             targets.append((api, kind.value, move.workload.namespace, move.workload.name, None))
-        await self._record(targets, move.reason.value, message)
+        await self._record(targets, reason or move.reason.value, message, event_type)
 
     async def _record(
-        self, targets: Sequence[tuple[str, str, str, str, str | None]], reason: str, message: str
+        self,
+        targets: Sequence[tuple[str, str, str, str, str | None]],
+        reason: str,
+        message: str,
+        event_type: str = "Normal",
     ) -> None:
         """One Event per (apiVersion, kind, namespace, name, uid) target."""
         stamp = rfc3339(time.time())
@@ -370,7 +425,7 @@ class Evictor:
                 "involvedObject": involved,
                 "reason": reason,
                 "message": message[:1024],
-                "type": "Normal",
+                "type": event_type,
                 "source": {"component": COMPONENT},
                 "reportingComponent": COMPONENT,
                 "reportingInstance": self.identity,

@@ -17,7 +17,12 @@ from typing import Any
 import orjson
 
 from cloud4iot.devices import parse_time
-from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, NARROWED_ANNOTATION, PARKED_ANNOTATION
+from cloud4iot.vocabulary import (
+    LAST_MOVE_ANNOTATION,
+    MOVES_ANNOTATION,
+    NARROWED_ANNOTATION,
+    PARKED_ANNOTATION,
+)
 from extender.scoring.model import PodFacts
 from extender.state.pods import pinned_nodes
 from rebalancer.model import Kind, ManagedPod, MoveRecord, Reason, Workload
@@ -132,6 +137,7 @@ class DeploymentRecord:
     template: PodFacts  # the pod template's annotations
     last_move: MoveNote | None
     generation: int = 0  # metadata.generation: a spec change (rollout, scale) bumps it
+    moves: str | None = None  # the cloud4iot.io/moves annotation as found (appended to)
 
     @classmethod
     def from_deployment(cls, obj: Mapping[str, Any], observed_at: float = 0.0) -> DeploymentRecord:
@@ -169,7 +175,12 @@ class DeploymentRecord:
             template=PodFacts.from_pod({"metadata": template_meta}),
             last_move=_move_note(annotations.get(LAST_MOVE_ANNOTATION)),
             generation=generation if isinstance(generation, int) else 0,
+            moves=_text(annotations.get(MOVES_ANNOTATION)),
         )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def last_move_of(obj: Mapping[str, Any]) -> MoveNote | None:
@@ -194,16 +205,35 @@ def _move_note(raw: Any) -> MoveNote | None:
         return None
 
 
+def _note_doc(note: MoveNote) -> dict[str, Any]:
+    return {
+        "at": round(note.at, 3),
+        "reason": note.reason,
+        "from": note.from_node,
+        "to": note.to_node,
+        "device": note.device,
+    }
+
+
 def move_note_json(note: MoveNote) -> str:
-    return orjson.dumps(
-        {
-            "at": round(note.at, 3),
-            "reason": note.reason,
-            "from": note.from_node,
-            "to": note.to_node,
-            "device": note.device,
-        }
-    ).decode()
+    return orjson.dumps(_note_doc(note)).decode()
+
+
+# Moves kept on a workload for `cloud4iot explain --history`: Events expire after the
+# apiserver's --event-ttl (1 h by default); this record lasts as long as the workload,
+# and at ~110 bytes a move, 10 moves stay far below the 256 KiB annotation limit.
+MOVES_KEPT = 10
+
+
+def moves_json(previous: str | None, note: MoveNote, keep: int = MOVES_KEPT) -> str:
+    """The workload's list of moves with `note` appended, the oldest dropped past
+    `keep`; an unreadable previous value (edited by hand) starts the list afresh."""
+    try:
+        old = orjson.loads(previous) if previous else []
+    except orjson.JSONDecodeError:
+        old = []
+    kept = [m for m in old if isinstance(m, dict)] if isinstance(old, list) else []
+    return orjson.dumps([*kept, _note_doc(note)][-keep:]).decode()
 
 
 @dataclass(slots=True)

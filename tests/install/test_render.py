@@ -20,6 +20,12 @@ NAMESPACES = {
     "": ("cloud4iot-system", "cloud4iot-gateway"),
     "namespaces": ("iot-placement", "iot-gateways"),
 }
+# Subjects that are not ours: kube-prometheus' Prometheus runs as ServiceAccount
+# prometheus-k8s in `monitoring` (its prometheus-prometheus.yaml) and may list pods only
+# where it holds a Role (its own: default, kube-system, monitoring), so that overlay
+# binds it a Role in each namespace our PodMonitors are in. The stack's chart gives its
+# Prometheus a ClusterRole and needs none.
+FOREIGN = {"kube-prometheus": {("prometheus-k8s", "monitoring")}}
 CLUSTER_SCOPED = {
     "Namespace",
     "CustomResourceDefinition",
@@ -47,6 +53,8 @@ def test_subjects_and_the_webhook_follow_their_namespaces(overlay: str) -> None:
     }
     for d in docs:
         for s in d.get("subjects") or []:
+            if (s["name"], s["namespace"]) in FOREIGN.get(overlay, set()):
+                continue
             assert s["namespace"] == accounts[s["name"]], (d["kind"], d["metadata"]["name"])
         if d["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in d["metadata"], d["metadata"]["name"]
@@ -62,6 +70,39 @@ def test_subjects_and_the_webhook_follow_their_namespaces(overlay: str) -> None:
     rb = find(docs, "RoleBinding", "cloud4iot-scheduler-extension-apiserver-authentication-reader")
     assert rb["metadata"]["namespace"] == "kube-system"
     assert rb["roleRef"]["name"] == "extension-apiserver-authentication-reader"
+
+
+@pytest.mark.parametrize("overlay", ["kube-prometheus", "kube-prometheus-stack"])
+def test_the_stacks_prometheus_may_discover_the_podmonitors_pods(overlay: str) -> None:
+    docs = render(overlay)
+    monitored = {d["metadata"]["namespace"] for d in docs if d["kind"] == "PodMonitor"}
+    assert monitored == {"cloud4iot-system", "cloud4iot-gateway"}
+    bound = {
+        d["metadata"]["namespace"]
+        for d in docs
+        if d["kind"] == "RoleBinding"
+        and {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}
+        in d["subjects"]
+    }
+    if overlay == "kube-prometheus-stack":
+        assert not bound  # its chart's ClusterRole already covers every namespace
+        for kind in ("PodMonitor", "PrometheusRule"):  # its default selectors
+            for d in docs:
+                if d["kind"] == kind:
+                    assert d["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        return
+    assert bound == monitored
+    for namespace in monitored:
+        (role,) = [
+            d
+            for d in docs
+            if d["kind"] == "Role"
+            and d["metadata"]["namespace"] == namespace
+            and d["metadata"]["name"] == "prometheus-k8s-cloud4iot"
+        ]
+        assert role["rules"] == [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}
+        ]
 
 
 @pytest.mark.parametrize("overlay", ["", "namespaces"])

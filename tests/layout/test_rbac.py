@@ -88,6 +88,20 @@ REBALANCER_CALLS: dict[str, set[tuple[str, str, str]]] = {
 NAMESPACE = "cloud4iot-system"
 # Run by the admin with their own credentials, never by a service account.
 ADMIN_TOOLS = {"extender/certs.py"}
+EXPLAIN = "extender/podexplain/"  # `cloud4iot explain`: what the cloud4iot-explain role grants
+
+# API method `cloud4iot explain` uses -> what it needs (no watch: it reads once).
+EXPLAIN_CALLS: dict[str, set[tuple[str, str, str]]] = {
+    "read_namespaced_pod": {("", "pods", "get")},
+    "read_namespaced_config_map": {("", "configmaps", "get")},  # the cloud4iot-policy
+    "list_node": {("", "nodes", "list")},
+    "list_cluster_custom_object": {(GROUP, PLURAL, "list"), (GROUP, REPORT_PLURAL, "list")},
+    "list_namespaced_event": {("", "events", "list")},
+    # the owner (a ReplicaSet's Deployment, a StatefulSet) and its record of moves
+    "read_namespaced_replica_set": {("apps", "replicasets", "get")},
+    "read_namespaced_deployment": {("apps", "deployments", "get")},
+    "read_namespaced_stateful_set": {("apps", "statefulsets", "get")},
+}
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,7 @@ class Deployable:
         return ROOT / "manifests" / "placement" / self.name
 
     def runs(self, path: str) -> bool:
-        if path in ADMIN_TOOLS:
+        if path in ADMIN_TOOLS or path.startswith(EXPLAIN):
             return False
         if path.startswith("cloud4iot/"):
             return True
@@ -138,12 +152,14 @@ def api_methods() -> frozenset[str]:
     return frozenset(names - {"close"})
 
 
-def called_api_methods(d: Deployable) -> dict[str, list[str]]:
-    """API method name -> where the deployable's code uses it (file:line)."""
+def called_api_methods(d: Deployable | None) -> dict[str, list[str]]:
+    """API method name -> where the deployable's code uses it (file:line); None:
+    where `cloud4iot explain` does."""
     methods = api_methods()
     found: dict[str, list[str]] = {}
     for path in sorted(p for folder in SCANNED for p in (ROOT / folder).rglob("*.py")):
-        if not d.runs(str(path.relative_to(ROOT))):
+        rel = str(path.relative_to(ROOT))
+        if not (d.runs(rel) if d is not None else rel.startswith(EXPLAIN)):
             continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Attribute) and node.attr in methods:
@@ -259,3 +275,30 @@ def test_kustomization_lists_every_manifest(d: Deployable) -> None:
     assert set(kustomization["resources"]) == files
     (top,) = yaml.safe_load_all((ROOT / "manifests/placement/kustomization.yaml").read_text())
     assert d.name in top["resources"]
+
+
+def explain_role() -> dict[str, Any]:
+    path = ROOT / "manifests" / "placement" / "explain-role.yaml"
+    (role,) = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert role["kind"] == "ClusterRole"
+    return dict(role)
+
+
+def test_explain_calls_what_its_role_grants_and_reads_only() -> None:
+    """`cloud4iot explain` runs with an admin's own credentials: the cloud4iot-explain
+    ClusterRole an admin binds grants exactly its calls, all reads, and no Secret."""
+    used = called_api_methods(None)
+    assert set(used) == set(EXPLAIN_CALLS), {
+        "calls not in EXPLAIN_CALLS": {m: used[m] for m in set(used) - set(EXPLAIN_CALLS)},
+        "EXPLAIN_CALLS the code no longer makes": sorted(set(EXPLAIN_CALLS) - set(used)),
+    }
+    needed = {(g, r, v, None) for need in EXPLAIN_CALLS.values() for g, r, v in need}
+    granted = grants(explain_role())
+    assert granted == needed
+    assert {v for _, _, v, _ in granted} <= {"get", "list"}
+    assert not {r for _, r, _, _ in granted} & {"secrets", "pods/eviction"}
+
+
+def test_explain_role_ships_with_the_placement() -> None:
+    (top,) = yaml.safe_load_all((ROOT / "manifests/placement/kustomization.yaml").read_text())
+    assert "explain-role.yaml" in top["resources"]

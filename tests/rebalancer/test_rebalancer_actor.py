@@ -27,6 +27,7 @@ from cloud4iot.vocabulary import (
     FUNCTION_ANNOTATION,
     LAST_MOVE_ANNOTATION,
     MOVED_ANNOTATION,
+    MOVES_ANNOTATION,
     PARKED_ANNOTATION,
     TIER_LABEL,
 )
@@ -382,6 +383,9 @@ async def test_roaming_a_deployment_that_can_surge_is_one_rollout_with_events(wo
         "to": "gw-hospital",
         "device": "patient",
     }
+    # The bounded list of moves (explain --history) starts with this one.
+    moves = orjson.loads(body["metadata"]["annotations"]["cloud4iot.io/moves"])
+    assert moves == [note_of(body)]
     events = events_by_kind(world.core.events)
     assert set(events) == {"Pod", "Deployment"}
     on_pod, on_deployment = events["Pod"], events["Deployment"]
@@ -472,19 +476,32 @@ async def test_an_eviction_refused_by_a_disruption_budget_is_forgotten(world: Wo
 
     assert [name for _, name, _ in world.core.evictions] == [pod.name]
     assert world.apps.patches == []
-    assert world.core.events == []
+    # Not made: a Warning on the pod and its Deployment (docs/operations.md), not a Normal.
+    assert [(e["type"], e["reason"], e["involvedObject"]["kind"]) for e in world.core.events] == [
+        ("Warning", "MoveBlocked", "Pod"),
+        ("Warning", "MoveBlocked", "Deployment"),
+    ]
+    assert "PodDisruptionBudget" in world.core.events[0]["message"]
+    assert "gw-home -> gw-hospital" in world.core.events[0]["message"]
     assert world.moves("Roaming", "evict", "failed") == 1
     assert world.moves("Roaming", "evict", "ok") == 0
     assert world.held("disruption-budget") == 1
+    # Planned again and refused again at once: counted, but not warned twice.
+    world.pod(pod.name, "gw-home", rs="consolidator-rs1")
+    await world.step(NOW + 1)
+    assert world.held("disruption-budget") == 2
+    assert len(world.core.events) == 2
+    world.core.events.clear()
     workload = f"Deployment/{NS}/consolidator"
     assert not [r for r in world.rebalancer.memory.moves if r.workload == workload]
 
     # Not held by its own refused move: the next plan of the pod tries again.
     world.core.evict_status = None
     world.pod(pod.name, "gw-home", rs="consolidator-rs1")
-    await world.step(NOW + 1)
-    assert len(world.core.evictions) == 2
+    await world.step(NOW + 2)
+    assert len(world.core.evictions) == 3
     assert world.moves("Roaming", "evict", "ok") == 1
+    assert {e["type"] for e in world.core.events} == {"Normal"}
 
 
 async def test_another_eviction_error_is_a_failed_move_without_a_budget_hold(world: World):
@@ -494,7 +511,12 @@ async def test_another_eviction_error_is_a_failed_move_without_a_budget_hold(wor
     await world.step(NOW)
     assert world.moves("Roaming", "evict", "failed") == 1
     assert world.held("disruption-budget") == 0
-    assert world.core.events == []
+    assert [(e["type"], e["reason"]) for e in world.core.events] == [
+        ("Warning", "MoveFailed"),
+        ("Warning", "MoveFailed"),
+    ]
+    assert "could not" in world.core.events[0]["message"]
+    assert "500" in world.core.events[0]["message"]
     assert world.rebalancer.memory.moves == ()
 
 
@@ -788,7 +810,7 @@ async def test_a_new_leader_holds_an_optional_move_within_the_recorded_cooldown(
 def statefulset(world: World, name: str, node: str, note: str | None) -> None:
     """A StatefulSet as the apiserver returns it (its move record in its annotations),
     with one running replica the pod reflector shows."""
-    annotations = {LAST_MOVE_ANNOTATION: note} if note is not None else {}
+    annotations = {LAST_MOVE_ANNOTATION: note, MOVES_ANNOTATION: f"[{note}]"} if note else {}
     world.apps.statefulsets[(NS, name)] = {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -827,7 +849,14 @@ async def test_a_new_leader_reads_a_statefulsets_move_record_and_holds_it_in_coo
     else:  # the control: nothing on record, the move is made after one load refresh
         await world.step(NOW + 5)
         assert [name for _, name, _ in world.core.evictions] == ["anon-0"]
-    assert world.apps.reads == [(NS, "anon")]  # read once per term, not per step
+    # Read once per term (not per step), and once more by the move, to append it to the
+    # bounded list of moves recorded on the StatefulSet (not watched).
+    assert world.apps.reads == [(NS, "anon")] * 2
+    assert all(r.released for r in world.apps.responses)
+    ((kind, _, _, body),) = world.apps.patches
+    assert kind == "StatefulSet"
+    moves = orjson.loads(body["metadata"]["annotations"][MOVES_ANNOTATION])
+    assert [m["at"] for m in moves] == ([NOW - 30] if on_record else []) + [note_of(body)["at"]]
 
 
 async def test_a_new_leader_that_cannot_read_the_statefulsets_does_not_plan(world: World):

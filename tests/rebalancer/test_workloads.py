@@ -430,3 +430,41 @@ def test_keys_for_unions_devices_nodes_and_owners():
     # Lookups never create buckets.
     assert "nobody" not in index.by_device
     assert "nowhere" not in index.by_node
+
+
+def test_the_moves_list_keeps_the_last_ten_in_order_and_survives_a_bad_value():
+    import orjson
+
+    from rebalancer.workloads import MOVES_KEPT, MoveNote, moves_json
+
+    raw: str | None = None
+    for i in range(MOVES_KEPT + 3):
+        raw = moves_json(raw, MoveNote(float(i), "Roaming", f"gw-{i}", f"gw-{i + 1}", "d"))
+    moves = orjson.loads(raw)
+    assert [m["at"] for m in moves] == [float(i) for i in range(3, MOVES_KEPT + 3)]
+    assert moves[-1] == {
+        "at": 12.0,
+        "reason": "Roaming",
+        "from": "gw-12",
+        "to": "gw-13",
+        "device": "d",
+    }
+    assert len(raw) < 2000  # far below the 256 KiB annotation limit
+    # Edited by hand into something else: the list starts afresh, the move is kept.
+    for bad in ("not json", '{"a": 1}', "[1, 2]"):
+        fresh = orjson.loads(moves_json(bad, MoveNote(1.0, "Offloading", "a", "b", None)))
+        assert [m["reason"] for m in fresh] == ["Offloading"]
+
+
+def test_a_deployment_record_carries_its_moves_annotation():
+    from rebalancer.workloads import DeploymentRecord
+
+    obj = {
+        "metadata": {
+            "name": "d",
+            "namespace": "n",
+            "annotations": {"cloud4iot.io/moves": '[{"at": 1}]'},
+        },
+        "spec": {"replicas": 1, "template": {"metadata": {}}},
+    }
+    assert DeploymentRecord.from_deployment(obj).moves == '[{"at": 1}]'

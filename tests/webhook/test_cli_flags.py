@@ -13,13 +13,16 @@ from rebalancer.cli import parser as _rebalancer_parser
 
 def test_the_extender_runs_standalone_and_shares_the_service_flags() -> None:
     args = _extender_parser().parse_args([])
-    assert (args.port, args.policy, args.log_level) == (8888, DEFAULT_POLICY, "INFO")
+    # Levels are lower-case, as in --help and our JSON lines' "level" (any case is accepted)
+    assert (args.port, args.policy, args.log_level) == (8888, DEFAULT_POLICY, "info")
     assert DEFAULT_POLICY.is_file()  # the shipped policy, wherever the command runs from
     assert args.kubeconfig is None
     assert not args.in_cluster
     assert args.policy_poll_interval == 2.0
     args = _extender_parser().parse_args(["--kubeconfig", "k.yaml", "--log-level", "debug"])
     assert (args.kubeconfig, args.log_level) == (Path("k.yaml"), "debug")
+    assert _extender_parser().parse_args(["--log-level", "WARNING"]).log_level == "warning"
+    assert _rebalancer_parser().parse_args(["--in-cluster"]).log_level == "info"
 
 
 def test_the_rebalancer_needs_a_cluster_and_takes_its_own_flags() -> None:
