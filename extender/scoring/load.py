@@ -40,7 +40,15 @@ class LoadRule:
 
     @staticmethod
     def _over(ctx: Context, what: str, value: float, limit: float) -> Refusal:
+        # Words, not "%": kube-scheduler passes our reasons on as a format string
+        # somewhere on the way to its FailedScheduling Event ("97% above" printed as
+        # "97%!a(MISSING)bove"), so no reason of ours may hold a bare percent sign.
         return refuse(
             Code.OVERLOADED,
-            f"{what} {value:.0%} above the limit {limit:.0%} of class {ctx.pod.function}",
+            f"{what} {percent(value)} above the limit {percent(limit)} of class {ctx.pod.function}",
         )
+
+
+def percent(fraction: float) -> str:
+    """0.97 -> "97 percent" (a refusal reason's spelling of a load fraction)."""
+    return f"{fraction * 100:.0f} percent"

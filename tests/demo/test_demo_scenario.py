@@ -30,7 +30,7 @@ def test_demo_roams_offloads_onloads_and_switches_mode(devcluster, kube_api, tmp
     assert detail["roamed"].startswith("Roaming: Roaming (rollout)")
     assert "gw-home -> gw-hospital" in detail["roamed"]
     assert detail["offloaded"].startswith("Offloading: Offloading (rollout)")
-    assert "memory 95% above the limit 90%" in detail["offloaded"]
+    assert "memory 95 percent above the limit 90 percent" in detail["offloaded"]
     assert detail["onloaded"].startswith("Onloading: Onloading (rollout)")
     assert "edge-1 -> gw-hospital" in detail["onloaded"]
     # The demo cleans up after itself: the shared cluster is left as it was.

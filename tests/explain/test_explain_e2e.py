@@ -124,6 +124,9 @@ def test_a_pod_no_node_takes_is_explained_by_reason(devcluster, kube_api, namesp
     failed = [e for e in doc["schedulerEvents"] if e["reason"] == "FailedScheduling"]
     assert failed, doc["schedulerEvents"]
     assert failed[0]["type"] == "Warning"
+    # kube-scheduler's own Event, as it printed our refusal: whole, not "97%!a(MISSING)bove"
+    assert "memory 97 percent above the limit 90 percent" in failed[0]["message"], failed
+    assert "%!" not in failed[0]["message"], failed
     assert doc["summary"].startswith("pending: the extender refuses all 5 nodes")
 
     # The table: one row per reason, the nodes that share it.

@@ -230,7 +230,9 @@ CASES = [
         Case(
             pod(function="batch", device=None),
             {
-                "cloud1": transient(Code.OVERLOADED, "cpu 81% above the limit 80% of class batch"),
+                "cloud1": transient(
+                    Code.OVERLOADED, "cpu 81 percent above the limit 80 percent of class batch"
+                ),
                 "cloud2": kept(8),  # 10 * (1 + 3*.75) / 4 = 8.125
             },
             load={"cloud1": at(0.81)},
@@ -248,7 +250,7 @@ CASES = [
     pytest.param(
         Case(
             pod(function="batch", device=None),
-            {"cloud1": transient(Code.OVERLOADED, "memory 91% above the limit 90%")},
+            {"cloud1": transient(Code.OVERLOADED, "memory 91 percent above the limit 90 percent")},
             load={"cloud1": at(0.25, memory=0.91)},
         ),
         id="memory-just-above-limit-overloaded",
@@ -404,7 +406,9 @@ CASES = [
         Case(
             pod(),
             {
-                "gw1": transient(Code.OVERLOADED, "cpu 85% above the limit 80% of class wearable"),
+                "gw1": transient(
+                    Code.OVERLOADED, "cpu 85 percent above the limit 80 percent of class wearable"
+                ),
                 # prox .5 * (-70 + 80) / 40 = .125: 10 * (1 + 2*.125 + .75) / 4 = 5.0
                 "gw2": kept(5),
                 "edge1": transient(

@@ -102,7 +102,7 @@ def test_offloading_overloaded_gateway_is_filtered_and_edge_wins(tmp_path, capsy
     doc = run(tmp_path, capsys, state, "pod-mhealth.yaml")
     nodes = by_node(doc)
     assert nodes["gw-hospital"]["code"] == "overloaded"
-    assert "95%" in nodes["gw-hospital"]["reason"]
+    assert "95 percent" in nodes["gw-hospital"]["reason"]
     assert not nodes["gw-hospital"]["unresolvable"]
     # gw-home still hears the wearable (-78 dBm): it beats the edge.
     assert doc["best"] == "gw-home"

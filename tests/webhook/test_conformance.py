@@ -64,8 +64,13 @@ async def test_filter_overloaded_node_is_a_transient_refusal(client):
     status, raw = await post(client, "/filter", {"Pod": pod("anonymiser"), "NodeNames": NAMES})
     result = orjson.loads(raw)
     assert status == 200
-    assert "cpu 97% above the limit 85%" in result["FailedNodes"]["gw1"]
+    assert "cpu 97 percent above the limit 85 percent" in result["FailedNodes"]["gw1"]
     assert result["NodeNames"] == ["gw2", "edge1"]
+    # kube-scheduler formats the reasons into its FailedScheduling Event as a format
+    # string: a bare "%" would print as "%!a(MISSING)" there.
+    reasons = [*result["FailedNodes"].values(), *result["FailedAndUnresolvableNodes"].values()]
+    assert reasons
+    assert not [r for r in reasons if "%" in r]
 
 
 async def test_filter_never_answers_a_name_it_was_not_given(client):
