@@ -1,12 +1,17 @@
-"""What every service process of ours shares: its common command-line flags, logging,
-the latency buckets of its histograms and the /healthz and /metrics answers. The one
-loop that re-checks a file is `cloud4iot.filewatch`."""
+"""What every service process of ours shares (the extender, the rebalancer, the gateway
+monitor): its common command-line flags, logging, the latency buckets of its
+histograms, and the HTTP shell: each process keeps one Runtime under one AppKey, and
+`service_routes` answers /healthz, /readyz and /metrics from it; `plain_listener`
+serves the same routes on a plain-HTTP port with the same Runtime. The one loop that
+re-checks a file is `cloud4iot.filewatch`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -80,3 +85,78 @@ def metrics_response(registry: CollectorRegistry) -> web.Response:
     return web.Response(
         body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
+
+
+# --- the HTTP shell ----------------------------------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+
+class _Scraped(Protocol):
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+
+class ServiceRuntime(Protocol):
+    """What the shared handlers read from a process's Runtime."""
+
+    @property
+    def tasks(self) -> Supervisor: ...
+
+    @property
+    def metrics(self) -> _Scraped: ...
+
+
+R = TypeVar("R", bound=ServiceRuntime)
+
+
+def service_routes(
+    key: web.AppKey[R],
+    *,
+    healthz: Handler | None = None,
+    readyz: Handler | None = None,
+    before_scrape: Callable[[R], None] | None = None,
+) -> list[web.RouteDef]:
+    """/healthz (by default `healthz_response` of the Runtime's tasks), /readyz when the
+    process has one, and /metrics (its registry, after `before_scrape` brings gauges
+    up to date), each reading the Runtime under `key`."""
+
+    async def tasks_healthz(request: web.Request) -> web.Response:
+        return healthz_response(request.app[key].tasks)
+
+    async def metrics(request: web.Request) -> web.Response:
+        rt = request.app[key]
+        if before_scrape is not None:
+            before_scrape(rt)
+        return metrics_response(rt.metrics.registry)
+
+    routes = [web.get("/healthz", healthz or tasks_healthz)]
+    if readyz is not None:
+        routes.append(web.get("/readyz", readyz))
+    routes.append(web.get("/metrics", metrics))
+    return routes
+
+
+def plain_listener(
+    key: web.AppKey[R], routes: Sequence[web.RouteDef], host: str, port: int
+) -> CleanupCtx:
+    """A cleanup context serving `routes`, and nothing else, over plain HTTP on
+    host:port from a sub-app that holds the parent's Runtime (the same object, not a
+    copy): the kubelet's probes and Prometheus present no client certificate."""
+
+    async def listener(parent: web.Application) -> AsyncIterator[None]:
+        app = web.Application()
+        app[key] = parent[key]
+        app.add_routes(routes)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()  # a busy port: nothing left running behind the error
+            raise
+        yield
+        await runner.cleanup()
+
+    return listener

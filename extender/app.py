@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from cloud4iot.policy.store import PolicyStore
+from cloud4iot.service import plain_listener, service_routes
 from extender import webhook
 from extender.metrics import age_since
 from extender.runtime import RUNTIME, Runtime
@@ -20,6 +21,9 @@ from extender.state.store import StateStore
 from extender.tls import CertReloader, TlsFiles
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+# /healthz (a dead background task), /readyz (webhook.readyz), /metrics: on the main
+# port and, with settings.health_port, on the plain one.
+HEALTH_ROUTES = service_routes(RUNTIME, readyz=webhook.readyz)
 
 
 def create_app(
@@ -57,9 +61,7 @@ def create_app(
     app.router.add_post("/filter", webhook.filter_handler)
     app.router.add_post("/prioritize", webhook.prioritize_handler)
     app.router.add_post("/explain", webhook.explain_handler)
-    app.router.add_get("/healthz", webhook.healthz)
-    app.router.add_get("/readyz", webhook.readyz)
-    app.router.add_get("/metrics", webhook.metrics_handler)
+    app.add_routes(HEALTH_ROUTES)
 
     app.cleanup_ctx.append(_policy_reloader)
     if settings.tls_cert is not None:
@@ -69,7 +71,10 @@ def create_app(
         )
         app.cleanup_ctx.append(_tls_reloader)
     if settings.health_port is not None:
-        app.cleanup_ctx.append(_plain_health_listener)
+        # The webhook itself is served only on the main (TLS) port.
+        app.cleanup_ctx.append(
+            plain_listener(RUNTIME, HEALTH_ROUTES, settings.host, settings.health_port)
+        )
     if settings.admission_port is not None:
         from extender.admission.server import admission_listener, open_admission_tls
 
@@ -138,26 +143,6 @@ async def _tls_reloader(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await rt.tasks.stop([task])
-
-
-HEALTH_ROUTES = ("/healthz", "/readyz", "/metrics")
-
-
-async def _plain_health_listener(app: web.Application) -> AsyncIterator[None]:
-    """/healthz, /readyz and /metrics over plain HTTP on `settings.health_port`, and
-    nothing else: the webhook itself is served only on the main (TLS) port. The
-    kubelet's probes and Prometheus present no client certificate."""
-    settings = app[RUNTIME].settings
-    health = web.Application()
-    health[RUNTIME] = app[RUNTIME]  # the same Runtime, not a copy
-    health.router.add_get("/healthz", webhook.healthz)
-    health.router.add_get("/readyz", webhook.readyz)
-    health.router.add_get("/metrics", webhook.metrics_handler)
-    runner = web.AppRunner(health, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.health_port).start()
-    yield
-    await runner.cleanup()
 
 
 async def _prometheus_refresher(app: web.Application) -> AsyncIterator[None]:

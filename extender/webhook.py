@@ -10,7 +10,6 @@ from aiohttp import web
 
 from cloud4iot.httpjson import json_response, read_body
 from cloud4iot.policy.loader import LoadedPolicy
-from cloud4iot.service import healthz_response, metrics_response
 from extender.explain import explanation
 from extender.protocol import (
     ArgsError,
@@ -159,11 +158,6 @@ prioritize_handler = _instrumented("prioritize", _prioritize)
 explain_handler = _instrumented("explain", _explain)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """Unhealthy (so the kubelet restarts us) when a background task died."""
-    return healthz_response(request.app[RUNTIME].tasks)
-
-
 async def readyz(request: web.Request) -> web.Response:
     """Not ready until the node cache synced; degraded (still 200) on stale sources."""
     rt = request.app[RUNTIME]
@@ -194,7 +188,3 @@ async def readyz(request: web.Request) -> web.Response:
         "devices": len(snapshot.devices),
     }
     return json_response(body, status=200 if not problems else 503)
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    return metrics_response(request.app[RUNTIME].metrics.registry)

@@ -1,7 +1,9 @@
-"""aiohttp application: /metrics and /healthz, with the monitor's tasks as cleanup contexts.
+"""aiohttp application: /metrics and /healthz from the shared service shell, with the
+monitor's tasks as cleanup contexts.
 
-Nothing happens at import or in ``create_app``; the scanner, the Device watch and the
-publisher start when the app starts and stop (removing our sightings) when it stops.
+``create_app`` builds the Runtime (one AppKey) and reads nothing but a replay trace (a
+bad one is a start-up error); the scanner, the Device watch and the publisher start
+when the app starts and stop (removing our sightings) when it stops.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from cloud4iot.filewatch import watch_file
+from cloud4iot.httpjson import json_response
 from cloud4iot.kubeclient import api_client as kube_api_client
-from cloud4iot.service import metrics_response
+from cloud4iot.service import service_routes
 from cloud4iot.tasks import Supervisor
 from gateway_monitor.backoff import backoff_delays
 from gateway_monitor.lease import LeaseRenewer, default_namespace
@@ -55,7 +58,6 @@ class Runtime:
     scanner_errors_counted: int = 0
 
 
-SETTINGS = web.AppKey("settings", Settings)
 RUNTIME = web.AppKey("runtime", Runtime)
 
 
@@ -177,15 +179,8 @@ async def _watch_policy(rt: Runtime) -> None:
 
 
 async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    metrics = Metrics()
-    registry = Registry()
-    tracker = Tracker(settings.effective_tracker())
-    if settings.rssi_offset is not None:
-        tracker.set_offset(settings.rssi_offset)
-    source = _source(settings)
-    rt = Runtime(settings, metrics, registry, tracker, source)
-    app[RUNTIME] = rt
+    rt = app[RUNTIME]
+    settings, metrics, registry = rt.settings, rt.metrics, rt.registry
     backoff = backoff_delays()
     api_client: Any = None
 
@@ -221,7 +216,13 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.record is not None:
         rt.recorder = Recorder(settings.record, max_bytes=settings.record_max_bytes)
     rt.monitor = Monitor(
-        settings.node, tracker, registry, sink, metrics, clock=source.clock, recorder=rt.recorder
+        settings.node,
+        rt.tracker,
+        registry,
+        sink,
+        metrics,
+        clock=rt.source.clock,
+        recorder=rt.recorder,
     )
 
     if settings.dry_run:
@@ -288,21 +289,18 @@ async def _healthz(request: web.Request) -> web.Response:
     # Unhealthy = the radio side cannot work, or a loop died (a restart cures that);
     # an apiserver outage is not cured by a restart.
     ok = health.healthy and rt.tasks.healthy
-    return web.json_response(body, status=200 if ok else 503)
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    _sync_gauges(rt)
-    return metrics_response(rt.metrics.registry)
+    return json_response(body, status=200 if ok else 503)
 
 
 def create_app(settings: Settings) -> web.Application:
+    tracker = Tracker(settings.effective_tracker())
+    if settings.rssi_offset is not None:
+        tracker.set_offset(settings.rssi_offset)
     app = web.Application()
-    app[SETTINGS] = settings
+    app[RUNTIME] = Runtime(settings, Metrics(), Registry(), tracker, _source(settings))
     app.cleanup_ctx.append(_monitor_ctx)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/metrics", _metrics)
+    # Its own /healthz body (the radio side too); /metrics brings the gauges up to date.
+    app.add_routes(service_routes(RUNTIME, healthz=_healthz, before_scrape=_sync_gauges))
     return app
 
 

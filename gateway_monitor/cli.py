@@ -13,8 +13,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cloud4iot.buildinfo import require_extra, version_line
-from cloud4iot.logs import configure, log_flags
+from cloud4iot.buildinfo import require_extra
+from cloud4iot.logs import log_flags
+from cloud4iot.service import configure_logging, version_flag
 from gateway_monitor.app import create_app
 from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.publisher import PublishConfig
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Publish how well this gateway hears registered BLE Devices.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=version_line(p.prog))
+    version_flag(p)
     _identity_flags(p)
     _radio_flags(p)
     _presence_flags(p)
@@ -250,9 +251,9 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, app: web.Application) -> None:
     """Run until SIGTERM/SIGINT; stopping the app removes our sightings."""
-    runner = web.AppRunner(create_app(settings), handle_signals=False)
+    runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -273,14 +274,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     require_extra(parser.prog, "gateway")
-    configure(args.log_level, args.log_format)
+    configure_logging(args.log_level, args.log_format)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # probes every 10 s
     try:
         settings = settings_from_args(args)
-    except (ConfigError, ValueError) as exc:
+        app = create_app(settings)  # reads a replay trace: a bad one stops here, in one line
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"cloud4iot-gateway-monitor: {exc}", file=sys.stderr)
         sys.exit(2)
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, app))
 
 
 if __name__ == "__main__":

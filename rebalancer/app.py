@@ -18,7 +18,7 @@ from aiohttp import web
 
 from cloud4iot.httpjson import json_response
 from cloud4iot.policy.store import PolicyStore
-from cloud4iot.service import healthz_response, metrics_response
+from cloud4iot.service import service_routes
 from cloud4iot.tasks import Supervisor
 from cloud4iot.vocabulary import SCHEDULER_NAME
 from extender.state.kube import Reflector, namespaced_name
@@ -56,9 +56,7 @@ def create_rebalancer_app(
         tasks=Supervisor(),
     )
     app[RUNTIME] = rt
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
-    app.router.add_get("/metrics", _metrics)
+    app.add_routes(service_routes(RUNTIME, readyz=_readyz))
     app.cleanup_ctx.append(_policy_reloader)
     if settings.prometheus_url:
         app.cleanup_ctx.append(_prometheus_refresher)
@@ -197,10 +195,6 @@ def workload_reflectors(
     )
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    return healthz_response(request.app[RUNTIME].tasks)
-
-
 async def _readyz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     waiting = [r.name for r in rt.reflectors if not r.synced]
@@ -222,7 +216,3 @@ async def _readyz(request: web.Request) -> web.Response:
         "time": time.time(),
     }
     return json_response(body, 200 if body["ready"] else 503)
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    return metrics_response(request.app[RUNTIME].metrics.registry)

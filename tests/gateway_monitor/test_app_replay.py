@@ -7,12 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bench import synthetic_traces
 from gateway_monitor import traces
-from gateway_monitor.app import create_app, running
-from gateway_monitor.cli import build_parser, settings_from_args
+from gateway_monitor.app import RUNTIME, create_app, running
+from gateway_monitor.cli import build_parser, main, settings_from_args
 from gateway_monitor.scanner import ReplaySource
 from gateway_monitor.settings import Settings
 from gateway_monitor.tracker import ConfigError
@@ -124,3 +125,39 @@ def test_settings_refuse_an_away_timeout_shorter_than_the_scan_pause(tmp_path: P
         settings_for("gw1", tmp_path / "t.jsonl", "--duty-cycle", "5/60", "--away-timeout", "30")
     with pytest.raises(ConfigError, match="node name"):
         settings_for("", tmp_path / "t.jsonl")
+
+
+async def test_create_app_builds_the_one_runtime_that_runs(tmp_path: Path) -> None:
+    """The Runtime is under RUNTIME from create_app on (no other key carries the
+    settings); starting the app fills in its running parts, on that same object."""
+    trace = synthetic_traces.stationary(ADDR, -60.0, duration=5.0, seed=3)
+    traces.write_trace(tmp_path / "t.jsonl", trace)
+    settings = settings_for("gw1", tmp_path / "t.jsonl")
+    app = create_app(settings)
+    rt = app[RUNTIME]
+    assert rt.settings is settings
+    assert rt.monitor is None
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        assert app[RUNTIME] is rt
+        assert rt.monitor is not None
+        assert rt.monitor.tracker is rt.tracker
+    finally:
+        await runner.cleanup()
+
+
+def test_a_bad_replay_trace_stops_the_command_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"t": 1}\n')
+    for trace, said in ((bad, f"{bad}:1"), (tmp_path / "absent.jsonl", "No such file")):
+        with pytest.raises(SystemExit) as exited:
+            main(["--node", "gw1", "--dry-run", "--replay", str(trace), "--device", f"p={ADDR}"])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cloud4iot-gateway-monitor: ")
+        assert said in err
+        assert "Traceback" not in err
+        assert err.count("\n") == 1

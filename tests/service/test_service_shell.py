@@ -1,15 +1,23 @@
-"""The shared service shell: the file re-check loop, the /healthz answer, source-up gauges."""
+"""The shared service shell: the file re-check loop, the /healthz answer, source-up gauges,
+the routes every process serves from its Runtime and the plain-HTTP health listener."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+from dataclasses import dataclass, field
+from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge
 
 from cloud4iot.filewatch import watch_file
-from cloud4iot.service import healthz_response
+from cloud4iot.service import healthz_response, plain_listener, service_routes
 from cloud4iot.tasks import Supervisor
+from devcluster.processes import free_port
 from extender.state.store import StateStore
 
 
@@ -87,3 +95,94 @@ def test_source_up_follows_the_source_health() -> None:
     assert up() == 1.0
     store.health("prometheus").ok = False
     assert up() == 0.0
+
+
+# --- the HTTP shell: service_routes and plain_listener ------------------------------------
+
+
+@dataclass
+class _Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+
+@dataclass
+class _Runtime:
+    tasks: Supervisor = field(default_factory=Supervisor)
+    metrics: _Metrics = field(default_factory=_Metrics)
+    scrapes: int = 0
+
+
+KEY = web.AppKey("runtime", _Runtime)
+
+
+def shell_app(**routes: Any) -> web.Application:
+    app = web.Application()
+    app[KEY] = _Runtime()
+    app.add_routes(service_routes(KEY, **routes))
+    return app
+
+
+async def test_service_routes_answer_from_the_runtime(aiohttp_client: Any) -> None:
+    def scraped(rt: _Runtime) -> None:
+        rt.scrapes += 1
+        Gauge("shell_scrapes", "scrapes", registry=rt.metrics.registry).set(rt.scrapes)
+
+    client = await aiohttp_client(shell_app(before_scrape=scraped))
+    rt = client.app[KEY]
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/readyz")).status == 404  # none given: none routed
+    assert "shell_scrapes 1.0" in await (await client.get("/metrics")).text()
+    assert rt.scrapes == 1
+    rt.tasks.dead["watch-x"] = "returned"
+    resp = await client.get("/healthz")
+    assert resp.status == 503
+    assert await resp.text() == "background task ended: watch-x: returned"
+
+
+async def test_service_routes_take_a_process_own_healthz_and_readyz(aiohttp_client: Any) -> None:
+    async def mine(request: web.Request) -> web.Response:
+        return web.Response(text=f"mine {request.path}", status=418)
+
+    client = await aiohttp_client(shell_app(healthz=mine, readyz=mine))
+    assert await (await client.get("/healthz")).text() == "mine /healthz"
+    assert await (await client.get("/readyz")).text() == "mine /readyz"
+
+
+async def test_plain_listener_serves_the_routes_only_with_the_same_runtime(
+    aiohttp_client: Any,
+) -> None:
+    port = free_port()
+    app = web.Application()
+    app[KEY] = _Runtime()
+    routes = service_routes(KEY)
+
+    async def secret(request: web.Request) -> web.Response:
+        return web.Response(text="main port only")
+
+    app.router.add_get("/secret", secret)
+    app.cleanup_ctx.append(plain_listener(KEY, routes, "127.0.0.1", port))
+    client = await aiohttp_client(app)
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        async with session.get(url + "/healthz") as resp:
+            assert resp.status == 200
+        client.app[KEY].tasks.dead["loop"] = "returned"  # seen through the same Runtime
+        async with session.get(url + "/healthz") as resp:
+            assert resp.status == 503
+        async with session.get(url + "/secret") as resp:
+            assert resp.status == 404
+    assert (await client.get("/secret")).status == 200
+
+
+async def test_plain_listener_on_a_busy_port_fails_the_start() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        app = web.Application()
+        app[KEY] = _Runtime()
+        app.cleanup_ctx.append(plain_listener(KEY, service_routes(KEY), "127.0.0.1", port))
+        runner = web.AppRunner(app)
+        with pytest.raises(OSError, match=str(port)):
+            await runner.setup()
+        await runner.cleanup()
