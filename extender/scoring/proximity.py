@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from cloud4iot.policy.schema import FunctionClass, PolicySpec, ProximityMode
+from cloud4iot.vocabulary import DEVICE_ANNOTATION
 from extender.scoring.model import Code, Context, Refusal, refuse
 from extender.state.snapshot import DeviceFacts, NodeFacts, Snapshot
 
@@ -66,7 +67,7 @@ class ProximityRule:
             return refuse(
                 Code.NO_DEVICE_NAMED,
                 f"class {ctx.pod.function} needs a device near the gateway;"
-                " the pod names none (cloud4iot.io/device)",
+                f" the pod names none ({DEVICE_ANNOTATION})",
             )
         if ctx.device is None:
             return refuse(Code.UNKNOWN_DEVICE, f"device {ctx.pod.device} is not registered")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from cloud4iot.policy.schema import FunctionClass, ProximityMode
+from cloud4iot.vocabulary import TIER_LABEL
 from extender.scoring.model import Code, Context, Refusal, refuse
 from extender.state.snapshot import TIERS, NodeFacts
 
@@ -22,7 +23,7 @@ def gateway_needs_hearing(cls: FunctionClass) -> bool:
 
 def tier_refusal(tier: str | None) -> Refusal:
     if tier is None:
-        return refuse(Code.NO_TIER, "node has no cloud4iot.io/tier label")
+        return refuse(Code.NO_TIER, f"node has no {TIER_LABEL} label")
     if tier not in TIERS:
         return refuse(Code.NO_TIER, f"unknown tier {tier!r} (expected gateway, edge or cloud)")
     # Short on purpose: at thousands of nodes it is most of the answer's bytes.

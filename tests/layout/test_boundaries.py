@@ -7,6 +7,8 @@
 - `extender.state` reads the world without the scorer: no `state` -> `scoring`.
 - The rebalancer wing builds on the extender (its scorer, state, admission's stale-pin
   check); the extender never imports the rebalancer.
+- No two folder packages import each other (policy <-> scoring, scoring <-> state, ...),
+  but for the extender's composition root and its admission listener.
 - Each image's Dockerfile copies exactly its own packages plus the kernel, and those
   hold every module its entry package reaches.
 """
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.layout.test_product_imports import PRODUCT, ROOT, Edge, import_edges
+from tests.layout.test_product_imports import PRODUCT, ROOT, Edge, import_edges, product_files
 
 # image folder -> (the package its entry point lives in, the packages it must copy)
 IMAGES = {
@@ -145,3 +147,44 @@ def test_each_image_copies_its_packages_and_the_kernel_only(image: str) -> None:
     assert copied == expected
     missing = reached_packages(entry) - copied
     assert missing == set(), f"{image} imports packages its image does not copy: {missing}"
+
+
+# --- no two packages import each other ----------------------------------------------------
+
+# The extender's root modules are its composition root (app, cli, runtime, tls): they wire
+# the admission listener in, and the listener reads the root's Runtime and TLS reloader.
+TWO_WAY_ALLOWED = {("extender", "extender.admission")}
+
+
+def package_of(module: str, files: dict[str, Path]) -> str:
+    """The folder package a module lives in (a package's __init__ is its own)."""
+    return module if files[module].name == "__init__.py" else module.rpartition(".")[0]
+
+
+def two_way_packages(edges: list[Edge], files: dict[str, Path]) -> dict[tuple[str, str], str]:
+    """(a, b) with a < b -> one import each way, for folder packages that import each other."""
+    first: dict[tuple[str, str], str] = {}
+    for e in edges:
+        if e.target not in files:
+            continue
+        a, b = package_of(e.source, files), package_of(e.target, files)
+        if a != b:
+            first.setdefault((a, b), f"{e.where}: {e.source} -> {e.target}")
+    return {
+        (a, b): f"{w}; {first[b, a]}" for (a, b), w in first.items() if a < b and (b, a) in first
+    }
+
+
+def test_two_way_packages_finds_a_pair() -> None:
+    files = {m: Path(m.replace(".", "/") + ".py") for m in ("p.a", "q.b", "q.c", "r.d")}
+    edges = [Edge("p.a", "q.b", "x:1"), Edge("q.c", "p.a", "x:2"), Edge("q.b", "r.d", "x:3")]
+    assert two_way_packages(edges, files) == {("p", "q"): "x:1: p.a -> q.b; x:2: q.c -> p.a"}
+
+
+def test_no_two_packages_import_each_other() -> None:
+    files = dict(product_files())
+    found = two_way_packages(product_edges(), files)
+    bad = {pair: why for pair, why in found.items() if pair not in TWO_WAY_ALLOWED}
+    assert bad == {}, "packages importing each other:\n" + "\n".join(
+        f"{a} <-> {b}: {why}" for (a, b), why in bad.items()
+    )
