@@ -22,7 +22,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[web.Application]:
     apps: list[web.Application] = []
     monkeypatch.setattr(web, "run_app", lambda app, **_: apps.append(app))
     monkeypatch.setattr(cli, "_tune_gc", lambda: None)  # process-wide: not in a test run
-    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    monkeypatch.setattr(cli, "configure_logging", lambda level, fmt="text": None)
     return apps
 
 
