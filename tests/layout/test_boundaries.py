@@ -9,12 +9,18 @@
   check); the extender never imports the rebalancer.
 - No two folder packages import each other (policy <-> scoring, scoring <-> state, ...);
   the entry points and app factories that wire a deployable together do not count.
+- In the rebalancer wing only `rebalancer/evictor.py` names a Kubernetes write
+  (eviction, Deployment/StatefulSet patch, Event): the evictor is the one place a
+  move is made.
+- Outside `extender/scoring/`, verdicts come from `scoring.evaluate` only: nothing
+  imports the scorer's inner steps (`judge`, the proximity `narrow`).
 - Each image's Dockerfile copies exactly its own packages plus the kernel, and those
   hold every module its entry package reaches.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -196,3 +202,71 @@ def test_no_two_packages_import_each_other() -> None:
     assert bad == {}, "packages importing each other:\n" + "\n".join(
         f"{a} <-> {b}: {why}" for (a, b), why in bad.items()
     )
+
+
+# --- the evictor is the one place a move is made ------------------------------------------
+
+WRITE_VERB = re.compile(r"^(create|patch|replace|delete)_(namespaced|cluster)_")
+
+
+def kube_writes(source: str) -> list[str]:
+    """Kubernetes client write methods a module names (called or picked, as in
+    `patch = apps.patch_namespaced_deployment if ... else ...`)."""
+    return sorted(
+        {
+            node.attr
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and WRITE_VERB.match(node.attr)
+        }
+    )
+
+
+def test_kube_writes_sees_picked_and_called_methods() -> None:
+    source = (
+        "f = apps.patch_namespaced_deployment if d else apps.patch_namespaced_stateful_set\n"
+        "await core.create_namespaced_pod_eviction(n, ns, body)\n"
+        "asyncio.create_task(x)\ncore.read_namespaced_pod(n, ns)\n"
+    )
+    assert kube_writes(source) == [
+        "create_namespaced_pod_eviction",
+        "patch_namespaced_deployment",
+        "patch_namespaced_stateful_set",
+    ]
+
+
+def test_only_the_evictor_writes_from_the_rebalancer_wing() -> None:
+    writes = {
+        str(path.relative_to(ROOT)): found
+        for path in sorted((ROOT / "rebalancer").rglob("*.py"))
+        if (found := kube_writes(path.read_text()))
+    }
+    assert writes == {
+        "rebalancer/evictor.py": [
+            "create_namespaced_event",
+            "create_namespaced_pod_eviction",
+            "patch_namespaced_deployment",
+            "patch_namespaced_stateful_set",
+        ]
+    }
+
+
+# --- one evaluation path ------------------------------------------------------------------
+
+# The scorer's inner steps: a verdict outside extender/scoring comes from `evaluate` only
+# (the sighting override and the proximity narrowing are worked out there, once).
+INNER_STEPS = {"judge", "narrow", "_narrowing"}
+
+
+def test_only_the_scorer_calls_its_inner_steps() -> None:
+    bad = []
+    for module, path in product_files():
+        if module.startswith("extender.scoring"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.ImportFrom)
+                and (node.module or "").startswith("extender.scoring")
+                and (names := {a.name for a in node.names} & INNER_STEPS)
+            ):
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {sorted(names)}")
+    assert bad == [], "the scorer's inner steps used outside it:\n" + "\n".join(bad)
