@@ -4,7 +4,9 @@
   kernel and never the other deployable.
 - `cloud4iot.policy` is a leaf: the schema, loader and store import nothing else of ours
   but the kernel's file-watch loop.
-- `extender.state` reads the world without the scorer: no `state` -> `scoring`.
+- `extender.state` reads the world without the scorer (no `state` -> `scoring`), nor any
+  other extender module: a leaf beside the kernel; `extender.admission` borrows nothing
+  from the scheduler webhook (shared HTTP helpers are `cloud4iot.httpjson`).
 - The rebalancer wing builds on the extender (its scorer, state, admission's stale-pin
   check); the extender never imports the rebalancer.
 - No two folder packages import each other (policy <-> scoring, scoring <-> state, ...);
@@ -104,6 +106,22 @@ def test_policy_is_a_leaf() -> None:
 def test_state_does_not_import_scoring() -> None:
     bad = crossing(product_edges(), "extender.state", "extender.scoring")
     assert bad == [], "extender.state imports the scorer:\n" + "\n".join(bad)
+
+
+def test_state_is_a_leaf_of_the_extender() -> None:
+    """extender.state reads the world with the kernel only: no other extender module."""
+    bad = [
+        line
+        for line in crossing(product_edges(), "extender.state", "extender")
+        if not line.split(" -> ")[1].startswith("extender.state")
+    ]
+    assert bad == [], "extender.state imports the rest of the extender:\n" + "\n".join(bad)
+
+
+def test_admission_does_not_borrow_from_the_webhook() -> None:
+    """Its HTTP helpers are cloud4iot.httpjson's, not the scheduler webhook's."""
+    bad = crossing(product_edges(), "extender.admission", "extender.webhook")
+    assert bad == [], "\n".join(bad)
 
 
 # --- each image's package set -------------------------------------------------------------
