@@ -31,12 +31,14 @@ from rebalancer_e2e_helpers import (
     until,
 )
 
+from cloud4iot.devices import parse_time
 from devcluster import kube
 from devcluster.cluster import Devcluster
 from tests.state.cluster_helpers import create_device, device_status
 
 pytestmark = pytest.mark.cluster
 MHEALTH = "mhealth-consolidator"
+CHALLENGER_DWELL = 10.0  # spec.nearest.challengerDwell: the shipped 10 s, kept by the fast policy
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +63,12 @@ def new_device(api: client.ApiClient) -> str:
 def nearest(api: client.ApiClient, device: str) -> str | None:
     node = (device_status(api, device).get("nearest") or {}).get("node")
     return node if isinstance(node, str) else None
+
+
+def picked(api: client.ApiClient, device: str, node: str) -> float | None:
+    """When the writer decided `node` nearest (status.nearest.since), if it is now."""
+    decision = device_status(api, device).get("nearest") or {}
+    return parse_time(decision.get("since")) if decision.get("node") == node else None
 
 
 def deploy(api: client.ApiClient, namespace: str, name: str, *args: object, **kw: object) -> str:
@@ -129,17 +137,23 @@ def test_roaming_moves_the_function_once_without_a_gap(fast, kube_api, namespace
 def test_noisy_stationary_device_and_a_weaker_first_report_move_nothing(
     fast, kube_api, namespace, radio
 ):
-    # The weaker gateway reports first; the stronger one a moment later wins within the
-    # settle window, not after the 10 s challenger dwell.
+    # The weaker gateway reports first; the stronger one a moment later wins at once (the
+    # settle correction, or evidence: 20 dB past the 3 dB deadband is 12 dB x s within
+    # a second), not after anything like the 10 s challenger dwell.
     device = new_device(kube_api)
     radio.set(device, "gw-hospital", -78)
-    until("a first pick", lambda: nearest(kube_api, device) == "gw-hospital", 30)
+    first = until("a first pick", lambda: picked(kube_api, device, "gw-hospital"), 30)
     reported = time.monotonic()
     radio.set(device, "gw-home", -58)
-    until("gw-home nearest", lambda: nearest(kube_api, device) == "gw-home", 30)
+    home = until("gw-home nearest", lambda: picked(kube_api, device, "gw-home"), 30)
     took = time.monotonic() - reported
-    print(f"\nweaker-first: the stronger gateway won after {took:.1f}s (challenger dwell 10s)")
-    assert took < 8
+    print(
+        f"\nweaker-first: the stronger gateway won after {took:.1f}s, decided {home - first:.0f}s apart"
+    )
+    # Judged on the writer's own decision times (status.nearest.since, whole seconds),
+    # not on this test's polling: under the 10 s dwell (9 once rounded), far above the
+    # 0-1 s it takes (the test saw it 0.2 s after the report).
+    assert home - first < CHALLENGER_DWELL - 1, (first, home)
     app = deploy(kube_api, namespace, "steady", MHEALTH, device)
     pod = until("bound", lambda: only_pod(kube_api, namespace, app))
     assert kube.node_of(pod) == "gw-home"
