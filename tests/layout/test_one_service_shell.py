@@ -158,3 +158,27 @@ def test_every_deployable_app_uses_the_shell() -> None:
 def test_deployables_listed_are_the_products() -> None:
     assert set(DEPLOYABLES) == set(PRODUCT) - {"cloud4iot"}
     assert all((ROOT / Path(p)).is_file() for p in DEPLOYABLES.values())
+
+
+# The files a process re-reads while running, each through the one loop.
+WATCHERS = {
+    "cloud4iot/policy/store.py": "the policy",
+    "extender/tls.py": "the TLS certificate and key",
+    "gateway_monitor/app.py": "the gateway's calibration offset",
+}
+
+
+def test_every_file_watch_is_the_one_loop() -> None:
+    for where in WATCHERS:
+        tree = ast.parse((ROOT / where).read_text())
+        assert "watch_file" in calls_to(tree, {"watch_file"}), where
+    sleeping_on_files = [
+        where
+        for package in PRODUCT
+        for where, tree in sources(package)
+        if where != "cloud4iot/filewatch.py"
+        and calls_to(tree, {"st_mtime", "stat"})
+        and calls_to(tree, {"sleep"})
+        and not calls_to(tree, {"watch_file"})
+    ]
+    assert sleeping_on_files == [], "a file re-check loop beside cloud4iot.filewatch"
