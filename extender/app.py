@@ -191,6 +191,8 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
         writer = NearestWriter(custom=custom, core=core, policy=rt.policy, store=store)
         keeper = ReportKeeper(custom=custom, store=store, reports=cluster.reports)
         leader = rt.metrics.leader
+        rt.metrics.nearest_lag.set_function(writer.lag)
+        rt.metrics.nearest_failing.set_function(writer.failing_writes)
         elected = run_under_lease(
             client.CoordinationV1Api(api),
             settings.lease_namespace,

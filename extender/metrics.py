@@ -84,6 +84,17 @@ class Metrics:
             "1 while this replica holds the Lease and writes Device status.nearest",
             registry=r,
         )
+        self.nearest_lag = Gauge(
+            "cloud4iot_extender_nearest_lag_seconds",
+            "While leading: seconds since the nearest-gateway writer last completed a pass "
+            "(it passes every second; 0 when not leading)",
+            registry=r,
+        )
+        self.nearest_failing = Gauge(
+            "cloud4iot_extender_nearest_writes_failing",
+            "Devices whose status.nearest write is failing (retried with backoff)",
+            registry=r,
+        )
         self.series_without_node = Gauge(
             "cloud4iot_extender_prometheus_series_without_node",
             "Series of the last load refresh that carry no node label (all of them: no load "

@@ -127,6 +127,17 @@ class NearestWriter:
     # The time `run` decides at; injected so a test can run the live loop on a virtual
     # clock (tests/replay/test_live_equals_replay.py).
     clock: Callable[[], float] = time.time
+    # While leading: when the last pass completed (the term's start before the first);
+    # None out of a term. /metrics shows its age (the "nearest decisions lagging" alert).
+    last_pass: float | None = None
+
+    def lag(self) -> float:
+        """Seconds since the last completed pass while leading; 0 when not leading."""
+        return 0.0 if self.last_pass is None else max(0.0, self.clock() - self.last_pass)
+
+    def failing_writes(self) -> int:
+        """Devices whose status.nearest write is failing now; 0 when not leading."""
+        return 0 if self.last_pass is None else len(self.failing)
 
     async def run(self, changed: asyncio.Event) -> None:
         """One leadership term: runs until cancelled."""
@@ -135,17 +146,23 @@ class NearestWriter:
         self.written.clear()
         self.failing.clear()
         self._last_sweep = float("-inf")
-        while True:
-            # Not wait_for: on 3.11 it swallows cancellation (lost leadership) when the
-            # event fires at the same moment, and this writer would keep writing.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(TICK):
-                    await changed.wait()
-            changed.clear()
-            try:
-                await self.step(self.clock())
-            except Exception:
-                log.exception("nearest-gateway step failed; retrying next tick")
+        self.last_pass = self.clock()
+        try:
+            while True:
+                # Not wait_for: on 3.11 it swallows cancellation (lost leadership) when
+                # the event fires at the same moment, and this writer would keep writing.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(TICK):
+                        await changed.wait()
+                changed.clear()
+                try:
+                    await self.step(self.clock())
+                except Exception:
+                    log.exception("nearest-gateway step failed; retrying next tick")
+                else:
+                    self.last_pass = self.clock()
+        finally:
+            self.last_pass = None
 
     def _due(self, devices: Mapping[str, DeviceFacts], now: float) -> Iterable[str]:
         """All devices on a sweep (time alone can change a decision: a sighting ages

@@ -382,3 +382,41 @@ async def test_many_devices_are_written_with_several_writes_in_flight(world: Wor
     await world.writer.step(NOW)
     assert sorted(name for name, _ in world.custom.writes) == [b.name for b in bands]
     assert world.custom.max_inflight == WRITE_CONCURRENCY  # bounded, and used
+
+
+async def test_lag_and_failing_writes_are_shown_while_leading_only(world: World) -> None:
+    """What /metrics shows for the "nearest decisions lagging" alert: the age of the last
+    completed pass and the devices whose write fails, while this replica leads."""
+    clock = [NOW]
+    world.writer.clock = lambda: clock[0]
+    world.show(device("a", {"gw1": (-60.0, NOW)}, None), device("b", {"gw2": (-60.0, NOW)}, None))
+    world.custom.failing = {"b"}
+    assert (world.writer.lag(), world.writer.failing_writes()) == (0.0, 0)  # not leading
+    changed = asyncio.Event()
+    changed.set()
+    task = asyncio.create_task(world.writer.run(changed))
+    try:
+        await asyncio.sleep(0.05)  # one pass done
+        assert world.writer.failing_writes() == 1
+        clock[0] = NOW + 40  # no pass completed for 40 s (the writer's clock)
+        assert world.writer.lag() == 40.0
+        world.custom.failing.clear()
+        clock[0] = NOW + 41
+        changed.set()
+        await asyncio.sleep(0.05)  # b retried (its backoff is over), the pass completes
+        assert world.writer.lag() == 0.0
+        assert world.writer.failing_writes() == 0
+        world.custom.failing = {"c"}
+        world.show(
+            device("a", {"gw1": (-60.0, NOW)}, "gw1"),
+            device("b", {"gw2": (-60.0, NOW)}, "gw2"),
+            device("c", {"gw3": (-60.0, NOW + 41)}, None),
+        )
+        changed.set()
+        await asyncio.sleep(0.05)
+        assert world.writer.failing_writes() == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert world.writer.failing  # still kept for the next term, but not shown:
+    assert (world.writer.lag(), world.writer.failing_writes()) == (0.0, 0)  # term over
