@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from extender.scoring.model import Verdict
+from extender.scoring.model import UNANNOUNCED, Verdict
 
 
 class ArgsError(ValueError):
@@ -173,6 +173,33 @@ def _pod_shape(pod: Mapping[str, Any], where: str) -> None:
     kind = pod.get("kind")
     if kind is not None and kind != "Pod":
         raise ArgsError(f"{where}.kind is {kind!r}: expected a Pod")
+
+
+RETRY_PREFIX = (
+    "no node fits yet; retrying, since what refuses it can change without a cluster event: "
+)
+
+
+def retry_reason(verdicts: Sequence[Verdict], shown: int = 3) -> str | None:
+    """The error to answer instead of refusals, or None to answer the refusals.
+
+    When every node refused the pod and at least one refusal may end without an event
+    kube-scheduler watches (UNANNOUNCED: load, an unregistered Device, our caches), the
+    refusals would park the pod for minutes: an error gets it retried with backoff.
+    The message groups nodes by reason, as kube-scheduler does, the first `shown` kinds.
+    """
+    if not verdicts or any(v.feasible for v in verdicts):
+        return None
+    if not any(v.code in UNANNOUNCED for v in verdicts):
+        return None
+    by_reason: dict[str, int] = {}
+    for v in verdicts:
+        by_reason[v.reason] = by_reason.get(v.reason, 0) + 1
+    ranked = sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
+    parts = [f"{n} node(s) {reason}" for reason, n in ranked[:shown]]
+    if len(ranked) > shown:
+        parts.append(f"{len(ranked) - shown} other reason(s)")
+    return RETRY_PREFIX + "; ".join(parts)
 
 
 def error_result(args: ExtenderArgs, error: str) -> dict[str, Any]:

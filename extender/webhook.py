@@ -19,6 +19,7 @@ from extender.protocol import (
     parse_args,
     parse_explain,
     priority_list,
+    retry_reason,
 )
 from extender.runtime import RUNTIME
 from extender.scoring import PodFacts, TableCache, Verdict, evaluate
@@ -101,6 +102,9 @@ def _filter(request: web.Request, body: bytes) -> tuple[web.Response, str]:
     rt.metrics.count_decisions(verdicts)
     if log.isEnabledFor(logging.DEBUG):
         log_decision(args, verdicts)
+    retry = retry_reason(verdicts)
+    if retry is not None:
+        return json_response(error_result(args, retry)), "retry"
     return json_response(filter_result(args, verdicts)), args.mode
 
 

@@ -52,6 +52,23 @@ UNRESOLVABLE = frozenset(
 )
 
 
+# Transient refusals whose end no cluster event announces: kube-scheduler re-queues a
+# pod that every node refused only on events it watches (Node and Pod changes; our
+# nearest writer's node nudge covers the proximity codes), so a pod refused only for
+# these would wait in the unschedulable pool for its 5-minute flush after the load
+# dropped or the Device appeared. The webhook answers such a filter with an error
+# instead, which kube-scheduler retries with its backoff (1-10 s).
+UNANNOUNCED = frozenset(
+    {
+        Code.OVERLOADED,
+        Code.STALE_LOAD,
+        Code.UNKNOWN_DEVICE,
+        Code.UNKNOWN_NODE,
+        Code.DEVICES_NOT_SYNCED,
+    }
+)
+
+
 class Refusal(NamedTuple):
     code: Code
     reason: str  # what `kubectl describe pod` shows

@@ -15,6 +15,7 @@ from webhook_cases import NODES, pod
 
 from cloud4iot.policy.store import PolicyStore
 from extender.app import create_app
+from extender.protocol import RETRY_PREFIX
 from extender.runtime import RUNTIME
 from extender.settings import Settings
 from extender.state.store import StateStore
@@ -279,9 +280,11 @@ async def test_required_proximity_waits_for_the_device_cache(client, store):
         client, "/filter", {"Pod": pod("mhealth-consolidator", "wearable"), "NodeNames": NAMES}
     )
     result = orjson.loads(raw)
-    assert result["NodeNames"] == []
-    assert "not loaded the Devices yet" in result["FailedNodes"]["edge1"]
-    assert set(result["FailedAndUnresolvableNodes"]) == {"cloud1", "cloud2"}
+    # An error, not refusals: kube-scheduler retries it with backoff instead of
+    # parking the pod until an event (the Devices' listing is not one it watches).
+    assert result["NodeNames"] is None
+    assert result["Error"].startswith(RETRY_PREFIX)
+    assert "not loaded the Devices yet" in result["Error"]
     # Classes without a proximity rule are unaffected.
     _, raw = await post(client, "/filter", {"Pod": pod("anonymiser"), "NodeNames": ["edge1"]})
     assert orjson.loads(raw)["NodeNames"] == ["edge1"]
