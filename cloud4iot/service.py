@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -69,6 +70,12 @@ def lease_flags(p: argparse.ArgumentParser, name: str) -> None:
         "env POD_NAMESPACE from the Downward API; kube-system outside a pod)",
     )
     p.add_argument("--lease-name", default=name)
+    p.add_argument(
+        "--gateway-namespace",
+        default=os.environ.get("GATEWAY_NAMESPACE") or "cloud4iot-gateway",
+        help="namespace of the gateway monitors' liveness Leases (env GATEWAY_NAMESPACE;"
+        " '' = do not watch them: report entries then age on their own lastSeen)",
+    )
 
 
 def configure_logging(level: str, fmt: str = "text") -> None:

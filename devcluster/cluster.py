@@ -53,6 +53,7 @@ REPORT_CRD = REPO_ROOT / "manifests" / "crd" / "gatewayreports.cloud4iot.io.yaml
 REPORT_ADMISSION = REPO_ROOT / "manifests/gateway-monitor/admission/report-admission.yaml"
 NARROWING_WEBHOOK = REPO_ROOT / "manifests" / "placement" / "extender" / "narrowing-webhook.yaml"
 KUBE_VERSION = "v1.36.3"
+GATEWAY_NAMESPACE = "cloud4iot-gateway"
 # PromQL range selectors in a policy, in seconds or minutes.
 RANGE = re.compile(r"\[(\d+)([sm])\]")
 # `up` waits at most this long for Prometheus history.
@@ -368,6 +369,9 @@ class Devcluster:
                 kube.wait_control_plane(api)
                 kube.install_crd(api, DEVICE_CRD)
                 kube.install_crd(api, REPORT_CRD)
+                # The gateway monitors' namespace: their liveness Leases, which the
+                # extender and the rebalancer watch (docs/gateway-writes.md, 2).
+                kube.ensure_namespace(api, GATEWAY_NAMESPACE)
                 if self.sighting_admission:
                     kube.install_admission_policies(api, REPORT_ADMISSION)
                 if self.tier_affinity:

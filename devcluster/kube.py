@@ -254,6 +254,17 @@ def pod_events(api: client.ApiClient, namespace: str, pod_name: str) -> list[cli
     return sorted(events, key=when)
 
 
+def ensure_namespace(api: client.ApiClient, name: str) -> None:
+    """Create a namespace unless it exists (without waiting for its ServiceAccount)."""
+    try:
+        client.CoreV1Api(api).create_namespace(
+            model(client.V1Namespace, {"metadata": {"name": name}})
+        )
+    except client.exceptions.ApiException as exc:
+        if exc.status != 409:
+            raise
+
+
 def create_namespace(api: client.ApiClient, name: str) -> None:
     client.CoreV1Api(api).create_namespace(model(client.V1Namespace, {"metadata": {"name": name}}))
     # Pods are refused until the controller manager has made the namespace's

@@ -183,8 +183,15 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
     api = await api_client(None if settings.in_cluster else settings.kubeconfig)
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     device_changed = asyncio.Event()
-    cluster = cluster_reflectors(core, custom, store, on_devices=device_changed.set)
-    watches = (cluster.nodes, cluster.devices, cluster.reports)
+    cluster = cluster_reflectors(
+        core,
+        custom,
+        store,
+        on_devices=device_changed.set,
+        coordination=client.CoordinationV1Api(api),
+        gateway_namespace=settings.gateway_namespace,
+    )
+    watches = cluster.watches
     spawned = [tasks.spawn(r.run(), f"watch-{r.name}") for r in watches]
     spawned.append(tasks.spawn(report_health(store, watches), "kube-health"))
     if settings.leader_election:

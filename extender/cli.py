@@ -132,6 +132,7 @@ def extender_main(argv: list[str] | None = None) -> int:
         leader_election=not args.no_leader_election,
         lease_namespace=args.lease_namespace or own_namespace(),
         lease_name=args.lease_name,
+        gateway_namespace=args.gateway_namespace,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         client_ca=args.client_ca,

@@ -28,6 +28,7 @@ class Settings:
     leader_election: bool = True
     lease_namespace: str = "kube-system"
     lease_name: str = "cloud4iot-extender"
+    gateway_namespace: str = "cloud4iot-gateway"  # the monitors' liveness Leases
     # HTTPS when both are set (plain HTTP otherwise, for local use); with a client CA,
     # every client must present a certificate it signed (mutual TLS).
     tls_cert: Path | None = None

@@ -205,12 +205,14 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
                 metrics.publishes.labels(reason.value if reason else "retry", "failed").inc()
                 metrics.errors.labels("publisher").inc()
 
+        lease = rt.lease
         rt.publisher = Publisher(
             api,
             settings.node,
             PublishPlan(settings.publish),
             backoff=backoff,
             on_result=on_result,
+            liveness=lambda: lease.healthy,
         )
         sink = rt.publisher
     if settings.record is not None:

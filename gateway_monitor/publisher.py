@@ -7,9 +7,12 @@ with force: one writer per object, so no other gateway can plant, co-own or lock
 entry of ours (issue 24). Applying an empty list gives every entry up.
 
 Per device the plan decides when a write is worth it (arrival, departure, an RSSI step,
-the heartbeat that keeps lastSeen inside the policy's sightingMaxAge); one write then
-carries every device, so a gateway writes at most once per due moment, not once per
-device.
+a heartbeat); one write then carries every device, so a gateway writes at most once per
+due moment, not once per device. While this gateway's Lease is renewed
+(gateway_monitor/lease.py) readers count its entries fresh from the Lease, and the
+heartbeat is a 5-minute safety refresh: at rest the report is not written. Without a
+renewed Lease (the previous release's extender, or a Lease we cannot renew) it is
+10 s, keeping lastSeen inside the policy's sightingMaxAge as before.
 
 ``PublishPlan`` is the pure part (what to send and when); ``Publisher`` does the I/O and
 keeps the latest wanted state through apiserver outages, sending it when it is back.
@@ -33,6 +36,8 @@ from gateway_monitor.report import apply_report, own_sightings, report_body
 
 log = logging.getLogger(__name__)
 
+LIVENESS_CHECK = 2.0  # seconds: how soon a lapsed Lease brings the heartbeat back
+
 
 @dataclass(frozen=True, slots=True)
 class Sighting:
@@ -44,14 +49,25 @@ class Sighting:
 class PublishConfig:
     min_interval: float = 1.0  # per device: never publish more often than this
     step: int = 2  # dB change of the smoothed RSSI that is worth a publish
-    heartbeat: float = 10.0  # refresh lastSeen well inside the policy's sightingMaxAge (30 s)
+    # Without a live Lease (an extender of the previous release reads lastSeen, or our
+    # Lease cannot be renewed): refresh lastSeen well inside sightingMaxAge (30 s).
+    heartbeat: float = 10.0
+    # With our Lease renewed, readers count our entries fresh while it is: the report is
+    # rewritten only on change, plus this safety refresh (KEP-589's 5 min for Nodes).
+    lease_heartbeat: float = 300.0
     adopt_grace: float = 30.0  # keep an entry found at start-up this long before removing
     max_rate: float = 20.0  # applies per second for the whole gateway (protects the apiserver)
 
     def __post_init__(self) -> None:
-        if self.min_interval < 0 or self.heartbeat <= 0 or self.max_rate <= 0 or self.step < 1:
+        if (
+            self.min_interval < 0
+            or self.heartbeat <= 0
+            or self.lease_heartbeat <= 0
+            or self.max_rate <= 0
+            or self.step < 1
+        ):
             raise ValueError(
-                "publish settings: min_interval >= 0, heartbeat, max_rate > 0, step >= 1"
+                "publish settings: min_interval >= 0, heartbeats, max_rate > 0, step >= 1"
             )
 
 
@@ -87,6 +103,19 @@ class PublishPlan:
     entries: dict[str, _Entry] = field(default_factory=dict)
     _due_at: dict[str, float] = field(default_factory=dict)
     _soonest: float | None = None  # min of _due_at; None = recompute
+    heartbeat: float = 0.0  # in force: config.heartbeat, or lease_heartbeat (set_heartbeat)
+
+    def __post_init__(self) -> None:
+        self.heartbeat = self.heartbeat or self.config.heartbeat
+
+    def set_heartbeat(self, seconds: float) -> None:
+        """Switch between the heartbeats (our Lease renewed or not); every due time moves."""
+        if seconds == self.heartbeat:
+            return
+        self.heartbeat = seconds
+        for device in list(self.entries):
+            self._update(device)
+        self._soonest = None
 
     def _update(self, device: str) -> None:
         entry = self.entries.get(device)
@@ -114,7 +143,7 @@ class PublishPlan:
             return -math.inf
         if entry.last_publish is None:
             return -math.inf
-        return entry.last_publish + self.config.heartbeat
+        return entry.last_publish + self.heartbeat
 
     def _min_due(self) -> float:
         if self._soonest is None:
@@ -156,7 +185,7 @@ class PublishPlan:
         if abs(want.rssi - have.rssi) >= self.config.step:
             return Reason.STEP
         # The same sum as _reason_from, so both agree to the last bit.
-        if entry.last_publish is None or now >= entry.last_publish + self.config.heartbeat:
+        if entry.last_publish is None or now >= entry.last_publish + self.heartbeat:
             return Reason.HEARTBEAT
         return None
 
@@ -250,8 +279,12 @@ class Publisher:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         wall: Callable[[], float] = time.time,
+        liveness: Callable[[], bool] | None = None,
     ) -> None:
         self.api = api
+        # Whether our Lease is renewed (gateway_monitor/lease.py): then the report is
+        # written on change only; None = no Lease (a replay), the heartbeat always.
+        self.liveness = liveness
         # Injected with the clock: a replay on a virtual clock (replay/) must not wait.
         self.sleep = sleep
         self.node = node
@@ -283,6 +316,11 @@ class Publisher:
         self._wake.clear()
         return woken
 
+    def _heartbeat(self) -> None:
+        config = self.plan.config
+        live = self.liveness is not None and self.liveness()
+        self.plan.set_heartbeat(config.lease_heartbeat if live else config.heartbeat)
+
     async def run(self) -> None:
         while True:
             # Clear before looking, so an update() arriving during a send wakes us at once.
@@ -293,6 +331,8 @@ class Publisher:
                 continue
             wakeup = self.plan.next_wakeup(now)
             timeout = None if wakeup is None else max(0.05, wakeup - now)
+            if self.liveness is not None:  # notice our Lease lapsing (heartbeat again)
+                timeout = LIVENESS_CHECK if timeout is None else min(timeout, LIVENESS_CHECK)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
@@ -301,6 +341,7 @@ class Publisher:
         """Send what is due now (the body of ``run``; a replay calls it on its clock).
 
         One write for everything due: the whole report, every device we hear."""
+        self._heartbeat()
         due = self.plan.due(self.clock())
         if not due:
             return

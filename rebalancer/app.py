@@ -115,8 +115,13 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
         dry_run=settings.dry_run,
         identity=settings.identity or default_identity(),  # Events name the replica that acted
     )
-    nodes, devices, reports, _ = cluster_reflectors(
-        core, client.CustomObjectsApi(api), rt.store, observe_devices=rebalancer.observe_device
+    cluster = cluster_reflectors(
+        core,
+        client.CustomObjectsApi(api),
+        rt.store,
+        observe_devices=rebalancer.observe_device,
+        coordination=client.CoordinationV1Api(api),
+        gateway_namespace=settings.gateway_namespace,
     )
     pods, replicasets, deployments = workload_reflectors(
         core,
@@ -125,7 +130,7 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
         rebalancer.observe_replicaset,
         rebalancer.observe_deployment,
     )
-    reflectors = (nodes, devices, reports, pods, replicasets, deployments)
+    reflectors = (*cluster.watches, pods, replicasets, deployments)
     rebalancer.synced = lambda: all(r.synced for r in reflectors)
     rt.rebalancer, rt.reflectors = rebalancer, reflectors
     rt.metrics.pods.set_function(lambda: len(rebalancer.index.pods))

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         policy_poll_interval=args.policy_poll_interval,
         lease_namespace=args.lease_namespace or own_namespace(),
         lease_name=args.lease_name,
+        gateway_namespace=args.gateway_namespace,
     )
     try:
         app = create_rebalancer_app(settings)

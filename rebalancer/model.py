@@ -50,6 +50,10 @@ class Limit(StrEnum):
     NO_CONTROLLER = "no-controller"
     DEVICE_AWAY_KEEP = "device-away-keep"
     DEVICE_AWAY_WAIT = "device-away-wait"  # park: not away for deviceAwayAfter yet
+    # No gateway hears the device fresh, but a gateway that went silent (its Lease not
+    # renewed: monitor gone, node down, an apiserver outage) still lists it: unknown,
+    # not away. No DeviceAway move and no park until it speaks again.
+    GATEWAY_SILENT = "gateway-silent"
     PARK_NEEDS_DEPLOYMENT = "park-needs-deployment"
     UNKNOWN_NODE = "unknown-node"
     NOT_SYNCED = "not-synced"  # the node or Device caches have not listed everything yet

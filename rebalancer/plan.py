@@ -39,6 +39,9 @@ Design choices (policies/README.md documents the knobs, `spec.rebalance`):
   improvement, then names, so plans are deterministic. One move per workload per
   plan: a rollout replaces all its replicas, and an evicted StatefulSet replica
   must come back before the next one goes.
+* A device no gateway hears fresh but a silent gateway still lists (its Lease not
+  renewed) is unknown, not away: its proximity and DeviceAway moves and parks are held
+  (`gateway-silent`) until that gateway speaks again or loses its report.
 * Device lifecycle (`whenDeviceAway`): `fallback` lets the normal evaluation
   move the function (DeviceAway); `keep` holds DeviceAway moves; `park` scales a
   Deployment to zero once no gateway has heard the device for `deviceAwayAfter`
@@ -204,7 +207,8 @@ def _consider(work: _Work, pod: ManagedPod) -> None:
     evaluation = evaluate(pod.facts, snapshot, work.loaded.policy, work.now, tables=work.tables)
     ctx, verdicts = evaluation.ctx, evaluation.verdicts()
     current = next(v for v in verdicts if v.node == pod.node)
-    away = _device_away(ctx)
+    silent = _gateways_silent(ctx, spec.stale_data.sighting_max_age, work.now)
+    away = _device_away(ctx) and not silent
     if not away and pod.facts.device is not None:
         work.unheard.pop(pod.facts.device, None)  # heard: a later absence starts afresh
     cls = ctx.cls
@@ -228,6 +232,10 @@ def _consider(work: _Work, pod: ManagedPod) -> None:
         return
     target = others[0]
     reason = _reason(pod, ctx, current, target.node, away)
+    if silent and (reason is Reason.DEVICE_AWAY or current.code in PROXIMITY_CODES):
+        work.pending.pop(pod.uid, None)
+        work.hold(pod.workload, pod, reason, Limit.GATEWAY_SILENT, target.node)
+        return
     if not forced and pod.workload.replicas > 1:
         # A replicated workload's spread is kube-scheduler's business (its spreading
         # and fit scores outweigh our preference on purpose): moving a feasible replica
@@ -434,6 +442,16 @@ def _device_away(ctx: Context) -> bool:
         and ctx.pod.device is not None
         and not ctx.heard
     )
+
+
+def _gateways_silent(ctx: Context, max_age: float, now: float) -> bool:
+    """No gateway hears the device fresh, but a gateway's report still lists it with
+    no renewal for `max_age`: we stopped hearing that gateway, not it the device
+    (docs/gateway-writes.md, section 5). Unknown is never away."""
+    device = ctx.device
+    if device is None or ctx.heard:
+        return False
+    return any(s.reported and now - s.last_seen > max_age for s in device.sightings.values())
 
 
 def _away_since(work: _Work, ctx: Context) -> float:

@@ -20,4 +20,5 @@ class RebalancerSettings:
     policy_poll_interval: float = 2.0
     lease_namespace: str = "kube-system"
     lease_name: str = "cloud4iot-rebalancer"
+    gateway_namespace: str = "cloud4iot-gateway"  # the monitors' liveness Leases
     identity: str | None = None  # default: hostname-pid

@@ -10,7 +10,9 @@ is clearly closer (~15-30% in distance, which is ~3-6 dB under a log-distance
 model with exponent 2.7-3) and only on readings fresher than ~10 s; ESPresense
 and Bermuda both warn that one noisy reading must never switch rooms. So:
 
-* the incumbent keeps the device while its sighting is fresh (sighting max age);
+* the incumbent keeps the device while its sighting is fresh (sighting max age), and
+  while no gateway hears it fresh but the incumbent's gateway still lists it in its
+  report (a silent gateway makes the device unknown, not gone: issue 26);
 * a challenger must be `challengerMarginDb` stronger, on data fresher than
   `freshness`, continuously for `challengerDwell`, before it takes over;
 * without an incumbent, the strongest fresh gateway is taken at once (arrival is
@@ -100,6 +102,12 @@ def decide_nearest(
 
     if incumbent is None or now - incumbent.last_seen > keep_for:
         if not fresh:
+            if incumbent is not None and incumbent.reported:
+                # Its gateway still lists it but went silent (monitor gone, node down,
+                # or our view of the apiserver interrupted): unknown, not gone. Hold.
+                return replace(
+                    prev, challenger=None, challenger_since=None, evidence=0.0, evidence_at=None
+                )
             return NearestState(node=None)
         # Gather for arrivalWait (pending: the writer decides it again each tick).
         heard_since = prev.since if prev.node is None and prev.since is not None else now

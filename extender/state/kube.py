@@ -31,6 +31,7 @@ import orjson
 
 from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL, VERSION
 from extender.state.devices import device_facts
+from extender.state.liveness import LeaseFacts, lease_facts
 from extender.state.reports import ReportFacts, SightingIndex, report_facts
 from extender.state.snapshot import DeviceFacts, NodeFacts
 from extender.state.store import StateStore
@@ -124,6 +125,9 @@ class Reflector(Generic[F]):
     # Called per change (key, old, new; None = absent) before the publish, so an
     # index can be kept current in O(1) per event; a relist reports every key.
     observe: Callable[[str, F | None, F | None], None] | None = None
+    # Called after each (re)list with the new facts and the time of the list, before
+    # the publish: our view resumed (the gateway liveness grace, extender/state/reports).
+    on_list: Callable[[Mapping[str, F], float], None] | None = None
     facts: dict[str, F] = field(default_factory=dict)
     synced: bool = False
     last_error: str | None = None
@@ -195,6 +199,8 @@ class Reflector(Generic[F]):
         if self.observe is not None:
             for name in old.keys() | facts.keys():
                 self.observe(name, old.get(name), facts.get(name))
+        if self.on_list is not None:
+            self.on_list(facts, now)
         self.synced, self.last_error, self.last_event = True, None, now
         self._publish()
         return version
@@ -323,6 +329,13 @@ class ClusterReflectors(NamedTuple):
     devices: Reflector[DeviceFacts]
     reports: Reflector[ReportFacts]
     sightings: SightingIndex
+    leases: Reflector[LeaseFacts] | None  # None: no gateway namespace to watch
+
+    @property
+    def watches(self) -> tuple[Reflector[Any], ...]:
+        """Every reflector to run."""
+        both = (self.nodes, self.devices, self.reports)
+        return both if self.leases is None else (*both, self.leases)
 
 
 def cluster_reflectors(
@@ -331,13 +344,16 @@ def cluster_reflectors(
     store: StateStore,
     on_devices: Callable[[], None] | None = None,
     observe_devices: Callable[[str, DeviceFacts | None, DeviceFacts | None], None] | None = None,
+    coordination: Any = None,  # kubernetes.aio CoordinationV1Api: the gateways' Leases
+    gateway_namespace: str | None = None,
 ) -> ClusterReflectors:
     """Reflectors feeding `store`'s Snapshot with Nodes, and Devices with the sightings
     of the gateways' reports merged in (`SightingIndex`).
 
     `on_devices` runs after each Devices publish, so whoever it wakes reads the
     new snapshot; `observe_devices` sees each (merged) Device change as it arrives.
-    The Devices count as synced once both Devices and reports have listed.
+    The Devices count as synced once Devices, reports and (when watched) the gateways'
+    Leases in `gateway_namespace` have listed.
     """
     index = SightingIndex(observe=observe_devices)
     holder: list[Reflector[Any]] = []
@@ -374,8 +390,22 @@ def cluster_reflectors(
         devices_published,
         observe=index.observe_report,
     )
+    leases: Reflector[LeaseFacts] | None = None
+    if coordination is not None and gateway_namespace:
+        leases = Reflector(
+            "gateway-leases",
+            lambda **kw: coordination.list_namespaced_lease_without_preload_content(
+                gateway_namespace, **kw
+            ),
+            lease_facts,
+            devices_published,
+            observe=index.observe_lease,
+            on_list=index.relisted,
+        )
     holder += [nodes, devices, reports]
-    return ClusterReflectors(nodes, devices, reports, index)
+    if leases is not None:
+        holder.append(leases)
+    return ClusterReflectors(nodes, devices, reports, index, leases)
 
 
 async def report_health(store: StateStore, reflectors: Sequence[Reflector[Any]]) -> None:

@@ -12,6 +12,14 @@ it on themselves). The elected extender creates reports only for such nodes and 
 apiserver lets a monitor write only its own node's report; ignoring the rest here is
 defence in depth and what the extender can check on its own.
 
+Freshness comes from the gateway, not the entry (docs/gateway-writes.md, section 2): a
+monitor writes its report only when what it hears changes and renews its Lease every
+10 s, so an entry counts as seen when its gateway was last seen alive (`LeaseFacts`,
+timed by our own clock), or at its own lastSeen if that is newer (a monitor of the
+previous release, with no Lease, refreshes lastSeen every 10 s instead). Such entries
+are marked `reported`: old but still listed means the gateway went silent, and readers
+treat the device as unknown, not away.
+
 Sightings a Device's own `status.sightings` still carries (the previous release's
 write path; monitors may no longer write there, admins still can) are merged in for
 this release, from labelled gateways only; a report's entry for the same node wins
@@ -20,12 +28,14 @@ when it is newer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cloud4iot.devices import parse_time
 from cloud4iot.vocabulary import GATEWAY_LABEL
+from extender.state.liveness import LeaseFacts, renewed
 from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
 
 
@@ -63,7 +73,7 @@ def report_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> Re
         ):
             if observed_at is not None:
                 seen = min(seen, observed_at)
-            sightings[device] = Sighting(node=node, rssi=float(rssi), last_seen=seen)
+            sightings[device] = Sighting(node=node, rssi=float(rssi), last_seen=seen, reported=True)
     return ReportFacts(node=node, sightings=sightings)
 
 
@@ -88,6 +98,7 @@ class SightingIndex:
     gateways: frozenset[str] = frozenset()
     by_device: dict[str, dict[str, Sighting]] = field(default_factory=dict)  # counted only
     merged: dict[str, DeviceFacts] = field(default_factory=dict)
+    alive_at: dict[str, float] = field(default_factory=dict)  # node -> last seen alive (ours)
 
     def observe_device(self, name: str, old: DeviceFacts | None, new: DeviceFacts | None) -> None:
         if new is None:
@@ -112,7 +123,40 @@ class SightingIndex:
                 if not heard:
                     del self.by_device[device]
             else:
-                heard[node] = sighting
+                heard[node] = self._fresh(sighting)
+            self._refresh(device)
+
+    def observe_lease(self, node: str, old: LeaseFacts | None, new: LeaseFacts | None) -> None:
+        """A gateway's Lease changed: a renewal refreshes every entry of its report."""
+        if new is None:
+            self.alive_at.pop(node, None)  # its entries keep their own lastSeen and age
+            return
+        if renewed(old, new):
+            self.alive_at[node] = new.observed_at
+            self._refresh_gateway(node)
+
+    def relisted(self, leases: Mapping[str, LeaseFacts], at: float) -> None:
+        """Our view of the Leases resumed (a relist after a watch failure, e.g. an
+        apiserver outage, when no monitor could renew): every gateway with a Lease counts
+        as alive now, so each gets the policy's sighting age to renew before its entries
+        go stale (and stale entries are unknown, never absent)."""
+        for node in leases:
+            if self.alive_at.get(node, -math.inf) < at:
+                self.alive_at[node] = at
+                self._refresh_gateway(node)
+
+    def _fresh(self, sighting: Sighting) -> Sighting:
+        alive = self.alive_at.get(sighting.node)
+        if alive is None or alive <= sighting.last_seen:
+            return sighting
+        return replace(sighting, last_seen=alive)
+
+    def _refresh_gateway(self, node: str) -> None:
+        report = self.reports.get(node)
+        if report is None or node not in self.gateways:
+            return
+        for device, sighting in report.sightings.items():
+            self.by_device.setdefault(device, {})[node] = self._fresh(sighting)
             self._refresh(device)
 
     def set_nodes(self, nodes: Mapping[str, NodeFacts]) -> bool:
@@ -125,7 +169,7 @@ class SightingIndex:
         for node in gateways:
             report = self.reports.get(node)
             for device, sighting in (report.sightings if report else {}).items():
-                self.by_device.setdefault(device, {})[node] = sighting
+                self.by_device.setdefault(device, {})[node] = self._fresh(sighting)
         for name in list(self.devices.keys() | self.merged.keys()):
             self._refresh(name)
         return True

@@ -78,7 +78,10 @@ class Sighting:
 
     node: str
     rssi: float
-    last_seen: float  # epoch seconds
+    last_seen: float  # epoch seconds; for a report entry, when its gateway was last alive
+    # From a GatewayReport: the gateway lists only what it hears now, so an entry that
+    # is old but still listed means its gateway went silent, not that the device left.
+    reported: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -846,3 +846,43 @@ def test_a_feasible_replica_of_a_replicated_workload_is_not_moved_for_a_preferen
     first = plan([alone], world(T, load=busy), P, Memory(), T)
     (move,) = plan([alone], world(T + 10, load=busy), P, first.memory, T + 10).moves
     assert (move.action, move.to_node) == (Action.ROLLOUT, "edge-2")
+
+
+# --- A silent gateway: unknown, not away (issue 26 item 2; docs/gateway-writes.md 5) ------
+
+
+def listed(last_seen: float, rssi: float = -60) -> DeviceFacts:
+    """gw-home's report still lists the patient, but gw-home was last seen alive at
+    `last_seen` (its Lease not renewed since: monitor gone, node down, an outage)."""
+    return DeviceFacts(
+        name="patient",
+        address=None,
+        sightings={"gw-home": Sighting("gw-home", rssi, last_seen, reported=True)},
+    )
+
+
+@pytest.mark.parametrize("away", ["fallback", "park"])
+def test_a_silent_gateway_neither_moves_nor_parks_its_devices_functions(away):
+    rules = policy(away=away)
+    fn = pod("fn", "gw-home")
+    memory = Memory()
+    for t in range(0, 900, 15):
+        p = plan([fn], world(T + t, [listed(T - 40)], {"edge-1": 0.0}), rules, memory, T + t)
+        memory = p.memory
+        assert not p.moves
+        assert [(h.limit, h.reason) for h in p.held] == [(Limit.GATEWAY_SILENT, Reason.DEVICE_AWAY)]
+    # the gateway speaks again and no longer lists it: away from then, by the usual rules
+    gone_now = DeviceFacts(name="patient", address=None, sightings={})
+    p = plan([fn], world(T + 900, [gone_now], {"edge-1": 0.0}), rules, memory, T + 900)
+    if away == "fallback":
+        p = plan([fn], world(T + 910, [gone_now], {"edge-1": 0.0}), rules, p.memory, T + 910)
+        assert [(m.reason, m.to_node) for m in p.moves] == [(Reason.DEVICE_AWAY, "edge-1")]
+    else:
+        assert [(h.limit, h.until) for h in p.held] == [(Limit.DEVICE_AWAY_WAIT, T + 1020)]
+
+
+def test_a_live_gateway_hearing_the_device_weakly_is_no_silence():
+    """Fresh but below the class threshold: the gateway hears it, just not well enough."""
+    fn = pod("fn", "gw-home")
+    p = plan([fn], world(T, [listed(T - 1, rssi=-99)]), PARK, Memory(), T)
+    assert [h.limit for h in p.held] == [Limit.DEVICE_AWAY_WAIT]

@@ -300,3 +300,20 @@ def test_a_device_no_longer_heard_stops_waiting():
     state = decide_nearest(None, {"gw": Sighting("gw", -60.0, 0.0)}, 0.0, SHIPPED)
     gone = decide_nearest(state, {"gw": Sighting("gw", -60.0, 0.0)}, 100.0, SHIPPED)
     assert gone == NearestState(node=None)
+
+
+def test_a_silent_incumbent_gateway_keeps_the_decision_while_no_one_hears_it_fresh():
+    """Issue 26 item 2: the incumbent's gateway still lists the device but went silent
+    (an outage, its monitor gone): unknown, not gone; the decision holds. A legacy entry
+    (a Device's own sightings) that is as old still ages the decision out."""
+    prev = NearestState(node="gw-a", since=0.0)
+    stale = 100.0  # far past sightingMaxAge
+    silent = {"gw-a": Sighting("gw-a", -60, 0.0, reported=True)}
+    kept = decide_nearest(prev, silent, stale, SPEC)
+    assert kept.node == "gw-a"
+    assert not kept.pending
+    legacy = {"gw-a": Sighting("gw-a", -60, 0.0)}
+    assert decide_nearest(prev, legacy, stale, SPEC).node is None
+    # a live gateway that hears it fresh wins over a silent incumbent (the usual arrival)
+    heard = silent | {"gw-b": Sighting("gw-b", -75, stale, reported=True)}
+    assert decide_nearest(prev, heard, stale, SPEC).node == "gw-b"

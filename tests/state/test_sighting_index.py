@@ -9,6 +9,7 @@ import pytest
 from cloud4iot.devices import rfc3339
 from cloud4iot.vocabulary import GATEWAY_LABEL, TIER_LABEL
 from extender.state.devices import device_facts
+from extender.state.liveness import LeaseFacts, lease_facts
 from extender.state.reports import SightingIndex, report_facts
 from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
 
@@ -86,7 +87,7 @@ def test_a_device_created_after_the_report_gets_its_sightings(index: SightingInd
 
 def test_a_future_last_seen_is_capped_at_observation() -> None:
     facts = report_facts(report("gw-a", {"patient": -60}, at=T + 3600), observed_at=T)
-    assert facts.sightings["patient"] == Sighting("gw-a", -60.0, T)
+    assert facts.sightings["patient"] == Sighting("gw-a", -60.0, T, reported=True)
 
 
 def test_malformed_entries_are_skipped_and_a_nameless_report_refused() -> None:
@@ -125,3 +126,68 @@ def test_observe_sees_each_merged_change_once() -> None:
     idx.observe_report("gw-a", None, a)
     idx.observe_report("gw-a", a, a)  # same content: no change to announce
     assert seen == [("p", True, False), ("p", False, False)]
+
+
+def lease(name: str, renewed: str, at: float, holder: str | None = None) -> LeaseFacts:
+    return lease_facts(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "holderIdentity": holder or name,
+                "leaseDurationSeconds": 40,
+                "renewTime": renewed,
+            },
+        },
+        at,
+    )
+
+
+def seen(index: SightingIndex, name: str) -> dict[str, float]:
+    return {n: s.last_seen for n, s in index.merged[name].sightings.items()}
+
+
+def test_a_gateways_entries_are_seen_when_its_lease_is_renewed(index: SightingIndex) -> None:
+    """docs/gateway-writes.md 2: the report is not rewritten at rest; the Lease is."""
+    index.observe_report("gw-a", None, report_facts(report("gw-a", {"patient": -60}, at=T)))
+    index.observe_report("gw-b", None, report_facts(report("gw-b", {"patient": -70}, at=T)))
+    assert seen(index, "patient") == {"gw-a": T, "gw-b": T}
+    first = lease("gw-a", "r1", T + 10)
+    index.observe_lease("gw-a", None, first)  # first seen: alive now
+    assert seen(index, "patient") == {"gw-a": T + 10, "gw-b": T}
+    renewal = lease("gw-a", "r2", T + 20)
+    index.observe_lease("gw-a", first, renewal)
+    assert seen(index, "patient") == {"gw-a": T + 20, "gw-b": T}
+    # the same renewTime again (a relabel, a resync) is no renewal
+    index.observe_lease("gw-a", renewal, lease("gw-a", "r2", T + 50))
+    assert seen(index, "patient") == {"gw-a": T + 20, "gw-b": T}
+    # a report write that lands later keeps the liveness
+    index.observe_report(
+        "gw-a", index.reports["gw-a"], report_facts(report("gw-a", {"patient": -58}, at=T + 5))
+    )
+    assert seen(index, "patient")["gw-a"] == T + 20
+    assert index.merged["patient"].sightings["gw-a"].rssi == -58
+    assert index.merged["patient"].sightings["gw-a"].reported
+
+
+def test_a_relist_gives_every_gateway_one_grace_to_renew(index: SightingIndex) -> None:
+    """After our view resumes (an apiserver outage: nobody could renew), every Lease
+    counts as seen alive at the relist; a deleted Lease leaves the entries to age."""
+    index.observe_report("gw-a", None, report_facts(report("gw-a", {"patient": -60}, at=T)))
+    old = lease("gw-a", "r1", T + 10)
+    index.observe_lease("gw-a", None, old)
+    index.relisted({"gw-a": lease("gw-a", "r1", T + 100)}, T + 100)
+    assert seen(index, "patient") == {"gw-a": T + 100}
+    index.relisted({"gw-a": old}, T + 90)  # never backwards
+    assert seen(index, "patient") == {"gw-a": T + 100}
+    index.observe_lease("gw-a", old, None)
+    index.observe_report(
+        "gw-a", index.reports["gw-a"], report_facts(report("gw-a", {"patient": -60}, at=T))
+    )
+    assert seen(index, "patient") == {"gw-a": T}
+
+
+def test_a_lease_held_by_another_name_or_never_renewed_is_refused() -> None:
+    with pytest.raises(ValueError, match="held by"):
+        lease("gw-a", "r1", T, holder="gw-b")
+    with pytest.raises(ValueError, match="never renewed"):
+        lease("gw-a", "", T)

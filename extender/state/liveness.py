@@ -1,0 +1,50 @@
+"""Gateway liveness: the Lease each gateway monitor renews (docs/gateway-writes.md, 2).
+
+One coordination.k8s.io Lease per gateway, named as its node, in the monitors'
+namespace, held by that node (the admission policy cloud4iot-gateway-leases lets a
+monitor write no other). A renewal is timed by the reader's own clock, when it sees
+``renewTime`` change (as the node lifecycle controller does with node Leases): a
+gateway's clock that runs ahead or behind changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseFacts:
+    """One gateway's Lease as the reader saw it."""
+
+    node: str
+    renew_time: str  # as written: only compared for change, never trusted as a time
+    duration: float  # leaseDurationSeconds
+    observed_at: float  # the reader's clock when it read this version
+
+
+def lease_facts(obj: Mapping[str, Any], observed_at: float) -> LeaseFacts:
+    """Facts of a gateway Lease; ValueError when it is not one a monitor holds for
+    its own node (a Lease held by another name, or never renewed)."""
+    meta = obj.get("metadata")
+    node = meta.get("name") if isinstance(meta, Mapping) else None
+    spec = obj.get("spec")
+    if not isinstance(node, str) or not node or not isinstance(spec, Mapping):
+        raise ValueError("not a gateway Lease (no name or no spec)")
+    if spec.get("holderIdentity") != node:
+        raise ValueError(f"held by {spec.get('holderIdentity')!r}, not by its node")
+    renew, duration = spec.get("renewTime"), spec.get("leaseDurationSeconds")
+    if not isinstance(renew, str) or not renew:
+        raise ValueError("never renewed")
+    if not isinstance(duration, int) or isinstance(duration, bool) or duration <= 0:
+        raise ValueError(f"leaseDurationSeconds {duration!r} is not a positive integer")
+    return LeaseFacts(
+        node=node, renew_time=renew, duration=float(duration), observed_at=observed_at
+    )
+
+
+def renewed(old: LeaseFacts | None, new: LeaseFacts | None) -> bool:
+    """Whether this event shows the gateway alive: a new renewal, or a Lease seen for
+    the first time (the reader starting gives every gateway one lease to renew)."""
+    return new is not None and (old is None or old.renew_time != new.renew_time)
