@@ -47,8 +47,18 @@ EXTENDER_CALLS: dict[str, set[tuple[str, str, str]]] = {
     "read_namespaced_lease": {(LEASES, "leases", "get")},
     "create_namespaced_lease": {(LEASES, "leases", "create")},
     "replace_namespaced_lease": {(LEASES, "leases", "update")},
+    # the gateways' liveness Leases, in the monitors' namespace (gateway-monitor/
+    # liveness-readers.yaml; test_gateway_liveness_is_read_in_the_monitors_namespace_only)
+    "list_namespaced_lease_without_preload_content": {
+        (LEASES, "leases", "list"),
+        (LEASES, "leases", "watch"),
+    },
 }
 WATCHED = {
+    "list_namespaced_lease_without_preload_content": {
+        (LEASES, "leases", "list"),
+        (LEASES, "leases", "watch"),
+    },
     "list_node_without_preload_content": {("", "nodes", "list"), ("", "nodes", "watch")},
     "list_cluster_custom_object_without_preload_content": {
         (GROUP, PLURAL, "list"),
@@ -57,7 +67,7 @@ WATCHED = {
         (GROUP, REPORT_PLURAL, "watch"),
     },
 }
-ELECTION = {k: v for k, v in EXTENDER_CALLS.items() if "lease" in k}
+ELECTION = {k: v for k, v in EXTENDER_CALLS.items() if "lease" in k and "list" not in k}
 REBALANCER_CALLS: dict[str, set[tuple[str, str, str]]] = {
     **WATCHED,
     **ELECTION,
@@ -215,7 +225,12 @@ def test_lease_role_grants_only_the_election_lease_in_its_namespace(d: Deployabl
         (LEASES, "leases", "get", name),
         (LEASES, "leases", "update", name),
     }
-    lease_needs = {v for need in d.calls.values() for g, _, v in need if g == LEASES}
+    lease_needs = {
+        v
+        for method, need in d.calls.items()
+        for g, _, v in need
+        if g == LEASES and method not in WATCHED  # the gateways' Leases: another Role
+    }
     assert lease_needs == {"create", "get", "update"}
 
 
@@ -302,3 +317,27 @@ def test_explain_calls_what_its_role_grants_and_reads_only() -> None:
 def test_explain_role_ships_with_the_placement() -> None:
     (top,) = yaml.safe_load_all((ROOT / "manifests/placement/kustomization.yaml").read_text())
     assert "explain-role.yaml" in top["resources"]
+
+
+def test_gateway_liveness_is_read_in_the_monitors_namespace_only() -> None:
+    folder = ROOT / "manifests" / "gateway-monitor"
+    docs = [d for d in yaml.safe_load_all((folder / "liveness-readers.yaml").read_text()) if d]
+    (role,) = [d for d in docs if d["kind"] == "Role"]
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding"]
+    (monitor_sa,) = [
+        d
+        for d in yaml.safe_load_all((folder / "rbac.yaml").read_text())
+        if d and d["kind"] == "ServiceAccount"
+    ]
+    namespace = monitor_sa["metadata"]["namespace"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
+    assert grants(role) == {(LEASES, "leases", verb, None) for verb in ("get", "list", "watch")}
+    assert {(s["name"], s["namespace"]) for s in binding["subjects"]} == {
+        ("cloud4iot-extender", NAMESPACE),
+        ("cloud4iot-rebalancer", NAMESPACE),
+    }
+    for d in (EXTENDER, REBALANCER):
+        (deployment,) = [x for x in load(d, "deployment.yaml") if x["kind"] == "Deployment"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["GATEWAY_NAMESPACE"] == namespace
