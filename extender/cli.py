@@ -12,12 +12,12 @@ import gc
 import logging
 import sys
 from pathlib import Path
-
-import orjson
+from typing import Any
 
 from cloud4iot.buildinfo import require_extra
 from cloud4iot.kubeclient import own_namespace
 from cloud4iot.logs import log_flags
+from cloud4iot.output import emit, output_flag, table
 from cloud4iot.policy.loader import PolicyError
 from cloud4iot.service import (
     configure_logging,
@@ -176,6 +176,7 @@ def extender_main(argv: list[str] | None = None) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from extender.podexplain.render import simulate_text
     from extender.simulate import simulate
     from extender.state.statefile import StateFileError
 
@@ -184,25 +185,49 @@ def _simulate(args: argparse.Namespace) -> int:
     except (PolicyError, StateFileError) as exc:
         print(f"cloud4iot simulate: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.buffer.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    emit(doc, args.output, simulate_text)
     return 0
 
 
 def _check_policy(args: argparse.Namespace) -> int:
     from cloud4iot.policy.loader import load_policy
 
-    failed = 0
+    results: list[dict[str, Any]] = []
     for path in args.files:
         try:
             loaded = load_policy(path)
         except PolicyError as exc:
-            print(exc, file=sys.stderr)
-            failed += 1
+            if args.output in ("table", "wide"):
+                print(exc, file=sys.stderr)  # every problem, as the loader words them
+            results.append({"file": str(path), "valid": False, "error": str(exc)})
         else:
-            print(
-                f"{path}: ok ({loaded.version}, classes: {', '.join(loaded.policy.spec.classes)})"
+            spec = loaded.policy.spec
+            results.append(
+                {
+                    "file": str(path),
+                    "valid": True,
+                    "policy": loaded.version,
+                    "digest": loaded.digest,
+                    "classes": list(spec.classes),
+                }
             )
-    return 1 if failed else 0
+    emit(results, args.output, _policy_table)
+    return 0 if all(r["valid"] for r in results) else 1
+
+
+def _policy_table(results: list[dict[str, Any]], wide: bool) -> str:
+    rows = [
+        [
+            r["file"],
+            "valid" if r["valid"] else "refused (see above)",
+            r.get("policy"),
+            ", ".join(r.get("classes") or ()) or None,
+        ]
+        + ([r.get("digest")] if wide else [])
+        for r in results
+    ]
+    headers = ["FILE", "RESULT", "POLICY", "CLASSES"] + (["DIGEST"] if wide else [])
+    return table(headers, rows)
 
 
 def _tier_affinity(args: argparse.Namespace) -> int:
@@ -261,10 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     policy_flag(sim)
     sim.add_argument("--state", type=Path, required=True, help="state file (see docs)")
     sim.add_argument("--pod", type=Path, required=True, help="Pod as YAML or JSON")
+    output_flag(sim)
     sim.set_defaults(func=_simulate)
 
     chk = sub.add_parser("check-policy", help="validate policy files, report every problem")
     chk.add_argument("files", type=Path, nargs="+")
+    output_flag(chk)
     chk.set_defaults(func=_check_policy)
 
     aff = sub.add_parser(
@@ -282,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         "(cloud4iot replay --help)",
     )
     rep.add_argument("rest", nargs=argparse.REMAINDER)
-    rep.set_defaults(func=lambda a: _replay(a.rest))
+    # The flags given before `replay` hold unless it is given its own.
+    rep.set_defaults(
+        func=lambda a: _replay(["--log-level", a.log_level, "--log-format", a.log_format, *a.rest])
+    )
 
     crt = sub.add_parser(
         "certs",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud4iot.policy.loader import load_policy
-from extender.explain import explanation
+from extender.explain import explanation, groups
 from extender.scoring import PodFacts, evaluate
 from extender.state.statefile import StateFileError, load_state, read_yaml
 
@@ -27,4 +27,6 @@ def simulate(policy_path: Path, state_path: Path, pod_path: Path) -> dict[str, A
     snapshot, now = load_state(state_path)
     pod = load_pod(pod_path)
     verdicts = evaluate(pod, snapshot, policy.policy, now, explain=True).verdicts()
-    return explanation(PodFacts.from_pod(pod), policy, verdicts)
+    doc = explanation(PodFacts.from_pod(pod), policy, verdicts)
+    doc["groups"] = groups(verdicts)  # by reason, as `cloud4iot explain` groups them
+    return doc

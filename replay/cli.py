@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from cloud4iot.buildinfo import DEFAULT_POLICY, require_extra
+from cloud4iot.logs import configure, log_flags
+from cloud4iot.output import emit, output_flag
 
 MISSING_EXTRA = (
     "cloud4iot replay: this command needs the 'replay' extra (numpy, matplotlib); "
@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--compare", type=Path, help="a second policy, side by side")
     p.add_argument("--no-baselines", action="store_true", help="only the policies")
-    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    output_flag(p)  # wide: the per-device tables too
     p.add_argument("--per-device", action="store_true", help="a table per device too")
+    log_flags(p, "warning")
     p.add_argument("--plot", type=Path, metavar="PNG", help="draw the decisions over time")
     return p
 
@@ -94,6 +95,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure(args.log_level, args.log_format)
     require_extra("cloud4iot replay", "replay")  # installed metadata says it is missing
     try:
         import numpy  # noqa: F401
@@ -123,12 +125,12 @@ def main(argv: list[str] | None = None) -> int:
             print(MISSING_EXTRA, file=sys.stderr)
             return 1
         plot(ev, args.plot, truth)
-    if args.output == "json":
-        sys.stdout.buffer.write(orjson.dumps(ev.as_json(), option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
     doc = ev.as_json()
+    if args.output in ("json", "yaml"):
+        emit(doc, args.output, lambda _doc, _wide: "")
+        return 0
     print(_table("all devices", doc["total"]))
-    if args.per_device:
+    if args.per_device or args.output == "wide":
         for device, rows in doc["devices"].items():
             print()
             print(_table(device, rows))

@@ -69,6 +69,22 @@ def as_text(doc: Mapping[str, Any], wide: bool) -> str:
         lines.append(table(["", "NODE", "SCORE", "CODE", "REASON"], rows))
 
     lines.append("")
+    lines.append(verdict_table(doc, wide))
+
+    if "history" in doc:
+        lines.append("")
+        lines.append("History:")
+        rows = [
+            [h.get("time"), h.get("what"), h.get("from"), h.get("detail")] for h in doc["history"]
+        ]
+        lines.append(table(["TIME", "WHAT", "FROM", "DETAIL"], rows) if rows else "  <none>")
+    return "\n".join(lines)
+
+
+def verdict_table(doc: Mapping[str, Any], wide: bool) -> str:
+    """The verdicts of an explain or simulate document: grouped by reason (the nodes
+    that share it, best score first), or one row per node (`wide`)."""
+    rows: list[list[Any]]
     if wide:
         pinned = bool(doc.get("pinned"))
         headers = (
@@ -80,26 +96,30 @@ def as_text(doc: Mapping[str, Any], wide: bool) -> str:
             + [n["reason"]]
             for n in doc["nodes"]
         ]
-        lines.append(table(headers, rows))
-    else:
-        by_node = {n["node"]: n for n in doc["nodes"]}
-        rows = [
-            [
-                g["code"],
-                g["count"],
-                ", ".join(_score(by_node[x]) for x in g["nodes"][:8])
-                + (", ..." if len(g["nodes"]) > 8 else ""),
-                g["reason"],
-            ]
-            for g in doc.get("groups") or []
+        return table(headers, rows)
+    by_node = {n["node"]: n for n in doc["nodes"]}
+    rows = [
+        [
+            g["code"],
+            g["count"],
+            ", ".join(_score(by_node[x]) for x in g["nodes"][:8])
+            + (", ..." if len(g["nodes"]) > 8 else ""),
+            g["reason"],
         ]
-        lines.append(table(["CODE", "NODES", "WHICH", "REASON"], rows))
+        for g in doc.get("groups") or []
+    ]
+    return table(["CODE", "NODES", "WHICH", "REASON"], rows)
 
-    if "history" in doc:
-        lines.append("")
-        lines.append("History:")
-        rows = [
-            [h.get("time"), h.get("what"), h.get("from"), h.get("detail")] for h in doc["history"]
-        ]
-        lines.append(table(["TIME", "WHAT", "FROM", "DETAIL"], rows) if rows else "  <none>")
-    return "\n".join(lines)
+
+def simulate_text(doc: Mapping[str, Any], wide: bool) -> str:
+    """`cloud4iot simulate` as text: the pod's facts, the best node, the verdicts."""
+    head = [
+        ("Pod", doc["pod"]),
+        ("Function", doc.get("function")),
+        ("Device", doc.get("device")),
+        ("Mode", doc.get("mode")),
+        ("Policy", doc.get("policy")),
+        ("Best", doc.get("best") or "none: every node refuses it"),
+    ]
+    lines = [f"{label + ':':<16}{'<none>' if v in (None, '') else v}" for label, v in head]
+    return "\n".join([*lines, "", verdict_table(doc, wide)])

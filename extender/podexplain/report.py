@@ -13,7 +13,7 @@ from typing import Any
 from cloud4iot.devices import parse_time, rfc3339
 from cloud4iot.policy.loader import LoadedPolicy
 from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, MOVES_ANNOTATION, NARROWED_ANNOTATION
-from extender.explain import explanation
+from extender.explain import explanation, groups
 from extender.scoring import PodFacts, Verdict
 from extender.state.pods import pinned_nodes
 
@@ -69,26 +69,6 @@ def event_line(e: Mapping[str, Any]) -> dict[str, Any]:
 
 def _at(line: Mapping[str, Any]) -> float:
     return parse_time(line.get("time")) or 0.0
-
-
-def groups(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
-    """`kubectl describe`-like: one row per reason, the nodes that share it; kept
-    nodes first (best score first), then refusals by how many nodes they hold."""
-    by: dict[tuple[str, str], list[Verdict]] = {}
-    for v in verdicts:
-        by.setdefault((v.code.value, v.reason if not v.feasible else "feasible"), []).append(v)
-    rows: list[dict[str, Any]] = [
-        {
-            "code": code,
-            "reason": reason,
-            "count": len(vs),
-            "nodes": [v.node for v in sorted(vs, key=lambda v: (-v.score, v.node))],
-            "feasible": vs[0].feasible,
-        }
-        for (code, reason), vs in by.items()
-    ]
-    rows.sort(key=lambda r: (not r["feasible"], -r["count"], r["code"], r["reason"]))
-    return rows
 
 
 def _annotations(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:

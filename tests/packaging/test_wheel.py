@@ -142,6 +142,8 @@ def test_simulate_works_from_any_directory(installs: dict[str, Path], tmp_path: 
         [
             str(installs["extender"] / "cloud4iot"),
             "simulate",
+            "-o",
+            "json",
             "--state",
             str(examples / "cluster.yaml"),
             "--pod",

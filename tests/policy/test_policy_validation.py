@@ -294,7 +294,8 @@ def test_check_policy_command_prints_file_line_field(tmp_path, capsys):
     good.write_text(MINIMAL)
     assert main(["check-policy", str(good), str(bad)]) == 1
     captured = capsys.readouterr()
-    assert f"{good}: ok" in captured.out
+    rows = {line.split()[0]: line.split()[1] for line in captured.out.splitlines()[1:]}
+    assert rows == {str(good): "valid", str(bad): "refused"}
     assert f"{bad}:8: spec.classes.c.tiers[1]:" in captured.err
 
 

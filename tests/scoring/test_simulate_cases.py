@@ -40,9 +40,8 @@ def run(
         pod_file.write_text(yaml.safe_dump(pod))
     else:
         pod_file = EXAMPLES / pod
-    code = main(
-        ["simulate", "--policy", str(POLICY), "--state", str(state_file), "--pod", str(pod_file)]
-    )
+    argv = ["simulate", "-o", "json", "--policy", str(POLICY), "--state", str(state_file)]
+    code = main([*argv, "--pod", str(pod_file)])
     out = capsys.readouterr().out
     assert code == 0, out
     doc: dict[str, Any] = orjson.loads(out)
@@ -224,7 +223,8 @@ def test_a_json_state_file_answers_as_its_yaml_twin(
     state_file = tmp_path / "state.json"
     state_file.write_bytes(orjson.dumps(state, default=str))
     pod_file = EXAMPLES / "pod-mhealth.yaml"
-    argv = ["simulate", "--policy", str(POLICY), "--state", str(state_file), "--pod", str(pod_file)]
+    argv = ["simulate", "-o", "json", "--policy", str(POLICY), "--state", str(state_file)]
+    argv += ["--pod", str(pod_file)]
     assert main(argv) == 0
     assert orjson.loads(capsys.readouterr().out) == from_yaml
 

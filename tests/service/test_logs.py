@@ -25,6 +25,7 @@ COMMANDS = [
     ["cloud4iot-rebalancer", "--kubeconfig", "/nonexistent"],
     ["cloud4iot-gateway-monitor"],
     ["cloud4iot"],
+    ["cloud4iot", "replay", "x.csv"],  # its own parser
 ]
 
 
