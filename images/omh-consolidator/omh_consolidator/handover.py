@@ -14,7 +14,8 @@ the next consolidator process there to adopt (``queue.py``).
 
 Wire format: ``POST /v1/handover``, body = the log's batch records (length, CRC32,
 payload), header ``X-Cloud4iot-Instance`` = the sender's boot id. A pod answers 409 to
-itself (the Service lists the leaving pod too) and 503 once it is leaving itself.
+itself (the Service lists the leaving pod too), 503 once it is leaving itself, and 507 while
+its own log is behind (a full disk: the chunk is safer in the sender's log).
 """
 
 from __future__ import annotations
@@ -61,7 +62,11 @@ class Receiver:
             log.warning("refused a handover from %s: %s", sender or "?", exc)
             return web.Response(status=400, text=f"{exc}\n")
         async with self._lock:  # one chunk at a time, each behind the ones before
+            if self.queue.behind:  # our disk is full: the sender's log keeps them better
+                return web.Response(status=507, text="queue log behind (disk full?)\n")
             new = self.queue.insert_handed(batches)
+            if self.queue.behind:  # in our memory, not on disk: the sender keeps its copy
+                return web.Response(status=507, text="queue log behind (disk full?)\n")
             await self.queue.sync()  # stored before we say so
         self.metrics.inc("handover_batches_received_total", new)
         if new:

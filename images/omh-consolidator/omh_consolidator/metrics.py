@@ -29,6 +29,7 @@ HELP: dict[str, str] = {
     "queue_compactions_total": "Rewrites of the queue log with only what still waits",
     "queue_adopted_batches_total": "Waiting batches adopted at start from dead owners' logs",
     "queue_corrupt_logs_total": "Adopted logs with a corrupt record (copied aside, prefix kept)",
+    "queue_write_failures_total": "Failed writes of the queue log (disk full, I/O error)",
     "handover_batches_sent_total": "Batches handed to a peer at shutdown, which stored them",
     "handover_batches_received_total": "Batches taken over from a leaving peer (new ones only)",
     "handover_failures_total": "Handover attempts to a peer that failed, by reason",
@@ -41,6 +42,7 @@ GAUGES: dict[str, str] = {
     "queue_batches": "Batches waiting for the cloud, the one in flight included",
     "queue_bytes": "Body bytes waiting for the cloud, the one in flight included",
     "queue_log_bytes": "Bytes of the queue log on disk (0 without QUEUE_DIR)",
+    "queue_log_behind": "1 while a write failed and the log misses batches that wait",
     "ble_subscribed": "1 while subscribed to the strap's notifications",
 }
 

@@ -31,6 +31,15 @@ bounded by the queue's bounds.
 Bounds: ``max_batches`` and ``max_bytes`` (bodies) over the waiting batches, plus the one
 in flight. Past either, the oldest waiting batch that is not an alert is dropped (the oldest
 alert only when only alerts wait), counted and logged; the batch in flight never is.
+
+A write that fails (the gateway's disk full, an I/O error) does not stop the queue: the log
+is cut back to its last whole record (so it never holds a torn record in the middle), the
+queue goes on in memory with the same bounds, and the log is "behind" (logged once, gauge
+``queue_log_behind``, counter ``queue_write_failures_total``). At most every
+``RESYNC_SECONDS``, on the next change, and at close, the log is rewritten with what waits
+(as a compaction does); once that succeeds it is whole again. Until then a crash loses the
+batches queued since the failure, and may re-send some already sent (same ids: the ingest
+drops them). Logs adopted while behind are kept, their locks held, until the log catches up.
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ FRAME = struct.Struct(">II")  # payload length, CRC32 of the payload
 MAX_RECORD = 64 * 1024 * 1024  # a length past this is corruption, not a batch
 COMPACT_SLACK = 1024 * 1024
 HANDED_BASE = -(1 << 40)  # positions of handed-over batches: before any own batch
+RESYNC_SECONDS = 5.0  # a log behind (write failed): how often to try rewriting it
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +213,9 @@ class BatchQueue:
         self._dirty = False
         self._bulk = False  # adopting: one fsync at the end, not one per record
         self._flusher: asyncio.Task[None] | None = None
+        self._behind_since: float | None = None  # a write failed: the log misses records
+        self._next_resync = 0.0
+        self._adopted_dirs: list[tuple[Path, int]] = []  # removed once our log holds them
         self.changed = asyncio.Event()  # set whenever a batch becomes waiting
 
     # -- opening, adopting, closing ---------------------------------------------------
@@ -281,14 +294,26 @@ class BatchQueue:
                 log.info("adopted %d waiting batches from dead owner %s", len(waiting), d.name)
         self._bulk = False
         if adopted:
-            os.fsync(self._fd)  # ours before theirs go
             self._metrics.inc("queue_adopted_batches_total", adopted)
-        for _, d, lock in dead:
+        self._adopted_dirs = [(d, lock) for _, d, lock in dead]
+        if not self.behind:
+            try:
+                os.fsync(self._fd)  # ours before theirs go
+            except OSError as exc:
+                self._fall_behind(exc)
+        self._release_adopted()
+        self._gauges()
+
+    def _release_adopted(self) -> None:
+        """Remove the adopted logs once ours holds what they had (kept while behind)."""
+        if self.behind or not self._adopted_dirs:
+            return
+        for d, lock in self._adopted_dirs:
             shutil.rmtree(d, ignore_errors=True)
             os.close(lock)
-        if dead:
-            _fsync_dir(root)
-        self._gauges()
+        with contextlib.suppress(OSError):
+            _fsync_dir(self._adopted_dirs[0][0].parent)
+        self._adopted_dirs = []
 
     def close(self) -> None:
         """Stop writing: what waits stays in the log for the next owner (a restarted
@@ -297,12 +322,22 @@ class BatchQueue:
             self._flusher.cancel()
             self._flusher = None
         if self._fd is not None:
+            if self.behind:
+                self._resync()  # a last chance to leave what waits on disk
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
             os.close(self._fd)
             self._fd = None
-        if self.directory is not None and not self._waiting and self._inflight is None:
+        if self.behind:
+            log.error(
+                "closing with the queue log behind: %d waiting batches are not all on disk",
+                len(self),
+            )
+        elif self.directory is not None and not self._waiting and self._inflight is None:
             shutil.rmtree(self.directory, ignore_errors=True)  # nothing to adopt
+        for _, lock in self._adopted_dirs:  # behind: their logs stay for the next owner
+            os.close(lock)
+        self._adopted_dirs = []
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -319,10 +354,16 @@ class BatchQueue:
     def __contains__(self, batch_id: str) -> bool:
         return batch_id in self._ids
 
+    @property
+    def behind(self) -> bool:
+        """A write failed and the log does not hold everything that waits."""
+        return self._behind_since is not None
+
     def append(self, batch: Batch) -> None:
         """A new batch, at the back."""
         self._push_back(batch)
         self._enforce_bounds()
+        self._catch_up()
         self._gauges()
         self.changed.set()
 
@@ -344,6 +385,7 @@ class BatchQueue:
             self._waiting.insert(at, e)
             self._bytes += len(e.batch.body)
         self._enforce_bounds()
+        self._catch_up()
         self._gauges()
         self.changed.set()
         return len(new)
@@ -390,6 +432,7 @@ class BatchQueue:
             self._bytes = sum(len(e.batch.body) for e in self._entries())
         self._ids -= gone
         self._maybe_compact()
+        self._catch_up()
         self._gauges()
 
     async def sync(self) -> None:
@@ -438,10 +481,13 @@ class BatchQueue:
     def _write(self, data: bytes) -> None:
         if self._fd is None or not data:
             return
-        view = memoryview(data)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
+        if self.behind:
+            return  # the change is in memory; _catch_up rewrites the whole log
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            self._fall_behind(exc)
+            return
         self._log_bytes += len(data)
         if self._bulk:
             return
@@ -466,32 +512,95 @@ class BatchQueue:
             await asyncio.to_thread(os.fsync, self._fd)
             self._metrics.inc("queue_fsyncs_total")
 
+    def _fall_behind(self, exc: OSError) -> None:
+        """A write failed: cut the log back to its last whole record and go on in memory."""
+        assert self._fd is not None
+        self._metrics.inc("queue_write_failures_total")
+        try:
+            os.ftruncate(self._fd, self._log_bytes)  # no torn record before later ones
+        except OSError as cut:
+            log.error("cutting the queue log back after a failed write: %s", cut)
+        if self._behind_since is None:
+            self._behind_since = time.monotonic()
+            log.error(
+                "writing the queue log in %s failed (%s): the queue goes on in memory, a crash"
+                " now loses what was queued since; rewriting the log every %.0f s",
+                self.directory,
+                exc,
+                RESYNC_SECONDS,
+            )
+        self._next_resync = time.monotonic() + RESYNC_SECONDS
+        self._gauges()
+
+    def _catch_up(self) -> None:
+        """After a change to the queue: a log behind is rewritten when its time has come."""
+        if self.behind and time.monotonic() >= self._next_resync:
+            self._resync()
+
+    def _resync(self) -> None:
+        """Behind: rewrite the log with what waits; whole again if that works."""
+        if self._rewrite():
+            assert self._behind_since is not None
+            log.warning(
+                "the queue log is whole again after %.0f s behind: %d batches waiting on disk",
+                time.monotonic() - self._behind_since,
+                len(self),
+            )
+            self._behind_since = None
+            self._release_adopted()
+            self._gauges()
+        else:
+            self._next_resync = time.monotonic() + RESYNC_SECONDS
+
     def _maybe_compact(self) -> None:
         if self._fd is None or self.directory is None:
             return
-        if self._log_bytes - self._bytes < self._bytes + COMPACT_SLACK:
+        if self.behind or self._log_bytes - self._bytes < self._bytes + COMPACT_SLACK:
             return
+        self._rewrite()
+
+    def _rewrite(self) -> bool:
+        """Replace the log with only what waits (write, fsync, rename, fsync the directory)."""
+        if self._fd is None or self.directory is None:
+            return False
         if self._flusher is not None and not self._flusher.done():
-            return  # an fsync of the current file runs in a thread: next time
+            return False  # an fsync of the current file runs in a thread: next time
         live = b"".join(encode_batch(e.batch, e.pos) for e in self._entries())
         tmp = self.directory / "log.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, live)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.directory / "log")
-        _fsync_dir(self.directory)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _write_all(fd, live)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.directory / "log")
+            _fsync_dir(self.directory)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not self.behind:  # a compaction: the current log is still whole
+                log.warning("compacting the queue log failed (%s): it stays as it is", exc)
+            self._metrics.inc("queue_write_failures_total")
+            return False
         os.close(self._fd)
         self._fd = os.open(self.directory / "log", os.O_WRONLY | os.O_APPEND)
         self._log_bytes = len(live)
         self._metrics.inc("queue_compactions_total")
+        return True
 
     def _gauges(self) -> None:
         self._metrics.set("queue_batches", len(self))
         self._metrics.set("queue_bytes", self._bytes)
         self._metrics.set("queue_log_bytes", self._log_bytes)
+        self._metrics.set("queue_log_behind", float(self.behind))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
 
 
 def _try_lock(path: Path) -> int | None:

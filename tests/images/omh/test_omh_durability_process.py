@@ -5,11 +5,14 @@ ids and order are kept, and duplicates are only what the ingest drops by Idempot
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,14 @@ class Proc:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.instance = ""
+        self.last = ""  # the last ``queued`` line
+
+    async def command(self, text: str) -> dict[str, int]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        await self.proc.stdin.drain()
+        self.last = await self.line("queued ")
+        return status(self.last)
 
     async def line(self, prefix: str, within: float = 30) -> str:
         assert self.proc.stdout is not None
@@ -84,10 +95,15 @@ async def start(url: str, queue_dir: Path, batches: int = 0, **env: Any) -> Proc
     }
     proc = Proc(
         await asyncio.create_subprocess_exec(
-            sys.executable, str(DRIVER), env=full, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            str(DRIVER),
+            env=full,
+            stdout=asyncio.subprocess.PIPE,
+            stdin=asyncio.subprocess.PIPE,
         )
     )
-    proc.instance = (await proc.line("queued ")).split()[1]
+    proc.last = await proc.line("queued ")
+    proc.instance = proc.last.split()[1]
     return proc
 
 
@@ -179,3 +195,97 @@ async def test_kill_9_mid_handover_loses_nothing(
         if p is not None:
             await stop(p)
     await stop(old)
+
+
+def status(line: str) -> dict[str, int]:
+    """The driver's ``queued <instance> <n> key=value...`` line."""
+    _, _, waiting, *fields = line.split()
+    return {"waiting": int(waiting), **{k: int(v) for k, v in (f.split("=") for f in fields)}}
+
+
+async def test_a_full_queue_drops_the_oldest_summaries_counted_keeps_alerts_across_kill_9(
+    ingest: tuple[Ingest, str], tmp_path: Path
+) -> None:
+    box, url = ingest
+    # 500 batches (alerts: 7, 57, ..., 457) into a queue of 100, the cloud down
+    a = await start(url, tmp_path / "gw-a", 500, QUEUE_MAX_BATCHES=100)
+    seen = status(a.last)
+    assert seen["dropped_summary"] == 400
+    assert seen["dropped_alert"] == 0
+    a.proc.kill()
+    await a.proc.wait()
+    b = await start(url, tmp_path / "gw-a", QUEUE_MAX_BATCHES=100)
+    box.down = False
+    await eventually(lambda: len(box.arrivals) == 100, within=60, what="100 batches")
+    alerts = [i for i in range(500) if i % 50 == 7]
+    summaries = [i for i in range(500) if i % 50 != 7][-90:]  # the newest, oldest dropped
+    expected = [ids(a.instance, 500)[i] for i in sorted(alerts + summaries)]
+    assert box.arrivals == expected  # every alert, in order; no dropped one came back
+    await asyncio.sleep(0.5)
+    assert len(box.arrivals) == 100
+    await stop(b)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB filesystem (tmpfs), so a write past it gets ENOSPC from the kernel."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while _room_for(fd):
+            pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _room_for(fd: int) -> bool:
+    """Write a page; False once the kernel says the disk is full (and only then)."""
+    try:
+        os.write(fd, b"\0" * 4096)
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        return False
+    return True
+
+
+async def test_a_full_disk_loses_nothing_while_running_and_nothing_after_space_returns(
+    ingest: tuple[Ingest, str], small_disk: Path
+) -> None:
+    box, url = ingest
+    queue_dir = small_disk / "omh"
+    a = await start(url, queue_dir, 200, COMMANDS=1, RESYNC_SECONDS=0.2)
+    filler = fill(small_disk)  # something else on the gateway took the rest of the disk
+    seen = await a.command("submit 300")
+    assert seen["behind"] == 1, seen  # the log could not take them: the queue goes on
+    assert seen["waiting"] == 500
+    assert a.proc.returncode is None
+    filler.unlink()
+    await asyncio.sleep(0.3)
+    seen = await a.command("submit 1")  # the next change rewrites the whole log
+    assert seen["behind"] == 0, seen
+    a.proc.kill()  # now a crash loses nothing
+    await a.proc.wait()
+    b = await start(url, queue_dir)
+    box.down = False
+    await eventually(lambda: len(box.arrivals) == 501, within=60, what="501 batches")
+    assert box.arrivals == ids(a.instance, 501)
+    assert box.duplicates <= 1
+    await stop(b)

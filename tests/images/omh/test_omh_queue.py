@@ -7,7 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from omh_consolidator import queue as queue_module
 from omh_consolidator.config import ConfigError, from_env
+from omh_consolidator.handover import Receiver, handover_app
 from omh_consolidator.metrics import Metrics
 from omh_consolidator.queue import Batch, BatchQueue, encode_batch, records, replay
 
@@ -211,3 +214,115 @@ def test_queue_settings_parse() -> None:
     assert cfg.queue_dir == Path("/q")
     assert cfg.fsync == "group"
     assert cfg.handover_peers == (("a.b.svc", 9104), ("10.0.0.1", 9200))
+
+
+class FullDisk:
+    """os.write in the queue module on a disk with ``room`` bytes left: a write past it is
+    cut short (as the kernel does) and the next one fails with ENOSPC."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.room: int | None = None  # None: as much as the real disk has
+        real = os.write
+
+        def write(fd: int, data: bytes | memoryview) -> int:
+            if self.room is None:
+                return real(fd, data)
+            if self.room == 0:
+                raise OSError(28, "No space left on device")
+            n = real(fd, bytes(data)[: self.room])
+            self.room -= n
+            return n
+
+        monkeypatch.setattr(queue_module.os, "write", write)
+        monkeypatch.setattr(queue_module, "RESYNC_SECONDS", 0.0)
+
+
+def test_a_full_disk_keeps_the_queue_in_memory_and_the_log_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FullDisk(monkeypatch)
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, fsync="none")
+    for i in range(1, 4):
+        q.append(batch(i))
+    log_file = tmp_path / "aaa" / "log"
+    whole = log_file.stat().st_size
+    disk.room = 7  # the next record is torn after 7 bytes
+    for i in range(4, 8):
+        q.append(batch(i, "alert" if i == 5 else "summary"))
+    assert q.behind
+    assert ids(q) == [f"src/b0/{i}" for i in range(1, 8)]  # nothing lost while running
+    assert metrics.get("queue_log_behind") == 1
+    assert metrics.get("queue_write_failures_total") >= 2  # the torn write, the retries
+    assert log_file.stat().st_size == whole  # the torn record was cut: no garbage mid-log
+    waiting, good, error = replay(log_file.read_bytes())
+    assert (len(waiting), good, error) == (3, whole, None)
+    sent = q.take()
+    assert sent is not None
+    q.done([sent], "sent")
+    disk.room = None  # space again: the next change rewrites the log with what waits
+    q.append(batch(8))
+    assert not q.behind
+    assert metrics.get("queue_log_behind") == 0
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert ids(again) == [f"src/b0/{i}" for i in range(2, 9)]  # ids, order, the alert
+    again.close()
+
+
+def test_logs_adopted_on_a_full_disk_stay_until_the_new_log_holds_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FullDisk(monkeypatch)
+    q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    for i in range(1, 4):
+        q.append(batch(i))
+    crash(q)
+    disk.room = 0
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert again.behind
+    assert ids(again) == [f"src/b0/{i}" for i in range(1, 4)]
+    assert (tmp_path / "aaa").exists()  # our log does not hold them: theirs stays, locked
+    assert _try_lock_elsewhere(tmp_path / "aaa" / "lock") is False
+    again.close()  # still full at close: both logs stay for the next owner
+    assert (tmp_path / "aaa").exists()
+    disk.room = None
+    third = BatchQueue.open(tmp_path, "ccc", Metrics())
+    assert ids(third) == [f"src/b0/{i}" for i in range(1, 4)]  # once each
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ccc"]
+    third.close()
+
+
+def _try_lock_elsewhere(path: Path) -> bool:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+async def test_a_pod_whose_log_is_behind_refuses_a_handover_with_507(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FullDisk(monkeypatch)
+    q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    receiver = Receiver(q, Metrics(), "aaa")
+    chunk = b"".join(encode_batch(batch(i, boot="old"), i) for i in (1, 2))
+    async with TestClient(TestServer(handover_app(receiver, 1 << 20))) as client:
+        disk.room = 0
+        resp = await client.post("/v1/handover", data=chunk)
+        assert resp.status == 507  # the sender keeps them in its log: safer than our memory
+        assert q.behind
+        resp = await client.post("/v1/handover", data=chunk)
+        assert resp.status == 507  # refused outright while behind
+        disk.room = None
+        q.append(batch(1, boot="own"))  # the next change rewrites the log: whole again
+        resp = await client.post("/v1/handover", data=chunk)
+        assert resp.status == 200
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert ids(again) == ["src/old/1", "src/old/2", "src/own/1"]
+    again.close()
