@@ -8,13 +8,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cloud4iot.devices import rfc3339
+from cloud4iot.devices import parse_time, rfc3339
 from cloud4iot.output import emit
 from cloud4iot.policy.loader import PolicyError
 from extender.podexplain.gather import ExplainError, Target, gather
+from extender.podexplain.outlook import Where
 from extender.podexplain.render import as_text
 from extender.podexplain.report import report
-from extender.scoring import evaluate
+from extender.scoring import PodFacts, evaluate
 
 POD_KINDS = ("pod", "pods", "po")
 
@@ -58,7 +59,13 @@ def run(args: argparse.Namespace) -> int:
         "nodes": len(snapshot.nodes),
         "nodes_with_load": len(snapshot.load),
     }
-    doc = report(inputs, policy, verdicts, info, with_history=args.history)
+    device = PodFacts.from_pod(inputs.pod).device
+    w = Where(
+        tiers={name: n.tier for name, n in snapshot.nodes.items()},
+        device=snapshot.devices.get(device) if device else None,
+        started=parse_time((inputs.pod.get("status") or {}).get("startTime")),
+    )
+    doc = report(inputs, policy, verdicts, info, now, w, with_history=args.history)
     emit(doc, args.output, as_text)
     return 0
 

@@ -67,6 +67,16 @@ def as_text(doc: Mapping[str, Any], wide: bool) -> str:
         else:
             rows.append(["best other", None, None, None, "no other feasible node"])
         lines.append(table(["", "NODE", "SCORE", "CODE", "REASON"], rows))
+    plan = doc.get("rebalancer")
+    if plan:
+        lines.append("")
+        word = "earliest" if plan["action"] == "moves" else "until"
+        when = f" ({word} {plan['until']})" if plan.get("until") else ""
+        rule = f" [{plan['rule']}]" if plan.get("rule") else ""
+        lines.append(f"{'Rebalancer:':<16}{plan['action']}{rule}{when}: {plan['detail']}")
+        if wide:
+            limits = ", ".join(f"{k} {v:g}" for k, v in plan["limits"].items())
+            lines.append(f"{'Limits:':<16}{limits}")
 
     lines.append("")
     lines.append(verdict_table(doc, wide))

@@ -14,6 +14,7 @@ from cloud4iot.devices import parse_time, rfc3339
 from cloud4iot.policy.loader import LoadedPolicy
 from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, MOVES_ANNOTATION, NARROWED_ANNOTATION
 from extender.explain import explanation, groups
+from extender.podexplain.outlook import Where, outlook
 from extender.scoring import PodFacts, Verdict
 from extender.state.pods import pinned_nodes
 
@@ -167,6 +168,8 @@ def report(
     policy: LoadedPolicy,
     verdicts: list[Verdict],
     snapshot_info: Mapping[str, Any],
+    now: float,
+    w: Where,
     with_history: bool = False,
 ) -> dict[str, Any]:
     """The document every output format renders."""
@@ -203,6 +206,9 @@ def report(
         doc["current"] = current.as_dict() if current else None
         doc["bestAlternative"] = best.as_dict() if best else None
         doc["summary"] = running_summary(where, current, best)
+        doc["rebalancer"] = outlook(
+            where, verdicts, policy.policy.spec, inputs.owner, moves_recorded(inputs.owner), now, w
+        )
     else:
         doc["summary"] = pending_summary(doc, verdicts, pins)
     if with_history:
