@@ -22,6 +22,9 @@ OPT_OUT_ANNOTATION = "cloud4iot.io/narrowing"  # "off": admission leaves the pod
 
 # --- on pods (set by the admission narrowing webhook) ---------------------------------
 NARROWED_ANNOTATION = "cloud4iot.io/narrowed"  # the pod was pinned to its best nodes
+# ... and what the pin was chosen from, at creation (`cloud4iot explain --history`): JSON
+# {"candidates": [[node, score], ...] (the pin, best first), "device", "nearest"}
+NARROWED_FROM_ANNOTATION = "cloud4iot.io/narrowed-from"
 
 # --- on workloads (set by the rebalancer) ---------------------------------------------
 PARKED_ANNOTATION = "cloud4iot.io/parked-replicas"  # replicas to restore when unparked

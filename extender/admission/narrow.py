@@ -41,8 +41,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from cloud4iot.policy.schema import PlacementPolicy
-from cloud4iot.vocabulary import NARROWED_ANNOTATION, OPT_OUT_ANNOTATION, SCHEDULER_NAME
+from cloud4iot.vocabulary import (
+    NARROWED_ANNOTATION,
+    NARROWED_FROM_ANNOTATION,
+    OPT_OUT_ANNOTATION,
+    SCHEDULER_NAME,
+)
 from extender.admission.fit import PodConstraints, UnsupportedError
 from extender.scoring import PodFacts, TableCache, evaluate
 from extender.state.pods import REQUIRED, required_terms
@@ -56,6 +63,23 @@ MAX_TERMS = 128  # required node-selector terms a pinned pod may end up with
 class Narrowed:
     nodes: tuple[str, ...]  # best first
     feasible: int  # how many nodes the scorer found feasible in all
+    # What it was chosen from, recorded on the pod (not part of the decision's identity):
+    # the scorer's score per node of `nodes` (() = not kept), the pod's device and its
+    # nearest gateway then.
+    scores: tuple[int, ...] = field(default=(), compare=False)
+    device: str | None = field(default=None, compare=False)
+    nearest: str | None = field(default=None, compare=False)
+
+    def record(self, nodes: Sequence[str]) -> str:
+        """The NARROWED_FROM_ANNOTATION value for the pinned `nodes` (a prefix of
+        `nodes`): bounded by the pin, which is bounded by MAX_TERMS."""
+        score = dict(zip(self.nodes, self.scores, strict=False))
+        doc = {
+            "candidates": [[n, score.get(n)] for n in nodes],
+            "device": self.device,
+            "nearest": self.nearest,
+        }
+        return orjson.dumps(doc).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +174,10 @@ def decide(
     if not chosen:
         why = "no node is feasible now: left to the scheduler's retries"
         return Skipped(why, "nothing-feasible")
-    return Narrowed(chosen, feasible)
+    score = {n: s for s, group in ranking for n in group}
+    device = snapshot.devices.get(facts.device) if facts.device else None
+    nearest = device.nearest if device is not None else None
+    return Narrowed(chosen, feasible, tuple(score[n] for n in chosen), facts.device, nearest)
 
 
 def stale_pin(
@@ -217,12 +244,15 @@ def affinity_patch(pod: Mapping[str, Any], narrowed: Narrowed) -> list[dict[str,
     nodes = narrowed.nodes[: max(1, MAX_TERMS // max(1, len(terms)))]
     note = f"{len(nodes)} of {narrowed.feasible} feasible nodes"
     ops: list[dict[str, Any]] = []
+    notes = {NARROWED_ANNOTATION: note}
+    if narrowed.scores:
+        notes[NARROWED_FROM_ANNOTATION] = narrowed.record(nodes)
     if isinstance(meta.get("annotations"), Mapping):
-        path = "/metadata/annotations/" + _escape(NARROWED_ANNOTATION)
-        ops.append({"op": "add", "path": path, "value": note})
+        for key, value in notes.items():
+            path = "/metadata/annotations/" + _escape(key)
+            ops.append({"op": "add", "path": path, "value": value})
     else:
-        annotations = {NARROWED_ANNOTATION: note}
-        ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": notes})
 
     pinned = {"nodeSelectorTerms": pinned_terms(terms, nodes)}
     if not isinstance(affinity, Mapping):

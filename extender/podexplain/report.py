@@ -12,11 +12,17 @@ from typing import Any
 
 from cloud4iot.devices import parse_time, rfc3339
 from cloud4iot.policy.loader import LoadedPolicy
-from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, MOVES_ANNOTATION, NARROWED_ANNOTATION
+from cloud4iot.vocabulary import (
+    LAST_MOVE_ANNOTATION,
+    MOVES_ANNOTATION,
+    NARROWED_ANNOTATION,
+    NARROWED_FROM_ANNOTATION,
+)
 from extender.explain import explanation, groups
 from extender.podexplain.outlook import Where, outlook
 from extender.scoring import PodFacts, Verdict
 from extender.state.pods import pinned_nodes
+from extender.state.snapshot import DeviceFacts
 
 # What kube-scheduler and the rebalancer leave on a pod that says where it went and why.
 SCHEDULER_REASONS = frozenset({"Scheduled", "FailedScheduling", "Preempted"})
@@ -78,7 +84,24 @@ def _annotations(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return ann if isinstance(ann, Mapping) else {}
 
 
-def history(inputs: Inputs) -> list[dict[str, Any]]:
+def narrowed_from(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What the admission pin was chosen from (NARROWED_FROM_ANNOTATION), {} if absent
+    or unreadable (older pods carry only the "K of N feasible nodes" note)."""
+    import orjson
+
+    raw = _annotations(pod).get(NARROWED_FROM_ANNOTATION)
+    try:
+        doc = orjson.loads(raw) if isinstance(raw, str) else None
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(doc, dict) or not isinstance(doc.get("candidates"), list):
+        return {}
+    pairs = doc["candidates"]
+    doc["candidates"] = [c for c in pairs if isinstance(c, list) and len(c) == 2 and c[0]]
+    return doc
+
+
+def history(inputs: Inputs, device: DeviceFacts | None = None) -> list[dict[str, Any]]:
     """What was decided for this pod and its workload, oldest first: the admission pin
     (at creation), kube-scheduler's binding or refusals, the rebalancer's moves (Events,
     and the bounded list of moves kept on the workload, which outlives Events)."""
@@ -87,12 +110,26 @@ def history(inputs: Inputs) -> list[dict[str, Any]]:
     narrowed = _annotations(inputs.pod).get(NARROWED_ANNOTATION)
     pins = pinned_nodes(inputs.pod)
     if narrowed or pins:
+        chosen = narrowed_from(inputs.pod)
+        scored = [f"{n} ({s})" for n, s in chosen.get("candidates") or () if s is not None]
+        detail = f"pinned to {', '.join(scored or pins) or '-'} ({narrowed or 'no note'})"
+        if chosen.get("device"):
+            detail += f"; device {chosen['device']} nearest {chosen.get('nearest') or 'none'}"
         out.append(
             {
                 "time": meta.get("creationTimestamp"),
                 "what": "Narrowed",
                 "from": "cloud4iot-extender (admission)",
-                "detail": f"pinned to {', '.join(pins) or '-'} ({narrowed or 'no note'})",
+                "detail": detail,
+            }
+        )
+    if device is not None and device.nearest is not None and device.nearest_since is not None:
+        out.append(  # the nearest decision the pod follows (Roaming, DeviceBack)
+            {
+                "time": rfc3339(device.nearest_since),
+                "what": "NearestGateway",
+                "from": "cloud4iot-extender (Device status.nearest)",
+                "detail": f"device {device.name} nearest {device.nearest}",
             }
         )
     seen: set[tuple[Any, Any]] = set()
@@ -212,7 +249,7 @@ def report(
     else:
         doc["summary"] = pending_summary(doc, verdicts, pins)
     if with_history:
-        doc["history"] = history(inputs)
+        doc["history"] = history(inputs, w.device)
     return doc
 
 

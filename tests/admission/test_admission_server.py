@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from cloud4iot.policy.store import PolicyStore
-from cloud4iot.vocabulary import NARROWED_ANNOTATION
+from cloud4iot.vocabulary import NARROWED_ANNOTATION, NARROWED_FROM_ANNOTATION
 from devcluster.certs import make_ca, make_mtls_set
 from devcluster.processes import free_port
 from extender.admission import server
@@ -119,6 +119,26 @@ async def test_a_confidential_pod_is_pinned_to_its_gateway(client: TestClient[An
             {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gw2"]}]}
         ]
     }
+    # What it was chosen from, kept on the pod for `cloud4iot explain --history`.
+    chosen = orjson.loads(out["metadata"]["annotations"][NARROWED_FROM_ANNOTATION])
+    ((node, score),) = chosen["candidates"]
+    assert node == "gw2"
+    assert isinstance(score, int)
+    assert score > 0
+    assert chosen["device"] == "wearable"
+
+
+async def test_the_pin_records_its_candidates_best_first(client: TestClient[Any, Any]) -> None:
+    p = pod("anonymiser")
+    _, doc = await admit(client, review(p))
+    out = apply_patch(p, patch_of(doc))
+    terms = out["spec"]["affinity"]["nodeAffinity"][REQUIRED]["nodeSelectorTerms"]
+    pinned = [v for t in terms for f in t["matchFields"] for v in f["values"]]
+    chosen = orjson.loads(out["metadata"]["annotations"][NARROWED_FROM_ANNOTATION])
+    assert [n for n, _ in chosen["candidates"]] == pinned
+    scores = [s for _, s in chosen["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    assert chosen["device"] is None
 
 
 @pytest.mark.parametrize(
@@ -246,7 +266,7 @@ async def test_the_admission_listener_serves_only_admit_over_https(tmp_path: Pat
             async with session.post(admit_url, data=review(pod()), ssl=trusted) as resp:
                 assert resp.status == 200
                 doc = await resp.json()
-            assert len(patch_of(doc)) == 2  # the annotation, the affinity
+            assert len(patch_of(doc)) == 3  # the two annotations, the affinity
             async with session.post(
                 f"https://localhost:{port}/filter", data=b"{}", ssl=trusted
             ) as resp:

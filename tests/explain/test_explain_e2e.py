@@ -281,6 +281,13 @@ def test_a_moved_pod_is_explained_with_its_history(devcluster, kube_api, namespa
     assert roaming, history
     assert "gw-home -> gw-hospital" in roaming[0]["detail"]
     assert roaming[0]["from"] == "cloud4iot-rebalancer"
+    # The device's nearest decision that drove the move, and the pin at creation with
+    # the candidates' scores and that decision as the admission saw it.
+    nearest = [h for h in history if h["what"] == "NearestGateway"]
+    assert [h["detail"] for h in nearest] == [f"device {device} nearest gw-hospital"], history
+    (narrowed,) = [h for h in history if h["what"] == "Narrowed"]
+    assert narrowed["detail"].startswith("pinned to gw-hospital ("), narrowed
+    assert f"device {device} nearest gw-hospital" in narrowed["detail"], narrowed
     scheduled = [h for h in history if h["what"] == "Scheduled"]
     assert scheduled, history
     assert "gw-hospital" in scheduled[-1]["detail"]
