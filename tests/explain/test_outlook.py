@@ -53,6 +53,11 @@ CASES: dict[str, tuple[ManagedPod, Snapshot, tuple[MoveRecord, ...]]] = {
         (moved(balancer(), T - 30, "edge-2", "edge-1"),),
     ),
     "optional: dwell": (balancer(), world(T, load=BALANCER_LOAD), ()),
+    "optional, a gain of exactly minImprovement: dwell": (
+        balancer(),
+        world(T, load={"edge-1": 0.3, "edge-2": 0.1}),
+        (),
+    ),
     "optional, too small a gain: stays": (
         balancer(),
         world(T, load={"edge-1": 0.3, "edge-2": 0.2}),
