@@ -35,6 +35,11 @@ MOVED_ANNOTATION = "cloud4iot.io/rebalanced"  # on the pod template: triggers th
 # --- on Devices (set by the nearest writer) -------------------------------------------
 NUDGE_ANNOTATION = "cloud4iot.io/proximity-changed"  # wakes watchers of the Device
 
+# --- on Devices made from a DeviceClass's candidates (set by the discovery controller) -
+CLASS_LABEL = "cloud4iot.io/device-class"  # the class it was discovered by (only those)
+APPROVAL_LABEL = "cloud4iot.io/approval"  # pending | approved | denied (approve mode)
+APPROVAL_PENDING, APPROVAL_APPROVED, APPROVAL_DENIED = "pending", "approved", "denied"
+
 # --- node labels ----------------------------------------------------------------------
 TIER_LABEL = "cloud4iot.io/tier"  # gateway | edge | cloud
 # The admin's word that a node is a gateway whose sightings count. Under the

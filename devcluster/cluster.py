@@ -48,6 +48,7 @@ from extender.admission.tier_affinity import render as render_tier_affinity
 DEFAULT_POLICY = REPO_ROOT / "policies" / "default.yaml"
 DEVICE_CRD = REPO_ROOT / "manifests" / "crd" / "devices.cloud4iot.io.yaml"
 REPORT_CRD = REPO_ROOT / "manifests" / "crd" / "gatewayreports.cloud4iot.io.yaml"
+CLASS_CRD = REPO_ROOT / "manifests" / "crd" / "deviceclasses.cloud4iot.io.yaml"
 # Who may write which sighting (the gateway monitors' ServiceAccount only; the
 # admin kubeconfig that tests and the demo's monitors use is not constrained).
 REPORT_ADMISSION = REPO_ROOT / "manifests/gateway-monitor/admission/report-admission.yaml"
@@ -372,6 +373,7 @@ class Devcluster:
                 # The gateway monitors' namespace: their liveness Leases, which the
                 # extender and the rebalancer watch (docs/gateway-writes.md, 2).
                 kube.ensure_namespace(api, GATEWAY_NAMESPACE)
+                kube.install_crd(api, CLASS_CRD)
                 if self.sighting_admission:
                     kube.install_admission_policies(api, REPORT_ADMISSION)
                 if self.tier_affinity:

@@ -173,6 +173,7 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
     from kubernetes.aio import client
 
     from cloud4iot.kubeclient import api_client
+    from extender.controllers.discovery import DiscoveryController, discovery_reflectors
     from extender.controllers.nearest_writer import NearestWriter
     from extender.controllers.reports import ReportKeeper
     from extender.controllers.run import run_under_lease
@@ -197,6 +198,18 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
     if settings.leader_election:
         writer = NearestWriter(custom=custom, core=core, policy=rt.policy, store=store)
         keeper = ReportKeeper(custom=custom, store=store, reports=cluster.reports)
+        # Deploy on discovery (issue 25): its own watches, outside readiness (a cluster
+        # without the DeviceClass CRD still places pods).
+        classes, discovered = discovery_reflectors(custom)
+        spawned += [tasks.spawn(r.run(), f"watch-{r.name}") for r in (classes, discovered)]
+        discovery = DiscoveryController(
+            custom=custom,
+            apps=client.AppsV1Api(api),
+            store=store,
+            reports=cluster.reports,
+            classes=classes,
+            discovered=discovered,
+        )
         leader = rt.metrics.leader
         rt.metrics.nearest_lag.set_function(writer.lag)
         rt.metrics.nearest_failing.set_function(writer.failing_writes)
@@ -204,7 +217,7 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
             client.CoordinationV1Api(api),
             settings.lease_namespace,
             settings.lease_name,
-            [lambda: writer.run(device_changed), keeper.run],
+            [lambda: writer.run(device_changed), keeper.run, discovery.run],
             on_change=lambda leading: leader.set(1 if leading else 0),
         )
         spawned.append(tasks.spawn(elected, "controllers"))

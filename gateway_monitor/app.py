@@ -25,6 +25,13 @@ from cloud4iot.kubeclient import api_client as kube_api_client
 from cloud4iot.service import service_routes
 from cloud4iot.tasks import Supervisor
 from gateway_monitor.backoff import backoff_delays
+from gateway_monitor.discovery import (
+    CandidateBook,
+    CandidateWriter,
+    ClassBook,
+    Discovery,
+    watch_classes,
+)
 from gateway_monitor.lease import LeaseRenewer, default_namespace
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
@@ -217,6 +224,9 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
         sink = rt.publisher
     if settings.record is not None:
         rt.recorder = Recorder(settings.record, max_bytes=settings.record_max_bytes)
+    # Discovery (issue 25): unregistered adverts matching a DeviceClass become
+    # candidates in our report; the elected extender decides what becomes a Device.
+    discovery = None if settings.dry_run else Discovery(ClassBook(), CandidateBook())
     rt.monitor = Monitor(
         settings.node,
         rt.tracker,
@@ -225,6 +235,7 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics,
         clock=rt.source.clock,
         recorder=rt.recorder,
+        discovery=discovery,
     )
 
     if settings.dry_run:
@@ -242,6 +253,18 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
             "device-watch",
         )
         rt.tasks.spawn(_publish(rt.publisher), "publisher")
+        assert discovery is not None
+        rt.tasks.spawn(
+            watch_classes(
+                api,
+                discovery.classes,
+                backoff=backoff,
+                on_error=metrics.errors.labels("registry").inc,
+            ),
+            "class-watch",
+        )
+        writer = CandidateWriter(api, settings.node, discovery.book, backoff)
+        rt.tasks.spawn(writer.run(), "candidates")
         assert rt.lease is not None
         rt.tasks.spawn(rt.lease.run(), "lease")
     if settings.policy is not None and settings.rssi_offset is None:

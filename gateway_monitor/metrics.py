@@ -17,7 +17,8 @@ class Metrics:
         r = self.registry
         self.adverts = Counter(
             f"{PREFIX}_adverts",
-            "Advertisements received; result=tracked (a Device) or dropped (unknown, unpublished)",
+            "Advertisements received; result=tracked (a Device), candidate (matches a"
+            " DeviceClass, reported for discovery) or dropped (unknown, unpublished)",
             ["result"],
             registry=r,
         )
@@ -45,7 +46,7 @@ class Metrics:
         self.apiserver_up = Gauge(
             f"{PREFIX}_apiserver_reachable", "0 while publishes fail for connectivity", registry=r
         )
-        for result in ("tracked", "dropped"):
+        for result in ("tracked", "candidate", "dropped"):
             self.adverts.labels(result)
         for component in ("scanner", "publisher", "registry", "recorder"):
             self.errors.labels(component)

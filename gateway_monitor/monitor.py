@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
+from gateway_monitor.discovery import Discovery
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.publisher import Sighting
 from gateway_monitor.recorder import Recorder
@@ -41,6 +42,7 @@ class Monitor:
         wall: Callable[[], float] = time.time,
         recorder: Recorder | None = None,
         on_transition: Callable[[float, str, Transition], None] | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self.node = node
         self.tracker = tracker
@@ -52,11 +54,16 @@ class Monitor:
         self.recorder = recorder  # --record: what replay reads
         self._record_anchor: float | None = None
         self.on_transition = on_transition  # (source time, device, transition): a bench's log
+        self.discovery = discovery  # DeviceClass matching of unregistered adverts (issue 25)
         registry.listeners.append(self)
 
     def on_advert(self, advert: Advert) -> None:
         device = self.registry.lookup(advert.address)
         if device is None:
+            if self.discovery is not None and self.discovery.offer(advert):
+                # A DeviceClass match: a candidate in our report, not tracked or logged.
+                self.metrics.adverts.labels("candidate").inc()
+                return
             # Privacy: strangers are counted, never tracked, logged or published.
             self.metrics.adverts.labels("dropped").inc()
             return

@@ -34,6 +34,7 @@ class Advert:
     name: str | None = None
     manufacturer_data: dict[int, bytes] = field(default_factory=dict)
     service_uuids: tuple[str, ...] = ()
+    address_type: str | None = None  # "public" | "random" when the stack says (BlueZ does)
 
 
 AdvertSink = Callable[[Advert], None]
@@ -112,6 +113,14 @@ class AdvertSource(Protocol):
     async def run(self, sink: AdvertSink) -> None:
         """Deliver adverts until cancelled (or, for a replay, until the trace ends)."""
         ...
+
+
+def _address_type(device: Any) -> str | None:
+    """BlueZ's Device1.AddressType, as bleak passes it in the device's details."""
+    details = getattr(device, "details", None)
+    props = details.get("props") if isinstance(details, dict) else None
+    kind = props.get("AddressType") if isinstance(props, dict) else None
+    return kind if kind in ("public", "random") else None
 
 
 # --- replay ------------------------------------------------------------------------------
@@ -296,6 +305,7 @@ class BleakSource:
                     name=adv.local_name,
                     manufacturer_data=dict(adv.manufacturer_data),
                     service_uuids=tuple(adv.service_uuids),
+                    address_type=_address_type(device),
                 )
             )
 

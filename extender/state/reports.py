@@ -40,11 +40,23 @@ from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
 
 
 @dataclass(frozen=True, slots=True)
+class Candidate:
+    """An unregistered device a gateway heard matching a DeviceClass (issue 25)."""
+
+    node: str
+    address: str
+    device_class: str
+    rssi: int
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReportFacts:
     """One gateway's report: device -> what the gateway hears of it."""
 
     node: str
     sightings: Mapping[str, Sighting]
+    candidates: tuple[Candidate, ...] = ()
 
 
 def report_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> ReportFacts:
@@ -74,7 +86,30 @@ def report_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> Re
             if observed_at is not None:
                 seen = min(seen, observed_at)
             sightings[device] = Sighting(node=node, rssi=float(rssi), last_seen=seen, reported=True)
-    return ReportFacts(node=node, sightings=sightings)
+    raw = status.get("candidates") if isinstance(status, Mapping) else None
+    return ReportFacts(
+        node=node, sightings=sightings, candidates=_candidates(node, raw, observed_at)
+    )
+
+
+def _candidates(node: str, entries: Any, observed_at: float | None) -> tuple[Candidate, ...]:
+    out: list[Candidate] = []
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping):
+            continue
+        address, cls, rssi = entry.get("address"), entry.get("deviceClass"), entry.get("rssi")
+        seen = parse_time(entry.get("lastSeen"))
+        if (
+            isinstance(address, str)
+            and isinstance(cls, str)
+            and isinstance(rssi, int)
+            and not isinstance(rssi, bool)
+            and seen is not None
+        ):
+            if observed_at is not None:
+                seen = min(seen, observed_at)
+            out.append(Candidate(node, address.upper(), cls, rssi, seen))
+    return tuple(out)
 
 
 def gateway_nodes(nodes: Mapping[str, NodeFacts]) -> frozenset[str]:

@@ -37,6 +37,8 @@ def test_cluster_role_reads_devices_and_writes_only_report_status() -> None:
         ("cloud4iot.io", "devices", "get"),
         ("cloud4iot.io", "devices", "list"),
         ("cloud4iot.io", "devices", "watch"),
+        ("cloud4iot.io", "deviceclasses", "list"),  # discovery filters (issue 25)
+        ("cloud4iot.io", "deviceclasses", "watch"),
         ("cloud4iot.io", "gatewayreports/status", "get"),
         ("cloud4iot.io", "gatewayreports/status", "update"),
         ("cloud4iot.io", "gatewayreports/status", "patch"),

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cloud4iot.deviceclass import CLASS_PLURAL
 from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL
 from extender.settings import Settings
 from rebalancer.settings import RebalancerSettings
@@ -38,10 +39,15 @@ EXTENDER_CALLS: dict[str, set[tuple[str, str, str]]] = {
         (GROUP, PLURAL, "watch"),
         (GROUP, REPORT_PLURAL, "list"),
         (GROUP, REPORT_PLURAL, "watch"),
+        (GROUP, CLASS_PLURAL, "list"),  # the discovery controller
+        (GROUP, CLASS_PLURAL, "watch"),
     },
-    # the report keeper: one GatewayReport per labelled gateway node, no other
-    "create_cluster_custom_object": {(GROUP, REPORT_PLURAL, "create")},
-    "delete_cluster_custom_object": {(GROUP, REPORT_PLURAL, "delete")},
+    # the report keeper: one GatewayReport per labelled gateway node, no other; the
+    # discovery controller: Devices from candidates, forgotten ones deleted
+    "create_cluster_custom_object": {(GROUP, REPORT_PLURAL, "create"), (GROUP, PLURAL, "create")},
+    "delete_cluster_custom_object": {(GROUP, REPORT_PLURAL, "delete"), (GROUP, PLURAL, "delete")},
+    # the discovery controller: the function templates of a discovered Device
+    "create_namespaced_deployment": {("apps", "deployments", "create")},
     # server-side apply of status.nearest
     "patch_cluster_custom_object_status": {(GROUP, f"{PLURAL}/status", "patch")},
     "read_namespaced_lease": {(LEASES, "leases", "get")},
@@ -97,7 +103,7 @@ REBALANCER_CALLS: dict[str, set[tuple[str, str, str]]] = {
 # from the Downward API); tests/install checks the same for another namespace.
 NAMESPACE = "cloud4iot-system"
 # Run by the admin with their own credentials, never by a service account.
-ADMIN_TOOLS = {"extender/certs.py"}
+ADMIN_TOOLS = {"extender/certs.py", "extender/approve.py"}
 EXPLAIN = "extender/podexplain/"  # `cloud4iot explain`: what the cloud4iot-explain role grants
 
 # API method `cloud4iot explain` uses -> what it needs (no watch: it reads once).
@@ -139,7 +145,7 @@ EXTENDER = Deployable(
     "extender",
     EXTENDER_CALLS,
     (NAMESPACE, Settings().lease_name),
-    frozenset({"secrets", "pods", "pods/eviction", "configmaps", "deployments"}),
+    frozenset({"secrets", "pods", "pods/eviction", "configmaps"}),
 )
 REBALANCER = Deployable(
     "rebalancer",
@@ -242,6 +248,8 @@ def test_no_wildcards_secrets_or_destructive_verbs(d: Deployable) -> None:
             assert resource not in d.forbidden, resource
             if (d.name, group, resource, verb) == ("extender", GROUP, REPORT_PLURAL, "delete"):
                 continue  # the report keeper removes the report of a node no longer a gateway
+            if (d.name, group, resource, verb) == ("extender", GROUP, PLURAL, "delete"):
+                continue  # the discovery controller forgets discovered Devices (issue 25)
             assert verb not in {"delete", "deletecollection", "escalate", "bind", "impersonate"}
 
 

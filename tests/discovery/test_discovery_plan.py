@@ -1,0 +1,308 @@
+"""Deploy on discovery, the pure parts: the DeviceClass contract (filter, parse) and the
+planner that turns candidates into Devices and forgets unheard ones (issue 25)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from cloud4iot.deviceclass import (
+    DeviceClass,
+    Filter,
+    FunctionTemplate,
+    device_name,
+    full_uuid,
+    parse_class,
+    parse_duration,
+)
+from cloud4iot.vocabulary import (
+    APPROVAL_APPROVED,
+    APPROVAL_LABEL,
+    APPROVAL_PENDING,
+    CLASS_LABEL,
+    DEVICE_ANNOTATION,
+)
+from extender.controllers.discovery import discovered_facts
+from extender.controllers.discovery_plan import (
+    CANDIDATE_MAX_AGE,
+    Discovered,
+    NewDevice,
+    function_deployments,
+    new_device,
+    plan_discovery,
+)
+from extender.state.reports import Candidate, report_facts
+
+HR = "0000180d-0000-1000-8000-00805f9b34fb"
+NOW = 1_000_000.0
+
+
+def hr_class(**kw: Any) -> DeviceClass:
+    base: dict[str, Any] = {
+        "name": "hr-strap",
+        "uid": "uid-class",
+        "filter": Filter(service_uuids=frozenset({HR})),
+        "arrival_rssi": -70,
+        "max_devices": 3,
+        "forget_after": 600.0,
+        "functions": (
+            FunctionTemplate(
+                "reader",
+                "patients",
+                {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app": "reader"}},
+                    "template": {
+                        "metadata": {"labels": {"app": "reader"}},
+                        "spec": {"containers": [{"name": "r", "image": "reader:1"}]},
+                    },
+                },
+            ),
+        ),
+    }
+    base.update(kw)
+    return DeviceClass(**base)
+
+
+def cand(address: str, rssi: int = -60, node: str = "gw-a", age: float = 1.0) -> Candidate:
+    return Candidate(node, address, "hr-strap", rssi, NOW - age)
+
+
+def disc(address: str, created: float = NOW - 10, approval: str = APPROVAL_APPROVED) -> Discovered:
+    return Discovered(
+        device_name("hr-strap", address), "uid-" + address, address, "hr-strap", approval, created
+    )
+
+
+# --- the filter ------------------------------------------------------------------------
+
+
+def matches(f: Filter, **kw: Any) -> bool:
+    advert: dict[str, Any] = {
+        "address": "C0:FF:EE:00:00:01",
+        "service_uuids": (),
+        "manufacturer_data": {},
+        "name": None,
+        "address_type": None,
+    }
+    advert.update(kw)
+    return f.matches(**advert)
+
+
+def test_service_uuid_short_and_full_forms_match() -> None:
+    assert full_uuid("0x180D") == full_uuid("180d") == HR
+    f = Filter(service_uuids=frozenset({full_uuid("180D")}))
+    assert matches(f, service_uuids=(HR,))
+    assert matches(f, service_uuids=("0000180f-0000-1000-8000-00805f9b34fb", HR))
+    assert not matches(f, service_uuids=("0000180f-0000-1000-8000-00805f9b34fb",))
+    assert not matches(f)
+    assert not matches(f, service_uuids=("junk",))
+
+
+def test_manufacturer_prefix_name_glob_and_address_type() -> None:
+    f = Filter(manufacturer_id=107, manufacturer_prefix=b"\x01\x02", local_name="Polar H10 *")
+    ok = {"manufacturer_data": {107: b"\x01\x02\x03"}, "name": "Polar H10 1234"}
+    assert matches(f, **ok)
+    assert not matches(f, **{**ok, "manufacturer_data": {107: b"\x01\x03"}})
+    assert not matches(f, **{**ok, "manufacturer_data": {108: b"\x01\x02"}})
+    assert not matches(f, **{**ok, "name": "Garmin HRM"})
+    assert not matches(f, **{**ok, "name": None})
+    public_only = Filter(service_uuids=frozenset({HR}), address_types=frozenset({"public"}))
+    assert matches(public_only, service_uuids=(HR,), address_type="public")
+    assert not matches(public_only, service_uuids=(HR,), address_type="random")
+    assert not matches(public_only, service_uuids=(HR,), address_type=None)
+
+
+def test_rotating_private_addresses_are_ignored_unless_the_class_allows_them() -> None:
+    rpa = "4A:11:22:33:44:55"  # top bits 01: resolvable private
+    static = "CA:11:22:33:44:55"  # top bits 11: static random
+    f = Filter(service_uuids=frozenset({HR}))
+    assert not matches(f, address=rpa, service_uuids=(HR,), address_type="random")
+    assert matches(f, address=static, service_uuids=(HR,), address_type="random")
+    allow = Filter(service_uuids=frozenset({HR}), resolvable_private=True)
+    assert matches(allow, address=rpa, service_uuids=(HR,), address_type="random")
+
+
+def class_obj(**spec: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "discovery": {"serviceUUIDs": ["180D"]},
+        "functions": [{"name": "reader", "namespace": "patients", "spec": {"replicas": 1}}],
+    }
+    base.update(spec)
+    return {"metadata": {"name": "hr-strap", "uid": "u1"}, "spec": base}
+
+
+def test_parse_class_reads_the_spec_and_refuses_what_it_cannot_use() -> None:
+    c = parse_class(class_obj(arrivalRSSI=-65, admission="approve", maxDevices=4, forgetAfter="2m"))
+    assert (c.name, c.uid, c.arrival_rssi, c.admission, c.max_devices, c.forget_after) == (
+        "hr-strap",
+        "u1",
+        -65,
+        "approve",
+        4,
+        120.0,
+    )
+    assert c.filter.service_uuids == {HR}
+    assert [f.name for f in c.functions] == ["reader"]
+    assert parse_duration("30s") == 30
+    assert parse_duration("2h") == 7200
+    for bad in (
+        class_obj(discovery={}),  # a filter matching everything
+        class_obj(discovery={"serviceUUIDs": ["xyz"]}),
+        class_obj(discovery={"manufacturer": {"dataPrefix": "01"}}),  # no id
+        class_obj(forgetAfter="soon"),
+        class_obj(admission="maybe"),
+        {"metadata": {"name": "x" * 41}, "spec": class_obj()["spec"]},
+        {"metadata": {"name": "c"}},
+    ):
+        with pytest.raises(ValueError, match=r"DeviceClass|UUID|duration"):
+            parse_class(bad)
+
+
+def test_report_candidates_are_parsed_and_capped_at_observation() -> None:
+    facts = report_facts(
+        {
+            "metadata": {"name": "gw-a"},
+            "status": {
+                "candidates": [
+                    {
+                        "address": "c0:ff:ee:00:00:01",
+                        "deviceClass": "hr-strap",
+                        "rssi": -60,
+                        "lastSeen": "2030-01-01T00:00:00Z",
+                    },
+                    {"address": "C0:FF:EE:00:00:02", "deviceClass": "hr-strap", "rssi": "x"},
+                    "junk",
+                ]
+            },
+        },
+        observed_at=NOW,
+    )
+    assert facts.candidates == (Candidate("gw-a", "C0:FF:EE:00:00:01", "hr-strap", -60, NOW),)
+
+
+# --- the planner -----------------------------------------------------------------------
+
+
+def test_a_matching_candidate_becomes_a_device_once() -> None:
+    classes = {"hr-strap": hr_class()}
+    plan = plan_discovery(classes, [cand("C0:FF:EE:00:00:01")], [], {}, {}, NOW)
+    assert plan.create == [
+        NewDevice(
+            "hr-strap-c0ffee000001", "C0:FF:EE:00:00:01", "hr-strap", APPROVAL_APPROVED, "gw-a"
+        )
+    ]
+    # already a Device (of this class, or registered by an admin): nothing
+    made = {d.name: d for d in [disc("C0:FF:EE:00:00:01")]}
+    assert plan_discovery(classes, [cand("C0:FF:EE:00:00:01")], [], made, {}, NOW).create == []
+    registered = ["c0:ff:ee:00:00:01"]
+    assert (
+        plan_discovery(classes, [cand("C0:FF:EE:00:00:01")], registered, {}, {}, NOW).create == []
+    )
+
+
+def test_below_arrival_rssi_stale_or_of_no_class_creates_nothing() -> None:
+    classes = {"hr-strap": hr_class()}
+    for c in (
+        cand("C0:FF:EE:00:00:01", rssi=-71),
+        cand("C0:FF:EE:00:00:01", age=CANDIDATE_MAX_AGE + 1),
+        Candidate("gw-a", "C0:FF:EE:00:00:01", "no-such-class", -40, NOW),
+    ):
+        assert plan_discovery(classes, [c], [], {}, {}, NOW).create == []
+    assert plan_discovery(classes, [cand("C0:FF:EE:00:00:01", rssi=-70)], [], {}, {}, NOW).create
+
+
+def test_approve_mode_creates_pending_devices() -> None:
+    classes = {"hr-strap": hr_class(admission="approve")}
+    plan = plan_discovery(classes, [cand("C0:FF:EE:00:00:01")], [], {}, {}, NOW)
+    assert [n.approval for n in plan.create] == [APPROVAL_PENDING]
+
+
+def test_the_cap_holds_against_a_flood_and_the_strongest_win() -> None:
+    rng = random.Random(7)
+    flood = [
+        cand(":".join(f"{rng.randrange(256):02X}" for _ in range(6)), rssi=rng.randrange(-70, -30))
+        for _ in range(10_000)
+    ]
+    classes = {"hr-strap": hr_class(max_devices=3)}
+    plan = plan_discovery(classes, flood, [], {}, {}, NOW, max_creates=100)
+    assert len(plan.create) == 3
+    strongest = sorted(flood, key=lambda c: (-c.rssi, c.address))[:3]
+    assert [n.address for n in plan.create] == [c.address for c in strongest]
+    assert plan.over_cap["hr-strap"] == len({c.address for c in flood}) - 3
+    # the class already holds 2 (pending and denied count): one more only
+    held = {
+        d.name: d for d in [disc("AA:00:00:00:00:01", approval="denied"), disc("AA:00:00:00:00:02")]
+    }
+    assert len(plan_discovery(classes, flood, [], held, {}, NOW, max_creates=100).create) == 1
+
+
+def test_creates_per_pass_are_bounded() -> None:
+    classes = {"hr-strap": hr_class(max_devices=100)}
+    flood = [cand(f"C0:FF:EE:00:00:{i:02X}") for i in range(50)]
+    assert len(plan_discovery(classes, flood, [], {}, {}, NOW, max_creates=5).create) == 5
+
+
+def test_one_address_heard_by_two_gateways_is_one_device() -> None:
+    classes = {"hr-strap": hr_class()}
+    both = [cand("C0:FF:EE:00:00:01", -65, "gw-a"), cand("C0:FF:EE:00:00:01", -50, "gw-b")]
+    plan = plan_discovery(classes, both, [], {}, {}, NOW)
+    assert [(n.name, n.node) for n in plan.create] == [("hr-strap-c0ffee000001", "gw-b")]
+
+
+def test_unheard_discovered_devices_are_forgotten_after_forget_after() -> None:
+    classes = {"hr-strap": hr_class(forget_after=600.0)}
+    old = disc("C0:FF:EE:00:00:01", created=NOW - 3600)
+    fresh = disc("C0:FF:EE:00:00:02", created=NOW - 100)
+    devices = {d.name: d for d in (old, fresh)}
+    plan = plan_discovery(classes, [], [], devices, {}, NOW)
+    assert plan.forget == [old.name]
+    # heard 599 s ago: kept; 600 s: forgotten
+    assert plan_discovery(classes, [], [], devices, {old.name: NOW - 599}, NOW).forget == []
+    assert plan_discovery(classes, [], [], devices, {old.name: NOW - 600}, NOW).forget == [old.name]
+    # a Device of a class that is gone: the garbage collector's, not ours
+    assert plan_discovery({}, [], [], devices, {}, NOW).forget == []
+
+
+def test_new_device_is_labelled_and_owned_by_its_class() -> None:
+    cls = hr_class()
+    body = new_device(
+        NewDevice(
+            "hr-strap-c0ffee000001", "C0:FF:EE:00:00:01", "hr-strap", APPROVAL_PENDING, "gw-a"
+        ),
+        cls,
+    )
+    assert body["metadata"]["labels"][CLASS_LABEL] == "hr-strap"
+    assert body["metadata"]["labels"][APPROVAL_LABEL] == APPROVAL_PENDING
+    assert body["metadata"]["ownerReferences"][0]["uid"] == "uid-class"
+    assert body["spec"] == {"address": "C0:FF:EE:00:00:01"}
+    back = discovered_facts({**body, "metadata": {**body["metadata"], "uid": "u9"}}, NOW)
+    assert (back.name, back.device_class, back.approval, back.uid) == (
+        "hr-strap-c0ffee000001",
+        "hr-strap",
+        APPROVAL_PENDING,
+        "u9",
+    )
+    with pytest.raises(ValueError, match="not a discovered Device"):
+        discovered_facts({"metadata": {"name": "registered"}, "spec": {"address": "x"}}, NOW)
+
+
+def test_function_deployments_carry_the_device_and_are_owned_by_it() -> None:
+    cls = hr_class()
+    device = disc("C0:FF:EE:00:00:01")
+    [dep] = function_deployments(cls, device)
+    assert dep["metadata"]["name"] == "reader-hr-strap-c0ffee000001"
+    assert dep["metadata"]["namespace"] == "patients"
+    owner = dep["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Device", device.name, device.uid)
+    template = dep["spec"]["template"]["metadata"]
+    assert template["annotations"][DEVICE_ANNOTATION] == device.name
+    assert template["labels"] == {"app": "reader", DEVICE_ANNOTATION: device.name}
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "app": "reader",
+        DEVICE_ANNOTATION: device.name,
+    }
+    # the class's template is not changed by instantiation
+    assert DEVICE_ANNOTATION not in cls.functions[0].spec["template"]["metadata"]["labels"]

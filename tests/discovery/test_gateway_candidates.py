@@ -1,0 +1,123 @@
+"""The gateway's side of discovery: adverts of unregistered devices matched against the
+DeviceClasses become a bounded candidate list; strangers stay dropped (issue 25)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloud4iot.deviceclass import parse_class
+from gateway_monitor.discovery import (
+    CandidateBook,
+    CandidateWriter,
+    ClassBook,
+    Discovery,
+    candidates_field_manager,
+)
+from gateway_monitor.metrics import Metrics
+from gateway_monitor.monitor import Monitor
+from gateway_monitor.registry import DeviceSpec, Registry
+from gateway_monitor.scanner import Advert
+from gateway_monitor.tracker import Tracker
+
+HR = "0000180d-0000-1000-8000-00805f9b34fb"
+
+
+def classes() -> ClassBook:
+    obj = {
+        "metadata": {"name": "hr-strap", "uid": "u"},
+        "spec": {
+            "discovery": {"serviceUUIDs": ["180D"]},
+            "arrivalRSSI": -70,
+            "functions": [],
+        },
+    }
+    return ClassBook({"hr-strap": parse_class(obj)})
+
+
+def advert(address: str, rssi: int = -60, uuids: tuple[str, ...] = (HR,)) -> Advert:
+    return Advert(address=address, rssi=rssi, t=0.0, service_uuids=uuids)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.updates: list[str] = []
+
+    def update(self, device: str, sighting: Any) -> None:
+        self.updates.append(device)
+
+    def adopt(self, device: str, sighting: Any) -> None: ...
+
+    def forget(self, device: str) -> None: ...
+
+
+def monitor(discovery: Discovery) -> tuple[Monitor, Metrics, Sink]:
+    registry, metrics, sink = Registry(), Metrics(), Sink()
+    registry.replace_all([DeviceSpec("known", "AA:AA:AA:AA:AA:AA")])
+    m = Monitor("gw-a", Tracker(), registry, sink, metrics, clock=lambda: 0.0, discovery=discovery)
+    return m, metrics, sink
+
+
+def count(metrics: Metrics, result: str) -> float:
+    return metrics.adverts.labels(result)._value.get()  # type: ignore[attr-defined,no-any-return]
+
+
+def test_matching_adverts_are_candidates_strangers_and_weak_ones_dropped() -> None:
+    d = Discovery(classes(), CandidateBook(), wall=lambda: 1000.0)
+    m, metrics, sink = monitor(d)
+    m.on_advert(advert("C0:FF:EE:00:00:01"))  # matches
+    m.on_advert(advert("C0:FF:EE:00:00:02", rssi=-80))  # below the arrival RSSI
+    m.on_advert(advert("C0:FF:EE:00:00:03", uuids=("0000180f-0000-1000-8000-00805f9b34fb",)))
+    m.on_advert(advert("AA:AA:AA:AA:AA:AA"))  # a Device: tracked, not a candidate
+    assert list(d.book.entries) == ["C0:FF:EE:00:00:01"]
+    assert (count(metrics, "candidate"), count(metrics, "dropped"), count(metrics, "tracked")) == (
+        1,
+        2,
+        1,
+    )
+    assert "C0:FF:EE:00:00:01" not in sink.updates  # never tracked as a device
+
+
+def test_the_list_is_bounded_keeps_the_strongest_and_expires() -> None:
+    book = CandidateBook(limit=3, ttl=30.0)
+    for i, rssi in enumerate([-60, -65, -50, -70, -40]):
+        book.observe(f"C0:FF:EE:00:00:0{i}", "hr-strap", rssi, 100.0)
+    assert sorted(book.entries) == ["C0:FF:EE:00:00:00", "C0:FF:EE:00:00:02", "C0:FF:EE:00:00:04"]
+    book.changed = False
+    book.observe("C0:FF:EE:00:00:00", "hr-strap", -61, 120.0)  # heard again: no change
+    assert not book.changed
+    book.expire(131.0)  # the two last heard at 100 are gone
+    assert list(book.entries) == ["C0:FF:EE:00:00:00"]
+    assert book.changed
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    async def patch_cluster_custom_object_status(self, *args: Any, **kw: Any) -> None:
+        self.calls.append({"body": args[4], **kw})
+
+
+async def test_writer_applies_on_change_and_heartbeat_under_its_own_manager() -> None:
+    now = [1000.0]
+    book = CandidateBook()
+    api = FakeApi()
+    w = CandidateWriter(api, "gw-a", book, backoff=lambda n: 1.0, wall=lambda: now[0])
+    assert not await w.step()  # nothing to say
+    book.observe("C0:FF:EE:00:00:01", "hr-strap", -60, now[0])
+    assert await w.step()
+    call = api.calls[-1]
+    assert call["field_manager"] == candidates_field_manager("gw-a")
+    assert call["force"] is True
+    assert call["body"]["status"]["candidates"][0]["address"] == "C0:FF:EE:00:00:01"
+    assert set(call["body"]["status"]) == {"candidates"}  # never the sightings
+    now[0] += 5
+    book.observe("C0:FF:EE:00:00:01", "hr-strap", -60, now[0])
+    assert not await w.step()  # same list, heartbeat not due
+    now[0] += 5
+    assert await w.step()  # heartbeat: lastSeen refreshed
+    now[0] += 40
+    assert await w.step()  # expired: an empty list is written once
+    assert api.calls[-1]["body"]["status"]["candidates"] == []
+    now[0] += 20
+    assert not await w.step()
