@@ -55,6 +55,12 @@ class PublishConfig:
     # With our Lease renewed, readers count our entries fresh while it is: the report is
     # rewritten only on change, plus this safety refresh (KEP-589's 5 min for Nodes).
     lease_heartbeat: float = 300.0
+    # With our Lease renewed, an RSSI step below `urgent_step` dB (a stationary device's
+    # noise) waits for the gateway's next write, at most `coalesce` seconds: one write
+    # per gateway then carries every such step. A step of `urgent_step` or more (a
+    # device walking away or closer), an arrival and a departure go out at once.
+    urgent_step: int = 6
+    coalesce: float = 10.0
     adopt_grace: float = 30.0  # keep an entry found at start-up this long before removing
     max_rate: float = 20.0  # applies per second for the whole gateway (protects the apiserver)
 
@@ -65,9 +71,12 @@ class PublishConfig:
             or self.lease_heartbeat <= 0
             or self.max_rate <= 0
             or self.step < 1
+            or self.urgent_step < self.step
+            or self.coalesce < 0
         ):
             raise ValueError(
-                "publish settings: min_interval >= 0, heartbeats, max_rate > 0, step >= 1"
+                "publish settings: min_interval >= 0, heartbeats, max_rate > 0, step >= 1,"
+                " urgent_step >= step, coalesce >= 0"
             )
 
 
@@ -103,19 +112,28 @@ class PublishPlan:
     entries: dict[str, _Entry] = field(default_factory=dict)
     _due_at: dict[str, float] = field(default_factory=dict)
     _soonest: float | None = None  # min of _due_at; None = recompute
-    heartbeat: float = 0.0  # in force: config.heartbeat, or lease_heartbeat (set_heartbeat)
+    heartbeat: float = 0.0  # in force: config.heartbeat, or lease_heartbeat (set_live)
+    live: bool = False  # our Lease is renewed: lease heartbeat, small steps coalesced
+    last_write: float = -math.inf  # of the whole report (small steps ride the next one)
 
     def __post_init__(self) -> None:
         self.heartbeat = self.heartbeat or self.config.heartbeat
 
-    def set_heartbeat(self, seconds: float) -> None:
-        """Switch between the heartbeats (our Lease renewed or not); every due time moves."""
-        if seconds == self.heartbeat:
+    def set_live(self, live: bool) -> None:
+        """Our Lease is renewed (or no longer): every due time moves."""
+        if live == self.live and self.heartbeat:
             return
-        self.heartbeat = seconds
+        self.live = live
+        self.heartbeat = self.config.lease_heartbeat if live else self.config.heartbeat
         for device in list(self.entries):
             self._update(device)
         self._soonest = None
+
+    def _step_from(self, diff: float) -> float:
+        """From when an RSSI step of `diff` dB (>= step) is worth a write."""
+        if not self.live or diff >= self.config.urgent_step:
+            return -math.inf
+        return self.last_write + self.config.coalesce
 
     def _update(self, device: str) -> None:
         entry = self.entries.get(device)
@@ -139,11 +157,13 @@ class PublishPlan:
             if have is None and not entry.uncertain:
                 return math.inf
             return entry.adopted_until
-        if have is None or abs(want.rssi - have.rssi) >= self.config.step:
+        if have is None or entry.last_publish is None:
             return -math.inf
-        if entry.last_publish is None:
-            return -math.inf
-        return entry.last_publish + self.heartbeat
+        beat = entry.last_publish + self.heartbeat
+        diff = abs(want.rssi - have.rssi)
+        if diff >= self.config.step:
+            return min(self._step_from(diff), beat)
+        return beat
 
     def _min_due(self) -> float:
         if self._soonest is None:
@@ -182,9 +202,12 @@ class PublishPlan:
             return Reason.DEPARTURE
         if have is None:
             return Reason.ARRIVAL
-        if abs(want.rssi - have.rssi) >= self.config.step:
+        diff = abs(want.rssi - have.rssi)
+        # The same sums as _reason_from, so both agree to the last bit.
+        if diff >= self.config.step and (
+            entry.last_publish is None or now >= self._step_from(diff)
+        ):
             return Reason.STEP
-        # The same sum as _reason_from, so both agree to the last bit.
         if entry.last_publish is None or now >= entry.last_publish + self.heartbeat:
             return Reason.HEARTBEAT
         return None
@@ -249,6 +272,7 @@ class PublishPlan:
 
     def sent_report(self, listed: Mapping[str, Sighting], now: float) -> None:
         """The whole report was written with ``listed``: every entry is now published."""
+        self.last_write = now
         for device in list(self.entries):
             entry = self.entries[device]
             if device not in listed:
@@ -317,9 +341,7 @@ class Publisher:
         return woken
 
     def _heartbeat(self) -> None:
-        config = self.plan.config
-        live = self.liveness is not None and self.liveness()
-        self.plan.set_heartbeat(config.lease_heartbeat if live else config.heartbeat)
+        self.plan.set_live(self.liveness is not None and self.liveness())
 
     async def run(self) -> None:
         while True:

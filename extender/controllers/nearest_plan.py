@@ -3,12 +3,13 @@ decisions of this leadership term, our own recent writes and the time.
 
 A device is rewritten when the decision differs from what its object shows
 (counting our own write the watch has not delivered yet), or when the rssi moved
-by RSSI_STEP dB since our last write in this term. The object's rssi is not in
-the snapshot, so a new term rewrites each heard device once.
+by RSSI_STEP dB since our last write in this term, at most every RSSI_REFRESH. The
+object's rssi is not in the snapshot, so a new term rewrites each heard device once.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -16,7 +17,11 @@ from cloud4iot.policy.schema import PolicySpec
 from extender.scoring.nearest import NearestState, decide_nearest
 from extender.state.snapshot import DeviceFacts
 
-RSSI_STEP = 3.0  # rewrite status.nearest.rssi only on a change this large
+RSSI_STEP = 3.0  # rewrite status.nearest.rssi only on a change this large ...
+# ... and at most this often per device (display only: no decision reads it back). A
+# stationary device's noise would otherwise rewrite its Device every few seconds: at
+# rest the Device is written only when the decision changes (issue 23 item 2).
+RSSI_REFRESH = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,7 @@ class Written:
     rssi: float | None
     before: str | None  # status.nearest.node the snapshot showed when we wrote
     seen: bool = False  # whether the snapshot has shown our write since
+    at: float = -math.inf  # when we wrote it
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +110,13 @@ def plan_nearest(
             plan.written[name] = replace(mine, seen=True)
         sighting = dev.sightings.get(state.node) if state.node else None
         rssi = sighting.rssi if sighting else None
-        drift = rssi is not None and (last_rssi is None or abs(rssi - last_rssi) >= RSSI_STEP)
+        drift = rssi is not None and (
+            last_rssi is None
+            or (
+                abs(rssi - last_rssi) >= RSSI_STEP
+                and (mine is None or now - mine.at >= RSSI_REFRESH)
+            )
+        )
         if last_node != state.node or drift:
             plan.writes.append(
                 NearestWrite(

@@ -220,7 +220,7 @@ class NearestWriter:
                 name,
                 recovered.attempts,
             )
-        self.written[name] = Written(state.node, write.rssi, before=write.before)
+        self.written[name] = Written(state.node, write.rssi, before=write.before, at=self.clock())
         if write.moved:
             self.changes += 1
             log.info("device %s: nearest gateway %s -> %s", name, write.shown, state.node)

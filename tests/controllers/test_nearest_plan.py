@@ -13,6 +13,7 @@ import pytest
 
 from cloud4iot.policy.loader import parse_policy
 from extender.controllers.nearest_plan import (
+    RSSI_REFRESH,
     RSSI_STEP,
     NearestWrite,
     Written,
@@ -300,3 +301,13 @@ def test_due_devices_picks_changed_retried_and_challenged_only() -> None:
     assert copy is not changed
     due = due_devices(devices, previous, states, retry={"retried", "gone"})
     assert due == ["new", "changed", "retried", "challenged"]
+
+
+def test_rssi_drift_is_rewritten_at_most_every_refresh_interval() -> None:
+    """A stationary device's noise must not rewrite its Device every few seconds."""
+    dev = band(("gw1", -60.0 - RSSI_STEP, 0), nearest="gw1")
+    states = {"band": NearestState("gw1", since=NOW - 1000)}
+    for age, rewritten in ((RSSI_REFRESH - 0.1, False), (RSSI_REFRESH, True)):
+        written = {"band": Written("gw1", -60.0, before="gw1", seen=True, at=NOW - age)}
+        plan = plan_nearest({"band": dev}, ["band"], states, written, NOW, SPEC)
+        assert bool(plan.writes) is rewritten, age

@@ -179,3 +179,49 @@ def test_indexed_due_agrees_with_a_scan_of_every_entry(seed: int) -> None:
         wake = plan.next_wakeup(now)
         if wake is not None:  # nothing becomes due before the wake-up
             assert _scan_due(plan, now) or not _scan_due(plan, wake - 1e-6)
+
+
+# --- With our Lease renewed (docs/gateway-writes.md 2): written on change only ---------
+
+
+def write(plan: PublishPlan, now: float) -> list[tuple[str, Reason]]:
+    """What a Publisher write at `now` sends: one report carrying every device."""
+    due = plan.due(now)
+    if due:
+        plan.sent_report(plan.report(now), now)
+    return due
+
+
+def test_with_a_live_lease_noise_waits_for_the_gateways_next_write_and_a_walk_does_not() -> None:
+    cfg = PublishConfig(min_interval=1.0, step=2, heartbeat=10.0, lease_heartbeat=300.0)
+    plan = PublishPlan(cfg)
+    plan.set_live(True)
+    for d in ("a", "b"):
+        plan.want(d, Sighting(-60, 0.0))
+    assert sorted(write(plan, 0.0)) == [("a", Reason.ARRIVAL), ("b", Reason.ARRIVAL)]
+    # small steps (noise) of both devices: nothing until 10 s after the last write,
+    # then one write carries both
+    plan.want("a", Sighting(-63, 1.0))
+    plan.want("b", Sighting(-57, 2.0))
+    assert plan.due(9.99) == []
+    assert plan.next_wakeup(3.0) == 10.0
+    assert sorted(write(plan, 10.0)) == [("a", Reason.STEP), ("b", Reason.STEP)]
+    # an urgent step (6 dB: walking) goes out at once (after min_interval)
+    plan.want("a", Sighting(-69, 11.5))
+    assert write(plan, 11.5) == [("a", Reason.STEP)]
+    # at rest nothing is due for the lease heartbeat (5 min), then one refresh
+    assert plan.due(11.5 + 299) == []
+    assert sorted(write(plan, 311.5)) == [("a", Reason.HEARTBEAT), ("b", Reason.HEARTBEAT)]
+
+
+def test_without_a_live_lease_every_step_and_the_10s_heartbeat_as_before() -> None:
+    cfg = PublishConfig(min_interval=1.0, step=2, heartbeat=10.0, lease_heartbeat=300.0)
+    plan = PublishPlan(cfg)
+    plan.set_live(True)
+    plan.want("a", Sighting(-60, 0.0))
+    write(plan, 0.0)
+    plan.set_live(False)  # our Lease lapsed: readers age entries on lastSeen again
+    plan.want("a", Sighting(-62, 1.0))
+    assert write(plan, 1.0) == [("a", Reason.STEP)]
+    assert plan.due(10.9) == []
+    assert write(plan, 11.0) == [("a", Reason.HEARTBEAT)]
