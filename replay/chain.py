@@ -43,6 +43,7 @@ from gateway_monitor.publisher import PublishConfig, Publisher, PublishPlan
 from gateway_monitor.registry import DeviceSpec, Registry
 from gateway_monitor.scanner import Advert as RadioAdvert
 from gateway_monitor.tracker import Tracker, TrackerConfig
+from replay.functions import Functions, FunctionStats, LoadSeries
 from replay.inputs import Recording
 
 MONITOR_TICK = 0.25  # the monitor app's tick (Settings.tick_interval)
@@ -141,6 +142,7 @@ class ChainResult:
     seconds: float  # wall time the chain took
     start: float
     end: float
+    functions: dict[str, FunctionStats] = field(default_factory=dict)  # by device
 
 
 @dataclass(slots=True)
@@ -148,6 +150,11 @@ class ChainConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     tail: float = 5.0  # seconds replayed after the last advert
+    # A function of this class bound to each device, placed by the scorer and moved by
+    # the rebalancer's planner (replay.functions); None: decisions only.
+    function_class: str | None = None
+    extra_nodes: Mapping[str, str] = field(default_factory=dict)  # name -> tier
+    load: LoadSeries | None = None
 
 
 async def run_chain(
@@ -204,6 +211,20 @@ async def run_chain(
     published_at = -math.inf
     writer_at = clock.now + TICK  # the writer's TICK timeout
     monitor_at = clock.now + MONITOR_TICK
+    functions = (
+        None
+        if cfg.function_class is None
+        else Functions(
+            policy,
+            list(recording.addresses),
+            recording.gateways,
+            cfg.function_class,
+            offset,
+            start,
+            cfg.extra_nodes,
+            cfg.load,
+        )
+    )
 
     async def flush(gw: str, now: float) -> None:
         nonlocal publish_at
@@ -238,6 +259,8 @@ async def run_chain(
                 decisions.setdefault(name, []).append((now - offset, node))
         if objects.dirty and publish_at == math.inf:  # our own writes come back as events
             publish_at = max(now, published_at + PUBLISH_INTERVAL)
+        if functions is not None:
+            functions.step(now, store.snapshot.devices)
         if on_step is not None:
             on_step(now - offset)
 
@@ -298,4 +321,5 @@ async def run_chain(
         seconds=time.perf_counter() - began,
         start=start,
         end=end,
+        functions={} if functions is None else functions.finish(clock.now),
     )

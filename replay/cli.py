@@ -11,6 +11,8 @@ from cloud4iot.buildinfo import DEFAULT_POLICY, require_extra
 from cloud4iot.logs import configure, log_flags
 from cloud4iot.output import emit, output_flag
 
+IDLE_CPU = 0.3  # replay.functions.IDLE_CPU (not imported here: numpy may be missing)
+
 MISSING_EXTRA = (
     "cloud4iot replay: this command needs the 'replay' extra (numpy, matplotlib); "
     "install cloud4iot-placement[replay]"
@@ -25,6 +27,8 @@ COLUMNS = (
     ("below_10db_pct", ">=10 dB below %"),
     ("changes_per_min", "moves/min"),
     ("undecided_s", "undecided s"),
+    ("function_moves_per_h", "fn moves/h"),
+    ("unplaced_s", "fn unplaced s"),
 )
 
 
@@ -70,6 +74,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--policy", type=Path, default=DEFAULT_POLICY, help="default: the shipped policy"
     )
     p.add_argument("--compare", type=Path, help="a second policy, side by side")
+    p.add_argument(
+        "--function-class",
+        metavar="CLASS",
+        help="the class of the function bound to each device, placed by the scorer and "
+        "moved by the rebalancer's planner (default: the policy's first class with "
+        "proximity required on gateways; 'none': decisions only)",
+    )
+    p.add_argument(
+        "--node",
+        type=_pair,
+        action="append",
+        default=[],
+        metavar="NAME=TIER",
+        help="a node besides the recording's gateways, e.g. edge-1=edge (repeatable)",
+    )
+    p.add_argument(
+        "--load",
+        type=Path,
+        help=f"CSV: time_s,node,cpu[,memory] (0..1); default every node at {IDLE_CPU} CPU",
+    )
     p.add_argument("--no-baselines", action="store_true", help="only the policies")
     output_flag(p)  # wide: the per-device tables too
     p.add_argument("--per-device", action="store_true", help="a table per device too")
@@ -78,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
+def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     from cloud4iot.policy.loader import load_policy
     from replay.inputs import merge, read_csv_adverts, read_trace_adverts, read_truth
 
@@ -90,7 +114,27 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any]:
     if args.compare is not None:
         policies["compare"] = load_policy(args.compare)
     truth = read_truth(args.truth) if args.truth else None
-    return recording, policies, truth
+    return recording, policies, truth, _chain_config(args, policies["policy"])
+
+
+def _chain_config(args: argparse.Namespace, policy: Any) -> Any:
+    from replay.chain import ChainConfig
+    from replay.functions import default_class
+    from replay.inputs import InputError, read_load
+
+    tiers = ("gateway", "edge", "cloud")
+    for name, tier in args.node:
+        if tier not in tiers:
+            raise InputError(f"--node {name}={tier}: the tier is one of {', '.join(tiers)}")
+    cls = args.function_class
+    if cls is None:
+        cls = default_class(policy)
+    elif cls == "none":
+        cls = None
+    elif cls not in policy.policy.spec.classes:
+        raise InputError(f"--function-class {cls}: the policy has no such class")
+    load = read_load(args.load) if args.load else None
+    return ChainConfig(function_class=cls, extra_nodes=dict(args.node), load=load)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         print("cloud4iot replay: give CSV recordings or --trace NODE=FILE", file=sys.stderr)
         return 2
     try:
-        recording, policies, truth = _load(args)
+        recording, policies, truth, config = _load(args)
     except (InputError, PolicyError, OSError) as exc:
         print(f"cloud4iot replay: {exc}", file=sys.stderr)
         return 2
     if not recording.adverts:
         print("cloud4iot replay: the recordings hold no adverts", file=sys.stderr)
         return 2
-    ev = evaluate(recording, policies, truth, with_baselines=not args.no_baselines)
+    ev = evaluate(recording, policies, truth, config, with_baselines=not args.no_baselines)
     if args.plot is not None:
         try:
             from replay.plot import plot

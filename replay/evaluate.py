@@ -10,6 +10,7 @@ from typing import Any
 from cloud4iot.policy.loader import LoadedPolicy
 from replay import baselines
 from replay.chain import ChainConfig, ChainResult, run_chain
+from replay.functions import FunctionStats
 from replay.inputs import Advert, Recording
 from replay.metrics import Reference, Score, Timeline, reference, score
 
@@ -30,12 +31,33 @@ class Evaluation:
             out.add(scores[method])
         return out
 
+    def function_total(self, method: str) -> FunctionStats | None:
+        chain = self.chains.get(method)
+        if chain is None or not chain.functions:
+            return None
+        out = FunctionStats()
+        for stats in chain.functions.values():
+            out.add(stats)
+        return out
+
+    def _with_functions(
+        self, method: str, summary: dict[str, Any], device: str | None = None
+    ) -> dict[str, Any]:
+        """A method's summary with its functions' moves and unplaced time (chains only)."""
+        chain = self.chains.get(method)
+        stats = (
+            self.function_total(method)
+            if device is None
+            else (chain.functions.get(device) if chain else None)
+        )
+        return summary | (stats.summary() if stats is not None else {})
+
     def as_json(self) -> dict[str, Any]:
         return {
             "methods": self.methods,
-            "total": {m: self.total(m).summary() for m in self.methods},
+            "total": {m: self._with_functions(m, self.total(m).summary()) for m in self.methods},
             "devices": {
-                d: {m: s.summary() for m, s in scores.items()}
+                d: {m: self._with_functions(m, s.summary(), d) for m, s in scores.items()}
                 for d, scores in self.per_device.items()
             },
             "chain": {

@@ -170,3 +170,27 @@ def read_truth(path: Path) -> dict[str, list[tuple[float, str]]]:
     for samples in out.values():
         samples.sort()
     return out
+
+
+def read_load(path: Path) -> dict[str, list[tuple[float, float | None, float | None]]]:
+    """A load series: CSV ``time_s``, ``node``, ``cpu`` and optionally ``memory``
+    (utilisation 0..1, as the extender's Prometheus queries give it; empty: unknown).
+    node -> time-ordered (t, cpu, memory)."""
+    out: dict[str, list[tuple[float, float | None, float | None]]] = {}
+    for line, row in _rows(path, ("time_s", "node", "cpu")):
+        node = (row.get("node") or "").strip()
+        if not node:
+            raise InputError(f"{path}:{line}: empty node")
+        try:
+            t = float(row["time_s"])
+            cpu, mem = (
+                float(v) if (v := (row.get(k) or "").strip()) else None for k in ("cpu", "memory")
+            )
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}:{line}: {exc}") from exc
+        if t != t or any(v is not None and not 0.0 <= v <= 1.0 for v in (cpu, mem)):
+            raise InputError(f"{path}:{line}: time_s, cpu or memory out of range (0..1)")
+        out.setdefault(node, []).append((t, cpu, mem))
+    for samples in out.values():
+        samples.sort(key=lambda s: s[0])
+    return out
