@@ -28,6 +28,7 @@ import yaml
 from kubernetes import client
 
 from bench import synthetic_traces
+from demo.omh_fleet import Fleet, Ingest, Tally
 from demo.timeline import Function, Recorder, Timeline, save
 from devcluster import kube
 from devcluster.cluster import Devcluster
@@ -37,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "manifests" / "examples"
 GROUP, VERSION, PLURAL = "cloud4iot.io", "v1alpha1", "devices"
 PATIENT, ENGINE = "patient-42-hr", "truck-7-engine"
+ADDRESS = "C0:FF:EE:00:00:42"  # the patient's strap
 OMH_DEPLOYMENT = "omh-consolidator-42"
 SPEED = 3.0  # trace seconds per real second
 DEPART = 90.0  # trace seconds: when the patient leaves home (30 s into the replay)
@@ -70,6 +72,7 @@ class Step:
 class Result:
     steps: list[Step] = field(default_factory=list)
     timeline: Timeline | None = None  # what the recorder saw during the run
+    batches: Tally | None = None  # the consolidators' batches against what the cloud got
 
     def node_of(self, name: str) -> str:
         return next(s.node for s in self.steps if s.name == name)
@@ -291,11 +294,15 @@ def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None)
         files = write_traces(Path(tmp))
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
         omh, diag = OMH_SELECTOR, DIAG_SELECTOR
+        ingest = Ingest()
+        disks = Path(tmp) / "gateways"  # each gateway's local disk: a directory per node
+        disks.mkdir()
         try:
             with (
                 demo_speed(cluster),
                 gateway_monitors(cluster, files, cluster.state_dir),
                 recorder.recording(tail=HOLD),
+                Fleet(api, "health", omh, PATIENT, ADDRESS, disks, ingest, say) as fleet,
             ):
                 t0 = time.monotonic()
                 say("1. Gateway monitors replay BLE adverts (x3 speed): patient 42 is at home.")
@@ -327,6 +334,8 @@ def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None)
                     say(f"     Event {event}")
 
                 say("3. Roaming: at t+30s the patient walks to the hospital (20 m, 6 s).")
+                say("   The cloud ingest is down from here to the end of step 5.")
+                ingest.down = True
                 # The replay started with the recording: the walk is at DEPART / SPEED.
                 mark("3", "patient walks to the hospital", t=DEPART / SPEED)
                 wait(
@@ -357,6 +366,8 @@ def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None)
                 cluster.clear_load("gw-hospital")
                 mark("5", "gw-hospital memory freed")
                 moved_by_rebalancer(pod, "gw-hospital", "onloaded")
+                ingest.down = False
+                say(f"   the cloud ingest is back ({len(ingest.arrivals)} batches arrived so far)")
 
                 say("6. Engine diagnostic: normal monitoring runs in the cloud ...")
                 mark("6", "engine diagnostic (normal)")
@@ -392,7 +403,23 @@ def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None)
                     Step("engine-intensive", kube.node_of(pod), time.monotonic() - start)
                 )
                 say(f"   rolled out to {kube.node_of(pod)} in {result.steps[-1].seconds:.1f}s")
+
+                say("7. The consolidator's batches: every one queued, against what the cloud got.")
+                fleet.stop()  # SIGTERM: each drains its queue to the cloud, now up
+                result.batches = tally = fleet.tally()
+                say(
+                    f"   {tally.queued} batches queued by {tally.instances} consolidator"
+                    f" processes; {tally.handed} handovers of a batch on the moves while the cloud"
+                    f" was down; {tally.arrived} arrived, each once and in order per process"
+                    f" ({tally.duplicates} duplicates dropped by Idempotency-Key);"
+                    f" lost: {tally.missing}"
+                )
+                for problem in tally.problems:
+                    say(f"     {problem}")
+                if tally.problems or not tally.queued:
+                    raise DemoError(f"the consolidators' batches: {tally.problems or 'none'}")
         finally:
+            ingest.close()
             for ns in ("health", "fleet"):
                 with suppress(client.ApiException):
                     core.delete_namespace(ns)
@@ -438,6 +465,9 @@ def main(
     print("\nSummary")
     for step in result.steps:
         print(f"  {step.name:<17} {step.node:<12} {step.seconds:5.1f}s")
+    if result.batches is not None:
+        b = result.batches
+        print(f"  omh batches       {b.queued} queued, {b.arrived} arrived, {b.missing} lost")
     print(save_timeline(recorder, out))
     if keep:
         print(f"cluster left running: KUBECONFIG={cluster.kubeconfig}")

@@ -25,6 +25,14 @@ def test_demo_roams_offloads_onloads_and_switches_mode(devcluster, kube_api, tmp
     assert where["engine-normal"] in {"cloud-1", "cloud-2"}
     assert where["engine-intensive"] == "gw-home"  # the gateway that hears the engine
     assert any("tier cloud not allowed" in line for line in lines)
+    # The consolidators (host processes beside the kwok pods) lost nothing over three moves
+    # with the cloud ingest down from the roaming to the onloading: every batch, once, in order.
+    batches = result.batches
+    assert batches is not None
+    assert batches.instances == 4  # placed, roamed, offloaded, onloaded
+    assert batches.queued > 50
+    assert batches.handed > 0  # queues went with the moves
+    assert (batches.arrived, batches.missing, batches.problems) == (batches.queued, 0, [])
     # Each move was the rebalancer's, and its Event says why and where.
     detail = {s.name: s.detail for s in result.steps}
     assert detail["roamed"].startswith("Roaming: Roaming (rollout)")
