@@ -337,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
 
     explain_parser(sub)
 
+    from extender.approve import add_parser as devices_parser
+
+    devices_parser(sub)
+
     args_list = sys.argv[1:] if argv is None else argv
     if args_list[:1] == ["replay"]:  # its own parser, --help included
         return _replay(args_list[1:])

@@ -1,0 +1,303 @@
+"""Deploy on discovery on the devcluster (issue 25): a gateway reports a candidate in its
+own GatewayReport with its node-bound token, the elected extender makes the Device and
+its function Deployment, whose pod the real kube-scheduler places with our extender on
+the gateway that hears it; unheard past forgetAfter, both are gone (the Deployment by
+the garbage collector). The cap holds, approve mode waits for `cloud4iot devices
+approve`, and a gateway cannot create Devices or Deployments itself.
+
+The "monitor" writes exactly what gateway_monitor's CandidateWriter and Publisher send
+(CandidateBook.body under the candidates field manager; report_body under its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from kubernetes.aio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes.aio.client.exceptions import ApiException
+from kubernetes.aio.config import load_kube_config
+
+from cloud4iot.deviceclass import CLASS_PLURAL, device_name
+from cloud4iot.devices import APPLY_PATCH, GROUP, PLURAL, REPORT_PLURAL, VERSION
+from cloud4iot.vocabulary import APPROVAL_LABEL, CLASS_LABEL, DEVICE_ANNOTATION
+from extender.cli import main as cloud4iot
+from gateway_monitor.discovery import CandidateBook, candidates_field_manager
+from gateway_monitor.report import apply_report, report_body
+from tests.gateway_monitor.node_tokens import (
+    NAMESPACE,
+    bearer_client,
+    install_monitor_identity,
+    monitor_pod,
+    token,
+)
+from tests.waiting import eventually
+
+pytestmark = pytest.mark.cluster
+
+HOSPITAL = "gw-hospital"
+HR = "180D"
+
+
+@pytest.fixture
+async def admin(devcluster: Any) -> AsyncIterator[ApiClient]:
+    config = type.__call__(Configuration)
+    await load_kube_config(
+        config_file=str(devcluster.kubeconfig), client_configuration=config, persist_config=False
+    )
+    client = ApiClient(config)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def hospital(admin: ApiClient) -> AsyncIterator[CustomObjectsApi]:
+    """The gw-hospital monitor's identity: a token bound to a pod on that node."""
+    await install_monitor_identity(admin)
+    core = CoreV1Api(admin)
+    pod = await monitor_pod(core, HOSPITAL)
+    client = bearer_client(admin, await token(core, pod))
+    api = CustomObjectsApi(client)
+
+    async def ready() -> bool:  # the report exists and the RBAC cache caught up
+        try:
+            await api.get_cluster_custom_object_status(GROUP, VERSION, REPORT_PLURAL, HOSPITAL)
+        except ApiException as exc:
+            if exc.status in (403, 404):
+                return False
+            raise
+        return True
+
+    try:
+        await eventually(ready, within=30, what="gw-hospital's report and the monitors' RBAC")
+        yield api
+    finally:
+        await report_candidates(api, [])
+        await apply_report(api, HOSPITAL, report_body(HOSPITAL, {}, time.time()))
+        await client.close()
+        await core.delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=0)
+
+
+async def report_candidates(api: CustomObjectsApi, entries: list[tuple[str, str, int]]) -> None:
+    """(address, class, rssi) as the gateway's CandidateWriter applies them."""
+    book = CandidateBook()
+    for address, cls, rssi in entries:
+        book.observe(address, cls, rssi, time.time())
+    await api.patch_cluster_custom_object_status(
+        GROUP,
+        VERSION,
+        REPORT_PLURAL,
+        HOSPITAL,
+        book.body(HOSPITAL),
+        field_manager=candidates_field_manager(HOSPITAL),
+        force=True,
+        _content_type=APPLY_PATCH,
+    )
+
+
+def device_class(name: str, namespace: str, **spec: Any) -> dict[str, Any]:
+    pod = {
+        "schedulerName": "cloud4iot-scheduler",
+        "containers": [
+            {
+                "name": "reader",
+                "image": "registry.invalid/cloud4iot/hr-reader:test",
+                "resources": {"requests": {"cpu": "50m", "memory": "32Mi"}},
+            }
+        ],
+    }
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "DeviceClass",
+        "metadata": {"name": name},
+        "spec": {
+            "discovery": {"serviceUUIDs": [HR]},
+            "arrivalRSSI": -75,
+            "forgetAfter": "15s",
+            "functions": [
+                {
+                    "name": "reader",
+                    "namespace": namespace,
+                    "spec": {
+                        "replicas": 1,
+                        "selector": {"matchLabels": {"app": "hr-reader"}},
+                        "template": {
+                            "metadata": {
+                                "labels": {"app": "hr-reader"},
+                                # proximity required: only the nearest gateway will do
+                                "annotations": {"cloud4iot.io/function": "mhealth-consolidator"},
+                            },
+                            "spec": pod,
+                        },
+                    },
+                }
+            ],
+            **spec,
+        },
+    }
+
+
+@pytest.fixture
+async def make_class(admin: ApiClient) -> AsyncIterator[Any]:
+    custom = CustomObjectsApi(admin)
+    made: list[str] = []
+
+    async def make(namespace: str, **spec: Any) -> str:
+        name = f"hr-{uuid.uuid4().hex[:6]}"
+        await custom.create_cluster_custom_object(
+            GROUP, VERSION, CLASS_PLURAL, device_class(name, namespace, **spec)
+        )
+        made.append(name)
+        return name
+
+    yield make
+    for name in made:  # its Devices and their Deployments go by garbage collection
+        await custom.delete_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, name)
+
+
+async def devices_of(custom: CustomObjectsApi, cls: str) -> dict[str, dict[str, Any]]:
+    items = await custom.list_cluster_custom_object(
+        GROUP, VERSION, PLURAL, label_selector=f"{CLASS_LABEL}={cls}"
+    )
+    return {d["metadata"]["name"]: d for d in items["items"]}
+
+
+async def deployments(apps: AppsV1Api, namespace: str) -> dict[str, Any]:
+    listing = await apps.list_namespaced_deployment(namespace)
+    return {d.metadata.name: d for d in listing.items}
+
+
+async def test_a_reported_candidate_gets_its_device_and_function_on_that_gateway_then_goes(
+    admin: ApiClient, hospital: CustomObjectsApi, make_class: Any, namespace: str
+) -> None:
+    custom, apps, core = CustomObjectsApi(admin), AppsV1Api(admin), CoreV1Api(admin)
+    cls = await make_class(namespace)
+    address = "C0:FF:EE:25:00:01"
+    name = device_name(cls, address)
+    await report_candidates(hospital, [(address, cls, -60)])
+    await eventually(lambda: _has(devices_of(custom, cls), name), within=20, what="the Device")
+    device = (await devices_of(custom, cls))[name]
+    assert device["spec"]["address"] == address
+    assert device["metadata"]["labels"][APPROVAL_LABEL] == "approved"
+    assert device["metadata"]["ownerReferences"][0]["name"] == cls
+    # the monitor now tracks it as a Device: its sighting in the report, candidate gone
+    await report_candidates(hospital, [])
+    await apply_report(
+        hospital, HOSPITAL, report_body(HOSPITAL, {name: (-58, time.time())}, time.time())
+    )
+    deployment = f"reader-{name}"
+    await eventually(
+        lambda: _has(deployments(apps, namespace), deployment), within=20, what="the Deployment"
+    )
+    dep = (await deployments(apps, namespace))[deployment]
+    assert dep.metadata.owner_references[0].uid == device["metadata"]["uid"]
+
+    async def placed() -> bool:
+        # the monitor's heartbeat keeps lastSeen fresh while it hears the device
+        await apply_report(
+            hospital, HOSPITAL, report_body(HOSPITAL, {name: (-58, time.time())}, time.time())
+        )
+        pods = await core.list_namespaced_pod(
+            namespace, label_selector=f"{DEVICE_ANNOTATION}={name}"
+        )
+        return any(p.spec.node_name for p in pods.items)
+
+    await eventually(placed, within=40, what="the function's pod placed", interval=1.0)
+    last_heard = time.time()
+    pods = await core.list_namespaced_pod(namespace, label_selector=f"{DEVICE_ANNOTATION}={name}")
+    assert {p.spec.node_name for p in pods.items if p.spec.node_name} == {HOSPITAL}
+    assert pods.items[0].metadata.annotations[DEVICE_ANNOTATION] == name
+    # switched off: no gateway reports it; after forgetAfter (15 s) both are gone
+    await apply_report(hospital, HOSPITAL, report_body(HOSPITAL, {}, time.time()))
+    await eventually(
+        lambda: _lacks(devices_of(custom, cls), name), within=40, what="the Device forgotten"
+    )
+    # not before forgetAfter (15 s after the last lastSeen, written to the second)
+    assert time.time() - last_heard >= 13  # lastSeen is floored to the second
+    await eventually(
+        lambda: _lacks(deployments(apps, namespace), deployment),
+        within=40,
+        what="the Deployment garbage-collected",
+    )
+
+
+async def test_the_cap_holds_and_approve_mode_waits_for_the_verb(
+    admin: ApiClient, hospital: CustomObjectsApi, make_class: Any, namespace: str, devcluster: Any
+) -> None:
+    custom, apps = CustomObjectsApi(admin), AppsV1Api(admin)
+    cls = await make_class(namespace, admission="approve", maxDevices=2, forgetAfter="10m")
+    flood = [(f"C0:FF:EE:25:01:{i:02X}", cls, -50 - i) for i in range(20)]
+    flood.append(("C0:FF:EE:25:02:00", cls, -80))  # below the arrival RSSI
+    await report_candidates(hospital, flood)
+    await eventually(
+        lambda: _count(devices_of(custom, cls), 2), within=20, what="two pending Devices"
+    )
+    await asyncio.sleep(4)  # four more passes with 21 candidates listed
+    made = await devices_of(custom, cls)
+    assert sorted(made) == sorted(device_name(cls, a) for a, _, _ in flood[:2])  # strongest
+    assert {d["metadata"]["labels"][APPROVAL_LABEL] for d in made.values()} == {"pending"}
+    assert await deployments(apps, namespace) == {}  # nothing until approved
+    first, second = sorted(made)
+    kubeconfig = str(devcluster.kubeconfig)
+    assert cloud4iot(["devices", "approve", first, "--kubeconfig", kubeconfig]) == 0
+    assert cloud4iot(["devices", "deny", second, "--kubeconfig", kubeconfig]) == 0
+    await eventually(
+        lambda: _has(deployments(apps, namespace), f"reader-{first}"),
+        within=20,
+        what="the approved Device's Deployment",
+    )
+    await asyncio.sleep(3)
+    assert set(await deployments(apps, namespace)) == {f"reader-{first}"}  # denied: none
+    assert len(await devices_of(custom, cls)) == 2  # a denied Device still holds its slot
+
+
+async def test_a_gateway_cannot_create_devices_or_deployments(
+    hospital: CustomObjectsApi, namespace: str
+) -> None:
+    with pytest.raises(ApiException) as refused:
+        await hospital.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            PLURAL,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Device",
+                "metadata": {"name": "planted"},
+                "spec": {"address": "C0:FF:EE:25:03:00"},
+            },
+        )
+    assert refused.value.status == 403
+    apps = AppsV1Api(hospital.api_client)
+    with pytest.raises(ApiException) as refused:
+        await apps.create_namespaced_deployment(
+            namespace,
+            {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "planted"},
+                "spec": {
+                    "selector": {"matchLabels": {"a": "b"}},
+                    "template": {
+                        "metadata": {"labels": {"a": "b"}},
+                        "spec": {"containers": [{"name": "c", "image": "x"}]},
+                    },
+                },
+            },
+        )
+    assert refused.value.status == 403
+
+
+async def _has(pending: Any, key: str) -> bool:
+    return key in await pending
+
+
+async def _lacks(pending: Any, key: str) -> bool:
+    return key not in await pending
+
+
+async def _count(pending: Any, n: int) -> bool:
+    return len(await pending) >= n
