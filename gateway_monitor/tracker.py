@@ -97,10 +97,23 @@ def robust_mean(values: Sequence[float]) -> float:
         raise ValueError("robust_mean of no values")
     if len(values) < 4:
         return statistics.median(values)
-    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    q1, q3 = _quartiles(values)
     spread = 1.5 * (q3 - q1)
     inliers = [v for v in values if q1 - spread <= v <= q3 + spread]
     return statistics.fmean(inliers)
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """Q1 and Q3 as statistics.quantiles(values, n=4, method="inclusive") computes them
+    (the same arithmetic, so the same floats), without its generality: this runs for
+    every advert."""
+    data = sorted(values)
+    m = len(data) - 1
+    j, delta = divmod(m, 4)
+    q1 = (data[j] * (4 - delta) + data[j + 1] * delta) / 4
+    j, delta = divmod(3 * m, 4)
+    q3 = (data[j] * (4 - delta) + data[j + 1] * delta) / 4
+    return q1, q3
 
 
 def clamp_rssi(value: float) -> int:

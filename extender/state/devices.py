@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
 from cloud4iot.devices import parse_time
 from extender.state.snapshot import DeviceFacts, Sighting
+
+_NUMBERS = (int, float)
+
+
+def _parse_sighting(node: Any, rssi: Any, last_seen: Any) -> Sighting | None:
+    """One status.sightings entry, or None when malformed."""
+    seen = parse_time(last_seen)
+    if (
+        isinstance(node, str)
+        and isinstance(rssi, int | float)
+        and not isinstance(rssi, bool)
+        and seen is not None
+    ):
+        return Sighting(node=node, rssi=float(rssi), last_seen=seen)
+    return None
+
+
+_sighting = functools.lru_cache(maxsize=65536)(_parse_sighting)
 
 
 def device_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> DeviceFacts:
@@ -31,17 +50,18 @@ def device_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> De
         for entry in raw_sightings:
             if not isinstance(entry, Mapping):
                 continue
-            node, rssi = entry.get("node"), entry.get("rssi")
-            seen = parse_time(entry.get("lastSeen"))
-            if (
-                isinstance(node, str)
-                and isinstance(rssi, int | float)
-                and not isinstance(rssi, bool)
-                and seen is not None
-            ):
-                if observed_at is not None:
-                    seen = min(seen, observed_at)
-                sightings[node] = Sighting(node=node, rssi=float(rssi), last_seen=seen)
+            node, rssi, last_seen = entry.get("node"), entry.get("rssi"), entry.get("lastSeen")
+            if type(node) is str and type(rssi) in _NUMBERS and type(last_seen) is str:
+                # The common case, cached: a Device's other gateways' entries come back
+                # unchanged on every event of it.
+                sighting = _sighting(node, rssi, last_seen)
+            else:
+                sighting = _parse_sighting(node, rssi, last_seen)
+            if sighting is None:
+                continue
+            if observed_at is not None and sighting.last_seen > observed_at:
+                sighting = Sighting(node=sighting.node, rssi=sighting.rssi, last_seen=observed_at)
+            sightings[sighting.node] = sighting
 
     nearest_raw = status.get("nearest")
     nearest = nearest_raw.get("node") if isinstance(nearest_raw, Mapping) else None

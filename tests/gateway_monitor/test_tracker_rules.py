@@ -127,3 +127,22 @@ def test_any_sequence_alternates_flips_and_reports_in_crd_range(
                 present = u.transition is Transition.ARRIVED
             assert u.state.present == present
     assert all(a != b for a, b in itertools.pairwise(flips))
+
+
+def test_quartiles_are_the_statistics_modules_floats() -> None:
+    """The tracker's own Q1/Q3 (hot path) equals statistics.quantiles' inclusive ones to
+    the bit, so the robust mean, and every decision after it, is unchanged."""
+    import random
+    import statistics
+
+    from gateway_monitor.tracker import _quartiles
+
+    rng = random.Random(7)
+    for n in range(4, 64):
+        for _ in range(50):
+            values = [
+                rng.randint(-100, -30) if rng.random() < 0.5 else rng.uniform(-100, -30)
+                for _ in range(n)
+            ]
+            q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+            assert _quartiles(values) == (q1, q3), values
