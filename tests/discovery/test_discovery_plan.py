@@ -306,3 +306,15 @@ def test_function_deployments_carry_the_device_and_are_owned_by_it() -> None:
     }
     # the class's template is not changed by instantiation
     assert DEVICE_ANNOTATION not in cls.functions[0].spec["template"]["metadata"]["labels"]
+
+
+def test_the_shipped_example_class_parses() -> None:
+    import pathlib
+
+    import yaml
+
+    path = pathlib.Path(__file__).parents[2] / "manifests/examples/deviceclass-hr-strap.yaml"
+    c = parse_class(yaml.safe_load(path.read_text()))
+    assert (c.name, c.admission, c.max_devices, c.forget_after) == ("hr-strap", "approve", 20, 1800)
+    assert c.filter.service_uuids == {HR}
+    assert [f.namespace for f in c.functions] == ["patients"]
