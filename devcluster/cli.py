@@ -35,6 +35,7 @@ BENCHES = (
     "scheduler-throughput",
     "omh-queue",
     "replay-speed",
+    "nearest-knobs",
 )
 
 
@@ -226,6 +227,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.omh_queue import main as run
     elif args.script == "replay-speed":
         from bench.replay_speed import main as run
+    elif args.script == "nearest-knobs":
+        from bench.nearest_knobs import main as run
     else:
         from bench.noop_extender import main as run
     run(args.args, prog=f"python -m devcluster bench {args.script}")
