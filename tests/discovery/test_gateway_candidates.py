@@ -121,3 +121,26 @@ async def test_writer_applies_on_change_and_heartbeat_under_its_own_manager() ->
     assert api.calls[-1]["body"]["status"]["candidates"] == []
     now[0] += 20
     assert not await w.step()
+
+
+async def test_a_flood_of_random_matching_addresses_stays_bounded() -> None:
+    """10,000 random addresses advertising Heart Rate over 60 s: the report lists at most
+    64 candidates and the gateway writes it at most once per 2 s pass (31 writes)."""
+    import random
+
+    rng = random.Random(25)
+    now = [0.0]
+    d = Discovery(classes(), CandidateBook(), wall=lambda: now[0])
+    api = FakeApi()
+    w = CandidateWriter(api, "gw-a", d.book, backoff=lambda n: 1.0, wall=lambda: now[0])
+    most = 0
+    for i in range(10_000):
+        now[0] = i * 0.006  # 60 s
+        addr = ":".join(f"{rng.randrange(256):02X}" for _ in range(6))
+        d.offer(advert(addr, rssi=rng.randrange(-70, -30)))
+        if i % 333 == 0:  # the writer's 2 s pass
+            await w.step()
+            most = max(most, len(api.calls[-1]["body"]["status"]["candidates"]) if api.calls else 0)
+    assert len(d.book.entries) == 64
+    assert most <= 64
+    assert len(api.calls) <= 31
