@@ -209,6 +209,7 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
             reports=cluster.reports,
             classes=classes,
             discovered=discovered,
+            core=core,
         )
         leader = rt.metrics.leader
         rt.metrics.nearest_lag.set_function(writer.lag)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloud4iot.deviceclass import CLASS_PLURAL, DeviceClass, parse_class
-from cloud4iot.devices import GROUP, PLURAL, VERSION, parse_time
+from cloud4iot.devices import API_VERSION, GROUP, KIND, PLURAL, VERSION, parse_time, rfc3339
 from cloud4iot.vocabulary import APPROVAL_APPROVED, APPROVAL_LABEL, CLASS_LABEL
 from extender.controllers.discovery_plan import (
     Discovered,
@@ -37,6 +37,8 @@ from extender.state.store import StateStore
 log = logging.getLogger(__name__)
 
 PASS = 1.0
+EVENT_NAMESPACE = "default"
+COMPONENT = "cloud4iot-extender"
 
 
 def discovered_facts(obj: Mapping[str, Any], observed_at: float = 0.0) -> Discovered:
@@ -85,6 +87,7 @@ class DiscoveryController:
     reports: Reflector[ReportFacts]
     classes: Reflector[DeviceClass]
     discovered: Reflector[Discovered]
+    core: Any = None  # kubernetes.aio CoreV1Api: the Events (None: none recorded)
     interval: float = PASS
     clock: Callable[[], float] = time.time
     last_heard: dict[str, float] = field(default_factory=dict)
@@ -141,12 +144,15 @@ class DiscoveryController:
         )
         for new in plan.create:
             cls = self.classes.facts[new.device_class]
-            if await self._call(
-                f"create Device {new.name}",
-                self.custom.create_cluster_custom_object(
-                    GROUP, VERSION, PLURAL, new_device(new, cls)
-                ),
-            ):
+            request = self.custom.create_cluster_custom_object(
+                GROUP, VERSION, PLURAL, new_device(new, cls)
+            )
+            if await self._call(f"create Device {new.name}", request):
+                await self._event(
+                    new.name,
+                    "Discovered",
+                    f"heard by {new.node}, class {new.device_class}, {new.approval}",
+                )
                 log.info(
                     "discovered %s (class %s, %s) heard by %s",
                     new.name,
@@ -159,6 +165,10 @@ class DiscoveryController:
                 f"delete Device {name}",
                 self.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name),
             ):
+                cls = self.classes.facts[self.discovered.facts[name].device_class]
+                await self._event(
+                    name, "Forgotten", f"no gateway heard it for {cls.forget_after:.0f}s"
+                )
                 log.info("forgot discovered Device %s (unheard)", name)
         for device in self.discovered.facts.values():
             dclass = self.classes.facts.get(device.device_class)
@@ -174,7 +184,36 @@ class DiscoveryController:
                 )
             if ok:
                 self.instantiated.add(device.uid)
+                names = ", ".join(f.name for f in dclass.functions)
+                await self._event(device.name, "Instantiated", f"functions: {names}", device.uid)
                 log.info("instantiated %d functions of %s", len(dclass.functions), device.name)
+
+    async def _event(self, device: str, reason: str, message: str, uid: str = "") -> None:
+        """An Event on the Device (in `default`, as for other cluster-scoped objects)."""
+        if self.core is None:
+            return
+        stamp = rfc3339(self.clock())
+        involved = {"apiVersion": API_VERSION, "kind": KIND, "name": device}
+        if uid:
+            involved["uid"] = uid
+        event = {
+            "metadata": {"generateName": f"{device}.", "namespace": EVENT_NAMESPACE},
+            "involvedObject": involved,
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Normal",
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            await self.core.create_namespaced_event(EVENT_NAMESPACE, event, _request_timeout=10)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an Event is a courtesy; the write stands
+            log.warning("could not record %s on Device %s: %s", reason, device, type(exc).__name__)
 
     async def _call(self, what: str, request: Any) -> bool:
         """Send one write; True when done or already so (409 create, 404 delete)."""

@@ -224,6 +224,14 @@ async def test_a_reported_candidate_gets_its_device_and_function_on_that_gateway
         what="the Deployment garbage-collected",
     )
 
+    async def reasons() -> set[str]:
+        events = await core.list_namespaced_event(
+            "default", field_selector=f"involvedObject.name={name}"
+        )
+        return {e.reason for e in events.items if e.involved_object.kind == "Device"}
+
+    assert await reasons() == {"Discovered", "Instantiated", "Forgotten"}
+
 
 async def test_the_cap_holds_and_approve_mode_waits_for_the_verb(
     admin: ApiClient, hospital: CustomObjectsApi, make_class: Any, namespace: str, devcluster: Any

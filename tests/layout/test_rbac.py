@@ -48,6 +48,8 @@ EXTENDER_CALLS: dict[str, set[tuple[str, str, str]]] = {
     "delete_cluster_custom_object": {(GROUP, REPORT_PLURAL, "delete"), (GROUP, PLURAL, "delete")},
     # the discovery controller: the function templates of a discovered Device
     "create_namespaced_deployment": {("apps", "deployments", "create")},
+    # ... and its Events on Devices (Discovered, Instantiated, Forgotten), in `default`
+    "create_namespaced_event": {("", "events", "create")},
     # server-side apply of status.nearest
     "patch_cluster_custom_object_status": {(GROUP, f"{PLURAL}/status", "patch")},
     "read_namespaced_lease": {(LEASES, "leases", "get")},
