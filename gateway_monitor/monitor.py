@@ -49,6 +49,7 @@ class Monitor:
         self.registry = registry
         self.sink = sink
         self.metrics = metrics
+        self._tracked = metrics.adverts.labels("tracked")  # every advert: resolve the child once
         self.clock = clock  # the advert source's timeline (trace seconds on replays)
         self.wall = wall
         self.recorder = recorder  # --record: what replay reads
@@ -67,7 +68,7 @@ class Monitor:
             # Privacy: strangers are counted, never tracked, logged or published.
             self.metrics.adverts.labels("dropped").inc()
             return
-        self.metrics.adverts.labels("tracked").inc()
+        self._tracked.inc()
         if self.recorder is not None:
             # The source's clock anchored once to the wall clock: gateways' recordings
             # line up, and a sped-up replay is recorded at its own pace.
