@@ -1,6 +1,7 @@
 """The replay as a PNG, like the demo's timeline: per device, the 5 s mean RSSI each
 gateway heard (top), and below it one band per method (and the truth) coloured by the
-gateway decided, sharing the time axis. Needs matplotlib (the ``replay`` extra)."""
+gateway decided, and where each policy's bound function ran, sharing the time axis.
+Needs matplotlib (the ``replay`` extra)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,10 @@ def plot(
         top.set_title(f"device {device}")
         top.legend(loc="upper right", fontsize=7, ncol=min(6, len(ref.gateways)))
         rows = dict(ev.timelines[device])
+        for method, chain in ev.chains.items():  # where the bound function ran (black: off-gateway)
+            stats = chain.functions.get(device)
+            if stats is not None:
+                rows[f"{method}: function"] = stats.placements
         if truth and device in truth:
             rows = {"truth": list(truth[device]), **rows}
         end = float(ref.times[-1]) if len(ref.times) else 0.0
