@@ -3,7 +3,8 @@
 Each pass (one a second) reads the gateways' candidates (GatewayReports of labelled
 gateways only), the DeviceClasses, the discovered Devices and the sightings merged in
 the Snapshot; creates the Devices the plan admits, deletes those it forgets, and makes
-the function Deployments of every admitted Device once per leadership term (a create
+the function Deployments of every admitted Device a labelled gateway reports a sighting
+of (so their pods find the gateway that hears it), once per leadership term (a create
 that finds the Deployment answers 409: nothing to do). Deleting a Device removes its
 Deployments through the garbage collector (ownerReferences), deleting a class its
 Devices.
@@ -161,20 +162,26 @@ class DiscoveryController:
                     new.node,
                 )
         for name in plan.forget:
+            # read before the delete: its watch event may remove the Device meanwhile
+            cls = self.classes.facts[self.discovered.facts[name].device_class]
             if await self._call(
                 f"delete Device {name}",
                 self.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name),
             ):
-                cls = self.classes.facts[self.discovered.facts[name].device_class]
                 await self._event(
                     name, "Forgotten", f"no gateway heard it for {cls.forget_after:.0f}s"
                 )
                 log.info("forgot discovered Device %s (unheard)", name)
-        for device in self.discovered.facts.values():
+        for device in list(self.discovered.facts.values()):
             dclass = self.classes.facts.get(device.device_class)
             if dclass is None or device.approval != APPROVAL_APPROVED or not device.uid:
                 continue
             if device.uid in self.instantiated:
+                continue
+            facts = snapshot.devices.get(device.name)
+            if facts is None or not facts.sightings:
+                # Not before a gateway tracks it as a Device: a pod created earlier would
+                # find no gateway hearing it and fall back to another tier.
                 continue
             ok = True
             for body in function_deployments(dclass, device):

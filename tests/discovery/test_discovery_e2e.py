@@ -248,8 +248,13 @@ async def test_the_cap_holds_and_approve_mode_waits_for_the_verb(
     made = await devices_of(custom, cls)
     assert sorted(made) == sorted(device_name(cls, a) for a, _, _ in flood[:2])  # strongest
     assert {d["metadata"]["labels"][APPROVAL_LABEL] for d in made.values()} == {"pending"}
-    assert await deployments(apps, namespace) == {}  # nothing until approved
     first, second = sorted(made)
+    # the monitor tracks them as Devices now (pending ones too)
+    now = time.time()
+    heard = report_body(HOSPITAL, {first: (-50, now), second: (-51, now)}, now)
+    await apply_report(hospital, HOSPITAL, heard)
+    await asyncio.sleep(3)
+    assert await deployments(apps, namespace) == {}  # nothing until approved
     kubeconfig = str(devcluster.kubeconfig)
     assert cloud4iot(["devices", "approve", first, "--kubeconfig", kubeconfig]) == 0
     assert cloud4iot(["devices", "deny", second, "--kubeconfig", kubeconfig]) == 0
