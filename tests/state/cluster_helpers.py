@@ -89,8 +89,11 @@ def device_status(api: client.ApiClient, device: str) -> dict[str, Any]:
     return obj.get("status") or {}
 
 
-def restart_apiserver(kwok_cluster_dir: Path, env: dict[str, str]) -> float:
-    """Kill the real kube-apiserver and start it again with the same command line.
+def restart_apiserver(
+    kwok_cluster_dir: Path, env: dict[str, str], down_for: float = 0.0
+) -> float:
+    """Kill the real kube-apiserver and start it again with the same command line,
+    `down_for` seconds after it died (an outage; 0: at once).
 
     Returns how long it was down. The new pid goes into kwokctl's pid file so
     `kwokctl delete cluster` still stops it.
@@ -105,6 +108,7 @@ def restart_apiserver(kwok_cluster_dir: Path, env: dict[str, str]) -> float:
     os.kill(pid, signal.SIGKILL)
     while Path(f"/proc/{pid}").exists() and "Z" not in _state(pid):
         time.sleep(0.1)
+    time.sleep(max(0.0, started + down_for - time.monotonic()))
     new_pid = start_detached(
         [a.decode() for a in argv],
         kwok_cluster_dir / "logs" / "kube-apiserver.restarted.log",
