@@ -89,9 +89,7 @@ def device_status(api: client.ApiClient, device: str) -> dict[str, Any]:
     return obj.get("status") or {}
 
 
-def restart_apiserver(
-    kwok_cluster_dir: Path, env: dict[str, str], down_for: float = 0.0
-) -> float:
+def restart_apiserver(kwok_cluster_dir: Path, env: dict[str, str], down_for: float = 0.0) -> float:
     """Kill the real kube-apiserver and start it again with the same command line,
     `down_for` seconds after it died (an outage; 0: at once).
 
