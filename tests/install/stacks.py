@@ -88,6 +88,57 @@ def kube_pod_info(nodes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+OPERATOR_KINDS = (("PodMonitor", "podmonitors"), ("PrometheusRule", "prometheusrules"))
+
+
+def operator_crds(api: client.ApiClient) -> None:
+    """The stack's monitoring.coreos.com kinds the overlay's monitoring component uses.
+
+    A stand-in: both stacks install the Prometheus operator's CRDs with themselves; here
+    they are schema-less (no operator runs: the test's Prometheus is configured by hand),
+    so the apply is checked for kinds and names, not for the operator's schema.
+    """
+    ext = client.ApiextensionsV1Api(api)
+    for kind, plural in OPERATOR_KINDS:
+        body = {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+            "spec": {
+                "group": "monitoring.coreos.com",
+                "scope": "Namespaced",
+                "names": {"kind": kind, "plural": plural, "singular": kind.lower()},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+        try:
+            ext.create_custom_resource_definition(body)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+    deadline = time.monotonic() + 30
+    for _, plural in OPERATOR_KINDS:
+        while True:
+            crd = ext.read_custom_resource_definition(f"{plural}.monitoring.coreos.com")
+            conditions = (crd.status.conditions or []) if crd.status else []
+            if any(c.type == "Established" and c.status == "True" for c in conditions):
+                break
+            assert time.monotonic() < deadline, f"{plural} CRD not established"
+            time.sleep(0.2)
+
+
 def start(inst: Install, stack: str) -> str:
     """Start the stack-shaped Prometheus (a process of `inst`); its URL once it has a
     rate window of every node's series."""
@@ -98,6 +149,7 @@ def start(inst: Install, stack: str) -> str:
     except client.ApiException as exc:
         if exc.status != 409:
             raise
+    operator_crds(inst.api)
     nodes = sorted(n.metadata.name for n in client.CoreV1Api(inst.api).list_node().items)
     work = inst.work / f"prometheus-{stack}"
     (work / "ksm").mkdir(parents=True)

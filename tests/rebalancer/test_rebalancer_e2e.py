@@ -247,7 +247,11 @@ def test_a_disruption_budget_stops_an_eviction_but_not_a_rollout(
     assert still is not None
     assert still.metadata.uid == stay.metadata.uid
     assert kube.node_of(still) == "gw-home"
-    assert rebalancer_events(kube_api, namespace, "Deployment", "fixed") == []
+    # No move was made for it: its only Events are the Warnings that the budget blocked
+    # the eviction (issue 22: MoveBlocked), never a Normal move.
+    blocked = rebalancer_events(kube_api, namespace, "Deployment", "fixed")
+    assert blocked, "a MoveBlocked Warning on the Deployment the budget protects"
+    assert {(e.type, e.reason) for e in blocked} == {("Warning", "MoveBlocked")}
     metrics = _metrics(devcluster.rebalancer_url)
     failed = {"reason": "Roaming", "action": "evict", "result": "failed"}
     assert _sample(metrics, "cloud4iot_rebalancer_moves_total", failed) >= 1
