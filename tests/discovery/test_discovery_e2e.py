@@ -214,13 +214,18 @@ async def test_a_reported_candidate_gets_its_device_and_function_on_that_gateway
     pods = await core.list_namespaced_pod(namespace, label_selector=f"{DEVICE_ANNOTATION}={name}")
     assert {p.spec.node_name for p in pods.items if p.spec.node_name} == {HOSPITAL}
     assert pods.items[0].metadata.annotations[DEVICE_ANNOTATION] == name
+    # the last sighting: held for a few discovery passes (1 s each) so the controller,
+    # which samples the reports once a pass, has surely seen it before it goes
+    heard[0] = time.time()
+    await apply_report(hospital, HOSPITAL, report_body(HOSPITAL, {name: (-58, heard[0])}, heard[0]))
+    await asyncio.sleep(3.0)
     # switched off: no gateway reports it; after forgetAfter (15 s) both are gone
     await apply_report(hospital, HOSPITAL, report_body(HOSPITAL, {}, time.time()))
     await eventually(
         lambda: _lacks(devices_of(custom, cls), name), within=40, what="the Device forgotten"
     )
     # not before forgetAfter: 15 s after the last lastSeen written (floored to the
-    # second); measured from that write, not from when the test saw the pod placed
+    # second, as rfc3339 writes it)
     assert time.time() - math.floor(heard[0]) >= 14.5
     await eventually(
         lambda: _lacks(deployments(apps, namespace), deployment),
