@@ -28,6 +28,9 @@ _DURATION = re.compile(r"^([0-9]{1,7})(s|m|h)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 
 AUTO, APPROVE = "auto", "approve"
+# What a class does with a Device's functions once no gateway has heard it for awayAfter.
+PARK, DELETE = "park", "delete"
+AWAY_AFTER = 120.0  # the default awayAfter (or forgetAfter, when shorter)
 
 
 def full_uuid(value: str) -> str:
@@ -114,6 +117,8 @@ class DeviceClass:
     admission: str = AUTO
     max_devices: int = 10
     forget_after: float = 600.0
+    when_away: str = PARK  # park: scale to zero, restored when heard; delete: re-made then
+    away_after: float = AWAY_AFTER
     functions: Sequence[FunctionTemplate] = field(default_factory=tuple)
 
 
@@ -169,6 +174,14 @@ def _parse_class(obj: Mapping[str, Any]) -> DeviceClass:
     admission = spec.get("admission", AUTO)
     if admission not in (AUTO, APPROVE):
         raise ValueError(f"DeviceClass {name}: admission is auto or approve")
+    forget_after = parse_duration(str(spec.get("forgetAfter", "10m")))
+    when_away = spec.get("whenAway", PARK)
+    if when_away not in (PARK, DELETE):
+        raise ValueError(f"DeviceClass {name}: whenAway is park or delete")
+    away = spec.get("awayAfter")
+    away_after = parse_duration(str(away)) if away is not None else min(AWAY_AFTER, forget_after)
+    if away_after > forget_after:
+        raise ValueError(f"DeviceClass {name}: awayAfter is longer than forgetAfter")
     return DeviceClass(
         name=name,
         uid=uid if isinstance(uid, str) else "",
@@ -176,7 +189,9 @@ def _parse_class(obj: Mapping[str, Any]) -> DeviceClass:
         arrival_rssi=int(spec.get("arrivalRSSI", RSSI_MIN)),
         admission=admission,
         max_devices=int(spec.get("maxDevices", 10)),
-        forget_after=parse_duration(str(spec.get("forgetAfter", "10m"))),
+        forget_after=forget_after,
+        when_away=when_away,
+        away_after=away_after,
         functions=functions,
     )
 

@@ -30,6 +30,10 @@ NARROWED_FROM_ANNOTATION = "cloud4iot.io/narrowed-from"
 PARKED_ANNOTATION = "cloud4iot.io/parked-replicas"  # replicas to restore when unparked
 LAST_MOVE_ANNOTATION = "cloud4iot.io/last-move"  # JSON of the last move (survives failover)
 MOVES_ANNOTATION = "cloud4iot.io/moves"  # JSON list of the last moves (explain --history)
+# Set by the discovery controller when a DeviceClass parks a Device's functions: its own
+# key, since the rebalancer restores a park of its annotation whose function class does
+# not park (a DeviceClass decides this one, not the policy's function class).
+DISCOVERY_PARKED_ANNOTATION = "cloud4iot.io/discovery-parked-replicas"
 MOVED_ANNOTATION = "cloud4iot.io/rebalanced"  # on the pod template: triggers the rollout
 
 # --- on Devices (set by the nearest writer) -------------------------------------------

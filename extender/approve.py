@@ -6,18 +6,23 @@ the label says approved. Denied Devices keep their name (so the address is not
 rediscovered at once) and get no functions; they are forgotten like any discovered
 Device after the class's forgetAfter without a sighting. Registered Devices (without the
 class label) are refused: they have no approval to give. Runs with the admin's own
-credentials; `--identity-key` sets the IRK that follows a rotating address.
+credentials; `--irk HEX` stores the device's Identity Resolving Key in
+`spec.identityKey`, which the gateway monitors read to resolve its rotating resolvable
+private addresses to this Device. Each verb leaves an Event on the Device (Approved,
+Denied), as the extender does for the automatic admission.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cloud4iot.devices import GROUP, PLURAL, VERSION
+from cloud4iot.devices import API_VERSION, GROUP, KIND, PLURAL, VERSION, rfc3339
 from cloud4iot.vocabulary import (
     APPROVAL_APPROVED,
     APPROVAL_DENIED,
@@ -26,6 +31,18 @@ from cloud4iot.vocabulary import (
 )
 
 VERBS = {"approve": APPROVAL_APPROVED, "deny": APPROVAL_DENIED}
+REASONS = {"approve": "Approved", "deny": "Denied"}
+EVENT_NAMESPACE = "default"  # as the extender's Events on Devices
+COMPONENT = "cloud4iot-cli"
+
+
+def normalize_irk(text: str) -> str:
+    """32 hex digits (colons or spaces allowed) -> lower case without separators, as
+    written (the monitors try both byte orders); ValueError otherwise."""
+    digits = re.sub(r"[:\s]", "", text).lower()
+    if not re.fullmatch(r"[0-9a-f]{32}", digits):
+        raise ValueError(f"--irk needs 16 bytes as 32 hex digits, not {text!r}")
+    return digits
 
 
 def approval_patch(obj: Mapping[str, Any], verb: str, irk: str | None = None) -> dict[str, Any]:
@@ -43,8 +60,31 @@ def approval_patch(obj: Mapping[str, Any], verb: str, irk: str | None = None) ->
         }
     }
     if irk is not None:
-        patch["spec"] = {"identityKey": irk}
+        patch["spec"] = {"identityKey": normalize_irk(irk)}
     return patch
+
+
+def approval_event(obj: Mapping[str, Any], verb: str, irk: bool, now: float) -> dict[str, Any]:
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name", "?"))
+    stamp = rfc3339(now)
+    return {
+        "metadata": {"generateName": f"{name}.", "namespace": EVENT_NAMESPACE},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": name,
+            "uid": str(meta.get("uid", "")),
+        },
+        "reason": REASONS[verb],
+        "message": f"cloud4iot devices {verb}" + (" with an IRK" if irk else ""),
+        "type": "Normal",
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
 
 
 def add_parser(sub: Any) -> None:
@@ -55,7 +95,13 @@ def add_parser(sub: Any) -> None:
         v.add_argument("name")
         v.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
         if verb == "approve":
-            v.add_argument("--identity-key", help="the device's IRK (32 hex digits)")
+            v.add_argument(
+                "--irk",
+                "--identity-key",
+                dest="irk",
+                help="the device's Identity Resolving Key (32 hex digits): the gateways "
+                "then follow its rotating private addresses",
+            )
         v.set_defaults(func=run)
 
 
@@ -69,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         custom = client.CustomObjectsApi(api)
         try:
             obj: Any = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, args.name)
-            patch = approval_patch(obj, args.verb, getattr(args, "identity_key", None))
+            irk = getattr(args, "irk", None)
+            patch = approval_patch(obj, args.verb, irk)
             custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, args.name, patch)
         except ValueError as exc:
             print(f"cloud4iot devices {args.verb}: {exc}", file=sys.stderr)
@@ -80,5 +127,10 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 1
+        try:
+            event: Any = approval_event(obj, args.verb, irk is not None, time.time())
+            client.CoreV1Api(api).create_namespaced_event(EVENT_NAMESPACE, event)
+        except client.ApiException as exc:  # the verb stands; the Event is a courtesy
+            print(f"warning: no {REASONS[args.verb]} Event: HTTP {exc.status}", file=sys.stderr)
     print(f"device/{args.name} {VERBS[args.verb]}")
     return 0

@@ -5,9 +5,12 @@ gateways only), the DeviceClasses, the discovered Devices and the sightings merg
 the Snapshot; creates the Devices the plan admits, deletes those it forgets, and makes
 the function Deployments of every admitted Device a labelled gateway reports a sighting
 of (so their pods find the gateway that hears it), once per leadership term (a create
-that finds the Deployment answers 409: nothing to do). Deleting a Device removes its
-Deployments through the garbage collector (ownerReferences), deleting a class its
-Devices.
+that finds the Deployment answers 409: nothing to do, or restore it if its class parked
+it). A Device unheard for its class's awayAfter has its Deployments parked (scaled to
+zero, the count saved in DISCOVERY_PARKED_ANNOTATION) or deleted (`whenAway`); heard
+again, they come back and the extender places their pods on the gateway that hears it.
+Deleting a Device removes its Deployments through the garbage collector
+(ownerReferences), deleting a class its Devices.
 
 When a Device was last heard is kept in memory: a new leader counts every discovered
 Device as heard when its term began, so a failover can only delay a forget.
@@ -22,14 +25,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud4iot.deviceclass import CLASS_PLURAL, DeviceClass, parse_class
+from cloud4iot.deviceclass import CLASS_PLURAL, DELETE, DeviceClass, parse_class
 from cloud4iot.devices import API_VERSION, GROUP, KIND, PLURAL, VERSION, parse_time, rfc3339
-from cloud4iot.vocabulary import APPROVAL_APPROVED, APPROVAL_LABEL, CLASS_LABEL
+from cloud4iot.vocabulary import (
+    APPROVAL_APPROVED,
+    APPROVAL_LABEL,
+    CLASS_LABEL,
+    DISCOVERY_PARKED_ANNOTATION,
+)
 from extender.controllers.discovery_plan import (
     Discovered,
     function_deployments,
     new_device,
     plan_discovery,
+    plan_lifecycle,
 )
 from extender.state.kube import Reflector
 from extender.state.reports import ReportFacts, gateway_nodes
@@ -92,13 +101,15 @@ class DiscoveryController:
     interval: float = PASS
     clock: Callable[[], float] = time.time
     last_heard: dict[str, float] = field(default_factory=dict)
-    instantiated: set[str] = field(default_factory=set)  # Device uids, this term
+    placed: set[str] = field(default_factory=set)  # Device uids given functions, this term
+    stowed: set[str] = field(default_factory=set)  # ... whose functions were parked/deleted
     failing: dict[str, str] = field(default_factory=dict)  # what -> error (one log line each)
-    writes: int = 0  # creates and deletes sent (the bench counts them)
+    writes: int = 0  # creates, deletes and patches sent (the bench counts them)
 
     async def run(self) -> None:
         self.last_heard.clear()
-        self.instantiated.clear()
+        self.placed.clear()
+        self.stowed.clear()
         started = self.clock()
         while True:
             try:
@@ -154,6 +165,8 @@ class DiscoveryController:
                     "Discovered",
                     f"heard by {new.node}, class {new.device_class}, {new.approval}",
                 )
+                if new.approval == APPROVAL_APPROVED:
+                    await self._event(new.name, "Approved", "admission auto")
                 log.info(
                     "discovered %s (class %s, %s) heard by %s",
                     new.name,
@@ -172,28 +185,168 @@ class DiscoveryController:
                     name, "Forgotten", f"no gateway heard it for {cls.forget_after:.0f}s"
                 )
                 log.info("forgot discovered Device %s (unheard)", name)
-        for device in list(self.discovered.facts.values()):
-            dclass = self.classes.facts.get(device.device_class)
-            if dclass is None or device.approval != APPROVAL_APPROVED or not device.uid:
-                continue
-            if device.uid in self.instantiated:
-                continue
-            facts = snapshot.devices.get(device.name)
-            if facts is None or not facts.sightings:
-                # Not before a gateway tracks it as a Device: a pod created earlier would
-                # find no gateway hearing it and fall back to another tier.
-                continue
-            ok = True
-            for body in function_deployments(dclass, device):
-                ok &= await self._call(
-                    f"create Deployment {body['metadata']['namespace']}/{body['metadata']['name']}",
-                    self.apps.create_namespaced_deployment(body["metadata"]["namespace"], body),
+        newest = {
+            name: max(s.last_seen for s in facts.sightings.values())
+            for name in self.discovered.facts
+            if (facts := snapshot.devices.get(name)) is not None and facts.sightings
+        }
+        # a copy: the watches may change them while this pass awaits its writes
+        discovered, classes = dict(self.discovered.facts), dict(self.classes.facts)
+        life = plan_lifecycle(
+            classes,
+            discovered,
+            newest,
+            self.last_heard,
+            now,
+            self.placed,
+            self.stowed,
+            plan.forget,
+        )
+        for name in life.stow:
+            device = discovered[name]
+            if await self._stow(classes[device.device_class], device, now):
+                self.stowed.add(device.uid)
+                self.placed.discard(device.uid)
+        for name in life.place:
+            device = discovered[name]
+            facts = snapshot.devices.get(name)
+            heard_by = sorted(facts.sightings) if facts else []
+            if await self._place(classes[device.device_class], device, heard_by):
+                self.placed.add(device.uid)
+                self.stowed.discard(device.uid)
+
+    async def _place(self, cls: DeviceClass, device: Discovered, heard_by: list[str]) -> bool:
+        """Create the Device's functions, or restore those its class parked; True when done."""
+        created: list[str] = []
+        restored: list[str] = []
+        ok = True
+        for body in function_deployments(cls, device):
+            ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+            done = await self._call(
+                f"create Deployment {ns}/{name}", self.apps.create_namespaced_deployment(ns, body)
+            )
+            if done is None:
+                ok = False
+            elif done:
+                created.append(name)
+            else:  # 409: it exists; parked by its class?
+                back = await self._unpark(ns, name)
+                if back is None:
+                    ok = False
+                elif back:
+                    restored.append(name)
+        where = ", ".join(heard_by) or "?"
+        if created:
+            names = ", ".join(f.name for f in cls.functions)
+            await self._event(device.name, "Instantiated", f"functions: {names}", device.uid)
+            log.info("instantiated %d functions of %s", len(created), device.name)
+        if restored:
+            await self._event(
+                device.name,
+                "Restored",
+                f"heard by {where}: {', '.join(restored)} scaled back up",
+                device.uid,
+            )
+            log.info("restored the parked functions of %s (heard by %s)", device.name, where)
+        return ok
+
+    async def _stow(self, cls: DeviceClass, device: Discovered, now: float) -> bool:
+        """Park (scale to zero) or delete the functions of a Device unheard for awayAfter."""
+        away = now - self.last_heard.get(device.name, now)
+        done: list[str] = []
+        ok = True
+        for body in function_deployments(cls, device):
+            ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+            if cls.when_away == DELETE:
+                result = await self._call(
+                    f"delete Deployment {ns}/{name}",
+                    self.apps.delete_namespaced_deployment(name, ns),
                 )
-            if ok:
-                self.instantiated.add(device.uid)
-                names = ", ".join(f.name for f in dclass.functions)
-                await self._event(device.name, "Instantiated", f"functions: {names}", device.uid)
-                log.info("instantiated %d functions of %s", len(dclass.functions), device.name)
+            else:
+                result = await self._park(ns, name)
+            if result is None:
+                ok = False
+            elif result:
+                done.append(name)
+        if done:
+            reason, verb = (
+                ("Removed", "deleted") if cls.when_away == DELETE else ("Parked", "scaled to zero")
+            )
+            await self._event(
+                device.name,
+                reason,
+                f"no gateway heard it for {away:.0f}s (awayAfter {cls.away_after:.0f}s): "
+                f"{', '.join(done)} {verb}",
+                device.uid,
+            )
+            log.info("%s the functions of %s (unheard %.0fs)", verb, device.name, away)
+        return ok
+
+    async def _park(self, namespace: str, name: str) -> bool | None:
+        """Scale to zero, saving the replica count; False when there was nothing to park
+        (gone, already at zero: parked by us or by the rebalancer), None on failure."""
+        dep = await self._read(namespace, name)
+        if dep is None or dep is False:
+            return None if dep is None else False
+        replicas = dep.spec.replicas if dep.spec.replicas is not None else 1
+        if replicas == 0:
+            return False
+        patch = {
+            "metadata": {
+                "resourceVersion": dep.metadata.resource_version,
+                "annotations": {DISCOVERY_PARKED_ANNOTATION: str(replicas)},
+            },
+            "spec": {"replicas": 0},
+        }
+        done = await self._call(
+            f"park Deployment {namespace}/{name}",
+            self.apps.patch_namespaced_deployment(name, namespace, patch),
+            already=(404,),
+        )
+        return None if done is None else done
+
+    async def _unpark(self, namespace: str, name: str) -> bool | None:
+        """Restore what _park saved; False when it is not parked by its class."""
+        dep = await self._read(namespace, name)
+        if dep is None or dep is False:
+            return None if dep is None else False
+        saved = (dep.metadata.annotations or {}).get(DISCOVERY_PARKED_ANNOTATION)
+        if saved is None:
+            return False
+        replicas = int(saved) if saved.isdigit() and int(saved) > 0 else 1
+        patch = {
+            "metadata": {
+                "resourceVersion": dep.metadata.resource_version,
+                "annotations": {DISCOVERY_PARKED_ANNOTATION: None},
+            },
+            "spec": {"replicas": replicas},
+        }
+        done = await self._call(
+            f"restore Deployment {namespace}/{name}",
+            self.apps.patch_namespaced_deployment(name, namespace, patch),
+            already=(404,),
+        )
+        return None if done is None else done
+
+    async def _read(self, namespace: str, name: str) -> Any:
+        """The Deployment; False when it does not exist; None on failure."""
+        from kubernetes.aio.client.exceptions import ApiException
+
+        what = f"read Deployment {namespace}/{name}"
+        try:
+            dep = await self.apps.read_namespaced_deployment(name, namespace)
+        except asyncio.CancelledError:
+            raise
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            self._failed(what, f"HTTP {exc.status} {exc.reason}")
+            return None
+        except Exception as exc:
+            self._failed(what, type(exc).__name__)
+            return None
+        self.failing.pop(what, None)
+        return dep
 
     async def _event(self, device: str, reason: str, message: str, uid: str = "") -> None:
         """An Event on the Device (in `default`, as for other cluster-scoped objects)."""
@@ -222,8 +375,12 @@ class DiscoveryController:
         except Exception as exc:  # an Event is a courtesy; the write stands
             log.warning("could not record %s on Device %s: %s", reason, device, type(exc).__name__)
 
-    async def _call(self, what: str, request: Any) -> bool:
-        """Send one write; True when done or already so (409 create, 404 delete)."""
+    async def _call(
+        self, what: str, request: Any, already: tuple[int, ...] = (404, 409)
+    ) -> bool | None:
+        """Send one write: True when done, False when already so (`already`: 409 for a
+        create, 404 for a delete or patch), None when it failed (logged once; retried
+        next pass; a patch's 409 is a conflict, so a failure)."""
         from kubernetes.aio.client.exceptions import ApiException
 
         self.writes += 1
@@ -232,14 +389,14 @@ class DiscoveryController:
         except asyncio.CancelledError:
             raise
         except ApiException as exc:
-            if exc.status in (404, 409):
+            if exc.status in already:
                 self.failing.pop(what, None)
-                return True
+                return False
             self._failed(what, f"HTTP {exc.status} {exc.reason}")
-            return False
+            return None
         except Exception as exc:
             self._failed(what, type(exc).__name__)
-            return False
+            return None
         self.failing.pop(what, None)
         return True
 

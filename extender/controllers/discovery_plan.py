@@ -171,3 +171,46 @@ def function_deployments(cls: DeviceClass, device: Discovered) -> list[dict[str,
             }
         )
     return out
+
+
+@dataclass(slots=True)
+class LifecyclePlan:
+    place: list[str] = field(default_factory=list)  # create or restore their functions
+    stow: list[str] = field(default_factory=list)  # park or delete their functions
+
+
+def plan_lifecycle(
+    classes: Mapping[str, DeviceClass],
+    discovered: Mapping[str, Discovered],
+    newest_sighting: Mapping[str, float],
+    last_heard: Mapping[str, float],
+    now: float,
+    placed: set[str],
+    stowed: set[str],
+    forgotten: Iterable[str] = (),
+) -> LifecyclePlan:
+    """Which approved Devices get their functions (back) and which lose them now.
+
+    `newest_sighting`: a discovered Device's newest sighting a labelled gateway lists
+    (absent: none). A Device is heard while that sighting is younger than its class's
+    `awayAfter`, away once `last_heard` is that old. `placed` and `stowed` are the
+    Device uids done so this term: each step is taken once per change of state (and
+    once more per term, which a new leader needs and finds already done).
+    """
+    plan = LifecyclePlan()
+    gone = set(forgotten)
+    for device in sorted(discovered.values(), key=lambda d: d.name):
+        cls = classes.get(device.device_class)
+        if cls is None or device.approval != APPROVAL_APPROVED or not device.uid:
+            continue
+        if device.name in gone:
+            continue
+        seen = newest_sighting.get(device.name)
+        if seen is not None and now - seen < cls.away_after:
+            # Not before a gateway tracks it as a Device: a pod created earlier would
+            # find no gateway hearing it and fall back to another tier.
+            if device.uid not in placed:
+                plan.place.append(device.name)
+        elif now - last_heard.get(device.name, now) >= cls.away_after and device.uid not in stowed:
+            plan.stow.append(device.name)
+    return plan

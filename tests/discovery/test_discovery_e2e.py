@@ -25,7 +25,12 @@ from kubernetes.aio.config import load_kube_config
 
 from cloud4iot.deviceclass import CLASS_PLURAL, device_name
 from cloud4iot.devices import APPLY_PATCH, GROUP, PLURAL, REPORT_PLURAL, VERSION
-from cloud4iot.vocabulary import APPROVAL_LABEL, CLASS_LABEL, DEVICE_ANNOTATION
+from cloud4iot.vocabulary import (
+    APPROVAL_LABEL,
+    CLASS_LABEL,
+    DEVICE_ANNOTATION,
+    DISCOVERY_PARKED_ANNOTATION,
+)
 from extender.cli import main as cloud4iot
 from gateway_monitor.discovery import CandidateBook, candidates_field_manager
 from gateway_monitor.report import apply_report, report_body
@@ -41,6 +46,7 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.cluster
 
 HOSPITAL = "gw-hospital"
+HOME = "gw-home"
 HR = "180D"
 
 
@@ -239,7 +245,7 @@ async def test_a_reported_candidate_gets_its_device_and_function_on_that_gateway
         )
         return {e.reason for e in events.items if e.involved_object.kind == "Device"}
 
-    assert await reasons() == {"Discovered", "Instantiated", "Forgotten"}
+    assert await reasons() == {"Discovered", "Approved", "Instantiated", "Forgotten"}
 
 
 async def test_the_cap_holds_and_approve_mode_waits_for_the_verb(
@@ -275,6 +281,10 @@ async def test_the_cap_holds_and_approve_mode_waits_for_the_verb(
     await asyncio.sleep(3)
     assert set(await deployments(apps, namespace)) == {f"reader-{first}"}  # denied: none
     assert len(await devices_of(custom, cls)) == 2  # a denied Device still holds its slot
+    # each verb left its Event; a pending Device was never Approved by the extender
+    core = CoreV1Api(admin)
+    assert await device_reasons(core, first) == {"Discovered", "Approved", "Instantiated"}
+    assert await device_reasons(core, second) == {"Discovered", "Denied"}
 
 
 async def test_a_gateway_cannot_create_devices_or_deployments(
@@ -311,6 +321,129 @@ async def test_a_gateway_cannot_create_devices_or_deployments(
             },
         )
     assert refused.value.status == 403
+
+
+async def device_reasons(core: CoreV1Api, name: str) -> set[str]:
+    events = await core.list_namespaced_event(
+        "default", field_selector=f"involvedObject.name={name}"
+    )
+    return {e.reason for e in events.items if e.involved_object.kind == "Device"}
+
+
+async def discovered_and_heard(
+    custom: CustomObjectsApi, hospital: CustomObjectsApi, cls: str, address: str
+) -> str:
+    """The candidate reported, its Device made, and the monitor tracking it."""
+    name = device_name(cls, address)
+    await report_candidates(hospital, [(address, cls, -60)])
+    await eventually(lambda: _has(devices_of(custom, cls), name), within=20, what="the Device")
+    await report_candidates(hospital, [])
+    return name
+
+
+def heard_on(api: CustomObjectsApi, core: CoreV1Api, node: str, name: str, ns: str) -> Any:
+    """A check that keeps `node`'s sighting of `name` fresh (the monitor's heartbeat) and
+    is true once the device's function runs there."""
+
+    async def placed() -> bool:
+        now = time.time()
+        await apply_report(api, node, report_body(node, {name: (-58, now)}, now))
+        pods = await core.list_namespaced_pod(ns, label_selector=f"{DEVICE_ANNOTATION}={name}")
+        return any(p.spec.node_name == node for p in pods.items)
+
+    return placed
+
+
+async def silent(api: CustomObjectsApi, node: str) -> None:
+    await apply_report(api, node, report_body(node, {}, time.time()))
+
+
+async def test_an_away_device_s_functions_are_parked_and_come_back_where_it_is_heard(
+    admin: ApiClient, hospital: CustomObjectsApi, make_class: Any, namespace: str
+) -> None:
+    """whenAway: park (the default): unheard for awayAfter, the Deployment is scaled to
+    zero with its replica count saved; heard again, by another gateway, it is scaled
+    back and its pod placed there by the real scheduler and our extender."""
+    custom, apps, core = CustomObjectsApi(admin), AppsV1Api(admin), CoreV1Api(admin)
+    cls = await make_class(namespace, awayAfter="5s", forgetAfter="10m")
+    name = await discovered_and_heard(custom, hospital, cls, "C0:FF:EE:25:04:01")
+    deployment = f"reader-{name}"
+    await eventually(
+        heard_on(hospital, core, HOSPITAL, name, namespace), within=40, what="placed", interval=1
+    )
+    last = time.time()  # the last sighting, held for a few passes (see the first test)
+    await apply_report(hospital, HOSPITAL, report_body(HOSPITAL, {name: (-58, last)}, last))
+    await asyncio.sleep(3.0)
+    await silent(hospital, HOSPITAL)
+
+    async def parked() -> bool:
+        dep = (await deployments(apps, namespace)).get(deployment)
+        return dep is not None and dep.spec.replicas == 0
+
+    await eventually(parked, within=30, what="the Deployment parked")
+    # not before awayAfter (5 s) from the lastSeen last written (floored to the second)
+    assert time.time() - math.floor(last) >= 4.9
+    dep = (await deployments(apps, namespace))[deployment]
+    assert dep.metadata.annotations[DISCOVERY_PARKED_ANNOTATION] == "1"
+    await eventually(lambda: _none(core, namespace, name), within=30, what="the parked pod gone")
+    assert await device_reasons(core, name) >= {"Parked"}
+    assert "Restored" not in await device_reasons(core, name)
+    assert name in await devices_of(custom, cls)  # parked, not forgotten
+    # back, heard by gw-home now (its report written with the admin's credentials)
+    await eventually(heard_on(custom, core, HOME, name, namespace), within=60, interval=1)
+    dep = (await deployments(apps, namespace))[deployment]
+    assert dep.spec.replicas == 1
+    assert DISCOVERY_PARKED_ANNOTATION not in (dep.metadata.annotations or {})
+    await eventually(lambda: _has(device_reasons(core, name), "Restored"), what="Restored")
+    await silent(custom, HOME)
+
+
+async def test_when_away_delete_removes_the_functions_and_makes_them_again(
+    admin: ApiClient, hospital: CustomObjectsApi, make_class: Any, namespace: str
+) -> None:
+    custom, apps, core = CustomObjectsApi(admin), AppsV1Api(admin), CoreV1Api(admin)
+    cls = await make_class(namespace, whenAway="delete", awayAfter="5s", forgetAfter="10m")
+    name = await discovered_and_heard(custom, hospital, cls, "C0:FF:EE:25:05:01")
+    deployment = f"reader-{name}"
+    await eventually(
+        heard_on(hospital, core, HOSPITAL, name, namespace), within=40, what="placed", interval=1
+    )
+    first_uid = (await deployments(apps, namespace))[deployment].metadata.uid
+    await asyncio.sleep(3.0)
+    await silent(hospital, HOSPITAL)
+    await eventually(
+        lambda: _lacks(deployments(apps, namespace), deployment),
+        within=30,
+        what="the Deployment deleted",
+    )
+    await eventually(lambda: _has(device_reasons(core, name), "Removed"), what="Removed")
+    assert name in await devices_of(custom, cls)  # the Device stays until forgetAfter
+    await eventually(
+        heard_on(hospital, core, HOSPITAL, name, namespace), within=60, what="back", interval=1
+    )
+    assert (await deployments(apps, namespace))[deployment].metadata.uid != first_uid
+    await silent(hospital, HOSPITAL)
+
+
+async def test_the_class_schema_refuses_a_bad_when_away_or_an_away_after_past_forget_after(
+    admin: ApiClient, namespace: str
+) -> None:
+    custom = CustomObjectsApi(admin)
+    for spec, says in (
+        ({"whenAway": "scale"}, "whenAway"),
+        ({"awayAfter": "20m", "forgetAfter": "10m"}, "awayAfter is at most forgetAfter"),
+        ({"awayAfter": "soon"}, "awayAfter"),
+    ):
+        body = device_class(f"bad-{uuid.uuid4().hex[:6]}", namespace, **spec)
+        with pytest.raises(ApiException) as refused:
+            await custom.create_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, body)
+        assert refused.value.status == 422
+        assert says in refused.value.body
+
+
+async def _none(core: CoreV1Api, namespace: str, device: str) -> bool:
+    pods = await core.list_namespaced_pod(namespace, label_selector=f"{DEVICE_ANNOTATION}={device}")
+    return not pods.items
 
 
 async def _has(pending: Any, key: str) -> bool:

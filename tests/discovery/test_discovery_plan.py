@@ -24,6 +24,7 @@ from cloud4iot.vocabulary import (
     CLASS_LABEL,
     DEVICE_ANNOTATION,
 )
+from extender.approve import approval_event, approval_patch
 from extender.controllers.discovery import discovered_facts
 from extender.controllers.discovery_plan import (
     CANDIDATE_MAX_AGE,
@@ -32,6 +33,7 @@ from extender.controllers.discovery_plan import (
     function_deployments,
     new_device,
     plan_discovery,
+    plan_lifecycle,
 )
 from extender.state.reports import Candidate, report_facts
 
@@ -318,3 +320,77 @@ def test_the_shipped_example_class_parses() -> None:
     assert (c.name, c.admission, c.max_devices, c.forget_after) == ("hr-strap", "approve", 20, 1800)
     assert c.filter.service_uuids == {HR}
     assert [f.namespace for f in c.functions] == ["patients"]
+
+
+# --- lifecycle: away, back ------------------------------------------------------------
+
+
+def test_when_away_and_away_after_are_read_with_defaults_and_bounds() -> None:
+    c = parse_class(class_obj(forgetAfter="30m"))
+    assert (c.when_away, c.away_after) == ("park", 120.0)
+    short = parse_class(class_obj(forgetAfter="15s"))  # the default never outlives forgetting
+    assert short.away_after == 15.0
+    d = parse_class(class_obj(whenAway="delete", awayAfter="45s", forgetAfter="10m"))
+    assert (d.when_away, d.away_after) == ("delete", 45.0)
+    with pytest.raises(ValueError, match="whenAway"):
+        parse_class(class_obj(whenAway="scale"))
+    with pytest.raises(ValueError, match="awayAfter"):
+        parse_class(class_obj(awayAfter="20m", forgetAfter="10m"))
+
+
+def test_lifecycle_places_heard_devices_and_stows_away_ones_once_each() -> None:
+    classes = {"hr-strap": hr_class(away_after=60.0)}
+    here = disc("C0:FF:EE:00:00:01")
+    gone = disc("C0:FF:EE:00:00:02")
+    pending = disc("C0:FF:EE:00:00:03", approval=APPROVAL_PENDING)
+    devices = {d.name: d for d in (here, gone, pending)}
+    newest = {here.name: NOW - 5, gone.name: NOW - 60, pending.name: NOW - 1}
+    heard = {here.name: NOW - 5, gone.name: NOW - 60, pending.name: NOW - 1}
+    plan = plan_lifecycle(classes, devices, newest, heard, NOW, set(), set())
+    assert plan.place == [here.name]  # a pending Device gets nothing
+    assert plan.stow == [gone.name]  # unheard for awayAfter exactly
+    # done this term: not again
+    again = plan_lifecycle(classes, devices, newest, heard, NOW, {here.uid}, {gone.uid})
+    assert (again.place, again.stow) == ([], [])
+    # 59 s unheard: its sighting still counts as heard, so it is placed, not stowed
+    heard[gone.name] = newest[gone.name] = NOW - 59
+    edge = plan_lifecycle(classes, devices, newest, heard, NOW, set(), set())
+    assert (edge.place, edge.stow) == ([here.name, gone.name], [])
+    # back: the stowed Device is placed again (placed was cleared when it was stowed)
+    newest[gone.name] = heard[gone.name] = NOW - 1
+    back = plan_lifecycle(classes, devices, newest, heard, NOW, {here.uid}, {gone.uid})
+    assert back.place == [gone.name]
+    # no sighting listed at all: away counted from last_heard (a new term: its start)
+    del newest[gone.name]
+    heard[gone.name] = NOW - 61
+    assert plan_lifecycle(classes, devices, newest, heard, NOW, set(), set()).stow == [gone.name]
+    # a Device being forgotten is neither placed nor stowed
+    assert (
+        plan_lifecycle(classes, devices, newest, heard, NOW, set(), set(), [gone.name]).stow == []
+    )
+
+
+# --- the approve verb ------------------------------------------------------------------
+
+
+def test_approval_patch_labels_sets_the_irk_and_refuses_registered_devices() -> None:
+    obj = {
+        "metadata": {
+            "name": "hr-strap-c0ffee000001",
+            "uid": "u-d",
+            "resourceVersion": "7",
+            "labels": {CLASS_LABEL: "hr-strap", APPROVAL_LABEL: APPROVAL_PENDING},
+        }
+    }
+    patch = approval_patch(obj, "approve", "EC:02:34:A3 57C8AD05341010A60A397D9B")
+    assert patch["metadata"] == {"labels": {APPROVAL_LABEL: "approved"}, "resourceVersion": "7"}
+    assert patch["spec"] == {"identityKey": "ec0234a357c8ad05341010a60a397d9b"}
+    assert "spec" not in approval_patch(obj, "deny")
+    for bad in ("ec0234", "zz" * 16, "ec0234a357c8ad05341010a60a397d9b00"):
+        with pytest.raises(ValueError, match="32 hex digits"):
+            approval_patch(obj, "approve", bad)
+    with pytest.raises(ValueError, match="registered"):
+        approval_patch({"metadata": {"name": "patient-42-hr", "labels": {}}}, "approve")
+    event = approval_event(obj, "approve", True, NOW)
+    assert (event["reason"], event["involvedObject"]["uid"]) == ("Approved", "u-d")
+    assert approval_event(obj, "deny", False, NOW)["reason"] == "Denied"
