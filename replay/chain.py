@@ -1,20 +1,22 @@
 """The live decision chain on a virtual clock: no apiserver, no waiting.
 
 Each gateway runs what its monitor runs (``Monitor`` -> ``Tracker`` -> ``Publisher``
-with its ``PublishPlan``); the publisher's applies land in an in-memory stand-in for
-the Device objects (server-side apply of one gateway's sighting entry, keyed by node,
-as the CRD's list map does), which is read back with the extender's own
-``device_facts``; the elected writer (``NearestWriter.step``) decides and writes
-``status.nearest`` there. So replay and the live system share every decision.
+with its ``PublishPlan``, its Lease renewed every 10 s, so the report is written on
+change only and small steps are coalesced, as live); each apply of a gateway's whole
+GatewayReport is parsed by the extender's ``report_facts`` into its ``SightingIndex``,
+whose ``observe_lease`` keeps a renewing gateway's entries fresh
+(docs/gateway-writes.md, section 2); the elected writer (``NearestWriter.step``)
+decides on the merged Devices and writes ``status.nearest``, read back by
+``device_facts``. So replay and the live system share every decision.
 
 Timing: the chain is stepped as the live loops would run on the same clock (the
 test tests/replay/test_live_equals_replay.py runs those loops on a virtual event loop
 and gets the same decisions): a gateway's publisher sends as soon as its monitor
 updated something and again when its plan's next wake-up is due (``Publisher.run``);
-a Device change reaches the writer through the reflector's coalescing (at most one
-snapshot per ``PUBLISH_INTERVAL``) and the writer steps on each snapshot or ``TICK``
-after its last step (``NearestWriter.run``); monitors tick every ``MONITOR_TICK``
-(the monitor's --tick-interval default). Publishing is never spaced by ``max_rate``
+a report, Lease or Device change reaches the writer through its reflector's coalescing
+(each at most one snapshot per ``PUBLISH_INTERVAL``) and the writer steps on each
+snapshot or ``TICK`` after its last step (``NearestWriter.run``); monitors tick every
+``MONITOR_TICK`` (the monitor's --tick-interval default). Publishing is never spaced by ``max_rate``
 (the publisher's sleep is a no-op): the apiserver's protection is not part of the
 decision.
 """
@@ -24,7 +26,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,11 +34,15 @@ from typing import Any
 from cloud4iot.devices import REPORT_PLURAL
 from cloud4iot.policy.loader import LoadedPolicy
 from cloud4iot.policy.store import PolicyStore
+from cloud4iot.vocabulary import GATEWAY_LABEL
 from extender.controllers.nearest_writer import TICK, NearestWriter
 from extender.state.devices import device_facts
 from extender.state.kube import PUBLISH_INTERVAL
-from extender.state.snapshot import DeviceFacts
+from extender.state.liveness import LeaseFacts
+from extender.state.reports import ReportFacts, SightingIndex, report_facts
+from extender.state.snapshot import DeviceFacts, NodeFacts
 from extender.state.store import StateStore
+from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.publisher import PublishConfig, Publisher, PublishPlan
@@ -51,6 +57,10 @@ PUBLISHER_MIN_WAIT = 0.05  # Publisher.run never waits less than this for a wake
 # Replays of CSV recordings (seconds from their start) run at this epoch, so that the
 # RFC 3339 times the chain writes are ordinary dates.
 EPOCH = 1_700_000_000.0
+
+# The extender's reflectors that feed the Devices snapshot (extender.state.kube).
+DEVICES, REPORTS, LEASES = "devices", "gatewayreports", "gateway-leases"
+REFLECTORS = (DEVICES, REPORTS, LEASES)
 
 Timeline = list[tuple[float, str | None]]  # (t, decided gateway) at each change
 
@@ -68,14 +78,43 @@ async def _no_sleep(_seconds: float) -> None:
 
 
 @dataclass(slots=True)
-class DeviceObjects:
-    """The Device objects as the apiserver would hold them, status only."""
+class ClusterView:
+    """What the extender's reflectors would hold, fed by the chain's writes.
+
+    Each gateway's apply of its whole GatewayReport is parsed by the extender's own
+    ``report_facts`` into its ``SightingIndex``; each gateway's Lease renewal is a
+    ``LeaseFacts`` seen by that index (``observe_lease``): entries count as fresh
+    while their gateway renews, as live (docs/gateway-writes.md, section 2). The
+    writer's status.nearest is the Device object's status, parsed by ``device_facts``.
+    ``dirty`` holds which reflector (devices, gatewayreports, gateway-leases) has an
+    event not yet published: each coalesces its own publishes, as live.
+    """
 
     clock: VirtualClock
-    sightings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    index: SightingIndex = field(default_factory=SightingIndex)
+    reports: dict[str, ReportFacts] = field(default_factory=dict)
+    leases: dict[str, LeaseFacts] = field(default_factory=dict)
     nearest: dict[str, dict[str, Any]] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
+    changed: set[str] = field(default_factory=set)  # devices whose nearest was written
     applies: int = 0
+
+    def add_gateways(self, gateways: Sequence[str]) -> None:
+        self.index.set_nodes(
+            {
+                gw: NodeFacts(name=gw, tier="gateway", arch=None, labels={GATEWAY_LABEL: "true"})
+                for gw in gateways
+            }
+        )
+
+    def add_device(self, name: str) -> None:
+        self.index.observe_device(name, None, self._device(name))
+
+    def _device(self, name: str) -> DeviceFacts:
+        obj: dict[str, Any] = {"metadata": {"name": name}, "status": {}}
+        if name in self.nearest:
+            obj["status"]["nearest"] = self.nearest[name]
+        return device_facts(obj, observed_at=self.clock.now)
 
     def patch_status(self, name: str, body: Mapping[str, Any], manager: str | None) -> None:
         """A write of Device `name`'s status (the writer's status.nearest)."""
@@ -86,38 +125,37 @@ class DeviceObjects:
                 self.nearest.pop(name, None)
             else:
                 self.nearest[name] = dict(status["nearest"])
-        self.dirty.add(name)
+        old = self.index.devices.get(name)
+        self.index.observe_device(name, old, self._device(name))
+        self.changed.add(name)
+        self.dirty.add(DEVICES)
 
     def patch_report(self, node: str, body: Mapping[str, Any]) -> None:
-        """A gateway's apply of its whole GatewayReport: its entry in each Device it lists
-        now, none in the others (only labelled gateways' reports count; replay's do)."""
+        """A gateway's apply of its whole GatewayReport (replay's gateways are labelled)."""
         self.applies += 1
-        listed = {
-            e["device"]: {"node": node, "rssi": e["rssi"], "lastSeen": e["lastSeen"]}
-            for e in (body.get("status") or {}).get("sightings") or []
-        }
-        for device, own in self.sightings.items():
-            if node in own and device not in listed:
-                del own[node]
-                self.dirty.add(device)
-        for device, entry in listed.items():
-            self.sightings.setdefault(device, {})[node] = entry
-            self.dirty.add(device)
+        obj = {"metadata": {"name": node}, "status": body.get("status") or {}}
+        new = report_facts(obj, observed_at=self.clock.now)
+        self.index.observe_report(node, self.reports.get(node), new)
+        self.reports[node] = new
+        self.dirty.add(REPORTS)
 
-    def facts(self, name: str) -> DeviceFacts:
-        obj: dict[str, Any] = {
-            "metadata": {"name": name},
-            "status": {"sightings": list(self.sightings.get(name, {}).values())},
-        }
-        if name in self.nearest:
-            obj["status"]["nearest"] = self.nearest[name]
-        return device_facts(obj, observed_at=self.clock.now)
+    def renew_lease(self, node: str, count: int) -> None:
+        """The gateway's monitor renewed its Lease (LeaseRenewer, every LeaseConfig.renew)."""
+        new = LeaseFacts(
+            node=node,
+            renew_time=str(count),
+            duration=float(LeaseConfig().duration),
+            observed_at=self.clock.now,
+        )
+        self.index.observe_lease(node, self.leases.get(node), new)
+        self.leases[node] = new
+        self.dirty.add(LEASES)
 
 
 class _CustomApi:
-    """The two calls the publisher and the writer make, applied to DeviceObjects."""
+    """The two calls the publisher and the writer make, applied to the ClusterView."""
 
-    def __init__(self, objects: DeviceObjects) -> None:
+    def __init__(self, objects: ClusterView) -> None:
         self.objects = objects
 
     async def patch_cluster_custom_object_status(
@@ -169,7 +207,10 @@ async def run_chain(
     start, end = recording.span
     offset = EPOCH if start < EPOCH / 2 else 0.0
     clock = VirtualClock(start + offset)
-    objects = DeviceObjects(clock)
+    objects = ClusterView(clock)
+    objects.add_gateways(recording.gateways)
+    for name in recording.addresses:
+        objects.add_device(name)
     api = _CustomApi(objects)
     spec = policy.policy.spec
     specs = [DeviceSpec(name=d, address=a) for d, a in recording.addresses.items()]
@@ -189,6 +230,7 @@ async def run_chain(
             clock=clock,
             sleep=_no_sleep,
             wall=clock,
+            liveness=lambda: True,  # its Lease is renewed (below), as a live monitor's
         )
         monitors[gw] = Monitor(
             gw, Tracker(tracker_cfg), registry, publisher, Metrics(), clock=clock, wall=clock
@@ -201,14 +243,18 @@ async def run_chain(
         core=_CoreApi(),
         policy=PolicyStore(path=Path(policy.source), current=policy),
         store=store,
+        clock=clock,
     )
-    devices: dict[str, DeviceFacts] = {}
     decisions: dict[str, Timeline] = {d: [] for d in recording.addresses}
     shown: dict[str, str | None] = {}
     wakes: list[tuple[float, str]] = []  # (when, gateway): Publisher.run's timed wake-ups
     wake_at: dict[str, float] = {}
-    publish_at = math.inf  # the reflector's pending snapshot publish
-    published_at = -math.inf
+    # Each reflector's pending snapshot publish and its last (Reflector._schedule_publish).
+    publish_at = dict.fromkeys(REFLECTORS, math.inf)
+    published_at = dict.fromkeys(REFLECTORS, -math.inf)
+    lease_every = LeaseConfig().renew
+    lease_at = clock.now  # every monitor renews its Lease at start, then every `renew`
+    renewals = 0
     writer_at = clock.now + TICK  # the writer's TICK timeout
     monitor_at = clock.now + MONITOR_TICK
     functions = (
@@ -226,8 +272,13 @@ async def run_chain(
         )
     )
 
+    def schedule(now: float) -> None:
+        for name in objects.dirty:
+            if publish_at[name] == math.inf:
+                publish_at[name] = max(now, published_at[name] + PUBLISH_INTERVAL)
+        objects.dirty.clear()
+
     async def flush(gw: str, now: float) -> None:
-        nonlocal publish_at
         publisher = publishers[gw]
         publisher.take_wake()
         await publisher.flush()
@@ -237,28 +288,23 @@ async def run_chain(
         else:
             wake_at[gw] = at = now + max(PUBLISHER_MIN_WAIT, wake - now)
             heapq.heappush(wakes, (at, gw))
-        if objects.dirty and publish_at == math.inf:
-            publish_at = max(now, published_at + PUBLISH_INTERVAL)
+        schedule(now)
 
     def read_back() -> None:
-        nonlocal devices
-        devices = dict(devices)  # a new mapping: the writer finds changes by identity
-        for name in objects.dirty:
-            devices[name] = objects.facts(name)
-        objects.dirty.clear()
-        store.snapshot = store.snapshot.with_devices(devices)
+        # A new mapping each publish (devices_published): the writer finds changes by identity.
+        store.snapshot = store.snapshot.with_devices(dict(objects.index.merged))
 
     async def step_writer(now: float) -> None:
-        nonlocal writer_at, publish_at
+        nonlocal writer_at
         await writer.step(now)
         writer_at = now + TICK
-        for name in objects.dirty:
+        for name in objects.changed:
             node = objects.nearest.get(name, {}).get("node")
             if shown.get(name) != node:
                 shown[name] = node
                 decisions.setdefault(name, []).append((now - offset, node))
-        if objects.dirty and publish_at == math.inf:  # our own writes come back as events
-            publish_at = max(now, published_at + PUBLISH_INTERVAL)
+        objects.changed.clear()
+        schedule(now)  # our own writes come back as events
         if functions is not None:
             functions.step(now, store.snapshot.devices)
         if on_step is not None:
@@ -267,16 +313,23 @@ async def run_chain(
     async def advance(until: float) -> None:
         """Run every timed event (ticks, wake-ups, publishes) due before ``until``
         (adverts of the same instant go first, as the live source's timer did)."""
-        nonlocal monitor_at, publish_at, published_at
+        nonlocal monitor_at, lease_at, renewals
         while True:
             while wakes and wake_at.get(wakes[0][1]) != wakes[0][0]:
                 heapq.heappop(wakes)  # superseded by a later flush
             wake = wakes[0][0] if wakes else math.inf
-            now = min(monitor_at, wake, publish_at, writer_at)
+            publish = min(publish_at.values())
+            now = min(monitor_at, wake, publish, writer_at, lease_at)
             if now >= until:
                 return
             clock.now = now
-            if now == monitor_at:
+            if now == lease_at:
+                lease_at += lease_every
+                renewals += 1
+                for gw in recording.gateways:
+                    objects.renew_lease(gw, renewals)
+                schedule(now)
+            elif now == monitor_at:
                 monitor_at += MONITOR_TICK
                 for gw, m in monitors.items():
                     m.tick()
@@ -286,8 +339,10 @@ async def run_chain(
                 _, gw = heapq.heappop(wakes)
                 del wake_at[gw]
                 await flush(gw, now)
-            elif now == publish_at:
-                publish_at, published_at = math.inf, now
+            elif now == publish:
+                for name, at in publish_at.items():
+                    if at == now:
+                        publish_at[name], published_at[name] = math.inf, now
                 read_back()
                 await step_writer(now)  # the reflector's publish wakes the writer
             else:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -28,11 +30,14 @@ from cloud4iot.policy.loader import LoadedPolicy, load_policy
 from cloud4iot.policy.store import PolicyStore
 from cloud4iot.vocabulary import GATEWAY_LABEL
 from extender.controllers.nearest_writer import NearestWriter
-from extender.state.kube import Reflector, cluster_reflectors
-from extender.state.snapshot import DeviceFacts, NodeFacts
+from extender.state import kube
+from extender.state.devices import device_facts
+from extender.state.kube import ClusterReflectors, cluster_reflectors
+from extender.state.snapshot import NodeFacts
 from extender.state.store import StateStore
 from gateway_monitor.backoff import backoff_delays
 from gateway_monitor.cli import build_parser, settings_from_args
+from gateway_monitor.lease import LeaseRenewer
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.publisher import Publisher, PublishPlan
@@ -47,6 +52,7 @@ from tests.replay.virtual_loop import run_virtual
 
 POLICY = load_policy("policies/default.yaml")
 MINUTES = 10.0
+NAMESPACE = "cloud4iot-gateway"  # the monitors' (and their Leases') namespace
 TAIL = 5.0  # seconds run after the last advert, as replay's ChainConfig.tail
 SLACK = 0.01  # seconds: the same instants, but for float rounding on two clocks
 
@@ -67,13 +73,13 @@ def clip(rec: Recording, seconds: float) -> Recording:
 
 class _Apiserver:
     """What the extender would see: each gateway's GatewayReport (its whole list per
-    apply) as that gateway's entry in each Device it lists, status.nearest by the
-    writer. Each change reaches the extender's own Device reflector as a watch event
-    (its snapshot publishes, coalesced to one per 0.1 s, wake the writer)."""
+    apply) and Lease renewals, and status.nearest by the writer. Each write reaches the
+    extender's own reflector of that resource as a watch event (GatewayReports, the
+    gateways' Leases, Devices; each coalesces its snapshot publishes to one per 0.1 s,
+    each publish wakes the writer), as on a cluster."""
 
-    def __init__(self, reflector: Reflector[DeviceFacts], wall: Callable[[], float]) -> None:
-        self.reflector, self.wall = reflector, wall
-        self.sightings: dict[str, dict[str, dict[str, Any]]] = {}
+    def __init__(self, cluster: ClusterReflectors, wall: Callable[[], float]) -> None:
+        self.cluster, self.wall = cluster, wall
         self.nearest: dict[str, dict[str, Any]] = {}
         self.decisions: dict[str, Timeline] = {}
 
@@ -82,41 +88,44 @@ class _Apiserver:
     ) -> None:
         await asyncio.sleep(0)  # a round trip yields to the loop
         status = body.get("status") or {}
-        if plural == "gatewayreports":  # a gateway's whole report: its entry per device
-            node = name
-            listed = {
-                e["device"]: {"node": node, "rssi": e["rssi"], "lastSeen": e["lastSeen"]}
-                for e in status.get("sightings") or []
-            }
-            touched = {d for d, own in self.sightings.items() if node in own} | set(listed)
-            for device in touched:
-                own = self.sightings.setdefault(device, {})
-                if device in listed:
-                    own[node] = listed[device]
-                else:
-                    own.pop(node, None)
-            for device in sorted(touched):
-                self._event(device)
+        if plural == "gatewayreports":  # a gateway's whole report
+            obj = {"metadata": {"name": name, "resourceVersion": "1"}, "status": status}
+            self.cluster.reports._apply({"type": "MODIFIED", "object": obj}, "1")
             return
         if status.get("nearest") is None:
             self.nearest.pop(name, None)
         else:
             self.nearest[name] = dict(status["nearest"])
-        self._event(name)
-
-    def _event(self, name: str) -> None:
         node_now = self.nearest.get(name, {}).get("node")
         line = self.decisions.setdefault(name, [])
         if (line[-1][1] if line else None) != node_now:
             line.append((self.wall() - EPOCH, node_now))
-        obj: dict[str, Any] = {
-            "metadata": {"name": name, "resourceVersion": "1"},
-            "status": {"sightings": list(self.sightings.get(name, {}).values())},
-        }
-        if name in self.nearest:
-            obj["status"]["nearest"] = self.nearest[name]
         # The watch event the extender's Device reflector receives for this write.
-        self.reflector._apply({"type": "MODIFIED", "object": obj}, "1")
+        self.cluster.devices._apply({"type": "MODIFIED", "object": device_object(
+            name, self.nearest.get(name))}, "1")  # fmt: skip
+
+    # The Lease calls of the monitor's LeaseRenewer (CoordinationV1Api).
+    async def read_namespaced_lease(self, name: str, namespace: str) -> Any:
+        from kubernetes.aio.client.exceptions import ApiException
+
+        await asyncio.sleep(0)
+        raise ApiException(status=404, reason="Not Found")
+
+    async def create_namespaced_lease(self, namespace: str, body: Any) -> Any:
+        await asyncio.sleep(0)
+        assert self.cluster.leases is not None
+        self.cluster.leases._apply({"type": "MODIFIED", "object": body}, "1")
+        return SimpleNamespace(metadata=SimpleNamespace(resource_version="1"))
+
+    async def replace_namespaced_lease(self, name: str, namespace: str, body: Any) -> Any:
+        return await self.create_namespaced_lease(namespace, body)
+
+
+def device_object(name: str, nearest: dict[str, Any] | None) -> dict[str, Any]:
+    obj: dict[str, Any] = {"metadata": {"name": name, "resourceVersion": "1"}, "status": {}}
+    if nearest is not None:
+        obj["status"]["nearest"] = nearest
+    return obj
 
 
 class _Core:
@@ -132,15 +141,24 @@ class _Core:
 async def _live(rec: Recording, policy: LoadedPolicy, trace: Path) -> dict[str, Timeline]:
     loop = asyncio.get_running_loop()
     t0 = loop.time()  # the trace's second 0 (every source starts in this loop turn)
+    assert t0 == 0.0, "the reflectors' time.time() (the live fixture) assumes it"
 
     def wall() -> float:
         return EPOCH + loop.time() - t0
 
     store, changed = StateStore(), asyncio.Event()
-    cluster = cluster_reflectors(_Core(), _Core(), store, on_devices=changed.set)
-    reflector = cluster.devices
-    # Never listed here: the writes below are its watch events, so count both as synced.
-    cluster.devices.synced = cluster.reports.synced = True
+    cluster = cluster_reflectors(
+        _Core(), _Core(), store, on_devices=changed.set, coordination=_Core(),
+        gateway_namespace=NAMESPACE,
+    )  # fmt: skip
+    assert cluster.leases is not None
+    # Never listed here: the writes below are their watch events, so count them synced.
+    cluster.devices.synced = cluster.reports.synced = cluster.leases.synced = True
+    # The Devices exist before the monitors start (as listed at the extender's start).
+    for name in rec.addresses:
+        facts = device_facts(device_object(name, None), wall())
+        cluster.devices.facts[name] = facts
+        cluster.sightings.observe_device(name, None, facts)
     # The recording's gateways are labelled gateways (only their sightings count).
     cluster.sightings.set_nodes(
         {
@@ -148,7 +166,7 @@ async def _live(rec: Recording, policy: LoadedPolicy, trace: Path) -> dict[str, 
             for gw in rec.gateways
         }
     )
-    api = _Apiserver(reflector, wall)
+    api = _Apiserver(cluster, wall)
     tasks: list[asyncio.Task[None]] = []
     devices = [f"--device={d}={a}" for d, a in rec.addresses.items()]
     sources: list[ReplaySource] = []
@@ -163,8 +181,14 @@ async def _live(rec: Recording, policy: LoadedPolicy, trace: Path) -> dict[str, 
             speed=1.0,
         )  # fmt: skip
         registry = Registry()
+        lease = LeaseRenewer(api, gw, NAMESPACE, settings.lease, wall=wall)
         publisher = Publisher(
-            api, gw, PublishPlan(settings.publish), backoff=backoff_delays(), clock=loop.time
+            api,
+            gw,
+            PublishPlan(settings.publish),
+            backoff=backoff_delays(),
+            clock=loop.time,
+            liveness=partial(getattr, lease, "healthy"),  # as the monitor app wires it
         )
         monitor = Monitor(
             gw,
@@ -183,6 +207,7 @@ async def _live(rec: Recording, policy: LoadedPolicy, trace: Path) -> dict[str, 
                 m.tick()
 
         tasks += [
+            asyncio.create_task(lease.run()),
             asyncio.create_task(source.run(monitor.on_advert)),
             asyncio.create_task(publisher.run()),
             asyncio.create_task(tick()),
@@ -222,7 +247,14 @@ def recording() -> Recording:
 def live(recording: Recording, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Timeline]:
     trace = tmp_path_factory.mktemp("trace") / "empty.jsonl"  # for the monitor's flags
     trace.write_text("")
-    return run_virtual(_live(recording, POLICY, trace))
+    # The reflectors time what they see (a report's cap, a Lease renewal) by time.time():
+    # here, the virtual loop's wall (its second 0 is the trace's, see _live).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            kube, "time", SimpleNamespace(time=lambda: EPOCH + asyncio.get_running_loop().time())
+        )
+        decisions: dict[str, Timeline] = run_virtual(_live(recording, POLICY, trace))
+        return decisions
 
 
 def test_live_loops_and_replay_decide_the_same(
