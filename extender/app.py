@@ -90,7 +90,10 @@ def initial_state(settings: Settings) -> tuple[StateStore, Callable[[], float]]:
     if settings.state_path is None:
         # Standalone (no cluster): there will never be Devices to wait for.
         standalone = not settings.cluster_configured
-        return StateStore(snapshot=Snapshot(devices_synced=standalone)), time.time
+        # The pod watch (admission's room check) runs only beside an admission port.
+        pods_synced = standalone or settings.admission_port is None
+        snapshot = Snapshot(devices_synced=standalone, pods_synced=pods_synced)
+        return StateStore(snapshot=snapshot), time.time
     from extender.state.statefile import load_state
 
     snapshot, now = load_state(settings.state_path)
@@ -191,6 +194,8 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
         on_devices=device_changed.set,
         coordination=client.CoordinationV1Api(api),
         gateway_namespace=settings.gateway_namespace,
+        # Admission's room check reads what the pods on each node request.
+        pod_usage=settings.admission_port is not None,
     )
     watches = cluster.watches
     spawned = [tasks.spawn(r.run(), f"watch-{r.name}") for r in watches]

@@ -37,7 +37,9 @@ class Runtime:
     tables: TableCache = field(default_factory=TableCache)
     tls: CertReloader | None = None  # only when serving HTTPS
     admission_tls: CertReloader | None = None  # only with an admission port
+    # Admission's own (it runs in its own thread: extender/admission/server.py).
     admission_rng: random.Random = field(default_factory=random.Random)
+    admission_tables: TableCache = field(default_factory=TableCache)
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

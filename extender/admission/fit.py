@@ -7,10 +7,10 @@ node affinity), TaintToleration and NodeUnschedulable filters check them. Anythi
 this module does not understand raises `UnsupportedError`: the pod is then not narrowed
 at all, never narrowed wrongly.
 
-Resource fit is not checked here (the extender does not track requests); see
-narrow.py for how that risk is bounded. Constraints that depend on other pods or
-on volumes (required pod (anti-)affinity, DoNotSchedule topology spread, hostPorts,
-persistent volumes) are not evaluated either: they raise `UnsupportedError`.
+Resource fit is checked beside this, in extender/state/resources.py.
+Constraints that depend on other pods or on volumes (required pod
+(anti-)affinity, DoNotSchedule topology spread, hostPorts, persistent volumes)
+are not evaluated either: they raise `UnsupportedError`.
 """
 
 from __future__ import annotations

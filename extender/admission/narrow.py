@@ -13,8 +13,11 @@ the extender uses for the pod's verdict on every known node, and ANDs
 
 What is chosen: the nodes the extender would keep now (the proximity rule
 included), that kube-scheduler's label and taint filters would also admit
-(fit.py), best score first; ties at the cut are drawn at random so that pods of
-one class spread over equally good nodes instead of piling onto the same K.
+(fit.py) and that have room for the pod's requests as NodeResourcesFit counts
+it (extender/state/resources.py: allocatable minus what the pods bound or
+nominated there request, one more pod within `pods`), best score first;
+ties at the cut are drawn at random so that pods of one class spread over
+equally good nodes instead of piling onto the same K.
 
 What is not narrowed (the pod is admitted unchanged, and the scheduler and
 extender place it as before):
@@ -22,15 +25,16 @@ extender place it as before):
 - pods annotated `cloud4iot.io/narrowing: "off"`;
 - pods naming no class, or a class the policy lacks: nothing to rank them by;
 - while the extender's caches have not synced;
-- when no node is feasible now (a device nobody hears, everything overloaded):
-  the pod waits in the scheduler's queue and is retried on cluster events, which a
-  pin taken now would defeat;
+- when no node is feasible now (a device nobody hears, everything overloaded),
+  or no feasible node has room for its requests: the pod waits in the scheduler's
+  queue and is retried on cluster events, which a pin taken now would defeat;
 - constraints fit.py cannot evaluate exactly.
 
-Limits, by design: the pin is taken once. Resource requests are not checked (the
-extender does not track them), so if all K nodes are full the pod waits for one of
-them; K (32 by default) makes that unlikely, and the rebalancer's recreation of
-pods is what refreshes a stale pin. Running pods are unaffected
+Limits, by design: the pin is taken once, on the room known then: pods created in
+one burst all see the same free room (kube-scheduler's own assumed pods are not
+visible here), so the K nodes can fill before the pod is bound; K (32 by default)
+makes that unlikely, and the rebalancer's recreation of pods is what refreshes a
+stale pin. A node reporting no allocatable is not checked. Running pods are unaffected
 (IgnoredDuringExecution).
 """
 
@@ -53,6 +57,7 @@ from cloud4iot.vocabulary import (
 from extender.admission.fit import PodConstraints, UnsupportedError
 from extender.scoring import PodFacts, TableCache, evaluate
 from extender.state.pods import REQUIRED, required_terms
+from extender.state.resources import NO_USE, fits, pod_requests
 from extender.state.snapshot import Snapshot
 
 DEFAULT_CANDIDATES = 32
@@ -160,18 +165,29 @@ def decide(
         return Skipped("the pod names no function class", "no-class")
     if facts.function not in policy.spec.classes:
         return Skipped(f"function class {facts.function!r} is not in the policy", "unknown-class")
-    if not (snapshot.nodes_synced and snapshot.devices_synced):
-        return Skipped("the extender's node and device caches have not synced", "not-synced")
+    if not (snapshot.nodes_synced and snapshot.devices_synced and snapshot.pods_synced):
+        return Skipped("the extender's node, device and pod caches have not synced", "not-synced")
     if pinned_by_name(spec):
         return Skipped("the pod already selects nodes by metadata.name", "pinned")
     try:
         constraints = PodConstraints.from_spec(spec)
     except UnsupportedError as exc:
         return Skipped(f"constraint not evaluated here: {exc}", "unsupported")
-    nodes = snapshot.nodes
+    nodes, usage = snapshot.nodes, snapshot.usage
+    requests = pod_requests(spec)
+
+    def admits(name: str) -> bool:
+        node = nodes[name]
+        return constraints.admits(node) and fits(
+            requests, node.allocatable, usage.get(name, NO_USE)
+        )
+
     ranking, feasible = evaluate(facts, snapshot, policy, now, tables=tables).by_score()
-    chosen = choose(ranking, lambda n: constraints.admits(nodes[n]), k, rng)
+    chosen = choose(ranking, admits, k, rng)
     if not chosen:
+        if any(constraints.admits(nodes[n]) for _, group in ranking for n in group):
+            why = "no feasible node has room for the pod's requests now: left to the scheduler"
+            return Skipped(why, "no-room")
         why = "no node is feasible now: left to the scheduler's retries"
         return Skipped(why, "nothing-feasible")
     score = {n: s for s, group in ranking for n in group}

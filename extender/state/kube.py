@@ -33,6 +33,7 @@ from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL, VERSION
 from extender.state.devices import device_facts
 from extender.state.liveness import LeaseFacts, lease_facts
 from extender.state.reports import ReportFacts, SightingIndex, report_facts
+from extender.state.resources import PodUse, UsageIndex, pod_use
 from extender.state.snapshot import DeviceFacts, NodeFacts
 from extender.state.store import StateStore
 
@@ -330,12 +331,13 @@ class ClusterReflectors(NamedTuple):
     reports: Reflector[ReportFacts]
     sightings: SightingIndex
     leases: Reflector[LeaseFacts] | None  # None: no gateway namespace to watch
+    pods: Reflector[PodUse] | None = None  # None: no room check (no admission served)
 
     @property
     def watches(self) -> tuple[Reflector[Any], ...]:
         """Every reflector to run."""
-        both = (self.nodes, self.devices, self.reports)
-        return both if self.leases is None else (*both, self.leases)
+        found = (self.nodes, self.devices, self.reports, self.leases, self.pods)
+        return tuple(r for r in found if r is not None)
 
 
 def cluster_reflectors(
@@ -346,6 +348,7 @@ def cluster_reflectors(
     observe_devices: Callable[[str, DeviceFacts | None, DeviceFacts | None], None] | None = None,
     coordination: Any = None,  # kubernetes.aio CoordinationV1Api: the gateways' Leases
     gateway_namespace: str | None = None,
+    pod_usage: bool = False,
 ) -> ClusterReflectors:
     """Reflectors feeding `store`'s Snapshot with Nodes, and Devices with the sightings
     of the gateways' reports merged in (`SightingIndex`).
@@ -354,6 +357,9 @@ def cluster_reflectors(
     new snapshot; `observe_devices` sees each (merged) Device change as it arrives.
     The Devices count as synced once Devices, reports and (when watched) the gateways'
     Leases in `gateway_namespace` have listed.
+
+    With `pod_usage`, a pod watch (unfinished pods, as kube-scheduler's own) keeps
+    the snapshot's per-node `usage` for admission's room check (resources.py).
     """
     index = SightingIndex(observe=observe_devices)
     holder: list[Reflector[Any]] = []
@@ -405,7 +411,28 @@ def cluster_reflectors(
     holder += [nodes, devices, reports]
     if leases is not None:
         holder.append(leases)
-    return ClusterReflectors(nodes, devices, reports, index, leases)
+    pods: Reflector[PodUse] | None = None
+    if pod_usage:
+        usage = UsageIndex()
+
+        def usage_published(_: object) -> None:
+            store.snapshot = store.snapshot.with_usage(dict(usage.by_node), synced=True)
+
+        pods = Reflector(
+            "pods",
+            lambda **kw: core.list_pod_for_all_namespaces_without_preload_content(
+                field_selector=UNFINISHED_PODS, **kw
+            ),
+            pod_use,
+            usage_published,
+            key=namespaced_name,
+            observe=usage.observe,
+        )
+    return ClusterReflectors(nodes, devices, reports, index, leases, pods)
+
+
+# What kube-scheduler's pod informer lists: finished pods hold no room.
+UNFINISHED_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 
 
 async def report_health(store: StateStore, reflectors: Sequence[Reflector[Any]]) -> None:

@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cloud4iot.vocabulary import ARCH_LABEL, TIER_LABEL
+from extender.state.resources import NodeUse, amounts
 
 TIERS = ("gateway", "edge", "cloud")
 
@@ -32,6 +33,9 @@ class NodeFacts:
     # (key, value, effect) of NoSchedule/NoExecute taints, and spec.unschedulable.
     taints: tuple[tuple[str, str, str], ...] = ()
     unschedulable: bool = False
+    # status.allocatable in scheduler units (resources.py); None: the node reports
+    # none (or a malformed one), and admission does not check its room.
+    allocatable: Mapping[str, int] | None = None
 
     @classmethod
     def from_node(cls, node: Mapping[str, Any]) -> NodeFacts:
@@ -55,7 +59,18 @@ class NodeFacts:
             labels=labels,
             taints=_hard_taints(spec.get("taints")),
             unschedulable=spec.get("unschedulable") is True,
+            allocatable=_allocatable(node.get("status")),
         )
+
+
+def _allocatable(status: Any) -> Mapping[str, int] | None:
+    raw = status.get("allocatable") if isinstance(status, Mapping) else None
+    if not isinstance(raw, Mapping) or not raw:
+        return None
+    try:
+        return MappingProxyType(amounts(raw))
+    except ValueError:
+        return None
 
 
 _HARD_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
@@ -124,12 +139,19 @@ class Snapshot:
     devices_synced: bool = False
     # Time of the last successful Prometheus refresh (epoch seconds), None = never.
     load_refreshed_at: float | None = None
+    # What the pods bound or nominated to each node request (admission's room check);
+    # a node absent has none. pods_synced: False until the pod watch has listed.
+    usage: Mapping[str, NodeUse] = field(default_factory=dict)
+    pods_synced: bool = True
 
     def with_nodes(self, nodes: Mapping[str, NodeFacts], synced: bool = True) -> Snapshot:
         return replace(self, nodes=nodes, nodes_synced=synced)
 
     def with_devices(self, devices: Mapping[str, DeviceFacts], synced: bool = True) -> Snapshot:
         return replace(self, devices=devices, devices_synced=synced)
+
+    def with_usage(self, usage: Mapping[str, NodeUse], synced: bool = True) -> Snapshot:
+        return replace(self, usage=usage, pods_synced=synced)
 
     def with_load(self, load: Mapping[str, LoadSample], refreshed_at: float) -> Snapshot:
         return replace(self, load=load, load_refreshed_at=refreshed_at)

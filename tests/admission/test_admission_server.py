@@ -6,6 +6,9 @@ from __future__ import annotations
 import base64
 import gzip
 import ssl
+import threading
+import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -56,7 +59,7 @@ def parent() -> web.Application:
 
 @pytest.fixture
 async def client(aiohttp_client: ClientFactory, parent: web.Application) -> TestClient[Any, Any]:
-    return await aiohttp_client(_admission_app(parent))
+    return await aiohttp_client(_admission_app(parent[RUNTIME]))
 
 
 def review(obj: dict[str, Any] | None, operation: str = "CREATE", kind: str = "Pod") -> bytes:
@@ -213,7 +216,7 @@ async def test_a_compressed_bomb_is_not_inflated(aiohttp_client: ClientFactory) 
     # the 415 is answered without expanding 1 GiB within the 64 MiB body limit.
     parent = extender_app()
     assert parent[RUNTIME].settings.max_body_bytes == 64 * 1024 * 1024
-    client = await aiohttp_client(_admission_app(parent))
+    client = await aiohttp_client(_admission_app(parent[RUNTIME]))
     with memory_growth() as growth:
         status, doc = await admit(client, zero_bomb(1024), **{"Content-Encoding": "gzip"})
     assert status == 415
@@ -288,3 +291,40 @@ async def test_the_admission_listener_serves_only_admit_over_https(tmp_path: Pat
         with pytest.raises(aiohttp.ClientConnectorError) as closed:
             await session.post(admit_url, data=b"{}", ssl=trusted)
         assert not isinstance(closed.value, aiohttp.ClientSSLError)  # refused: closed on cleanup
+
+
+async def test_admission_is_answered_while_the_extender_loop_is_busy(tmp_path: Path) -> None:
+    """/admit has its own event loop: an admission does not wait for the extender's
+    loop (here held by a blocking call, as a long /filter would hold it)."""
+    certs = make_mtls_set(tmp_path / "pki")
+    port = free_port()
+    app = extender_app(
+        host="127.0.0.1",
+        admission_port=port,
+        admission_cert=certs.server.cert,
+        admission_key=certs.server.key,
+        candidates=2,
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    trusted = ssl.create_default_context(cafile=str(certs.ca.cert))
+    answered: list[int] = []
+
+    def post() -> None:
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{port}/admit",
+            data=review(pod()),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=trusted, timeout=20) as resp:
+            answered.append(resp.status)
+
+    client = threading.Thread(target=post)
+    try:
+        client.start()
+        time.sleep(5.0)  # noqa: ASYNC251 - the point: this loop is blocked meanwhile
+        assert answered == [200]  # answered before this loop ran again
+    finally:
+        client.join()
+        await runner.cleanup()
+    assert admissions(app, "narrowed") == 1

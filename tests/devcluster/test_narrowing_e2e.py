@@ -224,3 +224,46 @@ def test_pods_are_created_unpinned_when_the_webhook_cannot_answer(
         )
 
     assert until("the webhook back", pinned_again, timeout=30)
+
+
+def test_a_pod_is_pinned_only_to_nodes_with_room_for_its_requests(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    """The pin counts requests against allocatable as NodeResourcesFit does: a node
+    without room is left out even when the scorer ranks it, so the pod is never
+    pinned only to nodes it cannot fit while others fit."""
+    # gw-hospital (2 CPUs) gets a pod of 1.5 CPUs, bound by name (no scheduler).
+    filler = {
+        "metadata": {"name": "filler"},
+        "spec": {
+            "nodeName": "gw-hospital",
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "registry.invalid/filler:test",
+                    "resources": {"requests": {"cpu": "1500m", "memory": "64Mi"}},
+                }
+            ],
+        },
+    }
+    create_pod(kube_api, namespace, filler)
+    core = client.CoreV1Api(kube_api)
+    until(
+        "the filler running",
+        lambda: core.read_namespaced_pod("filler", namespace).status.phase == "Running",
+        timeout=60,
+    )
+    time.sleep(2.0)  # the extender's pod watch follows the same apiserver
+    anonymiser = {"cloud4iot.io/function": "anonymiser"}
+    # A gateway-only pod (arm64) of 1 CPU: gw-hospital has 0.5 left, gw-home has room.
+    on_gateways = pod("one-cpu", anonymiser, spec={"nodeSelector": {"kubernetes.io/arch": "arm64"}})
+    on_gateways["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "1"
+    admitted = create_pod(kube_api, namespace, on_gateways)
+    assert pins(admitted) == ["gw-home"]
+    assert bound_node(kube_api, namespace, "one-cpu") == "gw-home"
+    # 3 CPUs: no gateway has that much at all (2 allocatable); edge-1 (8) does.
+    big = pod("three-cpus", anonymiser)
+    big["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "3"
+    admitted = create_pod(kube_api, namespace, big)
+    assert pins(admitted) == ["edge-1"]
+    assert bound_node(kube_api, namespace, "three-cpus") == "edge-1"

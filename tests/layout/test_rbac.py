@@ -33,6 +33,11 @@ SCANNED = ("cloud4iot", "extender", "rebalancer")
 # functions also watch: the reflectors call them with watch=True after the list.
 EXTENDER_CALLS: dict[str, set[tuple[str, str, str]]] = {
     "list_node_without_preload_content": {("", "nodes", "list"), ("", "nodes", "watch")},
+    # admission's room check: what the pods on each node request
+    "list_pod_for_all_namespaces_without_preload_content": {
+        ("", "pods", "list"),
+        ("", "pods", "watch"),
+    },
     "patch_node": {("", "nodes", "patch")},  # the proximity-changed annotation
     "list_cluster_custom_object_without_preload_content": {
         (GROUP, PLURAL, "list"),
@@ -151,7 +156,8 @@ EXTENDER = Deployable(
     "extender",
     EXTENDER_CALLS,
     (NAMESPACE, Settings().lease_name),
-    frozenset({"secrets", "pods", "pods/eviction", "configmaps"}),
+    # pods: read only (list, watch), for admission's room check; see the test below.
+    frozenset({"secrets", "pods/eviction", "configmaps"}),
 )
 REBALANCER = Deployable(
     "rebalancer",
@@ -261,6 +267,11 @@ def test_no_wildcards_secrets_or_destructive_verbs(d: Deployable) -> None:
                 # Deployments anywhere, so this adds no reach
                 continue
             assert verb not in {"delete", "deletecollection", "escalate", "bind", "impersonate"}
+
+
+def test_the_extender_only_reads_pods() -> None:
+    pods = {v for _, r, v, _ in grants(one(EXTENDER, "ClusterRole")) if r.startswith("pods")}
+    assert pods == {"list", "watch"}
 
 
 def test_only_the_rebalancer_may_evict_and_it_never_writes_devices() -> None:
