@@ -288,6 +288,18 @@ async def measure(
         api_after = w.parse_samples(await api.text("/metrics"))
     if ext_url:
         run.notes.append(w.admission_note(ext_before, ext_after, api_before, api_after))
+        # How long each create waited for our /admit, as the apiserver timed it.
+        hook = w.histo(
+            api_before,
+            api_after,
+            "apiserver_admission_webhook_admission_duration_seconds",
+            type="admit",
+        )
+        if hook.count:
+            run.notes.append(
+                f"the apiserver waited for /admit {hook.mean_ms():.1f} ms on average"
+                f" ({hook.count:.0f} calls, {hook.seconds:.1f} s in all)"
+            )
     run.cpu_s = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
     if ext_url:
         name = "cloud4iot_extender_request_duration_seconds"
