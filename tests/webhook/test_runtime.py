@@ -35,7 +35,7 @@ def app_with(**settings: Any) -> web.Application:
 
 def test_the_admission_app_holds_the_parents_runtime() -> None:
     parent = app_with()
-    assert _admission_app(parent)[RUNTIME] is parent[RUNTIME]
+    assert _admission_app(parent[RUNTIME])[RUNTIME] is parent[RUNTIME]
 
 
 async def test_the_health_port_answers_from_the_same_runtime(aiohttp_client: ClientFactory) -> None:
