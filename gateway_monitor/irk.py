@@ -4,15 +4,24 @@ Bluetooth Core spec, Vol 3 Part H, 2.2.2: an RPA is ``prand(24 bits) || hash(24 
 with the two top bits of prand = 0b01, and ``hash = ah(IRK, prand)`` where
 ``ah(k, r) = AES-128(k, 0^104 || r) mod 2^24``.
 
-The venv has no AES library, and one block per (address, key) pair is all we need, so a
-small FIPS-197 encryptor lives here; results are cached per address, so each rotating
-address is resolved once, not per advert.
+One AES-128 block per (address, key) pair is all we need. The gateway image installs
+no AES library: `cryptography` (the extender's, for `cloud4iot certs`) ships no wheels
+for 32-bit ARM, one of the gateway image's platforms, and would need a Rust build there;
+so a small FIPS-197 encryptor lives here, checked against FIPS-197 appendix C.1 and the
+Core spec's sample data (tests/gateway_monitor/test_irk.py). Results are cached per
+address, so each rotating address is resolved once, not per advert; and the blocks
+computed are bounded per second (`max_blocks_per_second`), so a flood of random
+resolvable addresses costs the gateway a bounded share of a core, whatever it sends.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+
+# ~0.16 ms a block here in CPython: at most ~1/3 of a core on resolving, whatever is on air.
+MAX_BLOCKS_PER_SECOND = 2000
 
 
 def _xtime(b: int) -> int:
@@ -142,7 +151,13 @@ class Resolver:
     a false match needs a 24-bit hash collision either way.
     """
 
-    def __init__(self, keys: Iterable[tuple[str, bytes]] = (), cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        keys: Iterable[tuple[str, bytes]] = (),
+        cache_size: int = 4096,
+        max_blocks_per_second: float = MAX_BLOCKS_PER_SECOND,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         # Key schedules expanded once: resolving then costs one block per key and order.
         self._keys: list[tuple[str, list[bytes]]] = []
         for name, irk in keys:
@@ -150,6 +165,14 @@ class Resolver:
             self._keys.append((name, _expand_key(irk[::-1])))
         self._cache: OrderedDict[str, str | None] = OrderedDict()
         self._cache_size = cache_size
+        # A token bucket of AES blocks, one second deep (at least one address deep).
+        self._rate = max_blocks_per_second
+        self._depth = max(max_blocks_per_second, float(len(self._keys)))
+        self._clock = clock
+        self._tokens = self._depth
+        self._refilled = clock()
+        self.blocks = 0  # computed so far
+        self.deferred = 0  # addresses not resolved for want of budget (heard again: retried)
 
     def resolve(self, address: str) -> str | None:
         """The Device name whose IRK generated ``address``, or None."""
@@ -158,6 +181,16 @@ class Resolver:
         if address in self._cache:
             self._cache.move_to_end(address)
             return self._cache[address]
+        now = self._clock()
+        self._tokens = min(self._depth, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        if self._tokens < len(self._keys):
+            # Over budget (a flood of random addresses): unresolved this time and not
+            # cached, so a real device's next advert (several a second) is tried again.
+            self.deferred += 1
+            return None
+        self._tokens -= len(self._keys)
+        self.blocks += len(self._keys)
         raw = address_bytes(address)
         prand, hash_ = raw[:3], raw[3:]
         found = next(

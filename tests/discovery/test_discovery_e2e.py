@@ -33,6 +33,8 @@ from cloud4iot.vocabulary import (
 )
 from extender.cli import main as cloud4iot
 from gateway_monitor.discovery import CandidateBook, candidates_field_manager
+from gateway_monitor.irk import make_rpa, parse_irk
+from gateway_monitor.registry import Registry, parse_device
 from gateway_monitor.report import apply_report, report_body
 from tests.gateway_monitor.node_tokens import (
     NAMESPACE,
@@ -271,7 +273,20 @@ async def test_the_cap_holds_and_approve_mode_waits_for_the_verb(
     await asyncio.sleep(3)
     assert await deployments(apps, namespace) == {}  # nothing until approved
     kubeconfig = str(devcluster.kubeconfig)
-    assert cloud4iot(["devices", "approve", first, "--kubeconfig", kubeconfig]) == 0
+    irk = "EC0234A357C8AD05341010A60A397D9B"  # the Core spec's sample key
+    approve = ["devices", "approve", first, "--irk", irk, "--kubeconfig", kubeconfig]
+    assert (
+        cloud4iot(["devices", "approve", first, "--irk", "0badc0de", "--kubeconfig", kubeconfig])
+        == 1
+    )
+    assert cloud4iot(approve) == 0
+    # stored where the monitors read it: their registry follows the rotating address
+    spec = parse_device(await custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, first))
+    assert spec is not None
+    assert spec.irk == parse_irk(irk)
+    registry = Registry()
+    registry.replace_all([spec])
+    assert registry.lookup(make_rpa(spec.irk, b"\x01\x02\x03")) == first
     assert cloud4iot(["devices", "deny", second, "--kubeconfig", kubeconfig]) == 0
     await eventually(
         lambda: _has(deployments(apps, namespace), f"reader-{first}"),

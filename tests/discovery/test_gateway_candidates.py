@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloud4iot.deviceclass import parse_class
+from cloud4iot.deviceclass import device_name, parse_class
 from gateway_monitor.discovery import (
     CandidateBook,
     CandidateWriter,
@@ -13,6 +13,7 @@ from gateway_monitor.discovery import (
     Discovery,
     candidates_field_manager,
 )
+from gateway_monitor.irk import make_rpa, parse_irk
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.registry import DeviceSpec, Registry
@@ -144,3 +145,52 @@ async def test_a_flood_of_random_matching_addresses_stays_bounded() -> None:
     assert len(d.book.entries) == 64
     assert most <= 64
     assert len(api.calls) <= 31
+
+
+def rpa_classes(policy: str) -> ClassBook:
+    obj = {
+        "metadata": {"name": "hr-strap", "uid": "u"},
+        "spec": {
+            "discovery": {"serviceUUIDs": ["180D"], "resolvablePrivateAddresses": policy},
+            "arrivalRSSI": -70,
+            "functions": [],
+        },
+    }
+    return ClassBook({"hr-strap": parse_class(obj)})
+
+
+def test_rotating_addresses_through_the_monitor_ignored_candidates_or_resolved_by_irk() -> None:
+    """Issue 25 item 4 on the monitor's matching path: a class ignores resolvable private
+    addresses unless it allows them (then each is a candidate, one Device per address);
+    once a Device carries the device's IRK (`cloud4iot devices approve --irk`), its next
+    rotating addresses are that Device's sightings, never new candidates."""
+    irk = parse_irk("ec0234a357c8ad05341010a60a397d9b")
+    first = "70:81:94:0D:FB:AA"  # the Core spec's sample: prand 708194, hash 0dfbaa
+    rotated = make_rpa(irk, b"\x12\x34\x56")
+    stranger = make_rpa(bytes(16), b"\x65\x43\x21")
+
+    def rpa(address: str) -> Advert:
+        return Advert(address=address, rssi=-60, t=0.0, service_uuids=(HR,), address_type="random")
+
+    ignoring = Discovery(rpa_classes("ignore"), CandidateBook(), wall=lambda: 1000.0)
+    m, metrics, _ = monitor(ignoring)
+    for address in (first, rotated, stranger):
+        m.on_advert(rpa(address))
+    assert ignoring.book.entries == {}
+    assert count(metrics, "dropped") == 3
+    allowing = Discovery(rpa_classes("allow"), CandidateBook(), wall=lambda: 1000.0)
+    m, metrics, sink = monitor(allowing)
+    for address in (first, rotated):
+        m.on_advert(rpa(address))
+    assert sorted(allowing.book.entries) == sorted([first, rotated])  # one per address
+    # approved with its IRK: the Device (named after its first address) follows it
+    device = device_name("hr-strap", first)
+    m.registry.upsert(DeviceSpec(device, first, irk=irk))
+    fresh = CandidateBook()
+    allowing.book = fresh
+    for address in (first, rotated, make_rpa(irk, b"\x0a\x0b\x0c")):
+        m.on_advert(rpa(address))
+    m.on_advert(rpa(stranger))
+    assert set(sink.updates) == {device}  # tracked as the Device, nothing else
+    assert list(fresh.entries) == [stranger]  # only the other device is a candidate
+    assert count(metrics, "tracked") == 3

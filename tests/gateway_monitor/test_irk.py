@@ -44,3 +44,24 @@ def test_generated_rpas_resolve_to_their_own_key_only(irk: bytes, prand: bytes) 
     assert Resolver([("stranger", stranger)]).resolve(rpa) in (None, "stranger")
     # a 24-bit collision with a random key is ~1e-7: treat any match as a bug
     assert Resolver([("stranger", stranger)]).resolve(rpa) is None
+
+
+def test_a_flood_of_random_resolvable_addresses_costs_a_bounded_number_of_blocks() -> None:
+    now = [0.0]
+    keys = [(f"d{i}", os.urandom(16)) for i in range(9)] + [("band", SPEC_IRK)]
+    resolver = Resolver(keys, max_blocks_per_second=400, clock=lambda: now[0])
+    flood = [make_rpa(os.urandom(16), os.urandom(3)) for _ in range(10_000)]
+    for address in flood:  # all within one instant
+        assert resolver.resolve(address) is None
+    assert resolver.blocks <= 400  # 20 blocks an address (10 keys, two byte orders)
+    assert resolver.deferred >= 10_000 - 20
+    # the real device, heard while the flood has eaten the budget: deferred, not cached
+    assert resolver.resolve("70:81:94:0D:FB:AA") is None
+    now[0] += 0.05  # 20 blocks of budget back
+    assert resolver.resolve("70:81:94:0D:FB:AA") == "band"
+    # a second of flood costs at most a second of budget
+    before = resolver.blocks
+    for i, address in enumerate(flood):
+        now[0] = 0.05 + i / 10_000
+        resolver.resolve(address)
+    assert resolver.blocks - before <= 400 + 20
