@@ -36,6 +36,7 @@ BENCHES = (
     "omh-queue",
     "replay-speed",
     "nearest-knobs",
+    "hospital-sightings",
 )
 
 
@@ -229,6 +230,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.replay_speed import main as run
     elif args.script == "nearest-knobs":
         from bench.nearest_knobs import main as run
+    elif args.script == "hospital-sightings":
+        from bench.hospital_sightings import main as run
     else:
         from bench.noop_extender import main as run
     run(args.args, prog=f"python -m devcluster bench {args.script}")
