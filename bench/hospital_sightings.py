@@ -89,20 +89,17 @@ def topology(gws: list[hw.Gateway]) -> dict[str, Any]:
 
 
 def writes_by_resource(text: str) -> dict[str, tuple[float, float]]:
-    """resource[/subresource] -> (write requests, request body bytes) so far."""
-    samples = parse_samples(text)
+    """resource (its subresources included, as the body-size metric has no subresource
+    label) -> (write requests, request body bytes) so far."""
     out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
-    for (name, labels), value in samples.items():
+    for (name, labels), value in parse_samples(text).items():
         lab = dict(labels)
         if lab.get("verb", "").upper() not in WRITE_VERBS:
             continue
-        key = lab.get("resource", "?") + (
-            f"/{lab['subresource']}" if lab.get("subresource") else ""
-        )
         if name == "apiserver_request_total":
-            out[key][0] += value
-        elif name in ("apiserver_request_body_size_bytes_sum", "apiserver_request_body_sizes_sum"):
-            out[key][1] += value
+            out[lab.get("resource", "?")][0] += value
+        elif name == "apiserver_request_body_size_bytes_sum":
+            out[lab.get("resource", "?")][1] += value
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
@@ -568,9 +565,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     function(f"fn-{w.name}", w.name),
                     ok=(201, 409),
                 )
+            log("functions created; 30 s to place them")
             await asyncio.sleep(30)  # the functions placed, the first report burst over
             pids = process_pids(cluster)
             s0 = await snapshot(api, cluster, pids, watches, gates)
+            log(f"at rest for {args.rest:.0f}s")
             await asyncio.sleep(args.rest)
             s1 = await snapshot(api, cluster, pids, watches, gates)
             gates.walk_origin = time.monotonic()
@@ -584,6 +583,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     filter_sampler(cluster.extender_url, sample[0].name, nodes, filter_lat)
                 )
             )
+            log(f"walking for {args.walk:.0f}s")
             await asyncio.sleep(args.walk)
             s2 = await snapshot(api, cluster, pids, watches, gates)
             end = time.monotonic()
@@ -597,6 +597,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             fn_lag, fn_missing = lags(
                 [m for m in moves if m.device in sampled], fn_seen, gates.walk_origin, end
             )
+            log("checks")
+            result["nearest_lags"] = near_lag
+            result["function_lags"] = fn_lag
             result["nearest_lag"] = summary(near_lag) | {"missing": near_missing}
             result["function_lag"] = summary(fn_lag) | {"missing": fn_missing}
             result["filter_ms"] = summary([x * 1000 for x in filter_lat])

@@ -61,6 +61,13 @@ class PublishConfig:
     # device walking away or closer), an arrival and a departure go out at once.
     urgent_step: int = 6
     coalesce: float = 10.0
+    # With our Lease renewed, two writes of the report are at least this far apart,
+    # whatever is due (arrivals, departures, urgent steps wait for it): one write per
+    # gateway carries them all. A gateway hears ~150 noisy entries (its own 50 wearables
+    # and its neighbours'); some entry's noise crosses `urgent_step` nearly every second,
+    # so without this bound a gateway wrote ~60 times a minute at rest (issue 23 item 2,
+    # docs/gateway-writes.md "Hospital scale").
+    report_interval: float = 2.0
     adopt_grace: float = 30.0  # keep an entry found at start-up this long before removing
     max_rate: float = 20.0  # applies per second for the whole gateway (protects the apiserver)
 
@@ -73,10 +80,11 @@ class PublishConfig:
             or self.step < 1
             or self.urgent_step < self.step
             or self.coalesce < 0
+            or self.report_interval < 0
         ):
             raise ValueError(
                 "publish settings: min_interval >= 0, heartbeats, max_rate > 0, step >= 1,"
-                " urgent_step >= step, coalesce >= 0"
+                " urgent_step >= step, coalesce >= 0, report_interval >= 0"
             )
 
 
@@ -218,6 +226,8 @@ class PublishPlan:
         allowed = entry.retry_at
         if entry.last_publish is not None:
             allowed = max(allowed, entry.last_publish + self.config.min_interval)
+        if self.live:
+            allowed = max(allowed, self.last_write + self.config.report_interval)
         return allowed
 
     def due(self, now: float) -> list[tuple[str, Reason]]:
@@ -280,6 +290,10 @@ class PublishPlan:
             elif entry.desired is not None:
                 self.sent(device, entry.desired, now)
             # else: an adopted entry kept through its grace, unchanged
+        if self.live:  # every entry waits for report_interval after this write
+            for device in list(self.entries):
+                self._update(device)
+            self._soonest = None
 
     def present(self) -> list[str]:
         """Devices whose entry may exist on the server (for removal at shutdown)."""

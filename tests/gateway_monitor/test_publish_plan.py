@@ -206,12 +206,62 @@ def test_with_a_live_lease_noise_waits_for_the_gateways_next_write_and_a_walk_do
     assert plan.due(9.99) == []
     assert plan.next_wakeup(3.0) == 10.0
     assert sorted(write(plan, 10.0)) == [("a", Reason.STEP), ("b", Reason.STEP)]
-    # an urgent step (6 dB: walking) goes out at once (after min_interval)
+    # an urgent step (6 dB: walking) goes out as soon as report_interval (2 s) allows
     plan.want("a", Sighting(-69, 11.5))
-    assert write(plan, 11.5) == [("a", Reason.STEP)]
+    assert plan.due(11.99) == []
+    assert write(plan, 12.0) == [("a", Reason.STEP)]
     # at rest nothing is due for the lease heartbeat (5 min), then one refresh
-    assert plan.due(11.5 + 299) == []
-    assert sorted(write(plan, 311.5)) == [("a", Reason.HEARTBEAT), ("b", Reason.HEARTBEAT)]
+    assert plan.due(12.0 + 299) == []
+    assert sorted(write(plan, 312.0)) == [("a", Reason.HEARTBEAT), ("b", Reason.HEARTBEAT)]
+
+
+def test_with_a_live_lease_report_writes_are_report_interval_apart_whatever_is_due() -> None:
+    """Arrivals, departures and urgent steps of many devices: one write per 2 s at most
+    (issue 23 item 2: ~150 noisy entries per gateway made one nearly every second)."""
+    plan = PublishPlan(PublishConfig(min_interval=1.0, report_interval=2.0))
+    plan.set_live(True)
+    plan.want("a", Sighting(-60, 0.0))
+    assert write(plan, 0.0) == [("a", Reason.ARRIVAL)]
+    plan.want("b", Sighting(-60, 0.5))  # an arrival
+    plan.want("a", Sighting(-75, 0.5))  # an urgent step
+    assert plan.due(1.5) == []
+    assert plan.next_wakeup(0.5) == 2.0
+    assert sorted(write(plan, 2.0)) == [("a", Reason.STEP), ("b", Reason.ARRIVAL)]
+    plan.want("b", None)  # a departure waits too
+    assert plan.due(3.9) == []
+    assert write(plan, 4.0) == [("b", Reason.DEPARTURE)]
+    # Without a live Lease (readers age entries on lastSeen): only min_interval per device.
+    plan.set_live(False)
+    plan.want("a", Sighting(-60, 4.5))  # written with the departure at 4.0
+    assert write(plan, 5.0) == [("a", Reason.STEP)]  # min_interval, not report_interval
+
+
+def test_noise_of_150_entries_at_rest_is_at_most_30_writes_a_minute() -> None:
+    """One gateway hearing 150 stationary wearables (4 dB noise, 10 % loss, one advert a
+    second each) through the real tracker: the report is written at most every
+    report_interval; without the bound nearly every second."""
+
+    def writes_per_minute(cfg: PublishConfig) -> float:
+        rng = random.Random(4)
+        tracker, plan = Tracker(), PublishPlan(cfg)
+        plan.set_live(True)
+        means = [rng.uniform(-74.0, -50.0) for _ in range(150)]
+        writes, seconds = 0, 300
+        for tick in range(seconds * 10):
+            now = tick / 10
+            for i in range(tick % 10, 150, 10):
+                if rng.random() < 0.1:
+                    continue
+                state = tracker.observe(str(i), round(means[i] + rng.gauss(0, 4)), now).state
+                if state.present and state.rssi is not None:
+                    plan.want(str(i), Sighting(state.rssi, now))
+            if plan.due(now):
+                plan.sent_report(plan.report(now), now)
+                writes += 1
+        return writes / (seconds / 60)
+
+    assert writes_per_minute(PublishConfig()) <= 30.5
+    assert writes_per_minute(PublishConfig(report_interval=0.0)) > 45
 
 
 def test_without_a_live_lease_every_step_and_the_10s_heartbeat_as_before() -> None:
