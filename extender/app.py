@@ -176,7 +176,8 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
     from kubernetes.aio import client
 
     from cloud4iot.kubeclient import api_client
-    from extender.controllers.discovery import DiscoveryController, discovery_reflectors
+    from cloud4iot.reload_events import PodRef, report_refusals
+    from extender.controllers.discovery import COMPONENT, DiscoveryController, discovery_reflectors
     from extender.controllers.nearest_writer import NearestWriter
     from extender.controllers.reports import ReportKeeper
     from extender.controllers.run import run_under_lease
@@ -200,6 +201,11 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
     watches = cluster.watches
     spawned = [tasks.spawn(r.run(), f"watch-{r.name}") for r in watches]
     spawned.append(tasks.spawn(report_health(store, watches), "kube-health"))
+    if (pod := PodRef.from_env()) is not None:
+        refusals = report_refusals(
+            core, rt.policy, pod, COMPONENT, settings.policy_poll_interval, time.time
+        )
+        spawned.append(tasks.spawn(refusals, "policy-events"))
     if settings.leader_election:
         writer = NearestWriter(custom=custom, core=core, policy=rt.policy, store=store)
         keeper = ReportKeeper(custom=custom, store=store, reports=cluster.reports)

@@ -25,6 +25,7 @@ from extender.state.kube import Reflector, namespaced_name
 from extender.state.snapshot import Snapshot
 from extender.state.store import StateStore
 from rebalancer.actor import Rebalancer
+from rebalancer.evictor import COMPONENT
 from rebalancer.metrics import RebalancerMetrics
 from rebalancer.settings import RebalancerSettings
 from rebalancer.workloads import DeploymentRecord, PodRecord, replicaset_owner
@@ -98,6 +99,7 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
     from kubernetes.aio import client
 
     from cloud4iot.kubeclient import api_client
+    from cloud4iot.reload_events import PodRef, report_refusals
     from extender.controllers.election import default_identity
     from extender.controllers.run import run_under_lease
     from extender.state.kube import cluster_reflectors, report_health
@@ -138,6 +140,11 @@ async def _cluster(app: web.Application) -> AsyncIterator[None]:
         rt.metrics.source_up.labels(source).set_function(rt.store.up(source))
     spawned = [rt.tasks.spawn(r.run(), f"watch-{r.name}") for r in reflectors]
     spawned.append(rt.tasks.spawn(report_health(rt.store, reflectors), "kube-health"))
+    if (pod := PodRef.from_env()) is not None:
+        refusals = report_refusals(
+            core, rt.policy, pod, COMPONENT, settings.policy_poll_interval, time.time
+        )
+        spawned.append(rt.tasks.spawn(refusals, "policy-events"))
     leader = rt.metrics.leader
     spawned.append(
         rt.tasks.spawn(

@@ -181,6 +181,8 @@ class Install:
                 env[e["name"]] = e["value"]
             elif e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace":
                 env[e["name"]] = doc["metadata"]["namespace"]
+            elif e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name":
+                env[e["name"]] = name  # no Pod object here: uid stays unset
         env.update(extra_env or {})
         args = []
         for a in container.get("args", []):

@@ -56,7 +56,7 @@ def laughs(levels: int, width: int = 10, then: str = "") -> str:
 SEVEN_LEVELS = laughs(7)  # 10**7 strings from 0.6 KB of aliases
 THREE_KB = laughs(9, width=64)  # 64**9 strings
 FIRST_RUNG = GOOD.splitlines().index("spec:") + 2  # 1-based line of `lol: &l0 lol`
-CAP = 5.0  # seconds: a refusal slower than this is broken, not slow
+CAP = 5.0  # CPU seconds (not wall: a loaded CI stretches that): slower is broken, not slow
 
 
 @pytest.mark.timeout(20)  # the unbounded loader took 12 s and 2.2 GB on 7 levels
@@ -66,10 +66,10 @@ def test_an_alias_bomb_is_refused_at_once_with_its_line(text):
     assert len(SEVEN_LEVELS.encode()) - len(GOOD.encode()) < 700
     assert text.splitlines()[FIRST_RUNG - 1] == "  lol: &l0 lol"
     with memory_growth() as growth:
-        start = time.perf_counter()
+        start = time.process_time()
         with pytest.raises(PolicyError) as info:
             parse_policy(text, "bomb.yaml")
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
     [problem] = info.value.problems
     assert problem.file == "bomb.yaml"
     assert f"aliases expand the policy past {MAX_NODES} nodes" in problem.message
@@ -86,9 +86,9 @@ def test_check_policy_on_a_7_level_bomb_names_the_first_alias_past_the_budget(tm
     bomb = tmp_path / "lol.yaml"
     bomb.write_text(SEVEN_LEVELS)
     with memory_growth() as growth:
-        start = time.perf_counter()
+        start = time.process_time()
         code = main(["check-policy", str(bomb)])
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
@@ -106,9 +106,9 @@ def test_the_service_refuses_to_start_on_a_bomb(tmp_path, capsys):
     bomb = tmp_path / "lol.yaml"
     bomb.write_text(SEVEN_LEVELS)
     with memory_growth() as growth:
-        start = time.perf_counter()
+        start = time.process_time()
         assert extender_main(["--policy", str(bomb), "--port", "0"]) == 2
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
     err = capsys.readouterr().err
     assert f"aliases expand the policy past {MAX_NODES} nodes" in err
     assert "alias bomb" in err
@@ -148,8 +148,8 @@ async def test_a_bomb_on_reload_keeps_the_last_good_policy_and_filter_answering(
     answered: list[float] = []
     with memory_growth() as growth:
         path.write_text(SEVEN_LEVELS)
-        deadline = time.perf_counter() + HELD + CAP
-        while store.last_error is None and time.perf_counter() < deadline:
+        deadline = time.process_time() + HELD + CAP
+        while store.last_error is None and time.process_time() < deadline:
             assert (await client.post("/filter", data=body)).status == 200
             answered.append(time.monotonic())
             await asyncio.sleep(0.005)
@@ -205,10 +205,10 @@ DEEP = f"nested more than {MAX_DEPTH} levels deep"
 )
 def test_shapes_that_would_crash_or_exhaust_the_loader_are_problems(text, line, field, message):
     with memory_growth() as growth:
-        start = time.perf_counter()
+        start = time.process_time()
         with pytest.raises(PolicyError) as info:
             parse_policy(text, "p.yaml")
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
     # Reaching the node budget takes ~0.4 s here, a deep flow line ~0.15 s (BENCHMARKS.md).
     assert elapsed < CAP, f"{elapsed:.2f}s"
     assert growth.peak_over_start < 30, f"peak RSS +{growth.peak_over_start:.0f} MiB"
