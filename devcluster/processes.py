@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,11 +20,29 @@ from pathlib import Path
 MARKER_ENV = "CLOUD4IOT_DEVCLUSTER"
 
 
+# Listening ports are picked below Linux's ephemeral range (32768-60999 by default):
+# a port the kernel gave us with bind(0) is from that range, and between our check
+# and the server's own bind any outgoing connection (a client of the apiserver, a
+# watch) may take it as its local port: "address already in use" in a loaded run.
+PORTS = range(20000, 32768)
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
+    """A port free now, below the ephemeral range, not given before by this process."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.choice(PORTS)
+        if port in _given:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
         return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1} after 200 tries")
 
 
 def start_detached(

@@ -37,3 +37,17 @@ def test_marker_finds_only_this_clusters_processes(tmp_path: Path) -> None:
     finally:
         stop_processes([pid_ours, pid_theirs])
     assert not is_alive(pid_theirs)
+
+
+def test_free_ports_are_below_the_ephemeral_range_bindable_and_never_given_twice() -> None:
+    import socket
+
+    from devcluster.processes import PORTS, free_port
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert len(set(ports)) == 50  # a port handed to one server is not handed to the next
+    assert all(PORTS.start <= p < min(PORTS.stop, low) for p in ports)  # no outgoing
+    # connection's local port can take it between the check and the server's bind
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", ports[-1]))

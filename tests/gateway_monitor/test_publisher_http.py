@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from aiohttp import web
 from kubernetes.aio.client import CustomObjectsApi
 from kubernetes.aio.config import new_client_from_config
 
+from devcluster.processes import free_port
 from gateway_monitor.publisher import PublishConfig, Publisher, PublishPlan, Sighting
 from tests.waiting import eventually
 
@@ -58,12 +58,6 @@ class FakeApiserver:
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -29,6 +28,7 @@ from kubernetes.aio.config import new_client_from_config
 
 from bench import synthetic_traces
 from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL, VERSION, gateway_field_manager
+from devcluster.processes import free_port
 from gateway_monitor import traces
 from gateway_monitor.app import running
 from gateway_monitor.publisher import PublishConfig
@@ -273,9 +273,3 @@ async def test_console_script_publishes_and_removes_its_entry_on_sigterm(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
