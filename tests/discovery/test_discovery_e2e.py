@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +25,7 @@ from kubernetes.aio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config import load_kube_config
 
-from cloud4iot.deviceclass import CLASS_PLURAL, device_name
+from cloud4iot.deviceclass import CLASS_PLURAL, device_name, parse_class
 from cloud4iot.devices import APPLY_PATCH, GROUP, PLURAL, REPORT_PLURAL, VERSION
 from cloud4iot.vocabulary import (
     APPROVAL_LABEL,
@@ -32,10 +34,20 @@ from cloud4iot.vocabulary import (
     DISCOVERY_PARKED_ANNOTATION,
 )
 from extender.cli import main as cloud4iot
-from gateway_monitor.discovery import CandidateBook, candidates_field_manager
+from gateway_monitor.discovery import (
+    CandidateBook,
+    CandidateWriter,
+    ClassBook,
+    Discovery,
+    candidates_field_manager,
+)
 from gateway_monitor.irk import make_rpa, parse_irk
+from gateway_monitor.metrics import Metrics
+from gateway_monitor.monitor import Monitor
 from gateway_monitor.registry import Registry, parse_device
 from gateway_monitor.report import apply_report, report_body
+from gateway_monitor.scanner import Advert
+from gateway_monitor.tracker import Tracker
 from tests.gateway_monitor.node_tokens import (
     NAMESPACE,
     bearer_client,
@@ -454,6 +466,97 @@ async def test_the_class_schema_refuses_a_bad_when_away_or_an_away_after_past_fo
             await custom.create_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, body)
         assert refused.value.status == 422
         assert says in refused.value.body
+
+
+async def apiserver_writes(admin: ApiClient) -> dict[tuple[str, str], float]:
+    """The apiserver's own count of writes, per (resource[/subresource], verb)."""
+    method, url, headers, body, post = await admin.param_serialize(
+        "GET", "/metrics", auth_settings=["BearerToken"]
+    )
+    resp = await admin.call_api(method, url, headers, body, post, _preload_content=False)
+    raw = await resp.read()
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    out: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if labels.get("verb") not in ("POST", "PATCH", "PUT", "DELETE", "APPLY"):
+            continue
+        sub = labels.get("subresource", "")
+        key = (labels["resource"] + (f"/{sub}" if sub else ""), labels["verb"])
+        out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def test_a_flood_of_random_matching_addresses_stays_within_the_cap_and_writes_little(
+    admin: ApiClient, hospital: CustomObjectsApi, make_class: Any, namespace: str
+) -> None:
+    """Issue 25, Verify: 10,000 random addresses matching a class, heard by one gateway
+    over 20 s (500 adverts a second) through the monitor's matching path and its
+    candidate writer (node-bound token): the class's cap holds and the apiserver sees a
+    bounded number of writes (its own apiserver_request_total, before and after).
+    BENCHMARKS.md, "Discovery flood", records one run."""
+    custom = CustomObjectsApi(admin)
+    cls = await make_class(namespace, maxDevices=5, forgetAfter="10m")
+    book = ClassBook()
+    await eventually(lambda: _class_in(custom, book, cls), what="the class")
+    discovery = Discovery(book, CandidateBook())
+    registry, metrics = Registry(), Metrics()
+    registry.replace_all([])
+    sink = _NoSink()
+    mon = Monitor(
+        HOSPITAL, Tracker(), registry, sink, metrics, clock=time.monotonic, discovery=discovery
+    )
+    writer = CandidateWriter(hospital, HOSPITAL, discovery.book, backoff=lambda n: 1.0)
+    before = await apiserver_writes(admin)
+    task = asyncio.create_task(writer.run())
+    rng = random.Random(25)
+    started = time.monotonic()
+    try:
+        for second in range(20):
+            for _ in range(500):
+                address = ":".join(f"{rng.randrange(256):02X}" for _ in range(6))
+                mon.on_advert(Advert(address, rng.randrange(-69, -40), 0.0, service_uuids=(HR,)))
+            await asyncio.sleep(max(0.0, started + second + 1 - time.monotonic()))
+        await eventually(
+            lambda: _count(devices_of(custom, cls), 5), within=20, what="the cap reached"
+        )
+        await asyncio.sleep(4.0)  # more passes with 64 candidates listed
+    finally:
+        task.cancel()
+    elapsed = time.monotonic() - started
+    after = await apiserver_writes(admin)
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    delta = {k: v for k, v in delta.items() if v}
+    made = await devices_of(custom, cls)
+    print(
+        f"\nflood: {len(made)} Devices, gateway writes {writer.writes}, "
+        f"{elapsed:.0f}s, apiserver writes {sorted(delta.items())}"
+    )
+    assert len(made) == 5  # the cap
+    assert len(discovery.book.entries) == 64  # the gateway's list: bounded, strongest kept
+    assert writer.writes <= elapsed / writer.min_interval + 1
+    assert delta.get(("devices", "POST"), 0) <= 5
+    assert delta.get(("deployments", "POST"), 0) == 0  # none heard as a Device: no functions
+    # everything else written meanwhile: the reports (both monitors' heartbeats and this
+    # writer), Leases, the Events of five Devices: tens, not thousands
+    assert sum(delta.values()) < 200
+
+
+class _NoSink:
+    def update(self, device: str, sighting: Any) -> None:
+        raise AssertionError(f"a flood address was tracked: {device}")
+
+    def adopt(self, device: str, sighting: Any) -> None: ...
+
+    def forget(self, device: str) -> None: ...
+
+
+async def _class_in(custom: CustomObjectsApi, book: ClassBook, name: str) -> bool:
+    obj = await custom.get_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, name)
+    book.classes = {name: parse_class(obj)}
+    return True
 
 
 async def _none(core: CoreV1Api, namespace: str, device: str) -> bool:
