@@ -235,6 +235,7 @@ async def run_chain(
         monitors[gw] = Monitor(
             gw, Tracker(tracker_cfg), registry, publisher, Metrics(), clock=clock, wall=clock
         )
+        publisher.plan.set_live(True)  # as its first flush would (its Lease renews)
         publishers[gw] = publisher
         registry.replace_all(specs)
     store = StateStore()
@@ -281,14 +282,19 @@ async def run_chain(
     async def flush(gw: str, now: float) -> None:
         publisher = publishers[gw]
         publisher.take_wake()
-        await publisher.flush()
-        wake = publisher.plan.next_wakeup(now)
+        plan = publisher.plan
+        wake = plan.next_wakeup(now)
+        if wake is not None and wake <= now:  # else its flush would send nothing
+            await publisher.flush()
+            wake = plan.next_wakeup(now)
+            schedule(now)
         if wake is None:
             wake_at.pop(gw, None)
         else:
-            wake_at[gw] = at = now + max(PUBLISHER_MIN_WAIT, wake - now)
-            heapq.heappush(wakes, (at, gw))
-        schedule(now)
+            at = now + max(PUBLISHER_MIN_WAIT, wake - now)
+            if wake_at.get(gw) != at:  # an unchanged wake-up is in the heap already
+                wake_at[gw] = at
+                heapq.heappush(wakes, (at, gw))
 
     def read_back() -> None:
         # A new mapping each publish (devices_published): the writer finds changes by identity.

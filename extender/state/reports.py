@@ -149,10 +149,21 @@ class SightingIndex:
             self.reports[node] = new
         if node not in self.gateways:
             return  # never counted, so nothing to change
-        touched = set(old.sightings if old else ()) | set(new.sightings if new else ())
-        for device in touched:
+        before = old.sightings if old else {}
+        after = new.sightings if new else {}
+        alive = self.alive_at.get(node)
+        for device in before.keys() | after.keys():
+            sighting = after.get(device)
+            if sighting is not None and sighting == before.get(device):
+                # A whole-report write changes few of its entries: an unchanged one is
+                # skipped unless its freshness moved (the Lease went meanwhile).
+                held = self.by_device.get(device, {}).get(node)
+                seen = sighting.last_seen
+                if held is not None and held.last_seen == (
+                    seen if alive is None or alive <= seen else alive
+                ):
+                    continue
             heard = self.by_device.setdefault(device, {})
-            sighting = new.sightings.get(device) if new else None
             if sighting is None:
                 heard.pop(node, None)
                 if not heard:
