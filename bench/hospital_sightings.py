@@ -54,6 +54,7 @@ from bench.kube_raw import Api, gather_limited
 from bench.sched_workload import SHAPE, parse_samples
 from bench.scheduler_throughput import cpu_now, process_pids
 from cloud4iot.devices import APPLY_PATCH, GROUP, REPORT_PLURAL, VERSION
+from cloud4iot.policy.loader import load_policy
 from devcluster.cluster import GATEWAY_NAMESPACE, Devcluster
 from gateway_monitor.backoff import backoff_delays
 from gateway_monitor.lease import LeaseRenewer, lease_body
@@ -603,7 +604,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             result["nearest_lag"] = summary(near_lag) | {"missing": near_missing}
             result["function_lag"] = summary(fn_lag) | {"missing": fn_missing}
             result["filter_ms"] = summary([x * 1000 for x in filter_lat])
-            result["evidence_s"] = hw.evidence_time(12.0, 3.0)
+            rules = load_policy(cluster.policy).policy.spec.nearest
+            result["evidence_s"] = hw.evidence_time(rules.switch_cost_db_s, rules.deadband_db)
             # Checks.
             devices = (await api.call("GET", DEVICES))["items"]
             decided = sum(

@@ -37,6 +37,7 @@ BENCHES = (
     "replay-speed",
     "nearest-knobs",
     "hospital-sightings",
+    "hospital-chain-lag",
 )
 
 
@@ -230,6 +231,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.replay_speed import main as run
     elif args.script == "nearest-knobs":
         from bench.nearest_knobs import main as run
+    elif args.script == "hospital-chain-lag":
+        from bench.hospital_chain_lag import main as run
     elif args.script == "hospital-sightings":
         from bench.hospital_sightings import main as run
     else:
