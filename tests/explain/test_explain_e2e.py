@@ -20,15 +20,15 @@ from kubernetes import client
 
 from devcluster import kube
 from devcluster.cluster import Devcluster
+from tests.cluster_world import nearest_of, until
 from tests.install.render import kubectl
 from tests.rebalancer.rebalancer_e2e_helpers import (
     Radio,
     fast_rebalancing,
     function_deployment,
     only_pod,
-    until,
 )
-from tests.state.cluster_helpers import create_device, device_status
+from tests.state.cluster_helpers import create_device
 
 pytestmark = pytest.mark.cluster
 BIN = Path(sys.executable).parent
@@ -221,8 +221,7 @@ def test_a_moved_pod_is_explained_with_its_history(devcluster, kube_api, namespa
         device = f"dev-{uuid.uuid4().hex[:8]}"
         create_device(kube_api, device, f"C0:FF:EE:{uuid.uuid4().hex[:2]}:00:02".upper())
         radio.set(device, "gw-home", -55)
-        nearest = lambda: (device_status(kube_api, device).get("nearest") or {}).get("node")  # noqa: E731
-        until("gw-home nearest", lambda: nearest() == "gw-home")
+        until("gw-home nearest", lambda: nearest_of(kube_api, device) == "gw-home")
         kube.create_deployment(
             kube_api, namespace, function_deployment("reader", "mhealth-consolidator", device)
         )

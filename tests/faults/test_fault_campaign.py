@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
 import time
-import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,28 +30,15 @@ from kubernetes import client
 from devcluster import kube
 from devcluster.cluster import Devcluster
 from devcluster.processes import is_alive
+from tests.cluster_world import nearest_of, placement, scrape, until
 from tests.devcluster.e2e_workloads import deployment
 from tests.rebalancer.rebalancer_e2e_helpers import Radio, function_deployment, readyz
-from tests.state.cluster_helpers import create_device, device_status, restart_apiserver
+from tests.state.cluster_helpers import create_device, restart_apiserver
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")
 PATIENTS = {"gw-home": ["pa", "pb"], "gw-hospital": ["pc"]}
 FORBIDDEN = {"mhealth-consolidator": {"cloud-1", "cloud-2"}, "anonymiser": {"cloud-1", "cloud-2"}}
-
-
-def until(what: str, probe: Callable[[], T | None], timeout: float = 120.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = probe()
-        except Exception:  # the apiserver may be down: that is the point
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def rss_kib(pid: int) -> int:
@@ -78,11 +63,7 @@ class World:
 
     def placement(self) -> dict[str, tuple[str, str]]:
         """Running pods: name -> (uid, node)."""
-        return {
-            name: (p.metadata.uid, kube.node_of(p))
-            for name, p in self.pods().items()
-            if kube.is_bound(p)
-        }
+        return placement(self.api, self.namespace)
 
     def with_created(
         self, before: dict[str, tuple[str, str]], deployment: str, replicas: int
@@ -110,7 +91,7 @@ class World:
             function = (pod.metadata.annotations or {}).get("cloud4iot.io/function")
             assert kube.node_of(pod) not in FORBIDDEN.get(function or "", set()), pod.metadata.name
         for device, gateway in self.devices.items():
-            nearest = (device_status(self.api, device).get("nearest") or {}).get("node")
+            nearest = nearest_of(self.api, device)
             assert nearest == gateway, (fault, device, nearest)
 
 
@@ -129,9 +110,7 @@ def world(devcluster: Devcluster, kube_api: client.ApiClient, namespace: str) ->
             w.devices[device] = gateway
             until(
                 f"{device} nearest {gateway}",
-                lambda d=device, g=gateway: (
-                    (device_status(kube_api, d).get("nearest") or {}).get("node") == g
-                ),  # type: ignore[misc]
+                lambda d=device, g=gateway: nearest_of(kube_api, d) == g,  # type: ignore[misc]
             )
             kube.create_deployment(
                 kube_api, namespace, function_deployment(f"omh-{p}", "mhealth-consolidator", device)
@@ -187,23 +166,6 @@ def why_not_bound(world: World, deployment: str) -> str:
         except Exception as exc:  # a diagnosis must not hide the failure it explains
             parts.append(f"{what} unreadable ({exc})")
     return "; ".join(parts)
-
-
-def scrape(url: str, prefix: str, insecure: bool = False) -> dict[str, float]:
-    """The samples of `url`'s Prometheus text whose name starts with prefix."""
-    context = None
-    if insecure:  # kube-scheduler's self-signed /metrics
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    with urllib.request.urlopen(url, timeout=5, context=context) as resp:
-        text = resp.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            key, _, value = line.rpartition(" ")
-            samples[key[len(prefix) :]] = float(value)
-    return samples
 
 
 def scheduler_queues(cluster: Devcluster) -> dict[str, int]:

@@ -13,25 +13,24 @@ with park, written into the cluster's policy here).
   after that long): nothing moves, nothing parks, no decision changes.
 - One monitor killed (SIGKILL: its report keeps listing its devices, its Lease stops):
   its devices are unknown, not away (the rebalancer holds `gateway-silent`), nothing
-  moves or parks for longer than the sighting age plus the Lease duration; restarted,
-  it renews and nothing moves either.
+  moves or parks for longer than the sighting age plus the Lease duration. Then its
+  node NotReady too (the gateway down as a whole), and the other gateway's node
+  NotReady while its monitor renews: nothing moves, parks or changes nearest. Both
+  nodes Ready again and the monitor restarted: it renews and nothing moves either.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -41,11 +40,19 @@ from bench import synthetic_traces
 from devcluster import kube
 from devcluster.cluster import GATEWAY_NAMESPACE, Devcluster
 from gateway_monitor import traces
+from tests.cluster_world import (
+    Monitors,
+    nearest_of,
+    node_ready,
+    nodes_not_ready,
+    placement,
+    scrape,
+    until,
+)
 from tests.rebalancer.rebalancer_e2e_helpers import function_deployment
-from tests.state.cluster_helpers import create_device, device_status, restart_apiserver
+from tests.state.cluster_helpers import create_device, restart_apiserver
 
 pytestmark = pytest.mark.cluster
-T = TypeVar("T")
 FALLBACK, PARK = "mhealth-consolidator", "mhealth-parked"
 PATIENTS = {"gw-home": {"pa": FALLBACK, "pb": PARK}, "gw-hospital": {"pc": FALLBACK, "pd": PARK}}
 # Seconds down, one after another; CLOUD4IOT_LIVENESS_OUTAGES="10 40" for fewer (a
@@ -53,74 +60,6 @@ PATIENTS = {"gw-home": {"pa": FALLBACK, "pb": PARK}, "gw-hospital": {"pc": FALLB
 OUTAGES = tuple(float(x) for x in os.environ.get("CLOUD4IOT_LIVENESS_OUTAGES", "10 40 120").split())
 SETTLE = 45.0  # after the apiserver is back: the Lease duration (40 s) and then some
 TRACE_SECONDS = 3000.0
-
-
-def until(what: str, probe: Callable[[], T | None], timeout: float = 120.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = probe()
-        except Exception:  # the apiserver may be down: that is the point
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.5)
-
-
-def scrape(url: str, prefix: str) -> dict[str, float]:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            key, _, value = line.rpartition(" ")
-            out[key[len(prefix) :]] = float(value)
-    return out
-
-
-@dataclass
-class Monitors:
-    cluster: Devcluster
-    traces: dict[str, Path]
-    logs: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    def start(self, node: str, *extra: str) -> None:
-        exe = Path(sys.executable).with_name("cloud4iot-gateway-monitor")
-        argv = [
-            str(exe),
-            "--node",
-            node,
-            "--replay",
-            str(self.traces[node]),
-            "--kubeconfig",
-            str(self.cluster.kubeconfig),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            *extra,
-        ]
-        with open(self.logs / f"monitor-{node}.log", "ab") as log:
-            self.procs[node] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-
-    def kill(self, node: str) -> None:
-        proc = self.procs.pop(node)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        self.procs.clear()
 
 
 @dataclass
@@ -134,17 +73,10 @@ class World:
     figures: dict[str, Any] = field(default_factory=dict)
 
     def placement(self) -> dict[str, tuple[str, str]]:
-        items = client.CoreV1Api(self.api).list_namespaced_pod(self.namespace).items
-        return {
-            p.metadata.name: (p.metadata.uid, kube.node_of(p))
-            for p in items
-            if kube.is_bound(p) and not kube.is_deleted(p)
-        }
+        return placement(self.api, self.namespace)
 
     def nearest(self) -> dict[str, str | None]:
-        return {
-            d: (device_status(self.api, d).get("nearest") or {}).get("node") for d in self.devices
-        }
+        return {d: nearest_of(self.api, d) for d in self.devices}
 
     def replicas(self) -> dict[str, int]:
         apps = client.AppsV1Api(self.api)
@@ -320,9 +252,26 @@ def test_liveness_writes_at_rest_outages_and_a_silent_gateway(world: World) -> N
     world.figures["held_gateway_silent_before_kill"] = silent_before
     world.figures["held_gateway_silent"] = world.held("gateway-silent")
     assert world.held("gateway-silent") > 0
-    # Back: it renews, adopts its report, and still nothing moves.
+
+    # The gateway down as a whole: gw-hospital's node NotReady too (monitor still
+    # gone), and gw-home NotReady while its monitor keeps renewing (a kubelet down,
+    # the containers running on). gw-hospital's devices stay unknown; gw-home's stay
+    # heard: NotReady is the kubelet's state, not the radio's. Nothing moves, parks or
+    # changes nearest, for longer than the sighting age and a rebalance pass.
+    assert node_ready(api, "gw-hospital") == "True"
+    home_renewed = renew_time(api, "gw-home")
+    down = time.monotonic()
+    with nodes_not_ready(cluster, api, PATIENTS):
+        time.sleep(30 + 10)
+        assert renew_time(api, "gw-home") != home_renewed  # its monitor renews on
+        assert {g: node_ready(api, g) for g in PATIENTS} == dict.fromkeys(PATIENTS, "Unknown")
+        after = world.snapshot()
+        assert after == before, {"fault": "gateways NotReady", "before": before, "after": after}
+    world.figures["nodes_not_ready_s"] = round(time.monotonic() - down, 1)
+    # Back: the nodes Ready (and untainted) again; gw-hospital's monitor restarted,
+    # renews and adopts its report; still nothing moves.
     world.monitors.start("gw-hospital")
     until("gw-hospital renewing again", lambda: renew_time(api, "gw-hospital") != stopped, 60)
     time.sleep(15)
     after = world.snapshot()
-    assert after == before, {"fault": "monitor restarted", "before": before, "after": after}
+    assert after == before, {"fault": "gateway back", "before": before, "after": after}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -19,6 +18,7 @@ from kubernetes import client, watch
 from devcluster import kube
 from devcluster.cluster import Devcluster
 from devcluster.processes import free_port, start_detached, stop_processes, wait_http_ok
+from tests.cluster_world import until as waiting_until
 from tests.state.cluster_helpers import sight
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,15 +59,8 @@ def policy_version(url: str) -> str:
 
 
 def until(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        with suppress(client.ApiException):
-            value = probe()
-            if value:
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
+    """Wait as tests/cluster_world.py's `until` does; only an apiserver error is retried."""
+    return waiting_until(what, probe, timeout, interval=0.2, tolerate=(client.ApiException,))
 
 
 @contextmanager
