@@ -275,3 +275,17 @@ def test_without_a_live_lease_every_step_and_the_10s_heartbeat_as_before() -> No
     assert write(plan, 1.0) == [("a", Reason.STEP)]
     assert plan.due(10.9) == []
     assert write(plan, 11.0) == [("a", Reason.HEARTBEAT)]
+
+
+def test_an_adopted_entrys_departure_also_waits_for_report_interval() -> None:
+    """An entry adopted at start-up and not heard again is removed when its grace ends,
+    but not sooner than report_interval after the gateway's last write."""
+    plan = PublishPlan(PublishConfig(min_interval=1.0, report_interval=2.0, adopt_grace=30.0))
+    plan.set_live(True)
+    plan.adopt("x", Sighting(-60, 0.0), 0.0)
+    plan.want("a", Sighting(-60, 0.0))
+    assert write(plan, 0.0) == [("a", Reason.ARRIVAL)]  # x listed through its grace
+    plan.want("b", Sighting(-60, 29.5))
+    assert write(plan, 29.5) == [("b", Reason.ARRIVAL)]
+    assert plan.due(30.0) == []  # x's grace is over, the gateway wrote 0.5 s ago
+    assert write(plan, 31.5) == [("x", Reason.DEPARTURE)]
