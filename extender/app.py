@@ -221,6 +221,7 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
             classes=classes,
             discovered=discovered,
             core=core,
+            policy=rt.policy,
         )
         leader = rt.metrics.leader
         rt.metrics.nearest_lag.set_function(writer.lag)

@@ -27,6 +27,7 @@ from typing import Any
 
 from cloud4iot.deviceclass import CLASS_PLURAL, DELETE, DeviceClass, parse_class
 from cloud4iot.devices import API_VERSION, GROUP, KIND, PLURAL, VERSION, parse_time, rfc3339
+from cloud4iot.policy.store import PolicyStore
 from cloud4iot.vocabulary import (
     APPROVAL_APPROVED,
     APPROVAL_LABEL,
@@ -98,6 +99,9 @@ class DiscoveryController:
     classes: Reflector[DeviceClass]
     discovered: Reflector[Discovered]
     core: Any = None  # kubernetes.aio CoreV1Api: the Events (None: none recorded)
+    # The policy's sightingMaxAge: a sighting still reported and younger than it is
+    # "heard" now, as the scorer counts it (None: only lastSeen counts).
+    policy: PolicyStore | None = None
     interval: float = PASS
     clock: Callable[[], float] = time.time
     last_heard: dict[str, float] = field(default_factory=dict)
@@ -121,6 +125,12 @@ class DiscoveryController:
                 log.exception("discovery pass failed; next pass in %.0fs", self.interval)
             await asyncio.sleep(self.interval)
 
+    def _fresh_for(self) -> float:
+        """How long a reported sighting counts as heard (the policy's sightingMaxAge)."""
+        if self.policy is None:
+            return -1.0  # only lastSeen counts
+        return float(self.policy.current.policy.spec.stale_data.sighting_max_age)
+
     async def step(self, term_start: float = 0.0) -> None:
         snapshot = self.store.snapshot
         if not (
@@ -140,6 +150,11 @@ class DiscoveryController:
                 if facts
                 else None
             )
+            # A quiet present device's lastSeen moves only with its gateway's Lease
+            # renewals (10 s): an awayAfter or forgetAfter shorter than that would park
+            # or forget a device that is still heard.
+            if heard is not None and now - heard <= self._fresh_for():
+                heard = now
             if heard is not None:
                 self.last_heard[name] = max(heard, self.last_heard.get(name, heard))
             else:

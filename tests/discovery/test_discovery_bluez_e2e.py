@@ -15,12 +15,13 @@ The scene, on the devcluster's real extender, scheduler and rebalancer:
   extender creates the Device, the monitor tracks it and reports its sighting, the
   extender creates the class's two template Deployments (reader, consolidator), and the
   real kube-scheduler places both pods on gw-hospital through our extender.
+- Left on for 15 s at rest, nothing is parked: the monitor writes no report (nothing
+  changed) and only its Lease renewals (every 10 s) keep the sighting fresh, though the
+  class's awayAfter (5 s) is shorter than a renewal period.
 - Switched off (the fake strap stops advertising): the monitor gives it up after its
-  away timeout (30 s), the rebalancer parks both Deployments (their function class has
-  `whenDeviceAway: park`, deviceAwayAfter 6 s: parking is the policy's per function
-  class on main; a per-DeviceClass rule is issue 25's own item 3), and the extender
-  forgets the Device after forgetAfter (30 s); the garbage collector takes the
-  Deployments.
+  away timeout (30 s), the extender parks both Deployments awayAfter (5 s) later (the
+  class's whenAway: park; the rebalancer's own park is put off), and forgets the Device
+  after forgetAfter (30 s); the garbage collector takes the Deployments.
 - The stranger and the weak strap never appear as candidates, Devices or workloads.
 
 Apiserver writes during the scene (ADDED + MODIFIED + DELETED seen by watches, from
@@ -61,7 +62,7 @@ from kubernetes.aio.config import load_kube_config
 
 from cloud4iot.deviceclass import CLASS_PLURAL, device_name
 from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL, VERSION
-from cloud4iot.vocabulary import CLASS_LABEL, DEVICE_ANNOTATION
+from cloud4iot.vocabulary import CLASS_LABEL, DEVICE_ANNOTATION, DISCOVERY_PARKED_ANNOTATION
 from devcluster.cluster import Devcluster
 from devcluster.processes import free_port
 from tests.gateway_monitor.fake_bluez import FakeBlueZ, running_fake_bluez
@@ -85,7 +86,9 @@ WEAK = "C0:FF:EE:25:B0:02"  # the same kind of strap, across the ward (below arr
 STRANGER = "DE:AD:BE:EF:25:B0"  # a kettle: no Heart Rate
 FUNCTIONS = ("reader", "consolidator")
 _META = ("labels", "annotations", "finalizers", "deletionTimestamp", "ownerReferences")
-FORGET_AFTER = 30.0  # > the Lease renewal (10 s) that refreshes a present device's lastSeen
+AWAY_AFTER = 5.0  # shorter than the Lease renewal (10 s) that refreshes a quiet sighting
+FORGET_AFTER = 30.0
+PRESENT = 15.0  # seconds the strap stays on, quiet, after its functions are placed
 
 
 def strap_class(name: str, namespace: str) -> dict[str, Any]:
@@ -125,6 +128,7 @@ def strap_class(name: str, namespace: str) -> dict[str, Any]:
             "arrivalRSSI": -70,
             "admission": "auto",
             "maxDevices": 4,
+            "awayAfter": f"{AWAY_AFTER:.0f}s",  # whenAway: park (the default)
             "forgetAfter": f"{FORGET_AFTER:.0f}s",
             "functions": [template(f) for f in FUNCTIONS],
         },
@@ -133,13 +137,15 @@ def strap_class(name: str, namespace: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def parking_policy(cluster: Devcluster) -> Iterator[None]:
-    """The rebalancer e2e's fast policy (the park class, deviceAwayAfter 6 s) with the
-    shipped sightingMaxAge (30 s): a real monitor with a live Lease writes a present
-    device only on change and its renewals (10 s) refresh the sighting, so the fast 6 s
-    would make the nearest decision flap between renewals."""
+    """The rebalancer e2e's fast policy with the shipped sightingMaxAge (30 s): a real
+    monitor with a live Lease writes a present device only on change and its renewals
+    (10 s) refresh the sighting, so the fast 6 s would make the nearest decision flap
+    between renewals. The rebalancer's own park (deviceAwayAfter) is put off for 10
+    minutes: here the DeviceClass parks."""
     original = cluster.policy_file.read_text()
     doc = yaml.safe_load(fast_policy(original))
     doc["spec"]["staleData"]["sightingMaxAge"] = "30s"
+    doc["spec"]["rebalance"]["deviceAwayAfter"] = "10m"
     doc["metadata"]["name"] = "e2e-discovery"
     cluster.write_policy(yaml.safe_dump(doc, sort_keys=False))
     try:
@@ -369,6 +375,14 @@ async def test_a_strap_switched_on_is_discovered_placed_parked_and_forgotten(
                 await eventually(placed, within=40, what="both functions placed", interval=0.5)
                 assert where == {f"hr-{f}": HOSPITAL for f in FUNCTIONS}
                 on_hospital = time.monotonic()
+                # Still on, at rest: its report is not rewritten (changes only), the
+                # Lease renewals keep its sighting fresh; awayAfter (5 s) is shorter
+                # than a renewal period, and still nothing is parked.
+                await asyncio.sleep(PRESENT)
+                listing = await apps.list_namespaced_deployment(namespace)
+                replicas = {d.metadata.name: d.spec.replicas for d in listing.items}
+                assert replicas == dict.fromkeys(deployments, 1), "parked while heard"
+                assert "Parked" not in await _reasons(core, strap)
                 # Switched off: away after the monitor's 30 s, parked, then forgotten.
                 radio[0].on = False
                 off = time.monotonic()
@@ -380,6 +394,9 @@ async def test_a_strap_switched_on_is_discovered_placed_parked_and_forgotten(
 
                 await eventually(parked, within=60, what="both functions parked", interval=0.5)
                 parked_at = time.monotonic()
+                listing = await apps.list_namespaced_deployment(namespace)
+                for d in listing.items:  # by the DeviceClass, its replica count kept
+                    assert d.metadata.annotations[DISCOVERY_PARKED_ANNOTATION] == "1"
                 assert await _devices(custom, cls, has=strap), "forgotten before parked"
                 await eventually(
                     lambda: _devices(custom, cls, lacks=strap),
@@ -411,7 +428,8 @@ async def test_a_strap_switched_on_is_discovered_placed_parked_and_forgotten(
             assert radio[1].sent > 0
             assert radio[2].sent > 0
             reasons = await _reasons(core, strap)
-            assert {"Discovered", "Instantiated", "Forgotten"} <= reasons, reasons
+            assert {"Discovered", "Approved", "Instantiated", "Parked", "Forgotten"} <= reasons
+            assert "Restored" not in reasons  # never parked while it was heard
             print(
                 "\ndiscovery scene writes:",
                 counts,
