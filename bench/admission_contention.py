@@ -121,6 +121,35 @@ def measure(tree: Path, args: argparse.Namespace, tmp: Path, loadgen: Path) -> d
     return out
 
 
+def cpu_per_admission(names: int, rounds: int = 100) -> None:
+    """In-process CPU (process_time) of `narrow.decide` per pod kind, for the tree on
+    PYTHONPATH: `PYTHONPATH=TREE python -m bench.admission_contention --cpu`."""
+    import random
+
+    from cloud4iot.policy.loader import load_policy
+    from extender.admission.narrow import decide
+    from extender.scoring import TableCache
+    from extender.state.statefile import load_state
+
+    with tempfile.TemporaryDirectory(prefix="admission-cpu-") as name:
+        tmp = Path(name)
+        w = world(names)
+        (tmp / "state.json").write_text(json.dumps(w))
+        snapshot, now = load_state(tmp / "state.json")
+        policy = load_policy(bench_policy(tmp / "policy.yaml")).policy
+    cases, tables, rng = plan(w)["Cases"], TableCache(), random.Random(0)
+    for kind in ("confidential", "engine-intensive", "anonymiser", "unmanaged"):
+        pods = [c["Pod"] for c in cases if c["Kind"] == kind]
+        for pod in pods:  # the kind's table built
+            decide(pod, snapshot, policy, now, 32, rng, tables)
+        started = time.process_time()
+        for _ in range(rounds):
+            for pod in pods:
+                decide(pod, snapshot, policy, now, 32, rng, tables)
+        ms = 1000 * (time.process_time() - started) / (rounds * len(pods))
+        print(f"| {names} | {kind} | {ms:.3f} |")
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     p.add_argument("--names", type=int, default=5000)
@@ -130,7 +159,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--concurrency", type=int, default=4, help="pairs in flight")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--before", type=Path, help="another source tree, run alternately")
+    p.add_argument("--cpu", action="store_true", help="only decide's CPU per pod kind, in-process")
     args = p.parse_args(argv)
+    if args.cpu:
+        cpu_per_admission(args.names)
+        return
     loadgen = build_go()["loadgen"]
     trees = [t for t in (args.before, ROOT) if t is not None]
     rows = []
