@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import socket
 import ssl
 import threading
 import time
@@ -328,3 +329,24 @@ async def test_admission_is_answered_while_the_extender_loop_is_busy(tmp_path: P
         client.join()
         await runner.cleanup()
     assert admissions(app, "narrowed") == 1
+
+
+async def test_a_busy_admission_port_fails_start_up_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    certs = make_mtls_set(tmp_path / "pki")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        app = extender_app(
+            host="127.0.0.1",
+            admission_port=port,
+            admission_cert=certs.server.cert,
+            admission_key=certs.server.key,
+        )
+        runner = web.AppRunner(app)
+        with pytest.raises(OSError, match="address already in use"):
+            await runner.setup()
+        await runner.cleanup()
+    assert not [t for t in threading.enumerate() if t.name == "admission"]
