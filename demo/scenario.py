@@ -28,6 +28,7 @@ import yaml
 from kubernetes import client
 
 from bench import synthetic_traces
+from demo import opening
 from demo.omh_fleet import Fleet, Ingest, Tally
 from demo.timeline import Function, Recorder, Timeline, save
 from devcluster import kube
@@ -48,6 +49,10 @@ DIAG_SELECTOR = "app.kubernetes.io/name=engine-diagnostic"
 FUNCTIONS = {
     "omh-consolidator": Function("health", OMH_SELECTOR),
     "engine-diagnostic": Function("fleet", DIAG_SELECTOR),
+    **{
+        name: Function(opening.NAMESPACE, selector, workload=deployment)
+        for name, (selector, deployment) in opening.FUNCTIONS.items()
+    },
 }
 # Seconds the engine diagnostic runs in normal mode before the switch, and the
 # recording goes on after the last step: long enough to show on the timeline.
@@ -73,6 +78,7 @@ class Result:
     steps: list[Step] = field(default_factory=list)
     timeline: Timeline | None = None  # what the recorder saw during the run
     batches: Tally | None = None  # the consolidators' batches against what the cloud got
+    switched_off: float | None = None  # when the opening's strap went silent (epoch)
 
     def node_of(self, name: str) -> str:
         return next(s.node for s in self.steps if s.name == name)
@@ -194,6 +200,10 @@ def demo_policy(text: str) -> str:
     doc = yaml.safe_load(text)
     doc["spec"].setdefault("rebalance", {}).update(DEMO_REBALANCE)
     doc["spec"].setdefault("prometheus", {}).update(DEMO_PROMETHEUS)
+    # The opening's strap functions: the consolidator's class, held (not moved to the
+    # edge) when away, so that their DeviceClass parks them.
+    classes = doc["spec"]["classes"]
+    classes[opening.PARK_CLASS] = dict(classes["mhealth-consolidator"], whenDeviceAway="park")
     doc["metadata"]["name"] = "demo"
     return yaml.safe_dump(doc, sort_keys=False)
 
@@ -276,9 +286,66 @@ def why_not(cluster: Devcluster, pod: client.V1Pod | None) -> dict[str, str]:
     }
 
 
+def opening_scene(
+    cluster: Devcluster, api: client.ApiClient, say: Say, recorder: Recorder, result: Result
+) -> None:
+    """Step 0, the paper's opening: an unregistered strap switched on at the hospital is
+    discovered and gets its functions there; switched off, they are parked (the Device
+    is forgotten later: `opening_forgotten`)."""
+    mark = recorder.mark
+    opening.install(api)
+    say("0. A new patient's strap is switched on at the hospital (nobody registered it).")
+    with (
+        opening.StrapRadio() as radio,
+        opening.scanning_monitor(cluster, radio.bus_address, cluster.state_dir),
+    ):
+        radio.on = True
+        start = time.monotonic()
+        mark("0", "strap switched on")
+        wait("the strap's Device", lambda: opening.device_exists(api), 60)
+        say(
+            f"   gw-hospital heard Heart Rate adverts from {opening.STRAP_ADDRESS} at"
+            f" {opening.STRAP_RSSI} dBm (class {opening.CLASS}, arrival -70 dBm): Device"
+            f" {opening.STRAP} created by the extender ({time.monotonic() - start:.1f}s)"
+        )
+        mark("0", "discovered")
+        where = wait("the strap's functions to be bound", lambda: opening.placed(api), 60)
+        nodes = set(where.values())
+        node = nodes.pop() if len(nodes) == 1 else ",".join(sorted(where.values()))
+        result.steps.append(Step("discovered", node, time.monotonic() - start))
+        say(f"   its reader and consolidator, from the class's templates, bound to {node}")
+        mark("0", "functions placed")
+        time.sleep(HOLD)  # they run a moment: the timeline shows it
+        radio.on = False
+        off = time.monotonic()
+        mark("0", "strap switched off")
+        say("   switched off: gw-hospital gives it up after 30 s without an advert ...")
+        wait("the strap's functions parked", lambda: opening.parked(api), 120)
+        result.steps.append(Step("parked", "-", time.monotonic() - off))
+        say(
+            "   ... and 5 s later (the class's awayAfter) the extender parks both (scaled to"
+            f" zero), {result.steps[-1].seconds:.1f}s after"
+        )
+        mark("0", "functions parked")
+    result.switched_off = time.time() - (time.monotonic() - off)
+
+
+def opening_forgotten(api: client.ApiClient, say: Say, recorder: Recorder, result: Result) -> None:
+    """The end of the opening: the unheard strap's Device deleted after forgetAfter."""
+    wait("the strap's Device forgotten", lambda: not opening.device_exists(api), 180)
+    stamp = opening.event_time(api, "Forgotten") or time.time()
+    since = stamp - (result.switched_off or stamp)
+    result.steps.append(Step("forgotten", "-", since))
+    recorder.mark("0", "strap's Device forgotten", t=stamp - recorder.started_at())
+    say(
+        f"   (the opening's end: the strap's Device was forgotten {since:.0f}s after it was"
+        " switched off, its functions with it)"
+    )
+
+
 def recorder_for(cluster: Devcluster) -> Recorder:
     """A timeline recorder following the demo's devices and functions."""
-    return Recorder(cluster, [PATIENT, ENGINE], FUNCTIONS)
+    return Recorder(cluster, [PATIENT, ENGINE, opening.STRAP], FUNCTIONS)
 
 
 def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None) -> Result:
@@ -298,131 +365,153 @@ def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None)
         disks = Path(tmp) / "gateways"  # each gateway's local disk: a directory per node
         disks.mkdir()
         try:
-            with (
-                demo_speed(cluster),
-                gateway_monitors(cluster, files, cluster.state_dir),
-                recorder.recording(tail=HOLD),
-                Fleet(api, "health", omh, PATIENT, ADDRESS, disks, ingest, say) as fleet,
-            ):
-                t0 = time.monotonic()
-                say("1. Gateway monitors replay BLE adverts (x3 speed): patient 42 is at home.")
-                mark("1", "gateway monitors replay BLE adverts")
-                wait(
-                    "gw-home to be nearest to the wearable",
-                    lambda: nearest(api, PATIENT) == "gw-home",
-                )
-                say(f"   Device {PATIENT}: nearest gateway gw-home ({time.monotonic() - t0:.1f}s)")
+            with demo_speed(cluster), recorder.recording(tail=HOLD):
+                opening_scene(cluster, api, say, recorder, result)
+                with (
+                    gateway_monitors(cluster, files, cluster.state_dir),
+                    Fleet(api, "health", omh, PATIENT, ADDRESS, disks, ingest, say) as fleet,
+                ):
+                    replay_t0 = recorder.elapsed()
+                    t0 = time.monotonic()
+                    say("1. Gateway monitors replay BLE adverts (x3 speed): patient 42 is at home.")
+                    mark("1", "gateway monitors replay BLE adverts")
+                    wait(
+                        "gw-home to be nearest to the wearable",
+                        lambda: nearest(api, PATIENT) == "gw-home",
+                    )
+                    say(
+                        f"   Device {PATIENT}: nearest gateway gw-home"
+                        f" ({time.monotonic() - t0:.1f}s)"
+                    )
 
-                say("2. Deploy the patient's Open mHealth consolidator (confidential class).")
-                mark("2", "consolidator deployed")
-                kube.create_deployment(
-                    api, "health", yaml.safe_load((EXAMPLES / "omh-consolidator.yaml").read_text())
-                )
-                start = time.monotonic()
-                pod = wait("the consolidator to be bound", lambda: running_pod(api, "health", omh))
-                result.steps.append(Step("placed", kube.node_of(pod), time.monotonic() - start))
-                say(f"   bound to {kube.node_of(pod)} in {result.steps[-1].seconds:.1f}s")
-                for node, verdict in sorted(why_not(cluster, pod).items()):
-                    say(f"     {node:<12} {verdict}")
+                    say("2. Deploy the patient's Open mHealth consolidator (confidential class).")
+                    mark("2", "consolidator deployed")
+                    kube.create_deployment(
+                        api,
+                        "health",
+                        yaml.safe_load((EXAMPLES / "omh-consolidator.yaml").read_text()),
+                    )
+                    start = time.monotonic()
+                    pod = wait(
+                        "the consolidator to be bound", lambda: running_pod(api, "health", omh)
+                    )
+                    result.steps.append(Step("placed", kube.node_of(pod), time.monotonic() - start))
+                    say(f"   bound to {kube.node_of(pod)} in {result.steps[-1].seconds:.1f}s")
+                    for node, verdict in sorted(why_not(cluster, pod).items()):
+                        say(f"     {node:<12} {verdict}")
 
-                def moved_by_rebalancer(old: client.V1Pod, expect: str, step: str) -> None:
-                    since = time.time()
-                    node, secs = moved(api, "health", omh, old, expect)
-                    event = rebalancer_event(api, "health", OMH_DEPLOYMENT, since - secs)
-                    result.steps.append(Step(step, node, secs, event or ""))
-                    say(f"   the rebalancer rolled it out to {node} in {secs:.1f}s:")
-                    say(f"     Event {event}")
+                    def moved_by_rebalancer(old: client.V1Pod, expect: str, step: str) -> None:
+                        since = time.time()
+                        node, secs = moved(api, "health", omh, old, expect)
+                        event = rebalancer_event(api, "health", OMH_DEPLOYMENT, since - secs)
+                        result.steps.append(Step(step, node, secs, event or ""))
+                        say(f"   the rebalancer rolled it out to {node} in {secs:.1f}s:")
+                        say(f"     Event {event}")
 
-                say("3. Roaming: at t+30s the patient walks to the hospital (20 m, 6 s).")
-                say("   The cloud ingest is down from here to the end of step 5.")
-                ingest.down = True
-                # The replay started with the recording: the walk is at DEPART / SPEED.
-                mark("3", "patient walks to the hospital", t=DEPART / SPEED)
-                wait(
-                    "gw-hospital to be nearest",
-                    lambda: nearest(api, PATIENT) == "gw-hospital",
-                    timeout=120,
-                )
-                say(
-                    f"   t+{time.monotonic() - t0:.1f}s: nearest gateway is now gw-hospital"
-                    " (6 dB stronger for 10 s)"
-                )
-                moved_by_rebalancer(pod, "gw-hospital", "roamed")
+                    say("3. Roaming: at t+30s the patient walks to the hospital (20 m, 6 s).")
+                    say("   The cloud ingest is down from here to the end of step 5.")
+                    ingest.down = True
+                    # The walk is DEPART / SPEED into the replay.
+                    mark("3", "patient walks to the hospital", t=replay_t0 + DEPART / SPEED)
+                    wait(
+                        "gw-hospital to be nearest",
+                        lambda: nearest(api, PATIENT) == "gw-hospital",
+                        timeout=120,
+                    )
+                    say(
+                        f"   t+{time.monotonic() - t0:.1f}s: nearest gateway is now gw-hospital"
+                        " (6 dB stronger for 10 s)"
+                    )
+                    moved_by_rebalancer(pod, "gw-hospital", "roamed")
 
-                say("4. Offloading: gw-hospital's memory fills up (95% > the class limit 90%).")
-                pod = wait("a running consolidator", lambda: running_pod(api, "health", omh))
-                cluster.set_load("gw-hospital", memory=0.95)
-                mark("4", "gw-hospital memory 95%")
-                moved_by_rebalancer(pod, "edge-1", "offloaded")
-                say("   up, but never to the cloud:")
-                verdicts = why_not(
-                    cluster, wait("a running consolidator", lambda: running_pod(api, "health", omh))
-                )
-                for n in ("cloud-1", "gw-hospital"):
-                    say(f"     {n:<12} {verdicts[n]}")
+                    say("4. Offloading: gw-hospital's memory fills up (95% > the class limit 90%).")
+                    pod = wait("a running consolidator", lambda: running_pod(api, "health", omh))
+                    cluster.set_load("gw-hospital", memory=0.95)
+                    mark("4", "gw-hospital memory 95%")
+                    moved_by_rebalancer(pod, "edge-1", "offloaded")
+                    say("   up, but never to the cloud:")
+                    verdicts = why_not(
+                        cluster,
+                        wait("a running consolidator", lambda: running_pod(api, "health", omh)),
+                    )
+                    for n in ("cloud-1", "gw-hospital"):
+                        say(f"     {n:<12} {verdicts[n]}")
 
-                say("5. Onloading: gw-hospital frees up again (after the 20 s demo cooldown).")
-                pod = wait("a running consolidator", lambda: running_pod(api, "health", omh))
-                cluster.clear_load("gw-hospital")
-                mark("5", "gw-hospital memory freed")
-                moved_by_rebalancer(pod, "gw-hospital", "onloaded")
-                ingest.down = False
-                say(f"   the cloud ingest is back ({len(ingest.arrivals)} batches arrived so far)")
+                    say("5. Onloading: gw-hospital frees up again (after the 20 s demo cooldown).")
+                    pod = wait("a running consolidator", lambda: running_pod(api, "health", omh))
+                    cluster.clear_load("gw-hospital")
+                    mark("5", "gw-hospital memory freed")
+                    moved_by_rebalancer(pod, "gw-hospital", "onloaded")
+                    ingest.down = False
+                    say(
+                        f"   the cloud ingest is back ({len(ingest.arrivals)} batches"
+                        " arrived so far)"
+                    )
 
-                say("6. Engine diagnostic: normal monitoring runs in the cloud ...")
-                mark("6", "engine diagnostic (normal)")
-                kube.create_deployment(
-                    api, "fleet", yaml.safe_load((EXAMPLES / "engine-diagnostic.yaml").read_text())
-                )
-                pod = wait("the diagnostic to be bound", lambda: running_pod(api, "fleet", diag))
-                result.steps.append(Step("engine-normal", kube.node_of(pod), 0.0))
-                say(f"   bound to {kube.node_of(pod)}")
-                time.sleep(HOLD)  # normal monitoring runs a moment: the timeline shows it
-                say(
-                    "   ... switching to intensive monitoring rolls it out"
-                    " to the gateway by the engine."
-                )
-                start = time.monotonic()
-                patch = {
-                    "spec": {
-                        "template": {
-                            "metadata": {"annotations": {"cloud4iot.io/mode": "intensive"}}
+                    say("6. Engine diagnostic: normal monitoring runs in the cloud ...")
+                    mark("6", "engine diagnostic (normal)")
+                    kube.create_deployment(
+                        api,
+                        "fleet",
+                        yaml.safe_load((EXAMPLES / "engine-diagnostic.yaml").read_text()),
+                    )
+                    pod = wait(
+                        "the diagnostic to be bound", lambda: running_pod(api, "fleet", diag)
+                    )
+                    result.steps.append(Step("engine-normal", kube.node_of(pod), 0.0))
+                    say(f"   bound to {kube.node_of(pod)}")
+                    time.sleep(HOLD)  # normal monitoring runs a moment: the timeline shows it
+                    say(
+                        "   ... switching to intensive monitoring rolls it out"
+                        " to the gateway by the engine."
+                    )
+                    start = time.monotonic()
+                    patch = {
+                        "spec": {
+                            "template": {
+                                "metadata": {"annotations": {"cloud4iot.io/mode": "intensive"}}
+                            }
                         }
                     }
-                }
-                apps.patch_namespaced_deployment("engine-diagnostic-7", "fleet", patch)
-                mark("6", "mode intensive")
+                    apps.patch_namespaced_deployment("engine-diagnostic-7", "fleet", patch)
+                    mark("6", "mode intensive")
 
-                def intensive_pod() -> client.V1Pod | None:
-                    pod = running_pod(api, "fleet", diag)
-                    ann = (meta(pod).annotations or {}) if pod else {}
-                    return pod if ann.get("cloud4iot.io/mode") == "intensive" else None
+                    def intensive_pod() -> client.V1Pod | None:
+                        pod = running_pod(api, "fleet", diag)
+                        ann = (meta(pod).annotations or {}) if pod else {}
+                        return pod if ann.get("cloud4iot.io/mode") == "intensive" else None
 
-                pod = wait("the intensive diagnostic to be bound", intensive_pod)
-                result.steps.append(
-                    Step("engine-intensive", kube.node_of(pod), time.monotonic() - start)
-                )
-                say(f"   rolled out to {kube.node_of(pod)} in {result.steps[-1].seconds:.1f}s")
+                    pod = wait("the intensive diagnostic to be bound", intensive_pod)
+                    result.steps.append(
+                        Step("engine-intensive", kube.node_of(pod), time.monotonic() - start)
+                    )
+                    say(f"   rolled out to {kube.node_of(pod)} in {result.steps[-1].seconds:.1f}s")
 
-                say("7. The consolidator's batches: every one queued, against what the cloud got.")
-                fleet.stop()  # SIGTERM: each drains its queue to the cloud, now up
-                result.batches = tally = fleet.tally()
-                say(
-                    f"   {tally.queued} batches queued by {tally.instances} consolidator"
-                    f" processes; {tally.handed} handovers of a batch on the moves while the cloud"
-                    f" was down; {tally.arrived} arrived, each once and in order per process"
-                    f" ({tally.duplicates} duplicates dropped by Idempotency-Key);"
-                    f" lost: {tally.missing}"
-                )
-                for problem in tally.problems:
-                    say(f"     {problem}")
-                if tally.problems or not tally.queued:
-                    raise DemoError(f"the consolidators' batches: {tally.problems or 'none'}")
+                    say(
+                        "7. The consolidator's batches: every one queued, against what"
+                        " the cloud got."
+                    )
+                    fleet.stop()  # SIGTERM: each drains its queue to the cloud, now up
+                    result.batches = tally = fleet.tally()
+                    say(
+                        f"   {tally.queued} batches queued by {tally.instances} consolidator"
+                        f" processes; {tally.handed} handovers of a batch on the moves while"
+                        f" the cloud was down; {tally.arrived} arrived, each once and in order"
+                        " per process"
+                        f" ({tally.duplicates} duplicates dropped by Idempotency-Key);"
+                        f" lost: {tally.missing}"
+                    )
+                    for problem in tally.problems:
+                        say(f"     {problem}")
+                    if tally.problems or not tally.queued:
+                        raise DemoError(f"the consolidators' batches: {tally.problems or 'none'}")
+                opening_forgotten(api, say, recorder, result)
         finally:
             ingest.close()
             for ns in ("health", "fleet"):
                 with suppress(client.ApiException):
                     core.delete_namespace(ns)
+            opening.uninstall(api)
             cluster.clear_load()
             custom = client.CustomObjectsApi(api)
             for device in (PATIENT, ENGINE):

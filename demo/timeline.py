@@ -139,6 +139,7 @@ def route(message: str) -> tuple[str | None, str | None]:
 class Function:
     namespace: str
     selector: str  # label selector of its pods
+    workload: str | None = None  # its Deployment, when others share the namespace
 
 
 def _is_ready(pod: client.V1Pod) -> bool:
@@ -219,6 +220,16 @@ class Recorder:
                 timeline.marks.append(Mark(self._now() if t is None else t, step, label))
                 timeline.marks.sort(key=lambda m: m.t)
 
+    def elapsed(self) -> float:
+        """Seconds since the recording started."""
+        return self._now()
+
+    def started_at(self) -> float:
+        """When the recording started (epoch seconds)."""
+        if self._timeline is None:
+            raise RuntimeError("the recorder never started")
+        return self._timeline.started_at
+
     def timeline(self) -> Timeline:
         if self._timeline is None:
             raise RuntimeError("the recorder never started")
@@ -270,7 +281,7 @@ class Recorder:
                     if kube.is_bound(p) and not kube.is_deleted(p) and _is_ready(p)
                 )
             with self._probe():
-                self._collect_events(core, name, fn.namespace)
+                self._collect_events(core, name, fn.namespace, fn.workload)
         assert self._timeline is not None
         with self._lock:
             self._timeline.samples.append(sample)
@@ -310,10 +321,13 @@ class Recorder:
                 load.setdefault(node, {})[resource] = round(value, 4)
         return load
 
-    def _collect_events(self, core: client.CoreV1Api, function: str, namespace: str) -> None:
-        events = core.list_namespaced_event(
-            namespace, field_selector="involvedObject.kind=Deployment"
-        ).items
+    def _collect_events(
+        self, core: client.CoreV1Api, function: str, namespace: str, workload: str | None
+    ) -> None:
+        selector = "involvedObject.kind=Deployment"
+        if workload is not None:
+            selector += f",involvedObject.name={workload}"
+        events = core.list_namespaced_event(namespace, field_selector=selector).items
         assert self._timeline is not None
         for event in events:
             if event.source is None or event.source.component != REBALANCER:

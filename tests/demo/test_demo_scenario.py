@@ -7,7 +7,7 @@ import json
 import pytest
 from kubernetes import client
 
-from demo import timeline
+from demo import opening, timeline
 from demo.scenario import PATIENT, recorder_for, run, save_timeline
 
 pytestmark = pytest.mark.cluster
@@ -25,6 +25,13 @@ def test_demo_roams_offloads_onloads_and_switches_mode(devcluster, kube_api, tmp
     assert where["engine-normal"] in {"cloud-1", "cloud-2"}
     assert where["engine-intensive"] == "gw-home"  # the gateway that hears the engine
     assert any("tier cloud not allowed" in line for line in lines)
+    # The opening: the unregistered strap discovered, its two functions made from the
+    # class's templates and placed at the hospital, parked once switched off, and its
+    # Device forgotten (after forgetAfter, 45 s, from its last lease-refreshed sighting).
+    assert where["discovered"] == "gw-hospital"
+    seconds = {s.name: s.seconds for s in result.steps}
+    assert 30 <= seconds["parked"] < 60  # the monitor's 30 s away timeout + awayAfter 5 s
+    assert seconds["forgotten"] >= 45
     # The consolidators (host processes beside the kwok pods) lost nothing over three moves
     # with the cloud ingest down from the roaming to the onloading: every batch, once, in order.
     batches = result.batches
@@ -78,6 +85,22 @@ def test_demo_roams_offloads_onloads_and_switches_mode(devcluster, kube_api, tmp
     assert any(d.nearest == "gw-home" for t, d in patient if t < switched)
     assert switched <= moves[0].t + 1  # Event times have second precision
     assert any("gw-hospital" in d.rssi and "gw-home" in d.rssi for _, d in patient)
+    # ... and the opening: both strap functions ran on gw-hospital only and the
+    # rebalancer never moved them (their class parked them), and the steps are marked.
+    for function in opening.FUNCTIONS:
+        assert recorded.placements(function) == ["gw-hospital"]
+        assert [m for m in recorded.moves if m.function == function] == []
+    labels = [m.label for m in recorded.marks if m.step == "0"]
+    assert labels == [
+        "strap switched on",
+        "discovered",
+        "functions placed",
+        "strap switched off",
+        "functions parked",
+        "strap's Device forgotten",
+    ]
+    strap = [s.devices[opening.STRAP] for s in recorded.samples if opening.STRAP in s.devices]
+    assert any(d.nearest == "gw-hospital" for d in strap)
     # ... and gw-hospital's memory above the limit, as the extender saw it, before the offload.
     full = [s.t for s in recorded.samples if s.load.get("gw-hospital", {}).get("memory", 0) >= 0.9]
     assert full
