@@ -301,7 +301,7 @@ def opening_scene(
     ):
         radio.on = True
         start = time.monotonic()
-        mark("0", "strap switched on")
+        mark("0", "strap on")
         wait("the strap's Device", lambda: opening.device_exists(api), 60)
         say(
             f"   gw-hospital heard Heart Rate adverts from {opening.STRAP_ADDRESS} at"
@@ -314,11 +314,11 @@ def opening_scene(
         node = nodes.pop() if len(nodes) == 1 else ",".join(sorted(where.values()))
         result.steps.append(Step("discovered", node, time.monotonic() - start))
         say(f"   its reader and consolidator, from the class's templates, bound to {node}")
-        mark("0", "functions placed")
+        mark("0", "placed")
         time.sleep(HOLD)  # they run a moment: the timeline shows it
         radio.on = False
         off = time.monotonic()
-        mark("0", "strap switched off")
+        mark("0", "strap off")
         say("   switched off: gw-hospital gives it up after 30 s without an advert ...")
         wait("the strap's functions parked", lambda: opening.parked(api), 120)
         result.steps.append(Step("parked", "-", time.monotonic() - off))
@@ -326,7 +326,7 @@ def opening_scene(
             "   ... and 5 s later (the class's awayAfter) the extender parks both (scaled to"
             f" zero), {result.steps[-1].seconds:.1f}s after"
         )
-        mark("0", "functions parked")
+        mark("0", "parked")
     result.switched_off = time.time() - (time.monotonic() - off)
 
 
@@ -336,7 +336,7 @@ def opening_forgotten(api: client.ApiClient, say: Say, recorder: Recorder, resul
     stamp = opening.event_time(api, "Forgotten") or time.time()
     since = stamp - (result.switched_off or stamp)
     result.steps.append(Step("forgotten", "-", since))
-    recorder.mark("0", "strap's Device forgotten", t=stamp - recorder.started_at())
+    recorder.mark("0", "forgotten", t=stamp - recorder.started_at())
     say(
         f"   (the opening's end: the strap's Device was forgotten {since:.0f}s after it was"
         " switched off, its functions with it)"
@@ -365,7 +365,7 @@ def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None)
         disks = Path(tmp) / "gateways"  # each gateway's local disk: a directory per node
         disks.mkdir()
         try:
-            with demo_speed(cluster), recorder.recording(tail=HOLD):
+            with demo_speed(cluster), recorder.recording():
                 opening_scene(cluster, api, say, recorder, result)
                 with (
                     gateway_monitors(cluster, files, cluster.state_dir),
@@ -505,7 +505,11 @@ def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None)
                         say(f"     {problem}")
                     if tally.problems or not tally.queued:
                         raise DemoError(f"the consolidators' batches: {tally.problems or 'none'}")
-                opening_forgotten(api, say, recorder, result)
+                    opening_forgotten(api, say, recorder, result)
+                    # The end state, recorded while the monitors still run (once they
+                    # stop, nobody hears the patient: not part of the story).
+                    time.sleep(HOLD)
+                    recorder.stop()
         finally:
             ingest.close()
             for ns in ("health", "fleet"):

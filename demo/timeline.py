@@ -203,7 +203,10 @@ class Recorder:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop sampling; one last sample is taken, so the end state is in."""
+        """Stop sampling; one last sample is taken, so the end state is in. Once: a
+        second call (the `recording()` exit after the demo stopped it) does nothing."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)

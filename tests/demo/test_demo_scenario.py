@@ -91,14 +91,7 @@ def test_demo_roams_offloads_onloads_and_switches_mode(devcluster, kube_api, tmp
         assert recorded.placements(function) == ["gw-hospital"]
         assert [m for m in recorded.moves if m.function == function] == []
     labels = [m.label for m in recorded.marks if m.step == "0"]
-    assert labels == [
-        "strap switched on",
-        "discovered",
-        "functions placed",
-        "strap switched off",
-        "functions parked",
-        "strap's Device forgotten",
-    ]
+    assert labels == ["strap on", "discovered", "placed", "strap off", "parked", "forgotten"]
     strap = [s.devices[opening.STRAP] for s in recorded.samples if opening.STRAP in s.devices]
     assert any(d.nearest == "gw-hospital" for d in strap)
     # ... and gw-hospital's memory above the limit, as the extender saw it, before the offload.
