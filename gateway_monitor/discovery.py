@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from cloud4iot.devices import (
     gateway_field_manager,
     rfc3339,
 )
+from gateway_monitor.listwatch import list_watch
 from gateway_monitor.scanner import Advert
 
 log = logging.getLogger(__name__)
@@ -208,52 +209,27 @@ async def watch_classes(
     on_error: Callable[[], None] = lambda: None,
     watch_timeout: int = 300,
 ) -> None:
-    """List then watch DeviceClasses forever (as watch_devices does for Devices)."""
-    from kubernetes.aio import watch
-    from kubernetes.aio.client.exceptions import ApiException
+    """List then watch DeviceClasses forever (gateway_monitor.listwatch, as Devices)."""
 
-    failures = 0
-    while True:
-        try:
-            listing = await api.list_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL)
-            book.classes = dict(_parsed(listing.get("items", [])))
-            version = listing["metadata"]["resourceVersion"]
-            failures = 0
-            while True:
-                w = watch.Watch()  # type: ignore[no-untyped-call]
-                async with w.stream(  # type: ignore[no-untyped-call]
-                    api.list_cluster_custom_object,
-                    GROUP,
-                    VERSION,
-                    CLASS_PLURAL,
-                    resource_version=version,
-                    timeout_seconds=watch_timeout,
-                    allow_watch_bookmarks=True,
-                ) as stream:
-                    async for event in stream:
-                        kind, obj = event["type"], event["raw_object"]
-                        name = (obj.get("metadata") or {}).get("name", "")
-                        if kind in ("ADDED", "MODIFIED"):
-                            parsed = dict(_parsed([obj]))
-                            book.classes.pop(name, None)
-                            book.classes.update(parsed)
-                        elif kind == "DELETED":
-                            book.classes.pop(name, None)
-                version = w.resource_version or version
-        except asyncio.CancelledError:
-            raise
-        except ApiException as exc:
-            if exc.status == 410:
-                continue
-            failures += 1
-            on_error()
-            log.warning("DeviceClass watch failed (HTTP %s); retrying", exc.status)
-            await asyncio.sleep(backoff(failures))
-        except Exception as exc:
-            failures += 1
-            on_error()
-            log.warning("DeviceClass watch failed (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(backoff(failures))
+    def listed(items: Sequence[Mapping[str, Any]]) -> None:
+        book.classes = dict(_parsed(items))
+
+    def changed(kind: str, obj: Mapping[str, Any]) -> None:
+        name = (obj.get("metadata") or {}).get("name", "")
+        book.classes.pop(name, None)  # a class no longer valid stops matching
+        if kind != "DELETED":
+            book.classes.update(_parsed([obj]))
+
+    await list_watch(
+        api,
+        CLASS_PLURAL,
+        what="DeviceClass",
+        on_list=listed,
+        on_event=changed,
+        backoff=backoff,
+        on_error=on_error,
+        watch_timeout=watch_timeout,
+    )
 
 
 def _parsed(objs: Iterable[Any]) -> Iterable[tuple[str, DeviceClass]]:

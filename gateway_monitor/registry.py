@@ -6,14 +6,14 @@ addresses) go further; everything else is dropped before it is tracked or logged
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cloud4iot.devices import GROUP, PLURAL, RSSI_MIN, VERSION
+from cloud4iot.devices import PLURAL, RSSI_MIN
 from gateway_monitor.irk import Resolver, parse_irk
+from gateway_monitor.listwatch import list_watch
 
 log = logging.getLogger(__name__)
 
@@ -127,53 +127,29 @@ async def watch_devices(
     on_error: Callable[[], None] = lambda: None,
     watch_timeout: int = 300,
 ) -> None:
-    """List then watch Devices forever: fresh list on 410 Gone, backoff on other errors.
-
-    ``api`` is a ``kubernetes.aio.client.CustomObjectsApi``.
+    """List then watch Devices forever (gateway_monitor.listwatch): fresh list on 410
+    Gone, backoff on other errors. ``api`` is a ``kubernetes.aio.client.CustomObjectsApi``.
     """
-    from kubernetes.aio import watch
-    from kubernetes.aio.client.exceptions import ApiException
 
-    failures = 0
-    while True:
-        try:
-            listing = await api.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-            specs = [parse_device(o, node) for o in listing.get("items", [])]
-            registry.replace_all(s for s in specs if s is not None)
-            version = listing["metadata"]["resourceVersion"]
-            failures = 0
-            while True:
-                w = watch.Watch()  # type: ignore[no-untyped-call]
-                async with w.stream(  # type: ignore[no-untyped-call]
-                    api.list_cluster_custom_object,
-                    GROUP,
-                    VERSION,
-                    PLURAL,
-                    resource_version=version,
-                    timeout_seconds=watch_timeout,
-                    allow_watch_bookmarks=True,
-                ) as stream:
-                    async for event in stream:
-                        kind, obj = event["type"], event["raw_object"]
-                        if kind in ("ADDED", "MODIFIED"):
-                            spec = parse_device(obj, node)
-                            if spec is not None:
-                                registry.upsert(spec)
-                        elif kind == "DELETED":
-                            registry.remove(obj.get("metadata", {}).get("name", ""))
-                version = w.resource_version or version
-        except asyncio.CancelledError:
-            raise
-        except ApiException as exc:
-            if exc.status == 410:  # our resourceVersion was compacted away: list again
-                log.info("Device watch expired; listing again")
-                continue
-            failures += 1
-            on_error()
-            log.warning("Device watch failed (HTTP %s); retrying", exc.status)
-            await asyncio.sleep(backoff(failures))
-        except Exception as exc:
-            failures += 1
-            on_error()
-            log.warning("Device watch failed (%s); retrying", type(exc).__name__)
-            await asyncio.sleep(backoff(failures))
+    def listed(items: Sequence[Mapping[str, Any]]) -> None:
+        specs = [parse_device(o, node) for o in items]
+        registry.replace_all(s for s in specs if s is not None)
+
+    def changed(kind: str, obj: Mapping[str, Any]) -> None:
+        if kind == "DELETED":
+            registry.remove((obj.get("metadata") or {}).get("name", ""))
+            return
+        spec = parse_device(obj, node)
+        if spec is not None:
+            registry.upsert(spec)
+
+    await list_watch(
+        api,
+        PLURAL,
+        what="Device",
+        on_list=listed,
+        on_event=changed,
+        backoff=backoff,
+        on_error=on_error,
+        watch_timeout=watch_timeout,
+    )

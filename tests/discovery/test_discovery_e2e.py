@@ -21,9 +21,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from kubernetes.aio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes.aio.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.aio.client.exceptions import ApiException
-from kubernetes.aio.config import load_kube_config
 
 from cloud4iot.deviceclass import CLASS_PLURAL, device_name, parse_class
 from cloud4iot.devices import APPLY_PATCH, GROUP, PLURAL, REPORT_PLURAL, VERSION
@@ -48,13 +47,7 @@ from gateway_monitor.registry import Registry, parse_device
 from gateway_monitor.report import apply_report, report_body
 from gateway_monitor.scanner import Advert
 from gateway_monitor.tracker import Tracker
-from tests.gateway_monitor.node_tokens import (
-    NAMESPACE,
-    bearer_client,
-    install_monitor_identity,
-    monitor_pod,
-    token,
-)
+from tests.gateway_monitor.node_tokens import admin_client, node_bound_clients
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.cluster
@@ -66,41 +59,31 @@ HR = "180D"
 
 @pytest.fixture
 async def admin(devcluster: Any) -> AsyncIterator[ApiClient]:
-    config = type.__call__(Configuration)
-    await load_kube_config(
-        config_file=str(devcluster.kubeconfig), client_configuration=config, persist_config=False
-    )
-    client = ApiClient(config)
-    yield client
-    await client.close()
+    async with admin_client(devcluster.kubeconfig) as client:
+        yield client
 
 
 @pytest.fixture
 async def hospital(admin: ApiClient) -> AsyncIterator[CustomObjectsApi]:
     """The gw-hospital monitor's identity: a token bound to a pod on that node."""
-    await install_monitor_identity(admin)
-    core = CoreV1Api(admin)
-    pod = await monitor_pod(core, HOSPITAL)
-    client = bearer_client(admin, await token(core, pod))
-    api = CustomObjectsApi(client)
+    async with node_bound_clients(admin, [HOSPITAL]) as ids:
+        api = CustomObjectsApi(ids.clients[HOSPITAL])
 
-    async def ready() -> bool:  # the report exists and the RBAC cache caught up
+        async def ready() -> bool:  # the report exists and the RBAC cache caught up
+            try:
+                await api.get_cluster_custom_object_status(GROUP, VERSION, REPORT_PLURAL, HOSPITAL)
+            except ApiException as exc:
+                if exc.status in (403, 404):
+                    return False
+                raise
+            return True
+
         try:
-            await api.get_cluster_custom_object_status(GROUP, VERSION, REPORT_PLURAL, HOSPITAL)
-        except ApiException as exc:
-            if exc.status in (403, 404):
-                return False
-            raise
-        return True
-
-    try:
-        await eventually(ready, within=30, what="gw-hospital's report and the monitors' RBAC")
-        yield api
-    finally:
-        await report_candidates(api, [])
-        await apply_report(api, HOSPITAL, report_body(HOSPITAL, {}, time.time()))
-        await client.close()
-        await core.delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=0)
+            await eventually(ready, within=30, what="gw-hospital's report and the monitors' RBAC")
+            yield api
+        finally:
+            await report_candidates(api, [])
+            await apply_report(api, HOSPITAL, report_body(HOSPITAL, {}, time.time()))
 
 
 async def report_candidates(api: CustomObjectsApi, entries: list[tuple[str, str, int]]) -> None:

@@ -9,6 +9,9 @@ DaemonSet's pod. Clients built here hold only that bearer token.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from kubernetes.aio.client import (
     RbacAuthorizationV1Api,
 )
 from kubernetes.aio.client.exceptions import ApiException
+from kubernetes.aio.config import load_kube_config
 
 from tests.waiting import eventually
 
@@ -124,3 +128,50 @@ async def whoami(client: ApiClient) -> dict[str, Any]:
 
     await eventually(review, what="the token to authenticate")
     return found
+
+
+@asynccontextmanager
+async def admin_client(kubeconfig: Path | str) -> AsyncIterator[ApiClient]:
+    """An aio client with the devcluster's admin kubeconfig."""
+    config = type.__call__(Configuration)
+    await load_kube_config(
+        config_file=str(kubeconfig), client_configuration=config, persist_config=False
+    )
+    client = ApiClient(config)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@dataclass
+class NodeClients:
+    clients: dict[str, ApiClient]  # node (or UNBOUND) -> a client holding only its token
+    users: dict[str, dict[str, Any]]  # ... -> the identity the apiserver sees (whoami)
+
+
+UNBOUND = "unbound"
+
+
+@asynccontextmanager
+async def node_bound_clients(
+    admin: ApiClient, nodes: Iterable[str], *, unbound: bool = False
+) -> AsyncIterator[NodeClients]:
+    """The monitors' identity as shipped, then per node a monitor pod bound to it and a
+    client holding only a token bound to that pod (`unbound`: one more, bound to
+    nothing, under UNBOUND); each authenticated before yielding. Closed and the pods
+    deleted afterwards."""
+    await install_monitor_identity(admin)
+    core = CoreV1Api(admin)
+    pods = {node: await monitor_pod(core, node) for node in nodes}
+    clients = {node: bearer_client(admin, await token(core, pod)) for node, pod in pods.items()}
+    if unbound:
+        clients[UNBOUND] = bearer_client(admin, await token(core, None))
+    try:
+        users = {key: await whoami(c) for key, c in clients.items()}
+        yield NodeClients(clients, users)
+    finally:
+        for c in clients.values():
+            await c.close()
+        for pod in pods.values():
+            await core.delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=0)

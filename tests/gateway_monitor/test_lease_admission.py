@@ -15,18 +15,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from kubernetes.aio.client import ApiClient, Configuration, CoordinationV1Api, CoreV1Api
+from kubernetes.aio.client import ApiClient, CoordinationV1Api
 from kubernetes.aio.client.exceptions import ApiException
-from kubernetes.aio.config import load_kube_config
 
 from gateway_monitor.lease import LeaseConfig, LeaseRenewer, lease_body
 from tests.gateway_monitor.node_tokens import (
     NAMESPACE,
-    bearer_client,
+    UNBOUND,
+    admin_client,
     install_monitor_identity,
-    monitor_pod,
-    token,
-    whoami,
+    node_bound_clients,
 )
 from tests.waiting import eventually
 
@@ -47,13 +45,8 @@ class Monitors:
 
 @pytest.fixture
 async def admin(devcluster: Any) -> AsyncIterator[ApiClient]:
-    config = type.__call__(Configuration)
-    await load_kube_config(
-        config_file=str(devcluster.kubeconfig), client_configuration=config, persist_config=False
-    )
-    client = ApiClient(config)
-    yield client
-    await client.close()
+    async with admin_client(devcluster.kubeconfig) as client:
+        yield client
 
 
 @pytest.fixture
@@ -66,13 +59,8 @@ async def monitors(admin: ApiClient) -> AsyncIterator[Monitors]:
         except ApiException as exc:
             if exc.status != 404:
                 raise
-    core = CoreV1Api(admin)
-    pods = {node: await monitor_pod(core, node) for node in (HOME, HOSPITAL, CLOUD)}
-    clients = {node: bearer_client(admin, await token(core, pod)) for node, pod in pods.items()}
-    clients["unbound"] = bearer_client(admin, await token(core, None))
-    try:
-        for c in clients.values():
-            await whoami(c)
+    async with node_bound_clients(admin, (HOME, HOSPITAL, CLOUD), unbound=True) as ids:
+        clients = ids.clients
 
         async def rbac_ready() -> bool:  # the RBAC authorizer's cache catches up
             try:
@@ -86,12 +74,7 @@ async def monitors(admin: ApiClient) -> AsyncIterator[Monitors]:
             return True
 
         await eventually(rbac_ready, what="the monitors' lease RBAC")
-        yield Monitors(*(CoordinationV1Api(clients[k]) for k in (HOME, HOSPITAL, CLOUD, "unbound")))
-    finally:
-        for c in clients.values():
-            await c.close()
-        for pod in pods.values():
-            await core.delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=0)
+        yield Monitors(*(CoordinationV1Api(clients[k]) for k in (HOME, HOSPITAL, CLOUD, UNBOUND)))
 
 
 async def refused(attempt: Any, because: str, status: int = 403) -> str:

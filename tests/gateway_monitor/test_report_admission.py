@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from kubernetes.aio.client import ApiClient, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes.aio.client import ApiClient, CustomObjectsApi
 from kubernetes.aio.client.exceptions import ApiException
-from kubernetes.aio.config import load_kube_config
 
 from cloud4iot.devices import (
     API_VERSION,
@@ -33,13 +32,11 @@ from cloud4iot.devices import (
 )
 from gateway_monitor.report import apply_report, report_body
 from tests.gateway_monitor.node_tokens import (
-    NAMESPACE,
     NODE_KEY,
-    bearer_client,
+    UNBOUND,
+    admin_client,
     install_monitor_identity,
-    monitor_pod,
-    token,
-    whoami,
+    node_bound_clients,
 )
 from tests.waiting import eventually
 
@@ -60,13 +57,8 @@ class Monitors:
 
 @pytest.fixture
 async def admin(devcluster: Any) -> AsyncIterator[ApiClient]:
-    config = type.__call__(Configuration)
-    await load_kube_config(
-        config_file=str(devcluster.kubeconfig), client_configuration=config, persist_config=False
-    )
-    client = ApiClient(config)
-    yield client
-    await client.close()
+    async with admin_client(devcluster.kubeconfig) as client:
+        yield client
 
 
 async def fresh_report(api: CustomObjectsApi, node: str) -> None:
@@ -101,12 +93,8 @@ async def monitors(admin: ApiClient) -> AsyncIterator[Monitors]:
     custom = CustomObjectsApi(admin)
     for node in (HOME, HOSPITAL):
         await fresh_report(custom, node)
-    core = CoreV1Api(admin)
-    pods = {node: await monitor_pod(core, node) for node in (HOME, HOSPITAL, CLOUD)}
-    clients = {node: bearer_client(admin, await token(core, pod)) for node, pod in pods.items()}
-    clients["unbound"] = bearer_client(admin, await token(core, None))
-    try:
-        users = {key: await whoami(c) for key, c in clients.items()}
+    async with node_bound_clients(admin, (HOME, HOSPITAL, CLOUD), unbound=True) as ids:
+        clients = ids.clients
 
         async def rbac_ready() -> bool:  # the RBAC authorizer's cache catches up
             try:
@@ -124,14 +112,9 @@ async def monitors(admin: ApiClient) -> AsyncIterator[Monitors]:
             home=CustomObjectsApi(clients[HOME]),
             hospital=CustomObjectsApi(clients[HOSPITAL]),
             cloud=CustomObjectsApi(clients[CLOUD]),
-            unbound=CustomObjectsApi(clients["unbound"]),
-            users=users,
+            unbound=CustomObjectsApi(clients[UNBOUND]),
+            users=ids.users,
         )
-    finally:
-        for c in clients.values():
-            await c.close()
-        for pod in pods.values():
-            await core.delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=0)
 
 
 def body(node: str, heard: dict[str, int], at: float | None = None) -> dict[str, Any]:
