@@ -230,7 +230,7 @@ def test_liveness_writes_at_rest_outages_and_a_silent_gateway(world: World) -> N
         finally:
             os.kill(supervisor, signal.SIGCONT)
         back = time.monotonic()
-        until("the apiserver serving again", lambda: world.placement(), 90)
+        until("the apiserver serving again", lambda: world.placement(), 180)
         world.figures[f"apiserver_down_{outage:.0f}s"] = round(down, 1)
         world.figures[f"apiserver_back_after_{outage:.0f}s_outage"] = round(
             time.monotonic() - back, 1

@@ -262,7 +262,9 @@ async def test_console_script_publishes_and_removes_its_entry_on_sigterm(
         async def published() -> bool:
             return GW1 in await sightings(api, name)
 
-        await eventually(published)
+        await eventually(
+            published, 40, "the console script's first report"
+        )  # imports take a while on a loaded CI
         entry = (await sightings(api, name))[GW1]
         assert -70 <= entry["rssi"] <= -54
         proc.send_signal(signal.SIGTERM)
