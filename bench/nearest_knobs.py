@@ -45,6 +45,16 @@ ROWS: dict[str, Row] = {
     "monitor --rssi-window 5": ({}, {"rssi_window": 5.0}, {}),
     "monitor --rssi-window 10": ({}, {"rssi_window": 10.0}, {}),
     "monitor --rssi-step 3 --min-interval 2": ({}, {}, {"step": 3, "min_interval": 2.0}),
+    # The Lease path's publisher (PublishConfig; no monitor flag): small steps coalesced
+    # up to `coalesce` s, any write `report_interval` s after the last.
+    "publish coalesce 0 s": ({}, {}, {"coalesce": 0.0}),
+    "publish coalesce 2 s": ({}, {}, {"coalesce": 2.0}),
+    "publish report_interval 0 s": ({}, {}, {"report_interval": 0.0}),
+    "publish coalesce 0 s, report_interval 0 s": (
+        {},
+        {},
+        {"coalesce": 0.0, "report_interval": 0.0},
+    ),
 }
 
 
@@ -71,13 +81,17 @@ def _cells(s: dict[str, float | int | None], truth: bool) -> list[str]:
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.parse_args(argv)
+    p.add_argument(
+        "--rows", nargs="*", metavar="LABEL", help="only these rows (the defaults always)"
+    )
+    args = p.parse_args(argv)
+    rows = {k: v for k, v in ROWS.items() if not args.rows or k == "defaults" or k in args.rows}
     began = time.perf_counter()
     recordings = {r: read_csv_adverts(DATA / f"{r}.adverts.csv.gz") for r in RUNS}
     truths = {r: read_truth(DATA / f"{r}.truth.csv.gz") for r in WITH_TRUTH}
     table: dict[str, dict[str, list[str]]] = {}
     fn_rate: dict[str, str] = {}
-    for label, (changes, tracker, publish) in ROWS.items():
+    for label, (changes, tracker, publish) in rows.items():
         policy = variant(changes)
         base = ChainConfig()
         cfg = ChainConfig(
@@ -116,14 +130,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         "| test_walk: p90 / >=10 dB / moves/min |"
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    order = ["defaults", *BASELINES, *[r for r in ROWS if r != "defaults"]]
+    order = ["defaults", *BASELINES, *[r for r in rows if r != "defaults"]]
     for m in order:
         t = table[m]
         print(
             f"| {m} | {' | '.join(t['all5'])} | {fn_rate.get(m, '-')} | "
             f"{' / '.join(t['robot'])} | {' / '.join(t['walk'])} |"
         )
-    print(f"\n{len(ROWS)} variants x {len(RUNS)} recordings in {time.perf_counter() - began:.0f} s")
+    print(f"\n{len(rows)} variants x {len(RUNS)} recordings in {time.perf_counter() - began:.0f} s")
 
 
 if __name__ == "__main__":
