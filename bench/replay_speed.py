@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import pstats
 import random
 import resource
 import time
@@ -45,12 +47,20 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--gateways", type=int, default=20)
     p.add_argument("--devices", type=int, default=50)
     p.add_argument("--minutes", type=float, default=60.0)
+    p.add_argument(
+        "--work",
+        action="store_true",
+        help="also CPU seconds and calls per advert (a second run under cProfile): "
+        "comparable on a loaded machine, where the wall time is mostly waiting",
+    )
     args = p.parse_args(argv)
     began = time.perf_counter()
     recording = site(args.gateways, args.devices, int(args.minutes * 60))
     built = time.perf_counter() - began
     policy = load_policy(DEFAULT_POLICY)
+    cpu = time.process_time()
     result = asyncio.run(run_chain(recording, policy))
+    cpu = time.process_time() - cpu
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     changes = sum(max(0, len(t) - 1) for t in result.decisions.values())
     print(
@@ -59,6 +69,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         f"({result.adverts / result.seconds:,.0f} adverts/s); {result.applies} applies, "
         f"{changes} nearest changes; generating the site took {built:.1f} s; max RSS {rss:.0f} MB"
     )
+    if args.work:
+        profile = cProfile.Profile()
+        profile.runcall(asyncio.run, run_chain(recording, policy))
+        calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
+        print(
+            f"CPU {cpu:.1f} s ({result.adverts / cpu:,.0f} adverts per CPU-s); "
+            f"{calls:,} calls ({calls / result.adverts:.0f} per advert)"
+        )
 
 
 if __name__ == "__main__":
