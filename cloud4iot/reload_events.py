@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cloud4iot.devices import rfc3339
+from cloud4iot.events import MESSAGE_MAX, event_body
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,6 @@ class RefusingStore(Protocol):
 
 
 SHOWN = 5  # problems quoted in the message; the rest are counted
-MESSAGE_MAX = 1024  # what the apiserver keeps of a message
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,20 +84,10 @@ def refused_event(
     involved = {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace, "name": pod.name}
     if pod.uid:
         involved["uid"] = pod.uid
-    stamp = rfc3339(now)
-    return {
-        "metadata": {"generateName": f"{pod.name}.", "namespace": pod.namespace},
-        "involvedObject": involved,
-        "reason": REASON,
-        "message": message,
-        "type": "Warning",
-        "source": {"component": component},
-        "reportingComponent": component,
-        "reportingInstance": instance,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
+    return event_body(
+        involved, pod.namespace, REASON, message, now, component,
+        event_type="Warning", instance=instance,
+    )  # fmt: skip
 
 
 async def report_refusals(

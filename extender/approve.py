@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cloud4iot.devices import API_VERSION, GROUP, KIND, PLURAL, VERSION, rfc3339
+from cloud4iot.devices import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from cloud4iot.events import event_body
 from cloud4iot.vocabulary import (
     APPROVAL_APPROVED,
     APPROVAL_DENIED,
@@ -66,25 +67,14 @@ def approval_patch(obj: Mapping[str, Any], verb: str, irk: str | None = None) ->
 
 def approval_event(obj: Mapping[str, Any], verb: str, irk: bool, now: float) -> dict[str, Any]:
     meta = obj.get("metadata") or {}
-    name = str(meta.get("name", "?"))
-    stamp = rfc3339(now)
-    return {
-        "metadata": {"generateName": f"{name}.", "namespace": EVENT_NAMESPACE},
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "name": name,
-            "uid": str(meta.get("uid", "")),
-        },
-        "reason": REASONS[verb],
-        "message": f"cloud4iot devices {verb}" + (" with an IRK" if irk else ""),
-        "type": "Normal",
-        "source": {"component": COMPONENT},
-        "reportingComponent": COMPONENT,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
+    involved = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": str(meta.get("name", "?")),
+        "uid": str(meta.get("uid", "")),
     }
+    message = f"cloud4iot devices {verb}" + (" with an IRK" if irk else "")
+    return event_body(involved, EVENT_NAMESPACE, REASONS[verb], message, now, COMPONENT)
 
 
 def add_parser(sub: Any) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Literal
 import orjson
 
 from cloud4iot.devices import rfc3339
+from cloud4iot.events import event_body
 from cloud4iot.policy.store import PolicyStore
 from cloud4iot.vocabulary import (
     LAST_MOVE_ANNOTATION,
@@ -410,7 +411,7 @@ class Evictor:
         event_type: str = "Normal",
     ) -> None:
         """One Event per (apiVersion, kind, namespace, name, uid) target."""
-        stamp = rfc3339(time.time())
+        now = time.time()
         for api_version, kind_name, namespace, name, uid in targets:
             involved = {
                 "apiVersion": api_version,
@@ -420,19 +421,10 @@ class Evictor:
             }
             if uid:
                 involved["uid"] = uid
-            event = {
-                "metadata": {"generateName": f"{name}.", "namespace": namespace},
-                "involvedObject": involved,
-                "reason": reason,
-                "message": message[:1024],
-                "type": event_type,
-                "source": {"component": COMPONENT},
-                "reportingComponent": COMPONENT,
-                "reportingInstance": self.identity,
-                "firstTimestamp": stamp,
-                "lastTimestamp": stamp,
-                "count": 1,
-            }
+            event = event_body(
+                involved, namespace, reason, message, now, COMPONENT,
+                event_type=event_type, instance=self.identity,
+            )  # fmt: skip
             try:
                 await self.core.create_namespaced_event(namespace, event, _request_timeout=10)
             except Exception as exc:  # an Event is a courtesy; the move stands

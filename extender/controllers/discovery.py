@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloud4iot.deviceclass import CLASS_PLURAL, DELETE, DeviceClass, parse_class
-from cloud4iot.devices import API_VERSION, GROUP, KIND, PLURAL, VERSION, parse_time, rfc3339
+from cloud4iot.devices import API_VERSION, GROUP, KIND, PLURAL, VERSION, parse_time
+from cloud4iot.events import event_body
 from cloud4iot.policy.store import PolicyStore
 from cloud4iot.vocabulary import (
     APPROVAL_APPROVED,
@@ -367,22 +368,10 @@ class DiscoveryController:
         """An Event on the Device (in `default`, as for other cluster-scoped objects)."""
         if self.core is None:
             return
-        stamp = rfc3339(self.clock())
         involved = {"apiVersion": API_VERSION, "kind": KIND, "name": device}
         if uid:
             involved["uid"] = uid
-        event = {
-            "metadata": {"generateName": f"{device}.", "namespace": EVENT_NAMESPACE},
-            "involvedObject": involved,
-            "reason": reason,
-            "message": message[:1024],
-            "type": "Normal",
-            "source": {"component": COMPONENT},
-            "reportingComponent": COMPONENT,
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
+        event = event_body(involved, EVENT_NAMESPACE, reason, message, self.clock(), COMPONENT)
         try:
             await self.core.create_namespaced_event(EVENT_NAMESPACE, event, _request_timeout=10)
         except asyncio.CancelledError:

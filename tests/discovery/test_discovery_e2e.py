@@ -428,6 +428,9 @@ async def test_when_away_delete_removes_the_functions_and_makes_them_again(
     )
     await eventually(lambda: _has(device_reasons(core, name), "Removed"), what="Removed")
     assert name in await devices_of(custom, cls)  # the Device stays until forgetAfter
+    # the garbage collector takes the old pod after its Deployment: until then "placed"
+    # below could see that pod, not one of the new Deployment
+    await eventually(lambda: _none(core, namespace, name), within=30, what="the old pod gone")
     await eventually(
         heard_on(hospital, core, HOSPITAL, name, namespace), within=60, what="back", interval=1
     )
