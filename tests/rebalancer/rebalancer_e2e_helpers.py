@@ -178,6 +178,7 @@ def function_deployment(
     *,
     max_surge: int | str | None = None,
     cpu: str = "50m",
+    gate: str | None = None,
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "replicas": 1,
@@ -199,6 +200,8 @@ def function_deployment(
             },
         },
     }
+    if gate is not None:  # held Pending as a queue (Kueue, say) holds a pod, pin and all
+        spec["template"]["spec"]["schedulingGates"] = [{"name": gate}]
     if max_surge is not None:
         spec["strategy"] = {
             "type": "RollingUpdate",

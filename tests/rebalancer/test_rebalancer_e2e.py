@@ -347,15 +347,16 @@ def test_a_pending_pod_whose_pin_went_stale_is_recreated_and_pinned_afresh(
 ) -> None:
     """Admission narrowing pins a pod once; the rebalancer renews a stale pin.
 
-    The function asks for more CPU than a gateway has, so kube-scheduler cannot bind
-    it to the gateway it was pinned to (the webhook does not count requests) and it
-    stays pending. When the wearable walks to the hospital, gw-home is no longer
-    feasible for it and gw-hospital is: the rebalancer deletes the pending pod, and
-    its replacement is pinned to gw-hospital.
+    The pod is held Pending by a scheduling gate (as a queue such as Kueue holds one),
+    pinned to gw-home. (It used to ask for more CPU than a gateway has; narrowing now
+    checks room as NodeResourcesFit does and leaves such a pod unpinned.) When the
+    wearable walks to the hospital, gw-home is no longer feasible for it and
+    gw-hospital is: the rebalancer deletes the pending pod, and its replacement is
+    pinned to gw-hospital.
     """
     core = client.CoreV1Api(kube_api)
     device = heard_at_home(kube_api, radio)
-    app = deploy(kube_api, namespace, "stuck", MHEALTH, device, cpu="3")
+    app = deploy(kube_api, namespace, "stuck", MHEALTH, device, gate="cloud4iot.test/held")
 
     def pending() -> list[client.V1Pod]:
         return [p for p in kube.pods_of(kube_api, namespace, app) if not kube.is_deleted(p)]
