@@ -13,11 +13,13 @@ Arrival is fast and departure slow, because "not heard" is never proof of absenc
 
 from __future__ import annotations
 
-import statistics
+from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from itertools import islice
+from math import fsum
 
 from cloud4iot.devices import RSSI_MAX, RSSI_MIN
 
@@ -95,12 +97,33 @@ def robust_mean(values: Sequence[float]) -> float:
     """
     if not values:
         raise ValueError("robust_mean of no values")
-    if len(values) < 4:
-        return statistics.median(values)
-    q1, q3 = _quartiles(values)
+    return _robust_mean_sorted(sorted(values))
+
+
+def _robust_mean_sorted(data: Sequence[float]) -> float:
+    """``robust_mean`` of readings already sorted, to the bit: the median as
+    ``statistics.median`` takes it, Q1/Q3 as ``_quartiles``, and the inliers, a run of
+    the sorted readings, summed by ``fsum`` as ``statistics.fmean`` does (exactly
+    rounded, so their order cannot change the float). This runs twice per advert."""
+    n = len(data)
+    if n < 4:
+        return _median_sorted(data)
+    m = n - 1
+    j, delta = divmod(m, 4)
+    q1 = (data[j] * (4 - delta) + data[j + 1] * delta) / 4
+    j, delta = divmod(3 * m, 4)
+    q3 = (data[j] * (4 - delta) + data[j + 1] * delta) / 4
     spread = 1.5 * (q3 - q1)
-    inliers = [v for v in values if q1 - spread <= v <= q3 + spread]
-    return statistics.fmean(inliers)
+    lo = bisect_left(data, q1 - spread)
+    hi = bisect_right(data, q3 + spread)
+    return fsum(data[lo:hi]) / (hi - lo)
+
+
+def _median_sorted(data: Sequence[float]) -> float:
+    """statistics.median of readings already sorted (the same pick and the same sum)."""
+    n = len(data)
+    i = n // 2
+    return data[i] if n % 2 else (data[i - 1] + data[i]) / 2
 
 
 def _quartiles(values: Sequence[float]) -> tuple[float, float]:
@@ -122,10 +145,21 @@ def clamp_rssi(value: float) -> int:
 
 @dataclass(slots=True)
 class _Link:
-    samples: deque[tuple[float, float]] = field(default_factory=deque)  # (t, calibrated dBm)
+    # The window's readings, oldest first: times and calibrated dBm side by side (no
+    # tuple per advert; the values sort and copy in C).
+    times: deque[float] = field(default_factory=deque)
+    values: deque[float] = field(default_factory=deque)
+    # Whether `times` never went backwards (a live source's clock may): then the
+    # readings of the last `rssi_window` seconds are a tail, found by bisection.
+    ordered: bool = True
     present: bool = False
     last_seen: float = 0.0
     below_since: float | None = None  # when the smoothed RSSI last went below leave
+
+    def clear(self) -> None:
+        self.times.clear()
+        self.values.clear()
+        self.ordered = True
 
 
 class Tracker:
@@ -172,22 +206,31 @@ class Tracker:
     def observe(self, key: str, raw_rssi: float, now: float) -> Update:
         """Feed one advert's RSSI (dBm as the radio reported it) heard at ``now``."""
         cfg = self.config
-        link = self._links.setdefault(key, _Link())
-        link.samples.append((now, raw_rssi + cfg.offset))
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = _Link()
+        times, values = link.times, link.values
+        if times and now < times[-1]:
+            link.ordered = False
+        times.append(now)
+        values.append(raw_rssi + cfg.offset)
         link.last_seen = now
         self._prune(link, now)
-        thresholds = self.thresholds(key)
+        thresholds = self._overrides.get(key, cfg.thresholds)
         transition: Transition | None = None
-        values = [v for _, v in link.samples]
         if not link.present:
-            latest = values[-cfg.arrive_samples :]
-            if len(latest) == cfg.arrive_samples and statistics.median(latest) >= thresholds.enter:
+            n = cfg.arrive_samples
+            # The median of the latest n readings (statistics.median's, to the bit).
+            if len(values) >= n and _median_sorted(sorted(islice(reversed(values), n))) >= (
+                thresholds.enter
+            ):
                 link.present = True
                 transition = Transition.ARRIVED
                 # The approach readings describe where the device was, not where it is.
-                while len(link.samples) > cfg.arrive_samples:
-                    link.samples.popleft()
-        elif robust_mean(values) >= thresholds.leave:
+                while len(times) > n:
+                    times.popleft()
+                    values.popleft()
+        elif _robust_mean_sorted(sorted(values)) >= thresholds.leave:
             link.below_since = None
         else:
             if link.below_since is None:
@@ -207,7 +250,7 @@ class Tracker:
             if link.present and silent >= cfg.away_timeout:
                 link.present = False
                 link.below_since = None
-                link.samples.clear()
+                link.clear()
                 out.append(Update(self._state(key, link), Transition.DEPARTED))
             elif not link.present and silent >= max(cfg.window, cfg.away_timeout):
                 del self._links[key]
@@ -218,14 +261,19 @@ class Tracker:
 
     def _prune(self, link: _Link, now: float) -> None:
         horizon = now - self.config.window
+        cap = self.config.max_samples
+        times, values = link.times, link.values
         # The newest reading stays: a present device keeps a value until it is away.
-        while len(link.samples) > 1 and (
-            link.samples[0][0] < horizon or len(link.samples) > self.config.max_samples
-        ):
-            link.samples.popleft()
+        while len(times) > 1 and (times[0] < horizon or len(times) > cap):
+            times.popleft()
+            values.popleft()
 
     def _state(self, key: str, link: _Link) -> LinkState:
         since = link.last_seen - self.config.rssi_window
-        values = [v for t, v in link.samples if t >= since]
-        rssi = clamp_rssi(robust_mean(values)) if values else None
+        times, values = link.times, link.values
+        if link.ordered:
+            data = sorted(islice(values, bisect_left(times, since), None))
+        else:
+            data = sorted([v for t, v in zip(times, values, strict=True) if t >= since])
+        rssi = clamp_rssi(_robust_mean_sorted(data)) if data else None
         return LinkState(key=key, present=link.present, rssi=rssi, last_seen=link.last_seen)

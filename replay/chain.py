@@ -208,7 +208,8 @@ async def run_chain(
     offset = EPOCH if start < EPOCH / 2 else 0.0
     clock = VirtualClock(start + offset)
     objects = ClusterView(clock)
-    objects.add_gateways(recording.gateways)
+    gateways = recording.gateways  # a scan of every advert: once, not per Lease renewal
+    objects.add_gateways(gateways)
     for name in recording.addresses:
         objects.add_device(name)
     api = _CustomApi(objects)
@@ -216,7 +217,7 @@ async def run_chain(
     specs = [DeviceSpec(name=d, address=a) for d, a in recording.addresses.items()]
     monitors: dict[str, Monitor] = {}
     publishers: dict[str, Publisher] = {}
-    for gw in recording.gateways:
+    for gw in gateways:
         radio = spec.gateways.get(gw)
         tracker_cfg = cfg.tracker
         if radio is not None and "rssi_offset" in radio.model_fields_set:
@@ -264,7 +265,7 @@ async def run_chain(
         else Functions(
             policy,
             list(recording.addresses),
-            recording.gateways,
+            gateways,
             cfg.function_class,
             offset,
             start,
@@ -332,7 +333,7 @@ async def run_chain(
             if now == lease_at:
                 lease_at += lease_every
                 renewals += 1
-                for gw in recording.gateways:
+                for gw in gateways:
                     objects.renew_lease(gw, renewals)
                 schedule(now)
             elif now == monitor_at:
