@@ -59,9 +59,17 @@ class Monitor:
         registry.listeners.append(self)
 
     def on_advert(self, advert: Advert) -> None:
-        device = self.registry.lookup(advert.address)
+        self.hear(advert.address, advert.rssi, advert.t, advert)
+
+    def hear(self, address: str, rssi: int, t: float, advert: Advert | None = None) -> None:
+        """One advert's reading (``on_advert``'s body): replay calls it with the three
+        fields it has, without building an Advert per reception (a twentieth of its
+        time); a stranger's Advert is built then, for discovery."""
+        device = self.registry.lookup(address)
         if device is None:
-            if self.discovery is not None and self.discovery.offer(advert):
+            if self.discovery is not None and self.discovery.offer(
+                advert if advert is not None else Advert(address, rssi, t)
+            ):
                 # A DeviceClass match: a candidate in our report, not tracked or logged.
                 self.metrics.adverts.labels("candidate").inc()
                 return
@@ -74,8 +82,8 @@ class Monitor:
             # line up, and a sped-up replay is recorded at its own pace.
             if self._record_anchor is None:
                 self._record_anchor = self.wall() - self.clock()
-            self.recorder.add(self._record_anchor + advert.t, advert.address, advert.rssi)
-        self._emit(self.tracker.observe(device, advert.rssi, advert.t))
+            self.recorder.add(self._record_anchor + t, address, rssi)
+        self._emit(self.tracker.observe(device, rssi, t))
 
     def tick(self) -> None:
         for update in self.tracker.tick(self.clock()):

@@ -149,7 +149,7 @@ class PublishPlan:
             if self._due_at.pop(device, None) is not None:
                 self._soonest = None
             return
-        at = max(self._reason_from(entry), self.earliest(device))
+        at = max(self._reason_from(entry), self._earliest(entry))
         old = self._due_at.get(device)
         self._due_at[device] = at
         if self._soonest is not None:
@@ -180,7 +180,9 @@ class PublishPlan:
 
     def want(self, device: str, sighting: Sighting | None) -> None:
         """Record the latest state; ``None`` = this gateway does not hear the device."""
-        entry = self.entries.setdefault(device, _Entry())
+        entry = self.entries.get(device)  # (setdefault would build an _Entry per advert)
+        if entry is None:
+            entry = self.entries[device] = _Entry()
         entry.desired = sighting
         if sighting is None and entry.published is None and not entry.uncertain:
             del self.entries[device]  # never made it to the server: nothing to take back
@@ -222,7 +224,9 @@ class PublishPlan:
 
     def earliest(self, device: str) -> float:
         """The first time the rate limit and retry backoff allow a publish."""
-        entry = self.entries[device]
+        return self._earliest(self.entries[device])
+
+    def _earliest(self, entry: _Entry) -> float:
         allowed = entry.retry_at
         if entry.last_publish is not None:
             allowed = max(allowed, entry.last_publish + self.config.min_interval)

@@ -47,7 +47,6 @@ from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.publisher import PublishConfig, Publisher, PublishPlan
 from gateway_monitor.registry import DeviceSpec, Registry
-from gateway_monitor.scanner import Advert as RadioAdvert
 from gateway_monitor.tracker import Tracker, TrackerConfig
 from replay.functions import Functions, FunctionStats, LoadSeries
 from replay.inputs import Recording
@@ -359,6 +358,7 @@ async def run_chain(
     # ReplaySource/bleak deliver them in one loop turn), so those flush together.
     heard: dict[str, None] = {}
     at = -math.inf
+    addresses = recording.addresses
 
     async def flush_heard() -> None:
         for gw in heard:
@@ -372,7 +372,7 @@ async def run_chain(
             await flush_heard()
             await advance(t)
             clock.now = at = t
-        monitors[a.gateway].on_advert(RadioAdvert(recording.addresses[a.device], a.rssi, t))
+        monitors[a.gateway].hear(addresses[a.device], a.rssi, t)
         heard[a.gateway] = None
     await flush_heard()
     await advance(end + offset + cfg.tail)

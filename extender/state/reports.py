@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from cloud4iot.devices import parse_time
@@ -195,7 +195,7 @@ class SightingIndex:
         alive = self.alive_at.get(sighting.node)
         if alive is None or alive <= sighting.last_seen:
             return sighting
-        return replace(sighting, last_seen=alive)
+        return sighting.seen_at(alive)
 
     def _refresh_gateway(self, node: str) -> None:
         report = self.reports.get(node)
@@ -245,14 +245,14 @@ def merge(
     legacy = device.sightings
     if legacy and not legacy.keys() <= gateways:
         legacy = {n: s for n, s in legacy.items() if n in gateways}
-        device = replace(device, sightings=legacy)
+        device = device.with_sightings(legacy)
     if not reported:
         return device
     if not legacy:
-        return replace(device, sightings=dict(reported))
+        return device.with_sightings(dict(reported))
     sightings = dict(legacy)
     for node, sighting in reported.items():
         have = sightings.get(node)
         if have is None or sighting.last_seen >= have.last_seen:
             sightings[node] = sighting
-    return replace(device, sightings=sightings)
+    return device.with_sightings(sightings)

@@ -98,6 +98,12 @@ class Sighting:
     # is old but still listed means its gateway went silent, not that the device left.
     reported: bool = False
 
+    def seen_at(self, last_seen: float) -> Sighting:
+        """``replace(self, last_seen=...)`` without its scan of the fields: the report
+        index refreshes every entry of a gateway per Lease renewal (replay's profile).
+        tests/state/test_snapshot_copies.py keeps it equal to ``replace``."""
+        return Sighting(self.node, self.rssi, last_seen, self.reported)
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceFacts:
@@ -109,6 +115,19 @@ class DeviceFacts:
     nearest: str | None = None  # status.nearest.node, decided centrally with hysteresis
     nearest_since: float | None = None  # status.nearest.since: when that decision was taken
     rssi_enter: float | None = None  # per-device threshold overriding the class's
+
+    def with_sightings(self, sightings: Mapping[str, Sighting]) -> DeviceFacts:
+        """``replace(self, sightings=...)`` without its scan of the fields: a report's
+        apply merges each changed device (replay's profile, BENCHMARKS.md).
+        tests/state/test_snapshot_copies.py keeps it equal to ``replace``."""
+        return DeviceFacts(
+            self.name,
+            self.address,
+            sightings,
+            self.nearest,
+            self.nearest_since,
+            self.rssi_enter,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,36 @@ def test_matching_adverts_are_candidates_strangers_and_weak_ones_dropped() -> No
     assert "C0:FF:EE:00:00:01" not in sink.updates  # never tracked as a device
 
 
+def test_hear_without_an_advert_is_on_advert() -> None:
+    """Replay's entry (Monitor.hear: address, rssi, time) counts and tracks as on_advert;
+    a stranger is still offered to discovery, as a bare advert (no service UUIDs, so the
+    class above cannot match it and it is dropped, never tracked)."""
+    d = Discovery(classes(), CandidateBook(), wall=lambda: 1000.0)
+    m, metrics, sink = monitor(d)
+    m.hear("AA:AA:AA:AA:AA:AA", -60, 0.0)
+    m.hear("C0:FF:EE:00:00:01", -60, 0.0)
+    assert (count(metrics, "candidate"), count(metrics, "dropped"), count(metrics, "tracked")) == (
+        0,
+        1,
+        1,
+    )
+    assert sink.updates == []  # one reading is not presence yet (arrive_samples)
+    m.hear("AA:AA:AA:AA:AA:AA", -60, 0.5)
+    m.hear("AA:AA:AA:AA:AA:AA", -60, 1.0)
+    assert sink.updates == ["known"]
+    offered: list[Advert] = []
+
+    class Spy(Discovery):
+        def offer(self, advert: Advert) -> bool:
+            offered.append(advert)
+            return True
+
+    m2, metrics2, _ = monitor(Spy(classes(), CandidateBook(), wall=lambda: 1000.0))
+    m2.hear("C0:FF:EE:00:00:01", -61, 2.5)
+    assert offered == [Advert("C0:FF:EE:00:00:01", -61, 2.5)]
+    assert count(metrics2, "candidate") == 1
+
+
 def test_the_list_is_bounded_keeps_the_strongest_and_expires() -> None:
     book = CandidateBook(limit=3, ttl=30.0)
     for i, rssi in enumerate([-60, -65, -50, -70, -40]):
