@@ -198,21 +198,29 @@ class NearestWriter:
         # leader's first pass over 10,000 Devices is 10,000 round trips (minutes at the
         # tens of milliseconds a busy apiserver takes per write).
         slots = asyncio.Semaphore(WRITE_CONCURRENCY)
+        arrived: set[str] = set()
 
         async def apply(write: NearestWrite) -> None:
             async with slots:
-                await self._apply(write, now)
+                if await self._apply(write, now) and write.state.node is not None:
+                    arrived.add(write.state.node)
 
         await asyncio.gather(*(apply(w) for w in todo))
+        # One nudge per gateway a pass, however many devices moved to it (a ward's
+        # round of moves is one Node write per gateway, each fanned out to every
+        # Node watcher), after the decisions it announces are written.
+        for node in sorted(arrived):
+            await self._nudge(node, now)
 
-    async def _apply(self, write: NearestWrite, now: float) -> None:
+    async def _apply(self, write: NearestWrite, now: float) -> bool:
+        """Write one decision; True when it moved the device to another gateway."""
         name, state = write.device, write.state
         try:
             await self._write(name, state, write.last_seen, write.rssi)
         except Exception as exc:  # this device is retried later; the others go on
             self.failures += 1
             self._failed(name, state.node, exc, now)
-            return
+            return False
         recovered = self.failing.pop(name, None)
         if recovered is not None:
             log.info(
@@ -224,8 +232,7 @@ class NearestWriter:
         if write.moved:
             self.changes += 1
             log.info("device %s: nearest gateway %s -> %s", name, write.shown, state.node)
-            if state.node is not None:
-                await self._nudge(state.node, now)
+        return write.moved
 
     def _failed(self, name: str, target: str | None, exc: Exception, now: float) -> None:
         failing = self.failing.get(name)

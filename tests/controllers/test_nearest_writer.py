@@ -180,6 +180,18 @@ async def test_one_failing_device_does_not_stop_the_others(world: World) -> None
     assert world.core.nudges == ["gw1", "gw3", "gw2"]
 
 
+async def test_devices_moving_to_one_gateway_in_a_pass_nudge_it_once(world: World) -> None:
+    # A ward's round: five wearables arrive at gw1 and two at gw2 in one pass.
+    world.show(
+        *(device(f"w{i}", {"gw1": (-60.0, NOW)}, None) for i in range(5)),
+        *(device(f"v{i}", {"gw2": (-60.0, NOW)}, None) for i in range(2)),
+    )
+    await world.writer.step(NOW)
+    assert len(world.custom.writes) == 7
+    assert world.writer.changes == 7
+    assert world.core.nudges == ["gw1", "gw2"]  # after the writes, once per gateway
+
+
 async def run_term(world: World) -> None:
     """One leadership term: run() until its first step has happened, then lose the lease."""
     changed = asyncio.Event()
