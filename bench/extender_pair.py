@@ -46,8 +46,9 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from devcluster.processes import free_port, wait_http_ok
+from devcluster.processes import free_port, running, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[1]
 GO_DIR = ROOT / "bench" / "go"
@@ -209,17 +210,10 @@ def bench_policy(dest: Path) -> Path:
 def serving(argv: list[str], url: str, timeout_s: float = 120, tree: Path = ROOT) -> Iterator[int]:
     # `python -m` puts the working directory first on sys.path: the tree's packages load.
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    proc = subprocess.Popen(argv, cwd=tree, env=env)
-    try:
-        wait_http_ok(url + "/readyz", timeout_s, pid=proc.pid)
-        yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    log = Path(tempfile.gettempdir()) / f"bench-serving-{urlsplit(url).port}.log"
+    with running(argv, log, env, cwd=tree) as pid:
+        wait_http_ok(url + "/readyz", timeout_s, pid=pid, log=log)
+        yield pid
 
 
 def ours_argv(port: int, policy: Path, state: Path) -> list[str]:

@@ -18,7 +18,6 @@ scanning monitor then stops: the replaying ones take over for the rest of the de
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import threading
 import time
@@ -34,6 +33,7 @@ from cloud4iot.deviceclass import CLASS_PLURAL, device_name
 from cloud4iot.devices import GROUP, PLURAL, VERSION
 from devcluster import kube
 from devcluster.cluster import Devcluster
+from devcluster.processes import running
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASS_FILE = ROOT / "manifests" / "examples" / "deviceclass-ward-strap.yaml"
@@ -111,17 +111,8 @@ def scanning_monitor(cluster: Devcluster, bus: str, logs: Path) -> Iterator[None
         *("--host", "127.0.0.1", "--port", "0"),
     ]
     env = {**cluster.process_env(), "DBUS_SYSTEM_BUS_ADDRESS": bus}
-    with open(logs / f"monitor-{GATEWAY}-scanning.log", "ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
+    with running(argv, logs / f"monitor-{GATEWAY}-scanning.log", env, stop_timeout_s=15):
         yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def install(api: client.ApiClient) -> None:

@@ -11,7 +11,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 # Every process the devcluster starts (and everything kwokctl starts for it)
@@ -61,6 +61,22 @@ def start_detached(
             start_new_session=True,
         )
     return proc.pid
+
+
+@contextlib.contextmanager
+def running(
+    argv: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    stop_timeout_s: float = 10.0,
+) -> Iterator[int]:
+    """argv started detached for the block (its pid yielded), its group stopped after."""
+    pid = start_detached(argv, log_path, env, cwd)
+    try:
+        yield pid
+    finally:
+        stop_processes([pid], stop_timeout_s)
 
 
 def _state(pid: int) -> str | None:

@@ -346,23 +346,12 @@ class DiscoveryController:
 
     async def _read(self, namespace: str, name: str) -> Any:
         """The Deployment; False when it does not exist; None on failure."""
-        from kubernetes.aio.client.exceptions import ApiException
-
-        what = f"read Deployment {namespace}/{name}"
-        try:
-            dep = await self.apps.read_namespaced_deployment(name, namespace)
-        except asyncio.CancelledError:
-            raise
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            self._failed(what, f"HTTP {exc.status} {exc.reason}")
-            return None
-        except Exception as exc:
-            self._failed(what, type(exc).__name__)
-            return None
-        self.failing.pop(what, None)
-        return dep
+        outcome, dep = await self._send(
+            f"read Deployment {namespace}/{name}",
+            self.apps.read_namespaced_deployment(name, namespace),
+            already=(404,),
+        )
+        return dep if outcome else outcome
 
     async def _event(self, device: str, reason: str, message: str, uid: str = "") -> None:
         """An Event on the Device (in `default`, as for other cluster-scoped objects)."""
@@ -385,24 +374,32 @@ class DiscoveryController:
         """Send one write: True when done, False when already so (`already`: 409 for a
         create, 404 for a delete or patch), None when it failed (logged once; retried
         next pass; a patch's 409 is a conflict, so a failure)."""
+        self.writes += 1
+        outcome, _ = await self._send(what, request, already)
+        return outcome
+
+    async def _send(
+        self, what: str, request: Any, already: tuple[int, ...]
+    ) -> tuple[bool | None, Any]:
+        """Await one request: (True, its result), (False, None) for a status in
+        `already`, (None, None) on any other failure (logged once per new error)."""
         from kubernetes.aio.client.exceptions import ApiException
 
-        self.writes += 1
         try:
-            await request
+            result = await request
         except asyncio.CancelledError:
             raise
         except ApiException as exc:
             if exc.status in already:
                 self.failing.pop(what, None)
-                return False
+                return False, None
             self._failed(what, f"HTTP {exc.status} {exc.reason}")
-            return None
+            return None, None
         except Exception as exc:
             self._failed(what, type(exc).__name__)
-            return None
+            return None, None
         self.failing.pop(what, None)
-        return True
+        return True, result
 
     def _failed(self, what: str, error: str) -> None:
         if self.failing.get(what) != error:

@@ -8,6 +8,7 @@ from devcluster.processes import (
     MARKER_ENV,
     is_alive,
     marked_processes,
+    running,
     start_detached,
     stop_processes,
 )
@@ -51,3 +52,15 @@ def test_free_ports_are_below_the_ephemeral_range_bindable_and_never_given_twice
     # connection's local port can take it between the check and the server's bind
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", ports[-1]))
+
+
+def test_running_stops_the_whole_group_when_the_block_ends_even_on_error(tmp_path: Path) -> None:
+    env = {**os.environ, MARKER_ENV: str(tmp_path)}
+    try:
+        with running(["sh", "-c", "sleep 300 & sleep 300; wait"], tmp_path / "log", env) as pid:
+            assert is_alive(pid)
+            raise RuntimeError("the block failed")
+    except RuntimeError:
+        pass
+    assert not is_alive(pid)
+    assert marked_processes(tmp_path) == []

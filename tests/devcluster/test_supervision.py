@@ -10,9 +10,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from e2e_workloads import deployment
@@ -21,23 +19,9 @@ from kubernetes import client
 from devcluster import kube
 from devcluster.cluster import Devcluster
 from devcluster.processes import is_alive
+from tests.cluster_world import until
 
 pytestmark = pytest.mark.cluster
-T = TypeVar("T")
-
-
-def until(what: str, probe: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = probe()
-        except client.ApiException:
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def pid_file(cluster: Devcluster, name: str) -> Path:
@@ -58,6 +42,7 @@ def test_a_killed_controller_manager_is_restarted_and_namespaces_still_go(
         "a new kube-controller-manager",
         lambda: (p := pid_of(devcluster, "kube-controller-manager")) != old and is_alive(p) and p,
         30,
+        tolerate=(client.ApiException,),
     )
     assert is_alive(new)
     assert devcluster.restarts()["kube-controller-manager"] == before + 1
@@ -75,7 +60,7 @@ def test_a_killed_controller_manager_is_restarted_and_namespaces_still_go(
             return exc.status == 404
         return False
 
-    until(f"namespace {name} deleted", gone, 90)
+    until(f"namespace {name} deleted", gone, 90, tolerate=(client.ApiException,))
 
 
 def test_a_component_stopped_on_purpose_stays_stopped_until_started(
@@ -107,5 +92,6 @@ def test_restart_one_component_on_demand_and_scheduling_goes_on(
             p for p in kube.pods_of(kube_api, namespace, "app=after-restart") if kube.is_bound(p)
         ],
         60,
+        tolerate=(client.ApiException,),
     )
     assert kube.node_of(pods[0]) in {"gw-home", "gw-hospital", "edge-1"}  # anonymiser: never cloud

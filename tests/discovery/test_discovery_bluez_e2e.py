@@ -43,7 +43,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +53,17 @@ from kubernetes.aio import watch
 from kubernetes.aio.client import (
     ApiClient,
     AppsV1Api,
-    Configuration,
     CoordinationV1Api,
     CoreV1Api,
     CustomObjectsApi,
 )
-from kubernetes.aio.config import load_kube_config
 
 from cloud4iot.deviceclass import CLASS_PLURAL, device_name
 from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL, VERSION
-from cloud4iot.vocabulary import CLASS_LABEL, DEVICE_ANNOTATION, DISCOVERY_PARKED_ANNOTATION
+from cloud4iot.vocabulary import DEVICE_ANNOTATION, DISCOVERY_PARKED_ANNOTATION
 from devcluster.cluster import Devcluster
 from devcluster.processes import free_port
+from tests.discovery.world import deployments, device_reasons, devices_of
 from tests.gateway_monitor.fake_bluez import FakeBlueZ, running_fake_bluez
 from tests.gateway_monitor.node_tokens import (
     NAMESPACE,
@@ -157,17 +156,6 @@ def parking_policy(cluster: Devcluster) -> Iterator[None]:
         yield
     finally:
         cluster.write_policy(original)
-
-
-@pytest.fixture
-async def admin(devcluster: Devcluster) -> AsyncIterator[ApiClient]:
-    config = type.__call__(Configuration)
-    await load_kube_config(
-        config_file=str(devcluster.kubeconfig), client_configuration=config, persist_config=False
-    )
-    client = ApiClient(config)
-    yield client
-    await client.close()
 
 
 def token_kubeconfig(cluster: Devcluster, bearer: str, path: Path) -> Path:
@@ -382,7 +370,7 @@ async def test_a_strap_switched_on_is_discovered_placed_parked_and_forgotten(
                 listing = await apps.list_namespaced_deployment(namespace)
                 replicas = {d.metadata.name: d.spec.replicas for d in listing.items}
                 assert replicas == dict.fromkeys(deployments, 1), "parked while heard"
-                assert "Parked" not in await _reasons(core, strap)
+                assert "Parked" not in await device_reasons(core, strap)
                 # Switched off: away after the monitor's 30 s, parked, then forgotten.
                 radio[0].on = False
                 off = time.monotonic()
@@ -427,7 +415,7 @@ async def test_a_strap_switched_on_is_discovered_placed_parked_and_forgotten(
             assert metrics.get('result="dropped"', 0) > 0  # the stranger and the weak strap
             assert radio[1].sent > 0
             assert radio[2].sent > 0
-            reasons = await _reasons(core, strap)
+            reasons = await device_reasons(core, strap)
             assert {"Discovered", "Approved", "Instantiated", "Parked", "Forgotten"} <= reasons
             assert "Restored" not in reasons  # never parked while it was heard
             print(
@@ -470,10 +458,7 @@ async def _stop(proc: asyncio.subprocess.Process | None) -> None:
 async def _devices(
     custom: CustomObjectsApi, cls: str, *, has: str | None = None, lacks: str | None = None
 ) -> Any:
-    items = await custom.list_cluster_custom_object(
-        GROUP, VERSION, PLURAL, label_selector=f"{CLASS_LABEL}={cls}"
-    )
-    names = {d["metadata"]["name"]: d for d in items["items"]}
+    names = await devices_of(custom, cls)
     if has is not None:
         return has in names
     if lacks is not None:
@@ -482,15 +467,7 @@ async def _devices(
 
 
 async def _deployments_gone(apps: AppsV1Api, namespace: str, names: list[str]) -> bool:
-    listing = await apps.list_namespaced_deployment(namespace)
-    return not {d.metadata.name for d in listing.items} & set(names)
-
-
-async def _reasons(core: CoreV1Api, name: str) -> set[str]:
-    events = await core.list_namespaced_event(
-        "default", field_selector=f"involvedObject.name={name}"
-    )
-    return {e.reason for e in events.items if e.involved_object.kind == "Device"}
+    return not set(await deployments(apps, namespace)) & set(names)
 
 
 def _scrape(port: int) -> dict[str, float]:

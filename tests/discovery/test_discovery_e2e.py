@@ -28,7 +28,6 @@ from cloud4iot.deviceclass import CLASS_PLURAL, device_name, parse_class
 from cloud4iot.devices import APPLY_PATCH, GROUP, PLURAL, REPORT_PLURAL, VERSION
 from cloud4iot.vocabulary import (
     APPROVAL_LABEL,
-    CLASS_LABEL,
     DEVICE_ANNOTATION,
     DISCOVERY_PARKED_ANNOTATION,
 )
@@ -47,7 +46,8 @@ from gateway_monitor.registry import Registry, parse_device
 from gateway_monitor.report import apply_report, report_body
 from gateway_monitor.scanner import Advert
 from gateway_monitor.tracker import Tracker
-from tests.gateway_monitor.node_tokens import admin_client, node_bound_clients
+from tests.discovery.world import deployments, device_reasons, devices_of
+from tests.gateway_monitor.node_tokens import node_bound_clients
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.cluster
@@ -55,12 +55,6 @@ pytestmark = pytest.mark.cluster
 HOSPITAL = "gw-hospital"
 HOME = "gw-home"
 HR = "180D"
-
-
-@pytest.fixture
-async def admin(devcluster: Any) -> AsyncIterator[ApiClient]:
-    async with admin_client(devcluster.kubeconfig) as client:
-        yield client
 
 
 @pytest.fixture
@@ -161,18 +155,6 @@ async def make_class(admin: ApiClient) -> AsyncIterator[Any]:
     yield make
     for name in made:  # its Devices and their Deployments go by garbage collection
         await custom.delete_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, name)
-
-
-async def devices_of(custom: CustomObjectsApi, cls: str) -> dict[str, dict[str, Any]]:
-    items = await custom.list_cluster_custom_object(
-        GROUP, VERSION, PLURAL, label_selector=f"{CLASS_LABEL}={cls}"
-    )
-    return {d["metadata"]["name"]: d for d in items["items"]}
-
-
-async def deployments(apps: AppsV1Api, namespace: str) -> dict[str, Any]:
-    listing = await apps.list_namespaced_deployment(namespace)
-    return {d.metadata.name: d for d in listing.items}
 
 
 async def test_a_reported_candidate_gets_its_device_and_function_on_that_gateway_then_goes(
@@ -331,13 +313,6 @@ async def test_a_gateway_cannot_create_devices_or_deployments(
             },
         )
     assert refused.value.status == 403
-
-
-async def device_reasons(core: CoreV1Api, name: str) -> set[str]:
-    events = await core.list_namespaced_event(
-        "default", field_selector=f"involvedObject.name={name}"
-    )
-    return {e.reason for e in events.items if e.involved_object.kind == "Device"}
 
 
 async def discovered_and_heard(

@@ -34,6 +34,7 @@ from devcluster.processes import (
 from extender.metrics import Metrics
 from gateway_monitor.metrics import Metrics as GatewayMetrics
 from rebalancer.metrics import RebalancerMetrics
+from tests.cluster_world import until
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "manifests" / "components" / "monitoring"
@@ -141,16 +142,6 @@ def firing(url: str) -> set[str]:
     return {a["labels"]["alertname"] for a in doc["data"]["alerts"] if a["state"] == "firing"}
 
 
-def until(what: str, probe: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 @pytest.fixture
 def watched(prom_stack: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """An extender reading load from `prom_stack`'s Prometheus, a gateway monitor on a
@@ -238,7 +229,13 @@ def test_rules_load_and_two_alerts_fire_on_real_faults(watched: dict[str, Any]) 
         up = prometheus.query(url, 'min(up{job=~".*cloud4iot-gateway-monitor"})')
         return q.get("") == 1.0 and up.get("") == 1.0
 
-    until("the extender reading load and the gateway monitor scraped", healthy)
+    until(
+        "the extender reading load and the gateway monitor scraped",
+        healthy,
+        60,
+        interval=0.5,
+        tolerate=(),
+    )
     time.sleep(5)  # longer than the shortened `for`: nothing fires while all is well
     groups = get(url + "/api/v1/rules")["data"]["groups"]
     assert {r["health"] for g in groups for r in g["rules"]} == {"ok"}  # evaluated, no error
@@ -252,6 +249,8 @@ def test_rules_load_and_two_alerts_fire_on_real_faults(watched: dict[str, Any]) 
             (f := firing(url)) >= {"Cloud4IoTLoadDataStale", "Cloud4IoTGatewayMonitorDown"} and f
         ),
         60,
+        interval=0.5,
+        tolerate=(),
     )
     # The extender itself still answers: its alert stays quiet.
     assert "Cloud4IoTExtenderDown" not in fired
