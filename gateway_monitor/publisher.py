@@ -55,12 +55,18 @@ class PublishConfig:
     # With our Lease renewed, readers count our entries fresh while it is: the report is
     # rewritten only on change, plus this safety refresh (KEP-589's 5 min for Nodes).
     lease_heartbeat: float = 300.0
-    # With our Lease renewed, an RSSI step below `urgent_step` dB (a stationary device's
-    # noise) waits for the gateway's next write, at most `coalesce` seconds: one write
-    # per gateway then carries every such step. A step of `urgent_step` or more (a
-    # device walking away or closer), an arrival and a departure go out at once.
+    # With our Lease renewed, an RSSI step below `urgent_step` dB may wait for the
+    # gateway's next write, at most `coalesce` seconds (a step of `urgent_step` or more,
+    # an arrival and a departure never wait). Off by default (0 s): the write bound at
+    # hospital density is `report_interval` (a whole report at most every 2 s: <= 30
+    # writes a minute per gateway, 0.72 per device per minute with 50 devices and the
+    # Lease), not this; held 2-5 dB steps cost the nearest decision more than they
+    # saved (a walk's approaching gateway held up to 10 s; replays of the flat: p90
+    # deficit 5.8 -> 4.6 dB, and a stationary pair's held step made it flip,
+    # BENCHMARKS.md "The nearest decision on the Lease path"). It saves writes only at
+    # sparse sites, where a gateway hears few devices.
     urgent_step: int = 6
-    coalesce: float = 10.0
+    coalesce: float = 0.0
     # With our Lease renewed, two writes of the report are at least this far apart,
     # whatever is due (arrivals, departures, urgent steps wait for it): one write per
     # gateway carries them all. A gateway hears ~150 noisy entries (its own 50 wearables

@@ -48,9 +48,11 @@ class TrackerConfig:
     away_timeout: float = 30.0  # seconds without any advert before a present device is away
     window: float = 10.0  # seconds of readings behind the presence judgement
     # Seconds of readings behind the published RSSI (the newest ones within `window`):
-    # the nearest decision integrates over time itself, and a 10 s mean lagged ~5 s
-    # behind a walk in the replays of the flat (policies/README.md).
-    rssi_window: float = 2.0
+    # the nearest decision integrates over time itself (its evidence sum is the
+    # smoother), and each second of window is ~0.5 s more lag behind a walk: 10 s lagged
+    # ~5 s in the replays of the flat, 2 s -> 1 s took the p90 deficit 5.0 -> 4.6 dB on
+    # the Lease path (BENCHMARKS.md "The nearest decision on the Lease path").
+    rssi_window: float = 1.0
     leave_hold: float = 5.0  # the smoothed RSSI must stay below leave this long to depart
     max_samples: int = 32  # cap per device, so a chatty advertiser costs bounded memory
     arrive_samples: int = 3  # median of this many latest readings must reach enter

@@ -107,8 +107,8 @@ class NearestSpec(_Model):
     """Incumbent/challenger hysteresis for the central nearest-gateway decision."""
 
     rule: NearestRule = NearestRule.EVIDENCE
-    switch_cost_db_s: Annotated[float, Field(gt=0)] = 12.0
-    deadband_db: Annotated[float, Field(ge=0)] = 3.0
+    switch_cost_db_s: Annotated[float, Field(gt=0)] = 6.0
+    deadband_db: Annotated[float, Field(ge=0)] = 5.5
     # Above zero: with no margin, equal signals would hand over every dwell period.
     challenger_margin_db: Annotated[float, Field(gt=0)] = 6.0
     challenger_dwell: Duration = 10.0

@@ -192,8 +192,11 @@ def write(plan: PublishPlan, now: float) -> list[tuple[str, Reason]]:
     return due
 
 
-def test_with_a_live_lease_noise_waits_for_the_gateways_next_write_and_a_walk_does_not() -> None:
-    cfg = PublishConfig(min_interval=1.0, step=2, heartbeat=10.0, lease_heartbeat=300.0)
+def test_with_coalescing_noise_waits_for_the_gateways_next_write_and_a_walk_does_not() -> None:
+    # coalesce is off by default (the next test); a sparse site may turn it on.
+    cfg = PublishConfig(
+        min_interval=1.0, step=2, heartbeat=10.0, lease_heartbeat=300.0, coalesce=10.0
+    )
     plan = PublishPlan(cfg)
     plan.set_live(True)
     for d in ("a", "b"):
@@ -213,6 +216,23 @@ def test_with_a_live_lease_noise_waits_for_the_gateways_next_write_and_a_walk_do
     # at rest nothing is due for the lease heartbeat (5 min), then one refresh
     assert plan.due(12.0 + 299) == []
     assert sorted(write(plan, 312.0)) == [("a", Reason.HEARTBEAT), ("b", Reason.HEARTBEAT)]
+
+
+def test_by_default_a_small_step_goes_out_as_soon_as_report_interval_allows() -> None:
+    """A 2-5 dB step is not held for the gateway's next write (coalesce 0 s): a walk's
+    approaching gateway held up to 10 s cost the nearest decision more than it saved
+    (BENCHMARKS.md, "The nearest decision on the Lease path"); report_interval still
+    bounds the gateway's writes (the 150-entry test below)."""
+    plan = PublishPlan()
+    plan.set_live(True)
+    plan.want("a", Sighting(-60, 0.0))
+    assert write(plan, 0.0) == [("a", Reason.ARRIVAL)]
+    plan.want("a", Sighting(-63, 0.5))  # 3 dB: below urgent_step
+    assert plan.due(1.99) == []  # report_interval (2 s) after the last write ...
+    assert plan.next_wakeup(0.5) == 2.0
+    assert write(plan, 2.0) == [("a", Reason.STEP)]  # ... then at once
+    plan.want("a", Sighting(-62, 2.5))  # 1 dB: below step, never alone
+    assert plan.next_wakeup(2.5) == 2.0 + plan.config.lease_heartbeat
 
 
 def test_with_a_live_lease_report_writes_are_report_interval_apart_whatever_is_due() -> None:

@@ -22,8 +22,10 @@ from replay.chain import run_chain
 
 PINS = [
     # gateways, devices, seconds: applies, nearest changes, digest of every decision
-    ((8, 12, 240), (834, 21, "fd6e76fd4c602737")),
-    ((20, 50, 60), (722, 72, "1b1e041735001666")),
+    # Re-pinned for issue 19's rules (no coalescing, 1 s tracker window, 0.5 s writer
+    # tick, switchCostDbS 6 past deadbandDb 5.5); before: (834, 21), (722, 72).
+    ((8, 12, 240), (993, 21, "b4eae111dddd7a26")),
+    ((20, 50, 60), (719, 69, "eae5a4ebb19f5232")),
 ]
 
 

@@ -43,7 +43,9 @@ def test_the_default_class_is_the_proximity_required_one() -> None:
     assert default_class(POLICY) == CLASS
 
 
-@pytest.mark.parametrize(("name", "moves", "decisions"), [("calib1", 8, 21), ("test_robot", 6, 12)])
+@pytest.mark.parametrize(
+    ("name", "moves", "decisions"), [("calib1", 10, 22), ("test_robot", 7, 12)]
+)
 def test_function_follows_the_nearest_decision_with_the_planners_rules(
     name: str, moves: int, decisions: int
 ) -> None:
@@ -81,9 +83,9 @@ def test_overloaded_gateways_offload_to_the_edge_then_onload() -> None:
     first_gateway = stats.placements[2]
     assert first_gateway[1] != "edge-1"
     # Onloading once the load is read below the limit (60 s) and the dwell (10 s) passed
-    # (wanted for the same target: the nearest decision moved meanwhile; 73.23 s here).
+    # (wanted for the same target: the nearest decision moved meanwhile; 74.61 s here).
     assert 70.0 <= first_gateway[0] <= 75.0, first_gateway
-    assert stats.moves == 7
+    assert stats.moves == 9
 
 
 def test_cli_reports_function_moves_and_unplaced_time(

@@ -33,24 +33,19 @@ def pooled() -> dict[str, dict[str, float]]:
     return {f"{g}/{m}": s.summary() for g, by in out.items() for m, s in by.items()}  # type: ignore[misc]
 
 
-# Since replay runs the live report path (GatewayReports written on change while the
-# gateway's Lease renews: RSSI steps of 2-5 dB wait up to 10 s for the gateway's next
-# write, and any write waits for report_interval (2 s) after the last: docs/
-# gateway-writes.md section 2), the decision sees held values; BENCHMARKS.md
-# "the Lease path in replay" has the numbers and what each publisher rule costs.
-LEASE_PATH = "not met since replay runs the Lease path's coalesced reports (issue 19): "
+# On the live report path (GatewayReports written on change while the gateway's Lease
+# renews, a gateway's writes report_interval (2 s) apart: docs/gateway-writes.md
+# section 2) with the shipped publisher (no coalescing), tracker (1 s window), writer
+# (0.5 s tick) and policy (switchCostDbS 6 past deadbandDb 5.5): BENCHMARKS.md "The
+# nearest decision on the Lease path" has the numbers and the rows tried.
 
 
-@pytest.mark.xfail(
-    strict=True, reason=LEASE_PATH + "p90 calib 5.84 / all5 6.02 dB against the EMA's 4.79"
-)
 def test_deficit_p90_beats_the_ema_baseline(pooled: dict[str, dict[str, float]]) -> None:
     for group in ("calib", "all5"):
         ours, ema = pooled[f"{group}/policy"], pooled[f"{group}/ema-3s-6db"]
         assert ours["deficit_p90_db"] < ema["deficit_p90_db"], group
 
 
-@pytest.mark.xfail(strict=True, reason=LEASE_PATH + "p90 6.49 dB against the EMA baseline's 4.73")
 def test_held_out_robot_deficit_p90_beats_the_ema_baseline(
     pooled: dict[str, dict[str, float]],
 ) -> None:
@@ -63,7 +58,6 @@ def test_rarely_far_below_the_best(pooled: dict[str, dict[str, float]]) -> None:
         assert pooled[f"{group}/policy"]["below_10db_pct"] < 2.0, group
 
 
-@pytest.mark.xfail(strict=True, reason=LEASE_PATH + "3.58 % of the time >= 10 dB below")
 def test_held_out_robot_rarely_far_below_the_best(pooled: dict[str, dict[str, float]]) -> None:
     assert pooled["test_robot/policy"]["below_10db_pct"] < 2.0
 
@@ -76,7 +70,6 @@ def test_held_out_robot_moves_less_than_the_ema_baseline(
     assert ours["reached"] >= ema["reached"]
 
 
-@pytest.mark.xfail(strict=True, reason=LEASE_PATH + "1.42 decision changes a minute, as the EMA")
 def test_calib_moves_less_than_the_ema_baseline(pooled: dict[str, dict[str, float]]) -> None:
     # The set the knobs were chosen on (arrivalWait 1 s took off the first-pick flip).
     assert pooled["calib/policy"]["changes_per_min"] < pooled["calib/ema-3s-6db"]["changes_per_min"]

@@ -213,15 +213,15 @@ def _rule(rule: NearestRule) -> PolicySpec:
 
 
 # --- rule "evidence" (the default): the strongest rival's advantage past deadbandDb,
-# summed over time, must reach switchCostDbS (12 dB x s past 3 dB by default).
+# summed over time, must reach switchCostDbS (6 dB x s past 5.5 dB by default).
 
 
 def test_evidence_is_the_default_rule():
     assert DEFAULT.nearest.rule is NearestRule.EVIDENCE
-    assert (DEFAULT.nearest.switch_cost_db_s, DEFAULT.nearest.deadband_db) == (12.0, 3.0)
+    assert (DEFAULT.nearest.switch_cost_db_s, DEFAULT.nearest.deadband_db) == (6.0, 5.5)
 
 
-@pytest.mark.parametrize(("gap", "seconds"), [(23.0, 1.0), (8.0, 3.0), (5.0, 6.0)])
+@pytest.mark.parametrize(("gap", "seconds"), [(23.0, 1.0), (8.0, 3.0), (7.0, 4.0)])
 def test_large_gaps_move_fast_and_small_ones_slowly(gap, seconds):
     trace = [(float(t), {"gw1": -60.0}) for t in range(10)]
     trace += [(10.0 + t, {"gw1": -60.0, "gw2": -60.0 + gap}) for t in range(60)]
@@ -236,17 +236,17 @@ def test_a_gap_inside_the_deadband_never_moves():
 
 
 def test_rotating_rivals_keep_their_evidence():
-    # Two rivals, each 6 dB stronger in turn, every second: under "dwell" the
+    # Two rivals, each 8 dB stronger in turn, every second: under "dwell" the
     # challenger restarts every second and never wins; evidence counts any rival.
     trace = [(float(t), {"gw1": -60.0, "gw2": -66.0, "gw3": -66.0}) for t in range(10)]
     for t in range(10, 40):
         up, down = ("gw2", "gw3") if t % 2 else ("gw3", "gw2")
-        trace.append((float(t), {"gw1": -60.0, up: -54.0, down: -70.0}))
+        trace.append((float(t), {"gw1": -60.0, up: -52.0, down: -70.0}))
     assert [n for _, n in run(trace, SPEC)] == ["gw1"]
     changes = run(trace, DEFAULT)
     assert [n for _, n in changes][:1] == ["gw1"]
     assert len(changes) == 2
-    assert changes[1][0] <= 14.0  # 3 dB past the deadband: 10 dB x s in ~4 s
+    assert changes[1][0] <= 14.0  # 2.5 dB past the deadband: 6 dB x s in ~3 s
 
 
 def test_evidence_decays_when_the_incumbent_is_strongest_again():
@@ -262,7 +262,7 @@ def test_arrival_pick_is_decided_again_at_the_end_of_settle():
     # gw2 was already heard at arrival (so no instant correction) but reads weaker
     # for a moment; at settle's end the strongest heard gateway is taken at once.
     trace = [(0.0, {"gw1": -70.0, "gw2": -72.0})]
-    trace += [(float(t), {"gw1": -70.0, "gw2": -66.0}) for t in range(1, 30)]
+    trace += [(float(t), {"gw1": -70.0, "gw2": -63.0}) for t in range(1, 30)]
     settle = DEFAULT.nearest.settle
     assert run(trace, DEFAULT) == [(0.0, "gw1"), (settle, "gw2")]
 
