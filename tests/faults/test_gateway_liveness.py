@@ -208,12 +208,16 @@ def test_liveness_writes_at_rest_outages_and_a_silent_gateway(world: World) -> N
     writes = count_writes(api, 60)
     world.figures["writes_per_minute_at_rest"] = writes
     assert 2 * 4 <= writes.get("leases", 0) <= 2 * 8, writes  # 6 a minute per gateway
-    # A report is written on change only: a stationary device's noise (4 dB) below
-    # 6 dB is coalesced into at most one write per gateway per 10 s; noise peaks of 6 dB
-    # still go at once (measured 28 a minute here; 97 with every 2 dB step and the 10 s
-    # heartbeat, the fallback without a Lease). The Devices are written only when a
-    # decision changes (none here) or their display rssi drifts, at most every 5 min.
-    assert writes.get("reports", 0) <= 45, writes
+    # A report is written on change only, and a gateway's writes are report_interval
+    # (2 s) apart whatever is due: at most 30 a minute per gateway, the bound that holds
+    # at hospital density (0.72 writes per device per minute with 50 devices per
+    # gateway). At this sparse site the stationary devices' noise (4 dB) crosses the
+    # 2 dB step most of the time, so the bound is what is measured (28 a minute when
+    # steps below 6 dB were held up to 10 s, which cost the nearest decision on real
+    # radio: issue 19, BENCHMARKS.md; 97 with every 2 dB step and the 10 s heartbeat,
+    # the fallback without a Lease). The Devices are written only when a decision
+    # changes (none here) or their display rssi drifts, at most every 5 min.
+    assert writes.get("reports", 0) <= 2 * 31, writes
     assert writes.get("devices", 0) <= len(world.devices), writes
 
     # Apiserver outages: nothing moves, nothing parks, no decision changes.
