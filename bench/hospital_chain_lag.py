@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from bench import hospital_world as hw
 from cloud4iot.policy.loader import load_policy
 from devcluster.cluster import DEFAULT_POLICY
+from extender.controllers.nearest_writer import TICK
 from extender.scoring.nearest import NearestState, decide_nearest
 from extender.state.snapshot import Sighting as Entry
 from gateway_monitor.publisher import PublishConfig, PublishPlan, Sighting
@@ -32,13 +33,16 @@ DT = 0.1
 class Row:
     name: str
     publish: PublishConfig
-    tick: float = 1.0  # the nearest writer's pass
+    tick: float = TICK  # the nearest writer's pass
 
 
 ROWS = (
-    Row("shipped: urgent 6 dB, coalesce 10 s, report_interval 2 s", PublishConfig()),
+    Row("shipped: every 2 dB step, report_interval 2 s", PublishConfig()),
+    Row(
+        "steps < 6 dB held up to 10 s (before issue 19's tuning)",
+        PublishConfig(coalesce=10.0),
+    ),
     Row("report_interval 0", PublishConfig(report_interval=0.0)),
-    Row("urgent step 3 dB", PublishConfig(urgent_step=3)),
     Row(
         "every smoothed value reported at once",
         PublishConfig(step=1, urgent_step=1, min_interval=0.0, report_interval=0.0),

@@ -35,26 +35,25 @@ Row = tuple[dict[str, str], dict[str, float], dict[str, float]]
 ROWS: dict[str, Row] = {
     "defaults": ({}, {}, {}),
     "rule: dwell": ({"rule": "dwell"}, {}, {}),
-    "switchCostDbS: 6": ({"switchCostDbS": "6"}, {}, {}),
-    "switchCostDbS: 20": ({"switchCostDbS": "20"}, {}, {}),
-    "deadbandDb: 2": ({"deadbandDb": "2"}, {}, {}),
-    "deadbandDb: 4": ({"deadbandDb": "4"}, {}, {}),
-    "arrivalWait: 0s": ({"arrivalWait": "0s"}, {}, {}),
-    "arrivalWait: 2s": ({"arrivalWait": "2s"}, {}, {}),
-    "settle: 0s": ({"settle": "0s"}, {}, {}),
-    "monitor --rssi-window 5": ({}, {"rssi_window": 5.0}, {}),
-    "monitor --rssi-window 10": ({}, {"rssi_window": 10.0}, {}),
-    "monitor --rssi-step 3 --min-interval 2": ({}, {}, {"step": 3, "min_interval": 2.0}),
-    # The Lease path's publisher (PublishConfig; no monitor flag): small steps coalesced
-    # up to `coalesce` s, any write `report_interval` s after the last.
-    "publish coalesce 0 s": ({}, {}, {"coalesce": 0.0}),
-    "publish coalesce 2 s": ({}, {}, {"coalesce": 2.0}),
-    "publish report_interval 0 s": ({}, {}, {"report_interval": 0.0}),
-    "publish coalesce 0 s, report_interval 0 s": (
+    "switchCostDbS: 4": ({"switchCostDbS": "4"}, {}, {}),
+    "switchCostDbS: 8": ({"switchCostDbS": "8"}, {}, {}),
+    "switchCostDbS: 12": ({"switchCostDbS": "12"}, {}, {}),
+    "deadbandDb: 4.5": ({"deadbandDb": "4.5"}, {}, {}),
+    "deadbandDb: 6.5": ({"deadbandDb": "6.5"}, {}, {}),
+    "switchCostDbS: 12, deadbandDb: 3 (the policy before)": (
+        {"switchCostDbS": "12", "deadbandDb": "3"},
         {},
         {},
-        {"coalesce": 0.0, "report_interval": 0.0},
     ),
+    "arrivalWait: 0s": ({"arrivalWait": "0s"}, {}, {}),
+    "settle: 0s": ({"settle": "0s"}, {}, {}),
+    "monitor --rssi-window 2": ({}, {"rssi_window": 2.0}, {}),
+    "monitor --rssi-window 5": ({}, {"rssi_window": 5.0}, {}),
+    "monitor --rssi-step 3 --min-interval 2": ({}, {}, {"step": 3, "min_interval": 2.0}),
+    # The Lease path's publisher (PublishConfig; no monitor flag): steps below 6 dB held
+    # up to `coalesce` s (off by default), any write `report_interval` s after the last.
+    "publish coalesce 10 s (before)": ({}, {}, {"coalesce": 10.0}),
+    "publish report_interval 0 s": ({}, {}, {"report_interval": 0.0}),
 }
 
 
