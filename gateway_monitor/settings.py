@@ -6,7 +6,6 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from cloud4iot.policy.loader import load_policy
 from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.publisher import PublishConfig
 from gateway_monitor.scanner import DutyCycle, ScanMode
@@ -76,15 +75,57 @@ def scaled_for_duty(config: TrackerConfig, duty: DutyCycle) -> TrackerConfig:
     )
 
 
+OFFSET_LIMIT = 40.0  # dB either way: the PlacementPolicy schema's bound (GatewayRadio)
+_RADIO_FIELDS = frozenset({"rssiOffset", "excludeFromVote"})
+
+
 def policy_offset(path: Path, node: str) -> float | None:
     """``spec.gateways.<node>.rssiOffset`` of the PlacementPolicy file, if it sets one.
 
-    Read with the extender's own loader, so the gateway accepts exactly the policies
-    the extender accepts. Raises OSError or ValueError (PolicyError, with file, line
-    and field) for unusable files; the caller keeps the last good value then, as the
-    extender does with its policy.
+    Reads that one field with PyYAML, not the extender's pydantic models (their 11 MB
+    would be a quarter of a Pi-class gateway's budget, issue 23): the path to it must
+    be mappings, this node's entry may hold only the schema's fields, and the offset a
+    number within +-40 dB, as the schema says. The rest of the policy is the
+    extender's to judge. Raises OSError or ValueError (file, line where known, field)
+    for unusable files; the caller keeps the last good value then.
     """
-    radio = load_policy(path).policy.spec.gateways.get(node)
-    return (
-        radio.rssi_offset if radio is not None and "rssi_offset" in radio.model_fields_set else None
-    )
+    import yaml
+
+    text = path.read_text()
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ValueError(f"{path}:{where} not YAML: {problem}") from None
+    entry: object = doc
+    field_path = "the document"
+    for key in ("spec", "gateways", node):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: {field_path} must be a mapping, not {_kind(entry)}")
+        if entry.get(key) is None:
+            return None
+        entry = entry[key]
+        field_path = key if key == "spec" else f"{field_path}.{key}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path}: {field_path} must be a mapping, not {_kind(entry)}")
+    unknown = sorted(str(k) for k in entry if k not in _RADIO_FIELDS)
+    if unknown:
+        raise ValueError(
+            f"{path}: {field_path}: unknown field {', '.join(unknown)}"
+            f" (known: {', '.join(sorted(_RADIO_FIELDS))})"
+        )
+    if "rssiOffset" not in entry:
+        return None
+    value = entry["rssiOffset"]
+    where = f"{path}: {field_path}.rssiOffset"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where} must be a number of dB, not {_kind(value)} {value!r}")
+    if not -OFFSET_LIMIT <= value <= OFFSET_LIMIT:  # NaN fails this too
+        raise ValueError(f"{where} = {value} is outside -40..40 dB")
+    return float(value)
+
+
+def _kind(value: object) -> str:
+    return "nothing" if value is None else type(value).__name__

@@ -97,3 +97,38 @@ async def test_explicit_offset_wins_over_the_policy(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
         assert rt.tracker.config.offset == 5.0
         assert -59 <= rt.dry_run_log[-1]["status"]["sightings"][0]["rssi"] <= -51
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("spec: [1, 2", r"line \d+ not YAML"),
+        ("", r"the document must be a mapping, not nothing"),
+        ("- just\n- a list\n", r"the document must be a mapping, not list"),
+        ("spec: 7\n", r"spec must be a mapping, not int"),
+        ("spec: {gateways: [gw1]}\n", r"spec\.gateways must be a mapping, not list"),
+        ("spec: {gateways: {gw1: -6}}\n", r"spec\.gateways\.gw1 must be a mapping, not int"),
+        ("spec: {gateways: {gw1: {rssiOfset: -6}}}\n", r"gw1: unknown field rssiOfset"),
+        ("spec: {gateways: {gw1: {rssiOffset: loud}}}\n", r"rssiOffset must be a number"),
+        ("spec: {gateways: {gw1: {rssiOffset: true}}}\n", r"rssiOffset must be a number"),
+        ("spec: {gateways: {gw1: {rssiOffset: .nan}}}\n", r"rssiOffset = nan is outside"),
+        ("spec: {gateways: {gw1: {rssiOffset: -40.5}}}\n", r"rssiOffset = -40.5 is outside"),
+    ],
+)
+def test_policy_offset_garbage_is_a_clear_error(tmp_path: Path, text: str, error: str) -> None:
+    """Read without the policy models (issue 23: the Pi's memory): each bad shape on the
+    way to this node's offset is refused naming the file and the field."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=error) as refused:
+        policy_offset(path, "gw1")
+    assert str(path) in str(refused.value)
+
+
+def test_policy_offset_absent_parts_mean_no_offset(tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    for text in ("spec: {}\n", "spec: {gateways: {}}\n", "spec: {gateways: {gw1: {}}}\n"):
+        path.write_text(text)
+        assert policy_offset(path, "gw1") is None, text
+    path.write_text("spec: {gateways: {gw1: {rssiOffset: 40, excludeFromVote: true}}}\n")
+    assert policy_offset(path, "gw1") == 40.0
