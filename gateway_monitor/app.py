@@ -21,7 +21,6 @@ from aiohttp import web
 
 from cloud4iot.filewatch import watch_file
 from cloud4iot.httpjson import json_response
-from cloud4iot.kubeclient import api_client as kube_api_client
 from cloud4iot.service import service_routes
 from cloud4iot.tasks import Supervisor
 from gateway_monitor.backoff import backoff_delays
@@ -32,6 +31,7 @@ from gateway_monitor.discovery import (
     Discovery,
     watch_classes,
 )
+from gateway_monitor.kubeapi import KubeApi
 from gateway_monitor.lease import LeaseRenewer, default_namespace
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
@@ -194,12 +194,9 @@ async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.dry_run:
         sink: Any = DryRunSink(settings.node, rt.dry_run_log)
     else:
-        from kubernetes.aio.client import CoordinationV1Api, CustomObjectsApi
-
-        api_client = await kube_api_client(settings.kubeconfig)
-        api = CustomObjectsApi(api_client)
+        api = api_client = await asyncio.to_thread(KubeApi.connect, settings.kubeconfig)
         rt.lease = LeaseRenewer(
-            CoordinationV1Api(api_client),
+            api,
             settings.node,
             settings.lease_namespace or default_namespace(),
             settings.lease,

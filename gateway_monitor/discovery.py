@@ -142,7 +142,7 @@ class CandidateWriter:
     is not empty (the extender acts only on candidates heard within a minute); at most
     once per `min_interval`, whatever the radio hears."""
 
-    api: Any  # kubernetes.aio CustomObjectsApi
+    api: Any  # gateway_monitor.kubeapi.KubeApi (or kubernetes.aio's CustomObjectsApi)
     node: str
     book: CandidateBook
     backoff: Callable[[int], float]

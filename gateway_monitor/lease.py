@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway_monitor.kubeapi import http_status, resource_version
+
 log = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "cloud4iot-gateway"
@@ -89,7 +91,7 @@ class LeaseRenewer:
 
     def __init__(
         self,
-        coordination: Any,  # kubernetes.aio CoordinationV1Api
+        coordination: Any,  # gateway_monitor.kubeapi.KubeApi (or kubernetes.aio's)
         node: str,
         namespace: str,
         config: LeaseConfig | None = None,
@@ -121,8 +123,6 @@ class LeaseRenewer:
 
     async def renew(self) -> bool:
         """One renewal (a create the first time); True when it landed."""
-        from kubernetes.aio.client.exceptions import ApiException
-
         now = self.wall()
         try:
             if self.resource_version is None:
@@ -136,17 +136,18 @@ class LeaseRenewer:
                 written = await self.api.replace_namespaced_lease(self.node, self.namespace, body)
         except asyncio.CancelledError:
             raise
-        except ApiException as exc:
+        except Exception as exc:
+            status = http_status(exc)
+            if status is None:  # refused, timeouts, TLS: the apiserver is away
+                self._failed(type(exc).__name__)
+                return False
             # 409: someone else wrote it (a conflict, or it was created meanwhile): read
             # it again next time. 404 on update: it was deleted, create it.
-            if exc.status in (404, 409):
+            if status in (404, 409):
                 self.resource_version = None
-            self._failed(f"HTTP {exc.status} {exc.reason}")
+            self._failed(f"HTTP {status} {getattr(exc, 'reason', '')}")
             return False
-        except Exception as exc:  # refused, timeouts, TLS: the apiserver is away
-            self._failed(type(exc).__name__)
-            return False
-        self.resource_version = written.metadata.resource_version
+        self.resource_version = resource_version(written)
         self.renewed_at = now
         self.renewals += 1
         if self.failures:
@@ -156,16 +157,13 @@ class LeaseRenewer:
 
     async def _current(self) -> str | None:
         """The resourceVersion of our Lease on the server; None when there is none."""
-        from kubernetes.aio.client.exceptions import ApiException
-
         try:
             lease = await self.api.read_namespaced_lease(self.node, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
+        except Exception as exc:
+            if http_status(exc) == 404:
                 return None
             raise
-        version: str | None = lease.metadata.resource_version
-        return version
+        return resource_version(lease)
 
     def _failed(self, error: str) -> None:
         self.failures += 1

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from cloud4iot.devices import GROUP, VERSION
+from gateway_monitor.kubeapi import http_status
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +31,8 @@ async def list_watch(
     watch_timeout: int = 300,
 ) -> None:
     """Forever: `on_list(items)` after each list, `on_event(type, object)` per watch
-    event (ADDED, MODIFIED, DELETED; bookmarks are the watch's own). `api` is a
-    kubernetes.aio CustomObjectsApi; `what` names the objects in log lines."""
-    from kubernetes.aio import watch
-    from kubernetes.aio.client.exceptions import ApiException
-
+    event (ADDED, MODIFIED, DELETED; bookmarks only move the resourceVersion on). `api`
+    is the monitor's KubeApi; `what` names the objects in log lines."""
     failures = 0
     while True:
         try:
@@ -43,32 +41,26 @@ async def list_watch(
             version = listing["metadata"]["resourceVersion"]
             failures = 0
             while True:
-                w = watch.Watch()  # type: ignore[no-untyped-call]
-                async with w.stream(  # type: ignore[no-untyped-call]
-                    api.list_cluster_custom_object,
+                async for event in api.watch_cluster_custom_object(
                     GROUP,
                     VERSION,
                     plural,
                     resource_version=version,
                     timeout_seconds=watch_timeout,
-                    allow_watch_bookmarks=True,
-                ) as stream:
-                    async for event in stream:
-                        if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                            on_event(event["type"], event["raw_object"])
-                version = w.resource_version or version
+                ):
+                    obj = event.get("object") or {}
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                        on_event(event["type"], obj)
         except asyncio.CancelledError:
             raise
-        except ApiException as exc:
-            if exc.status == 410:  # our resourceVersion was compacted away: list again
+        except Exception as exc:
+            status = http_status(exc)
+            if status == 410:  # our resourceVersion was compacted away: list again
                 log.info("%s watch expired; listing again", what)
                 continue
             failures += 1
             on_error()
-            log.warning("%s watch failed (HTTP %s); retrying", what, exc.status)
-            await asyncio.sleep(backoff(failures))
-        except Exception as exc:
-            failures += 1
-            on_error()
-            log.warning("%s watch failed (%s); retrying", what, type(exc).__name__)
+            why = f"HTTP {status}" if status is not None else type(exc).__name__
+            log.warning("%s watch failed (%s); retrying", what, why)
             await asyncio.sleep(backoff(failures))

@@ -32,6 +32,7 @@ from typing import Any
 
 from cloud4iot.devices import GROUP, REPORT_PLURAL, VERSION, parse_time
 from cloud4iot.vocabulary import GATEWAY_LABEL
+from gateway_monitor.kubeapi import http_status
 from gateway_monitor.report import apply_report, own_sightings, report_body
 
 log = logging.getLogger(__name__)
@@ -399,8 +400,6 @@ class Publisher:
         await self._send(due)
 
     async def _send(self, due: list[tuple[str, Reason]]) -> bool:
-        from kubernetes.aio.client.exceptions import ApiException
-
         listed = self.plan.report(self.clock())
         body = report_body(
             self.node, {d: (s.rssi, s.last_seen) for d, s in listed.items()}, self.wall()
@@ -409,9 +408,14 @@ class Publisher:
             await apply_report(self.api, self.node, body)
         except asyncio.CancelledError:
             raise
-        except ApiException as exc:
-            self._fail(due, listed, server_down=exc.status is None or exc.status >= 500)
-            if exc.status == 404:
+        except Exception as exc:
+            status = http_status(exc)
+            if status is None:  # connection refused, timeouts, TLS: the apiserver is away
+                self._fail(due, listed, server_down=True)
+                log.warning("apply of GatewayReport %s failed: %s", self.node, type(exc).__name__)
+                return False
+            self._fail(due, listed, server_down=status >= 500)
+            if status == 404:
                 log.warning(
                     "no GatewayReport %s yet: the elected extender makes one for each node"
                     " labelled %s; retrying",
@@ -422,13 +426,9 @@ class Publisher:
                 log.warning(
                     "apply of GatewayReport %s failed: HTTP %s %s",
                     self.node,
-                    exc.status,
-                    exc.reason,
+                    status,
+                    getattr(exc, "reason", ""),
                 )
-            return False
-        except Exception as exc:  # connection refused, timeouts, TLS: the apiserver is away
-            self._fail(due, listed, server_down=True)
-            log.warning("apply of GatewayReport %s failed: %s", self.node, type(exc).__name__)
             return False
         if not self.reachable:
             log.info("apiserver reachable again; resyncing sightings")
@@ -477,19 +477,18 @@ class Publisher:
     async def adopt_report(self) -> int:
         """Adopt what our report lists already (the monitor restarted): each entry stays
         for the plan's grace unless we hear the device again. Returns how many."""
-        from kubernetes.aio.client.exceptions import ApiException
-
         try:
             obj = await self.api.get_cluster_custom_object_status(
                 GROUP, VERSION, REPORT_PLURAL, self.node
             )
         except asyncio.CancelledError:
             raise
-        except ApiException as exc:
-            if exc.status != 404:
-                log.warning("reading GatewayReport %s failed: HTTP %s", self.node, exc.status)
-            return 0
         except Exception as exc:
+            status = http_status(exc)
+            if status is not None:
+                if status != 404:
+                    log.warning("reading GatewayReport %s failed: HTTP %s", self.node, status)
+                return 0
             log.warning("reading GatewayReport %s failed: %s", self.node, type(exc).__name__)
             return 0
         found = own_sightings(obj)

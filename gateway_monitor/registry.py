@@ -128,7 +128,7 @@ async def watch_devices(
     watch_timeout: int = 300,
 ) -> None:
     """List then watch Devices forever (gateway_monitor.listwatch): fresh list on 410
-    Gone, backoff on other errors. ``api`` is a ``kubernetes.aio.client.CustomObjectsApi``.
+    Gone, backoff on other errors. ``api`` is the monitor's ``KubeApi``.
     """
 
     def listed(items: Sequence[Mapping[str, Any]]) -> None:
