@@ -1,9 +1,11 @@
-"""aiohttp application: /metrics and /healthz from the shared service shell, with the
-monitor's tasks as cleanup contexts.
+"""The monitor's application: its Runtime, its tasks, and /metrics and /healthz.
 
-``create_app`` builds the Runtime (one AppKey) and reads nothing but a replay trace (a
-bad one is a start-up error); the scanner, the Device watch and the publisher start
-when the app starts and stop (removing our sightings) when it stops.
+``create_app`` builds the Runtime and reads nothing but a replay trace (a bad one is a
+start-up error); the scanner, the Device watch and the publisher start when the app
+starts and stop (removing our sightings) when it stops. Not an aiohttp app like the
+extender's and the rebalancer's: a Pi-class gateway's 40 MB (issue 23 item 4) has no
+room for aiohttp, so the two routes are served by gateway_monitor.httpserver, with the
+same bodies the shared service shell gives.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloud4iot.filewatch import watch_file
-from cloud4iot.httpjson import json_response
-from cloud4iot.service import service_routes
 from cloud4iot.tasks import Supervisor
 from gateway_monitor.backoff import backoff_delays
 from gateway_monitor.discovery import (
@@ -31,6 +32,7 @@ from gateway_monitor.discovery import (
     Discovery,
     watch_classes,
 )
+from gateway_monitor.httpserver import Answer, Route
 from gateway_monitor.kubeapi import KubeApi
 from gateway_monitor.lease import LeaseRenewer, default_namespace
 from gateway_monitor.metrics import Metrics
@@ -63,9 +65,6 @@ class Runtime:
     dry_run_log: list[dict[str, Any]] = field(default_factory=list)
     tasks: Supervisor = field(default_factory=Supervisor)
     scanner_errors_counted: int = 0
-
-
-RUNTIME = web.AppKey("runtime", Runtime)
 
 
 class DryRunSink:
@@ -185,8 +184,8 @@ async def _watch_policy(rt: Runtime) -> None:
     )
 
 
-async def _monitor_ctx(app: web.Application) -> AsyncIterator[None]:
-    rt = app[RUNTIME]
+@contextlib.asynccontextmanager
+async def _monitor_ctx(rt: Runtime) -> AsyncIterator[None]:
     settings, metrics, registry = rt.settings, rt.metrics, rt.registry
     backoff = backoff_delays()
     api_client: Any = None
@@ -294,8 +293,7 @@ async def _publish(publisher: Publisher) -> None:
     await publisher.run()
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+def _healthz(rt: Runtime) -> Answer:
     health = rt.source.health
     body = {
         "node": rt.settings.node,
@@ -311,28 +309,50 @@ async def _healthz(request: web.Request) -> web.Response:
     # Unhealthy = the radio side cannot work, or a loop died (a restart cures that);
     # an apiserver outage is not cured by a restart.
     ok = health.healthy and rt.tasks.healthy
-    return json_response(body, status=200 if ok else 503)
+    return Answer(200 if ok else 503, "application/json", orjson.dumps(body))
 
 
-def create_app(settings: Settings) -> web.Application:
+def _metrics(rt: Runtime) -> Answer:
+    _sync_gauges(rt)  # the gauges up to date at each scrape
+    return Answer(200, CONTENT_TYPE_LATEST, generate_latest(rt.metrics.registry))
+
+
+@dataclass(slots=True, eq=False)
+class MonitorApp:
+    """The Runtime, started and stopped as one (`running`, or `cli.serve` with HTTP)."""
+
+    runtime: Runtime
+    _ctx: contextlib.AbstractAsyncContextManager[None] | None = None
+
+    def routes(self) -> dict[str, Route]:
+        rt = self.runtime
+        return {"/healthz": lambda: _healthz(rt), "/metrics": lambda: _metrics(rt)}
+
+    async def start(self) -> None:
+        assert self._ctx is None, "started twice"
+        ctx = _monitor_ctx(self.runtime)
+        await ctx.__aenter__()
+        self._ctx = ctx
+
+    async def stop(self) -> None:
+        ctx, self._ctx = self._ctx, None
+        if ctx is not None:
+            await ctx.__aexit__(None, None, None)
+
+
+def create_app(settings: Settings) -> MonitorApp:
     tracker = Tracker(settings.effective_tracker())
     if settings.rssi_offset is not None:
         tracker.set_offset(settings.rssi_offset)
-    app = web.Application()
-    app[RUNTIME] = Runtime(settings, Metrics(), Registry(), tracker, _source(settings))
-    app.cleanup_ctx.append(_monitor_ctx)
-    # Its own /healthz body (the radio side too); /metrics brings the gauges up to date.
-    app.add_routes(service_routes(RUNTIME, healthz=_healthz, before_scrape=_sync_gauges))
-    return app
+    return MonitorApp(Runtime(settings, Metrics(), Registry(), tracker, _source(settings)))
 
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Runtime]:
     """Start the monitor without serving HTTP (tests, demo, several gateways in one process)."""
     app = create_app(settings)
-    runner = web.AppRunner(app)
-    await runner.setup()
+    await app.start()
     try:
-        yield app[RUNTIME]
+        yield app.runtime
     finally:
-        await runner.cleanup()
+        await app.stop()

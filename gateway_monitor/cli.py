@@ -11,12 +11,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
-from cloud4iot.buildinfo import require_extra
-from cloud4iot.logs import log_flags
-from cloud4iot.service import configure_logging, version_flag
-from gateway_monitor.app import create_app
+from cloud4iot.buildinfo import require_extra, version_line
+from cloud4iot.logs import configure, log_flags
+from gateway_monitor import httpserver
+from gateway_monitor.app import MonitorApp, create_app
 from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.publisher import PublishConfig
 from gateway_monitor.scanner import DutyCycle, ScanMode
@@ -39,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Publish how well this gateway hears registered BLE Devices.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    version_flag(p)
+    p.add_argument("--version", action="version", version=version_line(p.prog))
     _identity_flags(p)
     _radio_flags(p)
     _presence_flags(p)
@@ -251,31 +249,32 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
-async def serve(settings: Settings, app: web.Application) -> None:
+async def serve(settings: Settings, app: MonitorApp) -> None:
     """Run until SIGTERM/SIGINT; stopping the app removes our sightings."""
-    runner = web.AppRunner(app, handle_signals=False)
-    await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await app.start()
     try:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
-        log.info(
-            "gateway monitor for node %s on %s:%d", settings.node, settings.host, settings.port
-        )
-        await stop.wait()
+        server = await httpserver.serve(app.routes(), settings.host, settings.port)
+        try:
+            log.info(
+                "gateway monitor for node %s on %s:%d", settings.node, settings.host, settings.port
+            )
+            await stop.wait()
+        finally:
+            server.close()
+            await server.wait_closed()
     finally:
-        await runner.cleanup()
+        await app.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     require_extra(parser.prog, "gateway")
-    configure_logging(args.log_level, args.log_format)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # probes every 10 s
+    configure(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
         app = create_app(settings)  # reads a replay trace: a bad one stops here, in one line

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import json
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from bench import synthetic_traces
-from gateway_monitor import traces
-from gateway_monitor.app import RUNTIME, create_app, running
+from gateway_monitor import httpserver, traces
+from gateway_monitor.app import MonitorApp, create_app, running
 from gateway_monitor.cli import build_parser, main, settings_from_args
 from gateway_monitor.scanner import ReplaySource
 from gateway_monitor.settings import Settings
@@ -20,6 +21,43 @@ from gateway_monitor.tracker import ConfigError
 from tests.waiting import eventually
 
 ADDR = "C0:FF:EE:00:00:01"
+
+
+class Client:
+    """Plain HTTP/1.1 GETs to the monitor's own server (what kubelet and Prometheus do)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+
+    async def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: monitor\r\n\r\n".encode())
+        raw = await reader.read()  # the server closes after each answer
+        writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines)}
+        assert int(headers["content-length"]) == len(body)
+        return int(status_line.split()[1]), headers, body
+
+    async def json(self, path: str) -> tuple[int, Any]:
+        status, _, body = await self.get(path)
+        return status, json.loads(body)
+
+    async def text(self, path: str) -> str:
+        return (await self.get(path))[2].decode()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: MonitorApp) -> AsyncIterator[Client]:
+    await app.start()
+    server = await httpserver.serve(app.routes(), "127.0.0.1", 0)
+    try:
+        yield Client(server.sockets[0].getsockname()[1])
+    finally:
+        server.close()
+        await server.wait_closed()
+        await app.stop()
 
 
 def settings_for(node: str, trace: Path, *extra: str) -> Settings:
@@ -72,52 +110,46 @@ async def test_two_gateways_replay_a_walk_and_hand_over(tmp_path: Path) -> None:
     assert dropped == len(stranger)
 
 
-async def test_metrics_and_healthz(tmp_path: Path, aiohttp_client: Callable[..., object]) -> None:
+async def test_metrics_and_healthz(tmp_path: Path) -> None:
     trace = synthetic_traces.stationary(ADDR, -60.0, duration=20.0, seed=3)
     traces.write_trace(tmp_path / "t.jsonl", trace)
-    client = await aiohttp_client(create_app(settings_for("gw1", tmp_path / "t.jsonl")))  # type: ignore[operator]
-    assert isinstance(client, TestClient)
+    async with serving(create_app(settings_for("gw1", tmp_path / "t.jsonl"))) as client:
+        status, body = await client.json("/healthz")
+        assert status == 200
+        assert body["node"] == "gw1"
+        assert body["scanner"]["mode"] == "replay"
 
-    health = await client.get("/healthz")
-    assert health.status == 200
-    body = await health.json()
-    assert body["node"] == "gw1"
-    assert body["scanner"]["mode"] == "replay"
-
-    async def present() -> str:
-        return await (await client.get("/metrics")).text()
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    text = await present()
-    while "cloud4iot_gateway_monitor_devices_present 1.0" not in text:
-        assert loop.time() < deadline, text
-        await asyncio.sleep(0.05)
-        text = await present()
-    assert 'cloud4iot_gateway_monitor_adverts_total{result="tracked"}' in text
-    assert 'cloud4iot_gateway_monitor_presence_changes_total{transition="arrived"} 1.0' in text
-    assert "cloud4iot_gateway_monitor_errors_total" in text
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        text = await client.text("/metrics")
+        while "cloud4iot_gateway_monitor_devices_present 1.0" not in text:
+            assert loop.time() < deadline, text
+            await asyncio.sleep(0.05)
+            text = await client.text("/metrics")
+        assert 'cloud4iot_gateway_monitor_adverts_total{result="tracked"}' in text
+        assert 'cloud4iot_gateway_monitor_presence_changes_total{transition="arrived"} 1.0' in text
+        assert "cloud4iot_gateway_monitor_errors_total" in text
+        _, headers, _ = await client.get("/metrics")
+        assert headers["content-type"].startswith("text/plain; version=")
 
 
 async def test_missing_bluez_is_unhealthy_and_counted(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, aiohttp_client: Callable[..., object]
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", f"unix:path={tmp_path}/no-such-bus")
     args = build_parser().parse_args(
         ["--node", "gw1", "--dry-run", "--device", f"patient-1={ADDR}"]
     )
-    client = await aiohttp_client(create_app(settings_from_args(args)))  # type: ignore[operator]
-    assert isinstance(client, TestClient)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while (resp := await client.get("/healthz")).status != 503:
-        assert loop.time() < deadline
-        await asyncio.sleep(0.05)
-    body = await resp.json()
-    assert body["scanner"]["healthy"] is False
-    metrics = await (await client.get("/metrics")).text()
-    assert 'cloud4iot_gateway_monitor_errors_total{component="scanner"} 0.0' not in metrics
-    assert "cloud4iot_gateway_monitor_scanner_healthy 0.0" in metrics
+    async with serving(create_app(settings_from_args(args))) as client:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (answer := await client.json("/healthz"))[0] != 503:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.05)
+        assert answer[1]["scanner"]["healthy"] is False
+        metrics = await client.text("/metrics")
+        assert 'cloud4iot_gateway_monitor_errors_total{component="scanner"} 0.0' not in metrics
+        assert "cloud4iot_gateway_monitor_scanner_healthy 0.0" in metrics
 
 
 def test_settings_refuse_an_away_timeout_shorter_than_the_scan_pause(tmp_path: Path) -> None:
@@ -128,23 +160,22 @@ def test_settings_refuse_an_away_timeout_shorter_than_the_scan_pause(tmp_path: P
 
 
 async def test_create_app_builds_the_one_runtime_that_runs(tmp_path: Path) -> None:
-    """The Runtime is under RUNTIME from create_app on (no other key carries the
-    settings); starting the app fills in its running parts, on that same object."""
+    """The Runtime exists from create_app on; starting the app fills in its running
+    parts, on that same object."""
     trace = synthetic_traces.stationary(ADDR, -60.0, duration=5.0, seed=3)
     traces.write_trace(tmp_path / "t.jsonl", trace)
     settings = settings_for("gw1", tmp_path / "t.jsonl")
     app = create_app(settings)
-    rt = app[RUNTIME]
+    rt = app.runtime
     assert rt.settings is settings
     assert rt.monitor is None
-    runner = web.AppRunner(app)
-    await runner.setup()
+    await app.start()
     try:
-        assert app[RUNTIME] is rt
+        assert app.runtime is rt
         assert rt.monitor is not None
         assert rt.monitor.tracker is rt.tracker
     finally:
-        await runner.cleanup()
+        await app.stop()
 
 
 def test_a_bad_replay_trace_stops_the_command_in_one_line(

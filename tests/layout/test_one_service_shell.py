@@ -5,11 +5,18 @@
   (no process adds them by hand), and only the shell builds the health and metrics
   answers;
 - JSON answers go through `cloud4iot.httpjson` (no `web.json_response` of aiohttp's).
+
+The gateway monitor is the one exception, for a Pi-class gateway's memory (issue 23
+item 4): no aiohttp at all, so no AppKey and no shell; its /healthz and /metrics are
+gateway_monitor/httpserver.py's, built in gateway_monitor/app.py alone, and it must
+never import aiohttp, the kubernetes client or pydantic (checked below).
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +28,8 @@ DEPLOYABLES = {
     "gateway_monitor": "gateway_monitor/app.py",
     "rebalancer": "rebalancer/app.py",
 }
+AIOHTTP_SERVICES = ("extender", "rebalancer")  # the gateway monitor: see the docstring
+MONITOR_ANSWERS = "gateway_monitor/app.py"
 SHELL = "cloud4iot/service.py"
 HEALTH_PATHS = {"/healthz", "/readyz", "/metrics"}
 
@@ -71,10 +80,26 @@ def test_app_keys_reads_the_declarations() -> None:
     ]
 
 
-@pytest.mark.parametrize("package", sorted(DEPLOYABLES))
+@pytest.mark.parametrize("package", AIOHTTP_SERVICES)
 def test_each_deployable_keeps_one_runtime_under_one_app_key(package: str) -> None:
     declared = [(where, *key) for where, tree in sources(package) for key in app_keys(tree)]
     assert declared == [(DEPLOYABLES[package], "RUNTIME", "runtime", "Runtime")]
+
+
+def test_the_gateway_monitor_imports_no_aiohttp_kubernetes_or_pydantic() -> None:
+    """Its command line and app, imported as the console script does, leave the heavy
+    packages out (their RSS is BENCHMARKS.md's gateway monitor table)."""
+    code = (
+        "import sys, gateway_monitor.cli, gateway_monitor.app;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} &"
+        " {'aiohttp', 'kubernetes', 'pydantic', 'requests', 'urllib3', 'yaml'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
+    declared = [key for _, tree in sources("gateway_monitor") for key in app_keys(tree)]
+    assert declared == []
 
 
 def routed_health_paths(tree: ast.Module) -> list[str]:
@@ -130,7 +155,7 @@ def test_only_the_shell_builds_health_and_metrics_answers() -> None:
         f"{where}: {call}"
         for package in PRODUCT
         for where, tree in sources(package)
-        if where != SHELL
+        if where not in (SHELL, MONITOR_ANSWERS)
         for call in calls_to(tree, names)
     ]
     assert outside == []
@@ -150,7 +175,7 @@ def test_json_answers_go_through_httpjson() -> None:
 
 
 def test_every_deployable_app_uses_the_shell() -> None:
-    for module in ("extender/app.py", "gateway_monitor/app.py", "rebalancer/app.py"):
+    for module in ("extender/app.py", "rebalancer/app.py"):
         tree = ast.parse((ROOT / module).read_text())
         assert "service_routes" in calls_to(tree, {"service_routes"}), module
 
