@@ -229,6 +229,10 @@ async def one_run(tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, 
             used = cpu_s(proc.pid) - cpu0
             mem = vm_mb(proc.pid)
             counts = await scrape(f"http://127.0.0.1:{port}/metrics")
+            pss = pss_mb(proc.pid)
+            # Stopped while the stand-in still answers: it removes its sightings and
+            # closes its watches, so the stand-in's cleanup does not wait on them.
+            await asyncio.to_thread(_stop, proc)
             return {
                 "tracked": counts.get(("adverts", "tracked"), 0.0),
                 "sent": sent,
@@ -240,21 +244,25 @@ async def one_run(tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, 
                 "hwm_mb": mem["VmHWM"],
                 "anon_mb": mem.get("RssAnon"),
                 "file_mb": mem.get("RssFile"),
-                "pss_mb": pss_mb(proc.pid),
+                "pss_mb": pss,
                 "dropped": fake.dropped,
             }
     finally:
         if spy is not None:
             spy.wait(timeout=args.seconds + 30)
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        if proc is not None and proc.poll() is None:
+            await asyncio.to_thread(_stop, proc)  # stand-in already gone: not a clean stop
         fake.stop()
         bus.stop()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
