@@ -2,7 +2,7 @@
 
 Each gateway runs what its monitor runs (``Monitor`` -> ``Tracker`` -> ``Publisher``
 with its ``PublishPlan``, its Lease renewed every 10 s, so the report is written on
-change only and small steps are coalesced, as live); each apply of a gateway's whole
+change only, a gateway's writes ``report_interval`` apart, as live); each apply of a gateway's whole
 GatewayReport is parsed by the extender's ``report_facts`` into its ``SightingIndex``,
 whose ``observe_lease`` keeps a renewing gateway's entries fresh
 (docs/gateway-writes.md, section 2); the elected writer (``NearestWriter.step``)

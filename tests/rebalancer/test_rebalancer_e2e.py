@@ -138,8 +138,8 @@ def test_noisy_stationary_device_and_a_weaker_first_report_move_nothing(
     fast, kube_api, namespace, radio
 ):
     # The weaker gateway reports first; the stronger one a moment later wins at once (the
-    # settle correction, or evidence: 20 dB past the 3 dB deadband is 12 dB x s within
-    # a second), not after anything like the 10 s challenger dwell.
+    # settle correction, or evidence: 20 dB, 14.5 past the 5.5 dB deadband, is 6 dB x s
+    # within a second), not after anything like the 10 s challenger dwell.
     device = new_device(kube_api)
     radio.set(device, "gw-hospital", -78)
     first = until("a first pick", lambda: picked(kube_api, device, "gw-hospital"), 30)

@@ -77,7 +77,7 @@ def test_walk_from_gw1_to_gw2_changes_exactly_once(rule):
     assert [node for _, node in changes] == ["gw1", "gw2"]
     switch_at = changes[1][0]
     # Equal signal at t=120. dwell: margin 6 dB is reached ~9 s later, then 10 s dwell;
-    # evidence: 10 dB x s past the 3 dB deadband, ~10 s after the crossing.
+    # evidence: 6 dB x s past the 5.5 dB deadband, ~10 s after the crossing.
     assert 120 < switch_at < (160 if rule is NearestRule.DWELL else 140)
 
 
