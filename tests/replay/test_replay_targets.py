@@ -71,8 +71,11 @@ def test_held_out_robot_moves_less_than_the_ema_baseline(
 
 
 def test_calib_moves_less_than_the_ema_baseline(pooled: dict[str, dict[str, float]]) -> None:
-    # The set the knobs were chosen on (arrivalWait 1 s took off the first-pick flip).
-    assert pooled["calib/policy"]["changes_per_min"] < pooled["calib/ema-3s-6db"]["changes_per_min"]
+    # calib: the set the knobs were chosen on (arrivalWait 1 s took off the first-pick
+    # flip); all5: 1.43 against 1.56.
+    for group in ("calib", "all5"):
+        ours, ema = pooled[f"{group}/policy"], pooled[f"{group}/ema-3s-6db"]
+        assert ours["changes_per_min"] < ema["changes_per_min"], group
 
 
 def test_more_true_changes_reached_than_before(pooled: dict[str, dict[str, float]]) -> None:
