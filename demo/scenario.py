@@ -186,8 +186,13 @@ def running_pod(api: client.ApiClient, namespace: str, selector: str) -> client.
 
 
 # The demo runs the rebalancer's limits at demo speed (policies/README.md has the
-# production defaults): moves a few seconds after the cause, not minutes.
-DEMO_REBALANCE = {"interval": "15s", "dwell": "2s", "cooldown": "20s"}
+# production defaults): moves a few seconds after the cause, not minutes. The dwell must
+# outlast the walk's hand-over gap: gw-home's 1 s mean falls under the class's
+# rssiThreshold (-85 dBm) ~8 trace seconds before gw-hospital's tracker claims the
+# device (median of 3 at -75 dBm), 2.5-3 s at x3; with a 2 s dwell the rebalancer
+# sent the consolidator to edge-1 in that gap and back 6 s later (a CI run after the
+# publisher stopped holding steps). 6 s bridges it with the report interval to spare.
+DEMO_REBALANCE = {"interval": "15s", "dwell": "6s", "cooldown": "20s"}
 # The extender and the rebalancer refresh node load from Prometheus each on its own
 # 5 s timer. A rebalancer that sees a load change first rolls a pod out which the
 # scheduler then places through an extender still holding the old load (a demo run:
@@ -420,7 +425,7 @@ def run(cluster: Devcluster, say: Say = print, recorder: Recorder | None = None)
                     )
                     say(
                         f"   t+{time.monotonic() - t0:.1f}s: nearest gateway is now gw-hospital"
-                        " (6 dB stronger for 10 s)"
+                        " (its advantage past the deadband summed to the switch cost)"
                     )
                     moved_by_rebalancer(pod, "gw-hospital", "roamed")
 
