@@ -104,7 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     from cloud4iot.policy.loader import load_policy
-    from replay.inputs import merge, read_csv_adverts, read_trace_adverts, read_truth
+    from replay.inputs import (
+        check_truth,
+        merge,
+        read_csv_adverts,
+        read_trace_adverts,
+        read_truth,
+    )
 
     parts = [read_csv_adverts(p) for p in args.csv]
     names = dict(args.device)
@@ -114,6 +120,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     if args.compare is not None:
         policies["compare"] = load_policy(args.compare)
     truth = read_truth(args.truth) if args.truth else None
+    if truth is not None:
+        check_truth(truth, recording, args.truth)
     return recording, policies, truth, _chain_config(args, policies["policy"])
 
 

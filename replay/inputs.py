@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,15 +106,17 @@ def read_csv_adverts(path: Path) -> Recording:
     for line, row in _rows(path, ("time_s", "gateway", "rssi_dbm")):
         try:
             t = float(row["time_s"])
-            rssi = round(float(row["rssi_dbm"]))
+            level = float(row["rssi_dbm"])
         except (TypeError, ValueError) as exc:
             raise InputError(f"{path}:{line}: {exc}") from exc
         gateway = (row.get("gateway") or "").strip()
         device = (row.get("device") or "").strip() or DEFAULT_DEVICE
         if not gateway:
             raise InputError(f"{path}:{line}: empty gateway")
-        if t != t or rssi < -127 or rssi > 20:
+        # NaN and inf too: a clock at inf never ends the replay, round(inf) overflows.
+        if not math.isfinite(t) or not -127.0 <= level <= 20.0:
             raise InputError(f"{path}:{line}: time_s or rssi_dbm out of range")
+        rssi = round(level)
         out.adverts.append(Advert(t, gateway, device, rssi))
         if device not in out.addresses:
             out.addresses[device] = synthetic_address(device)
@@ -162,6 +165,8 @@ def read_truth(path: Path) -> dict[str, list[tuple[float, str]]]:
             t = float(row["time_s"])
         except (TypeError, ValueError) as exc:
             raise InputError(f"{path}:{line}: {exc}") from exc
+        if not math.isfinite(t):
+            raise InputError(f"{path}:{line}: time_s out of range")
         gw = (row.get("nearest_gateway") or "").strip()
         if not gw:
             continue  # no truth at this time
@@ -170,6 +175,25 @@ def read_truth(path: Path) -> dict[str, list[tuple[float, str]]]:
     for samples in out.values():
         samples.sort()
     return out
+
+
+def check_truth(
+    truth: Mapping[str, list[tuple[float, str]]], recording: Recording, path: Path
+) -> None:
+    """Refuse truth that names a gateway or device no recording has: scored as is, every
+    sample would count as a wrong pick and the table would blame the decision."""
+    gateways, devices = set(recording.gateways), set(recording.devices)
+    if unknown := sorted(d for d in truth if d not in devices):
+        raise InputError(
+            f"{path}: device(s) {', '.join(unknown)} not in the recordings"
+            f" ({', '.join(sorted(devices))})"
+        )
+    named = {gw for samples in truth.values() for _t, gw in samples}
+    if unknown := sorted(named - gateways):
+        raise InputError(
+            f"{path}: gateway(s) {', '.join(unknown)} not in the recordings"
+            f" ({', '.join(sorted(gateways))})"
+        )
 
 
 def read_load(path: Path) -> dict[str, list[tuple[float, float | None, float | None]]]:
@@ -188,7 +212,7 @@ def read_load(path: Path) -> dict[str, list[tuple[float, float | None, float | N
             )
         except (TypeError, ValueError) as exc:
             raise InputError(f"{path}:{line}: {exc}") from exc
-        if t != t or any(v is not None and not 0.0 <= v <= 1.0 for v in (cpu, mem)):
+        if not math.isfinite(t) or any(v is not None and not 0.0 <= v <= 1.0 for v in (cpu, mem)):
             raise InputError(f"{path}:{line}: time_s, cpu or memory out of range (0..1)")
         out.setdefault(node, []).append((t, cpu, mem))
     for samples in out.values():

@@ -53,6 +53,9 @@ def test_traces_of_two_gateways_merge_on_one_timeline(tmp_path: Path) -> None:
         ("time_s,gateway,rssi_dbm\n1,a,strong\n", ":2:"),
         ("time_s,gateway,rssi_dbm\n1,,-50\n", ":2: empty gateway"),
         ("time_s,gateway,rssi_dbm\n1,a,-50\n2,a,-500\n", ":3: time_s or rssi_dbm out of range"),
+        ("time_s,gateway,rssi_dbm\n1,a,nan\n", ":2: time_s or rssi_dbm out of range"),
+        ("time_s,gateway,rssi_dbm\n1,a,inf\n", ":2: time_s or rssi_dbm out of range"),
+        ("time_s,gateway,rssi_dbm\ninf,a,-50\n", ":2: time_s or rssi_dbm out of range"),
     ],
 )
 def test_bad_csv_is_refused_with_file_and_line(tmp_path: Path, text: str, message: str) -> None:
@@ -75,5 +78,52 @@ def test_corrupt_gzip_and_missing_file_are_input_errors(tmp_path: Path) -> None:
 def test_bad_trace_line_names_the_line(tmp_path: Path) -> None:
     path = tmp_path / "gw.jsonl"
     path.write_text('{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}\n{"t": 2}\n')
+    with pytest.raises(InputError, match=r"gw\.jsonl:2"):
+        read_trace_adverts("gw", path)
+
+
+@pytest.mark.parametrize(
+    ("truth_text", "message"),
+    [
+        ("time_s,nearest_gateway\n1,gw-x\n", r"gateway\(s\) gw-x not in the recordings \(a, b\)"),
+        ("time_s,nearest_gateway,device\n1,a,ghost\n", r"device\(s\) ghost not in the recordings"),
+        ("time_s,nearest_gateway\nnan,a\n", r":2: time_s out of range"),
+    ],
+)
+def test_truth_naming_what_no_recording_has_is_refused(
+    tmp_path: Path, truth_text: str, message: str
+) -> None:
+    from replay.inputs import check_truth
+
+    rec = tmp_path / "rec.csv"
+    rec.write_text("time_s,gateway,rssi_dbm\n1,a,-50\n2,b,-60\n")
+    truth = tmp_path / "truth.csv"
+    truth.write_text(truth_text)
+    with pytest.raises(InputError, match=message):
+        check_truth(read_truth(truth), read_csv_adverts(rec), truth)
+
+
+def test_the_flat_truth_names_only_recorded_anchors() -> None:
+    from replay.inputs import check_truth
+
+    for run in ("calib1", "test_robot"):
+        path = DATA / f"{run}.truth.csv.gz"
+        check_truth(read_truth(path), read_csv_adverts(DATA / f"{run}.adverts.csv.gz"), path)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"t": NaN, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}',
+        '{"t": Infinity, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}',
+        '{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": Infinity}',
+        '{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": 1e300}',
+        '{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": true}',
+        '{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": "-60"}',
+    ],
+)
+def test_trace_lines_json_allows_but_no_radio_makes_are_refused(tmp_path: Path, line: str) -> None:
+    path = tmp_path / "gw.jsonl"
+    path.write_text('{"t": 0.5, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}\n' + line + "\n")
     with pytest.raises(InputError, match=r"gw\.jsonl:2"):
         read_trace_adverts("gw", path)
