@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from replay.inputs import InputError, merge, read_csv_adverts, read_trace_adverts, read_truth
+from replay.inputs import (
+    InputError,
+    check_truth,
+    merge,
+    read_csv_adverts,
+    read_trace_adverts,
+    read_truth,
+)
 from tests.replay.helpers import DATA
 
 
@@ -93,8 +100,6 @@ def test_bad_trace_line_names_the_line(tmp_path: Path) -> None:
 def test_truth_naming_what_no_recording_has_is_refused(
     tmp_path: Path, truth_text: str, message: str
 ) -> None:
-    from replay.inputs import check_truth
-
     rec = tmp_path / "rec.csv"
     rec.write_text("time_s,gateway,rssi_dbm\n1,a,-50\n2,b,-60\n")
     truth = tmp_path / "truth.csv"
@@ -104,8 +109,6 @@ def test_truth_naming_what_no_recording_has_is_refused(
 
 
 def test_the_flat_truth_names_only_recorded_anchors() -> None:
-    from replay.inputs import check_truth
-
     for run in ("calib1", "test_robot"):
         path = DATA / f"{run}.truth.csv.gz"
         check_truth(read_truth(path), read_csv_adverts(DATA / f"{run}.adverts.csv.gz"), path)
