@@ -44,7 +44,7 @@ def test_the_default_class_is_the_proximity_required_one() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "moves", "decisions"), [("calib1", 10, 22), ("test_robot", 7, 12)]
+    ("name", "moves", "decisions"), [("calib1", 10, 22), ("test_robot", 6, 11)]
 )
 def test_function_follows_the_nearest_decision_with_the_planners_rules(
     name: str, moves: int, decisions: int

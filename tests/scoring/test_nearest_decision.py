@@ -258,6 +258,30 @@ def test_evidence_decays_when_the_incumbent_is_strongest_again():
     assert run(trace, DEFAULT) == [(0.0, "gw1")]
 
 
+def _passing_by(gw3_at_the_crossing: float) -> list[tuple[float, dict[str, float]]]:
+    # gw3 7 dB ahead of the incumbent for 3 s (1.5 dB past the deadband: 3 dB x s),
+    # then gw2 peaks 10 dB ahead for one second, which takes the sum past 6 dB x s.
+    trace = [(float(t), {"gw1": -60.0, "gw2": -66.0, "gw3": -66.0}) for t in range(10)]
+    trace += [(float(t), {"gw1": -60.0, "gw2": -66.0, "gw3": -53.0}) for t in (10, 11, 12)]
+    trace.append((13.0, {"gw1": -60.0, "gw2": -50.0, "gw3": gw3_at_the_crossing}))
+    trace += [(float(t), {"gw1": -60.0, "gw2": -66.0, "gw3": -53.0}) for t in range(14, 30)]
+    return trace
+
+
+def test_a_move_goes_to_the_rival_ahead_all_along_not_the_one_peaking():
+    # The flat's walk: carried past one gateway on the way to the next, the device
+    # stopped 2-3 s at the one it passed (lead: gw3 21 dB x s, gw2 10).
+    assert run(_passing_by(-53.0), DEFAULT) == [(0.0, "gw1"), (13.0, "gw3")]
+
+
+def test_a_move_never_goes_to_a_rival_not_past_the_deadband_now():
+    # gw3 led for longer but is only 3 dB ahead when the sum crosses: gw2 it is, and
+    # gw3 takes over later on its own evidence.
+    changes = run(_passing_by(-57.0), DEFAULT)
+    assert changes[:2] == [(0.0, "gw1"), (13.0, "gw2")]
+    assert [n for _, n in changes] == ["gw1", "gw2", "gw3"]
+
+
 def test_arrival_pick_is_decided_again_at_the_end_of_settle():
     # gw2 was already heard at arrival (so no instant correction) but reads weaker
     # for a moment; at settle's end the strongest heard gateway is taken at once.
