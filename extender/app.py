@@ -226,6 +226,7 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
         leader = rt.metrics.leader
         rt.metrics.nearest_lag.set_function(writer.lag)
         rt.metrics.nearest_failing.set_function(writer.failing_writes)
+        rt.metrics.nearest_undecidable.set_function(writer.failing_decisions)
         elected = run_under_lease(
             client.CoordinationV1Api(api),
             settings.lease_namespace,

@@ -90,6 +90,12 @@ class Metrics:
             "(it passes every second; 0 when not leading)",
             registry=r,
         )
+        self.nearest_undecidable = Gauge(
+            "cloud4iot_extender_nearest_decisions_failing",
+            "Devices whose nearest-gateway decision raised on their last pass (a bug: the "
+            "leader logs each once with its traceback; the other devices are decided)",
+            registry=r,
+        )
         self.nearest_failing = Gauge(
             "cloud4iot_extender_nearest_writes_failing",
             "Devices whose status.nearest write is failing (retried with backoff)",

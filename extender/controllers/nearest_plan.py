@@ -54,6 +54,9 @@ class NearestPlan:
     states: dict[str, NearestState] = field(default_factory=dict)  # decided this step
     writes: list[NearestWrite] = field(default_factory=list)
     written: dict[str, Written] = field(default_factory=dict)  # records now acknowledged
+    # Devices whose decision raised (a bug): skipped, their previous state kept. One
+    # such device once failed every pass, and no device was decided at all.
+    errors: dict[str, Exception] = field(default_factory=dict)
 
 
 def shown(mine: Written | None, on_object: str | None) -> tuple[str | None, float | None, bool]:
@@ -102,7 +105,11 @@ def plan_nearest(
         if prev is None and dev.nearest is not None:
             # A new leader continues the decision already on the object.
             prev = NearestState(node=dev.nearest, since=dev.nearest_since or now)
-        state = decide_nearest(prev, dev.sightings, now, spec)
+        try:
+            state = decide_nearest(prev, dev.sightings, now, spec)
+        except Exception as exc:  # one device's bug: the others are still decided
+            plan.errors[name] = exc
+            continue
         plan.states[name] = state
         mine = written.get(name)
         last_node, last_rssi, acknowledged = shown(mine, dev.nearest)

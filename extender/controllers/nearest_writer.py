@@ -128,6 +128,8 @@ class NearestWriter:
     _last_sweep: float = float("-inf")
     _policy_digest: str = ""
     failing: dict[str, Failing] = field(default_factory=dict)  # writes that failed
+    # Devices whose decision raised on their last pass, and the error kind (logged once).
+    undecidable: dict[str, str] = field(default_factory=dict)
     # The time `run` decides at; injected so a test can run the live loop on a virtual
     # clock (tests/replay/test_live_equals_replay.py).
     clock: Callable[[], float] = time.time
@@ -139,6 +141,10 @@ class NearestWriter:
         """Seconds since the last completed pass while leading; 0 when not leading."""
         return 0.0 if self.last_pass is None else max(0.0, self.clock() - self.last_pass)
 
+    def failing_decisions(self) -> int:
+        """Devices whose nearest decision raised on their last pass; 0 when not leading."""
+        return 0 if self.last_pass is None else len(self.undecidable)
+
     def failing_writes(self) -> int:
         """Devices whose status.nearest write is failing now; 0 when not leading."""
         return 0 if self.last_pass is None else len(self.failing)
@@ -149,6 +155,7 @@ class NearestWriter:
         self.states.clear()
         self.written.clear()
         self.failing.clear()
+        self.undecidable.clear()
         self._last_sweep = float("-inf")
         self.last_pass = self.clock()
         try:
@@ -181,16 +188,18 @@ class NearestWriter:
     async def step(self, now: float) -> None:
         spec = self.policy.current.policy.spec
         devices = self.store.snapshot.devices
-        for gone in (set(self.states) | set(self.failing)) - set(devices):
+        for gone in (set(self.states) | set(self.failing) | set(self.undecidable)) - set(devices):
             self.states.pop(gone, None)
             self.written.pop(gone, None)
             self.failing.pop(gone, None)
+            self.undecidable.pop(gone, None)
         due = list(self._due(devices, now))
         self._previous = devices
         self.decisions += len(due)
         plan = plan_nearest(devices, due, self.states, self.written, now, spec)
         self.states.update(plan.states)
         self.written.update(plan.written)
+        self._undecidable(plan.states, plan.errors)
         planned = {w.device for w in plan.writes}
         for name in due:
             failing = self.failing.get(name)
@@ -215,6 +224,22 @@ class NearestWriter:
         # Node watcher), after the decisions it announces are written.
         for node in sorted(arrived):
             await self._nudge(node, now)
+
+    def _undecidable(self, decided: Iterable[str], errors: Mapping[str, Exception]) -> None:
+        """Keep the devices whose decision raised, logging each device and error once."""
+        for name in decided:
+            if self.undecidable.pop(name, None) is not None:
+                log.info("device %s: nearest gateway decided again", name)
+        for name, exc in errors.items():
+            kind = error_kind(exc)
+            if self.undecidable.get(name) != kind:
+                log.error(
+                    "device %s: deciding its nearest gateway failed (the others go on; "
+                    "not logged again)",
+                    name,
+                    exc_info=exc,
+                )
+            self.undecidable[name] = kind
 
     async def _apply(self, write: NearestWrite, now: float) -> bool:
         """Write one decision; True when it moved the device to another gateway."""

@@ -168,9 +168,15 @@ def _by_evidence(
         ):
             return NearestState(node=best.node, since=now)
         if now - prev.since >= rules.settle:
-            # The end of the settle window: decide again on everything now heard.
-            strongest = max(fresh.values(), key=lambda s: (s.rssi, s.node))
-            if strongest.node != prev.node and strongest.rssi > incumbent.rssi + rules.deadband_db:
+            # The end of the settle window: decide again on everything now heard. Maybe
+            # nothing is fresh any more (the writer was held up past `freshness`: a
+            # new leader, a starved loop): then the pick stands.
+            strongest = max(fresh.values(), key=lambda s: (s.rssi, s.node), default=None)
+            if (
+                strongest is not None
+                and strongest.node != prev.node
+                and strongest.rssi > incumbent.rssi + rules.deadband_db
+            ):
                 return NearestState(node=strongest.node, since=now)
             prev = replace(prev, arrival_voters=None)
     if best is None:

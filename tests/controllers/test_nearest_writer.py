@@ -432,3 +432,44 @@ async def test_lag_and_failing_writes_are_shown_while_leading_only(world: World)
         await asyncio.gather(task, return_exceptions=True)
     assert world.writer.failing  # still kept for the next term, but not shown:
     assert (world.writer.lag(), world.writer.failing_writes()) == (0.0, 0)  # term over
+
+
+async def test_a_device_whose_decision_raises_does_not_stop_the_others(
+    world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The 10,000-node bench's stall: one device's decision raised on every pass, the
+    pass failed as a whole, and no Device was decided. Now the others go on, the
+    device is shown on /metrics and logged once with its traceback."""
+    import extender.controllers.nearest_plan as plan_module
+
+    real = plan_module.decide_nearest
+    broken = {"b"}
+
+    def decide(prev: Any, sightings: Any, now: float, spec: Any) -> Any:
+        if "gw2" in sightings and broken:
+            raise ValueError("max() arg is an empty sequence")
+        return real(prev, sightings, now, spec)
+
+    monkeypatch.setattr(plan_module, "decide_nearest", decide)
+    world.writer.last_pass = NOW  # leading
+    world.show(
+        device("a", {"gw1": (-60.0, NOW)}, None),
+        device("b", {"gw2": (-60.0, NOW)}, None),
+        device("c", {"gw3": (-60.0, NOW)}, None),
+    )
+    for t in range(3):
+        await world.writer.step(NOW + t + 5.0 * t)  # sweeps: every device decided again
+    assert [name for name, _ in world.custom.writes] == ["a", "c"]
+    assert world.writer.failing_decisions() == 1
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].getMessage().startswith("device b: deciding")
+    assert errors[0].exc_info is not None  # the traceback, for the bug report
+    broken.clear()
+    world.show(
+        device("a", {"gw1": (-60.0, NOW)}, "gw1"),
+        device("b", {"gw2": (-60.0, NOW + 20)}, None),
+        device("c", {"gw3": (-60.0, NOW)}, "gw3"),
+    )
+    await world.writer.step(NOW + 20)
+    assert [name for name, _ in world.custom.writes] == ["a", "c", "b"]
+    assert world.writer.failing_decisions() == 0

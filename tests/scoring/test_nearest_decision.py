@@ -341,3 +341,17 @@ def test_a_silent_incumbent_gateway_keeps_the_decision_while_no_one_hears_it_fre
     # a live gateway that hears it fresh wins over a silent incumbent (the usual arrival)
     heard = silent | {"gw-b": Sighting("gw-b", -75, stale, reported=True)}
     assert decide_nearest(prev, heard, stale, SPEC).node == "gw-b"
+
+
+def test_settle_ending_with_nothing_fresh_keeps_the_pick():
+    """The 10,000-node bench's stall: the writer, starved for 16 s, reached an arrival
+    pick's settle end after its only sighting had passed `freshness` (still inside the
+    sighting max age); `max()` of no fresh gateway raised, and every pass failed."""
+    rules = DEFAULT.nearest
+    picked = NearestState(node="gw-a", since=0.0, arrival_voters=frozenset({"gw-a"}))
+    sighting = {"gw-a": Sighting("gw-a", -60, -rules.arrival_wait)}
+    late = rules.freshness + 1.0
+    assert late < DEFAULT.stale_data.sighting_max_age and late > rules.settle
+    kept = decide_nearest(picked, sighting, late, DEFAULT)
+    assert kept.node == "gw-a"
+    assert not kept.pending  # settled: no longer corrected without evidence
