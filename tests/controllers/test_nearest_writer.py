@@ -462,7 +462,8 @@ async def test_a_device_whose_decision_raises_does_not_stop_the_others(
     assert [name for name, _ in world.custom.writes] == ["a", "c"]
     assert world.writer.failing_decisions() == 1
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and errors[0].getMessage().startswith("device b: deciding")
+    assert len(errors) == 1
+    assert errors[0].getMessage().startswith("device b: deciding")
     assert errors[0].exc_info is not None  # the traceback, for the bug report
     broken.clear()
     world.show(

@@ -351,7 +351,8 @@ def test_settle_ending_with_nothing_fresh_keeps_the_pick():
     picked = NearestState(node="gw-a", since=0.0, arrival_voters=frozenset({"gw-a"}))
     sighting = {"gw-a": Sighting("gw-a", -60, -rules.arrival_wait)}
     late = rules.freshness + 1.0
-    assert late < DEFAULT.stale_data.sighting_max_age and late > rules.settle
+    assert late < DEFAULT.stale_data.sighting_max_age
+    assert late > rules.settle
     kept = decide_nearest(picked, sighting, late, DEFAULT)
     assert kept.node == "gw-a"
     assert not kept.pending  # settled: no longer corrected without evidence
