@@ -11,7 +11,9 @@ would be caught. A few direct checks pin the invalidation rules.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -122,6 +124,11 @@ def test_tables_answer_what_the_plain_path_answers(
         # A device event: a new snapshot sharing nodes and load (the tables serve it).
         band = snap.devices["band"]
         snap = snap.with_devices({**snap.devices, "band": replace(band, sightings={})})
+        # A node event: one NodeFacts replaced, the others shared (the tables are
+        # refreshed node by node).
+        first = next(iter(snap.nodes.values()))
+        moved = replace(first, tier="edge" if first.tier == "gateway" else "gateway")
+        snap = snap.with_nodes({**snap.nodes, first.name: moved})
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -222,3 +229,36 @@ def test_hostile_kinds_cannot_grow_the_cache() -> None:
     for i in range(1000):
         every_node(PodFacts("p", "ns", f"class-{i}"), snap, POLICIES[0], NOW, tables)
     assert 0 < len(tables) <= 128
+
+
+def test_a_node_event_judges_only_the_changed_node_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import extender.scoring.scorer as scorer
+
+    calls: list[str] = []
+    real = scorer.judge
+
+    def counting(ctx: Any, node: NodeFacts) -> Verdict:
+        calls.append(node.name)
+        return real(ctx, node)
+
+    monkeypatch.setattr(scorer, "judge", counting)
+    nodes = {f"e{i}": NodeFacts(f"e{i}", "edge", "amd64") for i in range(50)}
+    snap = Snapshot(nodes=nodes, load={}, nodes_synced=True, devices_synced=True)
+    policy, pod, tables = POLICIES[0], PodFacts("p", "ns", "batch"), TableCache()
+    every_node(pod, snap, policy, NOW, tables)
+    assert len(calls) == 50
+    calls.clear()
+    # e7 becomes a gateway (batch may not run there), e50 joins, e3 leaves.
+    changed = {**nodes, "e7": NodeFacts("e7", "gateway", "amd64")}
+    changed["e50"] = NodeFacts("e50", "edge", "amd64")
+    del changed["e3"]
+    verdicts = {
+        v.node: v for v in every_node(pod, snap.with_nodes(changed), policy, NOW + 1, tables)
+    }
+    assert sorted(calls) == ["e50", "e7"]
+    assert set(verdicts) == set(changed)
+    assert not verdicts["e7"].feasible
+    assert verdicts["e50"].feasible
+    assert verdicts == {
+        v.node: v for v in plain(pod, list(changed), snap.with_nodes(changed), policy, NOW + 1)
+    }
