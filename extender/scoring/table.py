@@ -66,11 +66,9 @@ class NodeTable:
             self.ranked.extend(sorted(groups.items(), reverse=True))
         return self.ranked
 
-    def serves(self, ctx: Context) -> bool:
-        return self.nodes is ctx.snapshot.nodes and self.serves_but_nodes(ctx)
-
     def serves_but_nodes(self, ctx: Context) -> bool:
-        """Whether only the node map differs: then the table is refreshed node by node."""
+        """Whether it serves `ctx` but maybe for the node map (then it is refreshed node
+        by node; the caller checks the map's identity)."""
         snap = ctx.snapshot
         return (
             self.policy is ctx.policy
