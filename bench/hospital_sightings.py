@@ -119,6 +119,51 @@ def storage_bytes(text: str) -> float | None:
     return None
 
 
+ETCD_SERIES = {
+    "etcd_mvcc_db_total_size_in_bytes": "total",
+    "etcd_mvcc_db_total_size_in_use_in_bytes": "in_use",
+    "etcd_debugging_mvcc_current_revision": "revision",
+    "etcd_debugging_mvcc_compact_revision": "compacted",
+}
+
+
+def etcd_metrics_url(pid: int) -> str:
+    """etcd's client URL from its command line (kwokctl passes --listen-client-urls)."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    for i, raw in enumerate(args):
+        arg = raw.decode()
+        for flag in ("--listen-client-urls", "--advertise-client-urls"):
+            if arg.startswith(flag + "="):
+                value = arg.split("=", 1)[1]
+            elif arg == flag and i + 1 < len(args):
+                value = args[i + 1].decode()
+            else:
+                continue
+            url = value.split(",")[0].replace("0.0.0.0", "127.0.0.1")
+            return url.rstrip("/") + "/metrics"
+    raise LookupError(f"no client URL in etcd's command line (pid {pid})")
+
+
+def etcd_sizes(text: str) -> dict[str, float]:
+    """The DB file's size, the part of it in use, the current and compacted revisions."""
+    out = {}
+    for (name, _), value in parse_samples(text).items():
+        if name in ETCD_SERIES:
+            out[ETCD_SERIES[name]] = value
+    return out
+
+
+async def etcd_sampler(url: str, every_s: float, out: list[dict[str, float]]) -> None:
+    """Whether the DB levels off once the apiserver compacts (every 5 minutes by default):
+    the file does not shrink without a defrag, but pages freed by a compaction are reused."""
+    async with aiohttp.ClientSession() as s:
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with s.get(url, timeout=aiohttp.ClientTimeout(total=5)) as r:
+                    out.append({"t": time.monotonic()} | etcd_sizes(await r.text()))
+            await asyncio.sleep(every_s)
+
+
 def etcd_db_file(cluster: Devcluster) -> int | None:
     base = cluster.kwok_workdir / "clusters" / cluster.name
     for db in base.rglob("member/snap/db"):
@@ -569,6 +614,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             log("functions created; 30 s to place them")
             await asyncio.sleep(30)  # the functions placed, the first report burst over
             pids = process_pids(cluster)
+            etcd_series: list[dict[str, float]] = []
+            if "etcd" in pids:
+                tasks.append(
+                    asyncio.create_task(
+                        etcd_sampler(etcd_metrics_url(pids["etcd"]), 15.0, etcd_series)
+                    )
+                )
             s0 = await snapshot(api, cluster, pids, watches, gates)
             log(f"at rest for {args.rest:.0f}s")
             await asyncio.sleep(args.rest)
@@ -590,6 +642,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             end = time.monotonic()
             await asyncio.sleep(30)  # let the last moves land before checking placement
             result["rest"] = window(s0, s1, len(wearables))
+            result["etcd_series"] = [
+                {k: (v - s0["t"] if k == "t" else v) for k, v in point.items()}
+                for point in etcd_series
+            ]
             result["walk"] = window(s1, s2, len(wearables))
             result["load_after"] = os.getloadavg()
             near_lag, near_missing = lags(moves, watches.nearest_at, gates.walk_origin, end)
@@ -712,6 +768,16 @@ def report(r: dict[str, Any]) -> str:
     lines.append(f"/filter ms under the walk: {r['filter_ms']}")
     lines.append(f"evidence rule's earliest switch for this walk: {r['evidence_s']:.2f}s")
     lines.append(f"checks: {r['checks']}")
+    series = r.get("etcd_series") or []
+    if series:
+        lines += ["", "| s since rest began | etcd DB MB | in use MB | revision | compacted to |"]
+        lines.append("|---:|---:|---:|---:|---:|")
+        for point in series[:: max(1, len(series) // 40)]:
+            lines.append(
+                f"| {point['t']:.0f} | {point.get('total', 0) / 1e6:.1f} |"
+                f" {point.get('in_use', 0) / 1e6:.1f} | {point.get('revision', 0):.0f} |"
+                f" {point.get('compacted', 0):.0f} |"
+            )
     return "\n".join(lines)
 
 

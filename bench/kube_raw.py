@@ -75,6 +75,15 @@ class Api:
                 raise RuntimeError(f"GET {path}: {resp.status} {body[:300]!r}")
             return body
 
+    async def raw(self, path: str) -> bytes:
+        """A binary GET (the apiserver's /debug/pprof/profile)."""
+        assert self.session is not None
+        async with self.session.get(self.base + path) as resp:
+            body = await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"GET {path}: {resp.status} {body[:300]!r}")
+            return body
+
     async def watch(self, path: str, resource_version: str) -> AsyncIterator[dict[str, Any]]:
         assert self.session is not None
         url = (

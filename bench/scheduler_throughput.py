@@ -273,9 +273,21 @@ async def measure(
         api_before = w.parse_samples(await api.text("/metrics"))
         cpu_before, cpu_from = cpu_now(pids), time.monotonic()
         placed: dict[str, str] = {}
+        profiling = None
+        if args.apiserver_profile:
+            # Go's CPU profile of kube-apiserver over the timed part: where its extra
+            # CPU per pod goes with our extender (go tool pprof -top FILE).
+            profiling = asyncio.create_task(
+                api.raw(f"/debug/pprof/profile?seconds={args.profile_seconds:.0f}")
+            )
         run.create_s, run.total_s, run.bound, notes = await create_and_watch(
             api, cluster.kubeconfig, manifests, args, placed
         )
+        if profiling is not None:
+            out = args.apiserver_profile / f"apiserver-{run.nodes}-{run.mode}-{run.repeat}.pprof"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(await profiling)
+            notes.append(f"apiserver CPU profile ({args.profile_seconds:.0f} s): {out}")
         run.notes += notes
         checked = w.placement_check(manifests, plans, placed)
         run.notes.append(
@@ -436,6 +448,18 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     p.add_argument("--settle", type=float, default=5.0, help="quiet seconds before the clock")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for all pods to bind")
     p.add_argument("--json", type=Path, help="also write every run's numbers here")
+    p.add_argument(
+        "--apiserver-profile",
+        type=Path,
+        metavar="DIR",
+        help="save kube-apiserver's Go CPU profile of the timed part of each run here",
+    )
+    p.add_argument(
+        "--profile-seconds",
+        type=float,
+        default=8.0,
+        help="length of that profile, from the first create (keep it under the run's length)",
+    )
     p.add_argument(
         "--report", type=Path, help="print the tables of an earlier --json file and exit"
     )

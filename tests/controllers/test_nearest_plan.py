@@ -214,7 +214,7 @@ def test_challenger_takes_over_only_after_the_dwell(
     ],
 )
 def test_rssi_rewritten_only_when_it_drifts_by_the_step(rssi: float, rewritten: bool) -> None:
-    assert RSSI_STEP == 3.0
+    assert RSSI_STEP == 6.0
     dev = band(("gw1", rssi, 0), nearest="gw1")
     states = {"band": NearestState("gw1", since=NOW - 100)}
     written = {"band": Written("gw1", -60.0, before="gw1", seen=True)}

@@ -242,16 +242,16 @@ async def test_change_behind_our_back_within_a_term_is_rewritten(world: World) -
     assert world.nodes_written() == ["gw1", "gw1"]
 
 
-async def test_rssi_rewritten_only_on_a_3_db_change(world: World) -> None:
+async def test_rssi_rewritten_only_on_a_6_db_change(world: World) -> None:
     def at(rssi: float, t: float) -> DeviceFacts:
         return device("band", {"gw1": (rssi, t)}, "gw1")
 
     world.show(device("band", {"gw1": (-60.0, NOW)}, None))
     await world.writer.step(NOW)
-    for i, rssi in enumerate([-60.0, -62.0, -62.9, -57.1, -63.0, -61.0, -60.0], start=1):
+    for i, rssi in enumerate([-60.0, -63.0, -65.9, -54.1, -66.0, -62.0, -60.0], start=1):
         world.show(at(rssi, NOW + i))
         await world.writer.step(NOW + i)
-    assert [n["rssi"] if n else None for _, n in world.custom.writes] == [-60, -63, -60]
+    assert [n["rssi"] if n else None for _, n in world.custom.writes] == [-60, -66, -60]
     assert world.core.nudges == ["gw1"]  # rssi refreshes are not moves
     assert world.writer.changes == 1
 

@@ -6,6 +6,7 @@ elected extender makes their reports; a report of any other name would be delete
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sys
 import time
@@ -116,6 +117,37 @@ async def test_each_gateway_writes_only_its_own_report(
     dev = await api.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
     assert dev["spec"]["displayName"] == "test wearable"
     assert not (dev.get("status") or {}).get("sightings")
+
+
+async def test_a_reports_managed_fields_do_not_grow_with_its_sightings(
+    api: CustomObjectsApi,
+) -> None:
+    """The sightings list is atomic: the apiserver keeps one managedFields mark for the
+    whole list, not an entry per device (which doubled every stored revision and every
+    watch event of a busy gateway's report)."""
+    now = time.time()
+    heard = {f"busy-ward-{i:04d}": (-60 - i % 30, now) for i in range(300)}
+    try:
+        await apply_report(api, GW1, report_body(GW1, heard, now))
+        obj = await api.get_cluster_custom_object(GROUP, VERSION, REPORT_PLURAL, GW1)
+        assert len(obj["status"]["sightings"]) == 300
+        ours = [
+            m
+            for m in obj["metadata"]["managedFields"]
+            if m["manager"] == gateway_field_manager(GW1)
+        ]
+        assert len(ours) == 1
+        fields = json.dumps(ours[0]["fieldsV1"])
+        assert "busy-ward" not in fields  # no per-device key
+        assert len(fields) < 300, fields
+        # One less device: the apply replaces the whole list, as a map merge did too.
+        del heard["busy-ward-0000"]
+        await apply_report(api, GW1, report_body(GW1, heard, now))
+        obj = await api.get_cluster_custom_object(GROUP, VERSION, REPORT_PLURAL, GW1)
+        devices = [e["device"] for e in obj["status"]["sightings"]]
+        assert devices == sorted(heard)
+    finally:
+        await apply_report(api, GW1, report_body(GW1, {}, time.time()))
 
 
 async def test_two_running_monitors_publish_and_remove_their_own_entries(

@@ -98,6 +98,14 @@ def test_malformed_entries_are_skipped_and_a_nameless_report_refused() -> None:
         report_facts({"status": {}})
 
 
+def test_a_device_listed_twice_takes_its_last_entry() -> None:
+    # The list is atomic (the apiserver does not refuse a repeated device): a gateway
+    # can only confuse its own sighting, and every reader settles it the same way.
+    obj = report("gw-a", {"patient": -60})
+    obj["status"]["sightings"].append({"device": "patient", "rssi": -75, "lastSeen": rfc3339(T)})
+    assert report_facts(obj).sightings["patient"].rssi == -75.0
+
+
 def test_a_devices_own_legacy_sighting_merges_and_the_newer_entry_wins() -> None:
     idx = SightingIndex()
     idx.set_nodes({"gw-a": node("gw-a", True)})
