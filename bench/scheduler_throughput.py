@@ -367,6 +367,7 @@ def one_run(
         scrape_interval_s=args.scrape_interval,
         tier_affinity=not args.no_tier_affinity,
         narrowing=not args.no_narrowing,
+        candidates=args.candidates,
     )
     run = w.Run(nodes, pods, extender, repeat, 0.0, 0.0, 0)
     up = time.monotonic()
@@ -380,6 +381,7 @@ def one_run(
                 "admission narrowing off: our profile scores every node"
                 if args.no_narrowing
                 else "admission narrowing on: our profile samples"
+                + (f", pins of {args.candidates} nodes" if args.candidates is not None else "")
             )
         rendered = yaml.safe_load((cluster.state_dir / "kube-scheduler-config.yaml").read_text())
         limits = rendered.get("clientConnection") or {}
@@ -436,6 +438,11 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         action="store_true",
         help="with our extender, leave out the admission-narrowing webhook (our profile then"
         " scores every node, as before it existed)",
+    )
+    p.add_argument(
+        "--candidates",
+        type=int,
+        help="nodes a narrowed pod is pinned to (the extender's --candidates; default its own)",
     )
     p.add_argument(
         "--scrape-interval",

@@ -175,6 +175,7 @@ class Devcluster:
         tls: bool = False,
         tier_affinity: bool = True,
         narrowing: bool = True,
+        candidates: int | None = None,
         sighting_admission: bool = True,
         default_scheduler_only: bool = False,
         verbosity: int | None = None,
@@ -204,6 +205,8 @@ class Devcluster:
         # is installed pointing at it, so new pods of our scheduler are pinned to the
         # scorer's best nodes.
         self.narrowing = with_extender and narrowing
+        # Nodes a narrowed pod is pinned to (the extender's --candidates; None: its default).
+        self.candidates = candidates
         # The gateway-sighting ValidatingAdmissionPolicy; off when a test installs the
         # manifests itself (tests/install applies them with server-side apply).
         self.sighting_admission = sighting_admission
@@ -554,6 +557,8 @@ class Devcluster:
                 "--admission-key",
                 str(files.server.key),
             ]
+            if self.candidates is not None:
+                component.argv += ["--candidates", str(self.candidates)]
         return component
 
     def _rebalancer_component(self, state: State) -> Component:

@@ -26,6 +26,7 @@ from cloud4iot.service import (
     service_flags,
     version_flag,
 )
+from extender.settings import DEFAULT_CANDIDATES
 
 log = logging.getLogger("cloud4iot")
 
@@ -77,7 +78,7 @@ def _extender_parser() -> argparse.ArgumentParser:
     adm.add_argument(
         "--candidates",
         type=int,
-        default=32,
+        default=DEFAULT_CANDIDATES,
         help="nodes a narrowed pod is pinned to (0: admit every pod unchanged)",
     )
     return p

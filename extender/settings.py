@@ -7,6 +7,11 @@ from pathlib import Path
 
 from cloud4iot.buildinfo import DEFAULT_POLICY
 
+# Every write of a pinned pod (create, bind, each status update) and every watch event of it
+# carries the pin: at 5,000 nodes 32 names cost the apiserver ~1.5 ms more a pod than 8
+# (profiled, BENCHMARKS.md "The pin's size"), and 16 kept the throughput of 8.
+DEFAULT_CANDIDATES = 16  # --candidates: nodes a narrowed pod is pinned to
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -45,7 +50,7 @@ class Settings:
     admission_port: int | None = None
     admission_cert: Path | None = None
     admission_key: Path | None = None
-    candidates: int = 32  # nodes a narrowed pod is pinned to; 0 turns narrowing off
+    candidates: int = DEFAULT_CANDIDATES  # nodes a narrowed pod is pinned to; 0: off
 
     @property
     def tls_enabled(self) -> bool:

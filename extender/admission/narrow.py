@@ -32,7 +32,7 @@ extender place it as before):
 
 Limits, by design: the pin is taken once, on the room known then: pods created in
 one burst all see the same free room (kube-scheduler's own assumed pods are not
-visible here), so the K nodes can fill before the pod is bound; K (32 by default)
+visible here), so the K nodes can fill before the pod is bound; K (16 by default)
 makes that unlikely, and the rebalancer's recreation of pods is what refreshes a
 stale pin. A node reporting no allocatable is not checked. Running pods are unaffected
 (IgnoredDuringExecution).
@@ -60,7 +60,6 @@ from extender.state.pods import REQUIRED, required_terms
 from extender.state.resources import NO_USE, fits, pod_requests
 from extender.state.snapshot import Snapshot
 
-DEFAULT_CANDIDATES = 32
 MAX_TERMS = 128  # required node-selector terms a pinned pod may end up with
 
 

@@ -13,6 +13,7 @@ from extender import cli
 from extender.admission.server import admission_listener
 from extender.cli import _extender_parser, extender_main
 from extender.runtime import RUNTIME
+from extender.settings import DEFAULT_CANDIDATES
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_bad_admission_flags_exit_with_usage_error(
 
 
 def test_the_admission_flags_parse_and_narrowing_is_on_by_default() -> None:
-    assert _extender_parser().parse_args([]).candidates == 32
+    assert _extender_parser().parse_args([]).candidates == DEFAULT_CANDIDATES == 16
     args = _extender_parser().parse_args(
         [
             "--admission-port",
