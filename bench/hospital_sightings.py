@@ -19,7 +19,9 @@ Phases: warm-up (until every Device has ``status.nearest``), ``--rest`` seconds 
 (no one walks; the apiserver's counters before and after), then ``--walk`` seconds with
 5 % of the wearables walking between neighbouring gateways. ``--functions`` walkers get
 an mhealth-consolidator Deployment. Measured per phase: apiserver write requests/s and
-request bytes/s by resource (its /metrics), etcd's DB size, CPU per process, watch events
+request bytes/s by resource (its /metrics), etcd's DB size (and, every 15 s from the
+rest phase on, etcd's own file size, size in use and compacted revision: whether it levels
+off once the apiserver compacts), CPU per process, watch events
 per watcher (this process watches Devices, GatewayReports and Leases as the extender
 does), the time from each true move to ``status.nearest`` and to the function's new pod,
 and /filter latency sampled twice a second. Checks: every Device decided, every bound
