@@ -43,13 +43,10 @@ def sight(api: client.ApiClient, device: str, gateway: str, rssi: float | None) 
 def report_sight(api: client.ApiClient, device: str, gateway: str, rssi: float | None) -> None:
     """Put one device's entry into `gateway`'s GatewayReport (None takes it out).
 
-    Applied by the admin under a field manager per gateway and device, so that calls for
-    several devices add up in the report's list (a monitor applies its whole list under
-    one manager instead). The report must exist: the elected extender makes it.
+    The list is atomic (a monitor always writes it whole), so the admin reads the report,
+    changes that one entry and writes the whole list back, retrying on a conflict: calls
+    for several devices add up. The report must exist: the elected extender makes it.
     """
-    entries = (
-        [] if rssi is None else [{"device": device, "rssi": round(rssi), "lastSeen": now_rfc3339()}]
-    )
     custom = client.CustomObjectsApi(api)
     try:
         custom.create_cluster_custom_object(
@@ -65,21 +62,31 @@ def report_sight(api: client.ApiClient, device: str, gateway: str, rssi: float |
     except client.ApiException as exc:
         if exc.status != 409:
             raise
-    custom.patch_cluster_custom_object_status(
-        GROUP,
-        VERSION,
-        "gatewayreports",
-        gateway,
-        {
+    for _ in range(20):
+        obj: dict[str, Any] = custom.get_cluster_custom_object_status(
+            GROUP, VERSION, "gatewayreports", gateway
+        )
+        status: dict[str, Any] = dict(obj.get("status") or {})
+        entries = [e for e in status.get("sightings") or [] if e.get("device") != device]
+        if rssi is not None:
+            entries.append({"device": device, "rssi": round(rssi), "lastSeen": now_rfc3339()})
+        status["sightings"] = entries
+        status["heard"] = len(entries)
+        body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "GatewayReport",
-            "metadata": {"name": gateway},
-            "status": {"sightings": entries},
-        },
-        field_manager=f"cloud4iot-test/{gateway}/{device}",
-        force=True,
-        _content_type="application/apply-patch+yaml",
-    )
+            "metadata": {"name": gateway, "resourceVersion": obj["metadata"]["resourceVersion"]},
+            "status": status,
+        }
+        try:
+            custom.replace_cluster_custom_object_status(
+                GROUP, VERSION, "gatewayreports", gateway, body
+            )
+            return
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise RuntimeError(f"GatewayReport {gateway}: 20 conflicting writes in a row")
 
 
 def device_status(api: client.ApiClient, device: str) -> dict[str, Any]:
