@@ -68,15 +68,10 @@ class Api:
 
     async def text(self, path: str) -> str:
         """A plain-text GET (the apiserver's /metrics)."""
-        assert self.session is not None
-        async with self.session.get(self.base + path) as resp:
-            body = await resp.text()
-            if resp.status != 200:
-                raise RuntimeError(f"GET {path}: {resp.status} {body[:300]!r}")
-            return body
+        return (await self.raw(path)).decode()
 
     async def raw(self, path: str) -> bytes:
-        """A binary GET (the apiserver's /debug/pprof/profile)."""
+        """A GET of the body as is (also the apiserver's /debug/pprof/profile)."""
         assert self.session is not None
         async with self.session.get(self.base + path) as resp:
             body = await resp.read()
