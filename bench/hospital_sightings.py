@@ -129,21 +129,23 @@ ETCD_SERIES = {
 }
 
 
-def etcd_metrics_url(pid: int) -> str:
-    """etcd's client URL from its command line (kwokctl passes --listen-client-urls)."""
-    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    for i, raw in enumerate(args):
-        arg = raw.decode()
+def process_argv(pid: int) -> list[str]:
+    return [a.decode() for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") if a]
+
+
+def etcd_metrics_url(argv: list[str]) -> str:
+    """etcd's /metrics from its command line (kwokctl passes --listen-client-urls)."""
+    for i, arg in enumerate(argv):
         for flag in ("--listen-client-urls", "--advertise-client-urls"):
             if arg.startswith(flag + "="):
                 value = arg.split("=", 1)[1]
-            elif arg == flag and i + 1 < len(args):
-                value = args[i + 1].decode()
+            elif arg == flag and i + 1 < len(argv):
+                value = argv[i + 1]
             else:
                 continue
             url = value.split(",")[0].replace("0.0.0.0", "127.0.0.1")
             return url.rstrip("/") + "/metrics"
-    raise LookupError(f"no client URL in etcd's command line (pid {pid})")
+    raise LookupError("no client URL in etcd's command line")
 
 
 def etcd_sizes(text: str) -> dict[str, float]:
@@ -620,7 +622,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             if "etcd" in pids:
                 tasks.append(
                     asyncio.create_task(
-                        etcd_sampler(etcd_metrics_url(pids["etcd"]), 15.0, etcd_series)
+                        etcd_sampler(
+                            etcd_metrics_url(process_argv(pids["etcd"])), 15.0, etcd_series
+                        )
                     )
                 )
             s0 = await snapshot(api, cluster, pids, watches, gates)

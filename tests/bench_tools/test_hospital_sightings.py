@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import pytest
 
-from bench.hospital_sightings import etcd_metrics_url, etcd_sizes, writes_by_resource
+from bench.hospital_sightings import (
+    etcd_metrics_url,
+    etcd_sizes,
+    writes_by_resource,
+)
 
 ETCD_METRICS = """\
 # HELP etcd_mvcc_db_total_size_in_bytes Total size of the underlying database physically allocated in bytes.
@@ -37,19 +39,16 @@ def test_etcd_sizes_reads_file_in_use_and_revisions() -> None:
 
 
 def test_etcd_metrics_url_from_either_flag_form() -> None:
-    # A real process with etcd's flags in its command line (python -c leaves them in argv).
-    for flags, want in (
-        (["--listen-client-urls=http://0.0.0.0:32379,http://[::]:32379"], "http://127.0.0.1:32379"),
-        (["--advertise-client-urls", "http://127.0.0.1:4001"], "http://127.0.0.1:4001"),
+    for argv, want in (
+        (
+            ["etcd", "--listen-client-urls=http://0.0.0.0:32379,http://[::]:32379"],
+            "http://127.0.0.1:32379",
+        ),
+        (["etcd", "--advertise-client-urls", "http://127.0.0.1:4001"], "http://127.0.0.1:4001"),
     ):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", "import time; time.sleep(30)", *flags], env=os.environ
-        )
-        try:
-            assert etcd_metrics_url(proc.pid) == want + "/metrics"
-        finally:
-            proc.kill()
-            proc.wait()
+        assert etcd_metrics_url(argv) == want + "/metrics"
+    with pytest.raises(LookupError):
+        etcd_metrics_url(["etcd", "--data-dir=/var/lib/etcd"])
 
 
 def test_writes_by_resource_counts_only_writes_with_their_bytes() -> None:
