@@ -284,7 +284,8 @@ async def measure(
             api, cluster.kubeconfig, manifests, args, placed
         )
         if profiling is not None:
-            out = args.apiserver_profile / f"apiserver-{run.nodes}-{run.mode}-{run.repeat}.pprof"
+            mode = run.mode.replace(" ", "-")  # "no extender": no space in a file name
+            out = args.apiserver_profile / f"apiserver-{run.nodes}-{mode}-{run.repeat}.pprof"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(await profiling)
             notes.append(f"apiserver CPU profile ({args.profile_seconds:.0f} s): {out}")
