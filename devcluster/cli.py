@@ -36,6 +36,7 @@ BENCHES = (
     "omh-queue",
     "replay-speed",
     "nearest-knobs",
+    "walk-front",
     "hospital-sightings",
     "hospital-chain-lag",
 )
@@ -231,6 +232,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.replay_speed import main as run
     elif args.script == "nearest-knobs":
         from bench.nearest_knobs import main as run
+    elif args.script == "walk-front":
+        from bench.walk_front import main as run
     elif args.script == "hospital-chain-lag":
         from bench.hospital_chain_lag import main as run
     elif args.script == "hospital-sightings":

@@ -25,7 +25,9 @@ MEAN_WINDOW = 5.0
 MOVE_COST_DB_S = 30.0  # hindsight: a move costs as much as 6 dB for 5 s
 
 
-def strongest_mean(adverts: Sequence[Advert], ref: Reference) -> Timeline:
+def strongest_mean(
+    adverts: Sequence[Advert], ref: Reference, window: float = MEAN_WINDOW
+) -> Timeline:
     out: list[tuple[float, str | None]] = []
     by_gw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     rows: dict[str, list[tuple[float, float]]] = {}
@@ -41,7 +43,7 @@ def strongest_mean(adverts: Sequence[Advert], ref: Reference) -> Timeline:
     means = np.full((len(names), len(grid)), -np.inf)
     for i, gw in enumerate(names):
         t, csum = by_gw[gw]
-        lo = np.searchsorted(t, grid - MEAN_WINDOW, side="right")
+        lo = np.searchsorted(t, grid - window, side="right")
         hi = np.searchsorted(t, grid, side="right")
         n = hi - lo
         means[i] = np.where(n > 0, (csum[hi] - csum[lo]) / np.maximum(n, 1), -np.inf)
@@ -56,7 +58,9 @@ def strongest_mean(adverts: Sequence[Advert], ref: Reference) -> Timeline:
     return out
 
 
-def ema_margin(adverts: Sequence[Advert]) -> Timeline:
+def ema_margin(
+    adverts: Sequence[Advert], tau: float = EMA_TAU, margin: float = EMA_MARGIN_DB
+) -> Timeline:
     out: list[tuple[float, str | None]] = []
     ema: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -66,7 +70,7 @@ def ema_margin(adverts: Sequence[Advert]) -> Timeline:
         if prev is None:
             ema[a.gateway] = float(a.rssi)
         else:
-            alpha = 1.0 - math.exp(-max(0.0, a.t - prev) / EMA_TAU)
+            alpha = 1.0 - math.exp(-max(0.0, a.t - prev) / tau)
             ema[a.gateway] += alpha * (a.rssi - ema[a.gateway])
         seen[a.gateway] = a.t
         fresh = {g: v for g, v in ema.items() if a.t - seen[g] <= STALE_S}
@@ -75,9 +79,7 @@ def ema_margin(adverts: Sequence[Advert]) -> Timeline:
         else:
             rival = max((g for g in fresh if g != current), key=lambda g: fresh[g], default=None)
             pick = (
-                rival
-                if rival is not None and fresh[rival] >= fresh[current] + EMA_MARGIN_DB
-                else current
+                rival if rival is not None and fresh[rival] >= fresh[current] + margin else current
             )
         if pick != current:
             out.append((a.t, pick))
