@@ -37,6 +37,18 @@ ROOT = Path(__file__).resolve().parents[1]
 TICK = os.sysconf("SC_CLK_TCK")
 # What the console script cloud4iot-gateway-monitor runs (the image's entry point).
 ENTRY = 'import sys; from gateway_monitor.cli import main; sys.argv[0] = "monitor"; main()'
+# The floor of any monitor on bleak: the monitor's own scanner (BleakSource: the same
+# BleakScanner, mode and patterns) feeding a counter; no tracker, publisher, apiserver
+# client, HTTP server or metrics. What is left above it is ours.
+FLOOR = """
+import asyncio
+from gateway_monitor.scanner import BleakSource
+count = 0
+def sink(advert):
+    global count
+    count += 1
+asyncio.run(BleakSource().run(sink))
+"""
 
 
 def _fake_bluez_module() -> Any:
@@ -185,7 +197,9 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def one_run(tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+async def one_run(
+    tree: Path, args: argparse.Namespace, tmp: Path, floor: bool = False
+) -> dict[str, Any]:
     fb = _fake_bluez_module()
     bus = fb.PrivateBus()
     bus.start()
@@ -202,6 +216,8 @@ async def one_run(tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, 
             argv += ["--kubeconfig", str(config), "--lease-namespace", "bench"]
             port = free_port()
             argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
+            if floor:
+                argv = [sys.executable, "-c", FLOOR]
             env = {**os.environ, "PYTHONPATH": str(tree), "DBUS_SYSTEM_BUS_ADDRESS": bus.address}
             proc = subprocess.Popen(argv, cwd=tree, env=env)  # noqa: ASYNC220 - a bench
             deadline = time.monotonic() + 60
@@ -228,7 +244,7 @@ async def one_run(tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, 
             wall = time.monotonic() - t0
             used = cpu_s(proc.pid) - cpu0
             mem = vm_mb(proc.pid)
-            counts = await scrape(f"http://127.0.0.1:{port}/metrics")
+            counts = {} if floor else await scrape(f"http://127.0.0.1:{port}/metrics")
             pss = pss_mb(proc.pid)
             # Stopped while the stand-in still answers: it removes its sightings and
             # closes its watches, so the stand-in's cleanup does not wait on them.
@@ -237,7 +253,7 @@ async def one_run(tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, 
                 "tracked": counts.get(("adverts", "tracked"), 0.0),
                 "sent": sent,
                 "applies": counts.get(("publishes", "ok"), 0.0),
-                "tree": str(tree),
+                "tree": f"{tree} (floor: bleak alone)" if floor else str(tree),
                 "adverts_per_s": (sent - sent0) / wall,
                 "cpu_pct": 100 * used / wall,
                 "rss_mb": mem["VmRSS"],
@@ -273,6 +289,9 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for tree in trees:
                 results.append(await one_run(tree, args, Path(tmp)))
                 print(json.dumps(results[-1]), file=sys.stderr)
+            if args.floor:
+                results.append(await one_run(ROOT, args, Path(tmp), floor=True))
+                print(json.dumps(results[-1]), file=sys.stderr)
     return results
 
 
@@ -285,6 +304,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--profile", type=Path, help="py-spy folded stacks of the monitor here")
     p.add_argument("--tree", type=Path, action="append", default=[], help="another source tree")
+    p.add_argument(
+        "--floor",
+        action="store_true",
+        help="also run the monitor's scanner alone (bleak feeding a counter): the floor",
+    )
     args = p.parse_args(argv)
     results = asyncio.run(run(args))
     print(
