@@ -346,13 +346,35 @@ class Publisher:
         self._failures = 0  # report writes failed in a row
         self._wake = asyncio.Event()
         self._last_send = -float("inf")
+        # When `run` wakes by itself next (its timeout; inf = not waiting on one, e.g. a
+        # replay, which calls `flush` itself: every update wakes it). An update that
+        # makes nothing due before then need not wake it: with the Lease renewed nearly
+        # every advert is such an update (writes wait for report_interval), and a
+        # wake-up per advert was much of the monitor's own CPU at 100 adverts/s
+        # (BENCHMARKS.md "Gateway monitor: RSS and CPU").
+        self._asleep_until = math.inf
 
     def update(self, device: str, sighting: Sighting | None) -> None:
         self.plan.want(device, sighting)
-        self._wake.set()
+        self._wake_if_sooner()
 
     def adopt(self, device: str, sighting: Sighting) -> None:
         self.plan.adopt(device, sighting, self.clock())
+        self._wake_if_sooner()
+
+    def waits_until(self, at: float) -> None:
+        """The loop that runs us sleeps until ``at`` unless woken (inf: until woken).
+        ``run`` says so itself; a replay, which keeps the wake-ups, says it for it."""
+        self._asleep_until = at
+
+    def _wake_if_sooner(self) -> None:
+        if self._wake.is_set():
+            return
+        until = self._asleep_until
+        if until != math.inf:
+            wakeup = self.plan.next_wakeup(self.clock())
+            if wakeup is None or wakeup >= until:
+                return  # run wakes by then anyway, and finds the same due
         self._wake.set()
 
     def forget(self, device: str) -> None:
@@ -380,9 +402,13 @@ class Publisher:
             timeout = None if wakeup is None else max(0.05, wakeup - now)
             if self.liveness is not None:  # notice our Lease lapsing (heartbeat again)
                 timeout = LIVENESS_CHECK if timeout is None else min(timeout, LIVENESS_CHECK)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._wake.wait()
+            self.waits_until(math.inf if timeout is None else now + timeout)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
+            finally:
+                self.waits_until(math.inf)
 
     async def flush(self) -> None:
         """Send what is due now (the body of ``run``; a replay calls it on its clock).

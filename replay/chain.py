@@ -45,7 +45,7 @@ from extender.state.store import StateStore
 from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
-from gateway_monitor.publisher import PublishConfig, Publisher, PublishPlan
+from gateway_monitor.publisher import LIVENESS_CHECK, PublishConfig, Publisher, PublishPlan
 from gateway_monitor.registry import DeviceSpec, Registry
 from gateway_monitor.tracker import Tracker, TrackerConfig
 from replay.functions import Functions, FunctionStats, LoadSeries
@@ -288,13 +288,16 @@ async def run_chain(
             await publisher.flush()
             wake = plan.next_wakeup(now)
             schedule(now)
-        if wake is None:
-            wake_at.pop(gw, None)
-        else:
-            at = now + max(PUBLISHER_MIN_WAIT, wake - now)
-            if wake_at.get(gw) != at:  # an unchanged wake-up is in the heap already
-                wake_at[gw] = at
-                heapq.heappush(wakes, (at, gw))
+        # Publisher.run's timeout: until the plan's next wake-up, at least
+        # PUBLISHER_MIN_WAIT, at most LIVENESS_CHECK (its Lease is renewed); an update
+        # wakes it sooner only if it makes something due before then.
+        at = now + LIVENESS_CHECK
+        if wake is not None:
+            at = min(at, now + max(PUBLISHER_MIN_WAIT, wake - now))
+        publisher.waits_until(at)
+        if wake_at.get(gw) != at:  # an unchanged wake-up is in the heap already
+            wake_at[gw] = at
+            heapq.heappush(wakes, (at, gw))
 
     def read_back() -> None:
         # A new mapping each publish (devices_published): the writer finds changes by identity.

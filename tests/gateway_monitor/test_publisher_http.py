@@ -202,3 +202,47 @@ async def test_a_crowd_of_arrivals_is_spread_out_at_the_gateway_rate(
     # 10 applies/s: six requests span at least five gaps of 0.1 s
     assert times[-1] - times[0] >= 0.45
     assert times == sorted(times)
+
+
+async def test_with_the_lease_renewed_an_advert_wakes_the_loop_only_when_something_is_sooner(
+    apiserver: FakeApiserver, api: CustomObjectsApi
+) -> None:
+    """A live gateway's writes wait for report_interval: a step heard meanwhile makes
+    nothing due sooner and must not wake the loop (once per advert, that was much of the
+    monitor's CPU), yet the step is written when the interval ends, and an arrival
+    while waiting for nothing still goes out at once."""
+    plan = PublishPlan(PublishConfig(report_interval=1.0, min_interval=0.0))
+    publisher = Publisher(api, "gw1", plan, backoff=lambda _n: 0.1, liveness=lambda: True)
+    flushes = 0
+    real_flush = publisher.flush
+
+    async def counting_flush() -> None:
+        nonlocal flushes
+        flushes += 1
+        await real_flush()
+
+    publisher.flush = counting_flush  # type: ignore[method-assign]
+    task = asyncio.create_task(publisher.run())
+    try:
+        publisher.update("patient-1", Sighting(-60, 0.0))
+        await eventually(lambda: len(apiserver.requests) == 1)
+        before, written_at = flushes, apiserver.requests[0]["at"]
+        for i in range(40):  # 40 steps of >= 2 dB within the interval
+            publisher.update("patient-1", Sighting(-70 + 4 * (i % 2) - 2, float(i)))
+            await asyncio.sleep(0.01)
+        assert flushes - before <= 3  # the loop's own wake-ups, not one per advert
+        await eventually(lambda: len(apiserver.requests) == 2)
+        assert apiserver.requests[1]["at"] - written_at >= 0.95  # report_interval held
+        assert apiserver.requests[1]["body"]["status"]["sightings"][0]["rssi"] == -68
+        # Nothing due now; the loop sleeps up to LIVENESS_CHECK. An arrival wakes it
+        # as soon as report_interval allows.
+        await asyncio.sleep(1.1)
+        sent_before = len(apiserver.requests)
+        asked = asyncio.get_running_loop().time()
+        publisher.update("patient-2", Sighting(-55, 50.0))
+        await eventually(lambda: len(apiserver.requests) == sent_before + 1)
+        assert apiserver.requests[-1]["at"] - asked < 0.5
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
