@@ -36,6 +36,8 @@ import aiohttp
 import yaml
 
 from bench import sched_workload as w
+from bench.extender_pair import profiling as py_spy
+from bench.extender_pair import summarise_profile
 from bench.kube_raw import Api, gather_limited
 from cloud4iot.devices import rfc3339
 from devcluster.cluster import DEFAULT_POLICY, Devcluster
@@ -280,9 +282,21 @@ async def measure(
             profiling = asyncio.create_task(
                 api.raw(f"/debug/pprof/profile?seconds={args.profile_seconds:.0f}")
             )
-        run.create_s, run.total_s, run.bound, notes = await create_and_watch(
-            api, cluster.kubeconfig, manifests, args, placed
-        )
+        spying: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if args.extender_profile and "extender" in pids:
+            # py-spy on our extender over the timed part: where its CPU per pod goes.
+            mode = run.mode.replace(" ", "-")
+            raw = args.extender_profile / f"extender-{run.nodes}-{mode}-{run.repeat}.txt"
+            raw.parent.mkdir(parents=True, exist_ok=True)
+            spying = py_spy(pids["extender"], raw, args.profile_rate)
+        with spying:
+            run.create_s, run.total_s, run.bound, notes = await create_and_watch(
+                api, cluster.kubeconfig, manifests, args, placed
+            )
+        if args.extender_profile and "extender" in pids:
+            table, samples = summarise_profile(raw)
+            raw.with_suffix(".md").write_text(table + "\n")
+            notes.append(f"extender py-spy profile ({samples} samples holding the GIL): {raw}")
         if profiling is not None:
             mode = run.mode.replace(" ", "-")  # "no extender": no space in a file name
             out = args.apiserver_profile / f"apiserver-{run.nodes}-{mode}-{run.repeat}.pprof"
@@ -468,6 +482,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         default=8.0,
         help="length of that profile, from the first create (keep it under the run's length)",
     )
+    p.add_argument(
+        "--extender-profile",
+        type=Path,
+        metavar="DIR",
+        help="save a py-spy profile of our extender over the timed part of each run here"
+        " (raw folded stacks, and a summary .md beside it)",
+    )
+    p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
     p.add_argument(
         "--report", type=Path, help="print the tables of an earlier --json file and exit"
     )
