@@ -282,10 +282,11 @@ async def measure(
             profiling = asyncio.create_task(
                 api.raw(f"/debug/pprof/profile?seconds={args.profile_seconds:.0f}")
             )
+        mode = run.mode.replace(" ", "-")  # "no extender": no space in a file name
         spying: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        raw = None
         if args.extender_profile and "extender" in pids:
             # py-spy on our extender over the timed part: where its CPU per pod goes.
-            mode = run.mode.replace(" ", "-")
             raw = args.extender_profile / f"extender-{run.nodes}-{mode}-{run.repeat}.txt"
             raw.parent.mkdir(parents=True, exist_ok=True)
             spying = py_spy(pids["extender"], raw, args.profile_rate)
@@ -293,12 +294,11 @@ async def measure(
             run.create_s, run.total_s, run.bound, notes = await create_and_watch(
                 api, cluster.kubeconfig, manifests, args, placed
             )
-        if args.extender_profile and "extender" in pids:
+        if raw is not None:
             table, samples = summarise_profile(raw)
             raw.with_suffix(".md").write_text(table + "\n")
             notes.append(f"extender py-spy profile ({samples} samples holding the GIL): {raw}")
         if profiling is not None:
-            mode = run.mode.replace(" ", "-")  # "no extender": no space in a file name
             out = args.apiserver_profile / f"apiserver-{run.nodes}-{mode}-{run.repeat}.pprof"
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_bytes(await profiling)

@@ -38,6 +38,7 @@ from gateway_monitor.report import apply_report, own_sightings, report_body
 log = logging.getLogger(__name__)
 
 LIVENESS_CHECK = 2.0  # seconds: how soon a lapsed Lease brings the heartbeat back
+MIN_WAIT = 0.05  # seconds: the shortest sleep of the publisher's loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,6 +363,15 @@ class Publisher:
         self.plan.adopt(device, sighting, self.clock())
         self._wake_if_sooner()
 
+    def wait(self, now: float) -> float | None:
+        """How long ``run`` sleeps at ``now`` unless woken (None: until woken): until the
+        plan's next wake-up, at least MIN_WAIT, at most LIVENESS_CHECK with a Lease."""
+        wakeup = self.plan.next_wakeup(now)
+        timeout = None if wakeup is None else max(MIN_WAIT, wakeup - now)
+        if self.liveness is not None:  # notice our Lease lapsing (heartbeat again)
+            timeout = LIVENESS_CHECK if timeout is None else min(timeout, LIVENESS_CHECK)
+        return timeout
+
     def waits_until(self, at: float) -> None:
         """The loop that runs us sleeps until ``at`` unless woken (inf: until woken).
         ``run`` says so itself; a replay, which keeps the wake-ups, says it for it."""
@@ -398,10 +408,7 @@ class Publisher:
             now = self.clock()
             if self.plan.due(now):
                 continue
-            wakeup = self.plan.next_wakeup(now)
-            timeout = None if wakeup is None else max(0.05, wakeup - now)
-            if self.liveness is not None:  # notice our Lease lapsing (heartbeat again)
-                timeout = LIVENESS_CHECK if timeout is None else min(timeout, LIVENESS_CHECK)
+            timeout = self.wait(now)
             self.waits_until(math.inf if timeout is None else now + timeout)
             try:
                 with contextlib.suppress(TimeoutError):

@@ -45,14 +45,13 @@ from extender.state.store import StateStore
 from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
-from gateway_monitor.publisher import LIVENESS_CHECK, PublishConfig, Publisher, PublishPlan
+from gateway_monitor.publisher import PublishConfig, Publisher, PublishPlan
 from gateway_monitor.registry import DeviceSpec, Registry
 from gateway_monitor.tracker import Tracker, TrackerConfig
 from replay.functions import Functions, FunctionStats, LoadSeries
 from replay.inputs import Recording
 
 MONITOR_TICK = 0.25  # the monitor app's tick (Settings.tick_interval)
-PUBLISHER_MIN_WAIT = 0.05  # Publisher.run never waits less than this for a wake-up
 # Replays of CSV recordings (seconds from their start) run at this epoch, so that the
 # RFC 3339 times the chain writes are ordinary dates.
 EPOCH = 1_700_000_000.0
@@ -286,16 +285,15 @@ async def run_chain(
         wake = plan.next_wakeup(now)
         if wake is not None and wake <= now:  # else its flush would send nothing
             await publisher.flush()
-            wake = plan.next_wakeup(now)
             schedule(now)
-        # Publisher.run's timeout: until the plan's next wake-up, at least
-        # PUBLISHER_MIN_WAIT, at most LIVENESS_CHECK (its Lease is renewed); an update
-        # wakes it sooner only if it makes something due before then.
-        at = now + LIVENESS_CHECK
-        if wake is not None:
-            at = min(at, now + max(PUBLISHER_MIN_WAIT, wake - now))
+        # Publisher.run's own wake-up; an update wakes it sooner only if it makes
+        # something due before then.
+        timeout = publisher.wait(now)
+        at = math.inf if timeout is None else now + timeout
         publisher.waits_until(at)
-        if wake_at.get(gw) != at:  # an unchanged wake-up is in the heap already
+        if at == math.inf:
+            wake_at.pop(gw, None)
+        elif wake_at.get(gw) != at:  # an unchanged wake-up is in the heap already
             wake_at[gw] = at
             heapq.heappush(wakes, (at, gw))
 
