@@ -179,6 +179,23 @@ async def prepare(api: Api, cluster: Devcluster, plans: list[w.DevicePlan], log:
     log(f"extender caches filled, nearest gateways written ({time.monotonic() - started:.1f}s)")
 
 
+NODE_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+
+
+async def node_health(api: Api) -> str:
+    """How many nodes are not Ready, and how many carry the node lifecycle's taints:
+    kwok plays every kubelet, and a saturated machine can leave some behind."""
+    listed = await api.call("GET", "/api/v1/nodes")
+    not_ready = tainted = 0
+    for node in listed["items"]:
+        conditions = (node.get("status") or {}).get("conditions") or []
+        ready = next((c.get("status") for c in conditions if c.get("type") == "Ready"), None)
+        not_ready += ready != "True"
+        taints = (node.get("spec") or {}).get("taints") or []
+        tainted += any(t.get("key") in NODE_TAINTS for t in taints)
+    return f"{not_ready} of {len(listed['items'])} nodes not Ready, {tainted} tainted not-ready/unreachable"
+
+
 async def create_and_watch(
     api: Api,
     kubeconfig: Path,
@@ -268,6 +285,7 @@ async def measure(
     async with Api(cluster.kubeconfig, args.concurrency) as api:
         await prepare(api, cluster, plans, log)
         await asyncio.sleep(args.settle)
+        health_before = await node_health(api)
         pids = process_pids(cluster)
         sched_before = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
         ext_url = cluster.extender_health_url + "/metrics" if cluster.with_extender else None
@@ -304,6 +322,7 @@ async def measure(
             out.write_bytes(await profiling)
             notes.append(f"apiserver CPU profile ({args.profile_seconds:.0f} s): {out}")
         run.notes += notes
+        run.notes.append(f"before: {health_before}; after: {await node_health(api)}")
         checked = w.placement_check(manifests, plans, placed)
         run.notes.append(
             "placed where the policy wants them: "

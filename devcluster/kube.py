@@ -177,15 +177,25 @@ def node_is_ready(node: client.V1Node) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
+# The node lifecycle's taints: a node is created with `not-ready` (the NodeTaint
+# admission plugin) and keeps it until kube-controller-manager sees it Ready.
+LIFECYCLE_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+
+
 def ready_node_names(nodes: dict[str, Any]) -> set[str]:
-    """The Ready nodes of a NodeList as plain JSON (no client models: thousands
-    of nodes would take seconds per poll to turn into objects)."""
+    """The nodes of a NodeList (plain JSON: thousands of nodes would take seconds
+    per poll to turn into client models) that are Ready and no longer carry the
+    lifecycle taints. At 5,000 nodes the controller lifts the creation taint minutes
+    after kwok marks a node Ready; a pod can go nowhere else than such a node meanwhile."""
     return {
         item["metadata"]["name"]
         for item in nodes.get("items") or []
         if any(
             c.get("type") == "Ready" and c.get("status") == "True"
             for c in (item.get("status") or {}).get("conditions") or []
+        )
+        and not any(
+            t.get("key") in LIFECYCLE_TAINTS for t in (item.get("spec") or {}).get("taints") or []
         )
     }
 
@@ -201,7 +211,7 @@ def wait_nodes_ready(api: client.ApiClient, names: Iterable[str], timeout_s: flo
     shown = sorted(wanted) if len(wanted) <= 10 else f"{len(wanted)} nodes"
     # Listing thousands of nodes is work for the apiserver too: poll them less often.
     interval_s = 0.25 if len(wanted) <= 100 else 1.0
-    wait_for(f"nodes {shown} to be Ready", all_ready, timeout_s, interval_s)
+    wait_for(f"nodes {shown} to be Ready and untainted", all_ready, timeout_s, interval_s)
 
 
 def pods_of(api: client.ApiClient, namespace: str, selector: str) -> list[client.V1Pod]:
