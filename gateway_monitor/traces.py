@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# What BlueZ (and so bleak) names a device by: six hex octets.
+ADDRESS = re.compile(r"[0-9A-F]{2}(?::[0-9A-F]{2}){5}")
 
 
 class TraceError(ValueError):
@@ -53,7 +57,12 @@ def parse_line(line: str, where: str = "<trace>") -> TraceRecord:
         if not isinstance(uuids, list):
             raise TypeError("service_uuids must be a list")
         name = obj.get("name")
-        t, rssi = float(obj["t"]), obj["rssi"]
+        t, rssi, address = obj["t"], obj["rssi"], str(obj["address"]).upper()
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            raise TypeError(f"t {t!r} is not a number")
+        t = float(t)
+        if not ADDRESS.fullmatch(address):
+            raise ValueError(f"address {address!r} is not a Bluetooth address (XX:XX:XX:XX:XX:XX)")
         # JSON lets NaN and Infinity through: a clock at inf never ends a replay.
         if not math.isfinite(t):
             raise ValueError(f"t {t} is not a finite time")
@@ -61,7 +70,7 @@ def parse_line(line: str, where: str = "<trace>") -> TraceRecord:
             raise ValueError(f"rssi {rssi!r} is not a radio's int8 dBm")
         return TraceRecord(
             t=t,
-            address=str(obj["address"]).upper(),
+            address=address,
             rssi=int(rssi),
             name=None if name is None else str(name),
             manufacturer_data={int(k): bytes.fromhex(str(v)) for k, v in mfr_raw.items()},

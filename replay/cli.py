@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     from cloud4iot.policy.loader import load_policy
     from replay.inputs import (
+        check_span,
         check_truth,
         merge,
         read_csv_adverts,
@@ -112,10 +113,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
         read_truth,
     )
 
-    parts = [read_csv_adverts(p) for p in args.csv]
+    parts = {str(p): read_csv_adverts(p) for p in args.csv}
     names = dict(args.device)
-    parts += [read_trace_adverts(node, Path(f), names) for node, f in args.trace]
-    recording = merge(parts)
+    for node, f in args.trace:
+        parts[f"{node}={f}"] = read_trace_adverts(node, Path(f), names)
+    check_span(parts)
+    recording = merge(list(parts.values()))
     policies = {"policy": load_policy(args.policy)}
     if args.compare is not None:
         policies["compare"] = load_policy(args.compare)

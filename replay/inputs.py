@@ -144,6 +144,35 @@ def read_trace_adverts(node: str, path: Path, names: Mapping[str, str] | None = 
     return out
 
 
+# The chain's clock ticks through every second of a recording's span (the writer's pass
+# every 0.5 s, quiet or not): a day costs ~8 s, so 31 days is a few minutes. Beyond it,
+# almost always epoch timestamps (traces, --record) mixed with seconds from zero (CSV).
+MAX_SPAN_S = 31 * 86400.0
+
+
+def check_span(parts: Mapping[str, Recording]) -> None:
+    """Refuse inputs whose adverts span more than MAX_SPAN_S, naming the inputs at
+    both ends; the replay would otherwise run for hours or forever."""
+    spans = {name: r.span for name, r in parts.items() if r.adverts}
+    if not spans:
+        return
+    first = min(spans, key=lambda n: spans[n][0])
+    last = max(spans, key=lambda n: spans[n][1])
+    start, end = spans[first][0], spans[last][1]
+    if end - start <= MAX_SPAN_S:
+        return
+    hint = ""
+    if first != last and start < 1e8 <= end:
+        hint = (
+            "; one input counts seconds from zero and another epoch seconds:"
+            " shift one onto the other's clock"
+        )
+    raise InputError(
+        f"the adverts span {end - start:.4g} s, from t={start:.6g} in {first}"
+        f" to t={end:.6g} in {last}; replay takes at most {MAX_SPAN_S / 86400:.0f} days{hint}"
+    )
+
+
 def merge(recordings: list[Recording]) -> Recording:
     out = Recording()
     for r in recordings:

@@ -76,3 +76,32 @@ def test_missing_extra_is_one_line(
     assert err.count("\n") == 1
     assert "needs the 'replay' extra" in err
     assert "install cloud4iot-placement[replay]" in err
+
+
+def test_a_span_replay_cannot_finish_is_refused_naming_both_ends(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A monitor's --record file counts epoch seconds, the CSV layout seconds from zero:
+    # given together, the chain's clock would tick through 56 years (it ran forever).
+    csv = tmp_path / "site.csv"
+    csv.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n1,gw-a,-61\n")
+    trace = tmp_path / "gw-b.jsonl"
+    trace.write_text('{"t": 1765000000.5, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}\n')
+    assert main(["replay", str(csv), "--trace", f"gw-b={trace}"]) == 2
+    err = capsys.readouterr().err
+    assert f"from t=0 in {csv}" in err
+    assert f"in gw-b={trace}" in err
+    assert "epoch seconds" in err
+    # One file with a far-off time: the same refusal, without the mixed-clocks hint.
+    far = tmp_path / "far.csv"
+    far.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n1e300,gw-a,-61\n")
+    assert main(["replay", str(far)]) == 2
+    err = capsys.readouterr().err
+    assert "replay takes at most 31 days" in err
+    assert "epoch" not in err
+    # 31 days is accepted (sparse: the clock's ticks are the cost).
+    month = tmp_path / "month.csv"
+    month.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n2678400,gw-a,-61\n")
+    from replay.inputs import check_span, read_csv_adverts
+
+    check_span({"month": read_csv_adverts(month)})

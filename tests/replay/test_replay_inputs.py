@@ -123,6 +123,11 @@ def test_the_flat_truth_names_only_recorded_anchors() -> None:
         '{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": 1e300}',
         '{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": true}',
         '{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": "-60"}',
+        '{"t": true, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}',
+        '{"t": "1", "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}',
+        '{"t": 1, "address": "zz", "rssi": -60}',
+        '{"t": 1, "address": "AA:BB:CC:DD:EE:FF:00", "rssi": -60}',
+        '{"t": 1, "address": null, "rssi": -60}',
     ],
 )
 def test_trace_lines_json_allows_but_no_radio_makes_are_refused(tmp_path: Path, line: str) -> None:
