@@ -57,9 +57,11 @@ def default_pods(nodes: int) -> int:
     return min(2000, max(1000, 2 * nodes // 5))
 
 
-def bench_policy(path: Path) -> Path:
+def bench_policy(path: Path, load_refresh: float | None = None) -> Path:
     doc = yaml.safe_load(DEFAULT_POLICY.read_text())
     doc["spec"]["staleData"]["sightingMaxAge"] = SIGHTING_MAX_AGE
+    if load_refresh is not None:
+        doc["spec"]["prometheus"]["refreshInterval"] = f"{load_refresh:g}s"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -394,7 +396,7 @@ def one_run(
     cluster = Devcluster(
         f"{args.name}-{nodes}-{'ext' if extender else 'none'}",
         topology=topo,
-        policy=bench_policy(workdir / "policy.yaml"),
+        policy=bench_policy(workdir / "policy.yaml", args.load_refresh),
         with_extender=extender,
         with_rebalancer=False,
         follow_pods=False,
@@ -484,6 +486,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         default=15.0,
         help="Prometheus scrape interval in seconds (the load simulator's page at 5,000"
         " nodes takes ~1 s to render; the policy's [30s] rate window needs two scrapes)",
+    )
+    p.add_argument(
+        "--load-refresh",
+        type=float,
+        help="the policy's prometheus.refreshInterval in seconds (default: the shipped"
+        " policy's 5 s; each refresh evaluates a rate() over every node's CPU series)",
     )
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight to create")
     p.add_argument("--settle", type=float, default=5.0, help="quiet seconds before the clock")
