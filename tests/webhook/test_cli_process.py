@@ -85,3 +85,51 @@ def test_bad_policy_exits_with_file_line_and_field(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert f"{bad}:" in proc.stderr
     assert "spec.classes.mhealth-consolidator.tiers[1]" in proc.stderr
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_either_event_loop_serves_the_same_answer(loop: str) -> None:
+    """`--event-loop` (cloud4iot/loops.py): the process runs on the loop it names and
+    answers the same; auto (the default) is uvloop, installed with the extender."""
+    port = free_port()
+    argv = [sys.executable, "-m", "extender", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--state", str(EXAMPLES / "cluster.yaml"), "--event-loop", loop]
+    proc = subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "extender did not start"
+                time.sleep(0.2)
+        pod = yaml.safe_load((EXAMPLES / "pod-mhealth.yaml").read_text())
+        names = ["gw-home", "gw-hospital", "edge-1", "cloud-1"]
+        result = post(url + "/filter", {"Pod": pod, "NodeNames": names})
+        assert isinstance(result, dict)
+        assert result["NodeNames"] == ["gw-hospital"]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert f"{loop} loop" in err
+
+
+def test_auto_is_uvloop_and_a_bad_loop_is_a_usage_error() -> None:
+    from cloud4iot.loops import LoopError, resolve
+
+    assert resolve("auto") == "uvloop"  # a dependency of the extender
+    with pytest.raises(LoopError, match="choose one of auto, uvloop, asyncio"):
+        resolve("trio")
+    proc = subprocess.run(
+        [sys.executable, "-m", "extender", "--event-loop", "trio"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "--event-loop: invalid choice: 'trio'" in proc.stderr
