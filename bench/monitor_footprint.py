@@ -41,15 +41,13 @@ ENTRY = 'import sys; from gateway_monitor.cli import main; sys.argv[0] = "monito
 # BleakScanner, mode and patterns) feeding a counter; no tracker, publisher, apiserver
 # client, HTTP server or metrics. What is left above it is ours.
 FLOOR = """
-import asyncio, sys
-from cloud4iot.loops import loop_factory
+import asyncio
 from gateway_monitor.scanner import BleakSource
 count = 0
 def sink(advert):
     global count
     count += 1
-with asyncio.Runner(loop_factory=loop_factory(sys.argv[1])) as runner:
-    runner.run(BleakSource().run(sink))
+asyncio.run(BleakSource().run(sink))
 """
 
 
@@ -200,10 +198,8 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 
 
 async def one_run(
-    tree: Path, args: argparse.Namespace, tmp: Path, floor: bool = False, loop: str | None = None
+    tree: Path, args: argparse.Namespace, tmp: Path, floor: bool = False
 ) -> dict[str, Any]:
-    """One monitor (or the floor) from `tree`; `loop`: its --event-loop (None: its default,
-    which trees before cloud4iot/loops.py do not take)."""
     fb = _fake_bluez_module()
     bus = fb.PrivateBus()
     bus.start()
@@ -220,10 +216,8 @@ async def one_run(
             argv += ["--kubeconfig", str(config), "--lease-namespace", "bench"]
             port = free_port()
             argv += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]
-            if loop is not None:
-                argv += ["--event-loop", loop]
             if floor:
-                argv = [sys.executable, "-c", FLOOR, loop or "auto"]
+                argv = [sys.executable, "-c", FLOOR]
             env = {**os.environ, "PYTHONPATH": str(tree), "DBUS_SYSTEM_BUS_ADDRESS": bus.address}
             proc = subprocess.Popen(argv, cwd=tree, env=env)  # noqa: ASYNC220 - a bench
             deadline = time.monotonic() + 60
@@ -259,8 +253,7 @@ async def one_run(
                 "tracked": counts.get(("adverts", "tracked"), 0.0),
                 "sent": sent,
                 "applies": counts.get(("publishes", "ok"), 0.0),
-                "tree": (f"{tree} (floor: bleak alone)" if floor else str(tree))
-                + (f", {loop} loop" if loop is not None else ""),
+                "tree": f"{tree} (floor: bleak alone)" if floor else str(tree),
                 "adverts_per_s": (sent - sent0) / wall,
                 "cpu_pct": 100 * used / wall,
                 "rss_mb": mem["VmRSS"],
@@ -293,16 +286,12 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     with tempfile.TemporaryDirectory(prefix="monitor-footprint-") as tmp:
         for _ in range(args.repeat):
-            for loop in args.event_loop or [None]:
-                for tree in trees:
-                    mine = tree == ROOT
-                    results.append(
-                        await one_run(tree, args, Path(tmp), loop=loop if mine else None)
-                    )
-                    print(json.dumps(results[-1]), file=sys.stderr)
-                if args.floor:
-                    results.append(await one_run(ROOT, args, Path(tmp), floor=True, loop=loop))
-                    print(json.dumps(results[-1]), file=sys.stderr)
+            for tree in trees:
+                results.append(await one_run(tree, args, Path(tmp)))
+                print(json.dumps(results[-1]), file=sys.stderr)
+            if args.floor:
+                results.append(await one_run(ROOT, args, Path(tmp), floor=True))
+                print(json.dumps(results[-1]), file=sys.stderr)
     return results
 
 
@@ -319,12 +308,6 @@ def main(argv: list[str] | None = None) -> None:
         "--floor",
         action="store_true",
         help="also run the monitor's scanner alone (bleak feeding a counter): the floor",
-    )
-    p.add_argument(
-        "--event-loop",
-        choices=("uvloop", "asyncio"),
-        action="append",
-        help="run this tree's monitor (and the floor) on this loop; repeat to alternate",
     )
     args = p.parse_args(argv)
     results = asyncio.run(run(args))

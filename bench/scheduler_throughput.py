@@ -404,7 +404,6 @@ def one_run(
         tier_affinity=not args.no_tier_affinity,
         narrowing=not args.no_narrowing,
         candidates=args.candidates,
-        event_loop=args.event_loop,
     )
     run = w.Run(nodes, pods, extender, repeat, 0.0, 0.0, 0)
     up = time.monotonic()
@@ -420,8 +419,6 @@ def one_run(
                 else "admission narrowing on: our profile samples"
                 + (f", pins of {args.candidates} nodes" if args.candidates is not None else "")
             )
-        if extender and args.event_loop is not None:
-            run.notes.append(f"extender on the {args.event_loop} loop")
         rendered = yaml.safe_load((cluster.state_dir / "kube-scheduler-config.yaml").read_text())
         limits = rendered.get("clientConnection") or {}
         run.notes.append(f"scheduler client qps {limits.get('qps')} burst {limits.get('burst')}")
@@ -495,11 +492,6 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         type=float,
         help="the policy's prometheus.refreshInterval in seconds (default: the shipped"
         " policy's 5 s; each refresh evaluates a rate() over every node's CPU series)",
-    )
-    p.add_argument(
-        "--event-loop",
-        choices=("uvloop", "asyncio"),
-        help="the extender's --event-loop (default: its own, uvloop when installed)",
     )
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight to create")
     p.add_argument("--settle", type=float, default=5.0, help="quiet seconds before the clock")

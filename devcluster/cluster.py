@@ -176,7 +176,6 @@ class Devcluster:
         tier_affinity: bool = True,
         narrowing: bool = True,
         candidates: int | None = None,
-        event_loop: str | None = None,
         sighting_admission: bool = True,
         default_scheduler_only: bool = False,
         verbosity: int | None = None,
@@ -208,8 +207,6 @@ class Devcluster:
         self.narrowing = with_extender and narrowing
         # Nodes a narrowed pod is pinned to (the extender's --candidates; None: its default).
         self.candidates = candidates
-        # The extender's --event-loop (None: its default, uvloop when installed).
-        self.event_loop = event_loop
         # The gateway-sighting ValidatingAdmissionPolicy; off when a test installs the
         # manifests itself (tests/install applies them with server-side apply).
         self.sighting_admission = sighting_admission
@@ -562,8 +559,6 @@ class Devcluster:
             ]
             if self.candidates is not None:
                 component.argv += ["--candidates", str(self.candidates)]
-        if self.event_loop is not None:
-            component.argv += ["--event-loop", self.event_loop]
         return component
 
     def _rebalancer_component(self, state: State) -> Component:

@@ -17,7 +17,6 @@ from typing import Any
 from cloud4iot.buildinfo import require_extra
 from cloud4iot.kubeclient import own_namespace
 from cloud4iot.logs import log_flags
-from cloud4iot.loops import CHOICES, LoopError, loop_factory, resolve
 from cloud4iot.output import emit, output_flag, table
 from cloud4iot.policy.loader import PolicyError
 from cloud4iot.service import (
@@ -82,12 +81,6 @@ def _extender_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CANDIDATES,
         help="nodes a narrowed pod is pinned to (0: admit every pod unchanged)",
     )
-    p.add_argument(
-        "--event-loop",
-        choices=CHOICES,
-        default="auto",
-        help="the listeners' event loop: uvloop when installed (auto), or asyncio's own",
-    )
     return p
 
 
@@ -117,10 +110,6 @@ def extender_main(argv: list[str] | None = None) -> int:
         parser.error("--admission-port, --admission-cert and --admission-key go together")
     if args.candidates < 0:
         parser.error("--candidates must be 0 or more")
-    try:
-        new_loop = loop_factory(args.event_loop)
-    except LoopError as exc:
-        parser.error(str(exc))
     configure_logging(args.log_level, args.log_format)
     from aiohttp import web
 
@@ -154,7 +143,6 @@ def extender_main(argv: list[str] | None = None) -> int:
         admission_cert=args.admission_cert,
         admission_key=args.admission_key,
         candidates=args.candidates,
-        event_loop=resolve(args.event_loop),
     )
     try:
         app = create_app(settings)
@@ -171,12 +159,7 @@ def extender_main(argv: list[str] | None = None) -> int:
     else:
         scheme = "https, client certificates required" if args.client_ca else "https"
     log.info(
-        "listening on %s:%d (%s, %s loop) with policy %s",
-        args.host,
-        args.port,
-        scheme,
-        settings.event_loop,
-        settings.policy_path,
+        "listening on %s:%d (%s) with policy %s", args.host, args.port, scheme, settings.policy_path
     )
     _tune_gc()
     # Keep idle connections longer than Go's http.Transport (90 s), so kube-scheduler
@@ -189,7 +172,6 @@ def extender_main(argv: list[str] | None = None) -> int:
         access_log=None,
         keepalive_timeout=120,
         ssl_context=ssl_context,
-        loop=new_loop(),
     )
     return 0
 

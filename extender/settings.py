@@ -51,8 +51,6 @@ class Settings:
     admission_cert: Path | None = None
     admission_key: Path | None = None
     candidates: int = DEFAULT_CANDIDATES  # nodes a narrowed pod is pinned to; 0: off
-    # The listeners' event loop (cloud4iot/loops.py): auto = uvloop when installed.
-    event_loop: str = "auto"
 
     @property
     def tls_enabled(self) -> bool:

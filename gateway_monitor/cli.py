@@ -13,7 +13,6 @@ from pathlib import Path
 
 from cloud4iot.buildinfo import require_extra, version_line
 from cloud4iot.logs import configure, log_flags
-from cloud4iot.loops import CHOICES, LoopError, loop_factory, running_loop_name
 from gateway_monitor import httpserver
 from gateway_monitor.app import MonitorApp, create_app
 from gateway_monitor.lease import LeaseConfig
@@ -210,12 +209,6 @@ def _service_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("service")
     g.add_argument("--host", default="0.0.0.0", help="address for /metrics and /healthz")
     g.add_argument("--port", type=int, default=9102)
-    g.add_argument(
-        "--event-loop",
-        choices=CHOICES,
-        default="auto",
-        help="uvloop when installed (auto), or asyncio's own",
-    )
     log_flags(g, os.environ.get("LOG_LEVEL", "info"))
 
 
@@ -267,11 +260,7 @@ async def serve(settings: Settings, app: MonitorApp) -> None:
         server = await httpserver.serve(app.routes(), settings.host, settings.port)
         try:
             log.info(
-                "gateway monitor for node %s on %s:%d (%s loop)",
-                settings.node,
-                settings.host,
-                settings.port,
-                running_loop_name(),
+                "gateway monitor for node %s on %s:%d", settings.node, settings.host, settings.port
             )
             await stop.wait()
         finally:
@@ -285,10 +274,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     require_extra(parser.prog, "gateway")
-    try:
-        new_loop = loop_factory(args.event_loop)
-    except LoopError as exc:
-        parser.error(str(exc))
     configure(args.log_level, args.log_format)
     try:
         settings = settings_from_args(args)
@@ -296,8 +281,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"cloud4iot-gateway-monitor: {exc}", file=sys.stderr)
         sys.exit(2)
-    with asyncio.Runner(loop_factory=new_loop) as runner:
-        runner.run(serve(settings, app))
+    asyncio.run(serve(settings, app))
 
 
 if __name__ == "__main__":

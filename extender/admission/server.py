@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from cloud4iot.httpjson import json_response, read_body
-from cloud4iot.loops import loop_factory, running_loop_name
 from extender.admission.narrow import Narrowed, Skipped, affinity_patch, decide
 from extender.admission.review import ReviewError, answer, parse_review
 from extender.runtime import RUNTIME, Runtime
@@ -115,7 +114,7 @@ class AdmissionThread:
         return self._thread.is_alive()
 
     def _run(self) -> None:
-        loop = loop_factory(self.rt.settings.event_loop)()
+        loop = asyncio.new_event_loop()
         self._loop = loop
         try:
             loop.run_until_complete(self._serve())
@@ -147,8 +146,6 @@ class AdmissionThread:
         except BaseException:
             await runner.cleanup()  # a busy port: nothing left running behind the error
             raise
-        where = (settings.host, settings.admission_port, running_loop_name())
-        log.info("/admit on %s:%d (%s loop)", *where)
         self._ready.set()
         reloads = rt.metrics.tls_reloads
         watcher = asyncio.create_task(

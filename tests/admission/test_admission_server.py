@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import logging
 import socket
 import ssl
 import threading
@@ -249,12 +248,7 @@ async def test_a_bug_in_narrowing_admits_the_pod_unchanged(
     assert admissions(parent, "error") == 1
 
 
-@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
-async def test_the_admission_listener_serves_only_admit_over_https(
-    tmp_path: Path, event_loop: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """On either event loop (cloud4iot/loops.py): its TLS is the loop's own."""
-    caplog.set_level(logging.INFO, logger="extender.admission.server")
+async def test_the_admission_listener_serves_only_admit_over_https(tmp_path: Path) -> None:
     certs = make_mtls_set(tmp_path / "pki")
     stranger = make_ca(tmp_path / "other", "other-ca")
     port, main_port = free_port(), free_port()
@@ -264,11 +258,9 @@ async def test_the_admission_listener_serves_only_admit_over_https(
         admission_cert=certs.server.cert,
         admission_key=certs.server.key,
         candidates=2,
-        event_loop=event_loop,
     )
     runner = web.AppRunner(app)
     await runner.setup()  # the cleanup contexts run: admission_listener starts
-    assert f"({event_loop} loop)" in caplog.text  # the thread's loop is the one asked for
     await web.TCPSite(runner, "127.0.0.1", main_port).start()  # the main port, plain here
     trusted = ssl.create_default_context(cafile=str(certs.ca.cert))
     untrusted = ssl.create_default_context(cafile=str(stranger.cert))
