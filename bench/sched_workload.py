@@ -263,6 +263,10 @@ class Run:
     attempts_by_result: dict[str, float] = field(default_factory=dict)
     cpu_s: dict[str, float] = field(default_factory=dict)  # by component, during the run
     cpu_wall_s: float = 0.0  # between the two CPU readings (a little longer than total_s)
+    # The same processes over the quiet seconds just before the clock (--settle): what each
+    # costs with no pod coming (heartbeats, scrapes, the load refresh, watches).
+    rest_cpu_s: dict[str, float] = field(default_factory=dict)
+    rest_wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -386,6 +390,39 @@ def cpu_table(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
+def per_pod_cpu(run: Run) -> dict[str, tuple[float, float]]:
+    """By process: (its share of a core at rest, its CPU ms per pod beyond that rest rate
+    over the timed window). The second is what the pods themselves cost each process."""
+    wall = run.cpu_wall_s or run.total_s
+    if not run.rest_wall_s or not run.bound or not wall:
+        return {}
+    out = {}
+    for name, used in run.cpu_s.items():
+        if name not in run.rest_cpu_s:
+            continue
+        rate = run.rest_cpu_s[name] / run.rest_wall_s
+        out[name] = (rate, 1000 * (used - rate * wall) / run.bound)
+    return out
+
+
+def pod_cpu_table(runs: Sequence[Run]) -> str:
+    """Each process at rest (% of a core, before the clock) and its CPU ms per pod net
+    of that rest rate; "-" for runs recorded before the rest reading existed."""
+    tables = [(r, per_pod_cpu(r)) for r in runs]
+    components = sorted({c for _, t in tables for c in t if c != MACHINE})
+    components += [MACHINE] if any(MACHINE in t for _, t in tables) else []
+    head = "| nodes | scheduler | # | rest read over s | " + " | ".join(components) + " |"
+    lines = [head, "|---:|---|---:|---:|" + "---:|" * len(components)]
+    for r, t in tables:
+        cells = [f"{100 * t[c][0]:.0f}% / {t[c][1]:.2f}" if c in t else "-" for c in components]
+        lines.append(
+            f"| {r.nodes} | {r.mode} | {r.repeat} | {_f(r.rest_wall_s or None)} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -434,6 +471,11 @@ def report(runs: Sequence[Run], header: str) -> str:
             "CPU seconds each process used during each run (% of one core; 2 cores):",
             "",
             cpu_table(runs),
+            "",
+            "The same processes at rest (% of a core over the quiet seconds before the clock)"
+            " / CPU ms per pod beyond that rate:",
+            "",
+            pod_cpu_table(runs),
             "",
             "Extension points, ms per pod (Bind and PreBind run beside the cycle):",
             "",

@@ -286,9 +286,12 @@ async def measure(
     manifests = w.pods(run.pods, [p.name for p in plans])
     async with Api(cluster.kubeconfig, args.concurrency) as api:
         await prepare(api, cluster, plans, log)
-        await asyncio.sleep(args.settle)
-        health_before = await node_health(api)
         pids = process_pids(cluster)
+        rest_before, rest_from = cpu_now(pids), time.monotonic()
+        await asyncio.sleep(args.settle)
+        rest_after, run.rest_wall_s = cpu_now(pids), time.monotonic() - rest_from
+        run.rest_cpu_s = {k: rest_after[k] - rest_before[k] for k in rest_after if k in rest_before}
+        health_before = await node_health(api)
         sched_before = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
         ext_url = cluster.extender_health_url + "/metrics" if cluster.with_extender else None
         ext_before = w.parse_samples(await fetch_text(ext_url)) if ext_url else {}
@@ -494,7 +497,13 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
         " policy's 5 s; each refresh evaluates a rate() over every node's CPU series)",
     )
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight to create")
-    p.add_argument("--settle", type=float, default=5.0, help="quiet seconds before the clock")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=15.0,
+        help="quiet seconds before the clock, over which each process's CPU at rest is read"
+        " (15: a scrape and three of the extender's load refreshes)",
+    )
     p.add_argument("--timeout", type=float, default=900.0, help="seconds for all pods to bind")
     p.add_argument("--json", type=Path, help="also write every run's numbers here")
     p.add_argument(

@@ -249,6 +249,25 @@ def test_cpu_table_shows_the_whole_machine_apart_from_the_cluster() -> None:
     assert row.rstrip("| ").endswith("3.0 (30%)")  # the cluster's own processes only
 
 
+def test_per_pod_cpu_is_net_of_each_process_at_rest() -> None:
+    r = run(True, 100)  # 1,000 pods in 10 s
+    r.cpu_wall_s = 10.0
+    r.cpu_s = {"kube-apiserver": 6.0, "kwok": 2.0, w.MACHINE: 9.0}
+    # 5 s before the clock: the apiserver at 20 % of a core, kwok at 20 %, the rest idle.
+    r.rest_wall_s, r.rest_cpu_s = 5.0, {"kube-apiserver": 1.0, "kwok": 1.0, w.MACHINE: 2.0}
+    got = w.per_pod_cpu(r)
+    assert got["kube-apiserver"] == pytest.approx((0.2, 4.0))  # (6 - 0.2 x 10) / 1000 pods
+    assert got["kwok"] == pytest.approx((0.2, 0.0))  # its heartbeats only: nothing per pod
+    assert got[w.MACHINE] == pytest.approx((0.4, 5.0))
+    head, _, row = w.pod_cpu_table([r]).splitlines()
+    assert head.split("|")[-2].strip() == w.MACHINE
+    assert "| 20% / 4.00 |" in row
+    # A run recorded before the rest reading: no numbers made up for it.
+    old = run(False, 100)
+    assert w.per_pod_cpu(old) == {}
+    assert w.pod_cpu_table([r, old]).splitlines()[-1].count("| - ") == 4  # rest s too
+
+
 def test_placement_check_counts_pods_where_the_policy_wants_them() -> None:
     gws = ["gw-00000", "gw-00010", "gw-00020"]
     plans = w.devices(4, gws)
