@@ -134,6 +134,7 @@ class Reflector(Generic[F]):
     last_error: str | None = None
     last_event: float | None = None
     events: int = 0  # watch events applied (bookmarks included)
+    unchanged: int = 0  # of those, changes to nothing we keep (not published)
     publishes: int = 0
     publish_interval: float = PUBLISH_INTERVAL
     sleep: Sleep = asyncio.sleep  # injectable so tests can see the backoff
@@ -263,10 +264,18 @@ class Reflector(Generic[F]):
             del self.facts[name]
         elif kind in ("ADDED", "MODIFIED"):
             try:
-                new = self.facts[name] = self.parse(obj, now)
+                new = self.parse(obj, now)
             except ValueError as exc:
                 log.warning("ignoring %s %s: %s", self.name, name, exc)
                 return new_version
+            if new == old:
+                # Nothing we keep changed (a node's status heartbeat, its conditions or
+                # images): no snapshot to publish, and the old facts stay, since their
+                # identity is what the scorer's per-node verdicts are cached on.
+                self.unchanged += 1
+                self.last_event = now
+                return new_version
+            self.facts[name] = new
         else:
             return new_version
         if self.observe is not None:

@@ -267,6 +267,55 @@ async def test_node_cache_keeps_only_name_and_labels() -> None:
     assert all(r.released == 1 for r in api.responses)
 
 
+async def test_a_node_heartbeat_publishes_nothing_and_keeps_the_facts_identity() -> None:
+    """A MODIFIED Node whose kept facts did not change (kubelet's and kwok's status
+    heartbeats, thousands a minute at 5,000 nodes) publishes no snapshot; a label change
+    still does."""
+    beat = node("n1")
+    beat["metadata"]["resourceVersion"] = "11"
+    beat["status"]["conditions"] = [{"type": "Ready", "status": "True", "lastHeartbeatTime": "t"}]
+    relabelled = node("n1", "cloud")
+    relabelled["metadata"]["resourceVersion"] = "12"
+    store = StateStore()
+    published: list[dict[str, NodeFacts]] = []
+
+    def publish(facts: dict[str, NodeFacts]) -> None:
+        published.append(facts)
+        publish_nodes(store, facts)
+
+    api = FakeApi(
+        [
+            listed([node("n1"), node("n2")]),
+            watched(event("MODIFIED", beat), event("MODIFIED", beat), gap=0.2),
+            Hang(),
+        ]
+    )
+    nodes = Reflector("nodes", api, node_facts, publish)
+    task = asyncio.create_task(nodes.run())
+    await asyncio.wait_for(api.idle.wait(), 5)
+    await asyncio.sleep(0.15)
+    assert len(published) == 1  # the list's only
+    assert nodes.unchanged == 2
+    assert published[0]["n1"] is nodes.facts["n1"]  # the listed object, not an equal copy
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert api.calls[-1]["resource_version"] == "11"  # the heartbeats still advance it
+
+    api = FakeApi([listed([node("n1")]), watched(event("MODIFIED", relabelled)), Hang()])
+    nodes = Reflector("nodes", api, node_facts, publish)
+    published.clear()
+    task = asyncio.create_task(nodes.run())
+    await asyncio.wait_for(api.idle.wait(), 5)
+    await asyncio.sleep(0.15)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert len(published) == 2
+    assert store.snapshot.nodes["n1"].tier == "cloud"
+    assert nodes.unchanged == 0
+
+
 async def test_added_modified_deleted_update_one_entry_each() -> None:
     h = device_harness(
         [
