@@ -135,6 +135,9 @@ class Reflector(Generic[F]):
     last_event: float | None = None
     events: int = 0  # watch events applied (bookmarks included)
     unchanged: int = 0  # of those, changes to nothing we keep (not published)
+    # Drop MODIFIED events whose facts equal the ones held (Nodes: kubelets report status
+    # every 5 minutes). Off where `observe` may act on a write as such (reports, Leases).
+    skip_unchanged: bool = False
     publishes: int = 0
     publish_interval: float = PUBLISH_INTERVAL
     sleep: Sleep = asyncio.sleep  # injectable so tests can see the backoff
@@ -268,8 +271,8 @@ class Reflector(Generic[F]):
             except ValueError as exc:
                 log.warning("ignoring %s %s: %s", self.name, name, exc)
                 return new_version
-            if new == old:
-                # Nothing we keep changed (a node's status heartbeat, its conditions or
+            if self.skip_unchanged and new == old:
+                # Nothing we keep changed (a node's status report, its conditions or
                 # images): no snapshot to publish, and the old facts stay, since their
                 # identity is what the scorer's per-node verdicts are cached on.
                 self.unchanged += 1
@@ -385,7 +388,11 @@ def cluster_reflectors(
             devices_published()
 
     nodes: Reflector[NodeFacts] = Reflector(
-        "nodes", core.list_node_without_preload_content, node_facts, nodes_published
+        "nodes",
+        core.list_node_without_preload_content,
+        node_facts,
+        nodes_published,
+        skip_unchanged=True,
     )
     devices: Reflector[DeviceFacts] = Reflector(
         "devices",

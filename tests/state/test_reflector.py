@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -290,7 +291,7 @@ async def test_a_node_heartbeat_publishes_nothing_and_keeps_the_facts_identity()
             Hang(),
         ]
     )
-    nodes = Reflector("nodes", api, node_facts, publish)
+    nodes = Reflector("nodes", api, node_facts, publish, skip_unchanged=True)
     task = asyncio.create_task(nodes.run())
     await asyncio.wait_for(api.idle.wait(), 5)
     await asyncio.sleep(0.15)
@@ -303,7 +304,7 @@ async def test_a_node_heartbeat_publishes_nothing_and_keeps_the_facts_identity()
     assert api.calls[-1]["resource_version"] == "11"  # the heartbeats still advance it
 
     api = FakeApi([listed([node("n1")]), watched(event("MODIFIED", relabelled)), Hang()])
-    nodes = Reflector("nodes", api, node_facts, publish)
+    nodes = Reflector("nodes", api, node_facts, publish, skip_unchanged=True)
     published.clear()
     task = asyncio.create_task(nodes.run())
     await asyncio.wait_for(api.idle.wait(), 5)
@@ -314,6 +315,16 @@ async def test_a_node_heartbeat_publishes_nothing_and_keeps_the_facts_identity()
     assert len(published) == 2
     assert store.snapshot.nodes["n1"].tier == "cloud"
     assert nodes.unchanged == 0
+    # As the extender wires them: Nodes only; reports and Leases see every write.
+    api_stub = SimpleNamespace(
+        list_node_without_preload_content=None,
+        list_cluster_custom_object_without_preload_content=None,
+        list_namespaced_lease_without_preload_content=None,
+    )
+    wired = kube.cluster_reflectors(
+        api_stub, api_stub, StateStore(), coordination=api_stub, gateway_namespace="g"
+    )
+    assert [r.name for r in wired.watches if r.skip_unchanged] == ["nodes"]
 
 
 async def test_added_modified_deleted_update_one_entry_each() -> None:
