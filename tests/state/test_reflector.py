@@ -202,16 +202,21 @@ def device_harness(
     return Harness(api, reflector, store, published, parsed, sleeps, published_at)
 
 
-async def until_idle(h: Harness, settle: float = 0.15) -> None:
-    """Run the reflector through its script, let a pending publish land, stop it."""
-    task = asyncio.create_task(h.reflector.run())
+async def run_script(reflector: Reflector[Any], api: FakeApi, settle: float = 0.15) -> None:
+    """Run `reflector` through `api`'s script, let a pending publish land, stop it."""
+    task = asyncio.create_task(reflector.run())
     try:
-        await asyncio.wait_for(h.api.idle.wait(), 5)
+        await asyncio.wait_for(api.idle.wait(), 5)
         await asyncio.sleep(settle)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def until_idle(h: Harness, settle: float = 0.15) -> None:
+    """Run the reflector through its script, let a pending publish land, stop it."""
+    await run_script(h.reflector, h.api, settle)
     assert all(r.released == 1 for r in h.api.responses), "every response released once"
 
 
@@ -252,12 +257,7 @@ async def test_node_cache_keeps_only_name_and_labels() -> None:
         [listed([node("n1"), node("n2", "cloud")]), watched(event("DELETED", node("n1"))), Hang()]
     )
     nodes = Reflector("nodes", api, node_facts, lambda facts: publish_nodes(store, facts))
-    task = asyncio.create_task(nodes.run())
-    await asyncio.wait_for(api.idle.wait(), 5)
-    await asyncio.sleep(0.15)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await run_script(nodes, api)
     assert store.snapshot.nodes_synced
     assert list(store.snapshot.nodes) == ["n2"]
     facts = nodes.facts["n2"]
@@ -292,26 +292,16 @@ async def test_a_node_heartbeat_publishes_nothing_and_keeps_the_facts_identity()
         ]
     )
     nodes = Reflector("nodes", api, node_facts, publish, skip_unchanged=True)
-    task = asyncio.create_task(nodes.run())
-    await asyncio.wait_for(api.idle.wait(), 5)
-    await asyncio.sleep(0.15)
+    await run_script(nodes, api)
     assert len(published) == 1  # the list's only
     assert nodes.unchanged == 2
     assert published[0]["n1"] is nodes.facts["n1"]  # the listed object, not an equal copy
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
     assert api.calls[-1]["resource_version"] == "11"  # the heartbeats still advance it
 
     api = FakeApi([listed([node("n1")]), watched(event("MODIFIED", relabelled)), Hang()])
     nodes = Reflector("nodes", api, node_facts, publish, skip_unchanged=True)
     published.clear()
-    task = asyncio.create_task(nodes.run())
-    await asyncio.wait_for(api.idle.wait(), 5)
-    await asyncio.sleep(0.15)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await run_script(nodes, api)
     assert len(published) == 2
     assert store.snapshot.nodes["n1"].tier == "cloud"
     assert nodes.unchanged == 0
