@@ -136,6 +136,12 @@ def node(name: str, tier: str = "edge") -> Obj:
     }
 
 
+def sized(obj: Obj) -> Obj:
+    """A Node with status.allocatable (kept, as a read-only mapping, for the room check)."""
+    obj["status"]["allocatable"] = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+    return obj
+
+
 def list_body(items: list[Obj], rv: str) -> bytes:
     return orjson.dumps({"metadata": {"resourceVersion": rv}, "items": items})
 
@@ -272,10 +278,10 @@ async def test_a_node_heartbeat_publishes_nothing_and_keeps_the_facts_identity()
     """A MODIFIED Node whose kept facts did not change (kubelet's and kwok's status
     heartbeats, thousands a minute at 5,000 nodes) publishes no snapshot; a label change
     still does."""
-    beat = node("n1")
+    beat = sized(node("n1"))
     beat["metadata"]["resourceVersion"] = "11"
     beat["status"]["conditions"] = [{"type": "Ready", "status": "True", "lastHeartbeatTime": "t"}]
-    relabelled = node("n1", "cloud")
+    relabelled = sized(node("n1", "cloud"))
     relabelled["metadata"]["resourceVersion"] = "12"
     store = StateStore()
     published: list[dict[str, NodeFacts]] = []
@@ -286,7 +292,7 @@ async def test_a_node_heartbeat_publishes_nothing_and_keeps_the_facts_identity()
 
     api = FakeApi(
         [
-            listed([node("n1"), node("n2")]),
+            listed([sized(node("n1")), node("n2")]),
             watched(event("MODIFIED", beat), event("MODIFIED", beat), gap=0.2),
             Hang(),
         ]
@@ -298,7 +304,7 @@ async def test_a_node_heartbeat_publishes_nothing_and_keeps_the_facts_identity()
     assert published[0]["n1"] is nodes.facts["n1"]  # the listed object, not an equal copy
     assert api.calls[-1]["resource_version"] == "11"  # the heartbeats still advance it
 
-    api = FakeApi([listed([node("n1")]), watched(event("MODIFIED", relabelled)), Hang()])
+    api = FakeApi([listed([sized(node("n1"))]), watched(event("MODIFIED", relabelled)), Hang()])
     nodes = Reflector("nodes", api, node_facts, publish, skip_unchanged=True)
     published.clear()
     await run_script(nodes, api)
