@@ -100,6 +100,11 @@ def cpu_now(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each process used between two cpu_now readings (both ends read)."""
+    return {k: after[k] - before[k] for k in after if k in before}
+
+
 async def wait_until(what: str, probe: Any, timeout_s: float, step: float = 0.5) -> None:
     deadline = time.monotonic() + timeout_s
     while not await probe():
@@ -290,7 +295,7 @@ async def measure(
         rest_before, rest_from = cpu_now(pids), time.monotonic()
         await asyncio.sleep(args.settle)
         rest_after, run.rest_wall_s = cpu_now(pids), time.monotonic() - rest_from
-        run.rest_cpu_s = {k: rest_after[k] - rest_before[k] for k in rest_after if k in rest_before}
+        run.rest_cpu_s = cpu_used(rest_before, rest_after)
         health_before = await node_health(api)
         sched_before = w.parse_samples(await fetch_text(cluster.scheduler_metrics_url))
         ext_url = cluster.extender_health_url + "/metrics" if cluster.with_extender else None
@@ -351,7 +356,7 @@ async def measure(
                 f"the apiserver waited for /admit {hook.mean_ms():.1f} ms on average"
                 f" ({hook.count:.0f} calls, {hook.seconds:.1f} s in all)"
             )
-    run.cpu_s = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k in cpu_before}
+    run.cpu_s = cpu_used(cpu_before, cpu_after)
     if ext_url:
         name = "cloud4iot_extender_request_duration_seconds"
         run.filter = w.histo(ext_before, ext_after, name, verb="filter")
