@@ -8,7 +8,7 @@ nodes; the extender with its nearest writer and report keeper; the rebalancer;
 Prometheus) with ``--gateways`` gateway nodes in corridors of 20 (bench/hospital_world.py)
 plus 10 edge and 10 cloud nodes. In this process, one gateway monitor per gateway, each
 the real code: ``Monitor`` (registry lookup -> ``Tracker``) -> ``Publisher`` /
-``PublishPlan`` -> ``apply_report`` on its GatewayReport, and ``LeaseRenewer`` on its
+``PublishPlan`` -> ``write_report`` on its GatewayReport, and ``LeaseRenewer`` on its
 Lease, every one with its OWN credentials: a TokenRequest of the shipped monitors'
 ServiceAccount bound to a pod on its node (what kubelet mounts), so the shipped RBAC and
 admission policies judge every write. What is not the real monitor: the adverts come
@@ -629,8 +629,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
             s0 = await snapshot(api, cluster, pids, watches, gates)
             log(f"at rest for {args.rest:.0f}s")
+            profiling = None
+            if args.apiserver_profile:
+                # Go's CPU profile of kube-apiserver over the rest's first seconds: what a
+                # report write costs it (go tool pprof -top -cum FILE).
+                seconds = min(args.profile_seconds, args.rest)
+                profiling = asyncio.create_task(
+                    api.raw(f"/debug/pprof/profile?seconds={seconds:.0f}")
+                )
             await asyncio.sleep(args.rest)
             s1 = await snapshot(api, cluster, pids, watches, gates)
+            if profiling is not None:
+                args.apiserver_profile.write_bytes(await profiling)
+                result["apiserver_profile"] = str(args.apiserver_profile)
             gates.walk_origin = time.monotonic()
             nodes = (
                 [g.name for g in gws]
@@ -798,6 +809,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument("--name", default="hospital")
     parser.add_argument("--keep", action="store_true", help="leave the devcluster up")
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--apiserver-profile", type=Path, help="write kube-apiserver's CPU profile at rest here"
+    )
+    parser.add_argument("--profile-seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
     if args.json:

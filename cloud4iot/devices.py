@@ -35,6 +35,7 @@ RSSI_MAX = 20
 EXTENDER_FIELD_MANAGER = "cloud4iot-extender"
 GATEWAY_FIELD_MANAGER_PREFIX = "cloud4iot-gateway-monitor/"
 APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
 
 
 def gateway_field_manager(node: str) -> str:

@@ -4,7 +4,7 @@ gateway's 40 MB budget, issue 23 item 4; BENCHMARKS.md "Gateway monitor: RSS and
 
 It makes the few calls the monitor makes, under the kubernetes.aio method names the
 monitor's modules call (so they take either client): list and watch a cluster-scoped
-custom resource, get and server-side apply a status, get/create/replace a Lease.
+custom resource, get, merge-patch and server-side apply a status, get/create/replace a Lease.
 Credentials as the kubernetes client takes them: a kubeconfig (server, CA, bearer token
 or token file, client certificate), else the pod's ServiceAccount, whose projected token
 file is re-read when it changes (the kubelet rotates it). Errors: ``ApiError`` with the
@@ -28,12 +28,13 @@ from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from cloud4iot.devices import MERGE_PATCH
+
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 REQUEST_TIMEOUT = 30.0  # seconds for one request, connect to last byte
 WATCH_SLACK = 30.0  # a watch may stay silent for its timeoutSeconds plus this
 IDLE_CONNECTIONS = 2  # kept open between requests (the publisher, Lease, candidates)
 JSON = "application/json"
-MERGE_PATCH = "application/merge-patch+json"
 
 
 class ApiError(Exception):

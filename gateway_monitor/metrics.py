@@ -33,7 +33,7 @@ class Metrics:
         )
         self.publishes = Counter(
             f"{PREFIX}_publishes",
-            "Server-side applies of this gateway's sighting, by reason and outcome",
+            "Writes of this gateway's report, by reason and outcome",
             ["reason", "outcome"],
             registry=r,
         )

@@ -1,10 +1,10 @@
-"""Publishing what this gateway hears in its own GatewayReport with server-side apply.
+"""Publishing what this gateway hears in its own GatewayReport, one merge patch a write.
 
 The report is one object per gateway node, named as the node, that only this node's
-monitor may write (docs/gateway-writes.md, section 1). Every write applies the whole
-list (every device heard now) under the field manager ``cloud4iot-gateway-monitor/<node>``,
-with force: one writer per object, so no other gateway can plant, co-own or lock an
-entry of ours (issue 24). Applying an empty list gives every entry up.
+monitor may write (docs/gateway-writes.md, section 1). Every write replaces the whole
+list (every device heard now) under the field manager ``cloud4iot-gateway-monitor/<node>``
+(gateway_monitor/report.py): one writer per object, so no other gateway can plant,
+co-own or lock an entry of ours (issue 24). Writing an empty list gives every entry up.
 
 Per device the plan decides when a write is worth it (arrival, departure, an RSSI step,
 a heartbeat); one write then carries every device, so a gateway writes at most once per
@@ -33,7 +33,7 @@ from typing import Any
 from cloud4iot.devices import GROUP, REPORT_PLURAL, VERSION, parse_time
 from cloud4iot.vocabulary import GATEWAY_LABEL
 from gateway_monitor.kubeapi import http_status
-from gateway_monitor.report import apply_report, own_sightings, report_body
+from gateway_monitor.report import own_sightings, report_body, write_report
 
 log = logging.getLogger(__name__)
 
@@ -438,7 +438,7 @@ class Publisher:
             self.node, {d: (s.rssi, s.last_seen) for d, s in listed.items()}, self.wall()
         )
         try:
-            await apply_report(self.api, self.node, body)
+            await write_report(self.api, self.node, body)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

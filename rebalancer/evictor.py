@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import orjson
 
-from cloud4iot.devices import rfc3339
+from cloud4iot.devices import MERGE_PATCH, rfc3339
 from cloud4iot.events import event_body
 from cloud4iot.policy.store import PolicyStore
 from cloud4iot.vocabulary import (
@@ -54,7 +54,6 @@ from rebalancer.workloads import (
 log = logging.getLogger(__name__)
 
 COMPONENT = "cloud4iot-rebalancer"
-MERGE_PATCH = "application/merge-patch+json"
 # A move made but not yet shown by the watches holds its workload (or pod) for at
 # most this long: a watch that never shows it must not hold it for good.
 IN_FLIGHT = 60.0

@@ -32,6 +32,7 @@ from cloud4iot.devices import (
     EXTENDER_FIELD_MANAGER,
     GROUP,
     KIND,
+    MERGE_PATCH,
     PLURAL,
     VERSION,
     rfc3339,
@@ -51,7 +52,6 @@ from extender.state.store import StateStore
 log = logging.getLogger(__name__)
 
 FIELD_MANAGER = EXTENDER_FIELD_MANAGER
-MERGE_PATCH = "application/merge-patch+json"
 # Re-evaluate pending challengers this often even when no Device event arrives: the
 # evidence rule's move is written at the first pass after the sum reaches switchCostDbS,
 # so the tick is part of the decision lag (0.5 s: robot run p90 deficit 4.76 -> 4.52 dB

@@ -43,7 +43,7 @@ from gateway_monitor.irk import make_rpa, parse_irk
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.registry import Registry, parse_device
-from gateway_monitor.report import apply_report, report_body
+from gateway_monitor.report import report_body, write_report
 from gateway_monitor.scanner import Advert
 from gateway_monitor.tracker import Tracker
 from tests.discovery.world import deployments, device_reasons, devices_of
@@ -77,7 +77,7 @@ async def hospital(admin: ApiClient) -> AsyncIterator[CustomObjectsApi]:
             yield api
         finally:
             await report_candidates(api, [])
-            await apply_report(api, HOSPITAL, report_body(HOSPITAL, {}, time.time()))
+            await write_report(api, HOSPITAL, report_body(HOSPITAL, {}, time.time()))
 
 
 async def report_candidates(api: CustomObjectsApi, entries: list[tuple[str, str, int]]) -> None:
@@ -172,7 +172,7 @@ async def test_a_reported_candidate_gets_its_device_and_function_on_that_gateway
     assert device["metadata"]["ownerReferences"][0]["name"] == cls
     # the monitor now tracks it as a Device: its sighting in the report, candidate gone
     await report_candidates(hospital, [])
-    await apply_report(
+    await write_report(
         hospital, HOSPITAL, report_body(HOSPITAL, {name: (-58, time.time())}, time.time())
     )
     deployment = f"reader-{name}"
@@ -187,7 +187,7 @@ async def test_a_reported_candidate_gets_its_device_and_function_on_that_gateway
     async def placed() -> bool:
         # the monitor's heartbeat keeps lastSeen fresh while it hears the device
         heard[0] = time.time()
-        await apply_report(
+        await write_report(
             hospital, HOSPITAL, report_body(HOSPITAL, {name: (-58, heard[0])}, heard[0])
         )
         pods = await core.list_namespaced_pod(
@@ -202,10 +202,10 @@ async def test_a_reported_candidate_gets_its_device_and_function_on_that_gateway
     # the last sighting: held for a few discovery passes (1 s each) so the controller,
     # which samples the reports once a pass, has surely seen it before it goes
     heard[0] = time.time()
-    await apply_report(hospital, HOSPITAL, report_body(HOSPITAL, {name: (-58, heard[0])}, heard[0]))
+    await write_report(hospital, HOSPITAL, report_body(HOSPITAL, {name: (-58, heard[0])}, heard[0]))
     await asyncio.sleep(3.0)
     # switched off: no gateway reports it; after forgetAfter (15 s) both are gone
-    await apply_report(hospital, HOSPITAL, report_body(HOSPITAL, {}, time.time()))
+    await write_report(hospital, HOSPITAL, report_body(HOSPITAL, {}, time.time()))
     await eventually(
         lambda: _lacks(devices_of(custom, cls), name), within=40, what="the Device forgotten"
     )
@@ -246,7 +246,7 @@ async def test_the_cap_holds_and_approve_mode_waits_for_the_verb(
     # the monitor tracks them as Devices now (pending ones too)
     now = time.time()
     heard = report_body(HOSPITAL, {first: (-50, now), second: (-51, now)}, now)
-    await apply_report(hospital, HOSPITAL, heard)
+    await write_report(hospital, HOSPITAL, heard)
     await asyncio.sleep(3)
     assert await deployments(apps, namespace) == {}  # nothing until approved
     kubeconfig = str(devcluster.kubeconfig)
@@ -332,7 +332,7 @@ def heard_on(api: CustomObjectsApi, core: CoreV1Api, node: str, name: str, ns: s
 
     async def placed() -> bool:
         now = time.time()
-        await apply_report(api, node, report_body(node, {name: (-58, now)}, now))
+        await write_report(api, node, report_body(node, {name: (-58, now)}, now))
         pods = await core.list_namespaced_pod(ns, label_selector=f"{DEVICE_ANNOTATION}={name}")
         return any(p.spec.node_name == node for p in pods.items)
 
@@ -340,7 +340,7 @@ def heard_on(api: CustomObjectsApi, core: CoreV1Api, node: str, name: str, ns: s
 
 
 async def silent(api: CustomObjectsApi, node: str) -> None:
-    await apply_report(api, node, report_body(node, {}, time.time()))
+    await write_report(api, node, report_body(node, {}, time.time()))
 
 
 async def test_an_away_device_s_functions_are_parked_and_come_back_where_it_is_heard(
@@ -357,7 +357,7 @@ async def test_an_away_device_s_functions_are_parked_and_come_back_where_it_is_h
         heard_on(hospital, core, HOSPITAL, name, namespace), within=40, what="placed", interval=1
     )
     last = time.time()  # the last sighting, held for a few passes (see the first test)
-    await apply_report(hospital, HOSPITAL, report_body(HOSPITAL, {name: (-58, last)}, last))
+    await write_report(hospital, HOSPITAL, report_body(HOSPITAL, {name: (-58, last)}, last))
     await asyncio.sleep(3.0)
     await silent(hospital, HOSPITAL)
 

@@ -33,7 +33,7 @@ from cloud4iot.devices import (
 from gateway_monitor.kubeapi import ApiError, KubeApi, from_kubeconfig
 from gateway_monitor.lease import LeaseConfig, LeaseRenewer, lease_body
 from gateway_monitor.listwatch import list_watch
-from gateway_monitor.report import apply_report, report_body
+from gateway_monitor.report import report_body, write_report
 from tests.gateway_monitor.node_tokens import (
     NAMESPACE,
     UNBOUND,
@@ -155,8 +155,17 @@ async def test_ssa_conflict_without_force_and_takeover_with_force(admin_api: Kub
         body={"apiVersion": API_VERSION, "kind": REPORT_KIND, "metadata": {"name": name}},
     )
     try:
-        await apply_report(
-            admin_api, name, report_body(name, {"patient-1": (-60, time.time())}, time.time())
+        # The client's server-side apply (the candidates' write; the report itself is a
+        # merge patch, whose Update manager a first apply reports as "before-first-apply").
+        await admin_api.patch_cluster_custom_object_status(
+            GROUP,
+            VERSION,
+            REPORT_PLURAL,
+            name,
+            report_body(name, {"patient-1": (-60, time.time())}, time.time()),
+            field_manager=gateway_field_manager(name),
+            force=True,
+            _content_type=APPLY_PATCH,
         )
         other = report_body(name, {"patient-1": (-70, time.time())}, time.time())
         with pytest.raises(ApiError) as conflict:
@@ -201,7 +210,7 @@ async def test_sighting_authorization_through_the_monitors_client(
     try:
         now = time.time()
         with pytest.raises(ApiError) as denied:
-            await apply_report(api, HOME, report_body(HOME, {}, now))
+            await write_report(api, HOME, report_body(HOME, {}, now))
         assert denied.value.status == 403
         assert "no node association found for the gateway monitor" in str(denied.value)
 
@@ -211,7 +220,7 @@ async def test_sighting_authorization_through_the_monitors_client(
 
         async def home_writes() -> bool:
             try:
-                await apply_report(api, HOME, report_body(HOME, {"patient-1": (-60, now)}, now))
+                await write_report(api, HOME, report_body(HOME, {"patient-1": (-60, now)}, now))
             except ApiError as exc:
                 if exc.status == 403 and "cannot" in exc.message:  # RBAC cache catching up
                     return False
@@ -220,7 +229,7 @@ async def test_sighting_authorization_through_the_monitors_client(
 
         await eventually(home_writes, what="gw-home's own report written")
         with pytest.raises(ApiError) as other:
-            await apply_report(api, HOSPITAL, report_body(HOSPITAL, {"patient-1": (-40, now)}, now))
+            await write_report(api, HOSPITAL, report_body(HOSPITAL, {"patient-1": (-40, now)}, now))
         assert other.value.status == 403
         assert "may write only the report named gw-home, not gw-hospital" in str(other.value)
 

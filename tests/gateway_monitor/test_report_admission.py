@@ -5,7 +5,7 @@ TokenRequest bound to a pod of the shipped ServiceAccount on its kwok node (what
 mounts into the DaemonSet's pod), under the shipped RBAC and the policy
 manifests/gateway-monitor/admission/report-admission.yaml that the devcluster installs.
 Every attack is refused AND the victim's own writes, exactly as its publisher sends them
-(gateway_monitor.report.apply_report), succeed afterwards.
+(gateway_monitor.report.write_report), succeed afterwards.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from cloud4iot.devices import (
     gateway_field_manager,
     rfc3339,
 )
-from gateway_monitor.report import apply_report, report_body
+from gateway_monitor.report import report_body, write_report
 from tests.gateway_monitor.node_tokens import (
     NODE_KEY,
     UNBOUND,
@@ -183,11 +183,11 @@ async def test_pod_bound_tokens_carry_their_node(monitors: Monitors) -> None:
 async def test_a_gateway_writes_refreshes_and_empties_its_own_report(
     monitors: Monitors, admin: ApiClient
 ) -> None:
-    await apply_report(monitors.home, HOME, body(HOME, {"patient-1": -60, "patient-2": -70}))
+    await write_report(monitors.home, HOME, body(HOME, {"patient-1": -60, "patient-2": -70}))
     assert await heard(admin, HOME) == {"patient-1": -60, "patient-2": -70}
-    await apply_report(monitors.home, HOME, body(HOME, {"patient-1": -55}))
+    await write_report(monitors.home, HOME, body(HOME, {"patient-1": -55}))
     assert await heard(admin, HOME) == {"patient-1": -55}
-    await apply_report(monitors.home, HOME, body(HOME, {}))
+    await write_report(monitors.home, HOME, body(HOME, {}))
     assert await heard(admin, HOME) == {}
     assert await heard(admin, HOSPITAL) == {}
 
@@ -197,7 +197,7 @@ async def test_planting_under_the_victims_manager_is_refused_and_the_victim_stay
 ) -> None:
     """Issue 24, hole 1: gw-home applies, forced, the victim's entry verbatim plus its own
     under gw-hospital's field manager; gw-hospital's refresh and departure must go on."""
-    await apply_report(monitors.hospital, HOSPITAL, body(HOSPITAL, {"patient-1": -50}))
+    await write_report(monitors.hospital, HOSPITAL, body(HOSPITAL, {"patient-1": -50}))
     victim = (
         await CustomObjectsApi(admin).get_cluster_custom_object_status(
             GROUP, VERSION, REPORT_PLURAL, HOSPITAL
@@ -220,10 +220,10 @@ async def test_planting_under_the_victims_manager_is_refused_and_the_victim_stay
     assert await heard(admin, HOSPITAL) == {"patient-1": -50}
     # the victim refreshes 20 times, as its publisher does, and every apply is accepted
     for rssi in range(-50, -30):
-        await apply_report(monitors.hospital, HOSPITAL, body(HOSPITAL, {"patient-1": rssi}))
+        await write_report(monitors.hospital, HOSPITAL, body(HOSPITAL, {"patient-1": rssi}))
     assert await heard(admin, HOSPITAL) == {"patient-1": -31}
     # ... and departs: its list is empty
-    await apply_report(monitors.hospital, HOSPITAL, body(HOSPITAL, {}))
+    await write_report(monitors.hospital, HOSPITAL, body(HOSPITAL, {}))
     assert await heard(admin, HOSPITAL) == {}
 
 
@@ -231,7 +231,7 @@ async def test_a_verbatim_copy_is_refused_and_the_victims_departure_removes_its_
     monitors: Monitors, admin: ApiClient
 ) -> None:
     """Issue 24, hole 2: a copy of the victim's entry, under the attacker's own manager."""
-    await apply_report(monitors.hospital, HOSPITAL, body(HOSPITAL, {"patient-1": -50}))
+    await write_report(monitors.hospital, HOSPITAL, body(HOSPITAL, {"patient-1": -50}))
     copy = (
         await CustomObjectsApi(admin).get_cluster_custom_object_status(
             GROUP, VERSION, REPORT_PLURAL, HOSPITAL
@@ -242,7 +242,7 @@ async def test_a_verbatim_copy_is_refused_and_the_victims_departure_removes_its_
         not_own(HOME, HOSPITAL),
     )
     # the victim departs: nothing of its entry is left anywhere in its report
-    await apply_report(monitors.hospital, HOSPITAL, body(HOSPITAL, {}))
+    await write_report(monitors.hospital, HOSPITAL, body(HOSPITAL, {}))
     assert await heard(admin, HOSPITAL) == {}
     report = await CustomObjectsApi(admin).get_cluster_custom_object(
         GROUP, VERSION, REPORT_PLURAL, HOSPITAL
@@ -258,7 +258,7 @@ async def test_a_non_gateway_nodes_token_has_no_report_and_cannot_write_a_gatewa
     vote = body(CLOUD, {"patient-1": 20})
     # its own report does not exist (only labelled gateways get one) and it may not create it
     with pytest.raises(ApiException) as missing:
-        await apply_report(monitors.cloud, CLOUD, vote)
+        await write_report(monitors.cloud, CLOUD, vote)
     assert missing.value.status == 404, missing.value.body
     await refused(
         monitors.cloud.create_cluster_custom_object(
@@ -274,16 +274,16 @@ async def test_a_non_gateway_nodes_token_has_no_report_and_cannot_write_a_gatewa
         )
     assert await heard(admin, HOME) == {}
     # the gateway's own writes go on
-    await apply_report(monitors.home, HOME, body(HOME, {"patient-1": -60}))
+    await write_report(monitors.home, HOME, body(HOME, {"patient-1": -60}))
     assert await heard(admin, HOME) == {"patient-1": -60}
 
 
 async def test_a_token_without_a_node_writes_nothing(monitors: Monitors, admin: ApiClient) -> None:
     no_node = "no node association found for the gateway monitor"
-    await refused(apply_report(monitors.unbound, HOME, body(HOME, {"patient-1": -60})), no_node)
+    await refused(write_report(monitors.unbound, HOME, body(HOME, {"patient-1": -60})), no_node)
     await refused(merge_as(monitors.unbound, HOME, {"status": {"sightings": None}}), no_node)
     assert await heard(admin, HOME) == {}
-    await apply_report(monitors.home, HOME, body(HOME, {"patient-1": -60}))
+    await write_report(monitors.home, HOME, body(HOME, {"patient-1": -60}))
     assert await heard(admin, HOME) == {"patient-1": -60}
 
 
@@ -341,7 +341,7 @@ async def test_metadata_cannot_be_changed_through_the_status_subresource(
     )
     assert "forged" not in (report["metadata"].get("labels") or {})
     assert "forged" not in (report["metadata"].get("annotations") or {})
-    await apply_report(monitors.home, HOME, body(HOME, {"patient-1": -60}))
+    await write_report(monitors.home, HOME, body(HOME, {"patient-1": -60}))
     assert await heard(admin, HOME) == {"patient-1": -60}
 
 
@@ -351,11 +351,31 @@ async def test_undeclared_fields_answer_422_and_store_nothing(
     """The issue's 500 "field not declared" on a server-side apply is a 422 here."""
     own = gateway_field_manager(HOME)
     good = entry("patient-1", -60)
+    odd = {"device": "patient-1", "rssi": -60, "seen": good["lastSeen"]}
+    candidate = {
+        "address": "AA:BB:CC:DD:EE:FF",
+        "deviceClass": "ward-strap",
+        "rssi": -60,
+        "lastSeen": good["lastSeen"],
+    }
     cases = (
         (apply_as(monitors.home, HOME, own, {"bogus": 1}), "status holds only"),
+        # An entry holds its three keys and nothing else (required, maxProperties).
         (
-            apply_as(monitors.home, HOME, own, {"sightings": [good | {"extra": 1}]}),
-            "a sighting holds only device, rssi and lastSeen",
+            apply_as(monitors.home, HOME, own, {"sightings": [good, good | {"extra": 1}]}),
+            "status.sightings[1]: Too many: 4: must have at most 3 items",
+        ),
+        (
+            merge_as(monitors.home, HOME, {"status": {"sightings": [good | {"extra": 1}]}}),
+            "status.sightings[0]: Too many: 4: must have at most 3 items",
+        ),
+        (
+            write_report(monitors.home, HOME, {"status": {"sightings": [odd]}}),
+            "status.sightings[0].lastSeen: Required value",
+        ),
+        (
+            merge_as(monitors.home, HOME, {"status": {"candidates": [candidate | {"x": 1}]}}),
+            "status.candidates[0]: Too many: 5: must have at most 4 items",
         ),
         (merge_as(monitors.home, HOME, {"status": {"bogus": 1}}), "status holds only"),
         (
@@ -376,11 +396,11 @@ async def test_undeclared_fields_answer_422_and_store_nothing(
     )
     assert "spec" not in report
     too_many = {f"patient-{i}": -70 for i in range(REPORT_MAX_SIGHTINGS + 1)}
-    await refused(apply_report(monitors.home, HOME, body(HOME, too_many)), "Too many", 422)
+    await refused(write_report(monitors.home, HOME, body(HOME, too_many)), "Too many", 422)
     assert await heard(admin, HOME) == {}
     # at the cap it fits, and the gateway's next write still goes through
     at_cap = dict(list(too_many.items())[:REPORT_MAX_SIGHTINGS])
-    await apply_report(monitors.home, HOME, body(HOME, at_cap))
+    await write_report(monitors.home, HOME, body(HOME, at_cap))
     assert len(await heard(admin, HOME)) == REPORT_MAX_SIGHTINGS
-    await apply_report(monitors.home, HOME, body(HOME, {"patient-1": -60}))
+    await write_report(monitors.home, HOME, body(HOME, {"patient-1": -60}))
     assert await heard(admin, HOME) == {"patient-1": -60}
