@@ -2,7 +2,7 @@
 
 Each gateway runs what its monitor runs (``Monitor`` -> ``Tracker`` -> ``Publisher``
 with its ``PublishPlan``, its Lease renewed every 10 s, so the report is written on
-change only, a gateway's writes ``report_interval`` apart, as live); each apply of a gateway's whole
+change only, a gateway's writes ``report_interval`` apart, as live); each write of a gateway's whole
 GatewayReport is parsed by the extender's ``report_facts`` into its ``SightingIndex``,
 whose ``observe_lease`` keeps a renewing gateway's entries fresh
 (docs/gateway-writes.md, section 2); the elected writer (``NearestWriter.step``)
@@ -79,7 +79,7 @@ async def _no_sleep(_seconds: float) -> None:
 class ClusterView:
     """What the extender's reflectors would hold, fed by the chain's writes.
 
-    Each gateway's apply of its whole GatewayReport is parsed by the extender's own
+    Each gateway's write of its whole GatewayReport is parsed by the extender's own
     ``report_facts`` into its ``SightingIndex``; each gateway's Lease renewal is a
     ``LeaseFacts`` seen by that index (``observe_lease``): entries count as fresh
     while their gateway renews, as live (docs/gateway-writes.md, section 2). The
@@ -129,7 +129,7 @@ class ClusterView:
         self.dirty.add(DEVICES)
 
     def patch_report(self, node: str, body: Mapping[str, Any]) -> None:
-        """A gateway's apply of its whole GatewayReport (replay's gateways are labelled)."""
+        """A gateway's write of its whole GatewayReport (replay's gateways are labelled)."""
         self.applies += 1
         obj = {"metadata": {"name": node}, "status": body.get("status") or {}}
         new = report_facts(obj, observed_at=self.clock.now)

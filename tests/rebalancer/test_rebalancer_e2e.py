@@ -1,8 +1,8 @@
 """The rebalancer on the devcluster: real kube-apiserver, kube-scheduler calling our
 extender, kube-controller-manager rolling Deployments out, kwok nodes, Prometheus.
 
-Gateways publish sightings as their monitors do (server-side apply under their own
-field manager, refreshed every second); the replaying monitors themselves drive the
+Gateways publish sightings in their GatewayReports (tests/state/cluster_helpers.py,
+refreshed every second); the replaying monitors themselves drive the
 same moves in the demo test. Timings in BENCHMARKS.md come from the printed lines.
 """
 
