@@ -30,7 +30,7 @@ from cloud4iot.devices import (
 
 
 def report_body(node: str, heard: Mapping[str, tuple[int, float]], now: float) -> dict[str, Any]:
-    """The report we apply: device -> (rssi, lastSeen epoch) for every device heard now."""
+    """The report we write: device -> (rssi, lastSeen epoch) for every device heard now."""
     entries = [
         {"device": device, "rssi": rssi, "lastSeen": rfc3339(seen)}
         for device, (rssi, seen) in sorted(heard.items())
