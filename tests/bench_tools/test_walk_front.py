@@ -30,3 +30,20 @@ def test_the_baselines_knobs_change_what_they_decide() -> None:
     slow = score(baselines.strongest_mean(adverts, ref, window=5.0), ref).summary()
     fast = score(baselines.strongest_mean(adverts, ref, window=1.0), ref).summary()
     assert fast["changes"] > slow["changes"]  # type: ignore[operator]
+
+
+def test_the_trend_family_reads_the_line_at_now_plus_ahead() -> None:
+    # Two gateways crossing at 1 dB/s relative (b - a = t - 30), noise-free: a trailing
+    # mean would see b 6 dB ahead W/2 s late; the line sees it at 36 s, `ahead` s sooner.
+    from bench.walk_front import trend_margin
+    from tests.replay.helpers import recording
+
+    rec = recording({"gw-a": (-50, -80), "gw-b": (-80, -50)}, seconds=60, noise=0)
+    adverts = list(rec.adverts)
+    for ahead, expected in ((0.0, 36.0), (2.0, 34.0)):
+        timeline = trend_margin(adverts, window=4.0, ahead=ahead, margin=6.0)
+        # (the first pick is whichever gateway is heard first, corrected within a second)
+        assert [n for _, n in timeline][-2:] == ["gw-a", "gw-b"] and timeline[-2][0] < 1.0
+        assert abs(timeline[-1][0] - expected) < 0.6, (ahead, timeline)
+    eager = trend_margin(adverts, window=4.0, ahead=0.0, margin=0.0)
+    assert abs(eager[-1][0] - 30.0) < 0.6 and eager[-1][1] == "gw-b"
