@@ -43,7 +43,9 @@ def test_the_trend_family_reads_the_line_at_now_plus_ahead() -> None:
     for ahead, expected in ((0.0, 36.0), (2.0, 34.0)):
         timeline = trend_margin(adverts, window=4.0, ahead=ahead, margin=6.0)
         # (the first pick is whichever gateway is heard first, corrected within a second)
-        assert [n for _, n in timeline][-2:] == ["gw-a", "gw-b"] and timeline[-2][0] < 1.0
+        assert [n for _, n in timeline][-2:] == ["gw-a", "gw-b"]
+        assert timeline[-2][0] < 1.0
         assert abs(timeline[-1][0] - expected) < 0.6, (ahead, timeline)
     eager = trend_margin(adverts, window=4.0, ahead=0.0, margin=0.0)
-    assert abs(eager[-1][0] - 30.0) < 0.6 and eager[-1][1] == "gw-b"
+    assert abs(eager[-1][0] - 30.0) < 0.6
+    assert eager[-1][1] == "gw-b"
