@@ -63,7 +63,19 @@ class NearestPlan:
     errors: dict[str, Exception] = field(default_factory=dict)
 
 
-def shown(mine: Written | None, on_object: str | None) -> tuple[str | None, float | None, bool]:
+# How long our write may go unseen before we stop counting it as in flight. The watch
+# delivers it in about a second; an object that still shows what it showed before our
+# write after this long had our write overwritten before we saw it (a previous leader's
+# write landing after ours, an admin), and believing it delivered would keep the stale
+# value on the object until the decision changes (found in review, 2026-12-07). Longer
+# than a busy apiserver's delivery (p99 8 s at 60 x 3,000, BENCHMARKS.md): a write
+# counted lost too early is only written again, with the same value.
+UNDELIVERED_MAX = 30.0
+
+
+def shown(
+    mine: Written | None, on_object: str | None, now: float
+) -> tuple[str | None, float | None, bool]:
     """(node, rssi, acknowledged) the object shows, counting our undelivered write."""
     if mine is None:
         return on_object, None, False  # the rssi a previous leader wrote is not in DeviceFacts
@@ -71,6 +83,8 @@ def shown(mine: Written | None, on_object: str | None) -> tuple[str | None, floa
         return mine.node, mine.rssi, True
     if mine.seen or on_object != mine.before:
         return on_object, None, False  # changed by someone else since our write
+    if now - mine.at > UNDELIVERED_MAX:
+        return on_object, None, False  # never seen: overwritten before the watch showed it
     return mine.node, mine.rssi, False
 
 
@@ -116,7 +130,7 @@ def plan_nearest(
             continue
         plan.states[name] = state
         mine = written.get(name)
-        last_node, last_rssi, acknowledged = shown(mine, dev.nearest)
+        last_node, last_rssi, acknowledged = shown(mine, dev.nearest, now)
         if acknowledged and mine is not None and not mine.seen:
             plan.written[name] = replace(mine, seen=True)
         sighting = dev.sightings.get(state.node) if state.node else None

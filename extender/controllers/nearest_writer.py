@@ -257,7 +257,7 @@ class NearestWriter:
                 name,
                 recovered.attempts,
             )
-        self.written[name] = Written(state.node, write.rssi, before=write.before, at=self.clock())
+        self.written[name] = Written(state.node, write.rssi, before=write.before, at=now)
         if write.moved:
             self.changes += 1
             log.info("device %s: nearest gateway %s -> %s", name, write.shown, state.node)

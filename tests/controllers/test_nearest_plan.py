@@ -15,6 +15,7 @@ from cloud4iot.policy.loader import parse_policy
 from extender.controllers.nearest_plan import (
     RSSI_REFRESH,
     RSSI_STEP,
+    UNDELIVERED_MAX,
     NearestWrite,
     Written,
     due_devices,
@@ -79,10 +80,16 @@ def band(
             id="our-write-delivered-acknowledged",
         ),
         pytest.param(
-            Written("gw2", -70.0, before="gw1"),
+            Written("gw2", -70.0, before="gw1", at=NOW - 1),
             "gw1",
             ("gw2", -70.0, False),
             id="our-write-undelivered-counted-as-shown",
+        ),
+        pytest.param(
+            Written("gw2", -70.0, before="gw1", at=NOW - UNDELIVERED_MAX - 1),
+            "gw1",
+            ("gw1", None, False),
+            id="our-write-unseen-for-too-long-counted-lost",
         ),
         pytest.param(
             Written("gw2", -70.0, before="gw1"),
@@ -107,7 +114,7 @@ def band(
 def test_shown(
     mine: Written | None, on_object: str | None, expected: tuple[str | None, float | None, bool]
 ) -> None:
-    assert shown(mine, on_object) == expected
+    assert shown(mine, on_object, NOW) == expected
 
 
 # --- plan_nearest: a new leadership term --------------------------------------
@@ -227,7 +234,7 @@ def test_rssi_rewritten_only_when_it_drifts_by_the_step(rssi: float, rewritten: 
 # --- plan_nearest: our own writes and someone else's ---------------------------
 
 # We moved band from gw1 to gw2; the incumbent gw1 has since gone stale.
-OURS = Written("gw2", -70.0, before="gw1")
+OURS = Written("gw2", -70.0, before="gw1", at=NOW - 1)
 DECIDED = {"band": NearestState("gw2", since=NOW - 1)}
 
 

@@ -23,6 +23,7 @@ from cloud4iot.devices import GROUP, PLURAL, VERSION
 from cloud4iot.policy.loader import load_policy
 from cloud4iot.policy.store import PolicyStore
 from cloud4iot.vocabulary import NUDGE_ANNOTATION
+from extender.controllers.nearest_plan import RSSI_REFRESH, UNDELIVERED_MAX
 from extender.controllers.nearest_writer import FIELD_MANAGER, WRITE_CONCURRENCY, NearestWriter
 from extender.state.devices import device_facts
 from extender.state.snapshot import DeviceFacts, Snapshot
@@ -242,15 +243,28 @@ async def test_change_behind_our_back_within_a_term_is_rewritten(world: World) -
     assert world.nodes_written() == ["gw1", "gw1"]
 
 
+async def test_our_write_overwritten_before_we_saw_it_is_written_again(world: World) -> None:
+    # A previous leader's write lands right after ours, so the watch never shows ours:
+    # the object keeps what it showed before. Counted in flight for UNDELIVERED_MAX only.
+    world.show(device("band", {"gw1": (-60.0, NOW)}, "gw9"))
+    await world.writer.step(NOW)
+    for t in (1.0, 5.0, 20.0, UNDELIVERED_MAX, UNDELIVERED_MAX + 1, UNDELIVERED_MAX + 2):
+        world.show(device("band", {"gw1": (-60.0, NOW + t)}, "gw9"))
+        await world.writer.step(NOW + t)
+    assert world.nodes_written() == ["gw1", "gw1"]
+    assert world.custom.attempts.count("band") == 2  # (the rewrite is again in flight)
+
+
 async def test_rssi_rewritten_only_on_a_6_db_change(world: World) -> None:
     def at(rssi: float, t: float) -> DeviceFacts:
         return device("band", {"gw1": (rssi, t)}, "gw1")
 
     world.show(device("band", {"gw1": (-60.0, NOW)}, None))
     await world.writer.step(NOW)
+    # Each reading a refresh interval after the last (at most one rssi write per interval).
     for i, rssi in enumerate([-60.0, -63.0, -65.9, -54.1, -66.0, -62.0, -60.0], start=1):
-        world.show(at(rssi, NOW + i))
-        await world.writer.step(NOW + i)
+        world.show(at(rssi, NOW + i * RSSI_REFRESH))
+        await world.writer.step(NOW + i * RSSI_REFRESH)
     assert [n["rssi"] if n else None for _, n in world.custom.writes] == [-60, -66, -60]
     assert world.core.nudges == ["gw1"]  # rssi refreshes are not moves
     assert world.writer.changes == 1
@@ -321,7 +335,8 @@ async def attempt_times(
 
 async def test_failed_writes_back_off_per_device_doubling_to_a_minute(world: World) -> None:
     world.custom.failing = {"band"}
-    both = [("band", "gw1", -60.0, None), ("ok", "gw2", -60.0, None)]
+    # ("ok": its one write is shown at once, as the watch would deliver it)
+    both = [("band", "gw1", -60.0, None), ("ok", "gw2", -60.0, "gw2")]
     times = await attempt_times(world, NOW, 300, *both)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps == [1, 2, 4, 8, 16, 32, 60, 60, 60], times
@@ -340,7 +355,8 @@ async def test_a_success_resets_the_backoff(world: World) -> None:
     # Our write has arrived; then the rssi moves 6 dB (a rewrite) and writes fail again:
     # the retries start from 1 s again, not from where the last failures left off.
     world.custom.failing = {"band"}
-    assert await attempt_times(world, NOW + 40, 10, ("band", "gw1", -54.0, "gw1")) == [0, 1, 3, 7]
+    later = NOW + 31 + RSSI_REFRESH  # (an rssi rewrite is due at most once per interval)
+    assert await attempt_times(world, later, 10, ("band", "gw1", -54.0, "gw1")) == [0, 1, 3, 7]
 
 
 async def test_a_repeated_failure_is_logged_once_in_one_line(
