@@ -144,7 +144,10 @@ class DiscoveryController:
             return
         now = self.clock()
         gateways = gateway_nodes(snapshot.nodes)
-        for name in self.discovered.facts:
+        # Copies: the watches may change them while this pass awaits its writes (a
+        # Device or class deleted meanwhile must not end the pass with a KeyError).
+        discovered, classes = dict(self.discovered.facts), dict(self.classes.facts)
+        for name in discovered:
             facts = snapshot.devices.get(name)
             heard = (
                 max((s.last_seen for s in facts.sightings.values()), default=None)
@@ -161,17 +164,20 @@ class DiscoveryController:
             else:
                 self.last_heard.setdefault(name, term_start)
         for name in list(self.last_heard):
-            if name not in self.discovered.facts:
+            if name not in discovered:
                 del self.last_heard[name]
+        # Only this term's live Devices: with rotating addresses, every forgotten
+        # Device's uid would stay for the whole term.
+        uids = {d.uid for d in discovered.values()}
+        self.placed &= uids
+        self.stowed &= uids
         candidates = [
             c for node, r in self.reports.facts.items() if node in gateways for c in r.candidates
         ]
         registered = [d.address for d in snapshot.devices.values() if d.address]
-        plan = plan_discovery(
-            self.classes.facts, candidates, registered, self.discovered.facts, self.last_heard, now
-        )
+        plan = plan_discovery(classes, candidates, registered, discovered, self.last_heard, now)
         for new in plan.create:
-            cls = self.classes.facts[new.device_class]
+            cls = classes[new.device_class]
             request = self.custom.create_cluster_custom_object(
                 GROUP, VERSION, PLURAL, new_device(new, cls)
             )
@@ -192,7 +198,7 @@ class DiscoveryController:
                 )
         for name in plan.forget:
             # read before the delete: its watch event may remove the Device meanwhile
-            cls = self.classes.facts[self.discovered.facts[name].device_class]
+            cls = classes[discovered[name].device_class]
             if await self._call(
                 f"delete Device {name}",
                 self.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name),
@@ -203,11 +209,9 @@ class DiscoveryController:
                 log.info("forgot discovered Device %s (unheard)", name)
         newest = {
             name: max(s.last_seen for s in facts.sightings.values())
-            for name in self.discovered.facts
+            for name in discovered
             if (facts := snapshot.devices.get(name)) is not None and facts.sightings
         }
-        # a copy: the watches may change them while this pass awaits its writes
-        discovered, classes = dict(self.discovered.facts), dict(self.classes.facts)
         life = plan_lifecycle(
             classes,
             discovered,
