@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation, Overflow
 from types import MappingProxyType
 from typing import Any
 
@@ -50,6 +50,7 @@ _SUFFIX = {
     "Ei": Decimal(2) ** 60,
 }
 _EMPTY: Mapping[str, int] = MappingProxyType({})
+_INT64_MAX = Decimal(2**63 - 1)
 
 
 def quantity(name: str, raw: Any) -> int:
@@ -63,10 +64,21 @@ def quantity(name: str, raw: Any) -> int:
         raise ValueError(f"{name}: {raw!r} is not a quantity")
     try:
         value = Decimal(match.group(1)) * _SUFFIX[match.group(2)]
+        if name == CPU:
+            value *= 1000
+    except Overflow:
+        value = _INT64_MAX  # (its sign: the regex allows "-1e999999"; clamped below)
+        if match.group(1).startswith("-"):
+            value = -value
     except InvalidOperation as exc:
         raise ValueError(f"{name}: {raw!r} is not a quantity") from exc
-    if name == CPU:
-        value *= 1000
+    # Clamped to int64 as resource.Quantity's Value() and MilliValue() clamp, and
+    # before the conversion: int() of "1e300000" is a 300,000-digit number, seconds of
+    # CPU on the event loop for one crafted value (found in review, 2026-12-07).
+    if value > _INT64_MAX:
+        return int(_INT64_MAX)
+    if value < -_INT64_MAX:
+        return -int(_INT64_MAX)
     return int(value.to_integral_value(rounding=ROUND_CEILING))
 
 

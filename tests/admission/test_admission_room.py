@@ -44,6 +44,14 @@ NOW = time.time()
         ("memory", "500m", 1),  # half a byte: Value() rounds up
         ("pods", "110", 110),
         ("example.com/gpu", "2", 2),
+        # Beyond int64: clamped as Value()/MilliValue() clamp, and at once (not a
+        # 300,000-digit int, nor decimal.Overflow's 500 for the cpu's x1000).
+        ("memory", "9223372036854775808", 2**63 - 1),
+        ("memory", "1e300000", 2**63 - 1),
+        ("cpu", "1e999999", 2**63 - 1),
+        ("cpu", "1e999999Ei", 2**63 - 1),
+        ("cpu", "-1e999999", -(2**63 - 1)),
+        ("memory", "1e-999999n", 1),
     ],
 )
 def test_quantities_in_scheduler_units(name: str, raw: Any, expected: int) -> None:
