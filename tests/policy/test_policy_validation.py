@@ -238,6 +238,49 @@ def test_default_policy_has_the_papers_classes():
             "spec.classes.c.whenDeviceAway",
             "'keep' needs a device",
         ),
+        # Numbers the consumers cannot use: refused here, not a 500 or a dead refresh later.
+        (
+            ("tiers: [gateway, edge]", "tiers: [gateway, edge]\n      weights: {tier: .inf}"),
+            9,
+            "spec.classes.c.weights.tier",
+            "finite number",
+        ),
+        (
+            ("tiers: [gateway, edge]", "tiers: [gateway, edge]\n      weights: {load: 1e+308}"),
+            9,
+            "spec.classes.c.weights.load",
+            "less than or equal to 1000",
+        ),
+        (
+            ("spec:\n", "spec:\n  prometheus:\n    timeout: .nan\n"),
+            7,
+            "spec.prometheus.timeout",
+            "finite number",
+        ),
+        (
+            ("spec:\n", "spec:\n  staleData:\n    loadMaxAge: 1" + "0" * 400 + "\n"),
+            7,
+            "spec.staleData.loadMaxAge",
+            "at most 604800 seconds",
+        ),
+        (
+            ("spec:\n", "spec:\n  staleData:\n    loadMaxAge: " + "9" * 400 + "s\n"),
+            7,
+            "spec.staleData.loadMaxAge",
+            "finite number",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance:\n    cooldown: 8d\n"),
+            7,
+            "spec.rebalance.cooldown",
+            "not a duration",
+        ),
+        (
+            ("spec:\n", "spec:\n  rebalance:\n    cooldown: 200h\n"),
+            7,
+            "spec.rebalance.cooldown",
+            "less than or equal to 604800",
+        ),
     ],
 )
 def test_invalid_policies_name_line_and_field(edit, line, field, message):
