@@ -217,6 +217,13 @@ def error_result(args: ExtenderArgs, error: str) -> dict[str, Any]:
     }
 
 
+def _as_format(reason: str) -> str:
+    """A refusal as kube-scheduler uses it: as a format string on its way to the pod's
+    FailedScheduling Event, where a bare "%" from a pod's own annotation (a class
+    `50%-sampler`) prints as "%!-(MISSING)". Our own reasons spell "percent"."""
+    return reason.replace("%", "%%") if "%" in reason else reason
+
+
 def filter_result(args: ExtenderArgs, verdicts: Sequence[Verdict]) -> dict[str, Any]:
     """ExtenderFilterResult: kept nodes in the request's own mode, refusals by kind.
 
@@ -228,8 +235,10 @@ def filter_result(args: ExtenderArgs, verdicts: Sequence[Verdict]) -> dict[str, 
     failed: dict[str, str] = {}
     unresolvable: dict[str, str] = {}
     if len(kept) != len(verdicts):
-        failed = {v.node: v.reason for v in verdicts if not v.feasible and not v.unresolvable}
-        unresolvable = {v.node: v.reason for v in verdicts if v.unresolvable}
+        failed = {
+            v.node: _as_format(v.reason) for v in verdicts if not v.feasible and not v.unresolvable
+        }
+        unresolvable = {v.node: _as_format(v.reason) for v in verdicts if v.unresolvable}
     if args.node_names is not None:
         # Only names we were given (an unknown name fails the call), in their order.
         return {

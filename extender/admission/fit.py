@@ -9,8 +9,8 @@ at all, never narrowed wrongly.
 
 Resource fit is checked beside this, in extender/state/resources.py.
 Constraints that depend on other pods or on volumes (required pod
-(anti-)affinity, DoNotSchedule topology spread, hostPorts, persistent volumes)
-are not evaluated either: they raise `UnsupportedError`.
+(anti-)affinity, DoNotSchedule topology spread, hostPorts, persistent volumes,
+resource claims) are not evaluated either: they raise `UnsupportedError`.
 """
 
 from __future__ import annotations
@@ -160,6 +160,10 @@ def _beyond_labels(spec: Mapping[str, Any]) -> str | None:
     for v in spec.get("volumes") or []:
         if isinstance(v, Mapping) and ("persistentVolumeClaim" in v or "ephemeral" in v):
             return "a persistent volume (its topology)"
+    if spec.get("resourceClaims"):
+        # Dynamic resource allocation: which nodes can hold the claimed device is the
+        # DRA driver's to say (ResourceSlices), not something we can read here.
+        return "a resource claim (dynamic resource allocation)"
     for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
         ports = c.get("ports") if isinstance(c, Mapping) else None
         if any(isinstance(p, Mapping) and p.get("hostPort") for p in ports or []):

@@ -67,6 +67,8 @@ def run(p: dict[str, Any], snapshot: Snapshot = WORLD, k: int = 4, seed: int = 0
         (pod(volumes=[{"name": "d", "ephemeral": {}}]), WORLD, 4, "persistent volume"),
         (pod(containers=[{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}]}]),
          WORLD, 4, "hostPort"),
+        (pod(resourceClaims=[{"name": "gpu", "resourceClaimName": "c"}]), WORLD, 4,
+         "resource claim"),
         # Everything the class may use is refused by the scorer (overloaded) ...
         (pod(), world(NODES, load={n.name: 0.99 for n in NODES}), 4, "no node is feasible now"),
         # ... or the pod's own constraints exclude every node the scorer keeps.

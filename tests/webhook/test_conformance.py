@@ -288,3 +288,15 @@ async def test_required_proximity_waits_for_the_device_cache(client, store):
     # Classes without a proximity rule are unaffected.
     _, raw = await post(client, "/filter", {"Pod": pod("anonymiser"), "NodeNames": ["edge1"]})
     assert orjson.loads(raw)["NodeNames"] == ["edge1"]
+
+
+async def test_a_percent_sign_from_the_pod_reaches_the_scheduler_escaped(client):
+    # kube-scheduler formats refusals into its Event: "%%" prints as the pod's "%".
+    status, raw = await post(
+        client, "/filter", {"Pod": pod("50%-sampler"), "Nodes": None, "NodeNames": NAMES}
+    )
+    assert status == 200
+    result = orjson.loads(raw)
+    reasons = [*result["FailedNodes"].values(), *result["FailedAndUnresolvableNodes"].values()]
+    assert len(reasons) == len(NAMES)
+    assert all("'50%%-sampler' is not defined" in r for r in reasons), reasons
