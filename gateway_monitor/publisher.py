@@ -205,8 +205,13 @@ class PublishPlan:
         self._update(device)
 
     def forget(self, device: str) -> None:
-        self.entries.pop(device, None)
-        self._update(device)
+        """The Device is gone: take its entry back like a departure. Dropping it here
+        left it listed on the server until some other device's write, or forever on a
+        quiet gateway (a Device re-created under the same name inherited it)."""
+        entry = self.entries.get(device)
+        if entry is not None:
+            entry.adopted_until = 0.0
+            self.want(device, None)
 
     def reason(self, device: str, now: float) -> Reason | None:
         """Why ``device`` would need a publish at ``now``, ignoring rate limits."""
@@ -293,15 +298,21 @@ class PublishPlan:
         return out
 
     def sent_report(self, listed: Mapping[str, Sighting], now: float) -> None:
-        """The whole report was written with ``listed``: every entry is now published."""
+        """The whole report was written with ``listed``: what it listed is now published.
+
+        What the server got, not what we want now: adverts go on arriving while the
+        write is in flight, and a change among them must still be sent (found in review,
+        2026-12-07: it waited for the 300 s heartbeat)."""
         self.last_write = now
+        for device, held in listed.items():
+            if device not in self.entries:  # dropped in flight (no longer heard, forgotten)
+                self.entries[device] = _Entry(published=held)  # now on the server: taken back
         for device in list(self.entries):
             entry = self.entries[device]
-            if device not in listed:
-                self.sent(device, None, now)
-            elif entry.desired is not None:
-                self.sent(device, entry.desired, now)
-            # else: an adopted entry kept through its grace, unchanged
+            held = listed.get(device)
+            if held is not None and entry.desired is None and now < entry.adopted_until:
+                continue  # an adopted entry kept through its grace, unchanged
+            self.sent(device, held, now)
         if self.live:  # every entry waits for report_interval after this write
             for device in list(self.entries):
                 self._update(device)

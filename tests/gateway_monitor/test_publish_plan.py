@@ -309,3 +309,37 @@ def test_an_adopted_entrys_departure_also_waits_for_report_interval() -> None:
     assert write(plan, 29.5) == [("b", Reason.ARRIVAL)]
     assert plan.due(30.0) == []  # x's grace is over, the gateway wrote 0.5 s ago
     assert write(plan, 31.5) == [("x", Reason.DEPARTURE)]
+
+
+def test_a_change_while_the_write_is_in_flight_is_still_sent() -> None:
+    """The server holds what the write listed, not what we want by the time it returns:
+    a step, an arrival and a departure that came meanwhile are all due after it."""
+    plan = PublishPlan(PublishConfig())
+    plan.set_live(True)
+    plan.want("walker", Sighting(-80, 0.0))
+    plan.want("leaving", Sighting(-60, 0.0))
+    listed = plan.report(0.0)  # the write goes out with these ...
+    plan.want("walker", Sighting(-55, 0.5))  # ... while the walker comes 25 dB closer,
+    plan.want("newcomer", Sighting(-60, 0.5))  # another device arrives
+    plan.want("leaving", None)  # and one is no longer heard
+    plan.sent_report(listed, 1.0)
+    assert plan.entries["walker"].published == Sighting(-80, 0.0)
+    due = dict(plan.due(1.0 + PublishConfig().report_interval))
+    assert due == {"walker": Reason.STEP, "newcomer": Reason.ARRIVAL, "leaving": Reason.DEPARTURE}
+
+
+def test_a_forgotten_device_is_taken_back_from_the_report() -> None:
+    """A Device deleted while heard: its entry leaves the report at the next write (it
+    stayed listed, and a Device re-created under its name inherited it)."""
+    plan = PublishPlan(PublishConfig())
+    plan.set_live(True)
+    plan.want("patient", Sighting(-60, 0.0))
+    plan.sent_report(plan.report(0.0), 0.0)
+    plan.forget("patient")
+    later = PublishConfig().report_interval
+    assert dict(plan.due(later)) == {"patient": Reason.DEPARTURE}
+    assert plan.report(later) == {}
+    plan.sent_report(plan.report(later), later)
+    assert plan.entries == {}
+    plan.forget("never-heard")  # (nothing to take back)
+    assert plan.entries == {}
