@@ -304,9 +304,9 @@ class PublishPlan:
         write is in flight, and a change among them must still be sent (found in review,
         2026-12-07: it waited for the 300 s heartbeat)."""
         self.last_write = now
-        for device, held in listed.items():
+        for device, on_server in listed.items():
             if device not in self.entries:  # dropped in flight (no longer heard, forgotten)
-                self.entries[device] = _Entry(published=held)  # now on the server: taken back
+                self.entries[device] = _Entry(published=on_server)  # so it is taken back
         for device in list(self.entries):
             entry = self.entries[device]
             held = listed.get(device)
