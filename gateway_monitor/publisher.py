@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
 import time
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from cloud4iot.devices import GROUP, REPORT_PLURAL, VERSION, parse_time
+from cloud4iot.devices import GROUP, REPORT_MAX_SIGHTINGS, REPORT_PLURAL, VERSION, parse_time
 from cloud4iot.vocabulary import GATEWAY_LABEL
 from gateway_monitor.kubeapi import http_status
 from gateway_monitor.report import own_sightings, report_body, write_report
@@ -131,6 +132,8 @@ class PublishPlan:
     heartbeat: float = 0.0  # in force: config.heartbeat, or lease_heartbeat (set_live)
     live: bool = False  # our Lease is renewed: lease heartbeat, small steps coalesced
     last_write: float = -math.inf  # of the whole report (small steps ride the next one)
+    max_listed: int = REPORT_MAX_SIGHTINGS  # the CRD's maxItems for status.sightings
+    omitted: int = 0  # devices heard but left out of the last report() (past max_listed)
 
     def __post_init__(self) -> None:
         self.heartbeat = self.heartbeat or self.config.heartbeat
@@ -288,13 +291,23 @@ class PublishPlan:
 
     def report(self, now: float) -> dict[str, Sighting]:
         """Every entry our report lists if we write it at ``now``: what we hear, plus an
-        entry found at start-up while its grace lasts."""
+        entry found at start-up while its grace lasts; the strongest `max_listed` when
+        there are more (`omitted` counts the rest)."""
         out: dict[str, Sighting] = {}
         for device, entry in self.entries.items():
             if entry.desired is not None:
                 out[device] = entry.desired
             elif entry.published is not None and now < entry.adopted_until:
                 out[device] = entry.published
+        self.omitted = max(0, len(out) - self.max_listed)
+        if self.omitted:
+            # The CRD refuses a longer list (422), and a refused write would freeze
+            # the whole report. The weakest are the least likely nearest to us; each
+            # stays due (an arrival) and is listed once it is among the strongest.
+            strongest = heapq.nlargest(
+                self.max_listed, out.items(), key=lambda kv: (kv[1].rssi, kv[0])
+            )
+            out = dict(strongest)
         return out
 
     def sent_report(self, listed: Mapping[str, Sighting], now: float) -> None:
@@ -356,6 +369,7 @@ class Publisher:
         self.wall = wall  # the report's observedAt
         self.reachable = True
         self._failures = 0  # report writes failed in a row
+        self._omitting = False  # the last report left devices out (logged once)
         self._wake = asyncio.Event()
         self._last_send = -float("inf")
         # When `run` wakes by itself next (its timeout; inf = not waiting on one, e.g. a
@@ -445,6 +459,15 @@ class Publisher:
 
     async def _send(self, due: list[tuple[str, Reason]]) -> bool:
         listed = self.plan.report(self.clock())
+        if self.plan.omitted and not self._omitting:
+            log.warning(
+                "GatewayReport %s: %d heard devices beyond the report's %d entries are left"
+                " out (the weakest); not logged again while it lasts",
+                self.node,
+                self.plan.omitted,
+                self.plan.max_listed,
+            )
+        self._omitting = self.plan.omitted > 0
         body = report_body(
             self.node, {d: (s.rssi, s.last_seen) for d, s in listed.items()}, self.wall()
         )

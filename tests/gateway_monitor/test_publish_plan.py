@@ -343,3 +343,20 @@ def test_a_forgotten_device_is_taken_back_from_the_report() -> None:
     assert plan.entries == {}
     plan.forget("never-heard")  # (nothing to take back)
     assert plan.entries == {}
+
+
+def test_a_crowd_past_the_reports_limit_lists_the_strongest() -> None:
+    """The CRD refuses more than maxItems entries, and a refused write would freeze the
+    whole report: the weakest are left out, and listed once they are among the strongest."""
+    plan = PublishPlan(PublishConfig(), max_listed=3)
+    for i, rssi in enumerate([-70, -50, -90, -60, -80]):
+        plan.want(f"tag-{i}", Sighting(rssi, 0.0))
+    listed = plan.report(0.0)
+    assert sorted(listed) == ["tag-0", "tag-1", "tag-3"]
+    assert plan.omitted == 2
+    plan.sent_report(listed, 0.0)
+    plan.want("tag-1", None)  # the strongest leaves: the next one moves up
+    later = PublishConfig().report_interval
+    assert dict(plan.due(later))["tag-4"] is Reason.ARRIVAL
+    assert sorted(plan.report(later)) == ["tag-0", "tag-3", "tag-4"]
+    assert plan.omitted == 1
