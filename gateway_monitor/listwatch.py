@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +18,8 @@ from cloud4iot.devices import GROUP, VERSION
 from gateway_monitor.kubeapi import http_status
 
 log = logging.getLogger(__name__)
+
+SHORT_WATCH = 1.0  # seconds: a watch ending sooner with no event is backed off
 
 
 async def list_watch(
@@ -29,11 +32,13 @@ async def list_watch(
     backoff: Callable[[int], float],
     on_error: Callable[[], None] = lambda: None,
     watch_timeout: int = 300,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Forever: `on_list(items)` after each list, `on_event(type, object)` per watch
     event (ADDED, MODIFIED, DELETED; bookmarks only move the resourceVersion on). `api`
     is the monitor's KubeApi; `what` names the objects in log lines."""
     failures = 0
+    short = 0  # watches in a row that ended at once with nothing in them
     while True:
         try:
             listing = await api.list_cluster_custom_object(GROUP, VERSION, plural)
@@ -41,6 +46,7 @@ async def list_watch(
             version = listing["metadata"]["resourceVersion"]
             failures = 0
             while True:
+                began, events = clock(), 0
                 async for event in api.watch_cluster_custom_object(
                     GROUP,
                     VERSION,
@@ -48,16 +54,28 @@ async def list_watch(
                     resource_version=version,
                     timeout_seconds=watch_timeout,
                 ):
+                    events += 1
                     obj = event.get("object") or {}
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
                     if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
                         on_event(event["type"], obj)
+                # A watch that ended at once and empty (a proxy closing it, a server
+                # answering 200 with nothing) is not renewed at once: that loop made
+                # thousands of requests a second (client-go's "very short watch").
+                if events == 0 and clock() - began < SHORT_WATCH:
+                    short += 1
+                    await asyncio.sleep(backoff(short))
+                else:
+                    short = 0
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             status = http_status(exc)
             if status == 410:  # our resourceVersion was compacted away: list again
                 log.info("%s watch expired; listing again", what)
+                short += 1  # (at once the first time; a 410 on every relist backs off)
+                if short > 1:
+                    await asyncio.sleep(backoff(short - 1))
                 continue
             failures += 1
             on_error()
