@@ -302,7 +302,7 @@ def _healthz(rt: Runtime) -> Answer:
         "registrySynced": rt.registry.synced or rt.settings.dry_run,
         "devicesPresent": rt.tracker.present_count(),
         "apiserverReachable": rt.publisher.reachable if rt.publisher else None,
-        "leaseRenewedAt": rt.lease.renewed_at if rt.lease else None,
+        "leaseRenewedAt": rt.lease.renewed_wall if rt.lease else None,
         "deadTasks": rt.tasks.dead,
         "time": time.time(),
     }

@@ -98,13 +98,19 @@ class LeaseRenewer:
         *,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.api = coordination
         self.node, self.namespace = node, namespace
         self.config = config or LeaseConfig()
         self.wall, self.sleep = wall, sleep
+        # Elapsed time, for `healthy`: monotonic, since a gateway's wall clock steps (NTP
+        # setting a Pi without an RTC: an hour back kept a lapsed Lease "healthy" for an
+        # hour, found in review 2026-12-07). A virtual wall (replay, tests) is both.
+        self.clock = clock or (time.monotonic if wall is time.time else wall)
         self.resource_version: str | None = None  # of our last write; None: read first
-        self.renewed_at: float | None = None  # wall clock of the last successful renewal
+        self.renewed_at: float | None = None  # `clock` at the last successful renewal
+        self.renewed_wall: float | None = None  # its renewTime (wall clock), for /healthz
         self.renewals = 0
         self.failures = 0  # in a row
         self._last_error: str | None = None
@@ -113,7 +119,7 @@ class LeaseRenewer:
     def healthy(self) -> bool:
         """Whether the readers see us alive (renewed within the lease duration)."""
         return self.renewed_at is not None and (
-            self.wall() - self.renewed_at <= self.config.duration
+            self.clock() - self.renewed_at <= self.config.duration
         )
 
     async def run(self) -> None:
@@ -123,7 +129,7 @@ class LeaseRenewer:
 
     async def renew(self) -> bool:
         """One renewal (a create the first time); True when it landed."""
-        now = self.wall()
+        now, began = self.wall(), self.clock()
         try:
             if self.resource_version is None:
                 self.resource_version = await self._current()
@@ -148,7 +154,7 @@ class LeaseRenewer:
             self._failed(f"HTTP {status} {getattr(exc, 'reason', '')}")
             return False
         self.resource_version = resource_version(written)
-        self.renewed_at = now
+        self.renewed_at, self.renewed_wall = began, now
         self.renewals += 1
         if self.failures:
             log.info("Lease %s/%s renewed again", self.namespace, self.node)
