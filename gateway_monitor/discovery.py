@@ -33,6 +33,7 @@ from cloud4iot.devices import (
 )
 from gateway_monitor.listwatch import list_watch
 from gateway_monitor.scanner import Advert
+from gateway_monitor.tracker import clamp_rssi
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,9 @@ class CandidateBook:
 
     def observe(self, address: str, device_class: str, rssi: int, now: float) -> bool:
         """Record an advert; False when the list is full of stronger candidates."""
+        # In the CRD's range, as sightings are: one advert outside it (HCI reports 127
+        # for "not available") made the apiserver refuse the whole candidate list.
+        rssi = clamp_rssi(rssi)
         have = self.entries.get(address)
         if have is not None:
             have.device_class, have.rssi, have.last_seen = device_class, rssi, now

@@ -121,6 +121,16 @@ def test_the_list_is_bounded_keeps_the_strongest_and_expires() -> None:
     assert book.changed
 
 
+def test_a_candidates_rssi_is_in_the_crds_range() -> None:
+    """One advert outside -127..20 dBm (HCI's 127 is "not available") made the apiserver
+    refuse the whole candidate list; it is clamped as sightings are."""
+    book = CandidateBook()
+    book.observe("C0:FF:EE:00:00:01", "hr-strap", 127, 100.0)
+    book.observe("C0:FF:EE:00:00:02", "hr-strap", -300, 100.0)
+    rssi = [c["rssi"] for c in book.body("gw1")["status"]["candidates"]]
+    assert rssi == [20, -127]
+
+
 class FakeApi:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
