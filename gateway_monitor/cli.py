@@ -15,6 +15,7 @@ from cloud4iot.buildinfo import require_extra, version_line
 from cloud4iot.logs import configure, log_flags
 from gateway_monitor import httpserver
 from gateway_monitor.app import MonitorApp, create_app
+from gateway_monitor.kubeapi import KubeApi
 from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.publisher import PublishConfig
 from gateway_monitor.scanner import DutyCycle, ScanMode
@@ -278,6 +279,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = settings_from_args(args)
         app = create_app(settings)  # reads a replay trace: a bad one stops here, in one line
+        if not settings.dry_run:
+            # Where the apiserver is (the kubeconfig, or the pod's environment): a bad
+            # one is one line here, not a traceback out of the running loop.
+            KubeApi.connect(settings.kubeconfig)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"cloud4iot-gateway-monitor: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -87,7 +87,12 @@ def from_kubeconfig(path: Path) -> Endpoint:
     our install write; exec plugins and auth providers are not supported)."""
     import yaml
 
-    doc = yaml.safe_load(path.read_text())
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ValueError(f"{path}: not a kubeconfig: invalid YAML{where}") from None
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: not a kubeconfig")
     base = path.parent

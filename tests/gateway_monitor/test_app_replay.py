@@ -192,3 +192,25 @@ def test_a_bad_replay_trace_stops_the_command_in_one_line(
         assert said in err
         assert "Traceback" not in err
         assert err.count("\n") == 1
+
+
+def test_a_bad_kubeconfig_or_no_pod_environment_stops_the_command_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    not_yaml = tmp_path / "kubeconfig"
+    not_yaml.write_text("clusters: [unclosed\n")
+    (tmp_path / "t.jsonl").write_text("")  # (a trace, so only the apiserver's place is wrong)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    cases = (
+        (["--kubeconfig", str(tmp_path / "absent")], "No such file"),
+        (["--kubeconfig", str(not_yaml)], "kubeconfig"),
+        ([], "not in a pod"),
+    )
+    for extra, said in cases:
+        with pytest.raises(SystemExit) as exited:
+            main(["--node", "gw1", "--replay", str(tmp_path / "t.jsonl"), *extra])
+        assert exited.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cloud4iot-gateway-monitor: ")
+        assert said in err, err
+        assert err.count("\n") == 1
