@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cloud4iot.devices import parse_time
+
 
 @dataclass(frozen=True, slots=True)
 class LeaseFacts:
@@ -48,3 +50,15 @@ def renewed(old: LeaseFacts | None, new: LeaseFacts | None) -> bool:
     """Whether this event shows the gateway alive: a new renewal, or a Lease seen for
     the first time (the reader starting gives every gateway one lease to renew)."""
     return new is not None and (old is None or old.renew_time != new.renew_time)
+
+
+# How far a gateway's clock may run behind ours before its Lease, seen first at our
+# start, counts as lapsed (beyond its duration). Only the first sight uses renewTime.
+START_SKEW = 60.0
+
+
+def lapsed(lease: LeaseFacts) -> bool:
+    """Whether a Lease seen for the first time says, by its own renewTime, that it
+    lapsed long before we read it (unparsable: not lapsed, as before)."""
+    renew = parse_time(lease.renew_time)
+    return renew is not None and lease.observed_at - renew > lease.duration + START_SKEW

@@ -28,14 +28,13 @@ when it is newer.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloud4iot.devices import parse_time
 from cloud4iot.vocabulary import GATEWAY_LABEL
-from extender.state.liveness import LeaseFacts, renewed
+from extender.state.liveness import LeaseFacts, lapsed, renewed
 from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
 
 
@@ -173,21 +172,33 @@ class SightingIndex:
             self._refresh(device)
 
     def observe_lease(self, node: str, old: LeaseFacts | None, new: LeaseFacts | None) -> None:
-        """A gateway's Lease changed: a renewal refreshes every entry of its report."""
+        """A gateway's Lease changed: a renewal refreshes every entry of its report.
+
+        A Lease seen for the first time (our start) counts as a renewal unless its own
+        renewTime says it lapsed long ago: a gateway dead for an hour, its Lease and
+        report left behind, must not vote again at its old RSSI because we restarted
+        (found in review, 2026-12-07). Its clock is trusted only that far: a live
+        gateway whose clock runs that far behind is counted at its next renewal."""
         if new is None:
             self.alive_at.pop(node, None)  # its entries keep their own lastSeen and age
             return
-        if renewed(old, new):
+        if renewed(old, new) and (old is not None or not lapsed(new)):
             self.alive_at[node] = new.observed_at
             self._refresh_gateway(node)
 
     def relisted(self, leases: Mapping[str, LeaseFacts], at: float) -> None:
         """Our view of the Leases resumed (a relist after a watch failure, e.g. an
-        apiserver outage, when no monitor could renew): every gateway with a Lease counts
-        as alive now, so each gets the policy's sighting age to renew before its entries
-        go stale (and stale entries are unknown, never absent)."""
-        for node in leases:
-            if self.alive_at.get(node, -math.inf) < at:
+        apiserver outage, when no monitor could renew): every gateway that was alive
+        when our view broke counts as alive now, so each gets the policy's sighting age
+        to renew before its entries go stale (and stale entries are unknown, never
+        absent). One that had already lapsed then gets no such grace."""
+        before = [t for t in self.alive_at.values() if t < at]  # (not renewed in this list)
+        if not before:
+            return
+        broke = max(before)  # the last renewal we saw: about when our view broke
+        for node, lease in leases.items():
+            held = self.alive_at.get(node)
+            if held is not None and broke - lease.duration <= held < at:
                 self.alive_at[node] = at
                 self._refresh_gateway(node)
 

@@ -199,3 +199,31 @@ def test_a_lease_held_by_another_name_or_never_renewed_is_refused() -> None:
         lease("gw-a", "r1", T, holder="gw-b")
     with pytest.raises(ValueError, match="never renewed"):
         lease("gw-a", "", T)
+
+
+def test_a_gateway_that_lapsed_long_ago_gets_no_grace_at_start_nor_at_a_relist(
+    index: SightingIndex,
+) -> None:
+    """A gateway dead for an hour (its Lease and report left behind) must not vote again
+    at its old RSSI because we started or our Lease watch relisted."""
+    index.set_nodes({n: node(n, True) for n in ("gw-a", "gw-b", "gw-c")})
+    index.observe_report("gw-a", None, report_facts(report("gw-a", {"patient": -45}, at=T)))
+    index.observe_report("gw-b", None, report_facts(report("gw-b", {"patient": -70}, at=T)))
+    index.observe_report("gw-c", None, report_facts(report("gw-c", {"patient": -80}, at=T)))
+    start = T + 3600
+    dead = lease("gw-a", rfc3339(T), start)  # renewed an hour ago, by its own clock
+    live = lease("gw-b", rfc3339(start - 5), start)
+    index.observe_lease("gw-a", None, dead)
+    index.observe_lease("gw-b", None, live)
+    index.relisted({"gw-a": dead, "gw-b": live}, start)
+    assert seen(index, "patient") == {"gw-a": T, "gw-b": start, "gw-c": T}
+    # gw-c was alive for a while, then its monitor died; later our watch breaks and
+    # relists: gw-b (alive when it broke) gets the grace, gw-c and gw-a do not.
+    index.observe_lease("gw-c", None, lease("gw-c", "c1", start + 10))
+    for k in range(1, 30):
+        index.observe_lease("gw-b", live, renewed := lease("gw-b", f"b{k}", start + 10 * k))
+        live = renewed
+    index.relisted(
+        {"gw-a": dead, "gw-b": live, "gw-c": lease("gw-c", "c1", start + 400)}, start + 400
+    )
+    assert seen(index, "patient") == {"gw-a": T, "gw-b": start + 400, "gw-c": start + 10}
