@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from cachetools import LRUCache
 
 from cloud4iot.devices import parse_time
 from extender.state.snapshot import DeviceFacts, Sighting
@@ -28,12 +31,38 @@ def _parse_sighting(node: Any, rssi: Any, last_seen: Any) -> Sighting | None:
 _sighting = functools.lru_cache(maxsize=65536)(_parse_sighting)
 
 
-def device_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> DeviceFacts:
+@dataclass(slots=True)
+class FirstRead:
+    """When we first read each lastSeen that was ahead of our clock (its writer's clock
+    runs ahead), so the same written value is capped at that first read on every later
+    read: capped at each read instead, an unchanged object delivered again (a relist,
+    any Device event, our own status writes) made a silent gateway's entry "seen now",
+    and a gateway gone for good kept the device (found in review, 2026-12-07). One per
+    reflector; bounded (a value forgotten is capped once more when read again)."""
+
+    first: LRUCache[tuple[str, str, str, str], float] = field(
+        default_factory=lambda: LRUCache(maxsize=16384)
+    )
+
+    def cap(self, key: tuple[str, str, str], raw: str, seen: float, observed_at: float) -> float:
+        if seen <= observed_at:
+            return seen
+        k = (*key, raw)
+        first = self.first.get(k)
+        if first is None or observed_at < first:
+            self.first[k] = first = observed_at
+        return first
+
+
+def device_facts(
+    obj: Mapping[str, Any], observed_at: float | None = None, ahead: FirstRead | None = None
+) -> DeviceFacts:
     """Build DeviceFacts from a Device as a JSON dict; malformed sightings are skipped.
 
     `observed_at` (when the watch delivered the object) caps each sighting's
     lastSeen: a gateway whose clock runs ahead must not keep a device "heard"
-    after it left. Raises ValueError when the object has no name.
+    after it left; with `ahead`, at the first read of that value. Raises ValueError
+    when the object has no name.
     """
     meta = obj.get("metadata") or {}
     name = meta.get("name") if isinstance(meta, Mapping) else None
@@ -60,7 +89,17 @@ def device_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> De
             if sighting is None:
                 continue
             if observed_at is not None and sighting.last_seen > observed_at:
-                sighting = Sighting(node=sighting.node, rssi=sighting.rssi, last_seen=observed_at)
+                seen = (
+                    observed_at
+                    if ahead is None
+                    else ahead.cap(
+                        ("device", name, sighting.node),
+                        str(last_seen),
+                        sighting.last_seen,
+                        observed_at,
+                    )
+                )
+                sighting = Sighting(node=sighting.node, rssi=sighting.rssi, last_seen=seen)
             sightings[sighting.node] = sighting
 
     nearest_raw = status.get("nearest")

@@ -20,6 +20,7 @@ every PUBLISH_INTERVAL, so a burst of gateway heartbeats costs a few copies.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import time
@@ -30,7 +31,7 @@ from typing import Any, Generic, NamedTuple, TypeVar
 import orjson
 
 from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL, VERSION
-from extender.state.devices import device_facts
+from extender.state.devices import FirstRead, device_facts
 from extender.state.liveness import LeaseFacts, lease_facts
 from extender.state.reports import ReportFacts, SightingIndex, report_facts
 from extender.state.resources import PodUse, UsageIndex, pod_use
@@ -399,7 +400,8 @@ def cluster_reflectors(
         lambda **kw: custom.list_cluster_custom_object_without_preload_content(
             GROUP, VERSION, PLURAL, **kw
         ),
-        device_facts,  # called with observed_at: lastSeen is capped at when we saw it
+        # called with observed_at: a lastSeen ahead of us is capped at our first read of it
+        functools.partial(device_facts, ahead=FirstRead()),
         devices_published,
         observe=index.observe_device,
     )
@@ -408,7 +410,7 @@ def cluster_reflectors(
         lambda **kw: custom.list_cluster_custom_object_without_preload_content(
             GROUP, VERSION, REPORT_PLURAL, **kw
         ),
-        report_facts,
+        functools.partial(report_facts, ahead=FirstRead()),
         devices_published,
         observe=index.observe_report,
     )

@@ -34,6 +34,7 @@ from typing import Any
 
 from cloud4iot.devices import parse_time
 from cloud4iot.vocabulary import GATEWAY_LABEL
+from extender.state.devices import FirstRead
 from extender.state.liveness import LeaseFacts, lapsed, renewed
 from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
 
@@ -58,11 +59,14 @@ class ReportFacts:
     candidates: tuple[Candidate, ...] = ()
 
 
-def report_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> ReportFacts:
+def report_facts(
+    obj: Mapping[str, Any], observed_at: float | None = None, ahead: FirstRead | None = None
+) -> ReportFacts:
     """Facts of a GatewayReport as a JSON dict; malformed entries are skipped.
 
     `observed_at` caps each lastSeen, as for Devices: a gateway whose clock runs
-    ahead must not keep a device "heard" after it left. ValueError without a name.
+    ahead must not keep a device "heard" after it left; with `ahead`, at the first
+    read of that value (`FirstRead`). ValueError without a name.
     """
     meta = obj.get("metadata")
     node = meta.get("name") if isinstance(meta, Mapping) else None
@@ -82,16 +86,24 @@ def report_facts(obj: Mapping[str, Any], observed_at: float | None = None) -> Re
             and not isinstance(rssi, bool)
             and seen is not None
         ):
-            if observed_at is not None:
-                seen = min(seen, observed_at)
+            if observed_at is not None and seen > observed_at:
+                seen = (
+                    observed_at
+                    if ahead is None
+                    else ahead.cap(
+                        ("report", node, device), str(entry["lastSeen"]), seen, observed_at
+                    )
+                )
             sightings[device] = Sighting(node=node, rssi=float(rssi), last_seen=seen, reported=True)
     raw = status.get("candidates") if isinstance(status, Mapping) else None
     return ReportFacts(
-        node=node, sightings=sightings, candidates=_candidates(node, raw, observed_at)
+        node=node, sightings=sightings, candidates=_candidates(node, raw, observed_at, ahead)
     )
 
 
-def _candidates(node: str, entries: Any, observed_at: float | None) -> tuple[Candidate, ...]:
+def _candidates(
+    node: str, entries: Any, observed_at: float | None, ahead: FirstRead | None
+) -> tuple[Candidate, ...]:
     out: list[Candidate] = []
     for entry in entries if isinstance(entries, list) else []:
         if not isinstance(entry, Mapping):
@@ -105,8 +117,14 @@ def _candidates(node: str, entries: Any, observed_at: float | None) -> tuple[Can
             and not isinstance(rssi, bool)
             and seen is not None
         ):
-            if observed_at is not None:
-                seen = min(seen, observed_at)
+            if observed_at is not None and seen > observed_at:
+                seen = (
+                    observed_at
+                    if ahead is None
+                    else ahead.cap(
+                        ("candidate", node, address), str(entry["lastSeen"]), seen, observed_at
+                    )
+                )
             out.append(Candidate(node, address.upper(), cls, rssi, seen))
     return tuple(out)
 

@@ -8,7 +8,7 @@ import pytest
 
 from cloud4iot.devices import rfc3339
 from cloud4iot.vocabulary import GATEWAY_LABEL, TIER_LABEL
-from extender.state.devices import device_facts
+from extender.state.devices import FirstRead, device_facts
 from extender.state.liveness import LeaseFacts, lease_facts
 from extender.state.reports import SightingIndex, report_facts
 from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
@@ -88,6 +88,36 @@ def test_a_device_created_after_the_report_gets_its_sightings(index: SightingInd
 def test_a_future_last_seen_is_capped_at_observation() -> None:
     facts = report_facts(report("gw-a", {"patient": -60}, at=T + 3600), observed_at=T)
     assert facts.sightings["patient"] == Sighting("gw-a", -60.0, T, reported=True)
+
+
+def test_a_future_last_seen_is_capped_at_its_first_read_not_at_every_read() -> None:
+    """An unchanged object delivered again (a relist; for a Device, any event, our own
+    status writes among them) must not make a silent gateway's entry "seen now"."""
+    ahead = FirstRead()
+    obj = report("gw-a", {"patient": -60}, at=T + 86400)  # a gateway a day ahead, then silent
+    obj["status"]["candidates"] = [
+        {
+            "address": "c4:00:00:00:00:01",
+            "deviceClass": "hr",
+            "rssi": -55,
+            "lastSeen": rfc3339(T + 86400),
+        }
+    ]
+    for read_at in (T, T + 600, T + 3600):
+        facts = report_facts(obj, observed_at=read_at, ahead=ahead)
+        assert facts.sightings["patient"].last_seen == T
+        assert facts.candidates[0].last_seen == T
+    newer = report("gw-a", {"patient": -60}, at=T + 86500)  # a new write: its own first read
+    assert report_facts(newer, T + 700, ahead).sightings["patient"].last_seen == T + 700
+    assert report_facts(obj, T + 800).sightings["patient"].last_seen == T + 800  # (no memo)
+    legacy = {
+        "metadata": {"name": "patient"},
+        "status": {"sightings": [{"node": "gw-a", "rssi": -50, "lastSeen": rfc3339(T + 86400)}]},
+    }
+    assert device_facts(legacy, T, ahead).sightings["gw-a"].last_seen == T
+    assert device_facts(legacy, T + 600, ahead).sightings["gw-a"].last_seen == T
+    past = report("gw-a", {"patient": -60}, at=T - 5)  # (a lastSeen behind us is as written)
+    assert report_facts(past, T, ahead).sightings["patient"].last_seen == T - 5
 
 
 def test_malformed_entries_are_skipped_and_a_nameless_report_refused() -> None:
