@@ -77,11 +77,19 @@ class NearestState:
     # rule "evidence": each fresh rival's summed advantage over the incumbent since the
     # sum above began (dB x s, never below zero): where the device goes when it moves.
     lead: tuple[tuple[str, float], ...] = ()
+    # The incumbent left (no longer listed, silent past the sighting age, excluded)
+    # while others hear the device: since when the others are gathered for arrivalWait,
+    # the previous decision held meanwhile.
+    gathering_since: float | None = None
 
     @property
     def pending(self) -> bool:
         """Whether time alone may change this decision (the writer re-decides it each tick)."""
-        return self.challenger is not None or self.arrival_voters is not None
+        return (
+            self.challenger is not None
+            or self.arrival_voters is not None
+            or self.gathering_since is not None
+        )
 
 
 # Longest gap between two decisions that counts as evidence: the writer decides a
@@ -111,11 +119,22 @@ def decide_nearest(
                 return _calm(prev)
             return NearestState(node=None)
         # Gather for arrivalWait (pending: the writer decides it again each tick).
-        heard_since = prev.since if prev.node is None and prev.since is not None else now
-        if now - heard_since < rules.arrival_wait:
-            return NearestState(node=None, since=heard_since, arrival_voters=frozenset(fresh))
+        if prev.node is not None:
+            # A handover by departure: not a newly heard device, so the previous
+            # decision holds while the others are gathered. Deciding "nowhere" first
+            # removed status.nearest for a second on every such handover: two writes,
+            # and no settle hold in between (found in review, 2026-12-07).
+            gathering = prev.gathering_since if prev.gathering_since is not None else now
+            if now - gathering < rules.arrival_wait:
+                return NearestState(node=prev.node, since=prev.since, gathering_since=gathering)
+        else:
+            heard_since = prev.since if prev.since is not None else now
+            if now - heard_since < rules.arrival_wait:
+                return NearestState(node=None, since=heard_since, arrival_voters=frozenset(fresh))
         strongest = max(fresh.values(), key=lambda s: (s.rssi, s.node))
         return NearestState(node=strongest.node, since=now, arrival_voters=frozenset(fresh))
+    if prev.gathering_since is not None:
+        prev = replace(prev, gathering_since=None)  # the incumbent is back: no handover
 
     rivals = [s for n, s in fresh.items() if n != prev.node]
     best = max(rivals, key=lambda s: (s.rssi, s.node), default=None)

@@ -356,3 +356,24 @@ def test_settle_ending_with_nothing_fresh_keeps_the_pick():
     kept = decide_nearest(picked, sighting, late, DEFAULT)
     assert kept.node == "gw-a"
     assert not kept.pending  # settled: no longer corrected without evidence
+
+
+def test_a_handover_by_departure_holds_the_decision_while_gathering():
+    """The incumbent stops listing the device while another gateway hears it: the
+    previous decision holds for arrivalWait, then the strongest takes over. Deciding
+    "nowhere" first removed status.nearest for a second on every such handover."""
+    prev = NearestState(node="gw-a", since=0.0)
+    heard = {"gw-b": Sighting("gw-b", -62.0, 100.0), "gw-c": Sighting("gw-c", -70.0, 100.0)}
+    held = decide_nearest(prev, heard, 100.0, SHIPPED)
+    assert (held.node, held.since, held.gathering_since) == ("gw-a", 0.0, 100.0)
+    assert held.pending
+    still = decide_nearest(held, heard, 100.9, SHIPPED)
+    assert (still.node, still.gathering_since) == ("gw-a", 100.0)
+    moved = decide_nearest(still, heard, 101.0, SHIPPED)
+    assert (moved.node, moved.since, moved.gathering_since) == ("gw-b", 101.0, None)
+    # The incumbent listed again within the wait: no handover, nothing pending.
+    back = heard | {"gw-a": Sighting("gw-a", -60.0, 100.5)}
+    kept = decide_nearest(held, back, 100.5, SHIPPED)
+    assert (kept.node, kept.gathering_since, kept.pending) == ("gw-a", None, False)
+    # Without a wait (arrivalWait 0) the strongest takes over at once, as before.
+    assert decide_nearest(prev, heard, 100.0, DEFAULT).node == "gw-b"
