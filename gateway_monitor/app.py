@@ -124,7 +124,7 @@ async def _record(rt: Runtime, recorder: Recorder) -> None:
     while True:
         await asyncio.sleep(FLUSH_INTERVAL)
         try:
-            await asyncio.to_thread(recorder.flush)
+            await asyncio.to_thread(recorder.write, recorder.take())
             failing = False
         except OSError as exc:
             rt.metrics.errors.labels("recorder").inc()
@@ -275,7 +275,7 @@ async def _monitor_ctx(rt: Runtime) -> AsyncIterator[None]:
         await rt.tasks.stop()
         if rt.recorder is not None:
             try:
-                await asyncio.to_thread(rt.recorder.flush)
+                await asyncio.to_thread(rt.recorder.write, rt.recorder.take())
             except OSError as exc:
                 log.warning("cannot write the recording %s: %s", rt.recorder.path, exc)
         if rt.publisher is not None:

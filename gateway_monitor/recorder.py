@@ -47,10 +47,20 @@ class Recorder:
             return
         self.pending.append(TraceRecord(t=t, address=address, rssi=rssi).to_json() + "\n")
 
-    def flush(self) -> int:
-        """Write what is queued, rotating first when the file would grow past the bound.
-        Blocking: run it in a thread. Returns the lines written."""
+    def take(self) -> list[str]:
+        """What is queued, for `write`: on the event loop, as `add` is. Swapped in a
+        thread instead, an `add` between its read of `pending` and its append put the
+        line in a list nobody read again (found in review, 2026-12-07)."""
         lines, self.pending = self.pending, []
+        return lines
+
+    def flush(self) -> int:
+        """`take` and `write` at once (a caller with no event loop)."""
+        return self.write(self.take())
+
+    def write(self, lines: list[str]) -> int:
+        """Write `lines`, rotating first when the file would grow past the bound.
+        Blocking: run it in a thread. Returns the lines written."""
         if not lines:
             return 0
         data = "".join(lines).encode()

@@ -93,3 +93,28 @@ async def test_two_recorded_gateways_replay_to_one_handover(tmp_path: Path) -> N
     assert proc.returncode == 0
     doc = json.loads(out)
     assert doc["devices"]["patient-1"]["policy"]["changes"] == 1
+
+
+async def test_no_line_is_lost_while_a_write_runs_in_its_thread(tmp_path: Path) -> None:
+    """The live loop's way: `take` on the event loop, `write` in a thread, with adverts
+    added meanwhile. (The list used to be swapped in the thread: an `add` racing it put
+    its line in a list nobody read again.)"""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # thread switches as often as a busy gateway's
+    try:
+        rec = Recorder(tmp_path / "gw.jsonl")
+        added = 0
+        for _ in range(20):
+            writing = asyncio.create_task(asyncio.to_thread(rec.write, rec.take()))
+            while not writing.done():
+                for _ in range(200):
+                    rec.add(1_700_000_000 + added * 0.001, "C0:FF:EE:00:00:01", -60)
+                    added += 1
+                await asyncio.sleep(0)
+            await writing
+        rec.flush()
+    finally:
+        sys.setswitchinterval(previous)
+    on_disk = sum(1 for _ in (tmp_path / "gw.jsonl").open())
+    assert added > 4000
+    assert (on_disk, rec.dropped) == (added, 0)
