@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from gateway_monitor.lease import LeaseConfig
 from gateway_monitor.publisher import PublishConfig
@@ -99,6 +100,12 @@ def policy_offset(path: Path, node: str) -> float | None:
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise ValueError(f"{path}:{where} not YAML: {problem}") from None
+    twice = _duplicate_key(yaml.compose(text))
+    if twice is not None:
+        # The extender refuses such a file ("key appears twice"): applying the last
+        # of the duplicates here would calibrate by a policy nobody accepted.
+        key, line = twice
+        raise ValueError(f"{path}: line {line}: key {key!r} appears twice")
     entry: object = doc
     field_path = "the document"
     for key in ("spec", "gateways", node):
@@ -125,6 +132,26 @@ def policy_offset(path: Path, node: str) -> float | None:
     if not -OFFSET_LIMIT <= value <= OFFSET_LIMIT:  # NaN fails this too
         raise ValueError(f"{where} = {value} is outside -40..40 dB")
     return float(value)
+
+
+def _duplicate_key(node: Any) -> tuple[str, int] | None:
+    """The first mapping key written twice in a composed YAML document, and its line."""
+    import yaml
+
+    todo = [node]
+    while todo:
+        current = todo.pop()
+        if isinstance(current, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in current.value:
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    if key.value in seen:
+                        return key.value, key.start_mark.line + 1
+                    seen.add(key.value)
+                todo.append(value)
+        elif isinstance(current, yaml.SequenceNode):
+            todo.extend(current.value)
+    return None
 
 
 def _kind(value: object) -> str:

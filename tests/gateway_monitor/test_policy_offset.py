@@ -113,6 +113,12 @@ async def test_explicit_offset_wins_over_the_policy(tmp_path: Path) -> None:
         ("spec: {gateways: {gw1: {rssiOffset: true}}}\n", r"rssiOffset must be a number"),
         ("spec: {gateways: {gw1: {rssiOffset: .nan}}}\n", r"rssiOffset = nan is outside"),
         ("spec: {gateways: {gw1: {rssiOffset: -40.5}}}\n", r"rssiOffset = -40.5 is outside"),
+        # The extender refuses a file with a key twice: its offset must not apply here.
+        (
+            "spec:\n  gateways:\n    gw1: {rssiOffset: 3}\n    gw1: {rssiOffset: 12}\n",
+            r"line 4: key 'gw1' appears twice",
+        ),
+        ("spec: {gateways: {gw1: {rssiOffset: 3, rssiOffset: 12}}}\n", r"'rssiOffset' appears"),
     ],
 )
 def test_policy_offset_garbage_is_a_clear_error(tmp_path: Path, text: str, error: str) -> None:
