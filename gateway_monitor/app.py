@@ -201,11 +201,9 @@ async def _monitor_ctx(rt: Runtime) -> AsyncIterator[None]:
             settings.lease,
         )
 
-        def on_result(device: str, reason: Reason | None, ok: bool) -> None:
-            if ok:
-                metrics.publishes.labels(reason.value if reason else "unknown", "ok").inc()
-            else:
-                metrics.publishes.labels(reason.value if reason else "retry", "failed").inc()
+        def on_result(reason: Reason, ok: bool) -> None:
+            metrics.publishes.labels(reason.value, "ok" if ok else "failed").inc()
+            if not ok:
                 metrics.errors.labels("publisher").inc()
 
         lease = rt.lease

@@ -33,7 +33,7 @@ class Metrics:
         )
         self.publishes = Counter(
             f"{PREFIX}_publishes",
-            "Writes of this gateway's report, by reason and outcome",
+            "Writes of this gateway's report, by the most urgent reason it carried and outcome",
             ["reason", "outcome"],
             registry=r,
         )

@@ -336,7 +336,16 @@ class PublishPlan:
         return [d for d, e in self.entries.items() if e.published is not None or e.uncertain]
 
 
-PublishHook = Callable[[str, Reason | None, bool], None]  # device, reason, ok
+# One report write: the most urgent reason among the entries it carried, and whether it
+# landed (a write carries every due entry: counting per entry inflated the write rate).
+PublishHook = Callable[[Reason, bool], None]
+_URGENCY = (Reason.ARRIVAL, Reason.DEPARTURE, Reason.STEP, Reason.HEARTBEAT)
+
+
+def primary_reason(due: list[tuple[str, Reason]]) -> Reason:
+    """The most urgent reason of a write's due entries (arrival first)."""
+    reasons = {why for _, why in due}
+    return next((r for r in _URGENCY if r in reasons), Reason.HEARTBEAT)
 
 
 class Publisher:
@@ -502,8 +511,7 @@ class Publisher:
         self.reachable = True
         self._failures = 0
         self.plan.sent_report(listed, self.clock())
-        for device, why in due:
-            self.on_result(device, why, True)
+        self.on_result(primary_reason(due), True)
         return True
 
     def _fail(
@@ -511,8 +519,7 @@ class Publisher:
     ) -> None:
         """The report was not written: every entry waits for the next try (backed off)."""
         now = self.clock()
-        for device, _ in due:
-            self.on_result(device, None, False)
+        self.on_result(primary_reason(due), False)
         self._failures += 1
         delay = self.backoff(self._failures)
         if server_down:

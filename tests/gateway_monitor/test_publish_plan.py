@@ -360,3 +360,40 @@ def test_a_crowd_past_the_reports_limit_lists_the_strongest() -> None:
     assert dict(plan.due(later))["tag-4"] is Reason.ARRIVAL
     assert sorted(plan.report(later)) == ["tag-0", "tag-3", "tag-4"]
     assert plan.omitted == 1
+
+
+async def test_each_report_write_is_one_result_with_its_most_urgent_reason() -> None:
+    """publishes_total counts writes: one write carrying 50 arrivals is one, not 50."""
+    from gateway_monitor.kubeapi import ApiError
+    from gateway_monitor.publisher import Publisher
+
+    class Api:
+        fail = False
+
+        async def patch_cluster_custom_object_status(self, *args: object, **kw: object) -> None:
+            if self.fail:
+                raise ApiError(500, "Internal Server Error")
+
+    results: list[tuple[Reason, bool]] = []
+    now = [0.0]
+    api = Api()
+    pub = Publisher(
+        api,
+        "gw1",
+        PublishPlan(PublishConfig()),
+        backoff=lambda n: 1.0,
+        on_result=lambda why, ok: results.append((why, ok)),
+        clock=lambda: now[0],
+        wall=lambda: 1e9 + now[0],
+        liveness=lambda: True,
+    )
+    for i in range(50):
+        pub.update(f"tag-{i}", Sighting(-70, 1e9))
+    await pub.flush()
+    assert results == [(Reason.ARRIVAL, True)]
+    api.fail = True
+    pub.update("tag-0", Sighting(-50, 1e9))  # a 20 dB step ...
+    pub.update("tag-1", None)  # ... and a departure, in one refused write
+    now[0] = 5.0
+    await pub.flush()
+    assert results[1:] == [(Reason.DEPARTURE, False)]
