@@ -216,7 +216,7 @@ class Gateways:
             lease = LeaseRenewer(CoordinationV1Api(api_client), g.name, GATEWAY_NAMESPACE)
             name = g.name
 
-            def on_result(device: str, reason: Any, ok: bool, name: str = name) -> None:
+            def on_result(reason: Any, ok: bool, name: str = name) -> None:
                 if not ok:
                     self.write_fail[name] += 1
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,8 @@ from gateway_monitor.tracker import Tracker
 
 log = logging.getLogger(__name__)
 
+DRY_RUN_KEEP = 1000  # the last reports a dry run keeps in memory
+
 
 @dataclass(slots=True)
 class Runtime:
@@ -62,25 +65,36 @@ class Runtime:
     recorder: Recorder | None = None
     publisher: Publisher | None = None
     lease: LeaseRenewer | None = None
-    dry_run_log: list[dict[str, Any]] = field(default_factory=list)
+    dry_run_log: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=DRY_RUN_KEEP))
     tasks: Supervisor = field(default_factory=Supervisor)
     scanner_errors_counted: int = 0
 
 
 class DryRunSink:
-    """Stands in for the publisher without an apiserver: records each report it would
-    apply (every device heard at that moment), one per change."""
+    """Stands in for the publisher without an apiserver: logs each report it would
+    write (every device heard at that moment) when what it lists changes, and keeps
+    the last DRY_RUN_KEEP. (It kept one per advert, forever, and logged none.)"""
 
-    def __init__(self, node: str, out: list[dict[str, Any]]) -> None:
+    def __init__(self, node: str, out: deque[dict[str, Any]]) -> None:
         self.node, self.out = node, out
         self.heard: dict[str, tuple[int, float]] = {}
+        self._listed: dict[str, int] | None = None  # device -> rssi of the last report
 
     def update(self, device: str, sighting: Sighting | None) -> None:
         if sighting is None:
             self.heard.pop(device, None)
         else:
             self.heard[device] = (sighting.rssi, sighting.last_seen)
+        listed = {d: rssi for d, (rssi, _) in self.heard.items()}
+        if listed == self._listed:
+            return  # only lastSeen moved
+        self._listed = listed
         self.out.append(report_body(self.node, self.heard, time.time()))
+        log.info(
+            "dry run: report %s would list %s",
+            self.node,
+            ", ".join(f"{d} {r} dBm" for d, r in sorted(listed.items())) or "nothing",
+        )
 
     def adopt(self, device: str, sighting: Sighting) -> None:
         pass

@@ -60,7 +60,7 @@ def _identity_flags(p: argparse.ArgumentParser) -> None:
         default=os.environ.get("KUBECONFIG") or None,
         help="kubeconfig; default in-cluster service account (env KUBECONFIG)",
     )
-    g.add_argument("--dry-run", action="store_true", help="no apiserver: log the applies instead")
+    g.add_argument("--dry-run", action="store_true", help="no apiserver: log the reports instead")
     g.add_argument(
         "--device",
         type=_device,

@@ -201,7 +201,7 @@ def test_a_bad_kubeconfig_or_no_pod_environment_stops_the_command_in_one_line(
     not_yaml.write_text("clusters: [unclosed\n")
     (tmp_path / "t.jsonl").write_text("")  # (a trace, so only the apiserver's place is wrong)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    cases = (
+    cases: tuple[tuple[list[str], str], ...] = (
         (["--kubeconfig", str(tmp_path / "absent")], "No such file"),
         (["--kubeconfig", str(not_yaml)], "kubeconfig"),
         ([], "not in a pod"),
@@ -214,3 +214,31 @@ def test_a_bad_kubeconfig_or_no_pod_environment_stops_the_command_in_one_line(
         assert err.startswith("cloud4iot-gateway-monitor: ")
         assert said in err, err
         assert err.count("\n") == 1
+
+
+def test_a_dry_run_logs_each_changed_report_and_keeps_a_bounded_few(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from collections import deque
+
+    from gateway_monitor.app import DRY_RUN_KEEP, DryRunSink
+    from gateway_monitor.publisher import Sighting
+
+    out: deque[dict[str, object]] = deque(maxlen=DRY_RUN_KEEP)
+    sink = DryRunSink("gw1", out)
+    with caplog.at_level("INFO", logger="gateway_monitor.app"):
+        for t in range(100):  # one advert a second, the smoothed value unchanged
+            sink.update("patient-1", Sighting(-60, 1e9 + t))
+        sink.update("patient-1", Sighting(-52, 1e9 + 100))
+        sink.update("patient-1", None)
+    assert len(out) == 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "dry run: report gw1 would list patient-1 -60 dBm",
+        "dry run: report gw1 would list patient-1 -52 dBm",
+        "dry run: report gw1 would list nothing",
+    ]
+    for rssi in range(-127, 20):  # a busy dry run: memory stays bounded
+        for d in range(10):
+            sink.update(f"d{d}", Sighting(rssi, 1e9))
+    assert len(out) == DRY_RUN_KEEP

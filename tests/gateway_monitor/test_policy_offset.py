@@ -57,7 +57,7 @@ async def test_policy_reload_recalibrates_the_running_monitor(tmp_path: Path) ->
         await asyncio.sleep(1.0)  # 20 s of trace: plenty of adverts
         assert rt.tracker.config.offset == -30.0
         assert rt.tracker.present_count() == 0
-        assert rt.dry_run_log == []
+        assert not rt.dry_run_log
 
         policy.write_text(POLICY.format(offset=0))
         stat = policy.stat()
