@@ -282,16 +282,27 @@ class KubeApi:
         data: bytes | None,
         content_type: str,
     ) -> tuple[_Response, bytes]:
-        # A kept-alive connection the server closed meanwhile fails on first use: one
-        # more try on a fresh connection (only then; never a second attempt at a write
-        # the server may have received).
-        reused = bool(self._idle)
-        conn = self._idle.pop() if reused else await self._open()
+        # A kept-alive connection the server closed meanwhile: left out when its close
+        # has arrived (at EOF), else it fails on first use, and then a read is tried
+        # once more on a fresh connection. A write is not: the server may have got it
+        # before the connection dropped, and a second POST or PUT then answers 409 for
+        # what was done (found in review, 2026-12-07); the caller's own retry reads
+        # the object again.
+        conn: _Conn | None = None
+        while self._idle and conn is None:
+            idle = self._idle.pop()
+            if idle.reader.at_eof() or idle.writer.is_closing():
+                idle.close()
+            else:
+                conn = idle
+        reused = conn is not None
+        if conn is None:
+            conn = await self._open()
         try:
             resp = await self._send(conn, method, path, query, data, content_type)
         except (ConnectionError, asyncio.IncompleteReadError):
             conn.close()
-            if not reused:
+            if not reused or method != "GET":
                 raise
             conn = await self._open()
             resp = await self._send(conn, method, path, query, data, content_type)
