@@ -7,9 +7,10 @@ registered Devices are recorded (strangers are never tracked, so never written).
 
 Bounded: when FILE would pass ``max_bytes`` it is renamed FILE.1 (replacing an older
 FILE.1) and a new FILE started, so a recorder left on holds at most twice
-``max_bytes``. The event loop never writes: adverts are queued (at most
-``max_pending`` lines, the excess dropped and counted) and a task flushes them in a
-thread every second.
+``max_bytes`` (a flush larger than the room left is split across the rotation). The
+event loop never writes: adverts are queued (at most ``max_pending`` lines, the excess
+dropped and counted) and a task takes them on the loop and writes them in a thread
+every second.
 """
 
 from __future__ import annotations
@@ -59,20 +60,36 @@ class Recorder:
         return self.write(self.take())
 
     def write(self, lines: list[str]) -> int:
-        """Write `lines`, rotating first when the file would grow past the bound.
+        """Write `lines`, rotating whenever the file would grow past the bound (a batch
+        larger than the room left is split: FILE never holds more than max_bytes).
         Blocking: run it in a thread. Returns the lines written."""
         if not lines:
             return 0
-        data = "".join(lines).encode()
         try:
             size = self.path.stat().st_size
         except FileNotFoundError:
             size = 0
-        if size and size + len(data) > self.max_bytes:
+        chunk: list[bytes] = []
+        chunk_bytes = 0
+        for line in lines:
+            data = line.encode()
+            if size + chunk_bytes + len(data) > self.max_bytes and (size or chunk):
+                self._append(chunk)
+                self._rotate()
+                size, chunk, chunk_bytes = 0, [], 0
+            chunk.append(data)
+            chunk_bytes += len(data)
+        self._append(chunk)
+        self.written += len(lines)
+        return len(lines)
+
+    def _append(self, chunk: list[bytes]) -> None:
+        if chunk:
+            with self.path.open("ab") as fh:
+                fh.write(b"".join(chunk))
+
+    def _rotate(self) -> None:
+        if self.path.exists():
             os.replace(self.path, self.path.with_name(self.path.name + ".1"))
             self.rotations += 1
             log.info("recording rotated: %s -> %s.1", self.path, self.path.name)
-        with self.path.open("ab") as fh:
-            fh.write(data)
-        self.written += len(lines)
-        return len(lines)

@@ -118,3 +118,20 @@ async def test_no_line_is_lost_while_a_write_runs_in_its_thread(tmp_path: Path) 
     on_disk = sum(1 for _ in (tmp_path / "gw.jsonl").open())
     assert added > 4000
     assert (on_disk, rec.dropped) == (added, 0)
+
+
+def test_a_flush_larger_than_the_bound_is_split_across_the_rotation(tmp_path: Path) -> None:
+    """FILE never holds more than max_bytes, even when one second of adverts is larger."""
+    rec = Recorder(tmp_path / "gw.jsonl", max_bytes=1024)
+    for i in range(40):  # ~60 bytes a line: ~2,400 bytes in one flush
+        rec.add(1_700_000_000 + i, ADDR, -60)
+    assert rec.flush() == 40
+    sizes = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
+    assert set(sizes) == {"gw.jsonl", "gw.jsonl.1"}
+    assert max(sizes.values()) <= 1024
+    assert rec.rotations == 2  # (the first part went to FILE.1 and was replaced)
+    lines = (tmp_path / "gw.jsonl.1").read_text().splitlines()
+    lines += (tmp_path / "gw.jsonl").read_text().splitlines()
+    assert [json.loads(line)["t"] for line in lines] == sorted(
+        json.loads(line)["t"] for line in lines
+    )
