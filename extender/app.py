@@ -222,6 +222,7 @@ async def _kube_state(app: web.Application) -> AsyncIterator[None]:
             discovered=discovered,
             core=core,
             policy=rt.policy,
+            alive=cluster.sightings.alive_at,
         )
         leader = rt.metrics.leader
         rt.metrics.nearest_lag.set_function(writer.lag)

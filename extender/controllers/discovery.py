@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cloud4iot.deviceclass import CLASS_PLURAL, DELETE, DeviceClass, parse_class
@@ -103,6 +103,9 @@ class DiscoveryController:
     # The policy's sightingMaxAge: a sighting still reported and younger than it is
     # "heard" now, as the scorer counts it (None: only lastSeen counts).
     policy: PolicyStore | None = None
+    # Each gateway's last renewal we saw (SightingIndex.alive_at, kept current by the
+    # Lease watch); None: candidates are judged by their own lastSeen alone.
+    alive: Mapping[str, float] | None = None
     interval: float = PASS
     clock: Callable[[], float] = time.time
     last_heard: dict[str, float] = field(default_factory=dict)
@@ -171,8 +174,18 @@ class DiscoveryController:
         uids = {d.uid for d in discovered.values()}
         self.placed &= uids
         self.stowed &= uids
+        # A listed candidate of a gateway alive now counts as heard now, as sightings do
+        # (the monitor lists only what it heard within its 30 s TTL): its own lastSeen
+        # is the gateway's clock, and one running a minute behind had nothing ever
+        # discovered (found in review, 2026-12-07). A gateway not alive: its lastSeen.
+        alive = self.alive or {}
         candidates = [
-            c for node, r in self.reports.facts.items() if node in gateways for c in r.candidates
+            c
+            if (seen := alive.get(node, c.last_seen)) <= c.last_seen
+            else replace(c, last_seen=seen)
+            for node, r in self.reports.facts.items()
+            if node in gateways
+            for c in r.candidates
         ]
         registered = [d.address for d in snapshot.devices.values() if d.address]
         plan = plan_discovery(classes, candidates, registered, discovered, self.last_heard, now)

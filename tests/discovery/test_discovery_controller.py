@@ -76,3 +76,35 @@ async def test_forgotten_devices_leave_nothing_behind_in_the_term() -> None:
         await ctl.step(T)
     assert api.calls.count("delete_cluster_custom_object") == 20
     assert (ctl.placed, ctl.stowed, ctl.last_heard) == (set(), set(), {})
+
+
+async def test_a_candidate_of_a_live_gateway_with_a_clock_behind_is_discovered() -> None:
+    """The candidate's lastSeen is the gateway's clock; while the gateway's Lease is
+    renewed (alive_at, our clock) a listed candidate counts as heard now."""
+    from extender.state.reports import Candidate, ReportFacts
+
+    cls = DeviceClass(name="hr", uid="c", filter=Filter())
+    gw = NodeFacts("gw-a", "gateway", "arm64", {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"})
+    behind = T - 120  # heard just now, stamped two minutes early by the gateway's clock
+    candidate = Candidate("gw-a", "C4:00:00:00:00:01", "hr", -55, behind)
+    reports = Ns(facts={"gw-a": ReportFacts("gw-a", {}, (candidate,))}, synced=True)
+
+    async def creates(alive: dict[str, float] | None) -> int:
+        store, api = StateStore(), Api()
+        store.snapshot = Snapshot(nodes={"gw-a": gw}, nodes_synced=True, devices_synced=True)
+        ctl = DiscoveryController(
+            custom=api,
+            apps=api,
+            store=store,
+            reports=reports,  # type: ignore[arg-type]
+            classes=Ns(facts={"hr": cls}, synced=True),  # type: ignore[arg-type]
+            discovered=Ns(facts={}, synced=True),  # type: ignore[arg-type]
+            alive=alive,
+            clock=lambda: T,
+        )
+        await ctl.step(T)
+        return api.calls.count("create_cluster_custom_object")
+
+    assert await creates({"gw-a": T - 3}) == 1  # its Lease renewed 3 s ago
+    assert await creates(None) == 0  # by the gateway's clock alone: 120 s old
+    assert await creates({"gw-a": T - 600}) == 0  # a gateway silent for 10 minutes
