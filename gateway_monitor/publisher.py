@@ -56,8 +56,12 @@ class PublishConfig:
     # Lease cannot be renewed): refresh lastSeen well inside sightingMaxAge (30 s).
     heartbeat: float = 10.0
     # With our Lease renewed, readers count our entries fresh while it is: the report is
-    # rewritten only on change, plus this safety refresh (KEP-589's 5 min for Nodes).
-    lease_heartbeat: float = 300.0
+    # rewritten only on change, plus this safety refresh. 60 s, not KEP-589's 5 min for
+    # Nodes: a report deleted and re-created empty (its node relabelled, an admin) while
+    # nothing is due makes a live gateway's devices "away" until it (found in review,
+    # 2026-12-07: with 300 s, `whenDeviceAway: park` parked them after 120 s). It costs
+    # only quiet gateways a write a minute; a busy one writes every few seconds anyway.
+    lease_heartbeat: float = 60.0
     # With our Lease renewed, an RSSI step below `urgent_step` dB may wait for the
     # gateway's next write, at most `coalesce` seconds (a step of `urgent_step` or more,
     # an arrival and a departure never wait). Off by default (0 s): the write bound at
@@ -315,7 +319,7 @@ class PublishPlan:
 
         What the server got, not what we want now: adverts go on arriving while the
         write is in flight, and a change among them must still be sent (found in review,
-        2026-12-07: it waited for the 300 s heartbeat)."""
+        2026-12-07: it waited for the heartbeat, then 300 s)."""
         self.last_write = now
         for device, on_server in listed.items():
             if device not in self.entries:  # dropped in flight (no longer heard, forgotten)

@@ -397,3 +397,16 @@ async def test_each_report_write_is_one_result_with_its_most_urgent_reason() -> 
     now[0] = 5.0
     await pub.flush()
     assert results[1:] == [(Reason.DEPARTURE, False)]
+
+
+def test_with_the_lease_a_quiet_report_is_rewritten_within_a_minute() -> None:
+    """A report deleted and re-created empty while nothing is due (its node relabelled,
+    an admin) is refilled by the safety refresh, well inside the policy's 120 s
+    deviceAwayAfter (with 300 s its devices were parked as away)."""
+    plan = PublishPlan(PublishConfig())
+    plan.set_live(True)
+    plan.want("patient", Sighting(-60, 0.0))
+    plan.sent_report(plan.report(0.0), 0.0)
+    plan.want("patient", Sighting(-61, 30.0))  # 1 dB: no step
+    assert plan.due(59.9) == []
+    assert plan.due(60.0) == [("patient", Reason.HEARTBEAT)]
