@@ -52,6 +52,7 @@ CLASS_CRD = REPO_ROOT / "manifests" / "crd" / "deviceclasses.cloud4iot.io.yaml"
 # Who may write which sighting (the gateway monitors' ServiceAccount only; the
 # admin kubeconfig that tests and the demo's monitors use is not constrained).
 REPORT_ADMISSION = REPO_ROOT / "manifests/gateway-monitor/admission/report-admission.yaml"
+NODE_TIER_ADMISSION = REPO_ROOT / "manifests/placement/node-tier/node-tier-admission.yaml"
 NARROWING_WEBHOOK = REPO_ROOT / "manifests" / "placement" / "extender" / "narrowing-webhook.yaml"
 KUBE_VERSION = "v1.36.3"
 GATEWAY_NAMESPACE = "cloud4iot-gateway"
@@ -379,6 +380,9 @@ class Devcluster:
                 kube.install_crd(api, CLASS_CRD)
                 if self.sighting_admission:
                     kube.install_admission_policies(api, REPORT_ADMISSION)
+                # Kubelets may not label their own node's tier (the nodes here are made
+                # by kwok and us as admins, which it does not constrain).
+                kube.install_admission_policies(api, NODE_TIER_ADMISSION)
                 if self.tier_affinity:
                     self.install_tier_affinity(api)
                 started = time.monotonic()
