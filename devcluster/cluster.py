@@ -378,11 +378,11 @@ class Devcluster:
                 # extender and the rebalancer watch (docs/gateway-writes.md, 2).
                 kube.ensure_namespace(api, GATEWAY_NAMESPACE)
                 kube.install_crd(api, CLASS_CRD)
-                if self.sighting_admission:
+                if self.sighting_admission:  # (off where the manifests bring them)
                     kube.install_admission_policies(api, REPORT_ADMISSION)
-                # Kubelets may not label their own node's tier (the nodes here are made
-                # by kwok and us as admins, which it does not constrain).
-                kube.install_admission_policies(api, NODE_TIER_ADMISSION)
+                    # Kubelets may not label their own node's tier (the nodes here are
+                    # made by kwok and us as admins, which it does not constrain).
+                    kube.install_admission_policies(api, NODE_TIER_ADMISSION)
                 if self.tier_affinity:
                     self.install_tier_affinity(api)
                 started = time.monotonic()
