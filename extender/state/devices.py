@@ -54,6 +54,20 @@ class FirstRead:
         return first
 
 
+def capped(
+    seen: float,
+    observed_at: float | None,
+    ahead: FirstRead | None,
+    key: tuple[str, str, str],
+    raw: Any,
+) -> float:
+    """A lastSeen (`raw` as written) capped at when we read it: at this read, or with
+    `ahead` at the first read of that value."""
+    if observed_at is None or seen <= observed_at:
+        return seen
+    return observed_at if ahead is None else ahead.cap(key, str(raw), seen, observed_at)
+
+
 def device_facts(
     obj: Mapping[str, Any], observed_at: float | None = None, ahead: FirstRead | None = None
 ) -> DeviceFacts:
@@ -89,16 +103,8 @@ def device_facts(
             if sighting is None:
                 continue
             if observed_at is not None and sighting.last_seen > observed_at:
-                seen = (
-                    observed_at
-                    if ahead is None
-                    else ahead.cap(
-                        ("device", name, sighting.node),
-                        str(last_seen),
-                        sighting.last_seen,
-                        observed_at,
-                    )
-                )
+                key = ("device", name, sighting.node)
+                seen = capped(sighting.last_seen, observed_at, ahead, key, last_seen)
                 sighting = Sighting(node=sighting.node, rssi=sighting.rssi, last_seen=seen)
             sightings[sighting.node] = sighting
 

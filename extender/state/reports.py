@@ -34,7 +34,7 @@ from typing import Any
 
 from cloud4iot.devices import parse_time
 from cloud4iot.vocabulary import GATEWAY_LABEL
-from extender.state.devices import FirstRead
+from extender.state.devices import FirstRead, capped
 from extender.state.liveness import LeaseFacts, lapsed, renewed
 from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
 
@@ -86,14 +86,7 @@ def report_facts(
             and not isinstance(rssi, bool)
             and seen is not None
         ):
-            if observed_at is not None and seen > observed_at:
-                seen = (
-                    observed_at
-                    if ahead is None
-                    else ahead.cap(
-                        ("report", node, device), str(entry["lastSeen"]), seen, observed_at
-                    )
-                )
+            seen = capped(seen, observed_at, ahead, ("report", node, device), entry["lastSeen"])
             sightings[device] = Sighting(node=node, rssi=float(rssi), last_seen=seen, reported=True)
     raw = status.get("candidates") if isinstance(status, Mapping) else None
     return ReportFacts(
@@ -117,14 +110,8 @@ def _candidates(
             and not isinstance(rssi, bool)
             and seen is not None
         ):
-            if observed_at is not None and seen > observed_at:
-                seen = (
-                    observed_at
-                    if ahead is None
-                    else ahead.cap(
-                        ("candidate", node, address), str(entry["lastSeen"]), seen, observed_at
-                    )
-                )
+            key = ("candidate", node, address)
+            seen = capped(seen, observed_at, ahead, key, entry["lastSeen"])
             out.append(Candidate(node, address.upper(), cls, rssi, seen))
     return tuple(out)
 
