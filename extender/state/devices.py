@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cachetools import LRUCache
-
 from cloud4iot.devices import parse_time
 from extender.state.snapshot import DeviceFacts, Sighting
 
@@ -40,9 +38,10 @@ class FirstRead:
     and a gateway gone for good kept the device (found in review, 2026-12-07). One per
     reflector; bounded (a value forgotten is capped once more when read again)."""
 
-    first: LRUCache[tuple[str, str, str, str], float] = field(
-        default_factory=lambda: LRUCache(maxsize=16384)
-    )
+    # (a plain dict, oldest first: this module is part of the base install, where the
+    # extender's extra cachetools is not)
+    first: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
+    limit: int = 16384
 
     def cap(self, key: tuple[str, str, str], raw: str, seen: float, observed_at: float) -> float:
         if seen <= observed_at:
@@ -50,6 +49,8 @@ class FirstRead:
         k = (*key, raw)
         first = self.first.get(k)
         if first is None or observed_at < first:
+            if first is None and len(self.first) >= self.limit:
+                del self.first[next(iter(self.first))]
             self.first[k] = first = observed_at
         return first
 

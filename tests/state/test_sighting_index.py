@@ -257,3 +257,12 @@ def test_a_gateway_that_lapsed_long_ago_gets_no_grace_at_start_nor_at_a_relist(
         {"gw-a": dead, "gw-b": live, "gw-c": lease("gw-c", "c1", start + 400)}, start + 400
     )
     assert seen(index, "patient") == {"gw-a": T, "gw-b": start + 400, "gw-c": start + 10}
+
+
+def test_the_first_read_memo_is_bounded_oldest_first() -> None:
+    ahead = FirstRead(limit=2)
+    for i, read_at in enumerate((T, T + 1, T + 2)):
+        assert ahead.cap(("report", "gw-a", f"d{i}"), "x", T + 99, read_at) == read_at
+    assert len(ahead.first) == 2
+    assert ahead.cap(("report", "gw-a", "d2"), "x", T + 99, T + 50) == T + 2  # kept
+    assert ahead.cap(("report", "gw-a", "d0"), "x", T + 99, T + 50) == T + 50  # forgotten
