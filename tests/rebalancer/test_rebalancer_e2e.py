@@ -270,6 +270,13 @@ def test_leader_killed_mid_move_the_other_takes_over_and_nothing_moves_twice(
 
         walk_to_hospital(radio, device)
         until("the rollout started", lambda: generation(kube_api, namespace, "failover") == 2, 60)
+        # ... and announced: the leader records its Event after the rollout's patch
+        # returns, so a kill in between loses the Event, not the move (CI, 2026-12-07).
+        until(
+            "the move's Event",
+            lambda: bool(rebalancer_events(kube_api, namespace, "Deployment", "failover")),
+            20,
+        )
         leader_pid = devcluster.state().components["rebalancer"].pid
         assert leader_pid is not None
         os.killpg(os.getpgid(leader_pid), signal.SIGKILL)  # a crash: no Lease handed back
