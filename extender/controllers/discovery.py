@@ -43,6 +43,7 @@ from extender.controllers.discovery_plan import (
     plan_lifecycle,
 )
 from extender.state.kube import Reflector
+from extender.state.liveness import heard_at
 from extender.state.reports import ReportFacts, gateway_nodes
 from extender.state.store import StateStore
 
@@ -181,7 +182,7 @@ class DiscoveryController:
         alive = self.alive or {}
         candidates = [
             c
-            if (seen := alive.get(node, c.last_seen)) <= c.last_seen
+            if (seen := heard_at(c.last_seen, alive.get(node))) == c.last_seen
             else replace(c, last_seen=seen)
             for node, r in self.reports.facts.items()
             if node in gateways

@@ -62,3 +62,10 @@ def lapsed(lease: LeaseFacts) -> bool:
     lapsed long before we read it (unparsable: not lapsed, as before)."""
     renew = parse_time(lease.renew_time)
     return renew is not None and lease.observed_at - renew > lease.duration + START_SKEW
+
+
+def heard_at(last_seen: float, alive_at: float | None) -> float:
+    """When an entry of a gateway counts as last heard: its own lastSeen, or the
+    gateway's last renewal we saw if later, since a live gateway lists only what it
+    heard within its TTL. Sightings and discovery's candidates both age from this."""
+    return last_seen if alive_at is None or alive_at <= last_seen else alive_at

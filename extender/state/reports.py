@@ -35,7 +35,7 @@ from typing import Any
 from cloud4iot.devices import parse_time
 from cloud4iot.vocabulary import GATEWAY_LABEL
 from extender.state.devices import FirstRead, capped
-from extender.state.liveness import LeaseFacts, lapsed, renewed
+from extender.state.liveness import LeaseFacts, heard_at, lapsed, renewed
 from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
 
 
@@ -163,9 +163,7 @@ class SightingIndex:
                 # skipped unless its freshness moved (the Lease went meanwhile).
                 held = self.by_device.get(device, {}).get(node)
                 seen = sighting.last_seen
-                if held is not None and held.last_seen == (
-                    seen if alive is None or alive <= seen else alive
-                ):
+                if held is not None and held.last_seen == heard_at(seen, alive):
                     continue
             heard = self.by_device.setdefault(device, {})
             if sighting is None:
@@ -208,10 +206,8 @@ class SightingIndex:
                 self._refresh_gateway(node)
 
     def _fresh(self, sighting: Sighting) -> Sighting:
-        alive = self.alive_at.get(sighting.node)
-        if alive is None or alive <= sighting.last_seen:
-            return sighting
-        return sighting.seen_at(alive)
+        at = heard_at(sighting.last_seen, self.alive_at.get(sighting.node))
+        return sighting if at == sighting.last_seen else sighting.seen_at(at)
 
     def _refresh_gateway(self, node: str) -> None:
         report = self.reports.get(node)

@@ -9,7 +9,7 @@ import pytest
 from cloud4iot.devices import rfc3339
 from cloud4iot.vocabulary import GATEWAY_LABEL, TIER_LABEL
 from extender.state.devices import FirstRead, device_facts
-from extender.state.liveness import LeaseFacts, lease_facts
+from extender.state.liveness import LeaseFacts, heard_at, lease_facts
 from extender.state.reports import SightingIndex, report_facts
 from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting
 
@@ -266,3 +266,9 @@ def test_the_first_read_memo_is_bounded_oldest_first() -> None:
     assert len(ahead.first) == 2
     assert ahead.cap(("report", "gw-a", "d2"), "x", T + 99, T + 50) == T + 2  # kept
     assert ahead.cap(("report", "gw-a", "d0"), "x", T + 99, T + 50) == T + 50  # forgotten
+
+
+def test_an_entry_counts_as_heard_at_its_lastseen_or_its_gateways_later_renewal() -> None:
+    assert heard_at(100.0, None) == 100.0  # no Lease seen: its own lastSeen
+    assert heard_at(100.0, 90.0) == 100.0  # renewed before it was heard
+    assert heard_at(100.0, 130.0) == 130.0  # renewed since: a live gateway still hears it
