@@ -113,6 +113,7 @@ class DiscoveryController:
     placed: set[str] = field(default_factory=set)  # Device uids given functions, this term
     stowed: set[str] = field(default_factory=set)  # ... whose functions were parked/deleted
     failing: dict[str, str] = field(default_factory=dict)  # what -> error (one log line each)
+    tried: set[str] = field(default_factory=set)  # what the last synced pass sent
     writes: int = 0  # creates, deletes and patches sent (the bench counts them)
 
     async def run(self) -> None:
@@ -146,6 +147,10 @@ class DiscoveryController:
             and self.discovered.synced
         ):
             return
+        # A failure the last pass did not retry (its Device or class gone since) is
+        # forgotten: with rotating addresses the map would otherwise keep them all.
+        self.failing = {what: e for what, e in self.failing.items() if what in self.tried}
+        self.tried = set()
         now = self.clock()
         gateways = gateway_nodes(snapshot.nodes)
         # Copies: the watches may change them while this pass awaits its writes (a
@@ -403,6 +408,7 @@ class DiscoveryController:
         `already`, (None, None) on any other failure (logged once per new error)."""
         from kubernetes.aio.client.exceptions import ApiException
 
+        self.tried.add(what)
         try:
             result = await request
         except asyncio.CancelledError:

@@ -66,6 +66,11 @@ class ReportKeeper:
         if not (snapshot.nodes_synced and self.reports.synced):
             return
         create, delete = plan_reports(snapshot.nodes, self.reports.facts)
+        # A failure of a write no longer planned (its node relabelled or deleted) is
+        # forgotten: the map holds only what this pass will retry.
+        planned = {("create", n) for n in create} | {("delete", n) for n in delete}
+        for key in self.failing.keys() - planned:
+            del self.failing[key]
         for node in create:
             await self._act("create", node)
         for node in delete:

@@ -57,3 +57,21 @@ async def test_nothing_is_done_before_both_lists_are_in() -> None:
     reports.synced = True
     await keeper.step()
     assert custom.calls == [("create", "gw-a"), ("delete", "cloud-1")]
+
+
+class RefusingCustom(Custom):
+    async def create_cluster_custom_object(self, *args: Any) -> None:
+        raise ConnectionError("refused")
+
+
+async def test_a_failure_no_longer_planned_is_forgotten() -> None:
+    custom, store = RefusingCustom(), StateStore()
+    reports: Reflector[Any] = Reflector("gatewayreports", None, None, None)  # type: ignore[arg-type]
+    reports.synced = True
+    keeper = ReportKeeper(custom=custom, store=store, reports=reports)
+    store.snapshot = Snapshot().with_nodes(NODES, synced=True)
+    await keeper.step()
+    assert keeper.failing == {("create", "gw-a"): "ConnectionError"}
+    store.snapshot = Snapshot().with_nodes({"cloud-1": NODES["cloud-1"]}, synced=True)
+    await keeper.step()  # gw-a deleted before its report could be made
+    assert keeper.failing == {}

@@ -108,3 +108,47 @@ async def test_a_candidate_of_a_live_gateway_with_a_clock_behind_is_discovered()
     assert await creates({"gw-a": T - 3}) == 1  # its Lease renewed 3 s ago
     assert await creates(None) == 0  # by the gateway's clock alone: 120 s old
     assert await creates({"gw-a": T - 600}) == 0  # a gateway silent for 10 minutes
+
+
+class FailingApi(Api):
+    """Every write fails (an apiserver refusing them, say a webhook down)."""
+
+    def __getattr__(self, name: str) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            raise ConnectionError(name)
+
+        return call
+
+
+async def test_a_failure_no_longer_retried_is_forgotten() -> None:
+    """Rotating addresses whose writes fail: the one-log-line-per-error memory keeps only
+    what a pass still retries (it kept every Device's failed write for the process's life)."""
+    fn = FunctionTemplate("reader", "patients", {"replicas": 1, "template": {"spec": {}}})
+    cls = DeviceClass(name="hr", uid="c", filter=Filter(), functions=(fn,))
+    gw = NodeFacts("gw-a", "gateway", "arm64", {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"})
+    store, api = StateStore(), FailingApi()
+    discovered = Ns(facts={}, synced=True)
+    ctl = DiscoveryController(
+        custom=api,
+        apps=api,
+        store=store,
+        reports=Ns(facts={}, synced=True),  # type: ignore[arg-type]
+        classes=Ns(facts={"hr": cls}, synced=True),  # type: ignore[arg-type]
+        discovered=discovered,  # type: ignore[arg-type]
+        clock=lambda: T,
+    )
+    for i in range(5):
+        name = f"hr-{i:012x}"
+        discovered.facts = {name: Discovered(name, f"uid-{i}", f"{i:012X}", "hr", "approved", T)}
+        devices = {name: DeviceFacts(name, None, {"gw-a": Sighting("gw-a", -60.0, T, True)})}
+        store.snapshot = Snapshot(
+            nodes={"gw-a": gw}, nodes_synced=True, devices=devices, devices_synced=True
+        )
+        await ctl.step(T)
+        assert ctl.failing  # its writes failed, each logged once
+    discovered.facts = {}
+    store.snapshot = Snapshot(nodes={"gw-a": gw}, nodes_synced=True, devices_synced=True)
+    await ctl.step(T)
+    await ctl.step(T)
+    assert ctl.failing == {}  # nothing left to retry: nothing kept
