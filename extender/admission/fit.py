@@ -9,8 +9,8 @@ at all, never narrowed wrongly.
 
 Resource fit is checked beside this, in extender/state/resources.py.
 Constraints that depend on other pods or on volumes (required pod
-(anti-)affinity, DoNotSchedule topology spread, hostPorts, persistent volumes,
-resource claims) are not evaluated either: they raise `UnsupportedError`.
+(anti-)affinity, DoNotSchedule topology spread, hostPorts, claimed and in-tree disk
+volumes, resource claims) are not evaluated either: they raise `UnsupportedError`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,27 @@ from extender.state.pods import required_node_affinity
 from extender.state.snapshot import NodeFacts
 
 UNSCHEDULABLE_TAINT = ("node.kubernetes.io/unschedulable", "", "NoSchedule")
+
+
+# Volumes kube-scheduler's volume plugins (1.36) filter nodes on: claims (binding,
+# zone, attach limits), in-tree disks counted against a node's attach limit through
+# CSI migration (NodeVolumeLimits), and disks refused beside the same disk on one node
+# (VolumeRestrictions). An inline `csi` volume is none of these: no plugin filters on it.
+NODE_BOUND_VOLUMES = frozenset(
+    {
+        "persistentVolumeClaim",
+        "ephemeral",
+        "awsElasticBlockStore",
+        "azureDisk",
+        "azureFile",
+        "cinder",
+        "gcePersistentDisk",
+        "portworxVolume",
+        "vsphereVolume",
+        "iscsi",
+        "rbd",
+    }
+)
 
 
 class UnsupportedError(ValueError):
@@ -158,8 +179,8 @@ def _beyond_labels(spec: Mapping[str, Any]) -> str | None:
         ):
             return "a DoNotSchedule topology spread constraint"
     for v in spec.get("volumes") or []:
-        if isinstance(v, Mapping) and ("persistentVolumeClaim" in v or "ephemeral" in v):
-            return "a persistent volume (its topology)"
+        if isinstance(v, Mapping) and (kinds := NODE_BOUND_VOLUMES.intersection(v)):
+            return f"a {min(kinds)!r} volume (its topology, attach limit or conflicts)"
     if spec.get("resourceClaims"):
         # Dynamic resource allocation: which nodes can hold the claimed device is the
         # DRA driver's to say (ResourceSlices), not something we can read here.

@@ -7,7 +7,9 @@ nominated to a node), and `fits` answers what NodeResourcesFit's filter would:
 
 - a pod's requests (`pod_requests`): the containers summed; regular init containers
   each alone (the max of them), restartable init containers (sidecars) added to both;
-  pod-level requests (spec.resources) replace cpu/memory; the pod's overhead added;
+  pod-level requests (spec.resources) replace cpu, memory and hugepages; the pod's
+  overhead added; a pod on a node resized in place counts the most of its spec, actuated
+  and allocated requests;
 - a node's used part: the same sum over the pods on it;
 - refused when one more pod exceeds `pods`, or when a requested amount (> 0) exceeds
   allocatable minus used (cpu in millicores, the rest in whole units, rounded up as
@@ -99,31 +101,80 @@ def _container_requests(c: Any) -> dict[str, int]:
     return amounts(res.get("requests")) if isinstance(res, Mapping) else {}
 
 
-def pod_requests(spec: Mapping[str, Any]) -> Mapping[str, int]:
-    """What NodeResourcesFit counts for a pod (k8s.io/component-helpers resource.PodRequests)."""
+def _pod_level(name: str) -> bool:
+    return name in POD_LEVEL or name.startswith("hugepages-")
+
+
+def _resize_infeasible(status: Mapping[str, Any]) -> bool:
+    for cond in status.get("conditions") or []:
+        if isinstance(cond, Mapping) and cond.get("type") == "PodResizePending":
+            return bool(cond.get("reason") == "Infeasible")
+    return False
+
+
+def _effective(
+    spec: Mapping[str, int], reported: Mapping[str, Any], infeasible: bool
+) -> dict[str, int]:
+    """What a resized container (or pod) counts: the most of what its spec asks, what
+    the kubelet actuated (`resources.requests`) and what it allocated; an infeasible
+    resize's spec is not counted (component-helpers determineEffectiveRequests)."""
+    res = reported.get("resources")
+    actuated = amounts(res.get("requests")) if isinstance(res, Mapping) else {}
+    out = {} if infeasible else dict(spec)
+    for k, v in (*actuated.items(), *amounts(reported.get("allocatedResources")).items()):
+        out[k] = max(out.get(k, 0), v)
+    return out
+
+
+def pod_requests(
+    spec: Mapping[str, Any], status: Mapping[str, Any] | None = None
+) -> Mapping[str, int]:
+    """What NodeResourcesFit counts for a pod (k8s.io/component-helpers resource.PodRequests).
+
+    With `status` (a pod already on a node), an in-place resize counts as the scheduler
+    counts it: per container (and per sidecar, and pod-level) the most of its spec, the
+    actuated and the allocated requests, so a pod resized up holds its room before the
+    spec says so and one resized down holds its old room until the kubelet has done it."""
+    reported: dict[str, Mapping[str, Any]] = {}
+    infeasible = False
+    if isinstance(status, Mapping):
+        for key in ("containerStatuses", "initContainerStatuses"):
+            for cs in status.get(key) or []:
+                if isinstance(cs, Mapping) and isinstance(cs.get("resources"), Mapping):
+                    reported[str(cs.get("name"))] = cs
+        infeasible = _resize_infeasible(status)
+
+    def requests_of(c: Any) -> dict[str, int]:
+        own = _container_requests(c)
+        name = c.get("name") if isinstance(c, Mapping) else None
+        cs = reported.get(name) if isinstance(name, str) else None
+        return own if cs is None else _effective(own, cs, infeasible)
+
     total: dict[str, int] = {}
     for c in spec.get("containers") or []:
-        _add(total, _container_requests(c))
+        _add(total, requests_of(c))
     sidecars: dict[str, int] = {}  # restartable init containers started so far
     init_peak: dict[str, int] = {}
     for c in spec.get("initContainers") or []:
-        own = _container_requests(c)
         if isinstance(c, Mapping) and c.get("restartPolicy") == "Always":
+            own = requests_of(c)  # a sidecar may be resized; a regular init container not
             _add(total, own)  # runs beside the app containers
             _add(sidecars, own)
             during = dict(sidecars)
         else:
             during = dict(sidecars)
-            _add(during, own)
+            _add(during, _container_requests(c))
         for k, v in during.items():
             init_peak[k] = max(init_peak.get(k, 0), v)
     for k, v in init_peak.items():
         total[k] = max(total.get(k, 0), v)
     pod_level = spec.get("resources")
     if isinstance(pod_level, Mapping):
-        for k, v in amounts(pod_level.get("requests")).items():
-            if k in POD_LEVEL:
-                total[k] = v
+        asked = {k: v for k, v in amounts(pod_level.get("requests")).items() if _pod_level(k)}
+        if asked and isinstance(status, Mapping) and isinstance(status.get("resources"), Mapping):
+            counted = _effective(asked, status, infeasible)
+            asked = {k: counted.get(k, 0) for k in asked}
+        total.update(asked)
     _add(total, amounts(spec.get("overhead")))
     return MappingProxyType(total)
 
@@ -179,7 +230,10 @@ def pod_use(obj: Mapping[str, Any], observed_at: float) -> PodUse:
         node = status.get("nominatedNodeName") or None
     if phase in ("Succeeded", "Failed"):
         node = None  # finished: no longer counted (the scheduler forgets it too)
-    return PodUse(str(node) if node else None, pod_requests(spec))
+    return PodUse(
+        str(node) if node else None,
+        pod_requests(spec, status if isinstance(status, Mapping) else None),
+    )
 
 
 @dataclass(slots=True)

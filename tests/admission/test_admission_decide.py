@@ -63,8 +63,14 @@ def run(p: dict[str, Any], snapshot: Snapshot = WORLD, k: int = 4, seed: int = 0
         (pod(topologySpreadConstraints=[{"maxSkew": 1, "topologyKey": "zone"}]), WORLD, 4,
          "DoNotSchedule topology spread"),
         (pod(volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "c"}}]), WORLD, 4,
-         "persistent volume"),
-        (pod(volumes=[{"name": "d", "ephemeral": {}}]), WORLD, 4, "persistent volume"),
+         "a 'persistentVolumeClaim' volume"),
+        (pod(volumes=[{"name": "d", "ephemeral": {}}]), WORLD, 4, "a 'ephemeral' volume"),
+        # in-tree disks: an attach limit per node (CSI migration) or a conflict on a node
+        (pod(volumes=[{"name": "d", "awsElasticBlockStore": {"volumeID": "v"}}]), WORLD, 4,
+         "a 'awsElasticBlockStore' volume"),
+        (pod(volumes=[{"name": "d", "rbd": {"image": "i", "monitors": ["m"]}}]), WORLD, 4,
+         "a 'rbd' volume"),
+        (pod(volumes=[{"name": "d", "iscsi": {"iqn": "q"}}]), WORLD, 4, "a 'iscsi' volume"),
         (pod(containers=[{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}]}]),
          WORLD, 4, "hostPort"),
         (pod(resourceClaims=[{"name": "gpu", "resourceClaimName": "c"}]), WORLD, 4,
@@ -95,7 +101,12 @@ def test_soft_constraints_on_other_pods_do_not_stop_narrowing() -> None:
         topologySpreadConstraints=[
             {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "ScheduleAnyway"}
         ],
-        volumes=[{"name": "scratch", "emptyDir": {}}],
+        # no scheduler plugin filters on an emptyDir, a configMap or an inline CSI volume
+        volumes=[
+            {"name": "scratch", "emptyDir": {}},
+            {"name": "conf", "configMap": {"name": "c"}},
+            {"name": "secrets", "csi": {"driver": "secrets-store.csi.k8s.io"}},
+        ],
     )
     pool = feasible_admitted(soft, WORLD)
     assert len(pool) > 4

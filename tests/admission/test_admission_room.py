@@ -213,3 +213,56 @@ def test_not_narrowed_before_the_pod_watch_has_listed() -> None:
     outcome = decide(big_pod(), crowded(pods_synced=False), POLICY, NOW, 4, random.Random(0))
     assert isinstance(outcome, Skipped)
     assert outcome.code == "not-synced"
+
+
+def resized(
+    spec_cpu: str, actuated: str | None, allocated: str | None, reason: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A running pod's spec and status after an in-place resize of its container."""
+    cs: dict[str, Any] = {"name": "x", "resources": {}}
+    if actuated is not None:
+        cs["resources"] = {"requests": {"cpu": actuated}}
+    if allocated is not None:
+        cs["allocatedResources"] = {"cpu": allocated}
+    status: dict[str, Any] = {"phase": "Running", "containerStatuses": [cs]}
+    if reason is not None:
+        status["conditions"] = [{"type": "PodResizePending", "status": "True", "reason": reason}]
+    return {"containers": [c(spec_cpu)]}, status
+
+
+@pytest.mark.parametrize(
+    ("spec_cpu", "actuated", "allocated", "reason", "counted"),
+    [
+        ("500m", "1500m", "1500m", None, 1500),  # resized down, the kubelet not there yet
+        ("1500m", "500m", "500m", None, 1500),  # resized up: the spec already counts
+        ("500m", "500m", "900m", None, 900),  # allocated ahead of actuated
+        ("900m", "100m", "100m", "Infeasible", 100),  # a resize the node can never take
+        ("900m", "100m", "100m", "Deferred", 900),  # one it may take later holds the room
+        ("500m", None, None, None, 500),  # status without numbers: the spec
+    ],
+)
+def test_a_pod_resized_in_place_counts_as_the_scheduler_counts_it(
+    spec_cpu: str, actuated: str | None, allocated: str | None, reason: str | None, counted: int
+) -> None:
+    """component-helpers PodRequests with UseStatusResources (InPlacePodVerticalScaling,
+    GA): per container, the most of spec, actuated and allocated; an infeasible resize
+    leaves the spec out."""
+    spec, status = resized(spec_cpu, actuated, allocated, reason)
+    assert dict(pod_requests(spec, status)) == {"cpu": counted}
+    assert pod_use({"spec": {**spec, "nodeName": "n1"}, "status": status}, NOW).requests == {
+        "cpu": counted
+    }
+
+
+def test_a_pod_level_resize_and_pod_level_hugepages_count() -> None:
+    spec = {
+        "containers": [c("100m", "64Mi")],
+        "resources": {"requests": {"cpu": "1", "hugepages-2Mi": "4Mi"}},
+    }
+    assert dict(pod_requests(spec)) == {
+        "cpu": 1000,
+        "memory": 64 * 2**20,
+        "hugepages-2Mi": 4 * 2**20,
+    }
+    status = {"resources": {"requests": {"cpu": "2"}}, "allocatedResources": {"cpu": "1500m"}}
+    assert dict(pod_requests(spec, status))["cpu"] == 2000  # actuated 2 CPUs: still held

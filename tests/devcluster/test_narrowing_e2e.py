@@ -267,3 +267,59 @@ def test_a_pod_is_pinned_only_to_nodes_with_room_for_its_requests(
     admitted = create_pod(kube_api, namespace, big)
     assert pins(admitted) == ["edge-1"]
     assert bound_node(kube_api, namespace, "three-cpus") == "edge-1"
+
+
+def test_a_pod_resized_in_place_holds_its_room_for_the_scheduler_and_the_pin(
+    kube_api: client.ApiClient, namespace: str
+) -> None:
+    """A running pod resized down in its spec (1.5 -> 0.5 CPU) whose kubelet has not done
+    it yet (status: 1.5 CPU actuated and allocated) still holds 1.5 CPUs: the real
+    kube-scheduler refuses 1 more CPU on that node, and the pin leaves the node out too
+    (it counted the spec alone and pinned onto a node with no room)."""
+    core = client.CoreV1Api(kube_api)
+    filler = bare_pod("resized", {}, scheduler="default-scheduler", cpu="500m")
+    filler["spec"]["nodeName"] = "gw-hospital"
+    create_pod(kube_api, namespace, filler)
+    until(
+        "the resized pod running",
+        lambda: core.read_namespaced_pod("resized", namespace).status.phase == "Running",
+        timeout=60,
+    )
+    # What the kubelet reports while a resize down is in progress (kwok reports nothing).
+    core.patch_namespaced_pod_status(
+        "resized",
+        namespace,
+        {
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "function",
+                        "image": "registry.invalid/cloud4iot/function:test",
+                        "imageID": "",
+                        "ready": True,
+                        "restartCount": 0,
+                        "state": {"running": {}},
+                        "resources": {"requests": {"cpu": "1500m", "memory": "64Mi"}},
+                        "allocatedResources": {"cpu": "1500m", "memory": "64Mi"},
+                    }
+                ]
+            }
+        },
+    )
+    # The real scheduler's view: 1 CPU does not fit beside 1.5 on the 2-CPU gateway.
+    probe = bare_pod("probe", {}, scheduler="default-scheduler", cpu="1")
+    probe["spec"]["nodeSelector"] = {"kubernetes.io/hostname": "gw-hospital"}
+    create_pod(kube_api, namespace, probe)
+
+    def refused() -> bool:
+        events = core.list_namespaced_event(
+            namespace, field_selector="involvedObject.name=probe,reason=FailedScheduling"
+        ).items
+        return any("Insufficient cpu" in (e.message or "") for e in events)
+
+    until("the scheduler refusing the probe for cpu", refused, timeout=30)
+    time.sleep(2.0)  # the extender's pod watch follows the same apiserver
+    anonymiser = {"cloud4iot.io/function": "anonymiser"}
+    on_gateways = pod("one-cpu", anonymiser, spec={"nodeSelector": {"kubernetes.io/arch": "arm64"}})
+    on_gateways["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "1"
+    assert pins(create_pod(kube_api, namespace, on_gateways)) == ["gw-home"]
