@@ -140,6 +140,13 @@ def decide_nearest(
     best = max(rivals, key=lambda s: (s.rssi, s.node), default=None)
     if rules.rule is NearestRule.EVIDENCE:
         return _by_evidence(prev, incumbent, best, fresh, now, spec)
+    if prev.evidence_at is not None:
+        # Left by the evidence rule (the policy's rule changed): its challenger is
+        # whichever rival was strongest last, timed from when the sum began, not one
+        # rival margin-stronger all along; taken as such it moved the device at once.
+        prev = replace(
+            prev, challenger=None, challenger_since=None, evidence=0.0, evidence_at=None, lead=()
+        )
     if best is None or best.rssi < incumbent.rssi + rules.challenger_margin_db:
         return replace(prev, challenger=None, challenger_since=None)
     if _corrects_arrival(prev, best.node, now, rules.settle):

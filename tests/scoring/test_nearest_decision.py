@@ -377,3 +377,33 @@ def test_a_handover_by_departure_holds_the_decision_while_gathering():
     assert (kept.node, kept.gathering_since, kept.pending) == ("gw-a", None, False)
     # Without a wait (arrivalWait 0) the strongest takes over at once, as before.
     assert decide_nearest(prev, heard, 100.0, DEFAULT).node == "gw-b"
+
+
+def test_a_rule_changed_to_dwell_mid_sum_does_not_move_at_once() -> None:
+    """The evidence rule's state names the strongest rival last seen and when the sum
+    began; the dwell rule must not read it as one rival margin-stronger for that long."""
+    evidence = DEFAULT.model_copy(
+        update={"nearest": DEFAULT.nearest.model_copy(update={"rule": NearestRule.EVIDENCE})}
+    )
+    trace = [(float(t), {"gwA": -70.0}) for t in range(7)]  # decided, settled
+    trace += [(float(t), {"gwA": -70.0, "gwC": -64.0}) for t in range(7, 15)]  # C ahead
+    trace += [(float(t), {"gwA": -70.0, "gwC": -80.0, "gwB": -64.0}) for t in range(15, 17)]
+    state: NearestState | None = None
+    seen: dict[str, Sighting] = {}
+    for t, readings in trace:
+        for node, rssi in readings.items():
+            seen[node] = Sighting(node=node, rssi=rssi, last_seen=t)
+        state = decide_nearest(state, seen, t, evidence)
+    assert state is not None
+    assert state.node == "gwA"  # the sum has not reached the cost
+    assert (state.challenger, state.challenger_since) == ("gwB", 7.0)
+    moved = None
+    for t in range(17, 40):  # the admin switches the policy to the dwell rule
+        seen["gwA"] = Sighting("gwA", -70.0, float(t))
+        seen["gwB"] = Sighting("gwB", -64.0, float(t))
+        state = decide_nearest(state, seen, float(t), SPEC)
+        if state.node != "gwA":
+            moved = t
+            break
+    # B margin-stronger for 2 s under the old rule; the dwell counts from the switch
+    assert moved == 27
