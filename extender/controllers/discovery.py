@@ -50,6 +50,9 @@ from extender.state.store import StateStore
 log = logging.getLogger(__name__)
 
 PASS = 1.0
+# How long a Device we created may stay out of the watch before it no longer counts
+# toward its class's cap (deleted by someone meanwhile, or a watch far behind).
+UNSEEN_FOR = 60.0
 EVENT_NAMESPACE = "default"
 COMPONENT = "cloud4iot-extender"
 
@@ -114,12 +117,16 @@ class DiscoveryController:
     stowed: set[str] = field(default_factory=set)  # ... whose functions were parked/deleted
     failing: dict[str, str] = field(default_factory=dict)  # what -> error (one log line each)
     tried: set[str] = field(default_factory=set)  # what the last synced pass sent
+    # Devices this controller created that the watch has not shown yet -> (class, when):
+    # counted toward their class's cap until seen, or for UNSEEN_FOR at most.
+    unseen: dict[str, tuple[str, float]] = field(default_factory=dict)
     writes: int = 0  # creates, deletes and patches sent (the bench counts them)
 
     async def run(self) -> None:
         self.last_heard.clear()
         self.placed.clear()
         self.stowed.clear()
+        self.unseen.clear()
         started = self.clock()
         while True:
             try:
@@ -194,13 +201,27 @@ class DiscoveryController:
             for c in r.candidates
         ]
         registered = [d.address for d in snapshot.devices.values() if d.address]
-        plan = plan_discovery(classes, candidates, registered, discovered, self.last_heard, now)
+        self.unseen = {
+            n: (c, at)
+            for n, (c, at) in self.unseen.items()
+            if n not in discovered and now - at <= UNSEEN_FOR
+        }
+        plan = plan_discovery(
+            classes,
+            candidates,
+            registered,
+            discovered,
+            self.last_heard,
+            now,
+            unseen={n: cls_name for n, (cls_name, _) in self.unseen.items()},
+        )
         for new in plan.create:
             cls = classes[new.device_class]
             request = self.custom.create_cluster_custom_object(
                 GROUP, VERSION, PLURAL, new_device(new, cls)
             )
             if await self._call(f"create Device {new.name}", request):
+                self.unseen[new.name] = (new.device_class, now)
                 await self._event(
                     new.name,
                     "Discovered",

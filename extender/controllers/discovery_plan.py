@@ -71,13 +71,17 @@ def plan_discovery(
     last_heard: Mapping[str, float],
     now: float,
     max_creates: int = MAX_CREATES_PER_PASS,
+    unseen: Mapping[str, str] | None = None,
 ) -> DiscoveryPlan:
     """What to create and delete now.
 
     `registered` are the addresses of every Device (discovered or not); `last_heard`
     maps a discovered Device to when a gateway last reported it (absent: its creation).
     Candidates of one address from several gateways count once (the strongest wins);
-    per class the strongest candidates are admitted first, up to the cap.
+    per class the strongest candidates are admitted first, up to the cap. `unseen` maps
+    Devices we created that the watch has not shown yet to their class: they count
+    toward the cap (with watch lag, each pass could otherwise add up to
+    `max_creates` past it).
     """
     plan = DiscoveryPlan()
     taken = {a.upper() for a in registered}
@@ -86,7 +90,8 @@ def plan_discovery(
         cls = classes.get(c.device_class)
         if cls is None or c.rssi < cls.arrival_rssi or now - c.last_seen > CANDIDATE_MAX_AGE:
             continue
-        if c.address in taken or device_name(cls.name, c.address) in discovered:
+        name = device_name(cls.name, c.address)
+        if c.address in taken or name in discovered or name in (unseen or {}):
             continue
         key = (cls.name, c.address)
         have = best.get(key)
@@ -95,6 +100,9 @@ def plan_discovery(
     count: dict[str, int] = {}
     for d in discovered.values():
         count[d.device_class] = count.get(d.device_class, 0) + 1
+    for name, cls_name in (unseen or {}).items():
+        if name not in discovered:
+            count[cls_name] = count.get(cls_name, 0) + 1
     addresses: set[str] = set()
     for c in sorted(best.values(), key=lambda c: (-c.rssi, c.device_class, c.address)):
         cls = classes[c.device_class]

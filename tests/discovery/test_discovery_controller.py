@@ -152,3 +152,27 @@ async def test_a_failure_no_longer_retried_is_forgotten() -> None:
     await ctl.step(T)
     await ctl.step(T)
     assert ctl.failing == {}  # nothing left to retry: nothing kept
+
+
+async def test_devices_created_but_not_yet_watched_count_toward_the_cap() -> None:
+    """Watch lag: the Devices a pass created are not in the next pass's list. They count
+    toward the class's cap all the same (each lagging pass added up to 5 past it)."""
+    from extender.state.reports import Candidate, ReportFacts
+
+    cls = DeviceClass(name="hr", uid="c", filter=Filter(), max_devices=6)
+    gw = NodeFacts("gw-a", "gateway", "arm64", {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"})
+    store, api = StateStore(), Api()
+    store.snapshot = Snapshot(nodes={"gw-a": gw}, nodes_synced=True, devices_synced=True)
+    heard = tuple(Candidate("gw-a", f"C0:FF:EE:00:00:{i:02X}", "hr", -60 - i, T) for i in range(12))
+    ctl = DiscoveryController(
+        custom=api,
+        apps=api,
+        store=store,
+        reports=Ns(facts={"gw-a": ReportFacts("gw-a", {}, heard)}, synced=True),  # type: ignore[arg-type]
+        classes=Ns(facts={"hr": cls}, synced=True),  # type: ignore[arg-type]
+        discovered=Ns(facts={}, synced=True),  # type: ignore[arg-type]  (the watch lags)
+        clock=lambda: T,
+    )
+    for _ in range(4):
+        await ctl.step(T)
+    assert api.calls.count("create_cluster_custom_object") == 6  # the cap, not 5 + 5 + ...
