@@ -19,6 +19,9 @@ kubernetes 37.0.2). The rules are client-go's:
   successful renewal), and leading stops as soon as that deadline passes. Since
   renew_deadline < lease_duration and a follower's clock for our record starts
   no earlier than our renewal started, we stop before anyone can take over.
+  A leader whose renewal reads another live holder (the Lease deleted and
+  recreated by someone else, or its holder edited by hand) stops at once: then
+  two leaders overlap for at most one retry period.
 * If the lead task crashes, the crash is logged with its traceback and we back
   off (exponentially, capped) before contending again; the Lease then expires.
 * On shutdown (the election task is cancelled) a leader hands the Lease back
@@ -64,6 +67,9 @@ class LeaseElector:
     retry_period: float = 2.0
     _observed: Observed | None = field(default=None, init=False, repr=False)
     _observed_at: float = field(default=0.0, init=False, repr=False)
+    # The last attempt found the Lease held by another live holder (or lost the race
+    # to create it): a leader stops at once, not at its renew deadline.
+    taken: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
@@ -88,6 +94,7 @@ class LeaseElector:
         from kubernetes.aio.client.exceptions import ApiException
 
         now = datetime.now(UTC)  # only stamped into the record, never compared
+        self.taken = False
         try:
             lease = await self.coordination.read_namespaced_lease(
                 self.name, self.namespace, _request_timeout=REQUEST_TIMEOUT
@@ -113,6 +120,7 @@ class LeaseElector:
                 )
             except ApiException as race:
                 if race.status == 409:  # another candidate created it first
+                    self.taken = True
                     return False
                 raise
             self._observe(created)
@@ -124,6 +132,7 @@ class LeaseElector:
         duration = spec.lease_duration_seconds or self.lease_duration
         if holder and holder != self.identity:
             if _now() < self._observed_at + duration:
+                self.taken = True
                 return False
             log.info("lease %s/%s: %s expired, taking over", self.namespace, self.name, holder)
         if holder != self.identity:
@@ -231,7 +240,8 @@ async def run_elected(
             crashes = 0
             await asyncio.sleep(elector.retry_period)
             continue
-        crashes = 1 if _now() - began >= CRASH_RESET else crashes + 1
+        # Capped: 2**1024 seconds is past a float (the task died after ~17 h of crashes).
+        crashes = 1 if _now() - began >= CRASH_RESET else min(crashes + 1, 32)
         backoff = min(elector.retry_period * 2**crashes, MAX_CRASH_BACKOFF)
         log.error(
             "%s: lead task crashed; contending again in %.1fs",
@@ -260,3 +270,8 @@ async def _renew_while_leading(
         start = _now()
         if await elector.attempt(deadline - start):
             renewed = start
+        elif elector.taken:
+            # Someone else holds it now (the Lease was deleted and recreated, or its
+            # holder edited): leading on to the deadline would make two leaders.
+            log.warning("%s: lease held by another; stepping down", elector.identity)
+            return

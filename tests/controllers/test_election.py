@@ -379,3 +379,45 @@ async def test_shutdown_hands_the_lease_back_so_a_successor_need_not_wait() -> N
         # At its first attempt, not the lease duration a crashed leader would leave behind.
         assert b.first_start() - stopped <= EPS
     assert not a.leading
+
+
+@virtual
+async def test_a_leader_that_reads_another_live_holder_steps_down_at_once() -> None:
+    """The Lease deleted (`kubectl delete lease`) and recreated by another candidate:
+    the old leader stops at its next renewal, one retry period, not at its renew
+    deadline (it led on beside the new one for nearly the whole deadline)."""
+    server = Apiserver()
+    a, b = Candidate("a", FakeCoordination(server)), Candidate("b", FakeCoordination(server))
+    async with contending(a):
+        await until(lambda: a.leading, 1)
+        async with contending(b):
+            await asyncio.sleep(0.2)
+            assert not b.terms
+            server.lease = None
+            await until(lambda: b.leading, 1)
+            await until(lambda: not a.leading, DEADLINE)
+            a_end, b_start = a.terms[0][1], b.terms[0][0]
+            assert a_end - b_start <= RETRY + EPS  # one renewal later
+            assert len(a.terms) == 1  # and a follows; b keeps the Lease
+            assert server.holder() == "b"
+
+
+@virtual
+async def test_the_crash_backoff_survives_a_lead_task_that_always_crashes() -> None:
+    """Over 1,024 quick crashes (18 h at the 60 s cap): 2**crashes overflowed a float
+    and the election task itself died."""
+    crashes = 0
+
+    async def lead() -> None:
+        nonlocal crashes
+        crashes += 1
+        raise RuntimeError("forbidden: cannot list pods")
+
+    server = Apiserver()
+    elector = Candidate("a", FakeCoordination(server)).elector()
+    task = asyncio.create_task(run_elected(elector, lead))
+    await asyncio.sleep(1100 * 60.0)
+    assert not task.done()
+    assert crashes > 1024
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
