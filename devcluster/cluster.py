@@ -111,12 +111,24 @@ def kwokctl_configuration(
         "kind": "KwokctlConfiguration",
         "options": options,
     }
+    # NodeRestriction is off by default in kube-apiserver, and "only gateways vote"
+    # rests on it: it keeps kubelets from setting node-restriction.kubernetes.io/
+    # labels on their Node (the gateway label) and from minting tokens bound to pods
+    # of other nodes (a gateway writing another's report). Real clusters run it; so do
+    # we (found in review, 2026-12-07: a kubelet here labelled itself a gateway).
+    patches: list[dict[str, object]] = [
+        {
+            "name": "kube-apiserver",
+            "extraArgs": [{"key": "enable-admission-plugins", "value": "NodeRestriction"}],
+        }
+    ]
     if verbosity is not None:
         # kwokctl appends each extra arg as --key=value after its own; klog takes the last.
-        config["componentsPatches"] = [
+        patches += [
             {"name": name, "extraArgs": [{"key": "v", "value": str(verbosity)}]}
             for name in VERBOSE_COMPONENTS
         ]
+    config["componentsPatches"] = patches
     return config
 
 

@@ -17,8 +17,13 @@ from kubernetes.aio.client.configuration import Configuration
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config import load_kube_config
 
-from cloud4iot.vocabulary import TIER_LABEL
-from tests.gateway_monitor.node_tokens import admin_client
+from cloud4iot.vocabulary import GATEWAY_LABEL, TIER_LABEL
+from tests.gateway_monitor.node_tokens import (
+    NAMESPACE,
+    SERVICE_ACCOUNT,
+    admin_client,
+    install_monitor_identity,
+)
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.cluster
@@ -115,6 +120,12 @@ async def test_a_kubelet_cannot_set_its_own_tier_but_an_admin_can(
         assert "may not change the cloud4iot.io/tier label" in said
         # ... or drops the label ...
         await refused(kubelet.patch_node(NODE, {"metadata": {"labels": {TIER_LABEL: None}}}))
+        # ... or does either through the status subresource, which keeps metadata
+        # changes (found in review, 2026-12-07: the policy matched `nodes` only) ...
+        await refused(
+            kubelet.patch_node_status(NODE, {"metadata": {"labels": {TIER_LABEL: "edge"}}})
+        )
+        await refused(kubelet.patch_node_status(NODE, {"metadata": {"labels": {TIER_LABEL: None}}}))
         # ... or registers a new Node with it.
         said = await refused(rogue.create_node(node_body(ROGUE, {TIER_LABEL: "gateway"})))
         assert "may not register its node with" in said
@@ -132,3 +143,84 @@ async def test_a_kubelet_cannot_set_its_own_tier_but_an_admin_can(
         await rbac.delete_cluster_role_binding(BINDING)
         await kubelet.api_client.close()
         await rogue.api_client.close()
+
+
+async def token_pod(core: CoreV1Api, node: str) -> str:
+    """A monitor pod on `node` with the projected token volume a kubelet mints for (the
+    apiserver lets a kubelet request only the audiences its pods' volumes name)."""
+    name = f"tier-test-monitor-{node}"
+    source = {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}
+    await core.create_namespaced_pod(
+        NAMESPACE,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "nodeName": node,
+                "serviceAccountName": SERVICE_ACCOUNT,
+                "automountServiceAccountToken": False,
+                "tolerations": [{"operator": "Exists"}],
+                "containers": [{"name": "monitor", "image": "cloud4iot/gateway-monitor:0.1.0"}],
+                "volumes": [{"name": "token", "projected": {"sources": [source]}}],
+            },
+        },
+    )
+    return name
+
+
+async def test_a_kubelet_cannot_make_its_node_a_gateway_nor_act_for_another_node(
+    admin: ApiClient, devcluster: Any
+) -> None:
+    """Only gateways vote, and each for itself: a kubelet may not give its Node the
+    gateway label (NodeRestriction, which the devcluster runs as real clusters do, and
+    the node-tier policy again, through the Node and its status), and may not mint a
+    monitor token bound to a pod of another node, which would carry that node's claim
+    and write its report (found in review, 2026-12-07, with NodeRestriction off)."""
+    core = CoreV1Api(admin)
+    await install_monitor_identity(admin)
+    home, hospital = [await token_pod(core, n) for n in ("gw-home", "gw-hospital")]
+    kubelet = CoreV1Api(await as_kubelet(devcluster.kubeconfig, "cloud-2"))
+    gw_home = CoreV1Api(await as_kubelet(devcluster.kubeconfig, "gw-home"))
+    try:
+        for attempt in (kubelet.patch_node, kubelet.patch_node_status):
+            with pytest.raises(ApiException) as denied:
+                await attempt("cloud-2", {"metadata": {"labels": {GATEWAY_LABEL: "true"}}})
+            assert denied.value.status == 403, denied.value.body
+        assert GATEWAY_LABEL not in ((await core.read_node("cloud-2")).metadata.labels or {})
+
+        uids = {
+            p: (await core.read_namespaced_pod(p, NAMESPACE)).metadata.uid for p in (home, hospital)
+        }
+
+        def request(pod: str) -> dict[str, Any]:
+            ref = {"apiVersion": "v1", "kind": "Pod", "name": pod, "uid": uids[pod]}
+            return {"spec": {"audiences": [], "expirationSeconds": 600, "boundObjectRef": ref}}
+
+        last: list[str] = []
+
+        async def own_pod_token() -> bool:  # the Node authorizer's graph learns the pods
+            try:
+                await gw_home.create_namespaced_service_account_token(
+                    SERVICE_ACCOUNT, NAMESPACE, request(home)
+                )
+            except ApiException as exc:
+                if exc.status == 403:
+                    last[:] = [str(exc.body)]
+                    return False
+                raise
+            return True
+
+        try:
+            await eventually(own_pod_token, what="gw-home's kubelet minting for its own pod")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {last}") from None
+        with pytest.raises(ApiException) as denied:
+            await gw_home.create_namespaced_service_account_token(
+                SERVICE_ACCOUNT, NAMESPACE, request(hospital)
+            )
+        assert denied.value.status == 403, denied.value.body
+        assert "different node" in str(denied.value.body), denied.value.body
+    finally:
+        for pod in (home, hospital):
+            await core.delete_namespaced_pod(pod, NAMESPACE, grace_period_seconds=0)
+        await kubelet.api_client.close()
+        await gw_home.api_client.close()
