@@ -8,7 +8,6 @@ a pod's workload is resolved Pod -> ReplicaSet -> Deployment from the caches.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -102,16 +101,34 @@ def replicaset_owner(obj: Mapping[str, Any], observed_at: float = 0.0) -> str | 
     return owner[1] if owner is not None and owner[0] == "Deployment" else None
 
 
-def _surge(value: Any, replicas: int) -> int:
-    """maxSurge as a pod count: an int, or a percentage of replicas rounded up."""
+def _scaled(value: Any, replicas: int, round_up: bool) -> int | None:
+    """An int-or-percent of a rolling update as a pod count, as the Deployment controller
+    resolves it (GetScaledValueFromIntOrPercent): an int as is, "N%" of `replicas`
+    rounded up (maxSurge) or down (maxUnavailable); None for anything else."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.endswith("%"):
-        try:
-            return math.ceil(float(value[:-1]) * replicas / 100)
-        except ValueError:
-            return 0
-    return 0
+        digits = value[:-1]
+        if not (digits.isascii() and digits.isdecimal()) or len(digits) > 9:
+            return None  # the apiserver accepts only an integer percentage
+        scaled = int(digits) * replicas
+        return -(-scaled // 100) if round_up else scaled // 100
+    return None
+
+
+def make_before_break(strategy: Mapping[str, Any], replicas: int) -> bool:
+    """Whether a rollout of a Deployment with this strategy keeps its `replicas` pods
+    available throughout: RollingUpdate with maxSurge > 0 and maxUnavailable resolving
+    to 0 (the defaults, 25 % each, do for 1 to 3 replicas). Any other rollout may delete
+    an old pod before its replacement is Ready, with no disruption budget consulted."""
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return False
+    rolling = strategy.get("rollingUpdate") or {}
+    if not isinstance(rolling, Mapping):
+        return False
+    surge = _scaled(rolling.get("maxSurge", "25%"), replicas, round_up=True)
+    unavailable = _scaled(rolling.get("maxUnavailable", "25%"), replicas, round_up=False)
+    return surge is not None and surge > 0 and unavailable == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +164,7 @@ class DeploymentRecord:
         replicas = replicas if isinstance(replicas, int) else 1
         generation = meta.get("generation")
         strategy = spec.get("strategy") or {}
-        rolling = strategy.get("type", "RollingUpdate") == "RollingUpdate"
-        surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")
-        can_surge = rolling and _surge(surge, max(replicas, 1)) > 0
+        can_surge = isinstance(strategy, Mapping) and make_before_break(strategy, max(replicas, 1))
         settled = (
             (status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
             and (status.get("updatedReplicas") or 0) == replicas

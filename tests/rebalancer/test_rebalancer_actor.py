@@ -191,7 +191,12 @@ def deployment_obj(
     annotations: Mapping[str, str] | None = None,
     generation: int = 1,
     observed: int = 1,
+    max_unavailable: Any = None,
 ) -> dict[str, Any]:
+    """With `max_surge`, a RollingUpdate strategy: make-before-break (maxUnavailable 0)
+    when it surges, else maxUnavailable 1 (the apiserver refuses both 0)."""
+    if max_unavailable is None:
+        max_unavailable = 1 if max_surge in (0, "0%") else 0
     template_annotations = {FUNCTION_ANNOTATION: function}
     if device is not None:
         template_annotations[DEVICE_ANNOTATION] = device
@@ -202,7 +207,7 @@ def deployment_obj(
     if max_surge is not None:
         spec["strategy"] = {
             "type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": max_surge, "maxUnavailable": 1},
+            "rollingUpdate": {"maxSurge": max_surge, "maxUnavailable": max_unavailable},
         }
     return {
         "metadata": {
