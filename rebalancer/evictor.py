@@ -64,11 +64,18 @@ WARN_EVERY = 300.0
 MOVE_FAILED = "MoveFailed"  # the apiserver refused the change (an error answer)
 MOVE_BLOCKED = "MoveBlocked"  # a PodDisruptionBudget refused the eviction (429)
 
-# What became of a move: made; refused or failed (it did not happen); no answer (it
-# may have happened: treated as made); logged only (dry run); moot (a recreate of a
+# What became of a move: made; refused (a 4xx: it did not happen); no answer or a 5xx
+# (it may have happened: treated as made); logged only (dry run); moot (a recreate of a
 # pod that is gone already).
 Outcome = Literal["ok", "failed", "unknown", "dry-run", "moot"]
 Owner = tuple[str, str, str]  # namespace, kind, name
+
+
+def refused(status: int | None) -> bool:
+    """Whether an error answer says the request was not carried out: a 4xx (invalid,
+    forbidden, not found, conflict, unprocessable, too many requests) but a 408. A 5xx
+    or no status may come after the write committed (an etcd or webhook timeout)."""
+    return status is not None and 400 <= status < 500 and status != 408
 
 
 @dataclass(slots=True)
@@ -223,7 +230,15 @@ class Evictor:
         generation = self.workloads.generation(key)
         try:
             outcome = await self._act(move, now)
-        except ApiException as exc:  # the apiserver answered: it did not happen
+        except ApiException as exc:
+            if not refused(exc.status):
+                # A 5xx (etcd or webhook timeout, 504 "did not complete"): the write may
+                # have committed. As with no answer, keep it recorded and in flight.
+                log.warning("%s: outcome unknown (%s %s); treated as made",
+                            message, exc.status, exc.reason)  # fmt: skip
+                self._in_flight(move, now, generation)
+                self.metrics.moves.labels(*labels, "unknown").inc()
+                return "unknown"
             log.warning("%s failed: %s", message, exc)
             why = f"{exc.status} {exc.reason}".strip()
             await self._warn(move, now, MOVE_FAILED, f"could not {message}: {why}")

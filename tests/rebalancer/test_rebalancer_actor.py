@@ -509,8 +509,8 @@ async def test_an_eviction_refused_by_a_disruption_budget_is_forgotten(world: Wo
     assert {e["type"] for e in world.core.events} == {"Normal"}
 
 
-async def test_another_eviction_error_is_a_failed_move_without_a_budget_hold(world: World):
-    world.core.evict_status = 500
+async def test_another_eviction_refusal_is_a_failed_move_without_a_budget_hold(world: World):
+    world.core.evict_status = 403
     world.show(wearable())
     world.deploy("consolidator", "gw-home", max_surge=0)
     await world.step(NOW)
@@ -521,7 +521,7 @@ async def test_another_eviction_error_is_a_failed_move_without_a_budget_hold(wor
         ("Warning", "MoveFailed"),
     ]
     assert "could not" in world.core.events[0]["message"]
-    assert "500" in world.core.events[0]["message"]
+    assert "403" in world.core.events[0]["message"]
     assert world.rebalancer.memory.moves == ()
 
 
