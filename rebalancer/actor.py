@@ -226,7 +226,7 @@ class Rebalancer:
             statefulsets = await self.evictor.statefulsets(owners)
             if statefulsets is None:
                 return  # unread: a StatefulSet could be moved again inside its cooldown
-            records = moves_on_record(self.workloads.deployments.values(), statefulsets)
+            records = moves_on_record(self.workloads.deployments.values(), statefulsets, now=now)
             self.memory, self._seeded = replace(self.memory, moves=records), True
         pods, full = self._collect(now)
         loaded = self.policy.current

@@ -8,6 +8,7 @@ a pod's workload is resolved Pod -> ReplicaSet -> Deployment from the caches.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -209,8 +210,11 @@ def _move_note(raw: Any) -> MoveNote | None:
         return None
     try:
         doc = orjson.loads(raw)
+        at = float(doc["at"])
+        if not math.isfinite(at):
+            return None  # garbage: it would hold the workload for ever
         return MoveNote(
-            at=float(doc["at"]),
+            at=at,
             reason=str(doc["reason"]),
             from_node=str(doc["from"]),
             to_node=doc.get("to"),
@@ -414,9 +418,13 @@ def managed_pod(pod: PodRecord, workload: Workload) -> ManagedPod | None:
 def moves_on_record(
     deployments: Iterable[DeploymentRecord],
     statefulsets: Iterable[Mapping[str, Any]] = (),
+    *,
+    now: float,
 ) -> tuple[MoveRecord, ...]:
     """The last move of each Deployment and StatefulSet (objects as the apiserver returns
-    them) as recorded on it: a new term's memory."""
+    them) as recorded on it: a new term's memory. A move stamped after `now` (the last
+    leader's clock ahead of ours, ours stepped back, an edited annotation) counts as made
+    `now`: it must not hold its workload for the skew on top of the cooldown."""
     notes = [(deployment_workload(d).key, d.last_move) for d in deployments]
     for obj in statefulsets:
         meta = obj.get("metadata") or {}
@@ -430,7 +438,8 @@ def moves_on_record(
             reason = Reason(note.reason)
         except ValueError:
             continue
-        records.append(MoveRecord(key, note.device, note.from_node, note.to_node, reason, note.at))
+        at = min(note.at, now)
+        records.append(MoveRecord(key, note.device, note.from_node, note.to_node, reason, at))
     return tuple(sorted(records, key=lambda r: r.at))
 
 

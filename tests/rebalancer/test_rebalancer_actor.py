@@ -765,7 +765,8 @@ def test_moves_on_record_reads_the_last_move_of_each_deployment():
             record("garbage", "{not json"),
             record("unknown-reason", recorded(NOW - 5, "Teleporting")),
             record("early", recorded(NOW - 100)),
-        ]
+        ],
+        now=NOW,
     )
     assert seeded == (
         MoveRecord(
