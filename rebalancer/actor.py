@@ -242,7 +242,11 @@ class Rebalancer:
         )
         self._due.update(repins.due)
         for move in repins.moves:
-            await self._apply(move, now)
+            until = evictor.backing_off(move.workload.key, now)
+            if until is None:
+                await self._apply(move, now)
+            elif move.pod is not None:  # its owner's last move was refused: again then
+                self._due[f"{move.pod.namespace}/{move.pod.name}"] = until
         if self._gone:
             self._forget(self._gone)
             evictor.forget(self._gone)
@@ -252,14 +256,25 @@ class Rebalancer:
         if any(d not in devices for d in self.memory.unheard_since):
             # Park timers of deleted Devices (the Device's own pods go with their workloads).
             self.memory = self.memory.forget(devices=set(self.memory.unheard_since) - set(devices))
-        parked = parked_facts(
-            d
-            for d in self.workloads.parked.values()
-            if not evictor.deployment_in_flight(d.key, now)
-        )
-        candidates = [
-            evictor.leaving(m, now) for p in pods if (m := managed_pod(p, self._workload(p, now)))
+        parked = [
+            (w, facts)
+            for w, facts in parked_facts(
+                d
+                for d in self.workloads.parked.values()
+                if not evictor.deployment_in_flight(d.key, now)
+            )
+            if evictor.backing_off(w.key, now) is None  # planned every step: no _due
         ]
+        candidates = []
+        for p in pods:
+            m = managed_pod(p, self._workload(p, now))
+            if m is None:
+                continue
+            until = evictor.backing_off(m.workload.key, now)
+            if until is not None:  # its last move was refused: planned again then
+                self._due[p.key] = until
+                continue
+            candidates.append(evictor.leaving(m, now))
         if not candidates and not parked:
             return
         started = time.perf_counter()
@@ -284,7 +299,7 @@ class Rebalancer:
 
     async def _apply(self, move: Move, now: float) -> None:
         outcome = await self.evictor.apply(move, now)
-        if outcome == "failed" and move.action is not Action.RECREATE:
+        if outcome in ("failed", "blocked") and move.action is not Action.RECREATE:
             self._unrecord(move, now)
         elif outcome == "dry-run" and move.pod is not None and move.action is not Action.RECREATE:
             # As if it had moved: the same move is not announced again every dwell,
@@ -293,11 +308,15 @@ class Rebalancer:
             self._due[f"{move.pod.namespace}/{move.pod.name}"] = now + cooldown
 
     def _unrecord(self, move: Move, now: float) -> None:
-        """A move that did not happen must not count against cooldowns and rates."""
-        moves = tuple(
-            r for r in self.memory.moves if not (r.workload == move.workload.key and r.at == now)
-        )
-        self.memory = replace(self.memory, moves=moves)
+        """A move that did not happen must not count against cooldowns and rates (its
+        backoff holds it instead). The plan appended its record last; an older record
+        of the workload counted as made `now` (stamped in the future) stays."""
+        moves = list(self.memory.moves)
+        for i in range(len(moves) - 1, -1, -1):
+            if moves[i].workload == move.workload.key and moves[i].at == now:
+                del moves[i]
+                break
+        self.memory = replace(self.memory, moves=tuple(moves))
 
     def _workload(self, pod: PodRecord, now: float) -> Workload:
         workload = self.workloads.workload(

@@ -60,14 +60,32 @@ IN_FLIGHT = 60.0
 # A move that failed or was blocked is planned again on later passes; its Warning is
 # recorded once per workload, reason and this many seconds, not on every pass.
 WARN_EVERY = 300.0
+# A workload whose move the apiserver refused (RBAC, a webhook, an invalid change) is
+# not planned again for BACKOFF_FIRST seconds, doubling per refusal in a row up to
+# BACKOFF_MAX; a made move resets it. A disruption budget's refusal is not backed off:
+# it clears as soon as a replica is back, and is planned again at once.
+BACKOFF_FIRST = 10.0
+BACKOFF_MAX = 300.0
 # Warning Event reasons (docs/operations.md): the move was not made.
 MOVE_FAILED = "MoveFailed"  # the apiserver refused the change (an error answer)
 MOVE_BLOCKED = "MoveBlocked"  # a PodDisruptionBudget refused the eviction (429)
 
-# What became of a move: made; refused (a 4xx: it did not happen); no answer or a 5xx
+# What became of a move: made; refused (a 4xx: it did not happen); refused by a
+# disruption budget (429: not made either, planned again at once); no answer or a 5xx
 # (it may have happened: treated as made); logged only (dry run); moot (a recreate of a
 # pod that is gone already).
-Outcome = Literal["ok", "failed", "unknown", "dry-run", "moot"]
+Outcome = Literal["ok", "failed", "blocked", "unknown", "dry-run", "moot"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Refusals in a row of a workload's moves: not planned again before `until`."""
+
+    until: float
+    delay: float
+    status: int | None  # the last refusal's, logged once per kind
+
+
 Owner = tuple[str, str, str]  # namespace, kind, name
 
 
@@ -100,6 +118,7 @@ class Evictor:
     # and the workload not settled, whatever the cache says.
     changed: dict[str, tuple[int, float]] = field(default_factory=dict)
     warned: dict[tuple[str, str], float] = field(default_factory=dict)  # (workload, reason)
+    backoff: dict[str, Backoff] = field(default_factory=dict)  # by Workload.key
 
     # --- what the watches show ---------------------------------------------------------
 
@@ -161,6 +180,24 @@ class Evictor:
                 del self.evicting[owner]
 
     # --- what is in flight ---------------------------------------------------------------
+
+    def backing_off(self, workload: str, now: float) -> float | None:
+        """Until when moves of `workload` (a Workload.key) wait after refusals, or None."""
+        entry = self.backoff.get(workload)
+        return entry.until if entry is not None and now < entry.until else None
+
+    def _refused(self, move: Move, now: float, status: int | None, message: str) -> None:
+        key = move.workload.key
+        entry = self.backoff.get(key)
+        delay = BACKOFF_FIRST if entry is None else min(entry.delay * 2, BACKOFF_MAX)
+        self.backoff[key] = Backoff(now + delay, delay, status)
+        if entry is None or entry.status != status:  # once per kind of refusal in a row
+            log.warning("%s; not tried again for %.0fs (doubling up to %.0fs)",
+                        message, delay, BACKOFF_MAX)  # fmt: skip
+        else:
+            log.debug("%s; not tried again for %.0fs", message, delay)
+        for k in [k for k, b in self.backoff.items() if now - b.until >= BACKOFF_MAX]:
+            del self.backoff[k]  # bounded by the workloads refused lately
 
     def deployment_in_flight(self, key: str, now: float) -> bool:
         mark = self.changed.get(key)
@@ -236,24 +273,27 @@ class Evictor:
                 # have committed. As with no answer, keep it recorded and in flight.
                 log.warning("%s: outcome unknown (%s %s); treated as made",
                             message, exc.status, exc.reason)  # fmt: skip
+                self.backoff.pop(move.workload.key, None)
                 self._in_flight(move, now, generation)
                 self.metrics.moves.labels(*labels, "unknown").inc()
                 return "unknown"
-            log.warning("%s failed: %s", message, exc)
             why = f"{exc.status} {exc.reason}".strip()
+            self._refused(move, now, exc.status, f"{message} failed: {why}")
             await self._warn(move, now, MOVE_FAILED, f"could not {message}: {why}")
             outcome = "failed"
         except Exception as exc:
             # No answer (a timeout, a dropped connection): it may have happened. Keep it
             # recorded and in flight, so it is neither repeated at once nor uncounted.
             log.warning("%s: outcome unknown (%s); treated as made", message, exc)
+            self.backoff.pop(move.workload.key, None)
             self._in_flight(move, now, generation)
             self.metrics.moves.labels(*labels, "unknown").inc()
             return "unknown"
         if outcome != "ok":
-            if outcome == "failed":
+            if outcome in ("failed", "blocked"):
                 self.metrics.moves.labels(*labels, "failed").inc()
             return outcome
+        self.backoff.pop(move.workload.key, None)
         log.info("%s", message)
         self._in_flight(move, now, generation)
         self.metrics.moves.labels(*labels, "ok").inc()
@@ -354,7 +394,7 @@ class Evictor:
                     f"a PodDisruptionBudget refused the eviction; planned again later: "
                     f"{move.message()}",
                 )
-                return "failed"  # not made: planned again later
+                return "blocked"  # not made: planned again later
             raise
         if w.kind in (Kind.DEPLOYMENT, Kind.STATEFUL_SET):
             with contextlib.suppress(Exception):  # the record helps a new leader; not vital
