@@ -252,10 +252,12 @@ class Rebalancer:
             evictor.forget(self._gone)
             self._gone = set()
         evictor.expire(now)
-        devices = self.store.snapshot.devices
-        if any(d not in devices for d in self.memory.unheard_since):
-            # Park timers of deleted Devices (the Device's own pods go with their workloads).
-            self.memory = self.memory.forget(devices=set(self.memory.unheard_since) - set(devices))
+        devices, served = self.store.snapshot.devices, self.index.by_device
+        if any(d not in devices and d not in served for d in self.memory.unheard_since):
+            # Park timers of deleted Devices no pod serves any more. A function whose Device
+            # was deleted keeps its timer: it is away for good, and parks when it is due.
+            gone = {d for d in self.memory.unheard_since if d not in devices and d not in served}
+            self.memory = self.memory.forget(devices=gone)
         parked = [
             (w, facts)
             for w, facts in parked_facts(
