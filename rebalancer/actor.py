@@ -70,6 +70,11 @@ def crossed(
     return out
 
 
+def _serving(pod: PodRecord | None) -> tuple[str, bool] | None:
+    """What a replica's siblings are judged on (statefulset_workload): it, Ready, running."""
+    return None if pod is None else (pod.uid, pod.ready and pod.running)
+
+
 @dataclass(slots=True)
 class Rebalancer:
     policy: PolicyStore
@@ -127,6 +132,11 @@ class Rebalancer:
             evicting = self.evictor.evicting
             if new.owner is not None and (owner := (new.namespace, *new.owner)) in evicting:
                 self._mark(self.index.by_owner.get(owner, ()))  # its replicas may go on
+        if _serving(old) != _serving(new):
+            # A StatefulSet is settled by its pods: a replica up or down re-plans its siblings.
+            for p in (old, new):
+                if p is not None and p.owner is not None and p.owner[0] == "StatefulSet":
+                    self._mark(self.index.by_owner.get((p.namespace, *p.owner), ()))
 
     def observe_device(self, name: str, old: DeviceFacts | None, new: DeviceFacts | None) -> None:
         self._mark(self.index.by_device.get(name, ()))
@@ -322,7 +332,7 @@ class Rebalancer:
 
     def _workload(self, pod: PodRecord, now: float) -> Workload:
         workload = self.workloads.workload(
-            pod, lambda key: self.evictor.deployment_in_flight(key, now)
+            pod, lambda key: self.evictor.deployment_in_flight(key, now), self.index
         )
         if workload.settled and self.evictor.owner_recovering(pod, now):
             return replace(workload, settled=False)

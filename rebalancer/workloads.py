@@ -370,10 +370,14 @@ class Workloads:
         return [(namespace, "ReplicaSet", rs) for rs in self.rs_of.get(deployment_key, ())]
 
     def workload(
-        self, pod: PodRecord, in_flight: Callable[[str], bool] = lambda key: False
+        self,
+        pod: PodRecord,
+        in_flight: Callable[[str], bool] = lambda key: False,
+        index: PodIndex | None = None,
     ) -> Workload:
         """The owner that recreates `pod`; a Deployment whose change is `in_flight` (by
-        key: made, not yet shown by the watch) counts as not settled."""
+        key: made, not yet shown by the watch) counts as not settled. A StatefulSet (not
+        watched) is judged by its pods in `index`: see statefulset_workload."""
         if pod.owner is None:
             return Workload(Kind.POD, pod.namespace, pod.name)
         kind, name = pod.owner
@@ -383,8 +387,27 @@ class Workloads:
                 return Workload(Kind.REPLICA_SET, pod.namespace, name)
             return deployment_workload(deployment, in_flight(deployment.key))
         if kind == "StatefulSet":
-            return Workload(Kind.STATEFUL_SET, pod.namespace, name)
+            return statefulset_workload(pod.namespace, name, index)
         return Workload(Kind.POD, pod.namespace, pod.name)  # nothing would recreate it elsewhere
+
+
+def statefulset_workload(namespace: str, name: str, index: PodIndex | None) -> Workload:
+    """A StatefulSet as its managed pods in `index` show it: as many replicas as pods,
+    settled while every one runs Ready (a sibling down, starting or leaving: evicting
+    another could take the function's last Ready replica). A replica the controller has
+    not created yet is not seen (the StatefulSet is not watched); one the rebalancer
+    evicted is waited for (Evictor.owner_recovering)."""
+    if index is None:
+        return Workload(Kind.STATEFUL_SET, namespace, name)
+    keys = index.by_owner.get((namespace, "StatefulSet", name), ())
+    replicas = [index.pods[k] for k in keys if k in index.pods]
+    return Workload(
+        Kind.STATEFUL_SET,
+        namespace,
+        name,
+        replicas=max(len(replicas), 1),
+        settled=all(r.ready and r.running for r in replicas),
+    )
 
 
 def deployment_workload(d: DeploymentRecord, in_flight: bool = False) -> Workload:
