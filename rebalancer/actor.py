@@ -311,7 +311,7 @@ class Rebalancer:
 
     async def _apply(self, move: Move, now: float) -> None:
         outcome = await self.evictor.apply(move, now)
-        if outcome in ("failed", "blocked") and move.action is not Action.RECREATE:
+        if outcome in ("failed", "blocked", "moot") and move.action is not Action.RECREATE:
             self._unrecord(move, now)
         elif outcome == "dry-run" and move.pod is not None and move.action is not Action.RECREATE:
             # As if it had moved: the same move is not announced again every dwell,

@@ -6,9 +6,10 @@ should move; `Evictor.apply` performs it and nothing else does.
 * A rollout is a pod-template annotation on the Deployment (make-before-break: the
   new replica is placed by the scheduler through the extender; the old one goes
   when the new one is Ready). An eviction goes through the Eviction API, so
-  PodDisruptionBudgets hold (a 429 is a refusal, retried on later plans). A park
+  PodDisruptionBudgets hold (a 429 is a refusal, retried on later plans), with a
+  uid precondition (a replacement of the same name is not hit: 409, moot). A park
   or unpark patches the Deployment's replicas. A recreate evicts a pending pod
-  whose admission pin went stale, with a uid precondition.
+  whose admission pin went stale, with a uid precondition too.
 * The move is recorded on the workload (annotation `cloud4iot.io/last-move`), so a
   new leader keeps the cooldowns of the last one and never moves a pod twice.
 * Until the watches show a move (a later Deployment generation, the evicted pod
@@ -72,8 +73,8 @@ MOVE_BLOCKED = "MoveBlocked"  # a PodDisruptionBudget refused the eviction (429)
 
 # What became of a move: made; refused (a 4xx: it did not happen); refused by a
 # disruption budget (429: not made either, planned again at once); no answer or a 5xx
-# (it may have happened: treated as made); logged only (dry run); moot (a recreate of a
-# pod that is gone already).
+# (it may have happened: treated as made); logged only (dry run); moot (an eviction or
+# recreate of a pod that is gone already: not made, nothing to back off).
 Outcome = Literal["ok", "failed", "blocked", "unknown", "dry-run", "moot"]
 
 
@@ -380,8 +381,14 @@ class Evictor:
         assert move.pod is not None
         pod = move.pod
         try:
-            await self._evict(pod)
+            # Bound to the pod judged: a replacement of the same name (a StatefulSet's,
+            # made while the plan ran) is not evicted in its stead.
+            await self._evict(pod, uid=pod.uid)
         except ApiException as exc:
+            if exc.status in (404, 409):  # gone already, or another pod of that name
+                log.info("eviction of %s/%s moot: the pod judged is gone (%s)",
+                         pod.namespace, pod.name, exc.status)  # fmt: skip
+                return "moot"
             if exc.status == 429:  # a PodDisruptionBudget says not now
                 log.info(
                     "eviction of %s/%s refused by a disruption budget", pod.namespace, pod.name

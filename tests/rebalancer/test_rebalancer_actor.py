@@ -462,6 +462,7 @@ async def test_max_surge_zero_evicts_and_records_the_move(world: World):
         "apiVersion": "policy/v1",
         "kind": "Eviction",
         "metadata": {"name": pod.name, "namespace": NS},
+        "deleteOptions": {"preconditions": {"uid": pod.uid}},
     }
     # Only the record of the move is patched: no rollout.
     ((_, _, deployment, patch),) = world.apps.patches
