@@ -43,6 +43,7 @@ from cloud4iot.vocabulary import (
 from rebalancer.metrics import RebalancerMetrics
 from rebalancer.model import Action, Kind, ManagedPod, Move, Workload
 from rebalancer.workloads import (
+    MAX_PARKED_REPLICAS,
     DeploymentRecord,
     MoveNote,
     PodIndex,
@@ -372,7 +373,7 @@ class Evictor:
             await self._patch(w, {"metadata": {"annotations": parked}, "spec": {"replicas": 0}})
             return "ok"
         if move.action is Action.UNPARK:
-            replicas = w.parked_replicas or 1
+            replicas = min(max(w.parked_replicas or 1, 1), MAX_PARKED_REPLICAS)
             restored: dict[str, str | None] = {PARKED_ANNOTATION: None, **notes}
             await self._patch(
                 w, {"metadata": {"annotations": restored}, "spec": {"replicas": replicas}}

@@ -187,12 +187,29 @@ class DeploymentRecord:
             replicas=replicas,
             can_surge=can_surge,
             settled=settled,
-            parked_replicas=int(parked) if isinstance(parked, str) and parked.isdigit() else None,
+            parked_replicas=parked_replicas(parked),
             template=PodFacts.from_pod({"metadata": template_meta}),
             last_move=_move_note(annotations.get(LAST_MOVE_ANNOTATION)),
             generation=generation if isinstance(generation, int) else 0,
             moves=_text(annotations.get(MOVES_ANNOTATION)),
         )
+
+
+# The most replicas an unpark restores: a parked count above it is garbage (edited by
+# hand), not a function's replica count to bring back.
+MAX_PARKED_REPLICAS = 10_000
+
+
+def parked_replicas(value: Any) -> int | None:
+    """The replica count saved by a park (`cloud4iot.io/parked-replicas`): a decimal of
+    0..MAX_PARKED_REPLICAS, else None (not parked by us). Never raises: the Deployment
+    must not drop out of the cache over an annotation ("²" is a digit to str.isdigit)."""
+    if not isinstance(value, str) or not (value.isascii() and value.isdecimal()):
+        return None
+    if len(value) > len(str(MAX_PARKED_REPLICAS)):
+        return None  # int() of thousands of digits is slow, and refused past 4,300
+    count = int(value)
+    return count if count <= MAX_PARKED_REPLICAS else None
 
 
 def _text(value: Any) -> str | None:
