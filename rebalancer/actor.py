@@ -320,9 +320,9 @@ class Rebalancer:
             self._due[f"{move.pod.namespace}/{move.pod.name}"] = now + cooldown
 
     def _unrecord(self, move: Move, now: float) -> None:
-        """A move that did not happen must not count against cooldowns and rates (its
-        backoff holds it instead). The plan appended its record last; an older record
-        of the workload counted as made `now` (stamped in the future) stays."""
+        """A move that did not happen must not count against cooldowns and rates (a
+        refused one's backoff holds it instead). The plan appended its record last; an
+        older record of the workload counted as made `now` (stamped in the future) stays."""
         moves = list(self.memory.moves)
         for i in range(len(moves) - 1, -1, -1):
             if moves[i].workload == move.workload.key and moves[i].at == now:

@@ -180,6 +180,8 @@ class Evictor:
         for owner, (at, _, _) in list(self.evicting.items()):
             if now - at >= IN_FLIGHT:  # owners nobody plans any more (deleted workloads)
                 del self.evicting[owner]
+        for key in [k for k, b in self.backoff.items() if now - b.until >= BACKOFF_MAX]:
+            del self.backoff[key]  # not tried again for long (moot, or deleted): afresh
 
     # --- what is in flight ---------------------------------------------------------------
 
@@ -198,8 +200,6 @@ class Evictor:
                         message, delay, BACKOFF_MAX)  # fmt: skip
         else:
             log.debug("%s; not tried again for %.0fs", message, delay)
-        for k in [k for k, b in self.backoff.items() if now - b.until >= BACKOFF_MAX]:
-            del self.backoff[k]  # bounded by the workloads refused lately
 
     def deployment_in_flight(self, key: str, now: float) -> bool:
         mark = self.changed.get(key)

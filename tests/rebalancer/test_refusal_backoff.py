@@ -150,3 +150,12 @@ async def test_a_refusal_takes_back_only_the_move_refused() -> None:
     await world.step(NOW)
     assert len(apps.patches) == 1  # refused
     assert world.rebalancer.memory.moves == (earlier,)
+
+
+async def test_a_backoff_not_tried_again_for_long_is_forgotten() -> None:
+    world = parked_world()
+    await tick(world, NOW)
+    assert f"Deployment/{NS}/reader" in world.rebalancer.evictor.backoff
+    world.rebalancer.observe_deployment(f"{NS}/reader", None, None)  # deleted
+    await world.step(NOW + BACKOFF_FIRST + BACKOFF_MAX)
+    assert world.rebalancer.evictor.backoff == {}
