@@ -70,6 +70,11 @@ def crossed(
     return out
 
 
+def _serving(pod: PodRecord | None) -> tuple[str, bool] | None:
+    """What a replica's siblings are judged on (statefulset_workload): it, Ready, running."""
+    return None if pod is None else (pod.uid, pod.ready and pod.running)
+
+
 @dataclass(slots=True)
 class Rebalancer:
     policy: PolicyStore
@@ -127,6 +132,11 @@ class Rebalancer:
             evicting = self.evictor.evicting
             if new.owner is not None and (owner := (new.namespace, *new.owner)) in evicting:
                 self._mark(self.index.by_owner.get(owner, ()))  # its replicas may go on
+        if _serving(old) != _serving(new):
+            # A StatefulSet is settled by its pods: a replica up or down re-plans its siblings.
+            for p in (old, new):
+                if p is not None and p.owner is not None and p.owner[0] == "StatefulSet":
+                    self._mark(self.index.by_owner.get((p.namespace, *p.owner), ()))
 
     def observe_device(self, name: str, old: DeviceFacts | None, new: DeviceFacts | None) -> None:
         self._mark(self.index.by_device.get(name, ()))
@@ -226,7 +236,7 @@ class Rebalancer:
             statefulsets = await self.evictor.statefulsets(owners)
             if statefulsets is None:
                 return  # unread: a StatefulSet could be moved again inside its cooldown
-            records = moves_on_record(self.workloads.deployments.values(), statefulsets)
+            records = moves_on_record(self.workloads.deployments.values(), statefulsets, now=now)
             self.memory, self._seeded = replace(self.memory, moves=records), True
         pods, full = self._collect(now)
         loaded = self.policy.current
@@ -242,24 +252,41 @@ class Rebalancer:
         )
         self._due.update(repins.due)
         for move in repins.moves:
-            await self._apply(move, now)
+            until = evictor.backing_off(move.workload.key, now)
+            if until is None:
+                await self._apply(move, now)
+            elif move.pod is not None:  # its owner's last move was refused: again then
+                self._due[f"{move.pod.namespace}/{move.pod.name}"] = until
         if self._gone:
             self._forget(self._gone)
             evictor.forget(self._gone)
             self._gone = set()
         evictor.expire(now)
-        devices = self.store.snapshot.devices
-        if any(d not in devices for d in self.memory.unheard_since):
-            # Park timers of deleted Devices (the Device's own pods go with their workloads).
-            self.memory = self.memory.forget(devices=set(self.memory.unheard_since) - set(devices))
-        parked = parked_facts(
-            d
-            for d in self.workloads.parked.values()
-            if not evictor.deployment_in_flight(d.key, now)
-        )
-        candidates = [
-            evictor.leaving(m, now) for p in pods if (m := managed_pod(p, self._workload(p, now)))
+        devices, served = self.store.snapshot.devices, self.index.by_device
+        if any(d not in devices and d not in served for d in self.memory.unheard_since):
+            # Park timers of deleted Devices no pod serves any more. A function whose Device
+            # was deleted keeps its timer: it is away for good, and parks when it is due.
+            gone = {d for d in self.memory.unheard_since if d not in devices and d not in served}
+            self.memory = self.memory.forget(devices=gone)
+        parked = [
+            (w, facts)
+            for w, facts in parked_facts(
+                d
+                for d in self.workloads.parked.values()
+                if not evictor.deployment_in_flight(d.key, now)
+            )
+            if evictor.backing_off(w.key, now) is None  # planned every step: no _due
         ]
+        candidates = []
+        for p in pods:
+            m = managed_pod(p, self._workload(p, now))
+            if m is None:
+                continue
+            until = evictor.backing_off(m.workload.key, now)
+            if until is not None:  # its last move was refused: planned again then
+                self._due[p.key] = until
+                continue
+            candidates.append(evictor.leaving(m, now))
         if not candidates and not parked:
             return
         started = time.perf_counter()
@@ -284,7 +311,7 @@ class Rebalancer:
 
     async def _apply(self, move: Move, now: float) -> None:
         outcome = await self.evictor.apply(move, now)
-        if outcome == "failed" and move.action is not Action.RECREATE:
+        if outcome in ("failed", "blocked", "moot") and move.action is not Action.RECREATE:
             self._unrecord(move, now)
         elif outcome == "dry-run" and move.pod is not None and move.action is not Action.RECREATE:
             # As if it had moved: the same move is not announced again every dwell,
@@ -293,15 +320,19 @@ class Rebalancer:
             self._due[f"{move.pod.namespace}/{move.pod.name}"] = now + cooldown
 
     def _unrecord(self, move: Move, now: float) -> None:
-        """A move that did not happen must not count against cooldowns and rates."""
-        moves = tuple(
-            r for r in self.memory.moves if not (r.workload == move.workload.key and r.at == now)
-        )
-        self.memory = replace(self.memory, moves=moves)
+        """A move that did not happen must not count against cooldowns and rates (a
+        refused one's backoff holds it instead). The plan appended its record last; an
+        older record of the workload counted as made `now` (stamped in the future) stays."""
+        moves = list(self.memory.moves)
+        for i in range(len(moves) - 1, -1, -1):
+            if moves[i].workload == move.workload.key and moves[i].at == now:
+                del moves[i]
+                break
+        self.memory = replace(self.memory, moves=tuple(moves))
 
     def _workload(self, pod: PodRecord, now: float) -> Workload:
         workload = self.workloads.workload(
-            pod, lambda key: self.evictor.deployment_in_flight(key, now)
+            pod, lambda key: self.evictor.deployment_in_flight(key, now), self.index
         )
         if workload.settled and self.evictor.owner_recovering(pod, now):
             return replace(workload, settled=False)

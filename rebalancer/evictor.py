@@ -6,9 +6,10 @@ should move; `Evictor.apply` performs it and nothing else does.
 * A rollout is a pod-template annotation on the Deployment (make-before-break: the
   new replica is placed by the scheduler through the extender; the old one goes
   when the new one is Ready). An eviction goes through the Eviction API, so
-  PodDisruptionBudgets hold (a 429 is a refusal, retried on later plans). A park
+  PodDisruptionBudgets hold (a 429 is a refusal, retried on later plans), with a
+  uid precondition (a replacement of the same name is not hit: 409, moot). A park
   or unpark patches the Deployment's replicas. A recreate evicts a pending pod
-  whose admission pin went stale, with a uid precondition.
+  whose admission pin went stale, with a uid precondition too.
 * The move is recorded on the workload (annotation `cloud4iot.io/last-move`), so a
   new leader keeps the cooldowns of the last one and never moves a pod twice.
 * Until the watches show a move (a later Deployment generation, the evicted pod
@@ -42,6 +43,7 @@ from cloud4iot.vocabulary import (
 from rebalancer.metrics import RebalancerMetrics
 from rebalancer.model import Action, Kind, ManagedPod, Move, Workload
 from rebalancer.workloads import (
+    MAX_PARKED_REPLICAS,
     DeploymentRecord,
     MoveNote,
     PodIndex,
@@ -60,15 +62,40 @@ IN_FLIGHT = 60.0
 # A move that failed or was blocked is planned again on later passes; its Warning is
 # recorded once per workload, reason and this many seconds, not on every pass.
 WARN_EVERY = 300.0
+# A workload whose move the apiserver refused (RBAC, a webhook, an invalid change) is
+# not planned again for BACKOFF_FIRST seconds, doubling per refusal in a row up to
+# BACKOFF_MAX; a made move resets it. A disruption budget's refusal is not backed off:
+# it clears as soon as a replica is back, and is planned again at once.
+BACKOFF_FIRST = 10.0
+BACKOFF_MAX = 300.0
 # Warning Event reasons (docs/operations.md): the move was not made.
 MOVE_FAILED = "MoveFailed"  # the apiserver refused the change (an error answer)
 MOVE_BLOCKED = "MoveBlocked"  # a PodDisruptionBudget refused the eviction (429)
 
-# What became of a move: made; refused or failed (it did not happen); no answer (it
-# may have happened: treated as made); logged only (dry run); moot (a recreate of a
-# pod that is gone already).
-Outcome = Literal["ok", "failed", "unknown", "dry-run", "moot"]
+# What became of a move: made; refused (a 4xx: it did not happen); refused by a
+# disruption budget (429: not made either, planned again at once); no answer or a 5xx
+# (it may have happened: treated as made); logged only (dry run); moot (an eviction or
+# recreate of a pod that is gone already: not made, nothing to back off).
+Outcome = Literal["ok", "failed", "blocked", "unknown", "dry-run", "moot"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Refusals in a row of a workload's moves: not planned again before `until`."""
+
+    until: float
+    delay: float
+    status: int | None  # the last refusal's, logged once per kind
+
+
 Owner = tuple[str, str, str]  # namespace, kind, name
+
+
+def refused(status: int | None) -> bool:
+    """Whether an error answer says the request was not carried out: a 4xx (invalid,
+    forbidden, not found, conflict, unprocessable, too many requests) but a 408. A 5xx
+    or no status may come after the write committed (an etcd or webhook timeout)."""
+    return status is not None and 400 <= status < 500 and status != 408
 
 
 @dataclass(slots=True)
@@ -93,6 +120,7 @@ class Evictor:
     # and the workload not settled, whatever the cache says.
     changed: dict[str, tuple[int, float]] = field(default_factory=dict)
     warned: dict[tuple[str, str], float] = field(default_factory=dict)  # (workload, reason)
+    backoff: dict[str, Backoff] = field(default_factory=dict)  # by Workload.key
 
     # --- what the watches show ---------------------------------------------------------
 
@@ -152,8 +180,26 @@ class Evictor:
         for owner, (at, _, _) in list(self.evicting.items()):
             if now - at >= IN_FLIGHT:  # owners nobody plans any more (deleted workloads)
                 del self.evicting[owner]
+        for key in [k for k, b in self.backoff.items() if now - b.until >= BACKOFF_MAX]:
+            del self.backoff[key]  # not tried again for long (moot, or deleted): afresh
 
     # --- what is in flight ---------------------------------------------------------------
+
+    def backing_off(self, workload: str, now: float) -> float | None:
+        """Until when moves of `workload` (a Workload.key) wait after refusals, or None."""
+        entry = self.backoff.get(workload)
+        return entry.until if entry is not None and now < entry.until else None
+
+    def _refused(self, move: Move, now: float, status: int | None, message: str) -> None:
+        key = move.workload.key
+        entry = self.backoff.get(key)
+        delay = BACKOFF_FIRST if entry is None else min(entry.delay * 2, BACKOFF_MAX)
+        self.backoff[key] = Backoff(now + delay, delay, status)
+        if entry is None or entry.status != status:  # once per kind of refusal in a row
+            log.warning("%s; not tried again for %.0fs (doubling up to %.0fs)",
+                        message, delay, BACKOFF_MAX)  # fmt: skip
+        else:
+            log.debug("%s; not tried again for %.0fs", message, delay)
 
     def deployment_in_flight(self, key: str, now: float) -> bool:
         mark = self.changed.get(key)
@@ -223,22 +269,33 @@ class Evictor:
         generation = self.workloads.generation(key)
         try:
             outcome = await self._act(move, now)
-        except ApiException as exc:  # the apiserver answered: it did not happen
-            log.warning("%s failed: %s", message, exc)
+        except ApiException as exc:
+            if not refused(exc.status):
+                # A 5xx (etcd or webhook timeout, 504 "did not complete"): the write may
+                # have committed. As with no answer, keep it recorded and in flight.
+                log.warning("%s: outcome unknown (%s %s); treated as made",
+                            message, exc.status, exc.reason)  # fmt: skip
+                self.backoff.pop(move.workload.key, None)
+                self._in_flight(move, now, generation)
+                self.metrics.moves.labels(*labels, "unknown").inc()
+                return "unknown"
             why = f"{exc.status} {exc.reason}".strip()
+            self._refused(move, now, exc.status, f"{message} failed: {why}")
             await self._warn(move, now, MOVE_FAILED, f"could not {message}: {why}")
             outcome = "failed"
         except Exception as exc:
             # No answer (a timeout, a dropped connection): it may have happened. Keep it
             # recorded and in flight, so it is neither repeated at once nor uncounted.
             log.warning("%s: outcome unknown (%s); treated as made", message, exc)
+            self.backoff.pop(move.workload.key, None)
             self._in_flight(move, now, generation)
             self.metrics.moves.labels(*labels, "unknown").inc()
             return "unknown"
         if outcome != "ok":
-            if outcome == "failed":
+            if outcome in ("failed", "blocked"):
                 self.metrics.moves.labels(*labels, "failed").inc()
             return outcome
+        self.backoff.pop(move.workload.key, None)
         log.info("%s", message)
         self._in_flight(move, now, generation)
         self.metrics.moves.labels(*labels, "ok").inc()
@@ -316,7 +373,7 @@ class Evictor:
             await self._patch(w, {"metadata": {"annotations": parked}, "spec": {"replicas": 0}})
             return "ok"
         if move.action is Action.UNPARK:
-            replicas = w.parked_replicas or 1
+            replicas = min(max(w.parked_replicas or 1, 1), MAX_PARKED_REPLICAS)
             restored: dict[str, str | None] = {PARKED_ANNOTATION: None, **notes}
             await self._patch(
                 w, {"metadata": {"annotations": restored}, "spec": {"replicas": replicas}}
@@ -325,8 +382,14 @@ class Evictor:
         assert move.pod is not None
         pod = move.pod
         try:
-            await self._evict(pod)
+            # Bound to the pod judged: a replacement of the same name (a StatefulSet's,
+            # made while the plan ran) is not evicted in its stead.
+            await self._evict(pod, uid=pod.uid)
         except ApiException as exc:
+            if exc.status in (404, 409):  # gone already, or another pod of that name
+                log.info("eviction of %s/%s moot: the pod judged is gone (%s)",
+                         pod.namespace, pod.name, exc.status)  # fmt: skip
+                return "moot"
             if exc.status == 429:  # a PodDisruptionBudget says not now
                 log.info(
                     "eviction of %s/%s refused by a disruption budget", pod.namespace, pod.name
@@ -339,7 +402,7 @@ class Evictor:
                     f"a PodDisruptionBudget refused the eviction; planned again later: "
                     f"{move.message()}",
                 )
-                return "failed"  # not made: planned again later
+                return "blocked"  # not made: planned again later
             raise
         if w.kind in (Kind.DEPLOYMENT, Kind.STATEFUL_SET):
             with contextlib.suppress(Exception):  # the record helps a new leader; not vital

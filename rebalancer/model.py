@@ -78,7 +78,9 @@ class Workload:
     kind: Kind
     namespace: str
     name: str
-    can_surge: bool = False  # Deployment RollingUpdate with maxSurge > 0
+    # Deployment RollingUpdate with maxSurge > 0 and maxUnavailable 0: a rollout is
+    # make-before-break (workloads.make_before_break)
+    can_surge: bool = False
     replicas: int = 1
     settled: bool = True  # no rollout in progress, every replica up to date
     parked_replicas: int | None = None  # the replica count saved when parked

@@ -57,7 +57,7 @@ Design choices (policies/README.md documents the knobs, `spec.rebalance`):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from cloud4iot.policy.loader import LoadedPolicy
 from cloud4iot.policy.schema import FunctionClass, ProximityMode, WhenDeviceAway
@@ -184,6 +184,11 @@ def plan(
         ]
         held += [Held(w.key, None, None, Limit.NOT_SYNCED) for w, _ in parked]
         return Plan((), tuple(held), memory)
+    if any(m.at > now for m in memory.moves):
+        # Our clock stepped back since they were made: as if made now, so they age out
+        # after their windows rather than after the step on top.
+        made = tuple(replace(m, at=now) if m.at > now else m for m in memory.moves)
+        memory = replace(memory, moves=made)
     work = _Work(
         snapshot, policy, memory, now, dict(memory.pending), dict(memory.unheard_since), tables
     )

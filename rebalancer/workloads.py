@@ -102,16 +102,34 @@ def replicaset_owner(obj: Mapping[str, Any], observed_at: float = 0.0) -> str | 
     return owner[1] if owner is not None and owner[0] == "Deployment" else None
 
 
-def _surge(value: Any, replicas: int) -> int:
-    """maxSurge as a pod count: an int, or a percentage of replicas rounded up."""
+def _scaled(value: Any, replicas: int, round_up: bool) -> int | None:
+    """An int-or-percent of a rolling update as a pod count, as the Deployment controller
+    resolves it (GetScaledValueFromIntOrPercent): an int as is, "N%" of `replicas`
+    rounded up (maxSurge) or down (maxUnavailable); None for anything else."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, str) and value.endswith("%"):
-        try:
-            return math.ceil(float(value[:-1]) * replicas / 100)
-        except ValueError:
-            return 0
-    return 0
+        digits = value[:-1]
+        if not (digits.isascii() and digits.isdecimal()) or len(digits) > 9:
+            return None  # the apiserver accepts only an integer percentage
+        scaled = int(digits) * replicas
+        return -(-scaled // 100) if round_up else scaled // 100
+    return None
+
+
+def make_before_break(strategy: Mapping[str, Any], replicas: int) -> bool:
+    """Whether a rollout of a Deployment with this strategy keeps its `replicas` pods
+    available throughout: RollingUpdate with maxSurge > 0 and maxUnavailable resolving
+    to 0 (the defaults, 25 % each, do for 1 to 3 replicas). Any other rollout may delete
+    an old pod before its replacement is Ready, with no disruption budget consulted."""
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return False
+    rolling = strategy.get("rollingUpdate") or {}
+    if not isinstance(rolling, Mapping):
+        return False
+    surge = _scaled(rolling.get("maxSurge", "25%"), replicas, round_up=True)
+    unavailable = _scaled(rolling.get("maxUnavailable", "25%"), replicas, round_up=False)
+    return surge is not None and surge > 0 and unavailable == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +165,7 @@ class DeploymentRecord:
         replicas = replicas if isinstance(replicas, int) else 1
         generation = meta.get("generation")
         strategy = spec.get("strategy") or {}
-        rolling = strategy.get("type", "RollingUpdate") == "RollingUpdate"
-        surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")
-        can_surge = rolling and _surge(surge, max(replicas, 1)) > 0
+        can_surge = isinstance(strategy, Mapping) and make_before_break(strategy, max(replicas, 1))
         settled = (
             (status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
             and (status.get("updatedReplicas") or 0) == replicas
@@ -171,12 +187,29 @@ class DeploymentRecord:
             replicas=replicas,
             can_surge=can_surge,
             settled=settled,
-            parked_replicas=int(parked) if isinstance(parked, str) and parked.isdigit() else None,
+            parked_replicas=parked_replicas(parked),
             template=PodFacts.from_pod({"metadata": template_meta}),
             last_move=_move_note(annotations.get(LAST_MOVE_ANNOTATION)),
             generation=generation if isinstance(generation, int) else 0,
             moves=_text(annotations.get(MOVES_ANNOTATION)),
         )
+
+
+# The most replicas an unpark restores: a parked count above it is garbage (edited by
+# hand), not a function's replica count to bring back.
+MAX_PARKED_REPLICAS = 10_000
+
+
+def parked_replicas(value: Any) -> int | None:
+    """The replica count saved by a park (`cloud4iot.io/parked-replicas`): a decimal of
+    0..MAX_PARKED_REPLICAS, else None (not parked by us). Never raises: the Deployment
+    must not drop out of the cache over an annotation ("²" is a digit to str.isdigit)."""
+    if not isinstance(value, str) or not (value.isascii() and value.isdecimal()):
+        return None
+    if len(value) > len(str(MAX_PARKED_REPLICAS)):
+        return None  # int() of thousands of digits is slow, and refused past 4,300
+    count = int(value)
+    return count if count <= MAX_PARKED_REPLICAS else None
 
 
 def _text(value: Any) -> str | None:
@@ -194,8 +227,11 @@ def _move_note(raw: Any) -> MoveNote | None:
         return None
     try:
         doc = orjson.loads(raw)
+        at = float(doc["at"])
+        if not math.isfinite(at):
+            return None  # garbage: it would hold the workload for ever
         return MoveNote(
-            at=float(doc["at"]),
+            at=at,
             reason=str(doc["reason"]),
             from_node=str(doc["from"]),
             to_node=doc.get("to"),
@@ -351,10 +387,14 @@ class Workloads:
         return [(namespace, "ReplicaSet", rs) for rs in self.rs_of.get(deployment_key, ())]
 
     def workload(
-        self, pod: PodRecord, in_flight: Callable[[str], bool] = lambda key: False
+        self,
+        pod: PodRecord,
+        in_flight: Callable[[str], bool] = lambda key: False,
+        index: PodIndex | None = None,
     ) -> Workload:
         """The owner that recreates `pod`; a Deployment whose change is `in_flight` (by
-        key: made, not yet shown by the watch) counts as not settled."""
+        key: made, not yet shown by the watch) counts as not settled. A StatefulSet (not
+        watched) is judged by its pods in `index`: see statefulset_workload."""
         if pod.owner is None:
             return Workload(Kind.POD, pod.namespace, pod.name)
         kind, name = pod.owner
@@ -364,8 +404,27 @@ class Workloads:
                 return Workload(Kind.REPLICA_SET, pod.namespace, name)
             return deployment_workload(deployment, in_flight(deployment.key))
         if kind == "StatefulSet":
-            return Workload(Kind.STATEFUL_SET, pod.namespace, name)
+            return statefulset_workload(pod.namespace, name, index)
         return Workload(Kind.POD, pod.namespace, pod.name)  # nothing would recreate it elsewhere
+
+
+def statefulset_workload(namespace: str, name: str, index: PodIndex | None) -> Workload:
+    """A StatefulSet as its managed pods in `index` show it: as many replicas as pods,
+    settled while every one runs Ready (a sibling down, starting or leaving: evicting
+    another could take the function's last Ready replica). A replica the controller has
+    not created yet is not seen (the StatefulSet is not watched); one the rebalancer
+    evicted is waited for (Evictor.owner_recovering)."""
+    if index is None:
+        return Workload(Kind.STATEFUL_SET, namespace, name)
+    keys = index.by_owner.get((namespace, "StatefulSet", name), ())
+    replicas = [index.pods[k] for k in keys if k in index.pods]
+    return Workload(
+        Kind.STATEFUL_SET,
+        namespace,
+        name,
+        replicas=max(len(replicas), 1),
+        settled=all(r.ready and r.running for r in replicas),
+    )
 
 
 def deployment_workload(d: DeploymentRecord, in_flight: bool = False) -> Workload:
@@ -399,9 +458,13 @@ def managed_pod(pod: PodRecord, workload: Workload) -> ManagedPod | None:
 def moves_on_record(
     deployments: Iterable[DeploymentRecord],
     statefulsets: Iterable[Mapping[str, Any]] = (),
+    *,
+    now: float,
 ) -> tuple[MoveRecord, ...]:
     """The last move of each Deployment and StatefulSet (objects as the apiserver returns
-    them) as recorded on it: a new term's memory."""
+    them) as recorded on it: a new term's memory. A move stamped after `now` (the last
+    leader's clock ahead of ours, ours stepped back, an edited annotation) counts as made
+    `now`: it must not hold its workload for the skew on top of the cooldown."""
     notes = [(deployment_workload(d).key, d.last_move) for d in deployments]
     for obj in statefulsets:
         meta = obj.get("metadata") or {}
@@ -415,7 +478,8 @@ def moves_on_record(
             reason = Reason(note.reason)
         except ValueError:
             continue
-        records.append(MoveRecord(key, note.device, note.from_node, note.to_node, reason, note.at))
+        at = min(note.at, now)
+        records.append(MoveRecord(key, note.device, note.from_node, note.to_node, reason, at))
     return tuple(sorted(records, key=lambda r: r.at))
 
 

@@ -177,9 +177,14 @@ def function_deployment(
     device: str,
     *,
     max_surge: int | str | None = None,
+    max_unavailable: int | str | None = None,
     cpu: str = "50m",
     gate: str | None = None,
 ) -> dict[str, Any]:
+    """With `max_surge`, a RollingUpdate strategy: make-before-break (maxUnavailable 0)
+    when it surges, else maxUnavailable 1 (the apiserver refuses both 0)."""
+    if max_unavailable is None:
+        max_unavailable = 1 if max_surge in (0, "0%") else 0
     spec: dict[str, Any] = {
         "replicas": 1,
         "selector": {"matchLabels": {"app": name}},
@@ -205,7 +210,7 @@ def function_deployment(
     if max_surge is not None:
         spec["strategy"] = {
             "type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": max_surge, "maxUnavailable": 1},
+            "rollingUpdate": {"maxSurge": max_surge, "maxUnavailable": max_unavailable},
         }
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name}, "spec": spec}
 

@@ -191,7 +191,12 @@ def deployment_obj(
     annotations: Mapping[str, str] | None = None,
     generation: int = 1,
     observed: int = 1,
+    max_unavailable: Any = None,
 ) -> dict[str, Any]:
+    """With `max_surge`, a RollingUpdate strategy: make-before-break (maxUnavailable 0)
+    when it surges, else maxUnavailable 1 (the apiserver refuses both 0)."""
+    if max_unavailable is None:
+        max_unavailable = 1 if max_surge in (0, "0%") else 0
     template_annotations = {FUNCTION_ANNOTATION: function}
     if device is not None:
         template_annotations[DEVICE_ANNOTATION] = device
@@ -202,7 +207,7 @@ def deployment_obj(
     if max_surge is not None:
         spec["strategy"] = {
             "type": "RollingUpdate",
-            "rollingUpdate": {"maxSurge": max_surge, "maxUnavailable": 1},
+            "rollingUpdate": {"maxSurge": max_surge, "maxUnavailable": max_unavailable},
         }
     return {
         "metadata": {
@@ -457,6 +462,7 @@ async def test_max_surge_zero_evicts_and_records_the_move(world: World):
         "apiVersion": "policy/v1",
         "kind": "Eviction",
         "metadata": {"name": pod.name, "namespace": NS},
+        "deleteOptions": {"preconditions": {"uid": pod.uid}},
     }
     # Only the record of the move is patched: no rollout.
     ((_, _, deployment, patch),) = world.apps.patches
@@ -504,8 +510,8 @@ async def test_an_eviction_refused_by_a_disruption_budget_is_forgotten(world: Wo
     assert {e["type"] for e in world.core.events} == {"Normal"}
 
 
-async def test_another_eviction_error_is_a_failed_move_without_a_budget_hold(world: World):
-    world.core.evict_status = 500
+async def test_another_eviction_refusal_is_a_failed_move_without_a_budget_hold(world: World):
+    world.core.evict_status = 403
     world.show(wearable())
     world.deploy("consolidator", "gw-home", max_surge=0)
     await world.step(NOW)
@@ -516,7 +522,7 @@ async def test_another_eviction_error_is_a_failed_move_without_a_budget_hold(wor
         ("Warning", "MoveFailed"),
     ]
     assert "could not" in world.core.events[0]["message"]
-    assert "500" in world.core.events[0]["message"]
+    assert "403" in world.core.events[0]["message"]
     assert world.rebalancer.memory.moves == ()
 
 
@@ -760,7 +766,8 @@ def test_moves_on_record_reads_the_last_move_of_each_deployment():
             record("garbage", "{not json"),
             record("unknown-reason", recorded(NOW - 5, "Teleporting")),
             record("early", recorded(NOW - 100)),
-        ]
+        ],
+        now=NOW,
     )
     assert seeded == (
         MoveRecord(
