@@ -95,6 +95,14 @@ def discovery_reflectors(custom: Any) -> tuple[Reflector[DeviceClass], Reflector
     return classes, discovered
 
 
+def saved_replicas(saved: str) -> int:
+    """The replicas a park saved: a decimal of 1..10,000, else 1. Never raises: "²" is
+    a digit to str.isdigit but not to int(), and int() refuses thousands of digits."""
+    if saved.isascii() and saved.isdecimal() and len(saved) <= 5:
+        return min(max(int(saved), 1), 10_000)
+    return 1
+
+
 @dataclass(slots=True, eq=False)
 class DiscoveryController:
     custom: Any  # kubernetes.aio CustomObjectsApi
@@ -373,7 +381,7 @@ class DiscoveryController:
         saved = (dep.metadata.annotations or {}).get(DISCOVERY_PARKED_ANNOTATION)
         if saved is None:
             return False
-        replicas = int(saved) if saved.isdigit() and int(saved) > 0 else 1
+        replicas = saved_replicas(saved)
         patch = {
             "metadata": {
                 "resourceVersion": dep.metadata.resource_version,

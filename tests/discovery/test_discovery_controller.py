@@ -5,9 +5,11 @@ from __future__ import annotations
 from types import SimpleNamespace as Ns
 from typing import Any
 
+import pytest
+
 from cloud4iot.deviceclass import DeviceClass, Filter, FunctionTemplate
 from cloud4iot.vocabulary import GATEWAY_LABEL, TIER_LABEL
-from extender.controllers.discovery import DiscoveryController
+from extender.controllers.discovery import DiscoveryController, saved_replicas
 from extender.controllers.discovery_plan import Discovered
 from extender.state.snapshot import DeviceFacts, NodeFacts, Sighting, Snapshot
 from extender.state.store import StateStore
@@ -176,3 +178,13 @@ async def test_devices_created_but_not_yet_watched_count_toward_the_cap() -> Non
     for _ in range(4):
         await ctl.step(T)
     assert api.calls.count("create_cluster_custom_object") == 6  # the cap, not 5 + 5 + ...
+
+
+@pytest.mark.parametrize(
+    ("saved", "restored"),
+    [("3", 3), ("0", 1), ("²", 1), ("1" * 5000, 1), ("99999", 10_000), ("-2", 1), ("", 1)],
+)
+def test_an_unpark_restores_a_sane_replica_count_whatever_the_annotation(
+    saved: str, restored: int
+) -> None:
+    assert saved_replicas(saved) == restored
