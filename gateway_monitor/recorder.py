@@ -3,7 +3,12 @@
 Lines are the trace format (``gateway_monitor/traces.py``) with ``t`` in wall-clock
 epoch seconds, so the recordings of several gateways line up on one timeline:
 ``cloud4iot replay --trace gw-a=a.jsonl --trace gw-b=b.jsonl``. Only adverts of
-registered Devices are recorded (strangers are never tracked, so never written).
+registered Devices are recorded (strangers are never tracked, so never written), each
+with two fields the trace format does not have (readers of traces ignore them):
+``device``, the Device the monitor resolved the advert to, and, when the address on
+air is not the Device's ``spec.address`` (a resolvable private address of a Device
+with an identity key, rotated every few minutes), ``identity``, that spec.address.
+Replay groups by them, so a wearable is one device across its rotations.
 
 Bounded: when FILE would pass ``max_bytes`` it is renamed FILE.1 (replacing an older
 FILE.1) and a new FILE started, so a recorder left on holds at most twice
@@ -15,12 +20,11 @@ every second.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from gateway_monitor.traces import TraceRecord
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +45,26 @@ class Recorder:
         if self.max_bytes < 1024:
             raise ValueError("--record-max-bytes must be at least 1024")
 
-    def add(self, t: float, address: str, rssi: int) -> None:
-        """Queue one advert (wall-clock ``t``); cheap, called on the event loop."""
+    def add(
+        self,
+        t: float,
+        address: str,
+        rssi: int,
+        device: str | None = None,
+        identity: str | None = None,
+    ) -> None:
+        """Queue one advert (wall-clock ``t``) of Device ``device`` (``identity``: its
+        spec.address, when not ``address``); cheap, called on the event loop."""
         if len(self.pending) >= self.max_pending:
             self.dropped += 1
             return
-        self.pending.append(TraceRecord(t=t, address=address, rssi=rssi).to_json() + "\n")
+        # TraceRecord.to_json's fields and layout, and the Device's.
+        obj: dict[str, object] = {"t": round(t, 3), "address": address, "rssi": rssi}
+        if device is not None:
+            obj["device"] = device
+        if identity is not None and identity != address:
+            obj["identity"] = identity
+        self.pending.append(json.dumps(obj, separators=(",", ":")) + "\n")
 
     def take(self) -> list[str]:
         """What is queued, for `write`: on the event loop, as `add` is. Swapped in a

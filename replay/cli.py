@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=ADDRESS",
-        help="name a traced address (repeatable)",
+        help="name a traced address, on air or a recorded Device's identity address "
+        "(repeatable; each must match)",
     )
     p.add_argument("--truth", type=Path, help="CSV: time_s,nearest_gateway[,device]")
     p.add_argument(
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     from cloud4iot.policy.loader import load_policy
     from replay.inputs import (
+        InputError,
         check_span,
         check_truth,
         merge,
@@ -113,10 +115,17 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
         read_truth,
     )
 
+    names = _device_names(args)
     parts = {str(p): read_csv_adverts(p) for p in args.csv}
-    names = dict(args.device)
+    matched: set[str] = set()
     for node, f in args.trace:
-        parts[f"{node}={f}"] = read_trace_adverts(node, Path(f), names)
+        parts[f"{node}={f}"] = read_trace_adverts(node, Path(f), names, matched)
+    if unmatched := [n for n in names if n not in matched]:
+        raise InputError(
+            "; ".join(f"--device {n}={names[n]}: no trace has this address" for n in unmatched)
+            + " (a Device with an identity key is on air under rotating addresses: only"
+            " a --record file that names its identity address matches it)"
+        )
     check_span(parts)
     recording = merge(list(parts.values()))
     policies = {"policy": load_policy(args.policy)}
@@ -126,6 +135,31 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     if truth is not None:
         check_truth(truth, recording, args.truth)
     return recording, policies, truth, _chain_config(args, policies["policy"])
+
+
+def _device_names(args: argparse.Namespace) -> dict[str, str]:
+    """--device NAME=ADDRESS as name -> address (upper case); refuses what would be
+    ignored: a repeated name or address, an address no radio makes, --device with no
+    --trace (CSV recordings carry no addresses)."""
+    from gateway_monitor.traces import ADDRESS
+    from replay.inputs import InputError
+
+    if args.device and not args.trace:
+        raise InputError("--device names addresses in --trace files; CSV rows name their device")
+    names: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for name, address in args.device:
+        address = address.strip().upper()
+        if not ADDRESS.fullmatch(address):
+            raise InputError(
+                f"--device {name}={address}: not a Bluetooth address (XX:XX:XX:XX:XX:XX)"
+            )
+        if name in names:
+            raise InputError(f"--device {name}: given twice ({names[name]}, {address})")
+        if address in owners:
+            raise InputError(f"--device {address}: given two names ({owners[address]}, {name})")
+        names[name], owners[address] = address, name
+    return names
 
 
 def _chain_config(args: argparse.Namespace, policy: Any) -> Any:

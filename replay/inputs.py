@@ -7,7 +7,9 @@ Adverts come in two layouts, merged onto one timeline:
   of the recordings under ``tests/data/ble-flat``; other columns are ignored.
 * The monitor's trace format (JSONL, ``t``, ``address``, ``rssi``; what
   ``cloud4iot-gateway-monitor --record`` writes), one file per gateway given as
-  ``NODE=FILE``. The device is its address (or the name ``--device NAME=ADDRESS`` maps).
+  ``NODE=FILE``. The device is the Device a ``--record`` line names (one device across
+  the rotating addresses of a Device with an identity key), else its address (or the
+  name ``--device NAME=ADDRESS`` maps, ADDRESS on air or the recorded identity).
 
 Truth is a CSV with ``time_s`` and ``nearest_gateway`` (optionally ``device``): rows are
 samples of which gateway was really nearest at that time.
@@ -20,12 +22,13 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway_monitor.traces import TraceError, parse_line
+from gateway_monitor.traces import ADDRESS, TraceError, parse_line
 
 DEFAULT_DEVICE = "tag"
 
@@ -124,8 +127,20 @@ def read_csv_adverts(path: Path) -> Recording:
     return out
 
 
-def read_trace_adverts(node: str, path: Path, names: Mapping[str, str] | None = None) -> Recording:
-    """One gateway's monitor trace; ``names`` maps an address to a device name."""
+def read_trace_adverts(
+    node: str,
+    path: Path,
+    names: Mapping[str, str] | None = None,
+    matched: set[str] | None = None,
+) -> Recording:
+    """One gateway's monitor trace; ``names`` maps a device name to an address (on air,
+    or the Device's identity address a recording names), and the names it matched are
+    added to ``matched``.
+
+    A line of ``--record`` names its Device (``device``, and ``identity`` when the
+    address on air is a rotating one): its adverts are that device's, under its
+    identity address, whatever address it was heard on. A line without (a plain trace,
+    or a recording older than the fields) is the device of its address."""
     by_address = {a.upper(): n for n, a in (names or {}).items()}
     out = Recording()
     try:
@@ -134,14 +149,33 @@ def read_trace_adverts(node: str, path: Path, names: Mapping[str, str] | None = 
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
-                rec = parse_line(line, f"{path}:{lineno}")
-                device = by_address.get(rec.address) or rec.address.lower().replace(":", "")
+                where = f"{path}:{lineno}"
+                rec = parse_line(line, where)
+                address, recorded = rec.address, None
+                if '"device"' in line:
+                    recorded, address = _recorded_device(line, where, address)
+                name = by_address.get(rec.address) or by_address.get(address)
+                if name is not None and matched is not None:
+                    matched.add(name)
+                device = name or recorded or address.lower().replace(":", "")
                 out.adverts.append(Advert(rec.t, node, device, rec.rssi))
-                out.addresses.setdefault(device, rec.address)
+                out.addresses.setdefault(device, address)
     except (TraceError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise InputError(str(exc)) from exc
     out.adverts.sort(key=lambda a: a.t)
     return out
+
+
+def _recorded_device(line: str, where: str, address: str) -> tuple[str, str]:
+    """The Device a ``--record`` line names and its identity address (``address`` when
+    the line has none: the Device was on air under its own)."""
+    obj = json.loads(line)  # parse_line read it already
+    device, identity = obj.get("device"), obj.get("identity", address)
+    if not isinstance(device, str) or not device.strip():
+        raise TraceError(f"{where}: device {device!r} is not a Device name")
+    if not isinstance(identity, str) or not ADDRESS.fullmatch(identity.upper()):
+        raise TraceError(f"{where}: identity {identity!r} is not a Bluetooth address")
+    return device.strip(), identity.upper()
 
 
 # The chain's clock ticks through every second of a recording's span (the writer's pass
