@@ -15,11 +15,13 @@ FILE.1) and a new FILE started, so a recorder left on holds at most twice
 ``max_bytes`` (a flush larger than the room left is split across the rotation). The
 event loop never writes: adverts are queued (at most ``max_pending`` lines, the excess
 dropped and counted) and a task takes them on the loop and writes them in a thread
-every second.
+every second. A write that fails (a full disk) loses that second's lines, not the
+file: it is cut back to its last whole line.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -102,9 +104,28 @@ class Recorder:
         return len(lines)
 
     def _append(self, chunk: list[bytes]) -> None:
-        if chunk:
-            with self.path.open("ab") as fh:
-                fh.write(b"".join(chunk))
+        """Append whole lines or nothing: a write that fails part way (a full disk) is
+        cut back to where it began, and a file that does not end in a newline (torn
+        by a crash, or a cut that failed) gets one first, so later lines stay lines
+        (a torn line in mid-file made replay refuse the whole recording)."""
+        if not chunk:
+            return
+        data = b"".join(chunk)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            start = os.fstat(fd).st_size
+            if start and os.pread(fd, 1, start - 1) != b"\n":
+                data = b"\n" + data
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(fd, view) :]
+            except OSError:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+        finally:
+            os.close(fd)
 
     def _rotate(self) -> None:
         if self.path.exists():
