@@ -243,8 +243,9 @@ def read_truth(path: Path) -> dict[str, list[tuple[float, str]]]:
 def check_truth(
     truth: Mapping[str, list[tuple[float, str]]], recording: Recording, path: Path
 ) -> None:
-    """Refuse truth that names a gateway or device no recording has: scored as is, every
-    sample would count as a wrong pick and the table would blame the decision."""
+    """Refuse truth that names a gateway or device no recording has (scored as is, every
+    sample would count as a wrong pick and the table would blame the decision), or
+    that mostly falls outside the recordings' span (another clock)."""
     gateways, devices = set(recording.gateways), set(recording.devices)
     if unknown := sorted(d for d in truth if d not in devices):
         raise InputError(
@@ -257,6 +258,38 @@ def check_truth(
             f"{path}: gateway(s) {', '.join(unknown)} not in the recordings"
             f" ({', '.join(sorted(gateways))})"
         )
+    _check_truth_overlap(truth, recording, path)
+
+
+# At least this share of the truth's samples must fall inside the recordings' span.
+TRUTH_OVERLAP = 0.5
+
+
+def _check_truth_overlap(
+    truth: Mapping[str, list[tuple[float, str]]], recording: Recording, path: Path
+) -> None:
+    """Refuse truth on another clock than the recordings (epoch against seconds from
+    zero, or another day): scored as is, its samples all fall after (or before) every
+    decision and the table shows believable, meaningless numbers."""
+    times = [t for samples in truth.values() for t, _gw in samples]
+    if not times or not recording.adverts:
+        return
+    start, end = recording.span
+    inside = sum(1 for t in times if start <= t <= end)
+    if inside >= TRUTH_OVERLAP * len(times):
+        return
+    first, last = min(times), max(times)
+    hint = ""
+    if (first >= 1e8) != (start >= 1e8):
+        hint = (
+            "; one counts seconds from zero and the other epoch seconds:"
+            " shift one onto the other's clock"
+        )
+    raise InputError(
+        f"{path}: {inside} of {len(times)} truth samples fall inside the recordings"
+        f" (truth t={first:.6g}..{last:.6g}, recordings t={start:.6g}..{end:.6g});"
+        f" at least {TRUTH_OVERLAP:.0%} must{hint}"
+    )
 
 
 def read_load(path: Path) -> dict[str, list[tuple[float, float | None, float | None]]]:

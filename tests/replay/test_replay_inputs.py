@@ -108,6 +108,35 @@ def test_truth_naming_what_no_recording_has_is_refused(
         check_truth(read_truth(truth), read_csv_adverts(rec), truth)
 
 
+@pytest.mark.parametrize(
+    ("shift", "hint"),
+    [(1_700_000_000.0, "epoch seconds"), (3600.0, "")],
+)
+def test_truth_on_another_clock_is_refused_naming_both_spans(
+    tmp_path: Path, shift: float, hint: str
+) -> None:
+    """calib4's truth shifted onto the epoch (or an hour on): not one sample falls in the
+    recording, and it was scored silently (accuracy, changes reached and lags that
+    looked real)."""
+    recording = read_csv_adverts(DATA / "calib4.adverts.csv.gz")
+    samples = read_truth(DATA / "calib4.truth.csv.gz")
+    truth = tmp_path / "truth.csv"
+    truth.write_text(
+        "time_s,nearest_gateway\n" + "".join(f"{t + shift:.1f},{gw}\n" for t, gw in samples["tag"])
+    )
+    with pytest.raises(InputError) as info:
+        check_truth(read_truth(truth), recording, truth)
+    message = str(info.value)
+    assert f"0 of {len(samples['tag'])} truth samples fall inside the recordings" in message
+    assert f"truth t={0.2 + shift:.6g}.." in message
+    assert "recordings t=0..185.76" in message
+    assert hint in message
+    if not hint:
+        assert "epoch" not in message
+    # The run's own truth is accepted.
+    check_truth(samples, recording, DATA / "calib4.truth.csv.gz")
+
+
 def test_the_flat_truth_names_only_recorded_anchors() -> None:
     for run in ("calib1", "test_robot"):
         path = DATA / f"{run}.truth.csv.gz"
