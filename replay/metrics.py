@@ -110,7 +110,7 @@ class Score:
     deficits: list[Floats] = field(default_factory=list)  # decided grid points
     undecided_s: float = 0.0
     minutes: float = 0.0
-    changes: int = 0  # decision changes after the first pick
+    changes: int = 0  # changes between successive picks (a None between is no pick)
     truth_samples: int = 0
     truth_right: int = 0
     true_changes: int = 0
@@ -161,8 +161,10 @@ def score(
     s.deficits.append(deficits[decided])
     s.undecided_s = float(np.sum(~decided)) * GRID
     s.minutes = len(ref.times) * GRID / 60.0
-    nodes = [n for _, n in timeline]
-    s.changes = sum(1 for a, b in itertools.pairwise(nodes) if a is not None and b is not None)
+    # Between successive picks: gw-a, (none), gw-b is one move, as a baseline (which
+    # never drops its pick) counts it; gw-a, (none), gw-a is none.
+    picks = [n for _, n in timeline if n is not None]
+    s.changes = sum(1 for a, b in itertools.pairwise(picks) if a != b)
     if truth:
         _score_truth(s, timeline, truth)
     return s
