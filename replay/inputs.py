@@ -37,6 +37,23 @@ class InputError(ValueError):
     """A recording, truth or load file replay cannot use; says which and where."""
 
 
+# Seconds beyond this (year 5138) are no recording's: almost always epoch milliseconds,
+# microseconds or nanoseconds. Past ~4.5e15 the chain's 0.25 s tick is lost in rounding
+# and a replay never ended.
+MAX_TIME_S = 1e11
+
+
+def check_time(t: float, where: str, column: str = "time_s") -> None:
+    """Refuse a time that is not finite seconds a replay can step through."""
+    if not math.isfinite(t):
+        raise InputError(f"{where}: {column} {t} is not a finite time")
+    if abs(t) > MAX_TIME_S:
+        raise InputError(
+            f"{where}: {column} {t:.6g} is beyond ±{MAX_TIME_S:.0e} s (year 5138):"
+            " epoch milliseconds, microseconds or nanoseconds? replay reads seconds"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Advert:
     t: float
@@ -119,6 +136,7 @@ def read_csv_adverts(path: Path) -> Recording:
         # NaN and inf too: a clock at inf never ends the replay, round(inf) overflows.
         if not math.isfinite(t) or not -127.0 <= level <= 20.0:
             raise InputError(f"{path}:{line}: time_s or rssi_dbm out of range")
+        check_time(t, f"{path}:{line}")
         rssi = round(level)
         out.adverts.append(Advert(t, gateway, device, rssi))
         if device not in out.addresses:
@@ -151,6 +169,7 @@ def read_trace_adverts(
                     continue
                 where = f"{path}:{lineno}"
                 rec = parse_line(line, where)
+                check_time(rec.t, where, "t")
                 address, recorded = rec.address, None
                 if '"device"' in line:
                     recorded, address = _recorded_device(line, where, address)
@@ -230,6 +249,7 @@ def read_truth(path: Path) -> dict[str, list[tuple[float, str]]]:
             raise InputError(f"{path}:{line}: {exc}") from exc
         if not math.isfinite(t):
             raise InputError(f"{path}:{line}: time_s out of range")
+        check_time(t, f"{path}:{line}")
         gw = (row.get("nearest_gateway") or "").strip()
         if not gw:
             continue  # no truth at this time
@@ -310,6 +330,7 @@ def read_load(path: Path) -> dict[str, list[tuple[float, float | None, float | N
             raise InputError(f"{path}:{line}: {exc}") from exc
         if not math.isfinite(t) or any(v is not None and not 0.0 <= v <= 1.0 for v in (cpu, mem)):
             raise InputError(f"{path}:{line}: time_s, cpu or memory out of range (0..1)")
+        check_time(t, f"{path}:{line}")
         out.setdefault(node, []).append((t, cpu, mem))
     for samples in out.values():
         samples.sort(key=lambda s: s[0])

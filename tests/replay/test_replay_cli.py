@@ -94,11 +94,16 @@ def test_a_span_replay_cannot_finish_is_refused_naming_both_ends(
     assert "epoch seconds" in err
     # One file with a far-off time: the same refusal, without the mixed-clocks hint.
     far = tmp_path / "far.csv"
-    far.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n1e300,gw-a,-61\n")
+    far.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n1e10,gw-a,-61\n")
     assert main(["replay", str(far)]) == 2
     err = capsys.readouterr().err
     assert "replay takes at most 31 days" in err
     assert "epoch" not in err
+    # Beyond any date a recording has: refused as it is read, with a hint at the unit.
+    far.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n1e300,gw-a,-61\n")
+    assert main(["replay", str(far)]) == 2
+    err = capsys.readouterr().err
+    assert f"{far}:3: time_s 1e+300 is beyond ±1e+11 s" in err
     # 31 days is accepted (sparse: the clock's ticks are the cost).
     month = tmp_path / "month.csv"
     month.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n2678400,gw-a,-61\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from replay.inputs import (
     check_truth,
     merge,
     read_csv_adverts,
+    read_load,
     read_trace_adverts,
     read_truth,
 )
@@ -164,3 +166,30 @@ def test_trace_lines_json_allows_but_no_radio_makes_are_refused(tmp_path: Path, 
     path.write_text('{"t": 0.5, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}\n' + line + "\n")
     with pytest.raises(InputError, match=r"gw\.jsonl:2"):
         read_trace_adverts("gw", path)
+
+
+@pytest.mark.parametrize("t", ["1e16", "1765000000000", "-2e11"])
+def test_times_no_recording_has_are_refused_in_every_reader(tmp_path: Path, t: str) -> None:
+    """Epoch milliseconds (or micro-, nanoseconds) were read as seconds; past ~4.5e15 the
+    chain's 0.25 s tick was lost in rounding and the replay never ended."""
+    hint = "epoch milliseconds, microseconds or nanoseconds"
+    shown = re.escape(f"{float(t):.6g} is beyond ±1e+11 s (year 5138)")
+    csv = tmp_path / "a.csv"
+    csv.write_text(f"time_s,gateway,rssi_dbm\n1,a,-50\n{t},a,-50\n")
+    with pytest.raises(InputError, match=f"a.csv:3: time_s {shown}: {hint}"):
+        read_csv_adverts(csv)
+    trace = tmp_path / "gw.jsonl"
+    trace.write_text(f'{{"t": {t}, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}}\n')
+    with pytest.raises(InputError, match=f"gw.jsonl:1: t {shown}: {hint}"):
+        read_trace_adverts("gw", trace)
+    truth = tmp_path / "truth.csv"
+    truth.write_text(f"time_s,nearest_gateway\n{t},a\n")
+    with pytest.raises(InputError, match=f"truth.csv:2: time_s .*{hint}"):
+        read_truth(truth)
+    load = tmp_path / "load.csv"
+    load.write_text(f"time_s,node,cpu\n{t},a,0.5\n")
+    with pytest.raises(InputError, match=f"load.csv:2: time_s .*{hint}"):
+        read_load(load)
+    # The largest accepted time still replays (and ends).
+    csv.write_text("time_s,gateway,rssi_dbm\n99999999990,a,-50\n1e11,a,-50\n")
+    assert len(read_csv_adverts(csv).adverts) == 2
