@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -198,6 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.csv and not args.trace:
         print("cloud4iot replay: give CSV recordings or --trace NODE=FILE", file=sys.stderr)
         return 2
+    plot: Any = None
+    if args.plot is not None:  # before the replay, which may take minutes
+        try:
+            from replay.plot import plot
+        except ImportError:
+            print(MISSING_EXTRA, file=sys.stderr)
+            return 1
+        if (why := _unwritable(args.plot)) is not None:
+            print(f"cloud4iot replay: --plot {args.plot}: {why}", file=sys.stderr)
+            return 2
     try:
         recording, policies, truth, config = _load(args)
     except (InputError, PolicyError, OSError) as exc:
@@ -207,17 +218,36 @@ def main(argv: list[str] | None = None) -> int:
         print("cloud4iot replay: the recordings hold no adverts", file=sys.stderr)
         return 2
     ev = evaluate(recording, policies, truth, config, with_baselines=not args.no_baselines)
-    if args.plot is not None:
+    _report(args, ev.as_json())  # first: a plot that fails loses no result
+    if plot is not None:
         try:
-            from replay.plot import plot
-        except ImportError:
-            print(MISSING_EXTRA, file=sys.stderr)
+            plot(ev, args.plot, truth)
+        except (OSError, ValueError) as exc:
+            print(f"cloud4iot replay: --plot {args.plot}: {exc}", file=sys.stderr)
             return 1
-        plot(ev, args.plot, truth)
-    doc = ev.as_json()
+    return 0
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why --plot cannot write ``path`` (None: it can), known before the replay runs."""
+    if path.is_dir():
+        return f"a directory; give a file in it, e.g. {path / 'replay.png'}"
+    if not path.parent.is_dir():
+        return f"no directory {path.parent}"
+    if not os.access(path.parent, os.W_OK):
+        return f"cannot write in {path.parent}"
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if (suffix := path.suffix.lower().lstrip(".")) and suffix not in kinds:
+        return f"matplotlib draws no .{suffix} (png, svg, pdf, ...)"
+    return None
+
+
+def _report(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     if args.output in ("json", "yaml"):
         emit(doc, args.output, lambda _doc, _wide: "")
-        return 0
+        return
     print(_table("all devices", doc["total"]))
     if args.per_device or args.output == "wide":
         for device, rows in doc["devices"].items():
@@ -228,7 +258,6 @@ def main(argv: list[str] | None = None) -> int:
             f"\n{method}: {chain['adverts']} adverts through the chain in {chain['seconds']} s "
             f"({chain['adverts_per_s']} adverts/s), {chain['applies']} applies"
         )
-    return 0
 
 
 def _table(title: str, rows: dict[str, dict[str, Any]]) -> str:
