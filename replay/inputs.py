@@ -85,10 +85,11 @@ class Recording:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first column.
     try:
         if path.suffix == ".gz":
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-        return io.TextIOWrapper(path.open("rb"), encoding="utf-8", newline="")
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+        return io.TextIOWrapper(path.open("rb"), encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from exc
 
@@ -97,9 +98,13 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
     with _open_text(path) as fh:
         try:
             reader = csv.DictReader(fh)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            names = list(reader.fieldnames or [])
+            missing = [c for c in required if c not in names]
             if missing:
                 raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+            # DictReader keeps the last of two same-named columns, silently.
+            if twice := sorted({c for c in names if c and names.count(c) > 1}):
+                raise InputError(f"{path}: column(s) {', '.join(twice)} given twice")
             for row in reader:
                 yield reader.line_num, row
         except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:

@@ -65,6 +65,8 @@ def test_traces_of_two_gateways_merge_on_one_timeline(tmp_path: Path) -> None:
         ("time_s,gateway,rssi_dbm\n1,a,nan\n", ":2: time_s or rssi_dbm out of range"),
         ("time_s,gateway,rssi_dbm\n1,a,inf\n", ":2: time_s or rssi_dbm out of range"),
         ("time_s,gateway,rssi_dbm\ninf,a,-50\n", ":2: time_s or rssi_dbm out of range"),
+        # DictReader kept the last of two, silently: here the -90.
+        ("time_s,gateway,rssi_dbm,rssi_dbm\n0,a,-50,-90\n", "column(s) rssi_dbm given twice"),
     ],
 )
 def test_bad_csv_is_refused_with_file_and_line(tmp_path: Path, text: str, message: str) -> None:
@@ -193,3 +195,23 @@ def test_times_no_recording_has_are_refused_in_every_reader(tmp_path: Path, t: s
     # The largest accepted time still replays (and ends).
     csv.write_text("time_s,gateway,rssi_dbm\n99999999990,a,-50\n1e11,a,-50\n")
     assert len(read_csv_adverts(csv).adverts) == 2
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM: it was refused as 'missing column(s) time_s'."""
+    bom = b"\xef\xbb\xbf"
+    csv = tmp_path / "a.csv"
+    csv.write_bytes(bom + b"time_s,gateway,rssi_dbm\n0,a,-50\n1,b,-60\n")
+    packed = tmp_path / "a.csv.gz"
+    packed.write_bytes(gzip.compress(csv.read_bytes()))
+    for path in (csv, packed):
+        assert [a.t for a in read_csv_adverts(path).adverts] == [0.0, 1.0]
+    truth = tmp_path / "truth.csv"
+    truth.write_bytes(bom + b"time_s,nearest_gateway\n0.5,a\n")
+    assert read_truth(truth) == {"tag": [(0.5, "a")]}
+    load = tmp_path / "load.csv"
+    load.write_bytes(bom + b"time_s,node,cpu\n0,a,0.5\n")
+    assert read_load(load) == {"a": [(0.0, 0.5, None)]}
+    trace = tmp_path / "gw.jsonl"
+    trace.write_bytes(bom + b'{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}\n')
+    assert len(read_trace_adverts("gw", trace).adverts) == 1
