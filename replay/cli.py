@@ -108,6 +108,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     from cloud4iot.policy.loader import load_policy
     from replay.inputs import (
         InputError,
+        check_load,
         check_span,
         check_truth,
         merge,
@@ -135,7 +136,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     truth = read_truth(args.truth) if args.truth else None
     if truth is not None:
         check_truth(truth, recording, args.truth)
-    return recording, policies, truth, _chain_config(args, policies["policy"])
+    config = _chain_config(args, policies["policy"])
+    if config.load is not None:
+        check_load(config.load, [*recording.gateways, *config.extra_nodes], args.load)
+    return recording, policies, truth, config
 
 
 def _device_names(args: argparse.Namespace) -> dict[str, str]:
@@ -179,6 +183,12 @@ def _chain_config(args: argparse.Namespace, policy: Any) -> Any:
         cls = None
     elif cls not in policy.policy.spec.classes:
         raise InputError(f"--function-class {cls}: the policy has no such class")
+    # Only the functions' placement reads them: refused, not ignored.
+    if cls is None and (
+        given := [f for f, v in (("--node", args.node), ("--load", args.load)) if v]
+    ):
+        why = "--function-class none" if args.function_class else "the policy has no class to place"
+        raise InputError(f"{' and '.join(given)}: no function to place ({why})")
     load = read_load(args.load) if args.load else None
     return ChainConfig(function_class=cls, extra_nodes=dict(args.node), load=load)
 

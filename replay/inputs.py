@@ -24,7 +24,7 @@ import gzip
 import io
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -340,3 +340,14 @@ def read_load(path: Path) -> dict[str, list[tuple[float, float | None, float | N
     for samples in out.values():
         samples.sort(key=lambda s: s[0])
     return out
+
+
+def check_load(load: Mapping[str, object], nodes: Iterable[str], path: Path) -> None:
+    """Refuse load rows for a node the replay does not have (neither a recording's
+    gateway nor a --node): as truth's, they would be read and never used."""
+    known = set(nodes)
+    if unknown := sorted(n for n in load if n not in known):
+        raise InputError(
+            f"{path}: node(s) {', '.join(unknown)} in neither the recordings nor --node"
+            f" ({', '.join(sorted(known))})"
+        )
