@@ -82,7 +82,11 @@ class Monitor:
             # line up, and a sped-up replay is recorded at its own pace.
             if self._record_anchor is None:
                 self._record_anchor = self.wall() - self.clock()
-            self.recorder.add(self._record_anchor + t, address, rssi)
+            # The Device, and its identity address when this one is a rotating one:
+            # replay then sees one device across rotations, not one per address.
+            spec = self.registry.devices.get(device)
+            identity = spec.address if spec is not None else None
+            self.recorder.add(self._record_anchor + t, address, rssi, device, identity)
         self._emit(self.tracker.observe(device, rssi, t))
 
     def tick(self) -> None:

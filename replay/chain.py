@@ -63,6 +63,15 @@ REFLECTORS = (DEVICES, REPORTS, LEASES)
 Timeline = list[tuple[float, str | None]]  # (t, decided gateway) at each change
 
 
+def _later(now: float, step: float) -> float:
+    """``now + step``, refusing a time so large the step is lost in rounding (the
+    replay's loop made no progress and ran forever; the readers refuse such times)."""
+    at = now + step
+    if at <= now:
+        raise ValueError(f"replay: t={now:.6g} is too large to step by {step} s")
+    return at
+
+
 class VirtualClock:
     def __init__(self, now: float) -> None:
         self.now = now
@@ -304,7 +313,7 @@ async def run_chain(
     async def step_writer(now: float) -> None:
         nonlocal writer_at
         await writer.step(now)
-        writer_at = now + TICK
+        writer_at = _later(now, TICK)
         for name in objects.changed:
             node = objects.nearest.get(name, {}).get("node")
             if shown.get(name) != node:
@@ -331,13 +340,13 @@ async def run_chain(
                 return
             clock.now = now
             if now == lease_at:
-                lease_at += lease_every
+                lease_at = _later(now, lease_every)
                 renewals += 1
                 for gw in gateways:
                     objects.renew_lease(gw, renewals)
                 schedule(now)
             elif now == monitor_at:
-                monitor_at += MONITOR_TICK
+                monitor_at = _later(now, MONITOR_TICK)
                 for gw, m in monitors.items():
                     m.tick()
                     if publishers[gw].take_wake():

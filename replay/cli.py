@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=ADDRESS",
-        help="name a traced address (repeatable)",
+        help="name a traced address, on air or a recorded Device's identity address "
+        "(repeatable; each must match)",
     )
     p.add_argument("--truth", type=Path, help="CSV: time_s,nearest_gateway[,device]")
     p.add_argument(
@@ -105,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     from cloud4iot.policy.loader import load_policy
     from replay.inputs import (
+        InputError,
+        check_load,
         check_span,
         check_truth,
         merge,
@@ -113,10 +117,17 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
         read_truth,
     )
 
+    names = _device_names(args)
     parts = {str(p): read_csv_adverts(p) for p in args.csv}
-    names = dict(args.device)
+    matched: set[str] = set()
     for node, f in args.trace:
-        parts[f"{node}={f}"] = read_trace_adverts(node, Path(f), names)
+        parts[f"{node}={f}"] = read_trace_adverts(node, Path(f), names, matched)
+    if unmatched := [n for n in names if n not in matched]:
+        raise InputError(
+            "; ".join(f"--device {n}={names[n]}: no trace has this address" for n in unmatched)
+            + " (a Device with an identity key is on air under rotating addresses: only"
+            " a --record file that names its identity address matches it)"
+        )
     check_span(parts)
     recording = merge(list(parts.values()))
     policies = {"policy": load_policy(args.policy)}
@@ -125,7 +136,35 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     truth = read_truth(args.truth) if args.truth else None
     if truth is not None:
         check_truth(truth, recording, args.truth)
-    return recording, policies, truth, _chain_config(args, policies["policy"])
+    config = _chain_config(args, policies["policy"])
+    if config.load is not None:
+        check_load(config.load, [*recording.gateways, *config.extra_nodes], args.load)
+    return recording, policies, truth, config
+
+
+def _device_names(args: argparse.Namespace) -> dict[str, str]:
+    """--device NAME=ADDRESS as name -> address (upper case); refuses what would be
+    ignored: a repeated name or address, an address no radio makes, --device with no
+    --trace (CSV recordings carry no addresses)."""
+    from gateway_monitor.traces import ADDRESS
+    from replay.inputs import InputError
+
+    if args.device and not args.trace:
+        raise InputError("--device names addresses in --trace files; CSV rows name their device")
+    names: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for name, address in args.device:
+        address = address.strip().upper()
+        if not ADDRESS.fullmatch(address):
+            raise InputError(
+                f"--device {name}={address}: not a Bluetooth address (XX:XX:XX:XX:XX:XX)"
+            )
+        if name in names:
+            raise InputError(f"--device {name}: given twice ({names[name]}, {address})")
+        if address in owners:
+            raise InputError(f"--device {address}: given two names ({owners[address]}, {name})")
+        names[name], owners[address] = address, name
+    return names
 
 
 def _chain_config(args: argparse.Namespace, policy: Any) -> Any:
@@ -144,6 +183,12 @@ def _chain_config(args: argparse.Namespace, policy: Any) -> Any:
         cls = None
     elif cls not in policy.policy.spec.classes:
         raise InputError(f"--function-class {cls}: the policy has no such class")
+    # Only the functions' placement reads them: refused, not ignored.
+    if cls is None and (
+        given := [f for f, v in (("--node", args.node), ("--load", args.load)) if v]
+    ):
+        why = "--function-class none" if args.function_class else "the policy has no class to place"
+        raise InputError(f"{' and '.join(given)}: no function to place ({why})")
     load = read_load(args.load) if args.load else None
     return ChainConfig(function_class=cls, extra_nodes=dict(args.node), load=load)
 
@@ -164,6 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.csv and not args.trace:
         print("cloud4iot replay: give CSV recordings or --trace NODE=FILE", file=sys.stderr)
         return 2
+    plot: Any = None
+    if args.plot is not None:  # before the replay, which may take minutes
+        try:
+            from replay.plot import plot
+        except ImportError:
+            print(MISSING_EXTRA, file=sys.stderr)
+            return 1
+        if (why := _unwritable(args.plot)) is not None:
+            print(f"cloud4iot replay: --plot {args.plot}: {why}", file=sys.stderr)
+            return 2
     try:
         recording, policies, truth, config = _load(args)
     except (InputError, PolicyError, OSError) as exc:
@@ -173,17 +228,36 @@ def main(argv: list[str] | None = None) -> int:
         print("cloud4iot replay: the recordings hold no adverts", file=sys.stderr)
         return 2
     ev = evaluate(recording, policies, truth, config, with_baselines=not args.no_baselines)
-    if args.plot is not None:
+    _report(args, ev.as_json())  # first: a plot that fails loses no result
+    if plot is not None:
         try:
-            from replay.plot import plot
-        except ImportError:
-            print(MISSING_EXTRA, file=sys.stderr)
+            plot(ev, args.plot, truth)
+        except (OSError, ValueError) as exc:
+            print(f"cloud4iot replay: --plot {args.plot}: {exc}", file=sys.stderr)
             return 1
-        plot(ev, args.plot, truth)
-    doc = ev.as_json()
+    return 0
+
+
+def _unwritable(path: Path) -> str | None:
+    """Why --plot cannot write ``path`` (None: it can), known before the replay runs."""
+    if path.is_dir():
+        return f"a directory; give a file in it, e.g. {path / 'replay.png'}"
+    if not path.parent.is_dir():
+        return f"no directory {path.parent}"
+    if not os.access(path.parent, os.W_OK):
+        return f"cannot write in {path.parent}"
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    kinds = FigureCanvasBase.get_supported_filetypes()
+    if (suffix := path.suffix.lower().lstrip(".")) and suffix not in kinds:
+        return f"matplotlib draws no .{suffix} (png, svg, pdf, ...)"
+    return None
+
+
+def _report(args: argparse.Namespace, doc: dict[str, Any]) -> None:
     if args.output in ("json", "yaml"):
         emit(doc, args.output, lambda _doc, _wide: "")
-        return 0
+        return
     print(_table("all devices", doc["total"]))
     if args.per_device or args.output == "wide":
         for device, rows in doc["devices"].items():
@@ -194,7 +268,6 @@ def main(argv: list[str] | None = None) -> int:
             f"\n{method}: {chain['adverts']} adverts through the chain in {chain['seconds']} s "
             f"({chain['adverts_per_s']} adverts/s), {chain['applies']} applies"
         )
-    return 0
 
 
 def _table(title: str, rows: dict[str, dict[str, Any]]) -> str:

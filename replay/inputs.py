@@ -7,7 +7,9 @@ Adverts come in two layouts, merged onto one timeline:
   of the recordings under ``tests/data/ble-flat``; other columns are ignored.
 * The monitor's trace format (JSONL, ``t``, ``address``, ``rssi``; what
   ``cloud4iot-gateway-monitor --record`` writes), one file per gateway given as
-  ``NODE=FILE``. The device is its address (or the name ``--device NAME=ADDRESS`` maps).
+  ``NODE=FILE``. The device is the Device a ``--record`` line names (one device across
+  the rotating addresses of a Device with an identity key), else its address (or the
+  name ``--device NAME=ADDRESS`` maps, ADDRESS on air or the recorded identity).
 
 Truth is a CSV with ``time_s`` and ``nearest_gateway`` (optionally ``device``): rows are
 samples of which gateway was really nearest at that time.
@@ -20,18 +22,36 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway_monitor.traces import TraceError, parse_line
+from gateway_monitor.traces import ADDRESS, TraceError, parse_line
 
 DEFAULT_DEVICE = "tag"
 
 
 class InputError(ValueError):
     """A recording, truth or load file replay cannot use; says which and where."""
+
+
+# Seconds beyond this (year 5138) are no recording's: almost always epoch milliseconds,
+# microseconds or nanoseconds. Past ~4.5e15 the chain's 0.25 s tick is lost in rounding
+# and a replay never ended.
+MAX_TIME_S = 1e11
+
+
+def check_time(t: float, where: str, column: str = "time_s") -> None:
+    """Refuse a time that is not finite seconds a replay can step through."""
+    if not math.isfinite(t):
+        raise InputError(f"{where}: {column} {t} is not a finite time")
+    if abs(t) > MAX_TIME_S:
+        raise InputError(
+            f"{where}: {column} {t:.6g} is beyond ±{MAX_TIME_S:.0e} s (year 5138):"
+            " epoch milliseconds, microseconds or nanoseconds? replay reads seconds"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +85,11 @@ class Recording:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first column.
     try:
         if path.suffix == ".gz":
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-        return io.TextIOWrapper(path.open("rb"), encoding="utf-8", newline="")
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+        return io.TextIOWrapper(path.open("rb"), encoding="utf-8-sig", newline="")
     except OSError as exc:
         raise InputError(f"{path}: {exc.strerror or exc}") from exc
 
@@ -77,9 +98,13 @@ def _rows(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str
     with _open_text(path) as fh:
         try:
             reader = csv.DictReader(fh)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            names = list(reader.fieldnames or [])
+            missing = [c for c in required if c not in names]
             if missing:
                 raise InputError(f"{path}: missing column(s) {', '.join(missing)}")
+            # DictReader keeps the last of two same-named columns, silently.
+            if twice := sorted({c for c in names if c and names.count(c) > 1}):
+                raise InputError(f"{path}: column(s) {', '.join(twice)} given twice")
             for row in reader:
                 yield reader.line_num, row
         except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
@@ -116,6 +141,7 @@ def read_csv_adverts(path: Path) -> Recording:
         # NaN and inf too: a clock at inf never ends the replay, round(inf) overflows.
         if not math.isfinite(t) or not -127.0 <= level <= 20.0:
             raise InputError(f"{path}:{line}: time_s or rssi_dbm out of range")
+        check_time(t, f"{path}:{line}")
         rssi = round(level)
         out.adverts.append(Advert(t, gateway, device, rssi))
         if device not in out.addresses:
@@ -124,8 +150,20 @@ def read_csv_adverts(path: Path) -> Recording:
     return out
 
 
-def read_trace_adverts(node: str, path: Path, names: Mapping[str, str] | None = None) -> Recording:
-    """One gateway's monitor trace; ``names`` maps an address to a device name."""
+def read_trace_adverts(
+    node: str,
+    path: Path,
+    names: Mapping[str, str] | None = None,
+    matched: set[str] | None = None,
+) -> Recording:
+    """One gateway's monitor trace; ``names`` maps a device name to an address (on air,
+    or the Device's identity address a recording names), and the names it matched are
+    added to ``matched``.
+
+    A line of ``--record`` names its Device (``device``, and ``identity`` when the
+    address on air is a rotating one): its adverts are that device's, under its
+    identity address, whatever address it was heard on. A line without (a plain trace,
+    or a recording older than the fields) is the device of its address."""
     by_address = {a.upper(): n for n, a in (names or {}).items()}
     out = Recording()
     try:
@@ -134,14 +172,34 @@ def read_trace_adverts(node: str, path: Path, names: Mapping[str, str] | None = 
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
-                rec = parse_line(line, f"{path}:{lineno}")
-                device = by_address.get(rec.address) or rec.address.lower().replace(":", "")
+                where = f"{path}:{lineno}"
+                rec = parse_line(line, where)
+                check_time(rec.t, where, "t")
+                address, recorded = rec.address, None
+                if '"device"' in line:
+                    recorded, address = _recorded_device(line, where, address)
+                name = by_address.get(rec.address) or by_address.get(address)
+                if name is not None and matched is not None:
+                    matched.add(name)
+                device = name or recorded or address.lower().replace(":", "")
                 out.adverts.append(Advert(rec.t, node, device, rec.rssi))
-                out.addresses.setdefault(device, rec.address)
+                out.addresses.setdefault(device, address)
     except (TraceError, UnicodeDecodeError, OSError, EOFError) as exc:
         raise InputError(str(exc)) from exc
     out.adverts.sort(key=lambda a: a.t)
     return out
+
+
+def _recorded_device(line: str, where: str, address: str) -> tuple[str, str]:
+    """The Device a ``--record`` line names and its identity address (``address`` when
+    the line has none: the Device was on air under its own)."""
+    obj = json.loads(line)  # parse_line read it already
+    device, identity = obj.get("device"), obj.get("identity", address)
+    if not isinstance(device, str) or not device.strip():
+        raise TraceError(f"{where}: device {device!r} is not a Device name")
+    if not isinstance(identity, str) or not ADDRESS.fullmatch(identity.upper()):
+        raise TraceError(f"{where}: identity {identity!r} is not a Bluetooth address")
+    return device.strip(), identity.upper()
 
 
 # The chain's clock ticks through every second of a recording's span (the writer's pass
@@ -196,6 +254,7 @@ def read_truth(path: Path) -> dict[str, list[tuple[float, str]]]:
             raise InputError(f"{path}:{line}: {exc}") from exc
         if not math.isfinite(t):
             raise InputError(f"{path}:{line}: time_s out of range")
+        check_time(t, f"{path}:{line}")
         gw = (row.get("nearest_gateway") or "").strip()
         if not gw:
             continue  # no truth at this time
@@ -209,8 +268,9 @@ def read_truth(path: Path) -> dict[str, list[tuple[float, str]]]:
 def check_truth(
     truth: Mapping[str, list[tuple[float, str]]], recording: Recording, path: Path
 ) -> None:
-    """Refuse truth that names a gateway or device no recording has: scored as is, every
-    sample would count as a wrong pick and the table would blame the decision."""
+    """Refuse truth that names a gateway or device no recording has (scored as is, every
+    sample would count as a wrong pick and the table would blame the decision), or
+    that mostly falls outside the recordings' span (another clock)."""
     gateways, devices = set(recording.gateways), set(recording.devices)
     if unknown := sorted(d for d in truth if d not in devices):
         raise InputError(
@@ -223,6 +283,38 @@ def check_truth(
             f"{path}: gateway(s) {', '.join(unknown)} not in the recordings"
             f" ({', '.join(sorted(gateways))})"
         )
+    _check_truth_overlap(truth, recording, path)
+
+
+# At least this share of the truth's samples must fall inside the recordings' span.
+TRUTH_OVERLAP = 0.5
+
+
+def _check_truth_overlap(
+    truth: Mapping[str, list[tuple[float, str]]], recording: Recording, path: Path
+) -> None:
+    """Refuse truth on another clock than the recordings (epoch against seconds from
+    zero, or another day): scored as is, its samples all fall after (or before) every
+    decision and the table shows believable, meaningless numbers."""
+    times = [t for samples in truth.values() for t, _gw in samples]
+    if not times or not recording.adverts:
+        return
+    start, end = recording.span
+    inside = sum(1 for t in times if start <= t <= end)
+    if inside >= TRUTH_OVERLAP * len(times):
+        return
+    first, last = min(times), max(times)
+    hint = ""
+    if (first >= 1e8) != (start >= 1e8):
+        hint = (
+            "; one counts seconds from zero and the other epoch seconds:"
+            " shift one onto the other's clock"
+        )
+    raise InputError(
+        f"{path}: {inside} of {len(times)} truth samples fall inside the recordings"
+        f" (truth t={first:.6g}..{last:.6g}, recordings t={start:.6g}..{end:.6g});"
+        f" at least {TRUTH_OVERLAP:.0%} must{hint}"
+    )
 
 
 def read_load(path: Path) -> dict[str, list[tuple[float, float | None, float | None]]]:
@@ -243,7 +335,19 @@ def read_load(path: Path) -> dict[str, list[tuple[float, float | None, float | N
             raise InputError(f"{path}:{line}: {exc}") from exc
         if not math.isfinite(t) or any(v is not None and not 0.0 <= v <= 1.0 for v in (cpu, mem)):
             raise InputError(f"{path}:{line}: time_s, cpu or memory out of range (0..1)")
+        check_time(t, f"{path}:{line}")
         out.setdefault(node, []).append((t, cpu, mem))
     for samples in out.values():
         samples.sort(key=lambda s: s[0])
     return out
+
+
+def check_load(load: Mapping[str, object], nodes: Iterable[str], path: Path) -> None:
+    """Refuse load rows for a node the replay does not have (neither a recording's
+    gateway nor a --node): as truth's, they would be read and never used."""
+    known = set(nodes)
+    if unknown := sorted(n for n in load if n not in known):
+        raise InputError(
+            f"{path}: node(s) {', '.join(unknown)} in neither the recordings nor --node"
+            f" ({', '.join(sorted(known))})"
+        )

@@ -69,4 +69,5 @@ def plot(
         )
     axes[-1].set_xlabel("s")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    # The file named, also without a suffix (matplotlib would write OUT.png instead).
+    fig.savefig(out, dpi=110, format=out.suffix.lower().lstrip(".") or "png")

@@ -25,6 +25,19 @@ from cloud4iot.policy.schema import PolicySpec
 from extender.scoring import Verdict
 from extender.state.snapshot import DeviceFacts
 
+
+def format_time(at: Any) -> Any:
+    """Epoch seconds as RFC 3339; anything else as given, and a number no date holds
+    (1e20, -1e300, nan: a hand-edited annotation or status) as its text. rfc3339 of
+    those raised OverflowError out of `cloud4iot explain` (found in review, 2026-12-07)."""
+    if isinstance(at, bool) or not isinstance(at, int | float):
+        return at
+    try:
+        return rfc3339(at)
+    except (OverflowError, ValueError, OSError):
+        return str(at)
+
+
 # The planner's code sets and tier order (rebalancer/plan.py), by value.
 LOAD_CODES = frozenset({"overloaded", "stale_load"})
 PROXIMITY_CODES = frozenset(
@@ -114,7 +127,7 @@ def outlook(
             "action": action,
             "rule": rule,
             "target": target,
-            "until": rfc3339(until) if until is not None else None,
+            "until": format_time(until),
             "detail": detail,
             "limits": limits,
             "reason": reason,

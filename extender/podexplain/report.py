@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud4iot.devices import parse_time, rfc3339
+from cloud4iot.devices import parse_time
 from cloud4iot.policy.loader import LoadedPolicy
 from cloud4iot.vocabulary import (
     LAST_MOVE_ANNOTATION,
@@ -19,7 +19,7 @@ from cloud4iot.vocabulary import (
     NARROWED_FROM_ANNOTATION,
 )
 from extender.explain import explanation, groups
-from extender.podexplain.outlook import Where, outlook
+from extender.podexplain.outlook import Where, format_time, outlook
 from extender.scoring import PodFacts, Verdict
 from extender.state.pods import pinned_nodes
 from extender.state.snapshot import DeviceFacts
@@ -126,7 +126,7 @@ def history(inputs: Inputs, device: DeviceFacts | None = None) -> list[dict[str,
     if device is not None and device.nearest is not None and device.nearest_since is not None:
         out.append(  # the nearest decision the pod follows (Roaming, DeviceBack)
             {
-                "time": rfc3339(device.nearest_since),
+                "time": format_time(device.nearest_since),
                 "what": "NearestGateway",
                 "from": "cloud4iot-extender (Device status.nearest)",
                 "detail": f"device {device.name} nearest {device.nearest}",
@@ -167,7 +167,7 @@ def history(inputs: Inputs, device: DeviceFacts | None = None) -> list[dict[str,
     out.sort(key=_at)
     for h in out:  # one time format (Events carry microseconds, notes seconds)
         at = parse_time(h.get("time"))
-        h["time"] = rfc3339(at) if at is not None else h.get("time")
+        h["time"] = format_time(at) if at is not None else h.get("time")
     return out
 
 
@@ -192,7 +192,7 @@ def moves_recorded(owner: Mapping[str, Any] | None) -> list[dict[str, Any]]:
 def _note(n: Mapping[str, Any]) -> dict[str, Any]:
     at = n.get("at")
     return {
-        "time": rfc3339(at) if isinstance(at, int | float) else at,
+        "time": format_time(at),
         "reason": n.get("reason"),
         "from": n.get("from"),
         "to": n.get("to"),

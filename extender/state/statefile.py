@@ -19,6 +19,7 @@ State file (YAML or JSON), all keys optional:
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -63,6 +64,17 @@ def _fraction(value: Any, where: str) -> float | None:
     return float(value)
 
 
+def _list(data: Mapping[str, Any], key: str, source: str) -> list[Any]:
+    """A list of objects (absent or null: none); anything else names the key (a number
+    was a TypeError traceback, a mapping iterated its keys)."""
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise StateFileError(f"{source}: {key}: expected a list of objects, got {value!r}")
+    return value
+
+
 def snapshot_from_state(data: Any, source: str = "<state>") -> tuple[Snapshot, float]:
     """Build a Snapshot and the evaluation time from a parsed state document."""
     if data is None:
@@ -70,11 +82,12 @@ def snapshot_from_state(data: Any, source: str = "<state>") -> tuple[Snapshot, f
     if not isinstance(data, Mapping):
         raise StateFileError(f"{source}: the state must be a mapping")
     now = time.time() if data.get("now") is None else parse_time(data.get("now"))
-    if now is None:
+    # NaN too: every comparison with it is false, so two-year-old sightings were fresh.
+    if now is None or not math.isfinite(now):
         raise StateFileError(f"{source}: now: not a time: {data.get('now')!r}")
 
     nodes: dict[str, NodeFacts] = {}
-    for i, obj in enumerate(data.get("nodes") or []):
+    for i, obj in enumerate(_list(data, "nodes", source)):
         try:
             facts = NodeFacts.from_node(obj if isinstance(obj, Mapping) else {})
         except ValueError as exc:
@@ -82,7 +95,7 @@ def snapshot_from_state(data: Any, source: str = "<state>") -> tuple[Snapshot, f
         nodes[facts.name] = facts
 
     devices = {}
-    for i, obj in enumerate(data.get("devices") or []):
+    for i, obj in enumerate(_list(data, "devices", source)):
         try:
             dev = device_facts(obj if isinstance(obj, Mapping) else {})
         except ValueError as exc:
@@ -105,8 +118,9 @@ def snapshot_from_state(data: Any, source: str = "<state>") -> tuple[Snapshot, f
             )
         except ValueError as exc:
             raise StateFileError(f"{where}.age: {exc}") from exc
-        if at is None:
-            raise StateFileError(f"{where}.at: not a time")
+        if at is None or not math.isfinite(at):
+            key = "at" if "at" in entry else "age"
+            raise StateFileError(f"{where}.{key}: not a time: {entry.get(key)!r}")
         load[str(node)] = LoadSample(
             cpu=_fraction(entry.get("cpu"), f"{where}.cpu"),
             memory=_fraction(entry.get("memory"), f"{where}.memory"),

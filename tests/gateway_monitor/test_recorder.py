@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -135,3 +138,57 @@ def test_a_flush_larger_than_the_bound_is_split_across_the_rotation(tmp_path: Pa
     assert [json.loads(line)["t"] for line in lines] == sorted(
         json.loads(line)["t"] for line in lines
     )
+
+
+@contextlib.contextmanager
+def _disk_full_past(size: int) -> Iterator[None]:
+    """Writes past ``size`` bytes fail as on a full disk, part of the data landing first
+    (RLIMIT_FSIZE: a short write, then EFBIG; no tmpfs mount needed)."""
+    resource = pytest.importorskip("resource")
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, old_limit[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+
+
+def test_a_failed_write_leaves_no_torn_line(tmp_path: Path) -> None:
+    """A write that fails part way is cut back: the file the recorder goes on writing
+    to stays whole lines, and replay reads it (a torn line in mid-file made it refuse
+    the whole recording)."""
+    from replay.inputs import read_trace_adverts
+
+    path = tmp_path / "gw.jsonl"
+    rec = Recorder(path)
+    for i in range(10):
+        rec.add(1_700_000_000 + i, ADDR, -60)
+    rec.flush()
+    size = path.stat().st_size
+    for i in range(10, 20):
+        rec.add(1_700_000_000 + i, ADDR, -60)
+    with _disk_full_past(size + 100), pytest.raises(OSError, match="too large"):
+        rec.flush()  # ~1.5 lines of the 10 fit
+    assert path.read_bytes().count(b"\n") == 10
+    assert path.stat().st_size == size
+    for i in range(20, 30):  # space freed; the monitor goes on
+        rec.add(1_700_000_000 + i, ADDR, -60)
+    rec.flush()
+    ts = [r.t for r in traces.read_trace(path)]
+    assert ts == [1_700_000_000 + i for i in (*range(10), *range(20, 30))]
+    assert len(read_trace_adverts("gw", path).adverts) == 20
+
+
+def test_a_file_torn_before_starts_a_new_line(tmp_path: Path) -> None:
+    """A file that does not end in a newline (a crash mid-write, or a cut that failed):
+    the next lines start on a line of their own, so only the torn line is bad."""
+    path = tmp_path / "gw.jsonl"
+    path.write_text('{"t":1700000000.0,"address":"C0:FF:EE:00:00:01","rssi":-6')
+    rec = Recorder(path)
+    rec.add(1_700_000_001, ADDR, -60)
+    rec.flush()
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2
+    assert traces.parse_line(lines[1]).t == 1_700_000_001

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from cloud4iot.policy.loader import load_policy
 from replay.chain import run_chain
+from replay.inputs import Advert, Recording
 from tests.replay.helpers import nodes, recording
 
 POLICY = load_policy("policies/default.yaml")
@@ -98,3 +101,14 @@ def test_a_wrong_first_pick_is_corrected_within_the_settle_window() -> None:
     assert nodes(result.decisions["tag"]) == ["gw-weak", "gw-strong"]
     first, second = result.decisions["tag"][0][0], result.decisions["tag"][1][0]
     assert second - first < POLICY.policy.spec.nearest.settle
+
+
+@pytest.mark.timeout(60)
+def test_a_time_too_large_to_step_through_is_refused_not_run_forever() -> None:
+    """A Recording built without the readers (which refuse |t| > 1e11): at t=1e16 the
+    0.25 s monitor tick is lost in rounding; the chain used to loop forever."""
+    rec = Recording(
+        adverts=[Advert(1e16, "gw-a", "tag", -50)], addresses={"tag": "C0:00:00:00:00:01"}
+    )
+    with pytest.raises(ValueError, match="too large to step"):
+        asyncio.run(run_chain(rec, POLICY))

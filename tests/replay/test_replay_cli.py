@@ -94,14 +94,89 @@ def test_a_span_replay_cannot_finish_is_refused_naming_both_ends(
     assert "epoch seconds" in err
     # One file with a far-off time: the same refusal, without the mixed-clocks hint.
     far = tmp_path / "far.csv"
-    far.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n1e300,gw-a,-61\n")
+    far.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n1e10,gw-a,-61\n")
     assert main(["replay", str(far)]) == 2
     err = capsys.readouterr().err
     assert "replay takes at most 31 days" in err
     assert "epoch" not in err
+    # Beyond any date a recording has: refused as it is read, with a hint at the unit.
+    far.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n1e300,gw-a,-61\n")
+    assert main(["replay", str(far)]) == 2
+    err = capsys.readouterr().err
+    assert f"{far}:3: time_s 1e+300 is beyond ±1e+11 s" in err
     # 31 days is accepted (sparse: the clock's ticks are the cost).
     month = tmp_path / "month.csv"
     month.write_text("time_s,gateway,rssi_dbm\n0,gw-a,-60\n2678400,gw-a,-61\n")
     from replay.inputs import check_span, read_csv_adverts
 
     check_span({"month": read_csv_adverts(month)})
+
+
+def _small(tmp_path: Path) -> Path:
+    csv = tmp_path / "small.csv"
+    csv.write_text(
+        "time_s,gateway,rssi_dbm\n"
+        + "".join(f"{t / 2},{gw},{-50 if gw == 'a' else -70}\n" for t in range(40) for gw in "ab")
+    )
+    return csv
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("missing/x.png", "no directory"),
+        (".", "a directory; give a file in it"),
+        ("x.bogus", "matplotlib draws no .bogus"),
+    ],
+)
+def test_a_plot_that_cannot_be_written_is_refused_before_the_replay(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    message: str,
+) -> None:
+    """It was a traceback after the whole replay (the results lost), and a directory
+    got DIR.png written beside it."""
+    import replay.evaluate
+
+    def never(*_a: object, **_k: object) -> None:
+        raise AssertionError("replayed before refusing the plot")
+
+    monkeypatch.setattr(replay.evaluate, "evaluate", never)
+    plot = tmp_path / where
+    assert main(["replay", str(_small(tmp_path)), "--plot", str(plot)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"--plot {plot}: {message}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.csv"]
+
+
+def test_a_plot_failing_as_it_writes_keeps_the_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    def full(*_a: object, **_k: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", full)
+    code = main(["replay", str(_small(tmp_path)), "-o", "json", "--plot", str(tmp_path / "p.png")])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert json.loads(out)["methods"][0] == "policy"  # printed before the plot
+    assert (
+        err
+        == f"cloud4iot replay: --plot {tmp_path / 'p.png'}: [Errno 28] No space left on device\n"
+    )
+
+
+def test_a_plot_without_a_suffix_is_the_file_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(["replay", str(_small(tmp_path)), "--no-baselines", "--plot", str(tmp_path / "p")])
+        == 0
+    )
+    assert (tmp_path / "p").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "p.png").exists()

@@ -119,6 +119,10 @@ def test_cli_reports_function_moves_and_unplaced_time(
         (["--function-class", "nope"], "--function-class nope: the policy has no such class"),
         (["--node", "e=fog"], "--node e=fog: the tier is one of gateway, edge, cloud"),
         (["--load", "LOAD"], "cpu or memory out of range"),
+        # Read, then never used: refused as truth naming an unknown gateway is.
+        (["--load", "ELSEWHERE"], "node(s) gw-zz in neither the recordings nor --node"),
+        (["--function-class", "none", "--load", "LOAD"], "--load: no function to place"),
+        (["--function-class", "none", "--node", "e=edge"], "--node: no function to place"),
     ],
 )
 def test_bad_function_options_are_one_line_errors(
@@ -126,7 +130,10 @@ def test_bad_function_options_are_one_line_errors(
 ) -> None:
     bad = tmp_path / "load.csv"
     bad.write_text("time_s,node,cpu\n0,anchor-1,95\n")
-    args = [str(bad) if a == "LOAD" else a for a in args]
+    elsewhere = tmp_path / "elsewhere.csv"
+    elsewhere.write_text("time_s,node,cpu\n0,anchor-1,0.5\n0,gw-zz,0.5\n")
+    files = {"LOAD": str(bad), "ELSEWHERE": str(elsewhere)}
+    args = [files.get(a, a) for a in args]
     assert main([str(DATA / "calib1.adverts.csv.gz"), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err

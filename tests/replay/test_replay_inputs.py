@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from replay.inputs import (
     check_truth,
     merge,
     read_csv_adverts,
+    read_load,
     read_trace_adverts,
     read_truth,
 )
@@ -63,6 +65,8 @@ def test_traces_of_two_gateways_merge_on_one_timeline(tmp_path: Path) -> None:
         ("time_s,gateway,rssi_dbm\n1,a,nan\n", ":2: time_s or rssi_dbm out of range"),
         ("time_s,gateway,rssi_dbm\n1,a,inf\n", ":2: time_s or rssi_dbm out of range"),
         ("time_s,gateway,rssi_dbm\ninf,a,-50\n", ":2: time_s or rssi_dbm out of range"),
+        # DictReader kept the last of two, silently: here the -90.
+        ("time_s,gateway,rssi_dbm,rssi_dbm\n0,a,-50,-90\n", "column(s) rssi_dbm given twice"),
     ],
 )
 def test_bad_csv_is_refused_with_file_and_line(tmp_path: Path, text: str, message: str) -> None:
@@ -108,6 +112,35 @@ def test_truth_naming_what_no_recording_has_is_refused(
         check_truth(read_truth(truth), read_csv_adverts(rec), truth)
 
 
+@pytest.mark.parametrize(
+    ("shift", "hint"),
+    [(1_700_000_000.0, "epoch seconds"), (3600.0, "")],
+)
+def test_truth_on_another_clock_is_refused_naming_both_spans(
+    tmp_path: Path, shift: float, hint: str
+) -> None:
+    """calib4's truth shifted onto the epoch (or an hour on): not one sample falls in the
+    recording, and it was scored silently (accuracy, changes reached and lags that
+    looked real)."""
+    recording = read_csv_adverts(DATA / "calib4.adverts.csv.gz")
+    samples = read_truth(DATA / "calib4.truth.csv.gz")
+    truth = tmp_path / "truth.csv"
+    truth.write_text(
+        "time_s,nearest_gateway\n" + "".join(f"{t + shift:.1f},{gw}\n" for t, gw in samples["tag"])
+    )
+    with pytest.raises(InputError) as info:
+        check_truth(read_truth(truth), recording, truth)
+    message = str(info.value)
+    assert f"0 of {len(samples['tag'])} truth samples fall inside the recordings" in message
+    assert f"truth t={0.2 + shift:.6g}.." in message
+    assert "recordings t=0..185.76" in message
+    assert hint in message
+    if not hint:
+        assert "epoch" not in message
+    # The run's own truth is accepted.
+    check_truth(samples, recording, DATA / "calib4.truth.csv.gz")
+
+
 def test_the_flat_truth_names_only_recorded_anchors() -> None:
     for run in ("calib1", "test_robot"):
         path = DATA / f"{run}.truth.csv.gz"
@@ -135,3 +168,50 @@ def test_trace_lines_json_allows_but_no_radio_makes_are_refused(tmp_path: Path, 
     path.write_text('{"t": 0.5, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}\n' + line + "\n")
     with pytest.raises(InputError, match=r"gw\.jsonl:2"):
         read_trace_adverts("gw", path)
+
+
+@pytest.mark.parametrize("t", ["1e16", "1765000000000", "-2e11"])
+def test_times_no_recording_has_are_refused_in_every_reader(tmp_path: Path, t: str) -> None:
+    """Epoch milliseconds (or micro-, nanoseconds) were read as seconds; past ~4.5e15 the
+    chain's 0.25 s tick was lost in rounding and the replay never ended."""
+    hint = "epoch milliseconds, microseconds or nanoseconds"
+    shown = re.escape(f"{float(t):.6g} is beyond ±1e+11 s (year 5138)")
+    csv = tmp_path / "a.csv"
+    csv.write_text(f"time_s,gateway,rssi_dbm\n1,a,-50\n{t},a,-50\n")
+    with pytest.raises(InputError, match=f"a.csv:3: time_s {shown}: {hint}"):
+        read_csv_adverts(csv)
+    trace = tmp_path / "gw.jsonl"
+    trace.write_text(f'{{"t": {t}, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}}\n')
+    with pytest.raises(InputError, match=f"gw.jsonl:1: t {shown}: {hint}"):
+        read_trace_adverts("gw", trace)
+    truth = tmp_path / "truth.csv"
+    truth.write_text(f"time_s,nearest_gateway\n{t},a\n")
+    with pytest.raises(InputError, match=f"truth.csv:2: time_s .*{hint}"):
+        read_truth(truth)
+    load = tmp_path / "load.csv"
+    load.write_text(f"time_s,node,cpu\n{t},a,0.5\n")
+    with pytest.raises(InputError, match=f"load.csv:2: time_s .*{hint}"):
+        read_load(load)
+    # The largest accepted time still replays (and ends).
+    csv.write_text("time_s,gateway,rssi_dbm\n99999999990,a,-50\n1e11,a,-50\n")
+    assert len(read_csv_adverts(csv).adverts) == 2
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> None:
+    """Excel's "CSV UTF-8" starts with a BOM: it was refused as 'missing column(s) time_s'."""
+    bom = b"\xef\xbb\xbf"
+    csv = tmp_path / "a.csv"
+    csv.write_bytes(bom + b"time_s,gateway,rssi_dbm\n0,a,-50\n1,b,-60\n")
+    packed = tmp_path / "a.csv.gz"
+    packed.write_bytes(gzip.compress(csv.read_bytes()))
+    for path in (csv, packed):
+        assert [a.t for a in read_csv_adverts(path).adverts] == [0.0, 1.0]
+    truth = tmp_path / "truth.csv"
+    truth.write_bytes(bom + b"time_s,nearest_gateway\n0.5,a\n")
+    assert read_truth(truth) == {"tag": [(0.5, "a")]}
+    load = tmp_path / "load.csv"
+    load.write_bytes(bom + b"time_s,node,cpu\n0,a,0.5\n")
+    assert read_load(load) == {"a": [(0.0, 0.5, None)]}
+    trace = tmp_path / "gw.jsonl"
+    trace.write_bytes(bom + b'{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}\n')
+    assert len(read_trace_adverts("gw", trace).adverts) == 1
