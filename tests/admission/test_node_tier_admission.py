@@ -23,6 +23,7 @@ from tests.gateway_monitor.node_tokens import (
     SERVICE_ACCOUNT,
     admin_client,
     install_monitor_identity,
+    monitor_pod,
 )
 from tests.waiting import eventually
 
@@ -145,28 +146,6 @@ async def test_a_kubelet_cannot_set_its_own_tier_but_an_admin_can(
         await rogue.api_client.close()
 
 
-async def token_pod(core: CoreV1Api, node: str) -> str:
-    """A monitor pod on `node` with the projected token volume a kubelet mints for (the
-    apiserver lets a kubelet request only the audiences its pods' volumes name)."""
-    name = f"tier-test-monitor-{node}"
-    source = {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}
-    await core.create_namespaced_pod(
-        NAMESPACE,
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "nodeName": node,
-                "serviceAccountName": SERVICE_ACCOUNT,
-                "automountServiceAccountToken": False,
-                "tolerations": [{"operator": "Exists"}],
-                "containers": [{"name": "monitor", "image": "cloud4iot/gateway-monitor:0.1.0"}],
-                "volumes": [{"name": "token", "projected": {"sources": [source]}}],
-            },
-        },
-    )
-    return name
-
-
 async def test_a_kubelet_cannot_make_its_node_a_gateway_nor_act_for_another_node(
     admin: ApiClient, devcluster: Any
 ) -> None:
@@ -177,7 +156,9 @@ async def test_a_kubelet_cannot_make_its_node_a_gateway_nor_act_for_another_node
     and write its report (found in review, 2026-12-07, with NodeRestriction off)."""
     core = CoreV1Api(admin)
     await install_monitor_identity(admin)
-    home, hospital = [await token_pod(core, n) for n in ("gw-home", "gw-hospital")]
+    home, hospital = [
+        await monitor_pod(core, n, token_volume=True) for n in ("gw-home", "gw-hospital")
+    ]
     kubelet = CoreV1Api(await as_kubelet(devcluster.kubeconfig, "cloud-2"))
     gw_home = CoreV1Api(await as_kubelet(devcluster.kubeconfig, "gw-home"))
     try:

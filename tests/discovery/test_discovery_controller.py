@@ -33,6 +33,26 @@ class Api:
         return call
 
 
+def controller(
+    api: Any,
+    store: StateStore,
+    cls: DeviceClass,
+    discovered: Any = None,
+    reports: Any = None,
+    **options: Any,
+) -> DiscoveryController:
+    """A controller over stand-in reflectors, all listed (synced)."""
+    return DiscoveryController(
+        custom=api,
+        apps=api,
+        store=store,
+        reports=reports or Ns(facts={}, synced=True),
+        classes=Ns(facts={cls.name: cls}, synced=True),  # type: ignore[arg-type]
+        discovered=discovered or Ns(facts={}, synced=True),
+        **options,
+    )
+
+
 async def test_forgotten_devices_leave_nothing_behind_in_the_term() -> None:
     """Rotating addresses: one Device per address, placed, stowed, then forgotten. The
     controller's per-term memory follows the live Devices (it kept every uid)."""
@@ -43,14 +63,7 @@ async def test_forgotten_devices_leave_nothing_behind_in_the_term() -> None:
     gw = NodeFacts("gw-a", "gateway", "arm64", {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"})
     store, api = StateStore(), Api()
     discovered = Ns(facts={}, synced=True)
-    ctl = DiscoveryController(
-        custom=api,
-        apps=api,
-        store=store,
-        reports=Ns(facts={}, synced=True),  # type: ignore[arg-type]
-        classes=Ns(facts={"hr": cls}, synced=True),  # type: ignore[arg-type]
-        discovered=discovered,  # type: ignore[arg-type]
-    )
+    ctl = controller(api, store, cls, discovered)
 
     def world(devices: dict[str, DeviceFacts], at: float) -> None:
         store.snapshot = Snapshot(
@@ -94,16 +107,7 @@ async def test_a_candidate_of_a_live_gateway_with_a_clock_behind_is_discovered()
     async def creates(alive: dict[str, float] | None) -> int:
         store, api = StateStore(), Api()
         store.snapshot = Snapshot(nodes={"gw-a": gw}, nodes_synced=True, devices_synced=True)
-        ctl = DiscoveryController(
-            custom=api,
-            apps=api,
-            store=store,
-            reports=reports,  # type: ignore[arg-type]
-            classes=Ns(facts={"hr": cls}, synced=True),  # type: ignore[arg-type]
-            discovered=Ns(facts={}, synced=True),  # type: ignore[arg-type]
-            alive=alive,
-            clock=lambda: T,
-        )
+        ctl = controller(api, store, cls, reports=reports, alive=alive, clock=lambda: T)
         await ctl.step(T)
         return api.calls.count("create_cluster_custom_object")
 
@@ -131,15 +135,7 @@ async def test_a_failure_no_longer_retried_is_forgotten() -> None:
     gw = NodeFacts("gw-a", "gateway", "arm64", {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"})
     store, api = StateStore(), FailingApi()
     discovered = Ns(facts={}, synced=True)
-    ctl = DiscoveryController(
-        custom=api,
-        apps=api,
-        store=store,
-        reports=Ns(facts={}, synced=True),  # type: ignore[arg-type]
-        classes=Ns(facts={"hr": cls}, synced=True),  # type: ignore[arg-type]
-        discovered=discovered,  # type: ignore[arg-type]
-        clock=lambda: T,
-    )
+    ctl = controller(api, store, cls, discovered, clock=lambda: T)
     for i in range(5):
         name = f"hr-{i:012x}"
         discovered.facts = {name: Discovered(name, f"uid-{i}", f"{i:012X}", "hr", "approved", T)}
@@ -166,15 +162,8 @@ async def test_devices_created_but_not_yet_watched_count_toward_the_cap() -> Non
     store, api = StateStore(), Api()
     store.snapshot = Snapshot(nodes={"gw-a": gw}, nodes_synced=True, devices_synced=True)
     heard = tuple(Candidate("gw-a", f"C0:FF:EE:00:00:{i:02X}", "hr", -60 - i, T) for i in range(12))
-    ctl = DiscoveryController(
-        custom=api,
-        apps=api,
-        store=store,
-        reports=Ns(facts={"gw-a": ReportFacts("gw-a", {}, heard)}, synced=True),  # type: ignore[arg-type]
-        classes=Ns(facts={"hr": cls}, synced=True),  # type: ignore[arg-type]
-        discovered=Ns(facts={}, synced=True),  # type: ignore[arg-type]  (the watch lags)
-        clock=lambda: T,
-    )
+    reports = Ns(facts={"gw-a": ReportFacts("gw-a", {}, heard)}, synced=True)
+    ctl = controller(api, store, cls, reports=reports, clock=lambda: T)  # the watch lags
     for _ in range(4):
         await ctl.step(T)
     assert api.calls.count("create_cluster_custom_object") == 6  # the cap, not 5 + 5 + ...

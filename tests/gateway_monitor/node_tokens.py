@@ -61,9 +61,13 @@ async def install_monitor_identity(admin: ApiClient) -> None:
                     await replace[doc["kind"]](doc)
 
 
-async def monitor_pod(core: CoreV1Api, node: str) -> str:
-    """A monitor pod object bound to `node` (kwok "runs" it; nothing executes)."""
+async def monitor_pod(core: CoreV1Api, node: str, token_volume: bool = False) -> str:
+    """A monitor pod object bound to `node` (kwok "runs" it; nothing executes); with
+    `token_volume`, the projected token volume a kubelet mints for (the apiserver lets a
+    kubelet request only the audiences its pods' volumes name)."""
     name = f"monitor-{node}-{uuid.uuid4().hex[:6]}"
+    source = {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}}
+    volumes = [{"name": "token", "projected": {"sources": [source]}}] if token_volume else []
     await core.create_namespaced_pod(
         NAMESPACE,
         {
@@ -76,6 +80,7 @@ async def monitor_pod(core: CoreV1Api, node: str) -> str:
                 "automountServiceAccountToken": False,
                 "tolerations": [{"operator": "Exists"}],
                 "containers": [{"name": "monitor", "image": "cloud4iot/gateway-monitor:0.1.0"}],
+                "volumes": volumes,
             },
         },
     )
