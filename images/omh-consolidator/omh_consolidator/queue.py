@@ -213,6 +213,7 @@ class BatchQueue:
         self._dirty = False
         self._bulk = False  # adopting: one fsync at the end, not one per record
         self._flusher: asyncio.Task[None] | None = None
+        self._compact_pending = False  # a compaction waited for the fsync in progress
         self._behind_since: float | None = None  # a write failed: the log misses records
         self._next_resync = 0.0
         self._adopted_dirs: list[tuple[Path, int]] = []  # removed once our log holds them
@@ -511,6 +512,14 @@ class BatchQueue:
             self._dirty = False
             await asyncio.to_thread(os.fsync, self._fd)
             self._metrics.inc("queue_fsyncs_total")
+        self._flusher = None  # done with the file: a rewrite may replace it now
+        if self._compact_pending:
+            self._compact_pending = False
+            if self.behind:
+                self._catch_up()
+            else:
+                self._maybe_compact()
+            self._gauges()
 
     def _fall_behind(self, exc: OSError) -> None:
         """A write failed: cut the log back to its last whole record and go on in memory."""
@@ -564,7 +573,8 @@ class BatchQueue:
         if self._fd is None or self.directory is None:
             return False
         if self._flusher is not None and not self._flusher.done():
-            return False  # an fsync of the current file runs in a thread: next time
+            self._compact_pending = True  # an fsync of the file runs in a thread: after it
+            return False
         live = b"".join(encode_batch(e.batch, e.pos) for e in self._entries())
         tmp = self.directory / "log.tmp"
         try:

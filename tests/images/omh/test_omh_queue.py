@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 from pathlib import Path
@@ -148,6 +149,27 @@ def test_compaction_keeps_what_waits_and_bounds_the_log(tmp_path: Path) -> None:
     again.done(again.waiting(1, 1 << 20), "sent")
     again.close()
     assert not (tmp_path / "bbb").exists()  # nothing waits: nothing left behind
+
+
+@pytest.mark.parametrize("policy", ["group", "batch", "none"])
+async def test_compaction_happens_under_every_fsync_policy(tmp_path: Path, policy: str) -> None:
+    # group: each done() starts an fsync in a thread, and a rewrite must wait for it
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, fsync=policy)  # type: ignore[arg-type]
+    q.append(batch(0, "alert"))
+    for i in range(1, 400):
+        q.append(batch(i, size=4000))
+        sent = q.waiting(2, 1 << 20)[1]
+        q.done([sent], "sent")
+        await asyncio.sleep(0)  # the event loop runs between batches, as in the forwarder
+    await q.sync()
+    await asyncio.sleep(0.05)  # a flusher still running compacts when it is done
+    assert metrics.get("queue_compactions_total") >= 1
+    assert (tmp_path / "aaa" / "log").stat().st_size < 2 * 1024 * 1024
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert ids(again) == ["src/b0/0"]
+    again.close()
 
 
 @pytest.mark.parametrize("policy", ["group", "batch", "none"])
