@@ -339,6 +339,8 @@ def candidate_bands(
     is wide enough; else the automatic candidates. Empty when none fits.
     """
     reach = envelope_reach(settings, shaft_hz)
+    if not (math.isfinite(reach) and reach > 0 and math.isfinite(usable_hz)):
+        return []  # a shaft not turning has no fault line: nothing to demodulate for
     width = 100 * math.ceil(2 * reach / 100)
     if settings.band is not None:
         lo, hi = settings.band
@@ -404,7 +406,10 @@ def diagnose(
     expected = settings.bearing.fault_frequencies(shaft_hz)
     bands = candidate_bands(settings, shaft_hz, usable_hz)
     envelope: dict[str, Any]
-    if not bands:
+    if shaft_hz <= 0:
+        envelope = {"skipped": "the shaft is not turning (shaft_hz 0): no fault frequency"}
+        reasons.append(f"envelope analysis skipped: {envelope['skipped']}")
+    elif not bands:
         envelope = {
             "skipped": f"no band of {2 * envelope_reach(settings, shaft_hz):.0f} Hz fits"
             f" between the fault lines and {usable_hz:.0f} Hz"
@@ -513,6 +518,13 @@ def diagnose(
 # --- the stream ---------------------------------------------------------------------
 
 
+def check_shaft_hz(value: float) -> float:
+    """A shaft speed as given: finite and >= 0 (0: the engine stands still)."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"shaft_hz {value!r}: want a finite speed >= 0 rev/s")
+    return value
+
+
 class Diagnostic:
     """Cuts a sample stream into windows and diagnoses those the mode selects."""
 
@@ -524,7 +536,7 @@ class Diagnostic:
     ) -> None:
         self.settings = settings
         self.mode = mode
-        self.shaft_hz = shaft_hz
+        self.shaft_hz = check_shaft_hz(shaft_hz)
         self.decimator = Decimator(settings.decimate)
         self.pending: list[Array] = []
         self.pending_len = 0
@@ -533,7 +545,7 @@ class Diagnostic:
     def feed(self, samples: Array, shaft_hz: float | None = None) -> list[dict[str, Any]]:
         """Takes samples; returns the verdicts of the windows they completed."""
         if shaft_hz is not None:
-            self.shaft_hz = shaft_hz
+            self.shaft_hz = check_shaft_hz(shaft_hz)
         self.pending.append(np.asarray(samples, dtype=np.float64))
         self.pending_len += len(samples)
         size = self.settings.window_samples()
@@ -632,10 +644,11 @@ def read_jsonl(stream: IO[str]) -> Iterator[tuple[Array, float | None]]:
             yield np.asarray(record, dtype=np.float64), None
         elif isinstance(record, dict) and isinstance(record.get("samples"), list):
             shaft = record.get("shaft_hz")
-            yield (
-                np.asarray(record["samples"], dtype=np.float64),
-                float(shaft) if shaft is not None else None,
-            )
+            try:
+                speed = None if shaft is None else check_shaft_hz(float(shaft))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"line {number}: shaft_hz {shaft!r}: {exc}") from None
+            yield np.asarray(record["samples"], dtype=np.float64), speed
         else:
             raise ValueError(f"line {number}: want an array or an object with `samples`")
 
@@ -673,6 +686,13 @@ def simulated(
             time.sleep(max(0.0, start + seed * settings.window_s - time.monotonic()))
 
 
+def _shaft_arg(text: str) -> float:
+    try:
+        return check_shaft_hz(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     p = argparse.ArgumentParser(
@@ -688,8 +708,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--shaft-hz",
-        type=float,
-        default=float(env("SHAFT_HZ", "29.95")),
+        type=_shaft_arg,
+        default=env("SHAFT_HZ", "29.95"),  # a string default goes through `type` too
         help="shaft speed, rev/s; JSON lines may update it (env SHAFT_HZ; 29.95)",
     )
     p.add_argument(
@@ -749,6 +769,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.decimate < 1 or args.every < 1 or args.window <= 0 or args.fs <= 0:
         print("--decimate and --every must be >= 1, --window and --fs > 0", file=sys.stderr)
+        return 2
+    if args.simulate in ("outer", "inner") and args.shaft_hz <= 0:
+        print("--simulate a fault needs a turning shaft: --shaft-hz > 0", file=sys.stderr)
         return 2
     settings = Settings(
         fs=args.fs,

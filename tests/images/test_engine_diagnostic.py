@@ -282,6 +282,57 @@ def test_shaft_too_fast_for_normal_mode_skips_the_envelope_and_says_so():
     assert "band_hz" in diag.feed(healthy_signal(1.0))[0]["envelope"]
 
 
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize("mode", ["intensive", "normal"])
+def test_a_shaft_standing_still_skips_the_envelope_and_says_so(mode):
+    # shaft_hz 0 used to loop forever in candidate_bands (the band width was 0)
+    diag = ed.Diagnostic(ed.Settings(fs=FS, every=1), lambda: ed.ModeChoice(mode, "test"), 0.0)
+    v = diag.feed(healthy_signal(1.0))[0]
+    assert v["envelope"] == {"skipped": "the shaft is not turning (shaft_hz 0): no fault frequency"}
+    assert v["lines"] == {}
+    assert v["reasons"][0] == f"envelope analysis skipped: {v['envelope']['skipped']}"
+    assert ed.candidate_bands(ed.Settings(fs=FS), 0.0, 8000.0) == []
+    # the engine starts again: the next window is analysed
+    assert "band_hz" in diag.feed(fault_signal(BPFO, 1.0), SHAFT)[0]["envelope"]
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf])
+def test_an_impossible_shaft_speed_is_refused_wherever_it_enters(tmp_path, capsys, bad):
+    with pytest.raises(ValueError, match="shaft_hz"):
+        ed.Diagnostic(ed.Settings(fs=FS), lambda: ed.ModeChoice("intensive", "test"), bad)
+    diag = ed.Diagnostic(ed.Settings(fs=FS), lambda: ed.ModeChoice("intensive", "test"), SHAFT)
+    with pytest.raises(ValueError, match="shaft_hz"):
+        diag.feed(healthy_signal(1.0), bad)
+    path = tmp_path / "samples.jsonl"
+    # NaN / Infinity: tokens Python's json reads
+    path.write_text(json.dumps({"samples": [0.0, 1.0], "shaft_hz": bad}) + "\n")
+    assert ed.main(["--input", str(path), "--mode", "intensive"]) == 1
+    assert "line 1: shaft_hz" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        ed.main(["--shaft-hz", str(bad), "--input", str(path)])
+    assert exit_.value.code == 2
+
+
+def test_the_shaft_speed_from_the_env_is_checked_too(monkeypatch, capsys):
+    monkeypatch.setenv("SHAFT_HZ", "-5")
+    with pytest.raises(SystemExit) as exit_:
+        ed.build_parser().parse_args([])
+    assert exit_.value.code == 2
+    assert "shaft_hz -5.0" in capsys.readouterr().err
+    monkeypatch.setenv("SHAFT_HZ", "0")
+    assert ed.build_parser().parse_args([]).shaft_hz == 0.0
+
+
+@pytest.mark.timeout(5)
+def test_the_cli_answers_a_json_line_of_a_shaft_standing_still(tmp_path, capsys):
+    path = tmp_path / "samples.jsonl"
+    path.write_text(json.dumps({"samples": [0.0] * 25600, "shaft_hz": 0}) + "\n")
+    assert ed.main(["--input", str(path), "--mode", "intensive"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "not turning" in json.loads(line)["envelope"]["skipped"]
+
+
 # --- decimation (normal mode) -------------------------------------------------------------
 
 
