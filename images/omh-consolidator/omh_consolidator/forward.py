@@ -6,10 +6,13 @@ A batch is one JSON document and one POST (``Content-Type: application/json``)::
      "window": {...}, "data_points": [<Open mHealth data point>, ...]}
 
 Delivery: batches leave in the order they were submitted, one at a time. A 2xx
-acknowledges the batch; a connection error, a timeout, 408, 425, 429 or a 5xx keeps it at
-the head of the queue and retries it after a capped exponential backoff (``Retry-After``
-is honoured up to the cap); any other 4xx means the cloud will never take it, so it is
-counted as rejected and dropped rather than blocking everything behind it. A POST whose
+acknowledges the batch; any other 4xx than 408, 425 and 429 means the cloud will never
+take it, so it is counted as rejected and dropped rather than blocking everything behind
+it; every other answer (a 5xx, 408, 425, 429, a redirect, which is not followed: a
+redirected POST would become a GET whose 200 acknowledges nothing), a connection error or
+a timeout keeps it at the head of the queue and retries it after a capped exponential
+backoff (``Retry-After`` is honoured up to the cap). At most ``ANSWER_BYTES`` of an
+answer's body are read. A POST whose
 answer is lost may have been stored: the retry carries the same ``batch_id`` (also sent
 as ``Idempotency-Key``), so the ingest can drop the duplicate.
 
@@ -41,6 +44,7 @@ from omh_consolidator.queue import Batch, BatchQueue
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 425, 429})
+ANSWER_BYTES = 4096  # of an answer's body: only its status matters (a proxy's page can be huge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,9 +169,13 @@ class HttpForwarder:
         headers = {"Content-Type": "application/json", "Idempotency-Key": batch.batch_id}
         try:
             async with self._session.post(
-                self.url, data=batch.body, headers=headers, timeout=self._timeout
+                self.url,
+                data=batch.body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as resp:
-                await resp.read()
+                answer = await resp.content.read(ANSWER_BYTES)
                 status = resp.status
                 retry_after = _seconds(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -181,12 +189,12 @@ class HttpForwarder:
             self._metrics.inc("data_points_sent_total", batch.data_points)
             self.queue.done([batch], "sent")
             return None
-        if status in RETRY_STATUSES or status >= 500:
+        if not 400 <= status < 500 or status in RETRY_STATUSES:
             self._metrics.inc("post_failures_total", reason=f"http_{status}")
             log.info("POST %s answered %d; will retry", batch.batch_id, status)
             return retry_after
         self._metrics.inc("batches_rejected_total", kind=batch.kind)
-        log.error("POST %s refused with %d; dropped", batch.batch_id, status)
+        log.error("POST %s refused with %d (%r); dropped", batch.batch_id, status, answer[:200])
         self.queue.done([batch], "rejected")
         return None
 

@@ -348,3 +348,37 @@ async def test_a_pod_whose_log_is_behind_refuses_a_handover_with_507(
     again = BatchQueue.open(tmp_path, "bbb", Metrics())
     assert ids(again) == ["src/old/1", "src/old/2", "src/own/1"]
     again.close()
+
+
+async def test_a_peers_huge_answer_is_not_read_whole(tmp_path: Path) -> None:
+    from aiohttp import ClientSession, web
+    from omh_consolidator.handover import hand_over
+
+    finish = asyncio.Event()
+
+    async def peer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(status=503)
+        resp.content_length = 400 * 1024 * 1024
+        await resp.prepare(request)
+        await resp.write(b"x" * 65536)
+        await finish.wait()  # the rest never comes
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/handover", peer)
+    q = BatchQueue(Metrics())
+    q.append(batch(1))
+    metrics = Metrics()
+    async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
+        assert server.port is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        handed = await hand_over(
+            q, [("127.0.0.1", server.port)], session, metrics, "aaa", timeout_s=3
+        )
+        assert loop.time() - started < 2  # reading it whole waited for the timeout
+        finish.set()
+    assert handed == 0
+    assert len(q) == 1
+    assert metrics.get("handover_failures_total", reason="http_503") == 1
