@@ -14,6 +14,7 @@ HELP: dict[str, str] = {
     "notification_bytes_total": "Bytes of Heart Rate Measurement values received",
     "readings_total": "Notifications parsed into a reading, by result (ok, malformed, no_contact)",
     "late_readings_total": "Readings stamped before the open window, left out of summaries",
+    "clock_steps_back_total": "Wall clock steps back seen in readings (windows, alerts restarted)",
     "alerts_total": "Out-of-range alerts raised, by side (low, high)",
     "windows_total": "Consolidation windows closed",
     "batches_queued_total": "Batches handed to the cloud forwarder, by kind",

@@ -62,10 +62,16 @@ class Pipeline:
             self.metrics.inc("readings_total", result="no_contact")
             return
         self.metrics.inc("readings_total", result="ok")
-        late_before = self.consolidator.late
+        late_before, steps_before = self.consolidator.late, self.consolidator.clock_steps
         outcome = self.consolidator.add(at, m.bpm)
         if self.consolidator.late != late_before:
             self.metrics.inc("late_readings_total")
+        if self.consolidator.clock_steps != steps_before:
+            self.metrics.inc("clock_steps_back_total")
+            log.warning(
+                "the wall clock stepped back (a reading at %s): windows and alerts start over",
+                rfc3339(at),
+            )
         for alert in outcome.alerts:
             self._alert(alert)
         if self.mode == "raw":
