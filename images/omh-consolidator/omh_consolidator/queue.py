@@ -17,7 +17,8 @@ payload is ``B`` + a JSON header + ``\\n`` + the batch's body (a batch waiting),
 JSON ``{"id", "why"}`` (a batch done with: sent, rejected, dropped, handed over). Reading
 stops at the first torn or corrupt record: a crash can only tear the tail, as records are
 only ever appended. A corrupt record in the middle (a failing disk) keeps a copy of the
-whole log beside the directory for an admin, and what precedes it is recovered.
+whole log beside the directory for an admin, and what precedes it is recovered; so does a
+damaged length that seems to run past the end while whole records follow it.
 
 Durability (``QUEUE_FSYNC``): ``group`` (default) writes each record at once (a kill -9
 loses nothing written) and fsyncs in a worker thread, one fsync covering every record
@@ -51,6 +52,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import time
@@ -71,7 +73,8 @@ FRAME = struct.Struct(">II")  # payload length, CRC32 of the payload
 MAX_RECORD = 64 * 1024 * 1024  # a length past this is corruption, not a batch
 COMPACT_SLACK = 1024 * 1024
 HANDED_BASE = -(1 << 40)  # positions of handed-over batches: before any own batch
-RESYNC_SECONDS = 5.0  # a log behind (write failed): how often to try rewriting it
+RESYNC_SECONDS = 5.0
+_RECORD_KIND = re.compile(b"[BD]")  # a log behind (write failed): how often to try rewriting it
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +121,9 @@ def records(data: bytes, *, strict: bool = False) -> Iterator[Record]:
     """The records of ``data`` up to the first torn one. ``strict`` (bytes from a peer,
     not a log): a torn or corrupt record raises CorruptLogError. Otherwise a corrupt one (its
     length fits but its checksum or content does not) raises CorruptLogError after the good
-    ones, and a torn tail just ends the iteration."""
+    ones, and a torn tail just ends the iteration. A record that runs past the end with a
+    whole record somewhere after its start is not a torn tail but a damaged length (a crash
+    tears only the last append): CorruptLogError too."""
     offset = 0
     while offset < len(data):
         if len(data) - offset < FRAME.size:
@@ -132,12 +137,29 @@ def records(data: bytes, *, strict: bool = False) -> Iterator[Record]:
         if start + length > len(data):
             if strict:
                 raise CorruptLogError(f"torn record at byte {offset}")
+            later = _next_frame(data, offset + 1)
+            if later is not None:
+                raise CorruptLogError(
+                    f"record length {length} at byte {offset} runs past the end of the log,"
+                    f" but a whole record starts at byte {later}"
+                )
             return  # torn by a crash while appending
         payload = data[start : start + length]
         if zlib.crc32(payload) != crc:
             raise CorruptLogError(f"checksum mismatch at byte {offset}")
         offset = start + length
         yield _decode(payload, offset)
+
+
+def _next_frame(data: bytes, offset: int) -> int | None:
+    """The offset of the first whole, checksummed record at or after ``offset``."""
+    for kind in _RECORD_KIND.finditer(data, offset + FRAME.size):  # a payload's first byte
+        start = kind.start()
+        length, crc = FRAME.unpack_from(data, start - FRAME.size)
+        fits = length <= MAX_RECORD and start + length <= len(data)
+        if fits and zlib.crc32(data[start : start + length]) == crc:
+            return start - FRAME.size
+    return None
 
 
 def _decode(payload: bytes, end: int) -> Record:

@@ -100,6 +100,29 @@ def test_a_corrupt_record_keeps_the_prefix_and_a_copy_of_the_log(tmp_path: Path)
     again.close()
 
 
+def test_a_damaged_length_mid_log_is_corruption_not_a_torn_tail(tmp_path: Path) -> None:
+    q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    for i in range(1, 11):
+        q.append(batch(i, "alert"))
+    crash(q)
+    log = tmp_path / "aaa" / "log"
+    data = bytearray(log.read_bytes())
+    record = len(encode_batch(batch(1, "alert"), 0))
+    data[3 * record + 1] ^= 0x10  # the 4th record's length + 1 MiB: past the end of the log
+    log.write_bytes(bytes(data))
+    metrics = Metrics()
+    again = BatchQueue.open(tmp_path, "bbb", metrics)
+    assert ids(again) == ["src/b0/1", "src/b0/2", "src/b0/3"]
+    assert metrics.get("queue_corrupt_logs_total") == 1  # was 0: taken for a torn tail
+    (kept,) = tmp_path.glob("corrupt-aaa-*.log")
+    assert kept.read_bytes() == bytes(data)  # batches 4..10 are still there for an admin
+    again.close()
+    _, good, error = replay(bytes(data))
+    assert good == 3 * record
+    assert error is not None
+    assert "whole record starts at byte" in error
+
+
 def test_bounds_drop_the_oldest_summaries_keep_alerts_and_stay_dropped(tmp_path: Path) -> None:
     metrics = Metrics()
     q = BatchQueue.open(tmp_path, "aaa", metrics, max_batches=100, max_bytes=50, fsync="none")
