@@ -319,6 +319,7 @@ class Settings:
     harmonic_ratio: float = 3.0  # a harmonic or sideband counts from this ratio
     kurtosis_watch: float = 4.0  # impulsive signal without a spectral line yet
     crest_watch: float = 6.0
+    max_unusable: float = 0.01  # past this fraction of unusable samples: `invalid`
 
     def window_samples(self) -> int:
         return round(self.fs * self.window_s)
@@ -562,6 +563,7 @@ class Diagnostic:
     def window(self, window: Array) -> dict[str, Any] | None:
         s = self.settings
         index, self.index = self.index, self.index + 1
+        window, unusable = usable_samples(window)
         choice = self.mode()
         if choice.mode == "normal" and index % s.every:
             self.decimator.remember(window)
@@ -573,7 +575,15 @@ class Diagnostic:
             self.decimator.remember(window)
             x, fs = window, s.fs
             usable = 0.8 * fs / 2
-        result = diagnose(x, fs, self.shaft_hz, s, usable)
+        if unusable > s.max_unusable * len(window):
+            result = invalid(unusable, len(window), s.bearing.fault_frequencies(self.shaft_hz))
+        else:
+            result = diagnose(x, fs, self.shaft_hz, s, usable)
+            if unusable:
+                result["reasons"].append(
+                    f"{unusable} unusable sample(s) (NaN, infinite or beyond"
+                    f" {MAX_SAMPLE:g}) replaced by the window's mean"
+                )
         return {
             "window": index,
             "t_start_s": round(index * s.window_s, 3),
@@ -581,8 +591,39 @@ class Diagnostic:
             "mode_source": choice.source,
             "fs_hz": fs,
             "shaft_hz": self.shaft_hz,
+            "unusable_samples": unusable,
             **result,
         }
+
+
+MAX_SAMPLE = 1e30  # larger magnitudes overflow the 4th moment: unusable like NaN
+
+
+def usable_samples(window: Array) -> tuple[Array, int]:
+    """The window with NaN, infinite and absurdly large samples replaced by the mean of the
+    others (0 if none), so that neither the verdict nor the decimator's history is
+    poisoned; and how many there were."""
+    bad = ~(np.abs(window) <= MAX_SAMPLE)  # NaN compares False
+    count = int(bad.sum())
+    if not count:
+        return window, 0
+    good = window[~bad]
+    fill = float(good.mean()) if len(good) else 0.0
+    return np.where(bad, fill, window), count
+
+
+def invalid(unusable: int, total: int, expected: Mapping[str, float]) -> dict[str, Any]:
+    """The verdict of a window with too many unusable samples to say anything."""
+    why = f"{unusable} of {total} samples unusable (NaN, infinite or beyond {MAX_SAMPLE:g})"
+    return {
+        "verdict": "invalid",
+        "fault": None,
+        "reasons": [f"window not analysed: {why}"],
+        "time": None,
+        "envelope": {"skipped": why},
+        "fault_frequencies_hz": {n: round(f, 2) for n, f in expected.items()},
+        "lines": {},
+    }
 
 
 # --- synthetic signals (the example pod without a sensor, the benchmark) -------------
@@ -801,7 +842,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for samples, shaft in chunks:
             for verdict in diag.feed(samples, shaft):
-                print(json.dumps(verdict), flush=True)
+                print(json.dumps(verdict, allow_nan=False), flush=True)
             if args.windows and diag.index >= args.windows:
                 break
     except (ValueError, json.JSONDecodeError) as exc:

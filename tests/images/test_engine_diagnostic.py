@@ -333,6 +333,53 @@ def test_the_cli_answers_a_json_line_of_a_shaft_standing_still(tmp_path, capsys)
     assert "not turning" in json.loads(line)["envelope"]["skipped"]
 
 
+# --- samples that are not numbers -----------------------------------------------------------
+
+
+def test_a_nan_sample_in_a_fault_window_does_not_make_it_healthy():
+    signal = fault_signal(BPFO, 3.0, seed=1)
+    signal[round(FS) + 100] = np.nan  # one NaN in window 1
+    verdicts = run(signal, "intensive")
+    assert [(v["verdict"], v["fault"]) for v in verdicts] == [("fault", "BPFO")] * 3
+    assert [v["unusable_samples"] for v in verdicts] == [0, 1, 0]
+    assert "1 unusable sample(s)" in verdicts[1]["reasons"][-1]
+
+
+def test_a_nan_in_a_skipped_window_does_not_poison_the_decimators_history():
+    clean = fault_signal(BPFO, 5.0, seed=3)
+    dirty = clean.copy()
+    dirty[round(4 * FS) - 10] = np.inf  # near the end of window 3, skipped in normal mode
+    want, got = run(clean, "normal"), run(dirty, "normal")
+    assert [v["window"] for v in got] == [0, 4]
+    assert got[1]["verdict"] == want[1]["verdict"] == "fault"
+    assert got[1]["time"]["rms"] == pytest.approx(want[1]["time"]["rms"], rel=0.01)
+
+
+def test_a_window_mostly_not_numbers_is_invalid_not_healthy():
+    signal = healthy_signal(2.0)
+    signal[: round(FS) // 2] = np.nan  # half of window 0: the sensor dropped out
+    v0, v1 = run(signal, "intensive")
+    assert (v0["verdict"], v0["fault"], v0["lines"]) == ("invalid", None, {})
+    assert v0["unusable_samples"] == round(FS) // 2
+    assert v0["reasons"][0].startswith("window not analysed: 10000 of 20000 samples")
+    assert v1["verdict"] == "healthy"
+
+
+def test_the_cli_prints_strict_json_whatever_the_samples(tmp_path, capsys):
+    path = tmp_path / "samples.jsonl"
+    samples = fault_signal(BPFO, 1.0, seed=6).round(5).tolist()
+    samples[100], samples[200] = math.nan, -math.inf  # json writes NaN, -Infinity
+    path.write_text(json.dumps({"samples": samples, "shaft_hz": SHAFT}) + "\n")
+    assert ed.main(["--fs", str(FS), "--input", str(path), "--mode", "intensive"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    v = json.loads(line, parse_constant=refuse)
+    assert (v["verdict"], v["unusable_samples"]) == ("fault", 2)
+
+
 # --- decimation (normal mode) -------------------------------------------------------------
 
 
