@@ -12,6 +12,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -527,6 +531,45 @@ def test_cli_refuses_bad_input(tmp_path, capsys):
     path.write_text('{"values": [1, 2]}\n')
     assert ed.main(["--input", str(path)]) == 1
     assert "line 1" in capsys.readouterr().err
+
+
+def _running(argv: list[str], *, pid1: bool) -> subprocess.Popen[bytes]:
+    """The image's command, as PID 1 of a new PID namespace (as in its container) if asked,
+    once it has printed its first verdict."""
+    command = [sys.executable, str(SOURCE), *argv]
+    if pid1:
+        command = ["unshare", "--pid", "--fork", "--kill-child", *command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["window"] == 0
+    return proc
+
+
+@pytest.mark.timeout(30)
+def test_sigterm_ends_it_at_once_with_a_clean_exit():
+    proc = _running(["--simulate", "outer", "--realtime", "--mode", "intensive"], pid1=False)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0  # was -15: no handler, killed by the default action
+    assert proc.stderr is not None
+    assert b"Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(
+    shutil.which("unshare") is None
+    or subprocess.run(["unshare", "--pid", "--fork", "true"], check=False).returncode != 0,
+    reason="cannot make a PID namespace here",
+)
+def test_as_pid_1_sigterm_is_not_ignored():
+    proc = _running(["--simulate", "outer", "--realtime", "--mode", "intensive"], pid1=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    (python,) = map(int, children)  # PID 1 in its namespace
+    os.kill(python, signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=5) == 0  # ignored before: the kubelet's SIGKILL after 30 s
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # --- the manifest wires the annotation to the file the code reads -----------------------------
