@@ -285,21 +285,39 @@ class BatchQueue:
             try:
                 started = float(json.loads((d / "owner.json").read_text())["started"])
             except (OSError, ValueError, KeyError, TypeError):
-                started = d.stat().st_mtime
+                try:
+                    started = d.stat().st_mtime
+                except OSError:
+                    started = 0.0  # oldest first: its log is read, or skipped, below
             dead.append((started, d, lock))
         dead.sort(key=lambda t: t[0])
         adopted = 0
+        taken: list[tuple[Path, int]] = []  # removed once our log holds what they had
         self._bulk = True
-        for _, d, _lock in dead:
+        for _, d, lock in dead:
             try:
                 data = (d / "log").read_bytes()
             except FileNotFoundError:
                 data = b""
+            except OSError as exc:  # a failing disk: this one stays, the others are adopted
+                os.close(lock)
+                self._metrics.inc("queue_unreadable_logs_total")
+                log.error(
+                    "cannot read the queue log of dead owner %s (%s): left where it is for a"
+                    " later start or an admin",
+                    d.name,
+                    exc,
+                )
+                continue
             waiting, good, error = replay(data)
             if error is not None:
-                keep = d.parent / f"corrupt-{d.name}-{int(time.time())}.log"
-                shutil.copyfile(d / "log", keep)
                 self._metrics.inc("queue_corrupt_logs_total")
+                keep = d.parent / f"corrupt-{d.name}-{int(time.time())}.log"
+                try:
+                    keep.write_bytes(data)
+                except OSError as exc:
+                    keep = d  # no copy: the whole directory stays instead
+                    log.error("copying the corrupt queue log of %s aside: %s", d.name, exc)
                 log.error(
                     "the queue log of %s is corrupt after byte %d (%s): recovered what precedes"
                     " it; the whole log is kept in %s",
@@ -308,6 +326,12 @@ class BatchQueue:
                     error,
                     keep,
                 )
+                if keep == d:
+                    os.close(lock)
+                else:
+                    taken.append((d, lock))
+            else:
+                taken.append((d, lock))
             for _, batch in waiting:
                 if batch.batch_id in self._ids:
                     continue  # adopted twice (a crash between adopting and removing)
@@ -318,7 +342,7 @@ class BatchQueue:
         self._bulk = False
         if adopted:
             self._metrics.inc("queue_adopted_batches_total", adopted)
-        self._adopted_dirs = [(d, lock) for _, d, lock in dead]
+        self._adopted_dirs = taken
         if not self.behind:
             try:
                 os.fsync(self._fd)  # ours before theirs go

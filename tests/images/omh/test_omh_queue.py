@@ -123,6 +123,37 @@ def test_a_damaged_length_mid_log_is_corruption_not_a_torn_tail(tmp_path: Path) 
     assert "whole record starts at byte" in error
 
 
+def test_an_unreadable_dead_log_is_left_and_the_others_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owners = [BatchQueue.open(tmp_path, owner, Metrics(), fsync="none") for owner in ("aaa", "bbb")]
+    for q, owner in zip(owners, ("aaa", "bbb"), strict=True):
+        q.append(batch(1, "alert", boot=owner))
+    for q in owners:
+        crash(q)
+    bad = tmp_path / "aaa" / "log"
+    read_bytes = Path.read_bytes
+
+    def failing_disk(self: Path) -> bytes:
+        if self == bad:
+            raise OSError(5, "Input/output error", str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing_disk)
+    metrics = Metrics()
+    again = BatchQueue.open(tmp_path, "ccc", metrics)  # raised: every start failed
+    assert ids(again) == ["src/bbb/1"]
+    assert metrics.get("queue_unreadable_logs_total") == 1
+    assert bad.exists()  # left in place: not deleted as if adopted
+    assert not (tmp_path / "bbb").exists()
+    assert _try_lock_elsewhere(tmp_path / "aaa" / "lock")  # not held either
+    again.close()
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)  # the disk reads again
+    third = BatchQueue.open(tmp_path, "ddd", Metrics())
+    assert ids(third) == ["src/aaa/1", "src/bbb/1"]
+    third.close()
+
+
 def test_bounds_drop_the_oldest_summaries_keep_alerts_and_stay_dropped(tmp_path: Path) -> None:
     metrics = Metrics()
     q = BatchQueue.open(tmp_path, "aaa", metrics, max_batches=100, max_bytes=50, fsync="none")
