@@ -69,6 +69,8 @@ class Receiver:
             if self.queue.behind:  # in our memory, not on disk: the sender keeps its copy
                 return web.Response(status=507, text="queue log behind (disk full?)\n")
             await self.queue.sync()  # stored before we say so
+            if self.queue.behind:  # the fsync failed: not stored, the sender keeps them
+                return web.Response(status=507, text="queue log behind (fsync failed)\n")
         self.metrics.inc("handover_batches_received_total", new)
         if new:
             log.info("took over %d batches from %s", new, sender or "?")

@@ -33,9 +33,10 @@ Bounds: ``max_batches`` and ``max_bytes`` (bodies) over the waiting batches, plu
 in flight. Past either, the oldest waiting batch that is not an alert is dropped (the oldest
 alert only when only alerts wait), counted and logged; the batch in flight never is.
 
-A write that fails (the gateway's disk full, an I/O error) does not stop the queue: the log
-is cut back to its last whole record (so it never holds a torn record in the middle), the
-queue goes on in memory with the same bounds, and the log is "behind" (logged once, gauge
+A write or fsync that fails (the gateway's disk full, an I/O error) does not stop the
+queue, nor escape ``append`` or end the fsync task unseen: the log is cut back to its last
+whole record (so it never holds a torn record in the middle), the queue goes on in memory
+with the same bounds, and the log is "behind" (logged once, gauge
 ``queue_log_behind``, counter ``queue_write_failures_total``). At most every
 ``RESYNC_SECONDS``, on the next change, and at close, the log is rewritten with what waits
 (as a compaction does); once that succeeds it is whole again. Until then a crash loses the
@@ -236,6 +237,7 @@ class BatchQueue:
         self._bulk = False  # adopting: one fsync at the end, not one per record
         self._flusher: asyncio.Task[None] | None = None
         self._compact_pending = False  # a compaction waited for the fsync in progress
+        self._syncing = 0  # sync() calls fsyncing the current file in a thread
         self._behind_since: float | None = None  # a write failed: the log misses records
         self._next_resync = 0.0
         self._adopted_dirs: list[tuple[Path, int]] = []  # removed once our log holds them
@@ -483,11 +485,16 @@ class BatchQueue:
         self._gauges()
 
     async def sync(self) -> None:
-        """Everything written so far is on disk (whatever the policy)."""
+        """Everything written so far is on disk (whatever the policy), or the log is
+        ``behind`` (the fsync failed)."""
         if self._fd is not None:
             self._dirty = False
-            await asyncio.to_thread(os.fsync, self._fd)
-            self._metrics.inc("queue_fsyncs_total")
+            self._syncing += 1
+            try:
+                await self._fsync()
+            finally:
+                self._syncing -= 1
+            self._after_fsync()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -539,33 +546,59 @@ class BatchQueue:
         if self._bulk:
             return
         if self.fsync == "batch":
-            os.fsync(self._fd)
-            self._metrics.inc("queue_fsyncs_total")
+            self._fsync_now()
         elif self.fsync == "group":
             self._dirty = True
             if self._flusher is None or self._flusher.done():
                 try:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:  # no loop (a tool, a test): sync at once
-                    os.fsync(self._fd)
                     self._dirty = False
-                    self._metrics.inc("queue_fsyncs_total")
+                    self._fsync_now()
                 else:
                     self._flusher = loop.create_task(self._flush(), name="queue-fsync")
+
+    def _fsync_now(self) -> None:
+        """fsync the log in this thread; a failure is a failed write (the log behind)."""
+        assert self._fd is not None
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._fall_behind(exc)
+            return
+        self._metrics.inc("queue_fsyncs_total")
+
+    async def _fsync(self) -> None:
+        """fsync the log in a worker thread; a failure is a failed write (the log behind)."""
+        if self._fd is None or self.behind:
+            return  # behind: what is written is not the log's truth; a resync fsyncs its own
+        try:
+            await asyncio.to_thread(os.fsync, self._fd)
+        except OSError as exc:
+            if self._fd is not None:
+                self._fall_behind(exc)
+            return
+        self._metrics.inc("queue_fsyncs_total")
 
     async def _flush(self) -> None:
         while self._dirty and self._fd is not None:
             self._dirty = False
-            await asyncio.to_thread(os.fsync, self._fd)
-            self._metrics.inc("queue_fsyncs_total")
+            await self._fsync()
         self._flusher = None  # done with the file: a rewrite may replace it now
-        if self._compact_pending:
+        self._after_fsync()
+
+    def _after_fsync(self) -> None:
+        """A compaction (or resync) put off while an fsync ran is done once none runs."""
+        if self._compact_pending and not self._fsync_running():
             self._compact_pending = False
             if self.behind:
                 self._catch_up()
             else:
                 self._maybe_compact()
             self._gauges()
+
+    def _fsync_running(self) -> bool:
+        return self._syncing > 0 or (self._flusher is not None and not self._flusher.done())
 
     def _fall_behind(self, exc: OSError) -> None:
         """A write failed: cut the log back to its last whole record and go on in memory."""
@@ -618,7 +651,7 @@ class BatchQueue:
         """Replace the log with only what waits (write, fsync, rename, fsync the directory)."""
         if self._fd is None or self.directory is None:
             return False
-        if self._flusher is not None and not self._flusher.done():
+        if self._fsync_running():
             self._compact_pending = True  # an fsync of the file runs in a thread: after it
             return False
         live = b"".join(encode_batch(e.batch, e.pos) for e in self._entries())

@@ -369,6 +369,80 @@ def test_logs_adopted_on_a_full_disk_stay_until_the_new_log_holds_them(
     third.close()
 
 
+class FailingFsync:
+    """os.fsync in the queue module failing with EIO while ``failing``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.failing = False
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            if self.failing:
+                raise OSError(5, "Input/output error")
+            real(fd)
+
+        monkeypatch.setattr(queue_module.os, "fsync", fsync)
+        monkeypatch.setattr(queue_module, "RESYNC_SECONDS", 0.0)
+
+
+def test_an_fsync_error_in_batch_mode_is_a_failed_write_not_an_exception(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FailingFsync(monkeypatch)
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, fsync="batch")
+    q.append(batch(1))
+    disk.failing = True
+    q.append(batch(2, "alert"))  # raised out of append (and submit) before
+    assert ids(q) == ["src/b0/1", "src/b0/2"]
+    assert q.behind
+    assert metrics.get("queue_write_failures_total") >= 1
+    disk.failing = False
+    q.append(batch(3))  # the next change rewrites the log: whole again
+    assert not q.behind
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert ids(again) == ["src/b0/1", "src/b0/2", "src/b0/3"]
+    again.close()
+
+
+async def test_an_fsync_error_in_group_mode_is_reported_not_lost_in_a_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FailingFsync(monkeypatch)
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, fsync="group")
+    disk.failing = True
+    q.append(batch(1, "alert"))
+    await asyncio.sleep(0.1)  # the flusher's fsync fails in its thread
+    assert q._flusher is None  # ended, not dead with an unobserved exception
+    assert q.behind  # was: the log reported whole
+    assert metrics.get("queue_log_behind") == 1
+    assert metrics.get("queue_write_failures_total") == 1
+    disk.failing = False
+    q.append(batch(2))
+    await q.sync()
+    assert not q.behind
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert ids(again) == ["src/b0/1", "src/b0/2"]
+    again.close()
+
+
+async def test_a_pod_whose_fsync_fails_refuses_a_handover_with_507(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FailingFsync(monkeypatch)
+    q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    receiver = Receiver(q, Metrics(), "aaa")
+    chunk = b"".join(encode_batch(batch(i, boot="old"), i) for i in (1, 2))
+    async with TestClient(TestServer(handover_app(receiver, 1 << 20))) as client:
+        disk.failing = True
+        resp = await client.post("/v1/handover", data=chunk)
+        assert resp.status == 507  # not stored: the sender keeps them (was: a 500)
+    q.close()
+
+
 def _try_lock_elsewhere(path: Path) -> bool:
     fd = os.open(path, os.O_RDWR)
     try:
