@@ -132,6 +132,9 @@ class Bearing:
     contact_angle_deg: float = 0.0
 
     def __post_init__(self) -> None:
+        sizes = (self.ball_diameter, self.pitch_diameter, self.contact_angle_deg)
+        if not all(math.isfinite(v) for v in sizes):
+            raise ValueError("bearing dimensions must be finite numbers")
         if self.balls < 1:
             raise ValueError("a bearing needs at least one rolling element")
         if not 0 < self.ball_diameter < self.pitch_diameter:
@@ -729,6 +732,23 @@ def simulated(
             time.sleep(max(0.0, start + seed * settings.window_s - time.monotonic()))
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _bearing_arg(text: str) -> Bearing:
+    try:
+        return parse_bearing(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _shaft_arg(text: str) -> float:
     try:
         return check_shaft_hz(float(text))
@@ -745,8 +765,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fs",
-        type=float,
-        default=float(env("SAMPLE_RATE_HZ", "25600")),
+        type=_finite,
+        default=env("SAMPLE_RATE_HZ", "25600"),  # a string default goes through `type` too
         help="sampling rate, Hz (env SAMPLE_RATE_HZ; 25600)",
     )
     p.add_argument(
@@ -757,11 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bearing",
-        type=parse_bearing,
-        default=parse_bearing(env("BEARING", "9,7.94,39.04,0")),
+        type=_bearing_arg,
+        default=env("BEARING", "9,7.94,39.04,0"),
         help="balls,ball_diameter,pitch_diameter[,contact_angle_deg] (env BEARING; SKF 6205)",
     )
-    p.add_argument("--window", type=float, default=1.0, help="window length, s (1.0)")
+    p.add_argument("--window", type=_finite, default=1.0, help="window length, s (1.0)")
     p.add_argument(
         "--mode", choices=MODES, help="fix the mode instead of reading the annotation every window"
     )
@@ -775,7 +795,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=4, help="normal mode analyses every Nth window (4)")
     p.add_argument(
         "--band",
-        type=float,
+        type=_finite,
         nargs=2,
         metavar=("LO", "HI"),
         help="demodulate this band (Hz) instead of picking the most impulsive",

@@ -318,6 +318,36 @@ def test_an_impossible_shaft_speed_is_refused_wherever_it_enters(tmp_path, capsy
     assert exit_.value.code == 2
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--fs", "nan"],
+        ["--fs", "inf"],
+        ["--window", "nan"],
+        ["--window", "inf"],
+        ["--band", "nan", "2000"],
+        ["--band", "100", "inf"],
+        ["--bearing", "9,nan,39.04,0"],
+        ["--bearing", "9,7.94,inf,0"],
+        ["--bearing", "9,7.94,39.04,nan"],
+    ],
+)
+def test_numeric_options_must_be_finite(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ed.main([*argv, "--simulate", "healthy", "--windows", "1"])
+    assert exit_.value.code == 2
+    assert "finite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("var", "value"), [("SAMPLE_RATE_HZ", "nan"), ("BEARING", "9,1,inf")])
+def test_numeric_env_settings_must_be_finite(monkeypatch, capsys, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SystemExit) as exit_:
+        ed.build_parser().parse_args([])
+    assert exit_.value.code == 2
+    assert "finite" in capsys.readouterr().err
+
+
 def test_the_shaft_speed_from_the_env_is_checked_too(monkeypatch, capsys):
     monkeypatch.setenv("SHAFT_HZ", "-5")
     with pytest.raises(SystemExit) as exit_:
