@@ -27,6 +27,7 @@ what was lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -126,6 +127,10 @@ class HttpForwarder:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._rng = rng
         self._sleep = sleep
+        self._idle = asyncio.Event()  # no POST in flight
+        self._idle.set()
+        self._going = asyncio.Event()  # cleared by hold(): no new POST
+        self._going.set()
 
     @property
     def pending(self) -> int:
@@ -147,12 +152,17 @@ class HttpForwarder:
         failures = 0
         try:
             while True:
+                await self._going.wait()
                 batch = self.queue.take()
                 if batch is None:
                     self.queue.changed.clear()
                     await self.queue.changed.wait()
                     continue
-                retry_after = await self._post(batch)
+                self._idle.clear()
+                try:
+                    retry_after = await self._post(batch)
+                finally:
+                    self._idle.set()
                 if retry_after is None:
                     failures = 0
                     continue
@@ -161,6 +171,18 @@ class HttpForwarder:
                 await self._sleep(min(max(delay, retry_after), self._backoff.cap_s))
         finally:
             self.queue.release()
+
+    async def hold(self, timeout_s: float) -> bool:
+        """Start no new POST until ``resume``, and wait up to ``timeout_s`` for the one in
+        flight to be answered (its own timeout bounds it); True once none is in flight.
+        Cutting a POST instead would waste it and may store a duplicate."""
+        self._going.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return self._idle.is_set()
+
+    def resume(self) -> None:
+        self._going.set()
 
     async def _post(self, batch: Batch) -> float | None:
         """None when the batch is done with (acknowledged or rejected); else a minimum

@@ -350,3 +350,37 @@ async def test_a_huge_answer_is_not_read_whole() -> None:
         finish.set()
     assert metrics.get("post_failures_total", reason="http_503") == 1
     assert metrics.get("post_failures_total", reason="timeout") == 0
+
+
+async def test_leaving_with_no_peer_taking_the_queue_does_not_cut_posts_to_a_slow_cloud() -> None:
+    # HANDOVER_PEERS set, nobody takes the queue (the device parked, the new pod not up):
+    # every round used to cancel the POST in flight after <= 1 s, so a cloud answering in
+    # 1.1 s acknowledged nothing and got the same batch again and again.
+    from omh_consolidator.app import leave
+    from omh_consolidator.config import from_env
+
+    received: list[str] = []
+
+    async def ingest(request: web.Request) -> web.Response:
+        received.append(request.headers["Idempotency-Key"])
+        await asyncio.sleep(1.1)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/ingest", ingest)
+    cfg = from_env(
+        {"DEVICE_NAME": "d", "DRAIN_SECONDS": "4.5", "HANDOVER_PEERS": "127.0.0.1:1"}
+    )  # nobody listens on port 1: each handover is refused at once
+    async with TestServer(app) as server:
+        metrics = Metrics()
+        async with aiohttp.ClientSession() as session:
+            fwd = HttpForwarder(str(server.make_url("/ingest")), session, metrics, source="t")
+            for _ in range(5):
+                fwd.submit("summary", points(1))
+            forwarding = asyncio.create_task(fwd.run())
+            forwarding = await leave(cfg, fwd, forwarding, session, metrics)
+            forwarding.cancel()
+            await asyncio.gather(forwarding, return_exceptions=True)
+    assert metrics.total("batches_sent_total") >= 3  # was 0
+    assert len(received) == len(set(received))  # no batch sent twice
+    assert metrics.total("handover_failures_total") >= 3  # it kept trying a peer meanwhile
