@@ -12,7 +12,8 @@ PREFIX = "omh_consolidator_"
 HELP: dict[str, str] = {
     "notifications_total": "Heart Rate Measurement notifications received from the strap",
     "notification_bytes_total": "Bytes of Heart Rate Measurement values received",
-    "readings_total": "Notifications parsed into a reading, by result (ok, malformed, no_contact)",
+    "readings_total": "Notifications parsed into a reading, by result"
+    " (ok, malformed, no_contact, implausible)",
     "late_readings_total": "Readings stamped before the open window, left out of summaries",
     "clock_steps_back_total": "Wall clock steps back seen in readings (windows, alerts restarted)",
     "alerts_total": "Out-of-range alerts raised, by side (low, high)",
