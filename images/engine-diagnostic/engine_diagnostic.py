@@ -700,10 +700,14 @@ def read_jsonl(stream: IO[str]) -> Iterator[tuple[Array, float | None]]:
 
 
 def read_raw(stream: IO[bytes], dtype: str, chunk: int = 1 << 16) -> Iterator[tuple[Array, None]]:
-    """Raw little-endian floats (`f32le` or `f64le`)."""
+    """Raw little-endian floats (`f32le` or `f64le`), as they arrive: a live sensor's
+    samples are not held back until `chunk` of them are there."""
     kind = np.dtype("<f4" if dtype == "f32le" else "<f8")
+    # BufferedReader.read(n) waits for n bytes (64 Ki samples: 33 s at 2 kHz); read1 returns
+    # what one read of the pipe gives. A raw stream's read already does.
+    read: Callable[[int], bytes] = getattr(stream, "read1", stream.read)
     leftover = b""
-    while block := stream.read(chunk * kind.itemsize):
+    while block := read(chunk * kind.itemsize):
         data = leftover + block
         whole = len(data) - len(data) % kind.itemsize
         leftover = data[whole:]

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -546,6 +547,22 @@ def test_cli_reads_raw_float32_and_the_mode_from_the_annotations(tmp_path, capsy
     assert [(v["window"], v["mode"], v["mode_source"], v["verdict"]) for v in lines] == [
         (0, "normal", "annotation", "healthy")
     ]
+
+
+@pytest.mark.timeout(10)
+def test_raw_samples_from_a_live_pipe_are_taken_as_they_arrive():
+    r, w = os.pipe()
+    got: list[np.ndarray] = []
+    with open(r, "rb") as stream:  # a BufferedReader, as sys.stdin.buffer is
+        reader = threading.Thread(target=lambda: got.append(next(ed.read_raw(stream, "f32le"))[0]))
+        reader.start()
+        os.write(w, np.arange(1000, dtype="<f4").tobytes() + b"\x00\x00")  # and half a sample
+        reader.join(timeout=2)
+        arrived = list(got)  # with the writer still there, as a live sensor bridge is
+        os.close(w)  # a reader still waiting for 64 Ki samples gets EOF and ends
+        reader.join()
+    assert len(arrived) == 1  # was: nothing until 64 Ki samples (or the end) had come
+    assert arrived[0].tolist() == list(range(1000))
 
 
 def test_cli_simulation_stops_after_the_windows_asked(capsys):
