@@ -74,8 +74,8 @@ FRAME = struct.Struct(">II")  # payload length, CRC32 of the payload
 MAX_RECORD = 64 * 1024 * 1024  # a length past this is corruption, not a batch
 COMPACT_SLACK = 1024 * 1024
 HANDED_BASE = -(1 << 40)  # positions of handed-over batches: before any own batch
-RESYNC_SECONDS = 5.0
-_RECORD_KIND = re.compile(b"[BD]")  # a log behind (write failed): how often to try rewriting it
+RESYNC_SECONDS = 5.0  # a log behind (write failed): how often to try rewriting it
+_RECORD_KIND = re.compile(b"[BD]")  # the first byte of a record's payload
 
 
 @dataclass(frozen=True, slots=True)
