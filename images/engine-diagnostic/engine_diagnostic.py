@@ -17,7 +17,7 @@ stream into windows and, per analysed window, computes
   sidebands;
 
 and prints one JSON verdict per analysed window: `healthy`, `watch` or `fault`,
-with the evidence.
+with the evidence (`invalid` when too many of its samples are NaN or infinite).
 
 Two modes, from the pod annotation `cloud4iot.io/mode` the placement policy reads
 (Downward API file /etc/podinfo/annotations, re-read every window; env MODE when
