@@ -17,7 +17,7 @@ stream into windows and, per analysed window, computes
   sidebands;
 
 and prints one JSON verdict per analysed window: `healthy`, `watch` or `fault`,
-with the evidence.
+with the evidence (`invalid` when too many of its samples are NaN or infinite).
 
 Two modes, from the pod annotation `cloud4iot.io/mode` the placement policy reads
 (Downward API file /etc/podinfo/annotations, re-read every window; env MODE when
@@ -42,7 +42,9 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -130,6 +132,9 @@ class Bearing:
     contact_angle_deg: float = 0.0
 
     def __post_init__(self) -> None:
+        sizes = (self.ball_diameter, self.pitch_diameter, self.contact_angle_deg)
+        if not all(math.isfinite(v) for v in sizes):
+            raise ValueError("bearing dimensions must be finite numbers")
         if self.balls < 1:
             raise ValueError("a bearing needs at least one rolling element")
         if not 0 < self.ball_diameter < self.pitch_diameter:
@@ -319,6 +324,7 @@ class Settings:
     harmonic_ratio: float = 3.0  # a harmonic or sideband counts from this ratio
     kurtosis_watch: float = 4.0  # impulsive signal without a spectral line yet
     crest_watch: float = 6.0
+    max_unusable: float = 0.01  # past this fraction of unusable samples: `invalid`
 
     def window_samples(self) -> int:
         return round(self.fs * self.window_s)
@@ -339,6 +345,8 @@ def candidate_bands(
     is wide enough; else the automatic candidates. Empty when none fits.
     """
     reach = envelope_reach(settings, shaft_hz)
+    if not (math.isfinite(reach) and reach > 0 and math.isfinite(usable_hz)):
+        return []  # a shaft not turning has no fault line: nothing to demodulate for
     width = 100 * math.ceil(2 * reach / 100)
     if settings.band is not None:
         lo, hi = settings.band
@@ -404,7 +412,10 @@ def diagnose(
     expected = settings.bearing.fault_frequencies(shaft_hz)
     bands = candidate_bands(settings, shaft_hz, usable_hz)
     envelope: dict[str, Any]
-    if not bands:
+    if shaft_hz <= 0:
+        envelope = {"skipped": "the shaft is not turning (shaft_hz 0): no fault frequency"}
+        reasons.append(f"envelope analysis skipped: {envelope['skipped']}")
+    elif not bands:
         envelope = {
             "skipped": f"no band of {2 * envelope_reach(settings, shaft_hz):.0f} Hz fits"
             f" between the fault lines and {usable_hz:.0f} Hz"
@@ -513,6 +524,13 @@ def diagnose(
 # --- the stream ---------------------------------------------------------------------
 
 
+def check_shaft_hz(value: float) -> float:
+    """A shaft speed as given: finite and >= 0 (0: the engine stands still)."""
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"shaft_hz {value!r}: want a finite speed >= 0 rev/s")
+    return value
+
+
 class Diagnostic:
     """Cuts a sample stream into windows and diagnoses those the mode selects."""
 
@@ -524,7 +542,7 @@ class Diagnostic:
     ) -> None:
         self.settings = settings
         self.mode = mode
-        self.shaft_hz = shaft_hz
+        self.shaft_hz = check_shaft_hz(shaft_hz)
         self.decimator = Decimator(settings.decimate)
         self.pending: list[Array] = []
         self.pending_len = 0
@@ -533,7 +551,7 @@ class Diagnostic:
     def feed(self, samples: Array, shaft_hz: float | None = None) -> list[dict[str, Any]]:
         """Takes samples; returns the verdicts of the windows they completed."""
         if shaft_hz is not None:
-            self.shaft_hz = shaft_hz
+            self.shaft_hz = check_shaft_hz(shaft_hz)
         self.pending.append(np.asarray(samples, dtype=np.float64))
         self.pending_len += len(samples)
         size = self.settings.window_samples()
@@ -550,6 +568,7 @@ class Diagnostic:
     def window(self, window: Array) -> dict[str, Any] | None:
         s = self.settings
         index, self.index = self.index, self.index + 1
+        window, unusable = usable_samples(window)
         choice = self.mode()
         if choice.mode == "normal" and index % s.every:
             self.decimator.remember(window)
@@ -561,7 +580,15 @@ class Diagnostic:
             self.decimator.remember(window)
             x, fs = window, s.fs
             usable = 0.8 * fs / 2
-        result = diagnose(x, fs, self.shaft_hz, s, usable)
+        if unusable > s.max_unusable * len(window):
+            result = invalid(unusable, len(window), s.bearing.fault_frequencies(self.shaft_hz))
+        else:
+            result = diagnose(x, fs, self.shaft_hz, s, usable)
+            if unusable:
+                result["reasons"].append(
+                    f"{unusable} unusable sample(s) (NaN, infinite or beyond"
+                    f" {MAX_SAMPLE:g}) replaced by the window's mean"
+                )
         return {
             "window": index,
             "t_start_s": round(index * s.window_s, 3),
@@ -569,8 +596,39 @@ class Diagnostic:
             "mode_source": choice.source,
             "fs_hz": fs,
             "shaft_hz": self.shaft_hz,
+            "unusable_samples": unusable,
             **result,
         }
+
+
+MAX_SAMPLE = 1e30  # larger magnitudes overflow the 4th moment: unusable like NaN
+
+
+def usable_samples(window: Array) -> tuple[Array, int]:
+    """The window with NaN, infinite and absurdly large samples replaced by the mean of the
+    others (0 if none), so that neither the verdict nor the decimator's history is
+    poisoned; and how many there were."""
+    bad = ~(np.abs(window) <= MAX_SAMPLE)  # NaN compares False
+    count = int(bad.sum())
+    if not count:
+        return window, 0
+    good = window[~bad]
+    fill = float(good.mean()) if len(good) else 0.0
+    return np.where(bad, fill, window), count
+
+
+def invalid(unusable: int, total: int, expected: Mapping[str, float]) -> dict[str, Any]:
+    """The verdict of a window with too many unusable samples to say anything."""
+    why = f"{unusable} of {total} samples unusable (NaN, infinite or beyond {MAX_SAMPLE:g})"
+    return {
+        "verdict": "invalid",
+        "fault": None,
+        "reasons": [f"window not analysed: {why}"],
+        "time": None,
+        "envelope": {"skipped": why},
+        "fault_frequencies_hz": {n: round(f, 2) for n, f in expected.items()},
+        "lines": {},
+    }
 
 
 # --- synthetic signals (the example pod without a sensor, the benchmark) -------------
@@ -632,19 +690,24 @@ def read_jsonl(stream: IO[str]) -> Iterator[tuple[Array, float | None]]:
             yield np.asarray(record, dtype=np.float64), None
         elif isinstance(record, dict) and isinstance(record.get("samples"), list):
             shaft = record.get("shaft_hz")
-            yield (
-                np.asarray(record["samples"], dtype=np.float64),
-                float(shaft) if shaft is not None else None,
-            )
+            try:
+                speed = None if shaft is None else check_shaft_hz(float(shaft))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"line {number}: shaft_hz {shaft!r}: {exc}") from None
+            yield np.asarray(record["samples"], dtype=np.float64), speed
         else:
             raise ValueError(f"line {number}: want an array or an object with `samples`")
 
 
 def read_raw(stream: IO[bytes], dtype: str, chunk: int = 1 << 16) -> Iterator[tuple[Array, None]]:
-    """Raw little-endian floats (`f32le` or `f64le`)."""
+    """Raw little-endian floats (`f32le` or `f64le`), as they arrive: a live sensor's
+    samples are not held back until `chunk` of them are there."""
     kind = np.dtype("<f4" if dtype == "f32le" else "<f8")
+    # BufferedReader.read(n) waits for n bytes (64 Ki samples: 33 s at 2 kHz); read1 returns
+    # what one read of the pipe gives. A raw stream's read already does.
+    read: Callable[[int], bytes] = getattr(stream, "read1", stream.read)
     leftover = b""
-    while block := stream.read(chunk * kind.itemsize):
+    while block := read(chunk * kind.itemsize):
         data = leftover + block
         whole = len(data) - len(data) % kind.itemsize
         leftover = data[whole:]
@@ -673,6 +736,30 @@ def simulated(
             time.sleep(max(0.0, start + seed * settings.window_s - time.monotonic()))
 
 
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _bearing_arg(text: str) -> Bearing:
+    try:
+        return parse_bearing(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _shaft_arg(text: str) -> float:
+    try:
+        return check_shaft_hz(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
     p = argparse.ArgumentParser(
@@ -682,23 +769,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fs",
-        type=float,
-        default=float(env("SAMPLE_RATE_HZ", "25600")),
+        type=_finite,
+        default=env("SAMPLE_RATE_HZ", "25600"),  # a string default goes through `type` too
         help="sampling rate, Hz (env SAMPLE_RATE_HZ; 25600)",
     )
     p.add_argument(
         "--shaft-hz",
-        type=float,
-        default=float(env("SHAFT_HZ", "29.95")),
+        type=_shaft_arg,
+        default=env("SHAFT_HZ", "29.95"),  # a string default goes through `type` too
         help="shaft speed, rev/s; JSON lines may update it (env SHAFT_HZ; 29.95)",
     )
     p.add_argument(
         "--bearing",
-        type=parse_bearing,
-        default=parse_bearing(env("BEARING", "9,7.94,39.04,0")),
+        type=_bearing_arg,
+        default=env("BEARING", "9,7.94,39.04,0"),
         help="balls,ball_diameter,pitch_diameter[,contact_angle_deg] (env BEARING; SKF 6205)",
     )
-    p.add_argument("--window", type=float, default=1.0, help="window length, s (1.0)")
+    p.add_argument("--window", type=_finite, default=1.0, help="window length, s (1.0)")
     p.add_argument(
         "--mode", choices=MODES, help="fix the mode instead of reading the annotation every window"
     )
@@ -712,7 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--every", type=int, default=4, help="normal mode analyses every Nth window (4)")
     p.add_argument(
         "--band",
-        type=float,
+        type=_finite,
         nargs=2,
         metavar=("LO", "HI"),
         help="demodulate this band (Hz) instead of picking the most impulsive",
@@ -745,10 +832,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(0)  # a pod stopped (or moved): a clean exit, every verdict printed
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # PID 1 in its container: the kernel delivers it no signal it has no handler for, so
+    # without this SIGTERM was ignored and every stop waited for the SIGKILL (30 s).
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.decimate < 1 or args.every < 1 or args.window <= 0 or args.fs <= 0:
         print("--decimate and --every must be >= 1, --window and --fs > 0", file=sys.stderr)
+        return 2
+    if args.simulate in ("outer", "inner") and args.shaft_hz <= 0:
+        print("--simulate a fault needs a turning shaft: --shaft-hz > 0", file=sys.stderr)
         return 2
     settings = Settings(
         fs=args.fs,
@@ -778,7 +884,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for samples, shaft in chunks:
             for verdict in diag.feed(samples, shaft):
-                print(json.dumps(verdict), flush=True)
+                print(json.dumps(verdict, allow_nan=False), flush=True)
             if args.windows and diag.index >= args.windows:
                 break
     except (ValueError, json.JSONDecodeError) as exc:

@@ -12,7 +12,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -282,6 +287,134 @@ def test_shaft_too_fast_for_normal_mode_skips_the_envelope_and_says_so():
     assert "band_hz" in diag.feed(healthy_signal(1.0))[0]["envelope"]
 
 
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize("mode", ["intensive", "normal"])
+def test_a_shaft_standing_still_skips_the_envelope_and_says_so(mode):
+    # shaft_hz 0 used to loop forever in candidate_bands (the band width was 0)
+    diag = ed.Diagnostic(ed.Settings(fs=FS, every=1), lambda: ed.ModeChoice(mode, "test"), 0.0)
+    v = diag.feed(healthy_signal(1.0))[0]
+    assert v["envelope"] == {"skipped": "the shaft is not turning (shaft_hz 0): no fault frequency"}
+    assert v["lines"] == {}
+    assert v["reasons"][0] == f"envelope analysis skipped: {v['envelope']['skipped']}"
+    assert ed.candidate_bands(ed.Settings(fs=FS), 0.0, 8000.0) == []
+    # the engine starts again: the next window is analysed
+    assert "band_hz" in diag.feed(fault_signal(BPFO, 1.0), SHAFT)[0]["envelope"]
+
+
+@pytest.mark.timeout(5)
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf])
+def test_an_impossible_shaft_speed_is_refused_wherever_it_enters(tmp_path, capsys, bad):
+    with pytest.raises(ValueError, match="shaft_hz"):
+        ed.Diagnostic(ed.Settings(fs=FS), lambda: ed.ModeChoice("intensive", "test"), bad)
+    diag = ed.Diagnostic(ed.Settings(fs=FS), lambda: ed.ModeChoice("intensive", "test"), SHAFT)
+    with pytest.raises(ValueError, match="shaft_hz"):
+        diag.feed(healthy_signal(1.0), bad)
+    path = tmp_path / "samples.jsonl"
+    # NaN / Infinity: tokens Python's json reads
+    path.write_text(json.dumps({"samples": [0.0, 1.0], "shaft_hz": bad}) + "\n")
+    assert ed.main(["--input", str(path), "--mode", "intensive"]) == 1
+    assert "line 1: shaft_hz" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        ed.main(["--shaft-hz", str(bad), "--input", str(path)])
+    assert exit_.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--fs", "nan"],
+        ["--fs", "inf"],
+        ["--window", "nan"],
+        ["--window", "inf"],
+        ["--band", "nan", "2000"],
+        ["--band", "100", "inf"],
+        ["--bearing", "9,nan,39.04,0"],
+        ["--bearing", "9,7.94,inf,0"],
+        ["--bearing", "9,7.94,39.04,nan"],
+    ],
+)
+def test_numeric_options_must_be_finite(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        ed.main([*argv, "--simulate", "healthy", "--windows", "1"])
+    assert exit_.value.code == 2
+    assert "finite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("var", "value"), [("SAMPLE_RATE_HZ", "nan"), ("BEARING", "9,1,inf")])
+def test_numeric_env_settings_must_be_finite(monkeypatch, capsys, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SystemExit) as exit_:
+        ed.build_parser().parse_args([])
+    assert exit_.value.code == 2
+    assert "finite" in capsys.readouterr().err
+
+
+def test_the_shaft_speed_from_the_env_is_checked_too(monkeypatch, capsys):
+    monkeypatch.setenv("SHAFT_HZ", "-5")
+    with pytest.raises(SystemExit) as exit_:
+        ed.build_parser().parse_args([])
+    assert exit_.value.code == 2
+    assert "shaft_hz -5.0" in capsys.readouterr().err
+    monkeypatch.setenv("SHAFT_HZ", "0")
+    assert ed.build_parser().parse_args([]).shaft_hz == 0.0
+
+
+@pytest.mark.timeout(5)
+def test_the_cli_answers_a_json_line_of_a_shaft_standing_still(tmp_path, capsys):
+    path = tmp_path / "samples.jsonl"
+    path.write_text(json.dumps({"samples": [0.0] * 25600, "shaft_hz": 0}) + "\n")
+    assert ed.main(["--input", str(path), "--mode", "intensive"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert "not turning" in json.loads(line)["envelope"]["skipped"]
+
+
+# --- samples that are not numbers -----------------------------------------------------------
+
+
+def test_a_nan_sample_in_a_fault_window_does_not_make_it_healthy():
+    signal = fault_signal(BPFO, 3.0, seed=1)
+    signal[round(FS) + 100] = np.nan  # one NaN in window 1
+    verdicts = run(signal, "intensive")
+    assert [(v["verdict"], v["fault"]) for v in verdicts] == [("fault", "BPFO")] * 3
+    assert [v["unusable_samples"] for v in verdicts] == [0, 1, 0]
+    assert "1 unusable sample(s)" in verdicts[1]["reasons"][-1]
+
+
+def test_a_nan_in_a_skipped_window_does_not_poison_the_decimators_history():
+    clean = fault_signal(BPFO, 5.0, seed=3)
+    dirty = clean.copy()
+    dirty[round(4 * FS) - 10] = np.inf  # near the end of window 3, skipped in normal mode
+    want, got = run(clean, "normal"), run(dirty, "normal")
+    assert [v["window"] for v in got] == [0, 4]
+    assert got[1]["verdict"] == want[1]["verdict"] == "fault"
+    assert got[1]["time"]["rms"] == pytest.approx(want[1]["time"]["rms"], rel=0.01)
+
+
+def test_a_window_mostly_not_numbers_is_invalid_not_healthy():
+    signal = healthy_signal(2.0)
+    signal[: round(FS) // 2] = np.nan  # half of window 0: the sensor dropped out
+    v0, v1 = run(signal, "intensive")
+    assert (v0["verdict"], v0["fault"], v0["lines"]) == ("invalid", None, {})
+    assert v0["unusable_samples"] == round(FS) // 2
+    assert v0["reasons"][0].startswith("window not analysed: 10000 of 20000 samples")
+    assert v1["verdict"] == "healthy"
+
+
+def test_the_cli_prints_strict_json_whatever_the_samples(tmp_path, capsys):
+    path = tmp_path / "samples.jsonl"
+    samples = fault_signal(BPFO, 1.0, seed=6).round(5).tolist()
+    samples[100], samples[200] = math.nan, -math.inf  # json writes NaN, -Infinity
+    path.write_text(json.dumps({"samples": samples, "shaft_hz": SHAFT}) + "\n")
+    assert ed.main(["--fs", str(FS), "--input", str(path), "--mode", "intensive"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    v = json.loads(line, parse_constant=refuse)
+    assert (v["verdict"], v["unusable_samples"]) == ("fault", 2)
+
+
 # --- decimation (normal mode) -------------------------------------------------------------
 
 
@@ -416,6 +549,22 @@ def test_cli_reads_raw_float32_and_the_mode_from_the_annotations(tmp_path, capsy
     ]
 
 
+@pytest.mark.timeout(10)
+def test_raw_samples_from_a_live_pipe_are_taken_as_they_arrive():
+    r, w = os.pipe()
+    got: list[np.ndarray] = []
+    with open(r, "rb") as stream:  # a BufferedReader, as sys.stdin.buffer is
+        reader = threading.Thread(target=lambda: got.append(next(ed.read_raw(stream, "f32le"))[0]))
+        reader.start()
+        os.write(w, np.arange(1000, dtype="<f4").tobytes() + b"\x00\x00")  # and half a sample
+        reader.join(timeout=2)
+        arrived = list(got)  # with the writer still there, as a live sensor bridge is
+        os.close(w)  # a reader still waiting for 64 Ki samples gets EOF and ends
+        reader.join()
+    assert len(arrived) == 1  # was: nothing until 64 Ki samples (or the end) had come
+    assert arrived[0].tolist() == list(range(1000))
+
+
 def test_cli_simulation_stops_after_the_windows_asked(capsys):
     argv = ["--simulate", "outer", "--windows", "2", "--mode", "intensive", "--shaft-hz", "25"]
     assert ed.main(argv) == 0
@@ -429,6 +578,45 @@ def test_cli_refuses_bad_input(tmp_path, capsys):
     path.write_text('{"values": [1, 2]}\n')
     assert ed.main(["--input", str(path)]) == 1
     assert "line 1" in capsys.readouterr().err
+
+
+def _running(argv: list[str], *, pid1: bool) -> subprocess.Popen[bytes]:
+    """The image's command, as PID 1 of a new PID namespace (as in its container) if asked,
+    once it has printed its first verdict."""
+    command = [sys.executable, str(SOURCE), *argv]
+    if pid1:
+        command = ["unshare", "--pid", "--fork", "--kill-child", *command]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert json.loads(proc.stdout.readline())["window"] == 0
+    return proc
+
+
+@pytest.mark.timeout(30)
+def test_sigterm_ends_it_at_once_with_a_clean_exit():
+    proc = _running(["--simulate", "outer", "--realtime", "--mode", "intensive"], pid1=False)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=5) == 0  # was -15: no handler, killed by the default action
+    assert proc.stderr is not None
+    assert b"Traceback" not in proc.stderr.read()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.skipif(
+    shutil.which("unshare") is None
+    or subprocess.run(["unshare", "--pid", "--fork", "true"], check=False).returncode != 0,
+    reason="cannot make a PID namespace here",
+)
+def test_as_pid_1_sigterm_is_not_ignored():
+    proc = _running(["--simulate", "outer", "--realtime", "--mode", "intensive"], pid1=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    (python,) = map(int, children)  # PID 1 in its namespace
+    os.kill(python, signal.SIGTERM)
+    try:
+        assert proc.wait(timeout=5) == 0  # ignored before: the kubelet's SIGKILL after 30 s
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # --- the manifest wires the annotation to the file the code reads -----------------------------

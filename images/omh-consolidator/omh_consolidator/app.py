@@ -70,24 +70,29 @@ async def leave(
     metrics: Metrics,
 ) -> asyncio.Task[None]:
     """Empty the queue before exiting, within ``DRAIN_SECONDS``: hand it over if a peer
-    takes it, else towards the cloud; returns the forwarding task (maybe a new one)."""
+    takes it, else towards the cloud; returns the forwarding task."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + cfg.drain_s
     queue = forwarder.queue
     while len(queue) and loop.time() < deadline:
         if cfg.handover_peers:
-            await _stop(forwarding)  # what it had in flight goes back to the head
-            await hand_over(
-                queue,
-                cfg.handover_peers,
-                session,
-                metrics,
-                forwarder.instance,
-                timeout_s=max(0.5, min(10.0, deadline - loop.time())),
-            )
+            # between two POSTs, not in one: a POST cut every round got nothing
+            # acknowledged by a slow cloud, and what it had sent may be stored twice
+            if not await forwarder.hold(max(0.0, deadline - loop.time())):
+                break  # still waiting for its answer at the deadline
+            try:
+                await hand_over(
+                    queue,
+                    cfg.handover_peers,
+                    session,
+                    metrics,
+                    forwarder.instance,
+                    timeout_s=max(0.5, min(10.0, deadline - loop.time())),
+                )
+            finally:
+                forwarder.resume()
             if not len(queue):
                 break
-            forwarding = asyncio.create_task(forwarder.run(), name="forwarder")
         remaining = max(0.0, deadline - loop.time())
         await forwarder.drain(min(1.0, remaining) if cfg.handover_peers else remaining)
     return forwarding

@@ -9,6 +9,7 @@ Without ``DEVICE_ADDRESS`` the address is read from the cluster-scoped Device ob
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import ssl
@@ -93,6 +94,8 @@ def _float(env: Mapping[str, str], key: str, default: float, minimum: float = 0.
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{key}={raw!r} is not a number") from None
+    if not math.isfinite(value):  # nan passed every comparison below; inf is no setting
+        raise ConfigError(f"{key}={raw!r} must be a finite number")
     if value < minimum:
         raise ConfigError(f"{key}={raw!r} must be >= {minimum:g}")
     return value

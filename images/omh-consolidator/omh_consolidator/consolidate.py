@@ -5,7 +5,13 @@ A window is the half-open interval [start, start + window_s): a reading exactly 
 boundary opens the next window. A window closes when a reading of a later window arrives,
 or when the clock passes its end (``close_due``), whichever comes first; closed windows
 are final, so a reading stamped before the open window's start (the wall clock stepped
-back) is counted as late and left out of every summary. It still raises alerts.
+back a little) is counted as late and left out of every summary. It still raises alerts.
+
+A reading more than a window before the open (or last closed) window is a step of the wall
+clock back (NTP correcting a clock that ran ahead): waiting for the clock to catch up
+would send no summary for as long as the step. So the open window is closed as it is, the
+windows start over from the reading, and a repeat alert is not held back by an alert
+stamped in the old future. Such steps are counted (``clock_steps``).
 
 Alerts: the first out-of-range reading (below ``low_bpm`` or above ``high_bpm``) alerts at
 once; while the heart rate stays out of range on the same side it alerts again at most
@@ -94,6 +100,7 @@ class Consolidator:
         self.window_s = window_s
         self.thresholds = thresholds or Thresholds()
         self.late = 0  # readings older than the open window: in no summary
+        self.clock_steps = 0  # the wall clock stepped back: windows and alerts started over
         self._open: _Window | None = None
         self._closed_until = -math.inf  # windows ending at or before this are final
         self._alert_side: Side | None = None
@@ -105,6 +112,15 @@ class Consolidator:
 
     def add(self, at: float, bpm: int) -> Outcome:
         out = Outcome()
+        stepped = self._stepped_back(at)
+        if stepped:
+            if self._open is not None:
+                out.closed.append(self._close())
+            self._closed_until = -math.inf
+        if at < self._last_alert_at:  # behind the last alert: a repeat is due, not held back
+            stepped = True
+            self._last_alert_at = -math.inf
+        self.clock_steps += stepped
         alert = self._check(at, bpm)
         if alert is not None:
             out.alerts.append(alert)
@@ -118,6 +134,12 @@ class Consolidator:
             self._open = _Window(start, end)
         self._open.add(bpm)
         return out
+
+    def _stepped_back(self, at: float) -> bool:
+        """``at`` is more than a window before the open window, or the last closed one."""
+        # the start of the open window, else of the last closed one (-inf: none yet)
+        newest = self._closed_until - self.window_s if self._open is None else self._open.start
+        return at < newest - self.window_s
 
     def close_due(self, now: float) -> list[WindowSummary]:
         """Close the open window if ``now`` is at or past its end."""

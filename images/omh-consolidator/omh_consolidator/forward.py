@@ -6,10 +6,13 @@ A batch is one JSON document and one POST (``Content-Type: application/json``)::
      "window": {...}, "data_points": [<Open mHealth data point>, ...]}
 
 Delivery: batches leave in the order they were submitted, one at a time. A 2xx
-acknowledges the batch; a connection error, a timeout, 408, 425, 429 or a 5xx keeps it at
-the head of the queue and retries it after a capped exponential backoff (``Retry-After``
-is honoured up to the cap); any other 4xx means the cloud will never take it, so it is
-counted as rejected and dropped rather than blocking everything behind it. A POST whose
+acknowledges the batch; any other 4xx than 408, 425 and 429 means the cloud will never
+take it, so it is counted as rejected and dropped rather than blocking everything behind
+it; every other answer (a 5xx, 408, 425, 429, a redirect, which is not followed: a
+redirected POST would become a GET whose 200 acknowledges nothing), a connection error or
+a timeout keeps it at the head of the queue and retries it after a capped exponential
+backoff (``Retry-After`` is honoured up to the cap). At most ``ANSWER_BYTES`` of an
+answer's body are read. A POST whose
 answer is lost may have been stored: the retry carries the same ``batch_id`` (also sent
 as ``Idempotency-Key``), so the ingest can drop the duplicate.
 
@@ -24,6 +27,7 @@ what was lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -41,6 +45,7 @@ from omh_consolidator.queue import Batch, BatchQueue
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 425, 429})
+ANSWER_BYTES = 4096  # of an answer's body: only its status matters (a proxy's page can be huge)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,10 @@ class HttpForwarder:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._rng = rng
         self._sleep = sleep
+        self._idle = asyncio.Event()  # no POST in flight
+        self._idle.set()
+        self._going = asyncio.Event()  # cleared by hold(): no new POST
+        self._going.set()
 
     @property
     def pending(self) -> int:
@@ -143,12 +152,17 @@ class HttpForwarder:
         failures = 0
         try:
             while True:
+                await self._going.wait()
                 batch = self.queue.take()
                 if batch is None:
                     self.queue.changed.clear()
                     await self.queue.changed.wait()
                     continue
-                retry_after = await self._post(batch)
+                self._idle.clear()
+                try:
+                    retry_after = await self._post(batch)
+                finally:
+                    self._idle.set()
                 if retry_after is None:
                     failures = 0
                     continue
@@ -158,6 +172,18 @@ class HttpForwarder:
         finally:
             self.queue.release()
 
+    async def hold(self, timeout_s: float) -> bool:
+        """Start no new POST until ``resume``, and wait up to ``timeout_s`` for the one in
+        flight to be answered (its own timeout bounds it); True once none is in flight.
+        Cutting a POST instead would waste it and may store a duplicate."""
+        self._going.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        return self._idle.is_set()
+
+    def resume(self) -> None:
+        self._going.set()
+
     async def _post(self, batch: Batch) -> float | None:
         """None when the batch is done with (acknowledged or rejected); else a minimum
         delay before the retry (0 unless the answer said ``Retry-After``)."""
@@ -165,9 +191,13 @@ class HttpForwarder:
         headers = {"Content-Type": "application/json", "Idempotency-Key": batch.batch_id}
         try:
             async with self._session.post(
-                self.url, data=batch.body, headers=headers, timeout=self._timeout
+                self.url,
+                data=batch.body,
+                headers=headers,
+                timeout=self._timeout,
+                allow_redirects=False,
             ) as resp:
-                await resp.read()
+                answer = await resp.content.read(ANSWER_BYTES)
                 status = resp.status
                 retry_after = _seconds(resp.headers.get("Retry-After"))
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -181,12 +211,12 @@ class HttpForwarder:
             self._metrics.inc("data_points_sent_total", batch.data_points)
             self.queue.done([batch], "sent")
             return None
-        if status in RETRY_STATUSES or status >= 500:
+        if not 400 <= status < 500 or status in RETRY_STATUSES:
             self._metrics.inc("post_failures_total", reason=f"http_{status}")
             log.info("POST %s answered %d; will retry", batch.batch_id, status)
             return retry_after
         self._metrics.inc("batches_rejected_total", kind=batch.kind)
-        log.error("POST %s refused with %d; dropped", batch.batch_id, status)
+        log.error("POST %s refused with %d (%r); dropped", batch.batch_id, status, answer[:200])
         self.queue.done([batch], "rejected")
         return None
 

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 import aiohttp
 from aiohttp import web
 
+from omh_consolidator.forward import ANSWER_BYTES
 from omh_consolidator.metrics import Metrics
 from omh_consolidator.queue import BatchQueue, CorruptLogError, encode_batch, records
 
@@ -68,6 +69,8 @@ class Receiver:
             if self.queue.behind:  # in our memory, not on disk: the sender keeps its copy
                 return web.Response(status=507, text="queue log behind (disk full?)\n")
             await self.queue.sync()  # stored before we say so
+            if self.queue.behind:  # the fsync failed: not stored, the sender keeps them
+                return web.Response(status=507, text="queue log behind (fsync failed)\n")
         self.metrics.inc("handover_batches_received_total", new)
         if new:
             log.info("took over %d batches from %s", new, sender or "?")
@@ -117,9 +120,13 @@ async def hand_over(
             body = b"".join(encode_batch(b, 0) for b in chunk)
             try:
                 async with session.post(
-                    url, data=body, headers={INSTANCE_HEADER: instance}, timeout=timeout
+                    url,
+                    data=body,
+                    headers={INSTANCE_HEADER: instance},
+                    timeout=timeout,
+                    allow_redirects=False,
                 ) as resp:
-                    await resp.read()
+                    await resp.content.read(ANSWER_BYTES)  # only its status matters
                     status = resp.status
             except (aiohttp.ClientError, TimeoutError) as exc:
                 metrics.inc("handover_failures_total", reason="connection")

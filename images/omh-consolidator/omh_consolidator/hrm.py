@@ -25,6 +25,9 @@ FLAG_ENERGY_EXPENDED = 0x08
 FLAG_RR_INTERVALS = 0x10
 
 RR_UNITS_PER_SECOND = 1024
+# A heart rate a person can have: 0 is what a strap without contact detection sends while
+# it has no signal (put on, slipping, taken off), and no heart beats 300 times a minute.
+PLAUSIBLE_BPM = range(1, 301)
 
 
 @dataclass(frozen=True, slots=True)

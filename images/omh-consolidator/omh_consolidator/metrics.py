@@ -12,8 +12,10 @@ PREFIX = "omh_consolidator_"
 HELP: dict[str, str] = {
     "notifications_total": "Heart Rate Measurement notifications received from the strap",
     "notification_bytes_total": "Bytes of Heart Rate Measurement values received",
-    "readings_total": "Notifications parsed into a reading, by result (ok, malformed, no_contact)",
+    "readings_total": "Notifications parsed into a reading, by result"
+    " (ok, malformed, no_contact, implausible)",
     "late_readings_total": "Readings stamped before the open window, left out of summaries",
+    "clock_steps_back_total": "Wall clock steps back seen in readings (windows, alerts restarted)",
     "alerts_total": "Out-of-range alerts raised, by side (low, high)",
     "windows_total": "Consolidation windows closed",
     "batches_queued_total": "Batches handed to the cloud forwarder, by kind",
@@ -29,6 +31,7 @@ HELP: dict[str, str] = {
     "queue_compactions_total": "Rewrites of the queue log with only what still waits",
     "queue_adopted_batches_total": "Waiting batches adopted at start from dead owners' logs",
     "queue_corrupt_logs_total": "Adopted logs with a corrupt record (copied aside, prefix kept)",
+    "queue_unreadable_logs_total": "Dead owners' logs that could not be read at start (left)",
     "queue_write_failures_total": "Failed writes of the queue log (disk full, I/O error)",
     "handover_batches_sent_total": "Batches handed to a peer at shutdown, which stored them",
     "handover_batches_received_total": "Batches taken over from a leaving peer (new ones only)",

@@ -8,7 +8,8 @@ per notification, as a function that forwards everything to the cloud would: the
 baseline of the traffic benchmark. Alerts are raised in both modes.
 
 A notification whose sensor reports "no skin contact" is counted and dropped: the strap is
-not worn and its value is noise.
+not worn and its value is noise. So is a heart rate of 0 (a strap without contact
+detection and no signal) or above 300 bpm (``implausible``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Literal
 from omh_consolidator.consolidate import Alert, Consolidator, WindowSummary
 from omh_consolidator.datapoints import PointFactory, rfc3339
 from omh_consolidator.forward import Sink
-from omh_consolidator.hrm import parse_heart_rate_measurement
+from omh_consolidator.hrm import PLAUSIBLE_BPM, parse_heart_rate_measurement
 from omh_consolidator.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,20 @@ class Pipeline:
         if m.contact is False:
             self.metrics.inc("readings_total", result="no_contact")
             return
+        if m.bpm not in PLAUSIBLE_BPM:  # no signal (0), or noise: no alert, no summary
+            self.metrics.inc("readings_total", result="implausible")
+            return
         self.metrics.inc("readings_total", result="ok")
-        late_before = self.consolidator.late
+        late_before, steps_before = self.consolidator.late, self.consolidator.clock_steps
         outcome = self.consolidator.add(at, m.bpm)
         if self.consolidator.late != late_before:
             self.metrics.inc("late_readings_total")
+        if self.consolidator.clock_steps != steps_before:
+            self.metrics.inc("clock_steps_back_total")
+            log.warning(
+                "the wall clock stepped back (a reading at %s): windows and alerts start over",
+                rfc3339(at),
+            )
         for alert in outcome.alerts:
             self._alert(alert)
         if self.mode == "raw":

@@ -17,7 +17,8 @@ payload is ``B`` + a JSON header + ``\\n`` + the batch's body (a batch waiting),
 JSON ``{"id", "why"}`` (a batch done with: sent, rejected, dropped, handed over). Reading
 stops at the first torn or corrupt record: a crash can only tear the tail, as records are
 only ever appended. A corrupt record in the middle (a failing disk) keeps a copy of the
-whole log beside the directory for an admin, and what precedes it is recovered.
+whole log beside the directory for an admin, and what precedes it is recovered; so does a
+damaged length that seems to run past the end while whole records follow it.
 
 Durability (``QUEUE_FSYNC``): ``group`` (default) writes each record at once (a kill -9
 loses nothing written) and fsyncs in a worker thread, one fsync covering every record
@@ -32,9 +33,10 @@ Bounds: ``max_batches`` and ``max_bytes`` (bodies) over the waiting batches, plu
 in flight. Past either, the oldest waiting batch that is not an alert is dropped (the oldest
 alert only when only alerts wait), counted and logged; the batch in flight never is.
 
-A write that fails (the gateway's disk full, an I/O error) does not stop the queue: the log
-is cut back to its last whole record (so it never holds a torn record in the middle), the
-queue goes on in memory with the same bounds, and the log is "behind" (logged once, gauge
+A write or fsync that fails (the gateway's disk full, an I/O error) does not stop the
+queue, nor escape ``append`` or end the fsync task unseen: the log is cut back to its last
+whole record (so it never holds a torn record in the middle), the queue goes on in memory
+with the same bounds, and the log is "behind" (logged once, gauge
 ``queue_log_behind``, counter ``queue_write_failures_total``). At most every
 ``RESYNC_SECONDS``, on the next change, and at close, the log is rewritten with what waits
 (as a compaction does); once that succeeds it is whole again. Until then a crash loses the
@@ -51,6 +53,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import struct
 import time
@@ -72,6 +75,7 @@ MAX_RECORD = 64 * 1024 * 1024  # a length past this is corruption, not a batch
 COMPACT_SLACK = 1024 * 1024
 HANDED_BASE = -(1 << 40)  # positions of handed-over batches: before any own batch
 RESYNC_SECONDS = 5.0  # a log behind (write failed): how often to try rewriting it
+_RECORD_KIND = re.compile(b"[BD]")  # the first byte of a record's payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +122,9 @@ def records(data: bytes, *, strict: bool = False) -> Iterator[Record]:
     """The records of ``data`` up to the first torn one. ``strict`` (bytes from a peer,
     not a log): a torn or corrupt record raises CorruptLogError. Otherwise a corrupt one (its
     length fits but its checksum or content does not) raises CorruptLogError after the good
-    ones, and a torn tail just ends the iteration."""
+    ones, and a torn tail just ends the iteration. A record that runs past the end with a
+    whole record somewhere after its start is not a torn tail but a damaged length (a crash
+    tears only the last append): CorruptLogError too."""
     offset = 0
     while offset < len(data):
         if len(data) - offset < FRAME.size:
@@ -132,12 +138,29 @@ def records(data: bytes, *, strict: bool = False) -> Iterator[Record]:
         if start + length > len(data):
             if strict:
                 raise CorruptLogError(f"torn record at byte {offset}")
+            later = _next_frame(data, offset + 1)
+            if later is not None:
+                raise CorruptLogError(
+                    f"record length {length} at byte {offset} runs past the end of the log,"
+                    f" but a whole record starts at byte {later}"
+                )
             return  # torn by a crash while appending
         payload = data[start : start + length]
         if zlib.crc32(payload) != crc:
             raise CorruptLogError(f"checksum mismatch at byte {offset}")
         offset = start + length
         yield _decode(payload, offset)
+
+
+def _next_frame(data: bytes, offset: int) -> int | None:
+    """The offset of the first whole, checksummed record at or after ``offset``."""
+    for kind in _RECORD_KIND.finditer(data, offset + FRAME.size):  # a payload's first byte
+        start = kind.start()
+        length, crc = FRAME.unpack_from(data, start - FRAME.size)
+        fits = length <= MAX_RECORD and start + length <= len(data)
+        if fits and zlib.crc32(data[start : start + length]) == crc:
+            return start - FRAME.size
+    return None
 
 
 def _decode(payload: bytes, end: int) -> Record:
@@ -213,6 +236,8 @@ class BatchQueue:
         self._dirty = False
         self._bulk = False  # adopting: one fsync at the end, not one per record
         self._flusher: asyncio.Task[None] | None = None
+        self._compact_pending = False  # a compaction waited for the fsync in progress
+        self._syncing = 0  # sync() calls fsyncing the current file in a thread
         self._behind_since: float | None = None  # a write failed: the log misses records
         self._next_resync = 0.0
         self._adopted_dirs: list[tuple[Path, int]] = []  # removed once our log holds them
@@ -262,21 +287,39 @@ class BatchQueue:
             try:
                 started = float(json.loads((d / "owner.json").read_text())["started"])
             except (OSError, ValueError, KeyError, TypeError):
-                started = d.stat().st_mtime
+                try:
+                    started = d.stat().st_mtime
+                except OSError:
+                    started = 0.0  # oldest first: its log is read, or skipped, below
             dead.append((started, d, lock))
         dead.sort(key=lambda t: t[0])
         adopted = 0
+        taken: list[tuple[Path, int]] = []  # removed once our log holds what they had
         self._bulk = True
-        for _, d, _lock in dead:
+        for _, d, lock in dead:
             try:
                 data = (d / "log").read_bytes()
             except FileNotFoundError:
                 data = b""
+            except OSError as exc:  # a failing disk: this one stays, the others are adopted
+                os.close(lock)
+                self._metrics.inc("queue_unreadable_logs_total")
+                log.error(
+                    "cannot read the queue log of dead owner %s (%s): left where it is for a"
+                    " later start or an admin",
+                    d.name,
+                    exc,
+                )
+                continue
             waiting, good, error = replay(data)
             if error is not None:
-                keep = d.parent / f"corrupt-{d.name}-{int(time.time())}.log"
-                shutil.copyfile(d / "log", keep)
                 self._metrics.inc("queue_corrupt_logs_total")
+                keep = d.parent / f"corrupt-{d.name}-{int(time.time())}.log"
+                try:
+                    keep.write_bytes(data)
+                except OSError as exc:
+                    keep = d  # no copy: the whole directory stays instead
+                    log.error("copying the corrupt queue log of %s aside: %s", d.name, exc)
                 log.error(
                     "the queue log of %s is corrupt after byte %d (%s): recovered what precedes"
                     " it; the whole log is kept in %s",
@@ -285,6 +328,12 @@ class BatchQueue:
                     error,
                     keep,
                 )
+                if keep == d:
+                    os.close(lock)
+                else:
+                    taken.append((d, lock))
+            else:
+                taken.append((d, lock))
             for _, batch in waiting:
                 if batch.batch_id in self._ids:
                     continue  # adopted twice (a crash between adopting and removing)
@@ -295,7 +344,7 @@ class BatchQueue:
         self._bulk = False
         if adopted:
             self._metrics.inc("queue_adopted_batches_total", adopted)
-        self._adopted_dirs = [(d, lock) for _, d, lock in dead]
+        self._adopted_dirs = taken
         if not self.behind:
             try:
                 os.fsync(self._fd)  # ours before theirs go
@@ -436,11 +485,16 @@ class BatchQueue:
         self._gauges()
 
     async def sync(self) -> None:
-        """Everything written so far is on disk (whatever the policy)."""
+        """Everything written so far is on disk (whatever the policy), or the log is
+        ``behind`` (the fsync failed)."""
         if self._fd is not None:
             self._dirty = False
-            await asyncio.to_thread(os.fsync, self._fd)
-            self._metrics.inc("queue_fsyncs_total")
+            self._syncing += 1
+            try:
+                await self._fsync()
+            finally:
+                self._syncing -= 1
+            self._after_fsync()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -492,25 +546,59 @@ class BatchQueue:
         if self._bulk:
             return
         if self.fsync == "batch":
-            os.fsync(self._fd)
-            self._metrics.inc("queue_fsyncs_total")
+            self._fsync_now()
         elif self.fsync == "group":
             self._dirty = True
             if self._flusher is None or self._flusher.done():
                 try:
                     loop = asyncio.get_running_loop()
                 except RuntimeError:  # no loop (a tool, a test): sync at once
-                    os.fsync(self._fd)
                     self._dirty = False
-                    self._metrics.inc("queue_fsyncs_total")
+                    self._fsync_now()
                 else:
                     self._flusher = loop.create_task(self._flush(), name="queue-fsync")
+
+    def _fsync_now(self) -> None:
+        """fsync the log in this thread; a failure is a failed write (the log behind)."""
+        assert self._fd is not None
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            self._fall_behind(exc)
+            return
+        self._metrics.inc("queue_fsyncs_total")
+
+    async def _fsync(self) -> None:
+        """fsync the log in a worker thread; a failure is a failed write (the log behind)."""
+        if self._fd is None or self.behind:
+            return  # behind: what is written is not the log's truth; a resync fsyncs its own
+        try:
+            await asyncio.to_thread(os.fsync, self._fd)
+        except OSError as exc:
+            if self._fd is not None:
+                self._fall_behind(exc)
+            return
+        self._metrics.inc("queue_fsyncs_total")
 
     async def _flush(self) -> None:
         while self._dirty and self._fd is not None:
             self._dirty = False
-            await asyncio.to_thread(os.fsync, self._fd)
-            self._metrics.inc("queue_fsyncs_total")
+            await self._fsync()
+        self._flusher = None  # done with the file: a rewrite may replace it now
+        self._after_fsync()
+
+    def _after_fsync(self) -> None:
+        """A compaction (or resync) put off while an fsync ran is done once none runs."""
+        if self._compact_pending and not self._fsync_running():
+            self._compact_pending = False
+            if self.behind:
+                self._catch_up()
+            else:
+                self._maybe_compact()
+            self._gauges()
+
+    def _fsync_running(self) -> bool:
+        return self._syncing > 0 or (self._flusher is not None and not self._flusher.done())
 
     def _fall_behind(self, exc: OSError) -> None:
         """A write failed: cut the log back to its last whole record and go on in memory."""
@@ -563,8 +651,9 @@ class BatchQueue:
         """Replace the log with only what waits (write, fsync, rename, fsync the directory)."""
         if self._fd is None or self.directory is None:
             return False
-        if self._flusher is not None and not self._flusher.done():
-            return False  # an fsync of the current file runs in a thread: next time
+        if self._fsync_running():
+            self._compact_pending = True  # an fsync of the file runs in a thread: after it
+            return False
         live = b"".join(encode_batch(e.batch, e.pos) for e in self._entries())
         tmp = self.directory / "log.tmp"
         try:

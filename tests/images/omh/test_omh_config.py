@@ -62,6 +62,31 @@ def test_bad_settings_are_refused_with_the_variable_named(
         from_env(env)
 
 
+NUMERIC = [
+    "WINDOW_SECONDS",
+    "HR_LOW_BPM",
+    "HR_HIGH_BPM",
+    "ALERT_REPEAT_SECONDS",
+    "QUEUE_MAX_BATCHES",
+    "QUEUE_MAX_BYTES",
+    "HANDOVER_PORT",
+    "POST_TIMEOUT_SECONDS",
+    "RETRY_MAX_SECONDS",
+    "SCAN_TIMEOUT_SECONDS",
+    "METRICS_PORT",
+    "DRAIN_SECONDS",
+]
+
+
+@pytest.mark.parametrize("key", NUMERIC)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN"])
+def test_numeric_settings_must_be_finite(key: str, value: str) -> None:
+    # nan passed `value < minimum`: WINDOW_SECONDS=nan made every reading raise,
+    # DRAIN_SECONDS=nan skipped the drain, RETRY_MAX_SECONDS=nan made every delay nan
+    with pytest.raises(ConfigError, match=f"{key}="):
+        from_env({"DEVICE_NAME": "d", key: value})
+
+
 async def device_api(doc: Any, status: int = 200) -> tuple[TestServer, list[str]]:
     seen: list[str] = []
 

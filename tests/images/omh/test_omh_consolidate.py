@@ -49,6 +49,36 @@ def test_closed_windows_are_final_and_older_readings_count_as_late() -> None:
     assert c.close_partial(T0 + 70)[0].count == 1  # 72 only
 
 
+def test_a_wall_clock_step_back_closes_the_open_window_and_starts_over() -> None:
+    c = Consolidator(60)
+    c.add(T0 + 86_400 + 5, 70)  # the clock ran a day ahead
+    c.add(T0 + 86_400 + 6, 72)
+    out = c.add(T0 + 5, 80)  # NTP steps it back a day
+    assert out.closed == [WindowSummary(T0 + 86_400, T0 + 86_460, 2, 70, 72, 71.0)]
+    assert (c.late, c.clock_steps) == (0, 1)
+    c.add(T0 + 30, 90)
+    assert c.close_due(T0 + 60) == [WindowSummary(T0, T0 + 60, 2, 80, 90, 85.0)]
+    c.add(T0 + 61, 70)  # the clock runs on from there: no further step
+    assert c.clock_steps == 1
+
+
+def test_a_step_back_with_no_window_open_starts_over_too() -> None:
+    c = Consolidator(60)
+    c.add(T0 + 3600, 70)
+    assert len(c.close_due(T0 + 3660)) == 1  # the clock closed it: nothing open
+    c.add(T0 + 10, 75)  # an hour back
+    assert (c.late, c.clock_steps) == (0, 1)
+    assert c.close_due(T0 + 60) == [WindowSummary(T0, T0 + 60, 1, 75, 75, 75.0)]
+
+
+def test_a_repeat_alert_is_not_held_back_by_one_stamped_before_a_step_back() -> None:
+    c = Consolidator(60, Thresholds(repeat_s=60))
+    assert len(c.add(T0 + 86_400, 190).alerts) == 1
+    assert len(c.add(T0, 190).alerts) == 1  # a day back: due at once, not in a day
+    assert c.add(T0 + 30, 190).alerts == []  # then every repeat_s again
+    assert len(c.add(T0 + 60, 190).alerts) == 1
+
+
 def test_mean_min_max_over_a_minute_of_1hz_readings() -> None:
     c = Consolidator(60)
     bpms = [60 + (i % 7) for i in range(60)]

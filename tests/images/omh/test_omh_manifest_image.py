@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from omh_consolidator.config import ENV_VARS, from_env
 
@@ -142,3 +143,80 @@ def test_the_handover_service_reaches_this_devices_pods_on_the_handover_port() -
     handover_rule = policy["spec"]["ingress"][0]
     assert handover_rule["from"] == [{"podSelector": {"matchLabels": labels}}]
     assert handover_rule["ports"] == [{"port": port, "protocol": "TCP"}]
+
+
+# --- the example DeviceClasses: every discovered strap's consolidator can start -----------
+
+CLASSES = sorted((ROOT / "manifests" / "examples").glob("deviceclass-*.yaml"))
+RBAC = ROOT / "manifests" / "examples" / "strap-functions-rbac.yaml"
+
+
+def _resolve(env: list[dict[str, Any]], pod: dict[str, Any], node: str) -> dict[str, str]:
+    """The container's env as the kubelet fills it in (Downward API fieldRefs)."""
+    out: dict[str, str] = {}
+    for e in env:
+        if "value" in e:
+            out[e["name"]] = e["value"]
+            continue
+        path = e["valueFrom"]["fieldRef"]["fieldPath"]
+        annotation = re.fullmatch(r"metadata\.annotations\['([^']+)'\]", path)
+        if annotation is not None:
+            out[e["name"]] = pod["metadata"]["annotations"][annotation.group(1)]
+        else:
+            assert path == "spec.nodeName", path
+            out[e["name"]] = node
+    return out
+
+
+def test_both_example_classes_are_checked() -> None:
+    assert {p.name for p in CLASSES} == {"deviceclass-hr-strap.yaml", "deviceclass-ward-strap.yaml"}
+
+
+@pytest.mark.parametrize("path", CLASSES, ids=lambda p: p.name)
+def test_every_discovered_straps_consolidator_starts_with_bus_and_queue(path: Path) -> None:
+    from cloud4iot.deviceclass import parse_class
+    from extender.controllers.discovery_plan import Discovered, function_deployments
+
+    cls = parse_class({**yaml.safe_load(path.read_text()), "metadata": {"name": "c", "uid": "u"}})
+    device = Discovered("c-c0ffee000042", "u2", "C0:FF:EE:00:00:42", "c", "approved", 0.0)
+    rbac = list(yaml.safe_load_all(RBAC.read_text()))
+    (role,) = [d for d in rbac if d["kind"] == "ClusterRole"]
+    assert {"apiGroups": ["cloud4iot.io"], "resources": ["devices"], "verbs": ["get"]} in role[
+        "rules"
+    ]
+    (binding,) = [d for d in rbac if d["kind"] == "ClusterRoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    readers = {(s["namespace"], s["name"]) for s in binding["subjects"]}
+    deployments = function_deployments(cls, device)
+    assert deployments
+    for dep in deployments:
+        template = dep["spec"]["template"]
+        spec = template["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        for c in spec.get("initContainers", []) + spec["containers"]:
+            env = _resolve(c.get("env", []), template, "gw-home")
+            for m in c.get("volumeMounts", []):
+                assert m["name"] in volumes
+                for var in re.findall(r"\$\((\w+)\)", m.get("subPathExpr", "")):
+                    assert var in env, f"{c['name']}: subPathExpr needs {var} in its env"
+                    assert env[var] == device.name  # one queue directory per Device
+        for c in spec["containers"]:
+            where = f"{dep['metadata']['name']}/{c['name']}"
+            env = _resolve(c.get("env", []), template, "gw-home")
+            assert set(env) <= ENV_VARS, f"{where}: unknown settings {set(env) - ENV_VARS}"
+            cfg = from_env(env)  # raised "set DEVICE_NAME ..." for every discovered strap
+            assert cfg.device_name == device.name
+            if cfg.device_address is None:  # read from the Device object: it may read it
+                account = spec.get("serviceAccountName", "default")
+                assert (dep["metadata"]["namespace"], account) in readers, where
+            mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+            assert "/run/dbus" in mounts, f"{where}: the reader can never reach BlueZ"
+            assert volumes[mounts["/run/dbus"]["name"]]["hostPath"]["path"] == "/run/dbus"
+            assert env["DBUS_SYSTEM_BUS_ADDRESS"] == "unix:path=/run/dbus/system_bus_socket"
+            assert cfg.queue_dir is not None
+            queue = mounts.get(str(cfg.queue_dir), {})
+            assert "hostPath" in volumes.get(
+                queue.get("name"), {}
+            )  # the gateway's disk, not the pod's
+            assert queue.get("subPathExpr") == "$(DEVICE_NAME)"
+            assert c["securityContext"]["runAsUser"] == 65532

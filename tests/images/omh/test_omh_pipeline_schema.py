@@ -196,6 +196,52 @@ def test_no_contact_and_malformed_notifications_are_counted_not_consolidated() -
     assert m.get("alerts_total", side="high") == 0
 
 
+def test_summaries_and_alerts_go_on_after_the_wall_clock_steps_back_a_day() -> None:
+    run = Run(thresholds=Thresholds(repeat_s=60))
+    run.now += 86_400  # the gateway's clock ran a day ahead
+    run.feed(30, 70)
+    run.feed(1, 190)
+    run.now -= 86_400  # NTP steps it back
+    run.feed(3600, 70)  # an hour of readings
+    run.feed(600, 190)  # then ten minutes high
+    summaries = [b for b in run.batches() if b["kind"] == "summary"]
+    alerts = [b for b in run.batches() if b["kind"] == "alert"]
+    assert len(summaries) >= 70  # the day-ahead minute, then one a minute (was: none)
+    assert summaries[0]["window"]["count"] == 31  # the minute before the step, as it was
+    assert len(alerts) == 1 + 10  # one before the step, then one a minute
+    assert run.metrics.get("late_readings_total") == 0
+    assert run.metrics.get("clock_steps_back_total") == 1
+
+
+@pytest.mark.parametrize("mode", ["consolidate", "raw"])
+def test_zero_and_impossible_heart_rates_are_counted_not_alerted_nor_summarised(
+    mode: Mode,
+) -> None:
+    run = Run(mode)
+    run.feed(2, 72)
+    run.feed(3, 0)  # a strap without contact detection and no signal: 0, "cardiac arrest"
+    run.feed(1, 301)
+    run.feed(1, 300)  # the highest plausible: an alert, and in the summary
+    run.pipeline.close()
+    kinds = [b["kind"] for b in run.batches()]
+    alerts = [b for b in run.batches() if b["kind"] == "alert"]
+    assert [a["data_points"][0]["body"]["heart_rate"]["value"] for a in alerts] == [300]
+    if mode == "consolidate":
+        assert kinds == ["alert", "summary"]
+        (summary,) = [b for b in run.batches() if b["kind"] == "summary"]
+        assert summary["window"]["count"] == 3
+        stats = {
+            p["body"]["descriptive_statistic"]: p["body"]["heart_rate"]["value"]
+            for p in summary["data_points"]
+        }
+        assert (stats["minimum"], stats["maximum"]) == (72, 300)
+    else:
+        assert kinds.count("reading") == 3
+    assert run.metrics.get("readings_total", result="implausible") == 4
+    assert run.metrics.get("readings_total", result="ok") == 3
+    assert run.metrics.get("alerts_total", side="low") == 0
+
+
 def test_shutdown_sends_the_open_window_ending_now() -> None:
     run = Run()
     run.feed(20, 66)

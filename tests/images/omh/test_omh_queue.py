@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import os
 from pathlib import Path
@@ -99,6 +100,60 @@ def test_a_corrupt_record_keeps_the_prefix_and_a_copy_of_the_log(tmp_path: Path)
     again.close()
 
 
+def test_a_damaged_length_mid_log_is_corruption_not_a_torn_tail(tmp_path: Path) -> None:
+    q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    for i in range(1, 11):
+        q.append(batch(i, "alert"))
+    crash(q)
+    log = tmp_path / "aaa" / "log"
+    data = bytearray(log.read_bytes())
+    record = len(encode_batch(batch(1, "alert"), 0))
+    data[3 * record + 1] ^= 0x10  # the 4th record's length + 1 MiB: past the end of the log
+    log.write_bytes(bytes(data))
+    metrics = Metrics()
+    again = BatchQueue.open(tmp_path, "bbb", metrics)
+    assert ids(again) == ["src/b0/1", "src/b0/2", "src/b0/3"]
+    assert metrics.get("queue_corrupt_logs_total") == 1  # was 0: taken for a torn tail
+    (kept,) = tmp_path.glob("corrupt-aaa-*.log")
+    assert kept.read_bytes() == bytes(data)  # batches 4..10 are still there for an admin
+    again.close()
+    _, good, error = replay(bytes(data))
+    assert good == 3 * record
+    assert error is not None
+    assert "whole record starts at byte" in error
+
+
+def test_an_unreadable_dead_log_is_left_and_the_others_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owners = [BatchQueue.open(tmp_path, owner, Metrics(), fsync="none") for owner in ("aaa", "bbb")]
+    for q, owner in zip(owners, ("aaa", "bbb"), strict=True):
+        q.append(batch(1, "alert", boot=owner))
+    for q in owners:
+        crash(q)
+    bad = tmp_path / "aaa" / "log"
+    read_bytes = Path.read_bytes
+
+    def failing_disk(self: Path) -> bytes:
+        if self == bad:
+            raise OSError(5, "Input/output error", str(self))
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", failing_disk)
+    metrics = Metrics()
+    again = BatchQueue.open(tmp_path, "ccc", metrics)  # raised: every start failed
+    assert ids(again) == ["src/bbb/1"]
+    assert metrics.get("queue_unreadable_logs_total") == 1
+    assert bad.exists()  # left in place: not deleted as if adopted
+    assert not (tmp_path / "bbb").exists()
+    assert _try_lock_elsewhere(tmp_path / "aaa" / "lock")  # not held either
+    again.close()
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)  # the disk reads again
+    third = BatchQueue.open(tmp_path, "ddd", Metrics())
+    assert ids(third) == ["src/aaa/1", "src/bbb/1"]
+    third.close()
+
+
 def test_bounds_drop_the_oldest_summaries_keep_alerts_and_stay_dropped(tmp_path: Path) -> None:
     metrics = Metrics()
     q = BatchQueue.open(tmp_path, "aaa", metrics, max_batches=100, max_bytes=50, fsync="none")
@@ -148,6 +203,27 @@ def test_compaction_keeps_what_waits_and_bounds_the_log(tmp_path: Path) -> None:
     again.done(again.waiting(1, 1 << 20), "sent")
     again.close()
     assert not (tmp_path / "bbb").exists()  # nothing waits: nothing left behind
+
+
+@pytest.mark.parametrize("policy", ["group", "batch", "none"])
+async def test_compaction_happens_under_every_fsync_policy(tmp_path: Path, policy: str) -> None:
+    # group: each done() starts an fsync in a thread, and a rewrite must wait for it
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, fsync=policy)  # type: ignore[arg-type]
+    q.append(batch(0, "alert"))
+    for i in range(1, 400):
+        q.append(batch(i, size=4000))
+        sent = q.waiting(2, 1 << 20)[1]
+        q.done([sent], "sent")
+        await asyncio.sleep(0)  # the event loop runs between batches, as in the forwarder
+    await q.sync()
+    await asyncio.sleep(0.05)  # a flusher still running compacts when it is done
+    assert metrics.get("queue_compactions_total") >= 1
+    assert (tmp_path / "aaa" / "log").stat().st_size < 2 * 1024 * 1024
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert ids(again) == ["src/b0/0"]
+    again.close()
 
 
 @pytest.mark.parametrize("policy", ["group", "batch", "none"])
@@ -293,6 +369,80 @@ def test_logs_adopted_on_a_full_disk_stay_until_the_new_log_holds_them(
     third.close()
 
 
+class FailingFsync:
+    """os.fsync in the queue module failing with EIO while ``failing``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.failing = False
+        real = os.fsync
+
+        def fsync(fd: int) -> None:
+            if self.failing:
+                raise OSError(5, "Input/output error")
+            real(fd)
+
+        monkeypatch.setattr(queue_module.os, "fsync", fsync)
+        monkeypatch.setattr(queue_module, "RESYNC_SECONDS", 0.0)
+
+
+def test_an_fsync_error_in_batch_mode_is_a_failed_write_not_an_exception(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FailingFsync(monkeypatch)
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, fsync="batch")
+    q.append(batch(1))
+    disk.failing = True
+    q.append(batch(2, "alert"))  # raised out of append (and submit) before
+    assert ids(q) == ["src/b0/1", "src/b0/2"]
+    assert q.behind
+    assert metrics.get("queue_write_failures_total") >= 1
+    disk.failing = False
+    q.append(batch(3))  # the next change rewrites the log: whole again
+    assert not q.behind
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert ids(again) == ["src/b0/1", "src/b0/2", "src/b0/3"]
+    again.close()
+
+
+async def test_an_fsync_error_in_group_mode_is_reported_not_lost_in_a_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FailingFsync(monkeypatch)
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, fsync="group")
+    disk.failing = True
+    q.append(batch(1, "alert"))
+    await asyncio.sleep(0.1)  # the flusher's fsync fails in its thread
+    assert q._flusher is None  # ended, not dead with an unobserved exception
+    assert q.behind  # was: the log reported whole
+    assert metrics.get("queue_log_behind") == 1
+    assert metrics.get("queue_write_failures_total") == 1
+    disk.failing = False
+    q.append(batch(2))
+    await q.sync()
+    assert not q.behind
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert ids(again) == ["src/b0/1", "src/b0/2"]
+    again.close()
+
+
+async def test_a_pod_whose_fsync_fails_refuses_a_handover_with_507(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = FailingFsync(monkeypatch)
+    q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    receiver = Receiver(q, Metrics(), "aaa")
+    chunk = b"".join(encode_batch(batch(i, boot="old"), i) for i in (1, 2))
+    async with TestClient(TestServer(handover_app(receiver, 1 << 20))) as client:
+        disk.failing = True
+        resp = await client.post("/v1/handover", data=chunk)
+        assert resp.status == 507  # not stored: the sender keeps them (was: a 500)
+    q.close()
+
+
 def _try_lock_elsewhere(path: Path) -> bool:
     fd = os.open(path, os.O_RDWR)
     try:
@@ -326,3 +476,37 @@ async def test_a_pod_whose_log_is_behind_refuses_a_handover_with_507(
     again = BatchQueue.open(tmp_path, "bbb", Metrics())
     assert ids(again) == ["src/old/1", "src/old/2", "src/own/1"]
     again.close()
+
+
+async def test_a_peers_huge_answer_is_not_read_whole(tmp_path: Path) -> None:
+    from aiohttp import ClientSession, web
+    from omh_consolidator.handover import hand_over
+
+    finish = asyncio.Event()
+
+    async def peer(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(status=503)
+        resp.content_length = 400 * 1024 * 1024
+        await resp.prepare(request)
+        await resp.write(b"x" * 65536)
+        await finish.wait()  # the rest never comes
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/handover", peer)
+    q = BatchQueue(Metrics())
+    q.append(batch(1))
+    metrics = Metrics()
+    async with TestServer(app, host="127.0.0.1") as server, ClientSession() as session:
+        assert server.port is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        handed = await hand_over(
+            q, [("127.0.0.1", server.port)], session, metrics, "aaa", timeout_s=3
+        )
+        assert loop.time() - started < 2  # reading it whole waited for the timeout
+        finish.set()
+    assert handed == 0
+    assert len(q) == 1
+    assert metrics.get("handover_failures_total", reason="http_503") == 1
