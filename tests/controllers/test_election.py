@@ -204,6 +204,19 @@ async def contending(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+@asynccontextmanager
+async def a_leading_b_waiting() -> AsyncIterator[tuple[Apiserver, Candidate, Candidate]]:
+    """One Lease; a leads it, and b has contended for 0.2 s without a term."""
+    server = Apiserver()
+    a, b = Candidate("a", FakeCoordination(server)), Candidate("b", FakeCoordination(server))
+    async with contending(a):
+        await until(lambda: a.leading, 1)
+        async with contending(b):
+            await asyncio.sleep(0.2)
+            assert not b.terms
+            yield server, a, b
+
+
 async def until(condition: Callable[[], bool], within: float) -> None:
     deadline = now() + within
     while not condition():
@@ -264,22 +277,16 @@ async def test_candidates_never_lead_at_the_same_time() -> None:
 @pytest.mark.parametrize("mode", ["hang", "fail", "commit_then_hang"])
 @virtual
 async def test_leader_stops_before_its_lease_can_be_taken(mode: str) -> None:
-    server = Apiserver()
-    a, b = Candidate("a", FakeCoordination(server)), Candidate("b", FakeCoordination(server))
-    async with contending(a):
-        await until(lambda: a.leading, 1)
-        async with contending(b):
-            await asyncio.sleep(0.2)
-            assert not b.terms
-            a.api.mode = mode
-            broke = now()  # a's last successful renewal started before this
-            await until(lambda: b.leading, 3)
-            stopped = a.terms[0][1]
-            # At the renew deadline after its last successful renewal, so before LEASE.
-            assert stopped - broke <= DEADLINE + EPS
-            assert stopped < b.first_start()
-            assert a.changes == [True, False]
-            assert len(a.terms) == 1
+    async with a_leading_b_waiting() as (_, a, b):
+        a.api.mode = mode
+        broke = now()  # a's last successful renewal started before this
+        await until(lambda: b.leading, 3)
+        stopped = a.terms[0][1]
+        # At the renew deadline after its last successful renewal, so before LEASE.
+        assert stopped - broke <= DEADLINE + EPS
+        assert stopped < b.first_start()
+        assert a.changes == [True, False]
+        assert len(a.terms) == 1
 
 
 @virtual
@@ -386,20 +393,14 @@ async def test_a_leader_that_reads_another_live_holder_steps_down_at_once() -> N
     """The Lease deleted (`kubectl delete lease`) and recreated by another candidate:
     the old leader stops at its next renewal, one retry period, not at its renew
     deadline (it led on beside the new one for nearly the whole deadline)."""
-    server = Apiserver()
-    a, b = Candidate("a", FakeCoordination(server)), Candidate("b", FakeCoordination(server))
-    async with contending(a):
-        await until(lambda: a.leading, 1)
-        async with contending(b):
-            await asyncio.sleep(0.2)
-            assert not b.terms
-            server.lease = None
-            await until(lambda: b.leading, 1)
-            await until(lambda: not a.leading, DEADLINE)
-            a_end, b_start = a.terms[0][1], b.terms[0][0]
-            assert a_end - b_start <= RETRY + EPS  # one renewal later
-            assert len(a.terms) == 1  # and a follows; b keeps the Lease
-            assert server.holder() == "b"
+    async with a_leading_b_waiting() as (server, a, b):
+        server.lease = None
+        await until(lambda: b.leading, 1)
+        await until(lambda: not a.leading, DEADLINE)
+        a_end, b_start = a.terms[0][1], b.terms[0][0]
+        assert a_end - b_start <= RETRY + EPS  # one renewal later
+        assert len(a.terms) == 1  # and a follows; b keeps the Lease
+        assert server.holder() == "b"
 
 
 @virtual

@@ -15,6 +15,8 @@ import pytest
 from kubernetes.aio.client.exceptions import ApiException
 
 from rebalancer.evictor import refused
+from rebalancer.workloads import PodRecord
+from tests.rebalancer.answered_evictions import an_eviction_answered
 from tests.rebalancer.test_rebalancer_actor import COOLDOWN, NOW, NS, FakeApps, World, wearable
 
 WORKLOAD = f"Deployment/{NS}/consolidator"
@@ -34,6 +36,19 @@ class AnswersOnce(FakeApps):
         return {}
 
 
+async def a_rollout_answered(status: int | None) -> tuple[World, AnswersOnce, PodRecord]:
+    """The patient at the hospital (a forced Roaming) and its consolidator on gw-home,
+    moved by a rollout: one step, the PATCH committed and answered ``status`` (None:
+    200). The world, its apps API and the pod on gw-home."""
+    apps = AnswersOnce()
+    apps.status = status
+    world = World(apps=apps)
+    world.show(wearable())
+    pod = world.deploy("consolidator", "gw-home")
+    await world.step(NOW)
+    return world, apps, pod
+
+
 @pytest.mark.parametrize(("status", "expected"), [
     (400, True), (403, True), (404, True), (409, True), (422, True), (429, True),
     (408, False), (500, False), (503, False), (504, False), (None, False),
@@ -44,12 +59,7 @@ def test_only_a_4xx_says_the_move_did_not_happen(status: int | None, expected: b
 
 @pytest.mark.parametrize("status", [500, 503, 504])
 async def test_a_rollout_answered_5xx_stays_recorded_and_in_flight(status: int) -> None:
-    apps = AnswersOnce()
-    apps.status = status
-    world = World(apps=apps)
-    world.show(wearable())
-    world.deploy("consolidator", "gw-home")
-    await world.step(NOW)
+    world, apps, _ = await a_rollout_answered(status)
     assert world.moves("Roaming", "rollout", "unknown") == 1
     assert world.moves("Roaming", "rollout", "failed") == 0
     assert [r.workload for r in world.rebalancer.memory.moves] == [WORKLOAD]
@@ -60,22 +70,13 @@ async def test_a_rollout_answered_5xx_stays_recorded_and_in_flight(status: int) 
 
 @pytest.mark.parametrize("status", [400, 403, 409, 422])
 async def test_a_rollout_refused_with_a_4xx_is_not_counted(status: int) -> None:
-    apps = AnswersOnce()
-    apps.status = status
-    world = World(apps=apps)
-    world.show(wearable())
-    world.deploy("consolidator", "gw-home")
-    await world.step(NOW)
+    world, _, _ = await a_rollout_answered(status)
     assert world.moves("Roaming", "rollout", "failed") == 1
     assert world.rebalancer.memory.moves == ()
 
 
 async def test_an_eviction_answered_503_leaves_the_pod_leaving() -> None:
-    world = World()
-    world.core.evict_status = 503
-    world.show(wearable())
-    pod = world.deploy("consolidator", "gw-home", max_surge=0)
-    await world.step(NOW)
+    world, pod = await an_eviction_answered(503)
     assert world.moves("Roaming", "evict", "unknown") == 1
     assert [r.workload for r in world.rebalancer.memory.moves] == [WORKLOAD]
     assert pod.uid in world.rebalancer.evictor.evicted
@@ -89,12 +90,7 @@ async def test_an_eviction_answered_503_leaves_the_pod_leaving() -> None:
 async def test_a_committed_rollout_keeps_its_no_return_whatever_the_answer(
     status: int | None,
 ) -> None:
-    apps = AnswersOnce()
-    apps.status = status
-    world = World(apps=apps)
-    world.show(wearable())  # the patient walked to the hospital
-    old = world.deploy("consolidator", "gw-home")
-    await world.step(NOW)
+    world, apps, old = await a_rollout_answered(status)  # the patient walked to the hospital
     assert len(apps.patches) == 1  # the Roaming rollout
     # It happened: the watch shows generation 2 and the new pod at the hospital.
     world.deployment("consolidator", generation=2, observed=2)

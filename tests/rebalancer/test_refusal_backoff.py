@@ -18,6 +18,7 @@ from kubernetes.aio.client.exceptions import ApiException
 from cloud4iot.vocabulary import PARKED_ANNOTATION
 from rebalancer.evictor import BACKOFF_FIRST, BACKOFF_MAX
 from rebalancer.model import MoveRecord, Reason
+from tests.rebalancer.answered_evictions import an_eviction_answered
 from tests.rebalancer.test_rebalancer_actor import NOW, NS, PARK_CLASS, FakeApps, World, wearable
 
 
@@ -125,11 +126,7 @@ async def test_a_refused_rollout_backs_off_its_pod_and_plans_it_again_when_due()
 
 
 async def test_a_disruption_budget_refusal_is_not_backed_off() -> None:
-    world = World()
-    world.core.evict_status = 429
-    world.show(wearable())
-    pod = world.deploy("consolidator", "gw-home", max_surge=0)
-    await world.step(NOW)
+    world, pod = await an_eviction_answered(429)
     world.pod(pod.name, "gw-home", rs="consolidator-rs1")  # re-planned by a pod change
     await world.step(NOW + 1)
     assert len(world.core.evictions) == 2

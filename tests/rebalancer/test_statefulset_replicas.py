@@ -60,11 +60,14 @@ async def test_no_eviction_of_the_last_ready_replica_of_a_statefulset() -> None:
     assert [name for _, name, _ in world.core.evictions] == ["eng-0"]
 
 
-async def test_a_replicated_statefulset_is_not_moved_for_a_preference() -> None:
+async def a_preference_for_gw_home(replicas: int) -> World:
+    """The engine heard near gw-home, edge-1 loaded (a preference, not a forced move) and a
+    StatefulSet of ``replicas`` pods of a feasible-everywhere class on edge-1: 30 s of
+    steps."""
     world = World()
     world.show(wearable(name="engine", heard={"gw-home": -60.0}, nearest="gw-home"))
     world.set_load({**loads(), "edge-1": LoadSample(cpu=0.7, memory=0.3, at=NOW)})
-    for i in range(3):  # a 3-replica StatefulSet of a feasible-everywhere class, on edge-1
+    for i in range(replicas):
         obj = pod_obj(f"eng-{i}", "edge-1", "engine-diagnostic", "engine", None)
         obj["metadata"]["ownerReferences"] = [
             {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "eng", "controller": True}
@@ -73,20 +76,15 @@ async def test_a_replicated_statefulset_is_not_moved_for_a_preference() -> None:
         world.rebalancer.observe_pod(rec.key, None, rec)
     for t in range(0, 30, 2):
         await world.step(NOW + t)
+    return world
+
+
+async def test_a_replicated_statefulset_is_not_moved_for_a_preference() -> None:
+    world = await a_preference_for_gw_home(replicas=3)
     assert world.core.evictions == []
     assert world.held("replicated") == 3
 
 
 async def test_a_single_replica_statefulset_is_still_moved_for_a_preference() -> None:
-    world = World()
-    world.show(wearable(name="engine", heard={"gw-home": -60.0}, nearest="gw-home"))
-    world.set_load({**loads(), "edge-1": LoadSample(cpu=0.7, memory=0.3, at=NOW)})
-    obj = pod_obj("eng-0", "edge-1", "engine-diagnostic", "engine", None)
-    obj["metadata"]["ownerReferences"] = [
-        {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "eng", "controller": True}
-    ]
-    rec = PodRecord.from_pod(obj)
-    world.rebalancer.observe_pod(rec.key, None, rec)
-    for t in range(0, 30, 2):
-        await world.step(NOW + t)
+    world = await a_preference_for_gw_home(replicas=1)
     assert [name for _, name, _ in world.core.evictions] == ["eng-0"]

@@ -24,14 +24,13 @@ WALL0 = 1_765_000_000.0
 
 
 class _Sink:
-    def update(self, device: str, sighting: Sighting | None) -> None:
-        pass
+    """Publishes nothing: only the recorder's lines matter here."""
 
-    def adopt(self, device: str, sighting: Sighting) -> None:
-        pass
+    def update(self, device: str, sighting: Sighting | None) -> None: ...
 
-    def forget(self, device: str) -> None:
-        pass
+    def adopt(self, device: str, sighting: Sighting) -> None: ...
+
+    def forget(self, device: str) -> None: ...
 
 
 def _record(tmp_path: Path) -> dict[str, Path]:

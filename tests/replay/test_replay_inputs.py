@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import itertools
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -170,29 +172,54 @@ def test_trace_lines_json_allows_but_no_radio_makes_are_refused(tmp_path: Path, 
         read_trace_adverts("gw", path)
 
 
+# Each reader: its file, a text holding the time {t}, where the refusal points ({shown}:
+# the time as the message shows it), and how the file is read.
+READERS = [
+    pytest.param(
+        "a.csv",
+        "time_s,gateway,rssi_dbm\n1,a,-50\n{t},a,-50\n",
+        "a.csv:3: time_s {shown}: ",
+        read_csv_adverts,
+        id="csv",
+    ),
+    pytest.param(
+        "gw.jsonl",
+        '{{"t": {t}, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}}\n',
+        "gw.jsonl:1: t {shown}: ",
+        functools.partial(read_trace_adverts, "gw"),
+        id="trace",
+    ),
+    pytest.param(
+        "truth.csv",
+        "time_s,nearest_gateway\n{t},a\n",
+        "truth.csv:2: time_s .*",
+        read_truth,
+        id="truth",
+    ),
+    pytest.param(
+        "load.csv", "time_s,node,cpu\n{t},a,0.5\n", "load.csv:2: time_s .*", read_load, id="load"
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "where", "read"), READERS)
 @pytest.mark.parametrize("t", ["1e16", "1765000000000", "-2e11"])
-def test_times_no_recording_has_are_refused_in_every_reader(tmp_path: Path, t: str) -> None:
+def test_times_no_recording_has_are_refused_in_every_reader(
+    tmp_path: Path, t: str, name: str, text: str, where: str, read: Callable[[Path], object]
+) -> None:
     """Epoch milliseconds (or micro-, nanoseconds) were read as seconds; past ~4.5e15 the
     chain's 0.25 s tick was lost in rounding and the replay never ended."""
     hint = "epoch milliseconds, microseconds or nanoseconds"
     shown = re.escape(f"{float(t):.6g} is beyond ±1e+11 s (year 5138)")
+    path = tmp_path / name
+    path.write_text(text.format(t=t))
+    with pytest.raises(InputError, match=where.format(shown=shown) + hint):
+        read(path)
+
+
+def test_the_largest_accepted_time_still_replays(tmp_path: Path) -> None:
+    """And ends: 1e11 s, the bound the times above are refused beyond."""
     csv = tmp_path / "a.csv"
-    csv.write_text(f"time_s,gateway,rssi_dbm\n1,a,-50\n{t},a,-50\n")
-    with pytest.raises(InputError, match=f"a.csv:3: time_s {shown}: {hint}"):
-        read_csv_adverts(csv)
-    trace = tmp_path / "gw.jsonl"
-    trace.write_text(f'{{"t": {t}, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}}\n')
-    with pytest.raises(InputError, match=f"gw.jsonl:1: t {shown}: {hint}"):
-        read_trace_adverts("gw", trace)
-    truth = tmp_path / "truth.csv"
-    truth.write_text(f"time_s,nearest_gateway\n{t},a\n")
-    with pytest.raises(InputError, match=f"truth.csv:2: time_s .*{hint}"):
-        read_truth(truth)
-    load = tmp_path / "load.csv"
-    load.write_text(f"time_s,node,cpu\n{t},a,0.5\n")
-    with pytest.raises(InputError, match=f"load.csv:2: time_s .*{hint}"):
-        read_load(load)
-    # The largest accepted time still replays (and ends).
     csv.write_text("time_s,gateway,rssi_dbm\n99999999990,a,-50\n1e11,a,-50\n")
     assert len(read_csv_adverts(csv).adverts) == 2
 

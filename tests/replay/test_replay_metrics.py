@@ -30,6 +30,8 @@ def test_changes_count_moves_between_successive_picks(timeline: Timeline, change
     assert score(timeline, reference(adverts)).changes == changes
 
 
+# A deliberate independent oracle: a copy of the old whole-span reference (not replay's
+# own code), so the heard-only grid is checked against what it replaced.
 def _whole_span_reference(adverts: list[Advert], gateways: list[str]) -> Reference:
     """The reference as it was built before: every grid point of the span x every
     gateway, then the points no gateway heard dropped."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from omh_consolidator.forward import Backoff, HttpForwarder
 from omh_consolidator.metrics import Metrics
+from omh_consolidator.queue import Batch
 
+from tests.images.omh.endless_answer import endless_503
 from tests.waiting import eventually
 
 FAST = Backoff(initial_s=0.01, factor=2.0, cap_s=0.05, jitter=0.0)
@@ -284,6 +287,26 @@ async def test_a_redirect_is_not_followed_nor_taken_for_an_acknowledgement(statu
     assert metrics.get("post_failures_total", reason=f"http_{status}") == 1
 
 
+@asynccontextmanager
+async def one_batch_for(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], kind: str
+) -> AsyncIterator[tuple[HttpForwarder, Batch, Metrics]]:
+    """A forwarder (3 s timeout) to an ingest answered by ``handler``, and one batch of
+    ``kind`` taken from its queue, for the test to ``_post``."""
+    app = web.Application()
+    app.router.add_post("/ingest", handler)
+    async with TestServer(app) as server:
+        metrics = Metrics()
+        async with aiohttp.ClientSession() as session:
+            fwd = HttpForwarder(
+                str(server.make_url("/ingest")), session, metrics, source="t", timeout_s=3
+            )
+            fwd.submit(kind, points(1))
+            batch = fwd.queue.take()
+            assert batch is not None
+            yield fwd, batch, metrics
+
+
 def _redirect(status: int) -> web.HTTPException:
     kinds: dict[int, type[web.HTTPMove]] = {
         301: web.HTTPMovedPermanently,
@@ -302,18 +325,8 @@ async def test_only_a_4xx_outside_the_retry_set_rejects_a_batch(status: int, out
     async def ingest(request: web.Request) -> web.Response:
         return web.Response(status=status)
 
-    app = web.Application()
-    app.router.add_post("/ingest", ingest)
-    async with TestServer(app) as server:
-        metrics = Metrics()
-        async with aiohttp.ClientSession() as session:
-            fwd = HttpForwarder(
-                str(server.make_url("/ingest")), session, metrics, source="t", timeout_s=3
-            )
-            fwd.submit("alert", points(1))
-            batch = fwd.queue.take()
-            assert batch is not None
-            await fwd._post(batch)
+    async with one_batch_for(ingest, "alert") as (fwd, batch, metrics):
+        await fwd._post(batch)
     assert len(fwd.queue) == (1 if outcome == "retry" else 0)
     assert metrics.total("batches_rejected_total") == (outcome == "reject")
 
@@ -322,32 +335,12 @@ async def test_a_huge_answer_is_not_read_whole() -> None:
     # A 503 page that never ends (a proxy's, 400 MiB in the review): only its status
     # matters. Reading it whole waited for all of it (here: the POST timed out).
     finish = asyncio.Event()
-
-    async def ingest(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        resp = web.StreamResponse(status=503)
-        resp.content_length = 400 * 1024 * 1024
-        await resp.prepare(request)
-        await resp.write(b"x" * 65536)
-        await finish.wait()  # the rest never comes
-        return resp
-
-    app = web.Application()
-    app.router.add_post("/ingest", ingest)
-    async with TestServer(app) as server:
-        metrics = Metrics()
-        async with aiohttp.ClientSession() as session:
-            fwd = HttpForwarder(
-                str(server.make_url("/ingest")), session, metrics, source="t", timeout_s=3
-            )
-            fwd.submit("summary", points(1))
-            batch = fwd.queue.take()
-            assert batch is not None
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            assert await fwd._post(batch) == 0.0
-            assert loop.time() - started < 2
-        finish.set()
+    async with one_batch_for(endless_503(finish), "summary") as (fwd, batch, metrics):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await fwd._post(batch) == 0.0
+        assert loop.time() - started < 2
+        finish.set()  # lets the handler end before the server closes
     assert metrics.get("post_failures_total", reason="http_503") == 1
     assert metrics.get("post_failures_total", reason="timeout") == 0
 

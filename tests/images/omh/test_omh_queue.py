@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -14,6 +17,8 @@ from omh_consolidator.config import ConfigError, from_env
 from omh_consolidator.handover import Receiver, handover_app
 from omh_consolidator.metrics import Metrics
 from omh_consolidator.queue import Batch, BatchQueue, encode_batch, records, replay
+
+from tests.images.omh.endless_answer import endless_503
 
 
 def batch(seq: int, kind: str = "summary", size: int = 10, boot: str = "b0") -> Batch:
@@ -292,6 +297,13 @@ def test_queue_settings_parse() -> None:
     assert cfg.handover_peers == (("a.b.svc", 9104), ("10.0.0.1", 9200))
 
 
+def fault_queue_os(monkeypatch: pytest.MonkeyPatch, name: str, fake: Callable[..., Any]) -> None:
+    """``fake`` in place of os.<name> as the queue module calls it, and no pause before the
+    queue tries to rewrite a log it could not write (RESYNC_SECONDS)."""
+    monkeypatch.setattr(queue_module.os, name, fake)
+    monkeypatch.setattr(queue_module, "RESYNC_SECONDS", 0.0)
+
+
 class FullDisk:
     """os.write in the queue module on a disk with ``room`` bytes left: a write past it is
     cut short (as the kernel does) and the next one fails with ENOSPC."""
@@ -309,8 +321,7 @@ class FullDisk:
             self.room -= n
             return n
 
-        monkeypatch.setattr(queue_module.os, "write", write)
-        monkeypatch.setattr(queue_module, "RESYNC_SECONDS", 0.0)
+        fault_queue_os(monkeypatch, "write", write)
 
 
 def test_a_full_disk_keeps_the_queue_in_memory_and_the_log_whole(
@@ -381,8 +392,7 @@ class FailingFsync:
                 raise OSError(5, "Input/output error")
             real(fd)
 
-        monkeypatch.setattr(queue_module.os, "fsync", fsync)
-        monkeypatch.setattr(queue_module, "RESYNC_SECONDS", 0.0)
+        fault_queue_os(monkeypatch, "fsync", fsync)
 
 
 def test_an_fsync_error_in_batch_mode_is_a_failed_write_not_an_exception(
@@ -429,14 +439,22 @@ async def test_an_fsync_error_in_group_mode_is_reported_not_lost_in_a_task(
     again.close()
 
 
+@asynccontextmanager
+async def handing_over_to(q: BatchQueue) -> AsyncIterator[tuple[TestClient[Any, Any], bytes]]:
+    """A client of the handover endpoint in front of ``q``, and a chunk of two batches
+    (src/old/1, src/old/2) to hand over to it."""
+    receiver = Receiver(q, Metrics(), "aaa")
+    chunk = b"".join(encode_batch(batch(i, boot="old"), i) for i in (1, 2))
+    async with TestClient(TestServer(handover_app(receiver, 1 << 20))) as client:
+        yield client, chunk
+
+
 async def test_a_pod_whose_fsync_fails_refuses_a_handover_with_507(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     disk = FailingFsync(monkeypatch)
     q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
-    receiver = Receiver(q, Metrics(), "aaa")
-    chunk = b"".join(encode_batch(batch(i, boot="old"), i) for i in (1, 2))
-    async with TestClient(TestServer(handover_app(receiver, 1 << 20))) as client:
+    async with handing_over_to(q) as (client, chunk):
         disk.failing = True
         resp = await client.post("/v1/handover", data=chunk)
         assert resp.status == 507  # not stored: the sender keeps them (was: a 500)
@@ -459,9 +477,7 @@ async def test_a_pod_whose_log_is_behind_refuses_a_handover_with_507(
 ) -> None:
     disk = FullDisk(monkeypatch)
     q = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
-    receiver = Receiver(q, Metrics(), "aaa")
-    chunk = b"".join(encode_batch(batch(i, boot="old"), i) for i in (1, 2))
-    async with TestClient(TestServer(handover_app(receiver, 1 << 20))) as client:
+    async with handing_over_to(q) as (client, chunk):
         disk.room = 0
         resp = await client.post("/v1/handover", data=chunk)
         assert resp.status == 507  # the sender keeps them in its log: safer than our memory
@@ -483,18 +499,8 @@ async def test_a_peers_huge_answer_is_not_read_whole(tmp_path: Path) -> None:
     from omh_consolidator.handover import hand_over
 
     finish = asyncio.Event()
-
-    async def peer(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        resp = web.StreamResponse(status=503)
-        resp.content_length = 400 * 1024 * 1024
-        await resp.prepare(request)
-        await resp.write(b"x" * 65536)
-        await finish.wait()  # the rest never comes
-        return resp
-
     app = web.Application()
-    app.router.add_post("/v1/handover", peer)
+    app.router.add_post("/v1/handover", endless_503(finish))
     q = BatchQueue(Metrics())
     q.append(batch(1))
     metrics = Metrics()
