@@ -53,6 +53,11 @@ CLASS_CRD = REPO_ROOT / "manifests" / "crd" / "deviceclasses.cloud4iot.io.yaml"
 # admin kubeconfig that tests and the demo's monitors use is not constrained).
 REPORT_ADMISSION = REPO_ROOT / "manifests/gateway-monitor/admission/report-admission.yaml"
 NODE_TIER_ADMISSION = REPO_ROOT / "manifests/placement/node-tier/node-tier-admission.yaml"
+CONTROLLER_WRITES = REPO_ROOT / "manifests/placement/controller-writes"
+CONTROLLER_WRITES_ADMISSION = (
+    CONTROLLER_WRITES / "extender-writes.yaml",
+    CONTROLLER_WRITES / "rebalancer-writes.yaml",
+)
 NARROWING_WEBHOOK = REPO_ROOT / "manifests" / "placement" / "extender" / "narrowing-webhook.yaml"
 KUBE_VERSION = "v1.36.3"
 GATEWAY_NAMESPACE = "cloud4iot-gateway"
@@ -395,6 +400,10 @@ class Devcluster:
                     # Kubelets may not label their own node's tier (the nodes here are
                     # made by kwok and us as admins, which it does not constrain).
                     kube.install_admission_policies(api, NODE_TIER_ADMISSION)
+                    # What the extender's and the rebalancer's ServiceAccounts may write
+                    # (the devcluster runs both as admin, which they do not constrain).
+                    for path in CONTROLLER_WRITES_ADMISSION:
+                        kube.install_admission_policies(api, path)
                 if self.tier_affinity:
                     self.install_tier_affinity(api)
                 started = time.monotonic()

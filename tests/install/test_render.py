@@ -211,3 +211,29 @@ def test_cert_manager_issues_the_secrets_the_pods_mount() -> None:
 
 def test_the_shipped_policy_is_valid() -> None:
     load_policy(MANIFESTS / "policy" / "policy.yaml")
+
+
+CONTROLLER_WRITES = {
+    "cloud4iot-extender-node-writes",
+    "cloud4iot-extender-deployment-writes",
+    "cloud4iot-extender-device-writes",
+    "cloud4iot-rebalancer-workload-writes",
+    "cloud4iot-rebalancer-evictions",
+}
+
+
+@pytest.mark.parametrize("overlay", ALL)
+def test_every_overlay_holds_the_controllers_tokens_to_their_writes(overlay: str) -> None:
+    """placement/controller-writes is cluster-scoped, so each overlay lists it itself; its
+    policies name the ServiceAccounts without a namespace (an overlay renames it) and rely
+    on the project's namespaces keeping their part-of label."""
+    docs = render(overlay)
+    for kind in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"):
+        names = {d["metadata"]["name"] for d in docs if d["kind"] == kind}
+        assert names >= CONTROLLER_WRITES, (kind, CONTROLLER_WRITES - names)
+    for name in CONTROLLER_WRITES:
+        text = yaml.safe_dump(find(docs, "ValidatingAdmissionPolicy", name))
+        assert "cloud4iot-system" not in text, name
+        assert "cloud4iot-gateway'" not in text, name
+    for ns in (d for d in docs if d["kind"] == "Namespace"):
+        assert ns["metadata"]["labels"]["app.kubernetes.io/part-of"] == "cloud4iot"
