@@ -34,6 +34,7 @@ import orjson
 from cloud4iot.devices import MERGE_PATCH, rfc3339
 from cloud4iot.events import event_body
 from cloud4iot.policy.store import PolicyStore
+from cloud4iot.replicas import MAX_PARKED_REPLICAS
 from cloud4iot.vocabulary import (
     LAST_MOVE_ANNOTATION,
     MOVED_ANNOTATION,
@@ -43,7 +44,6 @@ from cloud4iot.vocabulary import (
 from rebalancer.metrics import RebalancerMetrics
 from rebalancer.model import Action, Kind, ManagedPod, Move, Workload
 from rebalancer.workloads import (
-    MAX_PARKED_REPLICAS,
     DeploymentRecord,
     MoveNote,
     PodIndex,

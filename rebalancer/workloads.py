@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from cloud4iot.devices import parse_time
+from cloud4iot.replicas import MAX_PARKED_REPLICAS, saved_count
 from cloud4iot.vocabulary import (
     LAST_MOVE_ANNOTATION,
     MOVES_ANNOTATION,
@@ -195,21 +196,11 @@ class DeploymentRecord:
         )
 
 
-# The most replicas an unpark restores: a parked count above it is garbage (edited by
-# hand), not a function's replica count to bring back.
-MAX_PARKED_REPLICAS = 10_000
-
-
 def parked_replicas(value: Any) -> int | None:
     """The replica count saved by a park (`cloud4iot.io/parked-replicas`): a decimal of
-    0..MAX_PARKED_REPLICAS, else None (not parked by us). Never raises: the Deployment
-    must not drop out of the cache over an annotation ("²" is a digit to str.isdigit)."""
-    if not isinstance(value, str) or not (value.isascii() and value.isdecimal()):
-        return None
-    if len(value) > len(str(MAX_PARKED_REPLICAS)):
-        return None  # int() of thousands of digits is slow, and refused past 4,300
-    count = int(value)
-    return count if count <= MAX_PARKED_REPLICAS else None
+    0..MAX_PARKED_REPLICAS, else None (not parked by us)."""
+    count = saved_count(value)
+    return count if count is not None and count <= MAX_PARKED_REPLICAS else None
 
 
 def _text(value: Any) -> str | None:

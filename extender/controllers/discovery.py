@@ -29,6 +29,7 @@ from cloud4iot.deviceclass import CLASS_PLURAL, DELETE, DeviceClass, parse_class
 from cloud4iot.devices import API_VERSION, GROUP, KIND, PLURAL, VERSION, parse_time
 from cloud4iot.events import event_body
 from cloud4iot.policy.store import PolicyStore
+from cloud4iot.replicas import MAX_PARKED_REPLICAS, saved_count
 from cloud4iot.vocabulary import (
     APPROVAL_APPROVED,
     APPROVAL_LABEL,
@@ -96,11 +97,9 @@ def discovery_reflectors(custom: Any) -> tuple[Reflector[DeviceClass], Reflector
 
 
 def saved_replicas(saved: str) -> int:
-    """The replicas a park saved: a decimal of 1..10,000, else 1. Never raises: "²" is
-    a digit to str.isdigit but not to int(), and int() refuses thousands of digits."""
-    if saved.isascii() and saved.isdecimal() and len(saved) <= 5:
-        return min(max(int(saved), 1), 10_000)
-    return 1
+    """The replicas a park saved, 1..MAX_PARKED_REPLICAS; 1 for garbage."""
+    count = saved_count(saved)
+    return 1 if count is None else min(max(count, 1), MAX_PARKED_REPLICAS)
 
 
 @dataclass(slots=True, eq=False)

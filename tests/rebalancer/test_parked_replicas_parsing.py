@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from cloud4iot.replicas import MAX_PARKED_REPLICAS
 from cloud4iot.vocabulary import PARKED_ANNOTATION
 from rebalancer.model import Action, Kind, Move, Reason, Workload
-from rebalancer.workloads import MAX_PARKED_REPLICAS, DeploymentRecord, parked_replicas
+from rebalancer.workloads import DeploymentRecord, parked_replicas
 from tests.rebalancer.test_rebalancer_actor import (
     NOW,
     NS,
