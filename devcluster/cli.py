@@ -37,6 +37,7 @@ BENCHES = (
     "replay-speed",
     "nearest-knobs",
     "walk-front",
+    "receiver-bias",
     "hospital-sightings",
     "hospital-chain-lag",
 )
@@ -234,6 +235,8 @@ def _bench(args: argparse.Namespace) -> int:
         from bench.nearest_knobs import main as run
     elif args.script == "walk-front":
         from bench.walk_front import main as run
+    elif args.script == "receiver-bias":
+        from bench.receiver_bias import main as run
     elif args.script == "hospital-chain-lag":
         from bench.hospital_chain_lag import main as run
     elif args.script == "hospital-sightings":
