@@ -10,26 +10,30 @@ export PATH := $(GO_BIN):$(PATH)
 
 .PHONY: demo test test-unit lint system-deps go devcluster-build venv clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+# system-deps first (order only: it does not force a reinstall): Debian's python3 makes no
+# venv without python3-venv. A venv left without pip by a failed first try is made again.
+$(STAMP): pyproject.toml | system-deps
+	test -x $(PIP) || $(PYTHON) -m venv --clear $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[extender,gateway,engine,replay,test,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# Debian packages used by the tests and the demo: Prometheus and dbus-daemon.
+# Debian packages used by the tests and the demo: Prometheus, dbus-daemon, openssl, and
+# python3-venv when the Python in use cannot make a venv.
 system-deps:
-	@bash scripts/system-deps.sh
+	@PYTHON=$(PYTHON) bash scripts/system-deps.sh
 
-# Go at least as new as bench/go/go.mod asks; fails loudly (not installed here).
+# Go at least as new as devcluster/go/*/go.mod and bench/go/go.mod ask; fails loudly
+# (not installed here).
 go:
 	@bash scripts/go-check.sh
 
 devcluster-build:
 	@bash devcluster/build.sh >/dev/null
 
-demo: venv system-deps devcluster-build
+demo: venv system-deps go devcluster-build
 	$(PY) -m devcluster demo
 
 test: venv system-deps go devcluster-build

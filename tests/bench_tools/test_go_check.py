@@ -27,10 +27,29 @@ def go_check(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     )
 
 
+def newest_go_directive() -> str:
+    mods = [
+        ROOT / "bench" / "go" / "go.mod",
+        *sorted((ROOT / "devcluster" / "go").glob("*/go.mod")),
+    ]
+    wants = [
+        line.split()[1]
+        for mod in mods
+        for line in mod.read_text().splitlines()
+        if line.startswith("go ")
+    ]
+    return max(wants, key=lambda v: tuple(int(p) for p in v.split(".")))
+
+
 def test_go_check_fails_loudly_without_go() -> None:
     done = go_check(env={**os.environ, "PATH": path_without_go()})
     assert done.returncode == 1
-    assert "Go >= 1.22 is needed" in done.stderr
+    # The newest directive of all our go.mod files: the control plane's build (1.26 with
+    # GOTOOLCHAIN=local), not only bench/go's older one (1.22), which let Go 1.22-1.25
+    # pass the check and fail in the build.
+    want = newest_go_directive()
+    assert want != "1.22"
+    assert f"Go >= {want} is needed" in done.stderr
     assert "not on PATH" in done.stderr
 
 
@@ -84,7 +103,10 @@ def fake_go(folder: Path, version: str) -> Path:
 
 def test_make_go_takes_go_from_go_bin_and_compares_versions(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": path_without_go()}
-    for version, ok in (("go1.21.13", False), ("go1.22.0", True), ("go1.30rc1", True)):
+    want = newest_go_directive()  # 1.26.0 today
+    major, minor = (int(p) for p in want.split(".")[:2])
+    older, same = f"go{major}.{minor - 1}.9", f"go{want}"
+    for version, ok in ((older, False), (same, True), ("go1.99rc1", True)):
         folder = fake_go(tmp_path / version, version)
         done = subprocess.run(
             ["make", "-s", "go", f"GO_BIN={folder}"],
@@ -96,7 +118,7 @@ def test_make_go_takes_go_from_go_bin_and_compares_versions(tmp_path: Path) -> N
         )
         assert (done.returncode == 0) is ok, (version, done.stderr)
         if not ok:
-            assert f"at {folder}/go is older than the 1.22" in done.stderr
+            assert f"at {folder}/go is older than the {want}" in done.stderr
 
 
 def test_make_test_checks_go_and_test_unit_leaves_go_tests_out() -> None:
@@ -107,4 +129,6 @@ def test_make_test_checks_go_and_test_unit_leaves_go_tests_out() -> None:
 
     test = dry("test")
     assert test.index("scripts/go-check.sh") < test.index("bin/pytest")
+    demo = dry("demo")  # the demo builds the control plane with Go too
+    assert demo.index("scripts/go-check.sh") < demo.index("devcluster/build.sh")
     assert "and not go'" in dry("test-unit")
