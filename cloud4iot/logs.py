@@ -37,13 +37,17 @@ def level_name(value: str) -> str:
     return name
 
 
-def log_flags(p: argparse._ActionsContainer, default_level: str = "info") -> None:
+def log_flags(
+    p: argparse._ActionsContainer,
+    default_level: str = "info",
+    debug_adds: str = "",
+) -> None:
     p.add_argument(
         "--log-level",
         type=level_name,
         default=default_level,  # a string default goes through `type` too: checked
         metavar="{" + ",".join(LEVELS) + "}",
-        help="debug adds one line per placement decision (pod, device, node, reason)",
+        help="the lowest level logged" + (f"; debug adds {debug_adds}" if debug_adds else ""),
     )
     p.add_argument(
         "--log-format",

@@ -28,7 +28,11 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 def service_flags(
-    p: argparse.ArgumentParser, port: int, cluster_required: bool, prometheus_help: str
+    p: argparse.ArgumentParser,
+    port: int,
+    cluster_required: bool,
+    prometheus_help: str,
+    debug_adds: str = "",
 ) -> None:
     """The flags both services share: policy, address, cluster access, Prometheus."""
     version_flag(p)
@@ -46,7 +50,7 @@ def service_flags(
         "policy's spec.prometheus.nodeLabel and queries",
     )
     p.add_argument("--policy-poll-interval", type=float, default=2.0)
-    log_flags(p)
+    log_flags(p, debug_adds=debug_adds)
 
 
 def version_flag(p: argparse.ArgumentParser) -> None:

@@ -36,7 +36,14 @@ def _extender_parser() -> argparse.ArgumentParser:
         prog="cloud4iot-extender",
         description="kube-scheduler extender placing IoT functions on gateway, edge and cloud",
     )
-    service_flags(p, 8888, False, "refresh node load from this Prometheus")
+    service_flags(
+        p,
+        8888,
+        False,
+        "refresh node load from this Prometheus",
+        debug_adds="one line per placement decision (pod, device, node, reason) and per pod "
+        "admitted unpinned",
+    )
     p.add_argument(
         "--state",
         type=Path,

@@ -20,7 +20,13 @@ def parser() -> argparse.ArgumentParser:
         description="moves running IoT functions (roaming, offloading, onloading, device "
         "lifecycle) through rollouts and evictions, with the extender's scorer",
     )
-    service_flags(p, 8889, True, "node load from this Prometheus (offloading)")
+    service_flags(
+        p,
+        8889,
+        True,
+        "node load from this Prometheus (offloading)",
+        debug_adds="a line each time a refused move is held back",
+    )
     p.add_argument(
         "--dry-run",
         action="store_true",
