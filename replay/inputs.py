@@ -54,6 +54,15 @@ def check_time(t: float, where: str, column: str = "time_s") -> None:
         )
 
 
+# A received advert's RSSI as HCI reports it: -127..+20 dBm (127 is "not available").
+# Both layouts are held to it, so a file is not refused in one and replayed in the other.
+MIN_RSSI_DBM, MAX_RSSI_DBM = -127.0, 20.0
+
+
+def rssi_in_range(level: float) -> bool:
+    return MIN_RSSI_DBM <= level <= MAX_RSSI_DBM
+
+
 @dataclass(frozen=True, slots=True)
 class Advert:
     t: float
@@ -139,7 +148,7 @@ def read_csv_adverts(path: Path) -> Recording:
         if not gateway:
             raise InputError(f"{path}:{line}: empty gateway")
         # NaN and inf too: a clock at inf never ends the replay, round(inf) overflows.
-        if not math.isfinite(t) or not -127.0 <= level <= 20.0:
+        if not math.isfinite(t) or not rssi_in_range(level):
             raise InputError(f"{path}:{line}: time_s or rssi_dbm out of range")
         check_time(t, f"{path}:{line}")
         rssi = round(level)
@@ -175,6 +184,11 @@ def read_trace_adverts(
                 where = f"{path}:{lineno}"
                 rec = parse_line(line, where)
                 check_time(rec.t, where, "t")
+                if not rssi_in_range(rec.rssi):
+                    raise InputError(
+                        f"{where}: rssi {rec.rssi} is out of range"
+                        f" ({MIN_RSSI_DBM:.0f}..+{MAX_RSSI_DBM:.0f} dBm)"
+                    )
                 address, recorded = rec.address, None
                 if '"device"' in line:
                     recorded, address = _recorded_device(line, where, address)
