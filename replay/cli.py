@@ -111,6 +111,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
         check_load,
         check_span,
         check_truth,
+        check_units,
         merge,
         read_csv_adverts,
         read_trace_adverts,
@@ -129,6 +130,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
             " a --record file that names its identity address matches it)"
         )
     check_span(parts)
+    check_units(parts)
     recording = merge(list(parts.values()))
     policies = {"policy": load_policy(args.policy)}
     if args.compare is not None:

@@ -245,6 +245,42 @@ def check_span(parts: Mapping[str, Recording]) -> None:
     )
 
 
+# One gateway hears one device every fraction of a second (the recordings here: a median
+# 0.05-0.2 s), and BLE advertises at least every 10.24 s. A median gap past that is a
+# recording in milliseconds (adverts >= 20 ms apart) read as seconds: short enough to pass
+# the span check, it replays with every time x1000. Fewer gaps than MIN_GAPS say nothing.
+MAX_MEDIAN_GAP_S = 10.24
+MIN_GAPS = 20
+
+
+def median_gap(recording: Recording) -> float | None:
+    """The median time between two adverts of the same gateway and device; None when
+    there are fewer than MIN_GAPS such gaps."""
+    last: dict[tuple[str, str], float] = {}
+    gaps: list[float] = []
+    for a in recording.adverts:  # time-ordered
+        key = (a.gateway, a.device)
+        if key in last:
+            gaps.append(a.t - last[key])
+        last[key] = a.t
+    if len(gaps) < MIN_GAPS:
+        return None
+    gaps.sort()
+    return gaps[len(gaps) // 2]
+
+
+def check_units(parts: Mapping[str, Recording]) -> None:
+    """Refuse an input whose adverts are too far apart to be seconds, naming it."""
+    for name, recording in parts.items():
+        gap = median_gap(recording)
+        if gap is not None and gap > MAX_MEDIAN_GAP_S:
+            raise InputError(
+                f"{name}: a gateway hears a device every {gap:.4g} s (median), but BLE"
+                f" advertises at least every {MAX_MEDIAN_GAP_S} s: times in milliseconds?"
+                " replay reads seconds"
+            )
+
+
 def merge(recordings: list[Recording]) -> Recording:
     out = Recording()
     for r in recordings:
