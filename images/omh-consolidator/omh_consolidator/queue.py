@@ -341,6 +341,9 @@ class BatchQueue:
                 adopted += 1
             if waiting:
                 log.info("adopted %d waiting batches from dead owner %s", len(waiting), d.name)
+            # Per owner, not once at the end: memory stays within the bounds plus one log,
+            # and, owners being adopted oldest first, the oldest summaries go first.
+            self._enforce_bounds()
         self._bulk = False
         if adopted:
             self._metrics.inc("queue_adopted_batches_total", adopted)

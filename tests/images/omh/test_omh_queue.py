@@ -516,3 +516,25 @@ async def test_a_peers_huge_answer_is_not_read_whole(tmp_path: Path) -> None:
     assert handed == 0
     assert len(q) == 1
     assert metrics.get("handover_failures_total", reason="http_503") == 1
+
+
+def test_adoption_keeps_the_bounds_dropping_the_oldest_summaries_first(tmp_path: Path) -> None:
+    """Dead owners' logs larger than this process's bounds (a lower QUEUE_MAX_BATCHES, or
+    several crashed owners) were adopted whole: more in memory than allowed until the next
+    append."""
+    owners = [BatchQueue.open(tmp_path, o, Metrics(), fsync="none") for o in ("aaa", "bbb")]
+    for q, o in zip(owners, ("aaa", "bbb"), strict=True):
+        for i in range(1, 6):
+            q.append(batch(i, "alert" if i == 2 else "summary", boot=o))
+    for q in owners:
+        crash(q)
+    metrics = Metrics()
+    again = BatchQueue.open(tmp_path, "ccc", metrics, max_batches=4, max_bytes=1000)
+    assert ids(again) == ["src/aaa/2", "src/bbb/2", "src/bbb/4", "src/bbb/5"]
+    assert metrics.get("queue_batches") == 4
+    assert metrics.get("batches_dropped_total", kind="summary") == 6
+    assert metrics.get("batches_dropped_total", kind="alert") == 0
+    again.close()
+    third = BatchQueue.open(tmp_path, "ddd", Metrics(), max_batches=100)
+    assert ids(third) == ["src/aaa/2", "src/bbb/2", "src/bbb/4", "src/bbb/5"]  # drops logged
+    third.close()
