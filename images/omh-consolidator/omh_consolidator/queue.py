@@ -10,7 +10,9 @@ Each process writes only its own directory (``<instance>`` is the random boot id
 batch ids). At start it adopts the directories of dead owners: one whose ``lock`` it can
 take belongs to a process that is gone (the kernel drops a flock with its holder, kill -9
 included), so a restarted container, or a new pod on the same gateway, picks up what a
-crashed one left, keeping every batch's id, sequence and order.
+crashed one left, keeping every batch's id, sequence and order, within the queue's bounds.
+A directory whose lock this uid cannot open (another uid's) is reported, not taken for a
+live owner; an adopted one it cannot delete is renamed hidden so it is not adopted again.
 
 A record is ``length (4 bytes, big endian) | CRC32 of the payload (4) | payload``; the
 payload is ``B`` + a JSON header + ``\\n`` + the batch's body (a batch waiting), or ``D`` +
@@ -281,7 +283,20 @@ class BatchQueue:
         for d in root.iterdir():
             if d == self.directory or d.name.startswith(".") or not d.is_dir():
                 continue
-            lock = _try_lock(d / "lock")
+            try:
+                lock = _try_lock(d / "lock")
+            except OSError as exc:  # another uid's (an admin's run as root, an older image)
+                self._metrics.inc("queue_unreadable_logs_total")
+                log.error(
+                    "cannot lock the queue directory %s (%s; owned by uid %s, this process"
+                    " runs as uid %d): what it holds is left for an admin (chown it to this"
+                    " uid for a later start to adopt it)",
+                    d,
+                    exc.strerror or exc,
+                    _owner(d),
+                    os.geteuid(),
+                )
+                continue
             if lock is None:
                 continue  # its owner is alive
             try:
@@ -361,7 +376,7 @@ class BatchQueue:
         if self.behind or not self._adopted_dirs:
             return
         for d, lock in self._adopted_dirs:
-            shutil.rmtree(d, ignore_errors=True)
+            _retire(d, self._metrics)
             os.close(lock)
         with contextlib.suppress(OSError):
             _fsync_dir(self._adopted_dirs[0][0].parent)
@@ -696,11 +711,13 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _try_lock(path: Path) -> int | None:
-    """An fd holding ``path``'s flock, or None if another process holds it."""
+    """An fd holding ``path``'s flock, or None if another process holds it. OSError when
+    it cannot be opened at all (another uid's directory or lock): that is no live owner,
+    and must not pass for one unseen."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return None
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)  # flock needs no write access: a read-only lock
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -709,6 +726,43 @@ def _try_lock(path: Path) -> int | None:
             return None
         raise
     return fd
+
+
+def _retire(d: Path, metrics: Metrics) -> None:
+    """Remove an adopted directory. Renamed hidden first (a rename needs only the parent
+    writable), so a directory another uid owns, whose files this one cannot delete, is not
+    adopted and sent again at every start; what stays is logged and counted."""
+    hidden = d.with_name(f".adopted-{d.name}")
+    try:
+        d.rename(hidden)
+    except OSError:
+        hidden = d
+    shutil.rmtree(hidden, ignore_errors=True)
+    if not hidden.exists():
+        return
+    metrics.inc("queue_unremovable_logs_total")
+    if hidden == d:
+        log.error(
+            "cannot remove or rename the adopted queue directory %s (owned by uid %s): a later"
+            " start adopts its batches again and sends them twice (same ids)",
+            d,
+            _owner(d),
+        )
+    else:
+        log.warning(
+            "cannot remove the adopted queue directory %s (owned by uid %s): left as %s for"
+            " an admin; it is not adopted again",
+            d.name,
+            _owner(hidden),
+            hidden,
+        )
+
+
+def _owner(path: Path) -> str:
+    try:
+        return str(path.stat().st_uid)
+    except OSError:
+        return "?"
 
 
 def _fsync_dir(path: Path) -> None:

@@ -538,3 +538,88 @@ def test_adoption_keeps_the_bounds_dropping_the_oldest_summaries_first(tmp_path:
     third = BatchQueue.open(tmp_path, "ddd", Metrics(), max_batches=100)
     assert ids(third) == ["src/aaa/2", "src/bbb/2", "src/bbb/4", "src/bbb/5"]  # drops logged
     third.close()
+
+
+NOBODY = 65532  # the image's uid
+
+
+def _as_uid(uid: int, fn: Callable[[], object]) -> Any:
+    """``fn()`` in a forked child running as ``uid`` (permissions as a pod sees them)."""
+    import logging
+    import pickle
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        code = 1
+        try:
+            os.close(read_end)
+            lines: list[str] = []
+            handler = logging.Handler()
+            handler.emit = lambda r: lines.append(r.getMessage())  # type: ignore[method-assign]
+            logging.getLogger("omh_consolidator").addHandler(handler)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            with os.fdopen(write_end, "wb") as out:
+                pickle.dump((fn(), lines), out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as got:
+        data = got.read()
+    assert os.waitpid(pid, 0)[1] == 0
+    return pickle.loads(data)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to leave directories another uid owns")
+def test_another_uids_leftover_directories_are_reported_and_not_adopted_twice() -> None:
+    """Root-owned directories (an admin's run as root, an older image) were taken for live
+    owners: skipped without a word or a metric, even when readable; and an adopted one the
+    pod could not delete was adopted, and sent, again at every start."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="omh-foreign-"))  # tmp_path: not reachable by NOBODY
+    try:
+        os.chmod(root, 0o777)
+        owners = {
+            o: BatchQueue.open(root, o, Metrics(), fsync="none") for o in ("shut", "priv", "open")
+        }
+        for o, q in owners.items():
+            q.append(batch(1, "alert", boot=o))
+        for q in owners.values():
+            crash(q)
+        os.chmod(root / "shut", 0o700)  # not even its lock reachable
+        os.chmod(root / "priv", 0o755)  # lock and log 0600: not readable
+        for name in ("lock", "log"):  # readable, but its files not removable by NOBODY
+            os.chmod(root / "open" / name, 0o644)
+
+        def start() -> tuple[list[str], dict[str, float], list[str]]:
+            metrics = Metrics()
+            q = BatchQueue.open(root, f"pod{os.getpid()}", metrics)
+            got = ids(q)
+            if (sent := q.take()) is not None:
+                q.done([sent], "sent")
+            q.close()
+            names = ("queue_adopted_batches_total", "queue_unreadable_logs_total")
+            counts = {n: metrics.get(n) for n in (*names, "queue_unremovable_logs_total")}
+            return got, counts, sorted(p.name for p in root.iterdir())
+
+        (got, counts, listing), lines = _as_uid(NOBODY, start)
+        assert got == ["src/open/1"]
+        assert counts == {
+            "queue_adopted_batches_total": 1,
+            "queue_unreadable_logs_total": 2,
+            "queue_unremovable_logs_total": 1,
+        }
+        assert listing == [".adopted-open", "priv", "shut"]
+        for name in ("shut", "priv"):
+            assert any(f"cannot lock the queue directory {root / name}" in m for m in lines)
+        assert any("left as" in m and ".adopted-open" in m for m in lines)
+        (got, counts, _), _ = _as_uid(NOBODY, start)
+        assert got == []  # sent once: not adopted and sent again
+        assert counts["queue_unreadable_logs_total"] == 2
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
