@@ -674,16 +674,17 @@ class BatchQueue:
             return False
         live = b"".join(encode_batch(e.batch, e.pos) for e in self._entries())
         tmp = self.directory / "log.tmp"
+        fd: int | None = None
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                _write_all(fd, live)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            # The new file's fd becomes the log's: no open after the rename, whose failure
+            # (EMFILE) escaped from the fsync task and left self._fd a closed number.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+            _write_all(fd, live)
+            os.fsync(fd)
             os.replace(tmp, self.directory / "log")
-            _fsync_dir(self.directory)
         except OSError as exc:
+            if fd is not None:
+                os.close(fd)
             with contextlib.suppress(OSError):
                 tmp.unlink()
             if not self.behind:  # a compaction: the current log is still whole
@@ -691,7 +692,9 @@ class BatchQueue:
             self._metrics.inc("queue_write_failures_total")
             return False
         os.close(self._fd)
-        self._fd = os.open(self.directory / "log", os.O_WRONLY | os.O_APPEND)
+        self._fd = fd
+        with contextlib.suppress(OSError):  # the rename is done: at worst not yet durable
+            _fsync_dir(self.directory)
         self._log_bytes = len(live)
         self._metrics.inc("queue_compactions_total")
         return True

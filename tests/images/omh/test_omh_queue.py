@@ -623,3 +623,44 @@ def test_another_uids_leftover_directories_are_reported_and_not_adopted_twice() 
         assert counts["queue_unreadable_logs_total"] == 2
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_a_compaction_cannot_kill_the_fsync_task_or_leave_a_closed_log_fd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rewrite reopened the log after renaming the new file over it: an open failing
+    there (EMFILE: the fd table full) escaped from the fsync task, which died unseen, and
+    left the queue writing to a closed fd number (another file's, once reused)."""
+    real_open = os.open
+
+    def full_fd_table(path: Any, flags: int, *args: Any) -> int:
+        if str(path).endswith("/log") and not flags & os.O_CREAT:  # the reopen only
+            raise OSError(24, "Too many open files")
+        return real_open(path, flags, *args)
+
+    metrics = Metrics()
+    q = BatchQueue.open(tmp_path, "aaa", metrics, fsync="group")
+    fault_queue_os(monkeypatch, "open", full_fd_table)
+    loop = asyncio.get_running_loop()
+    died: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: died.append(context))
+    q.append(batch(0, "alert"))
+    for i in range(1, 400):
+        q.append(batch(i, size=4000))
+        q.done([q.waiting(2, 1 << 20)[1]], "sent")
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.05)
+    flusher = q._flusher
+    assert flusher is None or not flusher.done() or flusher.exception() is None
+    assert metrics.get("queue_compactions_total") >= 1
+    assert not q.behind
+    q.append(batch(500, "alert"))
+    await q.sync()
+    crash(q)
+    again = BatchQueue.open(tmp_path, "bbb", Metrics())
+    assert ids(again) == ["src/b0/0", "src/b0/500"]  # the log took what came after
+    again.close()
+    import gc
+
+    gc.collect()  # a dead task's unretrieved exception is reported when it is collected
+    assert not died
