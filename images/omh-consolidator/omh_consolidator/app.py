@@ -12,7 +12,6 @@ gateway's disk (``QUEUE_DIR``) for the next consolidator process here to adopt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import signal
@@ -99,9 +98,16 @@ async def leave(
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it. An error it ended with is logged, not raised: raised
+    in ``serve``'s cleanup (a crashed reader's, again), it skipped the rest of it: the open
+    window, the drain, closing the log and the HTTP sites."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:
+        log.error("the %s task ended with %r", task.get_name(), exc)
 
 
 async def metrics_server(metrics: Metrics, port: int) -> web.AppRunner:
