@@ -63,3 +63,53 @@ async def test_a_crashed_reader_still_queues_the_open_window_drains_and_closes(
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectionError):
             await session.get(f"http://127.0.0.1:{port}/healthz")
+
+
+async def test_healthz_answers_only_once_the_handover_endpoint_listens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/healthz (the readiness probe) came up before the handover site: a rollout could take
+    the new pod for ready and stop the old one, whose handover then found nobody listening."""
+    started = asyncio.Event()
+
+    async def quiet(self: HeartRateReader) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    real_start_site = app.start_site
+
+    async def slow_handover(site: web.Application, port: int) -> web.AppRunner:
+        if port == handover:
+            await asyncio.sleep(0.5)  # binding the handover port takes a while
+        return await real_start_site(site, port)
+
+    monkeypatch.setattr(HeartRateReader, "run", quiet)
+    monkeypatch.setattr(app, "start_site", slow_handover)
+    metrics, handover = _free_port(), _free_port()
+    cfg = from_env(
+        {
+            "DEVICE_ADDRESS": "C0:FF:EE:00:00:42",
+            "INGEST_URL": "http://127.0.0.1:9/v1/batches",
+            "QUEUE_DIR": str(tmp_path),
+            "METRICS_PORT": str(metrics),
+            "HANDOVER_PORT": str(handover),
+            "DRAIN_SECONDS": "0",
+        }
+    )
+    stop = asyncio.Event()
+    serving = asyncio.create_task(app.serve(cfg, stop))
+    try:
+        async with aiohttp.ClientSession() as session:
+            while not started.is_set():
+                try:
+                    async with session.get(f"http://127.0.0.1:{metrics}/healthz") as r:
+                        assert r.status == 200
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.01)
+            # ready: the handover endpoint must take a connection now
+            _, writer = await asyncio.open_connection("127.0.0.1", handover)
+            writer.close()
+    finally:
+        stop.set()
+        await serving
