@@ -17,11 +17,16 @@ from omh_consolidator.config import from_env
 from omh_consolidator.reader import HeartRateReader
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (held together while chosen)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 async def test_a_crashed_reader_still_queues_the_open_window_drains_and_closes(
@@ -43,7 +48,7 @@ async def test_a_crashed_reader_still_queues_the_open_window_drains_and_closes(
     monkeypatch.setattr(HeartRateReader, "run", crashing)
     server = web.Application()
     server.router.add_post("/v1/batches", ingest)
-    port = _free_port()
+    (port,) = _free_ports(1)
     async with TestServer(server) as cloud:
         cfg = from_env(
             {
@@ -85,7 +90,7 @@ async def test_healthz_answers_only_once_the_handover_endpoint_listens(
 
     monkeypatch.setattr(HeartRateReader, "run", quiet)
     monkeypatch.setattr(app, "start_site", slow_handover)
-    metrics, handover = _free_port(), _free_port()
+    metrics, handover = _free_ports(2)
     cfg = from_env(
         {
             "DEVICE_ADDRESS": "C0:FF:EE:00:00:42",
