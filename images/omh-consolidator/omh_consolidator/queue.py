@@ -309,6 +309,7 @@ class BatchQueue:
             dead.append((started, d, lock))
         dead.sort(key=lambda t: t[0])
         adopted = 0
+        seen: set[str] = set()  # every id adopted, the ones the bounds dropped since too
         taken: list[tuple[Path, int]] = []  # removed once our log holds what they had
         self._bulk = True
         for _, d, lock in dead:
@@ -350,8 +351,9 @@ class BatchQueue:
             else:
                 taken.append((d, lock))
             for _, batch in waiting:
-                if batch.batch_id in self._ids:
+                if batch.batch_id in seen or batch.batch_id in self._ids:
                     continue  # adopted twice (a crash between adopting and removing)
+                seen.add(batch.batch_id)
                 self._push_back(batch)
                 adopted += 1
             if waiting:

@@ -664,3 +664,29 @@ async def test_a_compaction_cannot_kill_the_fsync_task_or_leave_a_closed_log_fd(
 
     gc.collect()  # a dead task's unretrieved exception is reported when it is collected
     assert not died
+
+
+def test_a_batch_the_bounds_dropped_at_adoption_is_not_adopted_again_from_a_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An owner that adopted another's log and died before removing it leaves the same
+    batches in two logs. Dropped by the bounds from the first, they came back from the
+    second, at the back: newer batches were dropped in their place, and the dropped ones
+    (counted as dropped) sent."""
+    a = BatchQueue.open(tmp_path, "aaa", Metrics(), fsync="none")
+    for i in range(1, 6):
+        a.append(batch(i, boot="a"))
+    crash(a)
+    monkeypatch.setattr(BatchQueue, "_release_adopted", lambda self: None)  # dies first
+    b = BatchQueue.open(tmp_path, "bbb", Metrics(), fsync="none")
+    b.append(batch(1, boot="b"))
+    crash(b)
+    for _, lock in b._adopted_dirs:  # the kernel drops its flocks on the adopted too
+        os.close(lock)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aaa", "bbb"]
+    metrics = Metrics()
+    c = BatchQueue.open(tmp_path, "ccc", metrics, max_batches=3)
+    assert ids(c) == ["src/a/4", "src/a/5", "src/b/1"]
+    assert metrics.get("batches_dropped_total", kind="summary") == 3
+    c.close()
