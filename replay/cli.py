@@ -109,6 +109,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     from replay.inputs import (
         InputError,
         check_load,
+        check_load_overlap,
         check_span,
         check_truth,
         check_units,
@@ -141,6 +142,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     config = _chain_config(args, policies["policy"])
     if config.load is not None:
         check_load(config.load, [*recording.gateways, *config.extra_nodes], args.load)
+        check_load_overlap(config.load, recording, args.load)
     return recording, policies, truth, config
 
 

@@ -401,3 +401,30 @@ def check_load(load: Mapping[str, object], nodes: Iterable[str], path: Path) -> 
             f"{path}: node(s) {', '.join(unknown)} in neither the recordings nor --node"
             f" ({', '.join(sorted(known))})"
         )
+
+
+def check_load_overlap(
+    load: Mapping[str, list[tuple[float, float | None, float | None]]],
+    recording: Recording,
+    path: Path,
+) -> None:
+    """Refuse a load series none of whose samples falls inside the recordings' span (another
+    clock: epoch against seconds from zero): all after the decisions, none is ever read;
+    all before, the last goes stale; the report then shows the figures of no load at all."""
+    times = [t for samples in load.values() for t, _cpu, _mem in samples]
+    if not times or not recording.adverts:
+        return
+    start, end = recording.span
+    if any(start <= t <= end for t in times):
+        return
+    first, last = min(times), max(times)
+    hint = ""
+    if (first >= 1e8) != (start >= 1e8):
+        hint = (
+            "; one counts seconds from zero and the other epoch seconds:"
+            " shift one onto the other's clock"
+        )
+    raise InputError(
+        f"{path}: none of {len(times)} load samples falls inside the recordings"
+        f" (load t={first:.6g}..{last:.6g}, recordings t={start:.6g}..{end:.6g}){hint}"
+    )
