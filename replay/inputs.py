@@ -270,7 +270,9 @@ def median_gap(recording: Recording) -> float | None:
 
 
 def check_units(parts: Mapping[str, Recording]) -> None:
-    """Refuse an input whose adverts are too far apart to be seconds, naming it."""
+    """Refuse an input whose adverts are too far apart to be seconds, naming it. For CSV
+    recordings (all gateways pooled): one gateway's trace, far from the device, may
+    rightly hear it rarely."""
     for name, recording in parts.items():
         gap = median_gap(recording)
         if gap is not None and gap > MAX_MEDIAN_GAP_S:

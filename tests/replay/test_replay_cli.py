@@ -200,3 +200,12 @@ def test_a_short_recording_in_milliseconds_is_refused_not_read_as_seconds(
     # The same adverts in seconds (to the second) replay.
     assert main(["replay", str(tmp_path / "s.csv"), "--no-baselines", "-o", "json"]) == 0
     assert json.loads(capsys.readouterr().out)["total"]["policy"]["changes"] >= 1
+    # A far gateway's trace rightly hears the device rarely: not taken for milliseconds.
+    far = tmp_path / "far.jsonl"
+    far.write_text(
+        "".join(
+            f'{{"t": {15 * i}, "address": "AA:BB:CC:DD:EE:FF", "rssi": -90}}\n' for i in range(30)
+        )
+    )
+    args = ["replay", str(tmp_path / "s.csv"), "--trace", f"gw-far={far}", "--no-baselines"]
+    assert main(args) == 0, capsys.readouterr().err
