@@ -109,8 +109,10 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     from replay.inputs import (
         InputError,
         check_load,
+        check_load_overlap,
         check_span,
         check_truth,
+        check_units,
         merge,
         read_csv_adverts,
         read_trace_adverts,
@@ -129,6 +131,9 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
             " a --record file that names its identity address matches it)"
         )
     check_span(parts)
+    # CSV only: its time_s is typed by people; a monitor's trace is epoch seconds, and a
+    # far gateway's may rightly hear a device less often than every 10 s
+    check_units({name: parts[name] for name in map(str, args.csv)})
     recording = merge(list(parts.values()))
     policies = {"policy": load_policy(args.policy)}
     if args.compare is not None:
@@ -139,6 +144,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     config = _chain_config(args, policies["policy"])
     if config.load is not None:
         check_load(config.load, [*recording.gateways, *config.extra_nodes], args.load)
+        check_load_overlap(config.load, recording, args.load)
     return recording, policies, truth, config
 
 

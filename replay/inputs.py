@@ -54,6 +54,15 @@ def check_time(t: float, where: str, column: str = "time_s") -> None:
         )
 
 
+# A received advert's RSSI as HCI reports it: -127..+20 dBm (127 is "not available").
+# Both layouts are held to it, so a file is not refused in one and replayed in the other.
+MIN_RSSI_DBM, MAX_RSSI_DBM = -127.0, 20.0
+
+
+def rssi_in_range(level: float) -> bool:
+    return MIN_RSSI_DBM <= level <= MAX_RSSI_DBM
+
+
 @dataclass(frozen=True, slots=True)
 class Advert:
     t: float
@@ -139,7 +148,7 @@ def read_csv_adverts(path: Path) -> Recording:
         if not gateway:
             raise InputError(f"{path}:{line}: empty gateway")
         # NaN and inf too: a clock at inf never ends the replay, round(inf) overflows.
-        if not math.isfinite(t) or not -127.0 <= level <= 20.0:
+        if not math.isfinite(t) or not rssi_in_range(level):
             raise InputError(f"{path}:{line}: time_s or rssi_dbm out of range")
         check_time(t, f"{path}:{line}")
         rssi = round(level)
@@ -175,6 +184,11 @@ def read_trace_adverts(
                 where = f"{path}:{lineno}"
                 rec = parse_line(line, where)
                 check_time(rec.t, where, "t")
+                if not rssi_in_range(rec.rssi):
+                    raise InputError(
+                        f"{where}: rssi {rec.rssi} is out of range"
+                        f" ({MIN_RSSI_DBM:.0f}..+{MAX_RSSI_DBM:.0f} dBm)"
+                    )
                 address, recorded = rec.address, None
                 if '"device"' in line:
                     recorded, address = _recorded_device(line, where, address)
@@ -229,6 +243,44 @@ def check_span(parts: Mapping[str, Recording]) -> None:
         f"the adverts span {end - start:.4g} s, from t={start:.6g} in {first}"
         f" to t={end:.6g} in {last}; replay takes at most {MAX_SPAN_S / 86400:.0f} days{hint}"
     )
+
+
+# One gateway hears one device every fraction of a second (the recordings here: a median
+# 0.05-0.2 s), and BLE advertises at least every 10.24 s. A median gap past that is a
+# recording in milliseconds (adverts >= 20 ms apart) read as seconds: short enough to pass
+# the span check, it replays with every time x1000. Fewer gaps than MIN_GAPS say nothing.
+MAX_MEDIAN_GAP_S = 10.24
+MIN_GAPS = 20
+
+
+def median_gap(recording: Recording) -> float | None:
+    """The median time between two adverts of the same gateway and device; None when
+    there are fewer than MIN_GAPS such gaps."""
+    last: dict[tuple[str, str], float] = {}
+    gaps: list[float] = []
+    for a in recording.adverts:  # time-ordered
+        key = (a.gateway, a.device)
+        if key in last:
+            gaps.append(a.t - last[key])
+        last[key] = a.t
+    if len(gaps) < MIN_GAPS:
+        return None
+    gaps.sort()
+    return gaps[len(gaps) // 2]
+
+
+def check_units(parts: Mapping[str, Recording]) -> None:
+    """Refuse an input whose adverts are too far apart to be seconds, naming it. For CSV
+    recordings (all gateways pooled): one gateway's trace, far from the device, may
+    rightly hear it rarely."""
+    for name, recording in parts.items():
+        gap = median_gap(recording)
+        if gap is not None and gap > MAX_MEDIAN_GAP_S:
+            raise InputError(
+                f"{name}: a gateway hears a device every {gap:.4g} s (median), but BLE"
+                f" advertises at least every {MAX_MEDIAN_GAP_S} s: times in milliseconds?"
+                " replay reads seconds"
+            )
 
 
 def merge(recordings: list[Recording]) -> Recording:
@@ -351,3 +403,30 @@ def check_load(load: Mapping[str, object], nodes: Iterable[str], path: Path) -> 
             f"{path}: node(s) {', '.join(unknown)} in neither the recordings nor --node"
             f" ({', '.join(sorted(known))})"
         )
+
+
+def check_load_overlap(
+    load: Mapping[str, list[tuple[float, float | None, float | None]]],
+    recording: Recording,
+    path: Path,
+) -> None:
+    """Refuse a load series none of whose samples falls inside the recordings' span (another
+    clock: epoch against seconds from zero): all after the decisions, none is ever read;
+    all before, the last goes stale; the report then shows the figures of no load at all."""
+    times = [t for samples in load.values() for t, _cpu, _mem in samples]
+    if not times or not recording.adverts:
+        return
+    start, end = recording.span
+    if any(start <= t <= end for t in times):
+        return
+    first, last = min(times), max(times)
+    hint = ""
+    if (first >= 1e8) != (start >= 1e8):
+        hint = (
+            "; one counts seconds from zero and the other epoch seconds:"
+            " shift one onto the other's clock"
+        )
+    raise InputError(
+        f"{path}: none of {len(times)} load samples falls inside the recordings"
+        f" (load t={first:.6g}..{last:.6g}, recordings t={start:.6g}..{end:.6g}){hint}"
+    )

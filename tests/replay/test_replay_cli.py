@@ -180,3 +180,32 @@ def test_a_plot_without_a_suffix_is_the_file_named(
     )
     assert (tmp_path / "p").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (tmp_path / "p.png").exists()
+
+
+def test_a_short_recording_in_milliseconds_is_refused_not_read_as_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two minutes in milliseconds span 1.4 days: within the span bound, so it was replayed
+    as seconds, every time x1000 and every figure wrong, without a word."""
+    from tests.replay.helpers import recording
+
+    rec = recording({"gw-a": (-50, -70), "gw-b": (-70, -50)}, seconds=120)
+    for name, scale in (("ms.csv", 1000), ("s.csv", 1)):
+        rows = "".join(f"{a.t * scale:.0f},{a.gateway},{a.rssi}\n" for a in rec.adverts)
+        (tmp_path / name).write_text("time_s,gateway,rssi_dbm\n" + rows)
+    assert main(["replay", str(tmp_path / "ms.csv"), "--no-baselines", "-o", "json"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'ms.csv'}: a gateway hears a device every 333 s (median)" in err
+    assert "milliseconds?" in err
+    # The same adverts in seconds (to the second) replay.
+    assert main(["replay", str(tmp_path / "s.csv"), "--no-baselines", "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"]["policy"]["changes"] >= 1
+    # A far gateway's trace rightly hears the device rarely: not taken for milliseconds.
+    far = tmp_path / "far.jsonl"
+    far.write_text(
+        "".join(
+            f'{{"t": {15 * i}, "address": "AA:BB:CC:DD:EE:FF", "rssi": -90}}\n' for i in range(30)
+        )
+    )
+    args = ["replay", str(tmp_path / "s.csv"), "--trace", f"gw-far={far}", "--no-baselines"]
+    assert main(args) == 0, capsys.readouterr().err

@@ -121,6 +121,8 @@ def test_cli_reports_function_moves_and_unplaced_time(
         (["--load", "LOAD"], "cpu or memory out of range"),
         # Read, then never used: refused as truth naming an unknown gateway is.
         (["--load", "ELSEWHERE"], "node(s) gw-zz in neither the recordings nor --node"),
+        # Epoch seconds against a recording from zero: never read, the figures of no load.
+        (["--load", "EPOCH"], "none of 2 load samples falls inside the recordings"),
         (["--function-class", "none", "--load", "LOAD"], "--load: no function to place"),
         (["--function-class", "none", "--node", "e=edge"], "--node: no function to place"),
     ],
@@ -132,7 +134,9 @@ def test_bad_function_options_are_one_line_errors(
     bad.write_text("time_s,node,cpu\n0,anchor-1,95\n")
     elsewhere = tmp_path / "elsewhere.csv"
     elsewhere.write_text("time_s,node,cpu\n0,anchor-1,0.5\n0,gw-zz,0.5\n")
-    files = {"LOAD": str(bad), "ELSEWHERE": str(elsewhere)}
+    epoch = tmp_path / "epoch.csv"
+    epoch.write_text("time_s,node,cpu\n1765000000,anchor-1,0.95\n1765000300,anchor-1,0.3\n")
+    files = {"LOAD": str(bad), "ELSEWHERE": str(elsewhere), "EPOCH": str(epoch)}
     args = [files.get(a, a) for a in args]
     assert main([str(DATA / "calib1.adverts.csv.gz"), *args]) == 2
     err = capsys.readouterr().err.strip()

@@ -242,3 +242,29 @@ def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path) -> No
     trace = tmp_path / "gw.jsonl"
     trace.write_bytes(bom + b'{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": -60}\n')
     assert len(read_trace_adverts("gw", trace).adverts) == 1
+
+
+@pytest.mark.parametrize(
+    ("rssi", "accepted"), [(-128, False), (-127, True), (20, True), (21, False), (127, False)]
+)
+def test_both_layouts_hold_rssi_to_the_same_range(
+    tmp_path: Path, rssi: int, accepted: bool
+) -> None:
+    """A trace took up to +127 dBm (127 is HCI's "not available") where the CSV stops at +20:
+    the same reception was replayed from one layout and refused from the other."""
+    csv = tmp_path / "a.csv"
+    csv.write_text(f"time_s,gateway,rssi_dbm\n1,gw,{rssi}\n")
+    trace = tmp_path / "gw.jsonl"
+    trace.write_text(f'{{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": {rssi}}}\n')
+    readers: list[Callable[[], object]] = [
+        lambda: read_csv_adverts(csv),
+        lambda: read_trace_adverts("gw", trace),
+    ]
+    for read in readers:
+        if accepted:
+            read()
+        else:
+            with pytest.raises(
+                InputError, match=r":2: .*out of range|gw\.jsonl:1: rssi .* out of range"
+            ):
+                read()

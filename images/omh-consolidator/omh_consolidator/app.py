@@ -12,7 +12,6 @@ gateway's disk (``QUEUE_DIR``) for the next consolidator process here to adopt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import signal
@@ -99,9 +98,16 @@ async def leave(
 
 
 async def _stop(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and wait for it. An error it ended with is logged, not raised: raised
+    in ``serve``'s cleanup (a crashed reader's, again), it skipped the rest of it: the open
+    window, the drain, closing the log and the HTTP sites."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        pass
+    except Exception as exc:
+        log.error("the %s task ended with %r", task.get_name(), exc)
 
 
 async def metrics_server(metrics: Metrics, port: int) -> web.AppRunner:
@@ -165,12 +171,14 @@ async def serve(cfg: Config, stop: asyncio.Event) -> None:
                 await asyncio.sleep(1.0)
                 pipeline.tick()
 
-        runner = await metrics_server(metrics, cfg.metrics_port) if cfg.metrics_port else None
         handover_runner: web.AppRunner | None = None
         if forwarder is not None and cfg.handover_port:
             receiver = Receiver(forwarder.queue, metrics, instance)
             app = handover_app(receiver, max(cfg.max_queue_bytes, 1 << 20) + (1 << 20))
             handover_runner = await start_site(app, cfg.handover_port)
+        # /healthz last: the readiness probe's answer says the handover endpoint listens
+        # (a rollout stops the old pod, which hands its queue over, once this one is ready)
+        runner = await metrics_server(metrics, cfg.metrics_port) if cfg.metrics_port else None
         log.info("reading strap %s (%s) in %s mode", address, cfg.device_name, cfg.mode)
         reading = asyncio.create_task(reader.run(), name="reader")
         forwarding = asyncio.create_task(sink.run(), name="forwarder")

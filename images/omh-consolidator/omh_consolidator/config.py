@@ -155,8 +155,12 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"QUEUE_FSYNC={fsync!r}: use {', '.join(FSYNC_POLICIES)}")
     queue_dir = env.get("QUEUE_DIR", "").strip()
     handover_port = _int(env, "HANDOVER_PORT", 9104)
-    if handover_port > 65535:
-        raise ConfigError(f"HANDOVER_PORT={handover_port} is not a port")
+    metrics_port = _int(env, "METRICS_PORT", 9103)
+    for key, port in (("HANDOVER_PORT", handover_port), ("METRICS_PORT", metrics_port)):
+        if port > 65535:  # the socket layer takes it modulo 65536: 70000 binds 4464
+            raise ConfigError(f"{key}={port} is not a port")
+    if metrics_port and metrics_port == handover_port:
+        raise ConfigError(f"METRICS_PORT and HANDOVER_PORT are both {metrics_port}")
     name = device or (address or "")
     where = env.get("NODE_NAME", "").strip()
     return Config(
@@ -178,7 +182,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Config:
         retry_cap_s=_float(env, "RETRY_MAX_SECONDS", 60.0, minimum=1.0),
         adapter=env.get("BLE_ADAPTER", "").strip() or None,
         scan_timeout_s=_float(env, "SCAN_TIMEOUT_SECONDS", 15.0, minimum=1.0),
-        metrics_port=_int(env, "METRICS_PORT", 9103),
+        metrics_port=metrics_port,
         drain_s=_float(env, "DRAIN_SECONDS", 20.0),
     )
 

@@ -31,7 +31,9 @@ HELP: dict[str, str] = {
     "queue_compactions_total": "Rewrites of the queue log with only what still waits",
     "queue_adopted_batches_total": "Waiting batches adopted at start from dead owners' logs",
     "queue_corrupt_logs_total": "Adopted logs with a corrupt record (copied aside, prefix kept)",
-    "queue_unreadable_logs_total": "Dead owners' logs that could not be read at start (left)",
+    "queue_unreadable_logs_total": "Other owners' queue directories or logs that could not be"
+    " locked or read at start (left; another uid's, an I/O error)",
+    "queue_unremovable_logs_total": "Adopted queue directories that could not be removed (left)",
     "queue_write_failures_total": "Failed writes of the queue log (disk full, I/O error)",
     "handover_batches_sent_total": "Batches handed to a peer at shutdown, which stored them",
     "handover_batches_received_total": "Batches taken over from a leaving peer (new ones only)",

@@ -10,7 +10,9 @@ Each process writes only its own directory (``<instance>`` is the random boot id
 batch ids). At start it adopts the directories of dead owners: one whose ``lock`` it can
 take belongs to a process that is gone (the kernel drops a flock with its holder, kill -9
 included), so a restarted container, or a new pod on the same gateway, picks up what a
-crashed one left, keeping every batch's id, sequence and order.
+crashed one left, keeping every batch's id, sequence and order, within the queue's bounds.
+A directory whose lock this uid cannot open (another uid's) is reported, not taken for a
+live owner; an adopted one it cannot delete is renamed hidden so it is not adopted again.
 
 A record is ``length (4 bytes, big endian) | CRC32 of the payload (4) | payload``; the
 payload is ``B`` + a JSON header + ``\\n`` + the batch's body (a batch waiting), or ``D`` +
@@ -281,7 +283,20 @@ class BatchQueue:
         for d in root.iterdir():
             if d == self.directory or d.name.startswith(".") or not d.is_dir():
                 continue
-            lock = _try_lock(d / "lock")
+            try:
+                lock = _try_lock(d / "lock")
+            except OSError as exc:  # another uid's (an admin's run as root, an older image)
+                self._metrics.inc("queue_unreadable_logs_total")
+                log.error(
+                    "cannot lock the queue directory %s (%s; owned by uid %s, this process"
+                    " runs as uid %d): what it holds is left for an admin (chown it to this"
+                    " uid for a later start to adopt it)",
+                    d,
+                    exc.strerror or exc,
+                    _owner(d),
+                    os.geteuid(),
+                )
+                continue
             if lock is None:
                 continue  # its owner is alive
             try:
@@ -294,6 +309,7 @@ class BatchQueue:
             dead.append((started, d, lock))
         dead.sort(key=lambda t: t[0])
         adopted = 0
+        seen: set[str] = set()  # every id adopted, the ones the bounds dropped since too
         taken: list[tuple[Path, int]] = []  # removed once our log holds what they had
         self._bulk = True
         for _, d, lock in dead:
@@ -335,12 +351,16 @@ class BatchQueue:
             else:
                 taken.append((d, lock))
             for _, batch in waiting:
-                if batch.batch_id in self._ids:
+                if batch.batch_id in seen or batch.batch_id in self._ids:
                     continue  # adopted twice (a crash between adopting and removing)
+                seen.add(batch.batch_id)
                 self._push_back(batch)
                 adopted += 1
             if waiting:
                 log.info("adopted %d waiting batches from dead owner %s", len(waiting), d.name)
+            # Per owner, not once at the end: memory stays within the bounds plus one log,
+            # and, owners being adopted oldest first, the oldest summaries go first.
+            self._enforce_bounds()
         self._bulk = False
         if adopted:
             self._metrics.inc("queue_adopted_batches_total", adopted)
@@ -358,7 +378,7 @@ class BatchQueue:
         if self.behind or not self._adopted_dirs:
             return
         for d, lock in self._adopted_dirs:
-            shutil.rmtree(d, ignore_errors=True)
+            _retire(d, self._metrics)
             os.close(lock)
         with contextlib.suppress(OSError):
             _fsync_dir(self._adopted_dirs[0][0].parent)
@@ -656,16 +676,17 @@ class BatchQueue:
             return False
         live = b"".join(encode_batch(e.batch, e.pos) for e in self._entries())
         tmp = self.directory / "log.tmp"
+        fd: int | None = None
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                _write_all(fd, live)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            # The new file's fd becomes the log's: no open after the rename, whose failure
+            # (EMFILE) escaped from the fsync task and left self._fd a closed number.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+            _write_all(fd, live)
+            os.fsync(fd)
             os.replace(tmp, self.directory / "log")
-            _fsync_dir(self.directory)
         except OSError as exc:
+            if fd is not None:
+                os.close(fd)
             with contextlib.suppress(OSError):
                 tmp.unlink()
             if not self.behind:  # a compaction: the current log is still whole
@@ -673,7 +694,9 @@ class BatchQueue:
             self._metrics.inc("queue_write_failures_total")
             return False
         os.close(self._fd)
-        self._fd = os.open(self.directory / "log", os.O_WRONLY | os.O_APPEND)
+        self._fd = fd
+        with contextlib.suppress(OSError):  # the rename is done: at worst not yet durable
+            _fsync_dir(self.directory)
         self._log_bytes = len(live)
         self._metrics.inc("queue_compactions_total")
         return True
@@ -693,11 +716,13 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def _try_lock(path: Path) -> int | None:
-    """An fd holding ``path``'s flock, or None if another process holds it."""
+    """An fd holding ``path``'s flock, or None if another process holds it. OSError when
+    it cannot be opened at all (another uid's directory or lock): that is no live owner,
+    and must not pass for one unseen."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError:
-        return None
+    except PermissionError:
+        fd = os.open(path, os.O_RDONLY)  # flock needs no write access: a read-only lock
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -706,6 +731,43 @@ def _try_lock(path: Path) -> int | None:
             return None
         raise
     return fd
+
+
+def _retire(d: Path, metrics: Metrics) -> None:
+    """Remove an adopted directory. Renamed hidden first (a rename needs only the parent
+    writable), so a directory another uid owns, whose files this one cannot delete, is not
+    adopted and sent again at every start; what stays is logged and counted."""
+    hidden = d.with_name(f".adopted-{d.name}")
+    try:
+        d.rename(hidden)
+    except OSError:
+        hidden = d
+    shutil.rmtree(hidden, ignore_errors=True)
+    if not hidden.exists():
+        return
+    metrics.inc("queue_unremovable_logs_total")
+    if hidden == d:
+        log.error(
+            "cannot remove or rename the adopted queue directory %s (owned by uid %s): a later"
+            " start adopts its batches again and sends them twice (same ids)",
+            d,
+            _owner(d),
+        )
+    else:
+        log.warning(
+            "cannot remove the adopted queue directory %s (owned by uid %s): left as %s for"
+            " an admin; it is not adopted again",
+            d.name,
+            _owner(hidden),
+            hidden,
+        )
+
+
+def _owner(path: Path) -> str:
+    try:
+        return str(path.stat().st_uid)
+    except OSError:
+        return "?"
 
 
 def _fsync_dir(path: Path) -> None:

@@ -53,6 +53,10 @@ def test_no_ingest_url_means_stdout_and_no_address_means_the_device_object() -> 
         ({"DEVICE_NAME": "d", "HR_LOW_BPM": "120", "HR_HIGH_BPM": "100"}, "thresholds"),
         ({"DEVICE_NAME": "d", "QUEUE_MAX_BATCHES": "0"}, "QUEUE_MAX_BATCHES"),
         ({"DEVICE_NAME": "d", "QUEUE_MAX_BATCHES": "1.5"}, "whole number"),
+        # was served on 70000 % 65536 = 4464, where no probe or scrape looks
+        ({"DEVICE_NAME": "d", "METRICS_PORT": "70000"}, "METRICS_PORT=70000 is not a port"),
+        # was a bind error's traceback at start
+        ({"DEVICE_NAME": "d", "METRICS_PORT": "9104"}, "METRICS_PORT and HANDOVER_PORT"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(

@@ -220,3 +220,26 @@ def test_every_discovered_straps_consolidator_starts_with_bus_and_queue(path: Pa
             )  # the gateway's disk, not the pod's
             assert queue.get("subPathExpr") == "$(DEVICE_NAME)"
             assert c["securityContext"]["runAsUser"] == 65532
+            assert_probed_on_healthz(c, cfg.metrics_port)
+
+
+def assert_probed_on_healthz(container: dict[str, Any], metrics_port: int) -> None:
+    """Readiness and liveness on /healthz, at the port the consolidator serves it on."""
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    for kind in ("readinessProbe", "livenessProbe"):
+        probe = container.get(kind)
+        assert probe is not None, f"{container['name']}: no {kind}"
+        get = probe["httpGet"]
+        assert get["path"] == "/healthz"
+        assert ports.get(get["port"], get["port"]) == metrics_port, (kind, get)
+    # a wedged loop, not one slow fsync, restarts it: over 10 s of failing answers
+    liveness = container["livenessProbe"]
+    assert liveness.get("periodSeconds", 10) * liveness.get("failureThreshold", 3) >= 10
+
+
+def test_the_example_consolidator_is_probed_on_healthz() -> None:
+    """It had no probes: a wedged event loop ran on, and a rollout took the new pod for
+    ready (and stopped the old one) before its queue and handover endpoint were up."""
+    (container,) = manifest()["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value", "x") for e in container["env"]}
+    assert_probed_on_healthz(container, from_env(env).metrics_port)
