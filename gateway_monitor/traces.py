@@ -71,7 +71,7 @@ def parse_line(line: str, where: str = "<trace>") -> TraceRecord:
         return TraceRecord(
             t=t,
             address=address,
-            rssi=int(rssi),
+            rssi=round(rssi),  # as the CSV reader rounds (int() truncated -60.7 to -60)
             name=None if name is None else str(name),
             manufacturer_data={int(k): bytes.fromhex(str(v)) for k, v in mfr_raw.items()},
             service_uuids=tuple(str(u) for u in uuids),

@@ -268,3 +268,16 @@ def test_both_layouts_hold_rssi_to_the_same_range(
                 InputError, match=r":2: .*out of range|gw\.jsonl:1: rssi .* out of range"
             ):
                 read()
+
+
+@pytest.mark.parametrize("level", [-60.7, -60.2, -59.5])
+def test_both_layouts_read_a_fractional_rssi_alike(tmp_path: Path, level: float) -> None:
+    """A trace truncated a fractional RSSI (int(-60.7) = -60) where the CSV rounds (-61):
+    the same reception differed by 1 dB between the two layouts."""
+    csv = tmp_path / "a.csv"
+    csv.write_text(f"time_s,gateway,rssi_dbm\n1,gw,{level}\n")
+    trace = tmp_path / "gw.jsonl"
+    trace.write_text(f'{{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": {level}}}\n')
+    from_csv = read_csv_adverts(csv).adverts[0].rssi
+    from_trace = read_trace_adverts("gw", trace).adverts[0].rssi
+    assert from_csv == from_trace == round(level)
