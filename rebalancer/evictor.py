@@ -272,25 +272,15 @@ class Evictor:
         except ApiException as exc:
             if not refused(exc.status):
                 # A 5xx (etcd or webhook timeout, 504 "did not complete"): the write may
-                # have committed. As with no answer, keep it recorded and in flight.
-                log.warning("%s: outcome unknown (%s %s); treated as made",
-                            message, exc.status, exc.reason)  # fmt: skip
-                self.backoff.pop(move.workload.key, None)
-                self._in_flight(move, now, generation)
-                self.metrics.moves.labels(*labels, "unknown").inc()
-                return "unknown"
+                # have committed, as with no answer.
+                return self._unknown(move, now, generation, f"{exc.status} {exc.reason}")
             why = f"{exc.status} {exc.reason}".strip()
             self._refused(move, now, exc.status, f"{message} failed: {why}")
             await self._warn(move, now, MOVE_FAILED, f"could not {message}: {why}")
             outcome = "failed"
         except Exception as exc:
-            # No answer (a timeout, a dropped connection): it may have happened. Keep it
-            # recorded and in flight, so it is neither repeated at once nor uncounted.
-            log.warning("%s: outcome unknown (%s); treated as made", message, exc)
-            self.backoff.pop(move.workload.key, None)
-            self._in_flight(move, now, generation)
-            self.metrics.moves.labels(*labels, "unknown").inc()
-            return "unknown"
+            # No answer (a timeout, a dropped connection): it may have happened.
+            return self._unknown(move, now, generation, str(exc))
         if outcome != "ok":
             if outcome in ("failed", "blocked"):
                 self.metrics.moves.labels(*labels, "failed").inc()
@@ -301,6 +291,15 @@ class Evictor:
         self.metrics.moves.labels(*labels, "ok").inc()
         await self._events(move, message)
         return "ok"
+
+    def _unknown(self, move: Move, now: float, generation: int | None, why: str) -> Outcome:
+        """A move that may have happened (a 5xx, no answer): kept recorded and in flight,
+        so it is neither repeated at once nor uncounted."""
+        log.warning("%s: outcome unknown (%s); treated as made", move.message(), why)
+        self.backoff.pop(move.workload.key, None)
+        self._in_flight(move, now, generation)
+        self.metrics.moves.labels(move.reason.value, move.action.value, "unknown").inc()
+        return "unknown"
 
     def _in_flight(self, move: Move, now: float, generation: int | None) -> None:
         """Until the watches show a move it must not be made again (the cache still
