@@ -221,6 +221,7 @@ def deployment_obj(
     generation: int = 1,
     observed: int = 1,
     max_unavailable: Any = None,
+    paused: bool = False,
 ) -> dict[str, Any]:
     """With `max_surge`, a RollingUpdate strategy: make-before-break (maxUnavailable 0)
     when it surges, else maxUnavailable 1 (the apiserver refuses both 0)."""
@@ -233,6 +234,8 @@ def deployment_obj(
         "replicas": replicas,
         "template": {"metadata": {"annotations": template_annotations}},
     }
+    if paused:
+        spec["paused"] = True
     if max_surge is not None:
         spec["strategy"] = {
             "type": "RollingUpdate",
