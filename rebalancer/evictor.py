@@ -211,6 +211,16 @@ class Evictor:
         for key in [k for k, b in self.backoff.items() if now - b.until >= BACKOFF_MAX]:
             del self.backoff[key]  # not tried again for long (moot, or deleted): afresh
 
+    def shift(self, by: float) -> None:
+        """Every stamp moved by `by` seconds (the wall clock stepped by that much)."""
+        self.evicted = {uid: at + by for uid, at in self.evicted.items()}
+        self.pretend = {uid: at + by for uid, at in self.pretend.items()}
+        self.repinned = {uid: at + by for uid, at in self.repinned.items()}
+        self.warned = {k: at + by for k, at in self.warned.items()}
+        self.evicting = {o: (at + by, k, u) for o, (at, k, u) in self.evicting.items()}
+        self.changed = {k: (gen, at + by) for k, (gen, at) in self.changed.items()}
+        self.backoff = {k: replace(b, until=b.until + by) for k, b in self.backoff.items()}
+
     # --- what is in flight ---------------------------------------------------------------
 
     def backing_off(self, workload: str, now: float) -> float | None:
