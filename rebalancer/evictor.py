@@ -108,10 +108,11 @@ def budget_refusal(exc: Any) -> bool:
     429 whose Status names the budget in its causes, as the eviction subresource does.
     The apiserver's own rate limiting (API Priority and Fairness, max-in-flight) also
     answers 429, in plain text: it says nothing of the move."""
-    if getattr(exc, "status", None) != 429 or not isinstance(getattr(exc, "body", None), str):
+    body = getattr(exc, "body", None)
+    if getattr(exc, "status", None) != 429 or not isinstance(body, str | bytes):
         return False
     try:
-        doc = orjson.loads(exc.body)
+        doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return False
     details = doc.get("details") if isinstance(doc, dict) else None

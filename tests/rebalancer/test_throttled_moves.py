@@ -29,6 +29,7 @@ RETRY_AFTER = 40  # longer than the first backoff: a throttle asking for more is
 
 @pytest.mark.parametrize(("status", "body", "expected"), [
     (429, BUDGET_429, True),
+    (429, BUDGET_429.encode(), True),
     (429, THROTTLE_429, False),
     (429, None, False),
     (429, '{"kind":"Status","code":429,"details":{"retryAfterSeconds":1}}', False),
@@ -36,9 +37,11 @@ RETRY_AFTER = 40  # longer than the first backoff: a throttle asking for more is
     (403, BUDGET_429, False),
 ])  # fmt: skip
 def test_only_a_429_naming_a_disruption_budget_is_a_budget_refusal(
-    status: int, body: str | None, expected: bool
+    status: int, body: str | bytes | None, expected: bool
 ) -> None:
-    assert budget_refusal(api_error(status, body)) is expected
+    exc = api_error(status)
+    exc.body = body
+    assert budget_refusal(exc) is expected
 
 
 async def test_a_throttled_eviction_is_no_budget_refusal_and_waits_for_retry_after() -> None:
