@@ -15,6 +15,9 @@ Planning is `plan.plan` and `repin.plan_repins` (pure); moves are made by
   happen taken back out of it. Deployments' records come with their watch;
   StatefulSets' (not watched) are read once at the start of a term, which plans
   nothing until they are.
+* Time. `now` is the wall clock, which the objects' stamps are on; a step of it
+  (NTP, a resumed VM), told from the monotonic clock, moves every in-memory stamp
+  with it, so a dwell, cooldown, rate window or backoff keeps its length.
 """
 
 from __future__ import annotations
@@ -70,6 +73,18 @@ def crossed(
     return out
 
 
+SLEW = 0.001  # NTP slews at most 500 ppm: a wall clock gaining more than this stepped
+STEP_MIN = 1.0  # and by at least this much (a plan taking long is not a step)
+
+
+def clock_step(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """How far the wall clock stepped between two (wall, monotonic) readings: what it
+    moved beyond the monotonic clock, or 0.0 within slewing."""
+    (wall0, mono0), (wall1, mono1) = before, after
+    step = (wall1 - wall0) - (mono1 - mono0)
+    return step if abs(step) > max(STEP_MIN, SLEW * abs(mono1 - mono0)) else 0.0
+
+
 def _serving(pod: PodRecord | None) -> tuple[str, bool] | None:
     """What a replica's siblings are judged on (statefulset_workload): it, Ready, running."""
     return None if pod is None else (pod.uid, pod.ready and pod.running)
@@ -101,6 +116,7 @@ class Rebalancer:
     _load: Mapping[str, LoadSample] = field(default_factory=dict)
     _seeded: bool = False  # memory holds the moves recorded on the workloads
     _gone: set[str] = field(default_factory=set)  # uids the watch shows gone: forget them
+    _clock: tuple[float, float] | None = None  # the last tick's (wall, monotonic) readings
 
     @classmethod
     def create(
@@ -181,11 +197,31 @@ class Rebalancer:
                 await asyncio.sleep(COALESCE)
                 self.wake.clear()
                 try:
-                    await self.step(time.time())
+                    await self.tick(time.time(), time.monotonic())
                 except Exception:
                     log.exception("rebalance step failed; retrying next tick")
         finally:
             self.leading = False
+
+    async def tick(self, wall: float, mono: float) -> None:
+        """One step at these readings of the wall and the monotonic clock. A step of the
+        wall clock since the last tick (this term's or the last one's) moves every
+        in-memory stamp with it: what was measured keeps its age (dwell, cooldowns,
+        rates, backoffs, in-flight moves), while `now` stays the wall clock that the
+        objects' stamps (sightings, Leases, move records) are compared with."""
+        last, self._clock = self._clock, (wall, mono)
+        step = clock_step(last, (wall, mono)) if last is not None else 0.0
+        if step:
+            log.warning("the wall clock stepped %+.1fs; in-memory times moved with it", step)
+            self.shift(step)
+        await self.step(wall)
+
+    def shift(self, by: float) -> None:
+        """Every in-memory stamp of the actor and the evictor moved by `by` seconds."""
+        self.memory = self.memory.shifted(by)
+        self._due = {k: t + by for k, t in self._due.items()}
+        self._last_full += by
+        self.evictor.shift(by)
 
     def _collect(self, now: float) -> tuple[list[PodRecord], bool]:
         """The pods to plan now, and whether this is a full pass."""

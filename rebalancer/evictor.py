@@ -6,7 +6,8 @@ should move; `Evictor.apply` performs it and nothing else does.
 * A rollout is a pod-template annotation on the Deployment (make-before-break: the
   new replica is placed by the scheduler through the extender; the old one goes
   when the new one is Ready). An eviction goes through the Eviction API, so
-  PodDisruptionBudgets hold (a 429 is a refusal, retried on later plans), with a
+  PodDisruptionBudgets hold (a budget's 429 is retried on later plans; the
+  apiserver's rate limiting's 429 is a refusal, not before its Retry-After), with a
   uid precondition (a replacement of the same name is not hit: 409, moot). A park
   or unpark patches the Deployment's replicas. A recreate evicts a pending pod
   whose admission pin went stale, with a uid precondition too.
@@ -41,6 +42,7 @@ from cloud4iot.vocabulary import (
     MOVES_ANNOTATION,
     PARKED_ANNOTATION,
 )
+from extender.state.kube import retry_after
 from rebalancer.metrics import RebalancerMetrics
 from rebalancer.model import Action, Kind, ManagedPod, Move, Workload
 from rebalancer.workloads import (
@@ -64,13 +66,16 @@ IN_FLIGHT = 60.0
 WARN_EVERY = 300.0
 # A workload whose move the apiserver refused (RBAC, a webhook, an invalid change) is
 # not planned again for BACKOFF_FIRST seconds, doubling per refusal in a row up to
-# BACKOFF_MAX; a made move resets it. A disruption budget's refusal is not backed off:
-# it clears as soon as a replica is back, and is planned again at once.
+# BACKOFF_MAX (at least a Retry-After: API Priority and Fairness throttling us); a made
+# move resets it. A disruption budget's refusal is not backed off: it clears as soon as
+# a replica is back, and is planned again at once.
 BACKOFF_FIRST = 10.0
 BACKOFF_MAX = 300.0
 # Warning Event reasons (docs/operations.md): the move was not made.
 MOVE_FAILED = "MoveFailed"  # the apiserver refused the change (an error answer)
 MOVE_BLOCKED = "MoveBlocked"  # a PodDisruptionBudget refused the eviction (429)
+# The StatusCause type (policy/v1 DisruptionBudgetCause) of a budget's 429 on eviction.
+DISRUPTION_BUDGET_CAUSE = "DisruptionBudget"
 
 # What became of a move: made; refused (a 4xx: it did not happen); refused by a
 # disruption budget (429: not made either, planned again at once); no answer or a 5xx
@@ -96,6 +101,30 @@ def refused(status: int | None) -> bool:
     forbidden, not found, conflict, unprocessable, too many requests) but a 408. A 5xx
     or no status may come after the write committed (an etcd or webhook timeout)."""
     return status is not None and 400 <= status < 500 and status != 408
+
+
+def budget_refusal(exc: Any) -> bool:
+    """Whether an error answer (an ApiException) is a PodDisruptionBudget's refusal: a
+    429 whose Status names the budget in its causes, as the eviction subresource does.
+    The apiserver's own rate limiting (API Priority and Fairness, max-in-flight) also
+    answers 429, in plain text: it says nothing of the move."""
+    body = getattr(exc, "body", None)
+    if getattr(exc, "status", None) != 429 or not isinstance(body, str | bytes):
+        return False
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    details = doc.get("details") if isinstance(doc, dict) else None
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return isinstance(causes, list) and any(
+        isinstance(c, dict) and c.get("reason") == DISRUPTION_BUDGET_CAUSE for c in causes
+    )
+
+
+def answered_retry_after(exc: Any) -> float:
+    """The seconds an error answer's Retry-After asks for (0 without one)."""
+    return retry_after(getattr(exc, "headers", None)) or 0.0
 
 
 @dataclass(slots=True)
@@ -183,6 +212,16 @@ class Evictor:
         for key in [k for k, b in self.backoff.items() if now - b.until >= BACKOFF_MAX]:
             del self.backoff[key]  # not tried again for long (moot, or deleted): afresh
 
+    def shift(self, by: float) -> None:
+        """Every stamp moved by `by` seconds (the wall clock stepped by that much)."""
+        self.evicted = {uid: at + by for uid, at in self.evicted.items()}
+        self.pretend = {uid: at + by for uid, at in self.pretend.items()}
+        self.repinned = {uid: at + by for uid, at in self.repinned.items()}
+        self.warned = {k: at + by for k, at in self.warned.items()}
+        self.evicting = {o: (at + by, k, u) for o, (at, k, u) in self.evicting.items()}
+        self.changed = {k: (gen, at + by) for k, (gen, at) in self.changed.items()}
+        self.backoff = {k: replace(b, until=b.until + by) for k, b in self.backoff.items()}
+
     # --- what is in flight ---------------------------------------------------------------
 
     def backing_off(self, workload: str, now: float) -> float | None:
@@ -190,16 +229,20 @@ class Evictor:
         entry = self.backoff.get(workload)
         return entry.until if entry is not None and now < entry.until else None
 
-    def _refused(self, move: Move, now: float, status: int | None, message: str) -> None:
+    def _refused(
+        self, move: Move, now: float, status: int | None, message: str, wait: float = 0.0
+    ) -> None:
+        """Back the workload off; not before `wait` (a throttle's Retry-After) either."""
         key = move.workload.key
         entry = self.backoff.get(key)
         delay = BACKOFF_FIRST if entry is None else min(entry.delay * 2, BACKOFF_MAX)
-        self.backoff[key] = Backoff(now + delay, delay, status)
+        pause = max(delay, min(wait, BACKOFF_MAX))
+        self.backoff[key] = Backoff(now + pause, delay, status)
         if entry is None or entry.status != status:  # once per kind of refusal in a row
             log.warning("%s; not tried again for %.0fs (doubling up to %.0fs)",
-                        message, delay, BACKOFF_MAX)  # fmt: skip
+                        message, pause, BACKOFF_MAX)  # fmt: skip
         else:
-            log.debug("%s; not tried again for %.0fs", message, delay)
+            log.debug("%s; not tried again for %.0fs", message, pause)
 
     def deployment_in_flight(self, key: str, now: float) -> bool:
         mark = self.changed.get(key)
@@ -272,25 +315,16 @@ class Evictor:
         except ApiException as exc:
             if not refused(exc.status):
                 # A 5xx (etcd or webhook timeout, 504 "did not complete"): the write may
-                # have committed. As with no answer, keep it recorded and in flight.
-                log.warning("%s: outcome unknown (%s %s); treated as made",
-                            message, exc.status, exc.reason)  # fmt: skip
-                self.backoff.pop(move.workload.key, None)
-                self._in_flight(move, now, generation)
-                self.metrics.moves.labels(*labels, "unknown").inc()
-                return "unknown"
+                # have committed, as with no answer.
+                return self._unknown(move, now, generation, f"{exc.status} {exc.reason}")
             why = f"{exc.status} {exc.reason}".strip()
-            self._refused(move, now, exc.status, f"{message} failed: {why}")
+            wait = answered_retry_after(exc)
+            self._refused(move, now, exc.status, f"{message} failed: {why}", wait)
             await self._warn(move, now, MOVE_FAILED, f"could not {message}: {why}")
             outcome = "failed"
         except Exception as exc:
-            # No answer (a timeout, a dropped connection): it may have happened. Keep it
-            # recorded and in flight, so it is neither repeated at once nor uncounted.
-            log.warning("%s: outcome unknown (%s); treated as made", message, exc)
-            self.backoff.pop(move.workload.key, None)
-            self._in_flight(move, now, generation)
-            self.metrics.moves.labels(*labels, "unknown").inc()
-            return "unknown"
+            # No answer (a timeout, a dropped connection): it may have happened.
+            return self._unknown(move, now, generation, str(exc))
         if outcome != "ok":
             if outcome in ("failed", "blocked"):
                 self.metrics.moves.labels(*labels, "failed").inc()
@@ -301,6 +335,15 @@ class Evictor:
         self.metrics.moves.labels(*labels, "ok").inc()
         await self._events(move, message)
         return "ok"
+
+    def _unknown(self, move: Move, now: float, generation: int | None, why: str) -> Outcome:
+        """A move that may have happened (a 5xx, no answer): kept recorded and in flight,
+        so it is neither repeated at once nor uncounted."""
+        log.warning("%s: outcome unknown (%s); treated as made", move.message(), why)
+        self.backoff.pop(move.workload.key, None)
+        self._in_flight(move, now, generation)
+        self.metrics.moves.labels(move.reason.value, move.action.value, "unknown").inc()
+        return "unknown"
 
     def _in_flight(self, move: Move, now: float, generation: int | None) -> None:
         """Until the watches show a move it must not be made again (the cache still
@@ -390,7 +433,7 @@ class Evictor:
                 log.info("eviction of %s/%s moot: the pod judged is gone (%s)",
                          pod.namespace, pod.name, exc.status)  # fmt: skip
                 return "moot"
-            if exc.status == 429:  # a PodDisruptionBudget says not now
+            if budget_refusal(exc):  # a PodDisruptionBudget says not now
                 log.info(
                     "eviction of %s/%s refused by a disruption budget", pod.namespace, pod.name
                 )

@@ -8,7 +8,7 @@ message into a Kubernetes Event.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from extender.scoring import PodFacts
@@ -132,6 +132,14 @@ class Memory:
     moves: tuple[MoveRecord, ...] = ()  # recent, pruned to the longest window
     # Park timer for devices with no sighting at all (never heard, or deleted).
     unheard_since: Mapping[str, float] = field(default_factory=dict)
+
+    def shifted(self, by: float) -> Memory:
+        """Every stamp moved by `by` seconds (the wall clock stepped by that much)."""
+        return Memory(
+            pending={u: replace(p, since=p.since + by) for u, p in self.pending.items()},
+            moves=tuple(replace(m, at=m.at + by) for m in self.moves),
+            unheard_since={d: t + by for d, t in self.unheard_since.items()},
+        )
 
     def forget(self, uids: Iterable[str] = (), devices: Iterable[str] = ()) -> Memory:
         """Without the pending moves of pods that are gone and timers of devices that are."""

@@ -312,7 +312,9 @@ def _rule_holding(
             return Limit.COOLDOWN_DEVICE, max(same_device) + rb.cooldown
     if reason in (Reason.ROAMING, Reason.DEVICE_BACK) and ctx.device is not None:
         since = ctx.device.nearest_since
-        if since is not None and now - since < spec.nearest.settle:
+        # A decision stamped ahead of our clock (the writer's ahead, ours stepped back)
+        # is of unknown age: not held for the skew; the dwell still wants it steady.
+        if since is not None and 0 <= now - since < spec.nearest.settle:
             return Limit.SETTLE, since + spec.nearest.settle
     dwell = rb.dwell
     if reason in (Reason.OFFLOADING, Reason.ONLOADING):

@@ -157,6 +157,7 @@ class DeploymentRecord:
     last_move: MoveNote | None
     generation: int = 0  # metadata.generation: a spec change (rollout, scale) bumps it
     moves: str | None = None  # the cloud4iot.io/moves annotation as found (appended to)
+    paused: bool = False  # spec.paused: a template change rolls nothing out
 
     @classmethod
     def from_deployment(cls, obj: Mapping[str, Any], observed_at: float = 0.0) -> DeploymentRecord:
@@ -166,7 +167,14 @@ class DeploymentRecord:
         replicas = replicas if isinstance(replicas, int) else 1
         generation = meta.get("generation")
         strategy = spec.get("strategy") or {}
-        can_surge = isinstance(strategy, Mapping) and make_before_break(strategy, max(replicas, 1))
+        paused = spec.get("paused") is True
+        # Paused: the controller makes no ReplicaSet for a changed template, so a rollout
+        # would move nothing and hold the workload unsettled until resumed; evict instead.
+        can_surge = (
+            not paused
+            and isinstance(strategy, Mapping)
+            and make_before_break(strategy, max(replicas, 1))
+        )
         settled = (
             (status.get("observedGeneration") or 0) >= (meta.get("generation") or 0)
             and (status.get("updatedReplicas") or 0) == replicas
@@ -193,6 +201,7 @@ class DeploymentRecord:
             last_move=_move_note(annotations.get(LAST_MOVE_ANNOTATION)),
             generation=generation if isinstance(generation, int) else 0,
             moves=_text(annotations.get(MOVES_ANNOTATION)),
+            paused=paused,
         )
 
 

@@ -128,18 +128,47 @@ class FakeApps:
         return {}
 
 
+# The eviction subresource's 429 for a disruption budget (k8s pkg/registry/core/pod/
+# storage/eviction.go): a Status naming the budget in its causes.
+BUDGET_429 = orjson.dumps({
+    "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "TooManyRequests",
+    "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+    "details": {"causes": [{
+        "reason": "DisruptionBudget",
+        "message": "The disruption budget consolidator needs 1 healthy pods and has 1 currently",
+    }]},
+    "code": 429,
+}).decode()  # fmt: skip
+# API Priority and Fairness (or max-in-flight) rejecting a request: plain text.
+THROTTLE_429 = "Too many requests, please try again later.\n"
+
+
+def api_error(status: int, body: str | None = None, retry_after: int | None = None) -> ApiException:
+    """An ApiException as kubernetes.aio raises it for an answer (body, headers)."""
+    exc = ApiException(status=status, reason="Too Many Requests" if status == 429 else "Error")
+    exc.body = body
+    exc.headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return exc
+
+
 @dataclass
 class FakeCore:
     evictions: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     evict_status: int | None = None  # answer evictions with this error status
+    # a 429's body (a disruption budget's unless set) and Retry-After
+    evict_body: str | None = None
+    evict_retry_after: int | None = None
 
     async def create_namespaced_pod_eviction(
         self, name: str, namespace: str, body: dict[str, Any], **kw: Any
     ) -> dict[str, Any]:
         self.evictions.append((namespace, name, body))
         if self.evict_status is not None:
-            raise ApiException(status=self.evict_status, reason="Too Many Requests")
+            answer = self.evict_body
+            if answer is None and self.evict_status == 429:
+                answer = BUDGET_429
+            raise api_error(self.evict_status, answer, self.evict_retry_after)
         return {}
 
     async def create_namespaced_event(
@@ -192,6 +221,7 @@ def deployment_obj(
     generation: int = 1,
     observed: int = 1,
     max_unavailable: Any = None,
+    paused: bool = False,
 ) -> dict[str, Any]:
     """With `max_surge`, a RollingUpdate strategy: make-before-break (maxUnavailable 0)
     when it surges, else maxUnavailable 1 (the apiserver refuses both 0)."""
@@ -204,6 +234,8 @@ def deployment_obj(
         "replicas": replicas,
         "template": {"metadata": {"annotations": template_annotations}},
     }
+    if paused:
+        spec["paused"] = True
     if max_surge is not None:
         spec["strategy"] = {
             "type": "RollingUpdate",

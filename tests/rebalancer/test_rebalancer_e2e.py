@@ -32,6 +32,7 @@ from rebalancer_e2e_helpers import (
 )
 
 from cloud4iot.devices import parse_time
+from cloud4iot.vocabulary import MOVED_ANNOTATION
 from devcluster import kube
 from devcluster.cluster import Devcluster
 from tests.state.cluster_helpers import create_device, device_status
@@ -257,6 +258,40 @@ def test_a_disruption_budget_stops_an_eviction_but_not_a_rollout(
     assert _sample(metrics, "cloud4iot_rebalancer_moves_total", failed) >= 1
     budget = {"limit": "disruption-budget"}
     assert _sample(metrics, "cloud4iot_rebalancer_moves_held_total", budget) >= 1
+
+
+def test_a_paused_deployment_is_moved_by_eviction(fast, kube_api, namespace, radio):
+    """Paused, the controller rolls no changed template out (no new ReplicaSet,
+    updatedReplicas 0): a rollout moved nothing and held the function, unsettled, on
+    the gateway the patient left. Its ReplicaSet still replaces an evicted pod."""
+    device = heard_at_home(kube_api, radio)
+    app, first = placed(kube_api, namespace, "paused", MHEALTH, device)
+    assert kube.node_of(first) == "gw-home"
+    apps = client.AppsV1Api(kube_api)
+    apps.patch_namespaced_deployment("paused", namespace, {"spec": {"paused": True}})
+
+    def observed() -> bool:
+        dep = apps.read_namespaced_deployment("paused", namespace)
+        return bool(dep.status.observed_generation == dep.metadata.generation)
+
+    until("the pause observed", observed, 30)
+
+    walk_to_hospital(radio, device)
+
+    def moved() -> client.V1Pod | None:
+        pod = only_pod(kube_api, namespace, app)
+        return pod if pod is not None and kube.node_of(pod) == "gw-hospital" else None
+
+    until("the function on gw-hospital", moved, 60)
+    events = rebalancer_events(kube_api, namespace, "Deployment", "paused")
+    assert [(e.reason, "(evict)" in e.message) for e in events] == [("Roaming", True)], [
+        e.message for e in events
+    ]
+    dep = apps.read_namespaced_deployment("paused", namespace)
+    assert dep.spec.paused
+    template = dep.spec.template.metadata.annotations or {}
+    assert MOVED_ANNOTATION not in template  # no rollout asked for (the generation moves:
+    # the move's record is an annotation, and annotations bump a Deployment's generation)
 
 
 def test_leader_killed_mid_move_the_other_takes_over_and_nothing_moves_twice(

@@ -87,3 +87,28 @@ async def test_a_make_before_break_deployment_is_rolled_out() -> None:
     await world.step(NOW)
     assert world.core.evictions == []
     assert world.moves("Roaming", "rollout", "ok") == 1
+
+
+async def test_a_paused_deployment_is_evicted_not_rolled_out() -> None:
+    """A paused Deployment takes no rollout: the controller makes no new ReplicaSet for
+    the changed template (updatedReplicas stays 0), so a rollout would move nothing and
+    leave the workload unsettled, every later move held, until someone resumes it.
+    Its ReplicaSet still replaces an evicted pod, placed by the scheduler."""
+    world = World()
+    world.show(wearable())  # the patient walked to gw-hospital: a forced Roaming move
+    pod = world.deploy("consolidator", "gw-home", paused=True)
+    assert world.rebalancer.workloads.deployments["health/consolidator"].paused
+    await world.step(NOW)
+    template_changes = [b for *_, b in world.apps.patches if "spec" in b]
+    assert template_changes == []
+    assert [(ns, name) for ns, name, _ in world.core.evictions] == [("health", pod.name)]
+    assert world.moves("Roaming", "evict", "ok") == 1
+    assert world.moves("Roaming", "rollout", "ok") == 0
+
+
+def test_a_paused_deployment_cannot_surge() -> None:
+    paused = deployment(1, rolling(maxSurge=1, maxUnavailable=0))
+    paused["spec"]["paused"] = True
+    record = DeploymentRecord.from_deployment(paused)
+    assert record.paused
+    assert not record.can_surge
