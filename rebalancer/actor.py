@@ -266,13 +266,18 @@ class Rebalancer:
             self.full_pass = True  # plan everything once the caches are complete
             return
         if not self._seeded:  # a new term: keep the last leader's cooldowns
+            # StatefulSets and bare ReplicaSets keep their move records in annotations
+            # no watch of ours holds: read them once.
             owners = sorted(
-                {(ns, name) for ns, kind, name in self.index.by_owner if kind == "StatefulSet"}
+                (kind, ns, name)
+                for ns, kind, name in self.index.by_owner
+                if kind == "StatefulSet"
+                or (kind == "ReplicaSet" and self.workloads.replicasets.get(f"{ns}/{name}") is None)
             )
-            statefulsets = await self.evictor.statefulsets(owners)
-            if statefulsets is None:
-                return  # unread: a StatefulSet could be moved again inside its cooldown
-            records = moves_on_record(self.workloads.deployments.values(), statefulsets, now=now)
+            recorded = await self.evictor.recorded_owners(owners)
+            if recorded is None:
+                return  # unread: a workload could be moved again inside its cooldown
+            records = moves_on_record(self.workloads.deployments.values(), recorded, now=now)
             self.memory, self._seeded = replace(self.memory, moves=records), True
         pods, full = self._collect(now)
         loaded = self.policy.current

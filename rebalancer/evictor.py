@@ -165,33 +165,34 @@ class Evictor:
         if mark is not None and new.generation > mark[0]:
             del self.changed[key]
 
-    async def statefulsets(self, owners: Sequence[tuple[str, str]]) -> list[dict[str, Any]] | None:
-        """The StatefulSets (namespace, name) as the apiserver returns them, for the moves
-        recorded on them (not watched: read once at the start of a term); a deleted one is
-        left out; None if one could not be read."""
+    async def recorded_owners(
+        self, owners: Sequence[tuple[str, str, str]]
+    ) -> list[dict[str, Any]] | None:
+        """The StatefulSets and bare ReplicaSets (kind, namespace, name) as the apiserver
+        returns them, for the moves recorded on them (not watched with their annotations:
+        read once at the start of a term); a deleted one is left out; None if one could
+        not be read."""
         objs: list[dict[str, Any]] = []
-        for namespace, name in owners:
+        for kind, namespace, name in owners:
+            read = (
+                self.apps.read_namespaced_replica_set_without_preload_content
+                if kind == Kind.REPLICA_SET.value
+                else self.apps.read_namespaced_stateful_set_without_preload_content
+            )
             try:
-                resp = await self.apps.read_namespaced_stateful_set_without_preload_content(
-                    name, namespace, _request_timeout=10
-                )
+                resp = await read(name, namespace, _request_timeout=10)
                 try:
                     status, body = resp.status, await resp.read()
                 finally:
                     resp.release()
             except Exception as exc:
-                log.warning(
-                    "reading StatefulSet %s/%s for its move record: %s", namespace, name, exc
-                )
+                log.warning("reading %s %s/%s for its move record: %s", kind, namespace, name, exc)
                 return None
             if status == 404:
                 continue  # deleted: nothing to hold
             if status != 200:
                 log.warning(
-                    "reading StatefulSet %s/%s for its move record: HTTP %d",
-                    namespace,
-                    name,
-                    status,
+                    "reading %s %s/%s for its move record: HTTP %d", kind, namespace, name, status
                 )
                 return None
             doc = orjson.loads(body)
@@ -382,9 +383,9 @@ class Evictor:
         if w.kind is Kind.DEPLOYMENT:
             record = self.workloads.deployments.get(f"{w.namespace}/{w.name}")
             previous = record.moves if record is not None else None
-        elif w.kind is Kind.STATEFUL_SET:
-            # Not watched: read it (unreadable: the list starts afresh).
-            for obj in await self.statefulsets([(w.namespace, w.name)]) or ():
+        elif w.kind in (Kind.STATEFUL_SET, Kind.REPLICA_SET):
+            # Not watched with its annotations: read it (unreadable: the list starts afresh).
+            for obj in await self.recorded_owners([(w.kind.value, w.namespace, w.name)]) or ():
                 annotations = (obj.get("metadata") or {}).get("annotations") or {}
                 previous = annotations.get(MOVES_ANNOTATION)
         return {
@@ -447,7 +448,7 @@ class Evictor:
                 )
                 return "blocked"  # not made: planned again later
             raise
-        if w.kind in (Kind.DEPLOYMENT, Kind.STATEFUL_SET):
+        if w.kind in (Kind.DEPLOYMENT, Kind.STATEFUL_SET, Kind.REPLICA_SET):
             with contextlib.suppress(Exception):  # the record helps a new leader; not vital
                 await self._patch(w, {"metadata": {"annotations": notes}})
         return "ok"
@@ -480,11 +481,12 @@ class Evictor:
         )
 
     async def _patch(self, w: Workload, body: dict[str, Any]) -> None:
-        call = (
-            self.apps.patch_namespaced_deployment
-            if w.kind is Kind.DEPLOYMENT
-            else self.apps.patch_namespaced_stateful_set
-        )
+        if w.kind is Kind.DEPLOYMENT:
+            call = self.apps.patch_namespaced_deployment
+        elif w.kind is Kind.STATEFUL_SET:
+            call = self.apps.patch_namespaced_stateful_set
+        else:  # a bare ReplicaSet: a move's record only
+            call = self.apps.patch_namespaced_replica_set
         await call(w.name, w.namespace, body, _content_type=MERGE_PATCH, _request_timeout=10)
 
     async def _warn(self, move: Move, now: float, reason: str, message: str) -> None:

@@ -457,19 +457,21 @@ def managed_pod(pod: PodRecord, workload: Workload) -> ManagedPod | None:
 
 def moves_on_record(
     deployments: Iterable[DeploymentRecord],
-    statefulsets: Iterable[Mapping[str, Any]] = (),
+    owners: Iterable[Mapping[str, Any]] = (),
     *,
     now: float,
 ) -> tuple[MoveRecord, ...]:
-    """The last move of each Deployment and StatefulSet (objects as the apiserver returns
-    them) as recorded on it: a new term's memory. A move stamped after `now` (the last
-    leader's clock ahead of ours, ours stepped back, an edited annotation) counts as made
-    `now`: it must not hold its workload for the skew on top of the cooldown."""
+    """The last move of each Deployment, and of each StatefulSet or bare ReplicaSet in
+    `owners` (objects as the apiserver returns them), as recorded on it: a new term's
+    memory. A move stamped after `now` (the last leader's clock ahead of ours, ours
+    stepped back, an edited annotation) counts as made `now`: it must not hold its
+    workload for the skew on top of the cooldown."""
     notes = [(deployment_workload(d).key, d.last_move) for d in deployments]
-    for obj in statefulsets:
+    for obj in owners:
         meta = obj.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or "default"), str(meta.get("name"))
-        notes.append((Workload(Kind.STATEFUL_SET, namespace, name).key, last_move_of(obj)))
+        kind = Kind.REPLICA_SET if obj.get("kind") == Kind.REPLICA_SET.value else Kind.STATEFUL_SET
+        notes.append((Workload(kind, namespace, name).key, last_move_of(obj)))
     records = []
     for key, note in notes:
         if note is None:

@@ -263,6 +263,7 @@ def test_only_the_evictor_writes_from_the_rebalancer_wing() -> None:
             "create_namespaced_event",
             "create_namespaced_pod_eviction",
             "patch_namespaced_deployment",
+            "patch_namespaced_replica_set",
             "patch_namespaced_stateful_set",
         ]
     }

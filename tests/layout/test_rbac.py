@@ -103,8 +103,10 @@ REBALANCER_CALLS: dict[str, set[tuple[str, str, str]]] = {
     # rollouts (pod-template annotation), park/unpark (replicas), move records
     "patch_namespaced_deployment": {("apps", "deployments", "patch")},
     "patch_namespaced_stateful_set": {("apps", "statefulsets", "patch")},  # move records
+    "patch_namespaced_replica_set": {("apps", "replicasets", "patch")},  # a bare one's records
     # ... read back by a new leader
     "read_namespaced_stateful_set_without_preload_content": {("apps", "statefulsets", "get")},
+    "read_namespaced_replica_set_without_preload_content": {("apps", "replicasets", "get")},
     "create_namespaced_pod_eviction": {("", "pods/eviction", "create")},
     "create_namespaced_event": {("", "events", "create")},
 }

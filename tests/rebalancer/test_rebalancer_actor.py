@@ -99,11 +99,24 @@ class FakeApps:
     reads: list[tuple[str, str]] = field(default_factory=list)
     responses: list[FakeResponse] = field(default_factory=list)
 
+    # bare ReplicaSets as the apiserver returns them, likewise (their move records)
+    replicasets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    async def read_namespaced_replica_set_without_preload_content(
+        self, name: str, namespace: str, **kw: Any
+    ) -> FakeResponse:
+        return self._read(self.replicasets, namespace, name)
+
     async def read_namespaced_stateful_set_without_preload_content(
         self, name: str, namespace: str, **kw: Any
     ) -> FakeResponse:
+        return self._read(self.statefulsets, namespace, name)
+
+    def _read(
+        self, objs: dict[tuple[str, str], dict[str, Any]], namespace: str, name: str
+    ) -> FakeResponse:
         self.reads.append((namespace, name))
-        obj = self.statefulsets.get((namespace, name))
+        obj = objs.get((namespace, name))
         if self.statefulset_status is not None:
             resp = FakeResponse(self.statefulset_status, b'{"kind":"Status"}')
         elif obj is None:
@@ -125,6 +138,13 @@ class FakeApps:
     ) -> dict[str, Any]:
         self.content_types.append(kw.get("_content_type", ""))
         self.patches.append(("StatefulSet", namespace, name, body))
+        return {}
+
+    async def patch_namespaced_replica_set(
+        self, name: str, namespace: str, body: dict[str, Any], **kw: Any
+    ) -> dict[str, Any]:
+        self.content_types.append(kw.get("_content_type", ""))
+        self.patches.append(("ReplicaSet", namespace, name, body))
         return {}
 
 
