@@ -310,8 +310,13 @@ def test_two_replicas_a_disruption_budget_and_a_service_per_deployable(d: Deploy
     assert docs["Deployment"]["spec"]["replicas"] == 2
     assert docs["PodDisruptionBudget"]["spec"]["minAvailable"] == 1
     labels = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
-    assert docs["Service"]["spec"]["selector"] == labels
-    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
+    # The Service and the budget select the deployable's pods by its name (the template
+    # also carries app.kubernetes.io/part-of, shared by every pod of the install).
+    name = {"app.kubernetes.io/name": labels["app.kubernetes.io/name"]}
+    assert labels["app.kubernetes.io/part-of"] == "cloud4iot"
+    assert docs["Deployment"]["spec"]["selector"]["matchLabels"] == name
+    assert docs["Service"]["spec"]["selector"] == name
+    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == name
 
 
 @BOTH
