@@ -122,6 +122,33 @@ class DeviceClass:
     functions: Sequence[FunctionTemplate] = field(default_factory=tuple)
 
 
+# Where the extender fills in the device's label and annotation (discovery_plan's
+# function_deployments): the CRD keeps a template's spec as written (preserve unknown
+# fields), so these may be anything; each must be an object when present.
+_FILLED = (
+    ("selector",),
+    ("selector", "matchLabels"),
+    ("template",),
+    ("template", "metadata"),
+    ("template", "metadata", "labels"),
+    ("template", "metadata", "annotations"),
+)
+
+
+def misshapen(spec: Mapping[str, Any]) -> str | None:
+    """The first path the extender writes into that is present and not an object."""
+    for path in _FILLED:
+        node: Any = spec
+        for key in path:
+            if not isinstance(node, Mapping) or key not in node:
+                break
+            node = node[key]
+        else:
+            if not isinstance(node, Mapping):
+                return "spec." + ".".join(path)
+    return None
+
+
 def parse_class(obj: Mapping[str, Any], observed_at: float = 0.0) -> DeviceClass:
     """A DeviceClass from its JSON object; ValueError when it cannot be used.
 
@@ -171,6 +198,9 @@ def _parse_class(obj: Mapping[str, Any]) -> DeviceClass:
         for f in spec.get("functions") or []
         if isinstance(f, Mapping) and isinstance(f.get("spec"), Mapping)
     )
+    for fn in functions:
+        if (where := misshapen(fn.spec)) is not None:
+            raise ValueError(f"DeviceClass {name}: function {fn.name}: {where} is not an object")
     admission = spec.get("admission", AUTO)
     if admission not in (AUTO, APPROVE):
         raise ValueError(f"DeviceClass {name}: admission is auto or approve")

@@ -310,6 +310,45 @@ def test_function_deployments_carry_the_device_and_are_owned_by_it() -> None:
     assert DEVICE_ANNOTATION not in cls.functions[0].spec["template"]["metadata"]["labels"]
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"template": "garbage"},
+        {"template": None},
+        {"template": {"metadata": ["x"]}},
+        {"template": {"metadata": {"labels": "app=reader"}}},
+        {"template": {"metadata": {"annotations": 7}}},
+        {"selector": "app=reader"},
+        {"selector": {"matchLabels": ["app"]}},
+    ],
+)
+def test_a_template_the_extender_cannot_fill_in_is_refused_with_its_class(
+    spec: dict[str, Any],
+) -> None:
+    """The CRD keeps a function's spec as written: a class whose template has a string
+    where the device's label goes was accepted, and function_deployments raised on it
+    in every pass, so no Device of any class got its functions placed or stowed."""
+    obj = class_obj(functions=[{"name": "reader", "namespace": "patients", "spec": spec}])
+    with pytest.raises(ValueError, match=r"function reader: spec\.[a-zA-Z.]+ is not an object"):
+        parse_class(obj)
+
+
+def test_every_template_parse_class_accepts_is_filled_in() -> None:
+    for spec in (
+        {},
+        {"template": {}},
+        {"template": {"metadata": {}}},
+        {"selector": {}, "template": {"metadata": {"labels": {}, "annotations": {}}}},
+    ):
+        cls = parse_class(
+            class_obj(functions=[{"name": "reader", "namespace": "patients", "spec": spec}])
+        )
+        [dep] = function_deployments(cls, disc("C0:FF:EE:00:00:01"))
+        assert dep["spec"]["selector"]["matchLabels"] == {
+            DEVICE_ANNOTATION: "hr-strap-c0ffee000001"
+        }
+
+
 def test_the_shipped_example_class_parses() -> None:
     import pathlib
 
