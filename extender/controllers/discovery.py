@@ -227,7 +227,7 @@ class DiscoveryController:
             request = self.custom.create_cluster_custom_object(
                 GROUP, VERSION, PLURAL, new_device(new, cls)
             )
-            if await self._call(f"create Device {new.name}", request):
+            if await self._call(f"create Device {new.name}", request, already=(409,)):
                 self.unseen[new.name] = (new.device_class, now)
                 await self._event(
                     new.name,
@@ -289,8 +289,11 @@ class DiscoveryController:
         ok = True
         for body in function_deployments(cls, device):
             ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+            # 409 only: a create's 404 is its namespace missing, not the Deployment there
             done = await self._call(
-                f"create Deployment {ns}/{name}", self.apps.create_namespaced_deployment(ns, body)
+                f"create Deployment {ns}/{name}",
+                self.apps.create_namespaced_deployment(ns, body),
+                already=(409,),
             )
             if done is None:
                 ok = False

@@ -177,3 +177,47 @@ def test_an_unpark_restores_a_sane_replica_count_whatever_the_annotation(
     saved: str, restored: int
 ) -> None:
     assert saved_replicas(saved) == restored
+
+
+class NoNamespaceApi(Api):
+    """The function's namespace does not exist yet: a Deployment create answers 404."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.namespace_exists = False
+
+    def __getattr__(self, name: str) -> Any:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            from kubernetes.aio.client.exceptions import ApiException
+
+            self.calls.append(name)
+            if not self.namespace_exists and name.endswith("namespaced_deployment"):
+                raise ApiException(status=404, reason="Not Found")
+            return {}
+
+        return call
+
+
+async def test_a_function_whose_namespace_is_missing_is_created_once_it_exists() -> None:
+    """A create's 404 is the namespace missing, not the Deployment already there: the
+    Device counted as placed and its function was never made in that term."""
+    fn = FunctionTemplate("reader", "later", {"replicas": 1, "template": {"spec": {}}})
+    cls = DeviceClass(name="hr", uid="c", filter=Filter(), functions=(fn,))
+    gw = NodeFacts("gw-a", "gateway", "arm64", {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"})
+    store, api = StateStore(), NoNamespaceApi()
+    name = "hr-c0ffee000001"
+    discovered = Ns(facts={name: Discovered(name, "u", "C0FFEE000001", "hr", "approved", T)})
+    discovered.synced = True
+    devices = {name: DeviceFacts(name, None, {"gw-a": Sighting("gw-a", -60.0, T, True)})}
+    store.snapshot = Snapshot(
+        nodes={"gw-a": gw}, nodes_synced=True, devices=devices, devices_synced=True
+    )
+    ctl = controller(api, store, cls, discovered, clock=lambda: T)
+    await ctl.step(T)
+    assert ctl.placed == set()  # not done: retried
+    assert "create Deployment later/reader-hr-c0ffee000001" in ctl.failing
+    api.namespace_exists = True
+    api.calls.clear()
+    await ctl.step(T)
+    assert api.calls == ["create_namespaced_deployment"]
+    assert ctl.placed == {"u"}
