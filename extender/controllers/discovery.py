@@ -274,6 +274,11 @@ class DiscoveryController:
             if await self._stow(classes[device.device_class], device, now):
                 self.stowed.add(device.uid)
                 self.placed.discard(device.uid)
+        for name in life.revoke:
+            device = discovered[name]
+            if await self._revoke(classes[device.device_class], device):
+                self.stowed.add(device.uid)
+                self.placed.discard(device.uid)
         for name in life.place:
             device = discovered[name]
             facts = snapshot.devices.get(name)
@@ -350,6 +355,29 @@ class DiscoveryController:
                 device.uid,
             )
             log.info("%s the functions of %s (unheard %.0fs)", verb, device.name, away)
+        return ok
+
+    async def _revoke(self, cls: DeviceClass, device: Discovered) -> bool:
+        """Delete the functions of a Device no longer approved; True when none is left."""
+        done: list[str] = []
+        ok = True
+        for body in function_deployments(cls, device):
+            ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+            result = await self._call(
+                f"delete Deployment {ns}/{name}", self.apps.delete_namespaced_deployment(name, ns)
+            )
+            if result is None:
+                ok = False
+            elif result:
+                done.append(name)
+        if done:
+            await self._event(
+                device.name,
+                "Removed",
+                f"approval {device.approval or 'removed'}: {', '.join(done)} deleted",
+                device.uid,
+            )
+            log.info("deleted the functions of %s (%s)", device.name, device.approval)
         return ok
 
     async def _park(self, namespace: str, name: str) -> bool | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace as Ns
 from typing import Any
 
@@ -221,3 +222,37 @@ async def test_a_function_whose_namespace_is_missing_is_created_once_it_exists()
     await ctl.step(T)
     assert api.calls == ["create_namespaced_deployment"]
     assert ctl.placed == {"u"}
+
+
+async def test_a_device_denied_after_approval_loses_its_functions_once() -> None:
+    """`cloud4iot devices deny` on an approved Device: the planner skipped every Device
+    not approved, so its function kept running with the device denied."""
+    fn = FunctionTemplate("reader", "patients", {"replicas": 1, "template": {"spec": {}}})
+    cls = DeviceClass(name="hr", uid="c", filter=Filter(), functions=(fn,))
+    gw = NodeFacts("gw-a", "gateway", "arm64", {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"})
+    store, api = StateStore(), Api()
+    name = "hr-c0ffee000002"
+    device = Discovered(name, "u", "C0FFEE000002", "hr", "approved", T)
+    discovered = Ns(facts={name: device}, synced=True)
+    devices = {name: DeviceFacts(name, None, {"gw-a": Sighting("gw-a", -60.0, T, True)})}
+    store.snapshot = Snapshot(
+        nodes={"gw-a": gw}, nodes_synced=True, devices=devices, devices_synced=True
+    )
+    ctl = controller(api, store, cls, discovered, clock=lambda: T)
+    await ctl.step(T)
+    assert api.calls == ["create_namespaced_deployment"]
+    discovered.facts = {name: replace(device, approval="denied")}
+    api.calls.clear()
+    for _ in range(3):
+        await ctl.step(T)
+    assert api.calls == ["delete_namespaced_deployment"]  # once, still heard
+    # approved again: made again
+    discovered.facts = {name: device}
+    api.calls.clear()
+    await ctl.step(T)
+    assert api.calls == ["create_namespaced_deployment"]
+    # a pending Device never had functions: nothing to delete
+    discovered.facts = {name: replace(device, approval="pending")}
+    api.calls.clear()
+    await ctl.step(T)
+    assert api.calls == []
