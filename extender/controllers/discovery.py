@@ -124,9 +124,11 @@ class DiscoveryController:
     stowed: set[str] = field(default_factory=set)  # ... whose functions were parked/deleted
     failing: dict[str, str] = field(default_factory=dict)  # what -> error (one log line each)
     tried: set[str] = field(default_factory=set)  # what the last synced pass sent
-    # Devices this controller created that the watch has not shown yet -> (class, when):
-    # counted toward their class's cap until seen, or for UNSEEN_FOR at most.
-    unseen: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # Devices this controller created that the watch has not shown yet -> (class,
+    # address, when): counted toward their class's cap, and their address as taken
+    # (another class matching it would make a second Device), until seen, or for
+    # UNSEEN_FOR at most.
+    unseen: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     writes: int = 0  # creates, deletes and patches sent (the bench counts them)
 
     async def run(self) -> None:
@@ -207,12 +209,14 @@ class DiscoveryController:
             if node in gateways
             for c in r.candidates
         ]
-        registered = [d.address for d in snapshot.devices.values() if d.address]
         self.unseen = {
-            n: (c, at)
-            for n, (c, at) in self.unseen.items()
-            if n not in discovered and now - at <= UNSEEN_FOR
+            n: (c, a, at)
+            for n, (c, a, at) in self.unseen.items()
+            # both watches: the address is read from the Devices', the name from ours
+            if (n not in discovered or n not in snapshot.devices) and now - at <= UNSEEN_FOR
         }
+        registered = [d.address for d in snapshot.devices.values() if d.address]
+        registered += [a for _, a, _ in self.unseen.values()]
         plan = plan_discovery(
             classes,
             candidates,
@@ -220,7 +224,7 @@ class DiscoveryController:
             discovered,
             self.last_heard,
             now,
-            unseen={n: cls_name for n, (cls_name, _) in self.unseen.items()},
+            unseen={n: cls_name for n, (cls_name, _, _) in self.unseen.items()},
         )
         for new in plan.create:
             cls = classes[new.device_class]
@@ -228,7 +232,7 @@ class DiscoveryController:
                 GROUP, VERSION, PLURAL, new_device(new, cls)
             )
             if await self._call(f"create Device {new.name}", request, already=(409,)):
-                self.unseen[new.name] = (new.device_class, now)
+                self.unseen[new.name] = (new.device_class, new.address, now)
                 await self._event(
                     new.name,
                     "Discovered",

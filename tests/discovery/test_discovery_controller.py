@@ -256,3 +256,32 @@ async def test_a_device_denied_after_approval_loses_its_functions_once() -> None
     api.calls.clear()
     await ctl.step(T)
     assert api.calls == []
+
+
+async def test_an_address_two_classes_match_is_one_device_while_the_watch_lags() -> None:
+    """Two gateways match one advert to two classes (each class's arrival RSSI met by
+    one of them). A pass makes the first class's Device; the next, before the watch
+    shows it, made the other class's too: two Devices, two sets of functions, for one
+    device."""
+    from extender.state.reports import Candidate, ReportFacts
+
+    strict = DeviceClass(name="aa", uid="a", filter=Filter(), arrival_rssi=-60)
+    loose = DeviceClass(name="bb", uid="b", filter=Filter(), arrival_rssi=-80)
+    labels = {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"}
+    nodes = {n: NodeFacts(n, "gateway", "arm64", labels) for n in ("gw-a", "gw-b")}
+    address = "C0:FF:EE:00:00:07"
+    reports = Ns(
+        facts={
+            "gw-a": ReportFacts("gw-a", {}, (Candidate("gw-a", address, "aa", -50, T),)),
+            "gw-b": ReportFacts("gw-b", {}, (Candidate("gw-b", address, "bb", -70, T),)),
+        },
+        synced=True,
+    )
+    store, api = StateStore(), Api()
+    store.snapshot = Snapshot(nodes=nodes, nodes_synced=True, devices_synced=True)
+    ctl = controller(api, store, strict, reports=reports, clock=lambda: T)
+    ctl.classes.facts["bb"] = loose
+    for _ in range(3):  # the watch lags: no pass sees the Device made
+        await ctl.step(T)
+    assert api.calls.count("create_cluster_custom_object") == 1
+    assert list(ctl.unseen) == ["aa-c0ffee000007"]  # the strongest gateway's class
