@@ -212,6 +212,10 @@ def _parse_class(obj: Mapping[str, Any]) -> DeviceClass:
     away_after = parse_duration(str(away)) if away is not None else min(AWAY_AFTER, forget_after)
     if away_after > forget_after:
         raise ValueError(f"DeviceClass {name}: awayAfter is longer than forgetAfter")
+    # The CRD's pattern allows 0s: a Device heard this very pass would be forgotten
+    # (deleted and made again from the candidate, over and over), or never placed.
+    if away_after <= 0:
+        raise ValueError(f"DeviceClass {name}: awayAfter and forgetAfter must be above 0s")
     return DeviceClass(
         name=name,
         uid=uid if isinstance(uid, str) else "",

@@ -377,6 +377,39 @@ def test_when_away_and_away_after_are_read_with_defaults_and_bounds() -> None:
         parse_class(class_obj(awayAfter="20m", forgetAfter="10m"))
 
 
+@pytest.mark.parametrize(
+    "spec", [{"forgetAfter": "0s"}, {"awayAfter": "0m"}, {"forgetAfter": "0h", "awayAfter": "0s"}]
+)
+def test_a_class_that_forgets_or_stows_at_once_is_refused(spec: dict[str, str]) -> None:
+    """The CRD's pattern accepts 0s. forgetAfter 0s deleted a Device in the pass that
+    heard it (then made it again from the next candidate: a loop of creates, deletes
+    and Events); awayAfter 0s stowed the functions of a Device heard now and never
+    placed them."""
+    obj = class_obj(**spec)
+    cls = DeviceClass(
+        name="hr-strap",
+        uid="u1",
+        filter=Filter(),
+        forget_after=parse_duration(spec.get("forgetAfter", "10m")),
+        away_after=parse_duration(spec.get("awayAfter", spec.get("forgetAfter", "2m"))),
+    )
+    heard = disc("C0:FF:EE:00:00:01", created=NOW - 1)
+    forget = plan_discovery({cls.name: cls}, [], [], {heard.name: heard}, {heard.name: NOW}, NOW)
+    life = plan_lifecycle(
+        {cls.name: cls},
+        {heard.name: heard},
+        {heard.name: NOW},
+        {heard.name: NOW},
+        NOW,
+        set(),
+        set(),
+    )
+    # what such a class did to a Device heard now
+    assert forget.forget == [heard.name] or (life.place, life.stow) == ([], [heard.name])
+    with pytest.raises(ValueError, match="above 0s"):
+        parse_class(obj)
+
+
 def test_lifecycle_places_heard_devices_and_stows_away_ones_once_each() -> None:
     classes = {"hr-strap": hr_class(away_after=60.0)}
     here = disc("C0:FF:EE:00:00:01")
