@@ -54,6 +54,10 @@ PASS = 1.0
 # How long a Device we created may stay out of the watch before it no longer counts
 # toward its class's cap (deleted by someone meanwhile, or a watch far behind).
 UNSEEN_FOR = 60.0
+# A write that keeps failing (a template the apiserver or an admission policy refuses,
+# a namespace missing) is retried after 1 s, doubling to 60 s: each pass resent every
+# one of them, up to maxDevices x 8 functions a second for as long as the class stood.
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
 EVENT_NAMESPACE = "default"
 COMPONENT = "cloud4iot-extender"
 
@@ -124,6 +128,8 @@ class DiscoveryController:
     stowed: set[str] = field(default_factory=set)  # ... whose functions were parked/deleted
     failing: dict[str, str] = field(default_factory=dict)  # what -> error (one log line each)
     tried: set[str] = field(default_factory=set)  # what the last synced pass sent
+    # what -> (delay, next attempt) of the writes in `failing`
+    backoff: dict[str, tuple[float, float]] = field(default_factory=dict)
     # Devices this controller created that the watch has not shown yet -> (class,
     # address, when): counted toward their class's cap, and their address as taken
     # (another class matching it would make a second Device), until seen, or for
@@ -166,6 +172,7 @@ class DiscoveryController:
         # A failure the last pass did not retry (its Device or class gone since) is
         # forgotten: with rotating addresses the map would otherwise keep them all.
         self.failing = {what: e for what, e in self.failing.items() if what in self.tried}
+        self.backoff = {w: b for w, b in self.backoff.items() if w in self.failing}
         self.tried = set()
         now = self.clock()
         gateways = gateway_nodes(snapshot.nodes)
@@ -472,6 +479,10 @@ class DiscoveryController:
         from kubernetes.aio.client.exceptions import ApiException
 
         self.tried.add(what)
+        wait = self.backoff.get(what)
+        if wait is not None and self.clock() < wait[1]:
+            request.close()  # not sent: still backing off (an unawaited coroutine warns)
+            return None, None
         try:
             result = await request
         except asyncio.CancelledError:
@@ -479,6 +490,7 @@ class DiscoveryController:
         except ApiException as exc:
             if exc.status in already:
                 self.failing.pop(what, None)
+                self.backoff.pop(what, None)
                 return False, None
             self._failed(what, f"HTTP {exc.status} {exc.reason}")
             return None, None
@@ -486,9 +498,14 @@ class DiscoveryController:
             self._failed(what, type(exc).__name__)
             return None, None
         self.failing.pop(what, None)
+        self.backoff.pop(what, None)
         return True, result
 
     def _failed(self, what: str, error: str) -> None:
         if self.failing.get(what) != error:
-            log.warning("could not %s: %s (retrying)", what, error)
+            log.warning(
+                "could not %s: %s (retrying, backing off to %.0fs)", what, error, BACKOFF_MAX
+            )
         self.failing[what] = error
+        delay = min(self.backoff.get(what, (BACKOFF_FIRST / 2, 0.0))[0] * 2, BACKOFF_MAX)
+        self.backoff[what] = (delay, self.clock() + delay)

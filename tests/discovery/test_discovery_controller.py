@@ -213,12 +213,14 @@ async def test_a_function_whose_namespace_is_missing_is_created_once_it_exists()
     store.snapshot = Snapshot(
         nodes={"gw-a": gw}, nodes_synced=True, devices=devices, devices_synced=True
     )
-    ctl = controller(api, store, cls, discovered, clock=lambda: T)
+    now = [T]
+    ctl = controller(api, store, cls, discovered, clock=lambda: now[0])
     await ctl.step(T)
     assert ctl.placed == set()  # not done: retried
     assert "create Deployment later/reader-hr-c0ffee000001" in ctl.failing
     api.namespace_exists = True
     api.calls.clear()
+    now[0] += 1.0  # its first backoff
     await ctl.step(T)
     assert api.calls == ["create_namespaced_deployment"]
     assert ctl.placed == {"u"}
@@ -285,3 +287,34 @@ async def test_an_address_two_classes_match_is_one_device_while_the_watch_lags()
         await ctl.step(T)
     assert api.calls.count("create_cluster_custom_object") == 1
     assert list(ctl.unseen) == ["aa-c0ffee000007"]  # the strongest gateway's class
+
+
+async def test_a_write_that_keeps_failing_is_retried_less_and_less_often() -> None:
+    """A template every create of which is refused (an admission policy, a 422): each
+    pass resent it, one write a second per Device and function for as long as the class
+    stood. Now 1 s doubling to 60 s, per write; still logged once."""
+    fn = FunctionTemplate("reader", "kube-system", {"replicas": 1, "template": {"spec": {}}})
+    cls = DeviceClass(name="hr", uid="c", filter=Filter(), functions=(fn,))
+    gw = NodeFacts("gw-a", "gateway", "arm64", {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"})
+    store, api = StateStore(), FailingApi()
+    name = "hr-c0ffee000003"
+    device = Discovered(name, "u", "C0FFEE000003", "hr", "approved", T)
+    devices = {name: DeviceFacts(name, None, {"gw-a": Sighting("gw-a", -60.0, T, True)})}
+    store.snapshot = Snapshot(
+        nodes={"gw-a": gw}, nodes_synced=True, devices=devices, devices_synced=True
+    )
+    now = [T]
+    ctl = controller(api, store, cls, Ns(facts={name: device}, synced=True), clock=lambda: now[0])
+    for second in range(600):  # ten minutes of passes, the device heard all along
+        now[0] = T + second
+        sighting = Sighting("gw-a", -60.0, now[0], True)
+        store.snapshot = replace(
+            store.snapshot, devices={name: DeviceFacts(name, None, {"gw-a": sighting})}
+        )
+        await ctl.step(T)
+    # sent at 0, 1, 3, 7, 15, 31, 63, then every 60 s: 15, not 600
+    assert api.calls.count("create_namespaced_deployment") == 15
+    assert ctl.failing == {
+        "create Deployment kube-system/reader-hr-c0ffee000003": "ConnectionError"
+    }
+    assert ctl.placed == set()
