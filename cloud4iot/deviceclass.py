@@ -181,9 +181,13 @@ def _parse_class(obj: Mapping[str, Any]) -> DeviceClass:
         man_id = int(manufacturer["id"])
         prefix = bytes.fromhex(str(manufacturer.get("dataPrefix", "")))
     local_name = disc.get("localName")
-    if not uuids and man_id is None and not isinstance(local_name, str):
+    # A glob of wildcards only ("*", "?*") matches every advert that has a name: alone
+    # it is no filter.
+    named = isinstance(local_name, str) and bool(local_name.strip("*?"))
+    if not uuids and man_id is None and not named:
         raise ValueError(
-            f"DeviceClass {name}: the filter needs serviceUUIDs, manufacturer or localName"
+            f"DeviceClass {name}: the filter needs serviceUUIDs, manufacturer or a localName "
+            "that is not wildcards only"
         )
     flt = Filter(
         service_uuids=uuids,

@@ -149,9 +149,14 @@ def test_parse_class_reads_the_spec_and_refuses_what_it_cannot_use() -> None:
     assert c.filter.service_uuids == {HR}
     assert [f.name for f in c.functions] == ["reader"]
     assert parse_duration("30s") == 30
+    # wildcards beside another part of the filter, or around a literal, are a filter
+    assert parse_class(class_obj(discovery={"localName": "Polar *"})).filter.local_name
+    assert parse_class(class_obj(discovery={"serviceUUIDs": ["180D"], "localName": "*"}))
     assert parse_duration("2h") == 7200
     for bad in (
         class_obj(discovery={}),  # a filter matching everything
+        class_obj(discovery={"localName": "*"}),  # ... every advert with a name
+        class_obj(discovery={"localName": "?*"}),
         class_obj(discovery={"serviceUUIDs": ["xyz"]}),
         class_obj(discovery={"manufacturer": {"dataPrefix": "01"}}),  # no id
         class_obj(forgetAfter="soon"),
