@@ -58,6 +58,9 @@ UNSEEN_FOR = 60.0
 # a namespace missing) is retried after 1 s, doubling to 60 s: each pass resent every
 # one of them, up to maxDevices x 8 functions a second for as long as the class stood.
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
+# Per request: without one the client waits 5 minutes for an answer, and a connection
+# the apiserver never answers held every Device's pass that long.
+REQUEST_TIMEOUT = 10.0
 EVENT_NAMESPACE = "default"
 COMPONENT = "cloud4iot-extender"
 
@@ -123,6 +126,7 @@ class DiscoveryController:
     alive: Mapping[str, float] | None = None
     interval: float = PASS
     clock: Callable[[], float] = time.time
+    request_timeout: float = REQUEST_TIMEOUT
     last_heard: dict[str, float] = field(default_factory=dict)
     placed: set[str] = field(default_factory=set)  # Device uids given functions, this term
     stowed: set[str] = field(default_factory=set)  # ... whose functions were parked/deleted
@@ -236,7 +240,7 @@ class DiscoveryController:
         for new in plan.create:
             cls = classes[new.device_class]
             request = self.custom.create_cluster_custom_object(
-                GROUP, VERSION, PLURAL, new_device(new, cls)
+                GROUP, VERSION, PLURAL, new_device(new, cls), _request_timeout=self.request_timeout
             )
             if await self._call(f"create Device {new.name}", request, already=(409,)):
                 self.unseen[new.name] = (new.device_class, new.address, now)
@@ -259,7 +263,9 @@ class DiscoveryController:
             cls = classes[discovered[name].device_class]
             if await self._call(
                 f"delete Device {name}",
-                self.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name),
+                self.custom.delete_cluster_custom_object(
+                    GROUP, VERSION, PLURAL, name, _request_timeout=self.request_timeout
+                ),
             ):
                 await self._event(
                     name, "Forgotten", f"no gateway heard it for {cls.forget_after:.0f}s"
@@ -308,7 +314,9 @@ class DiscoveryController:
             # 409 only: a create's 404 is its namespace missing, not the Deployment there
             done = await self._call(
                 f"create Deployment {ns}/{name}",
-                self.apps.create_namespaced_deployment(ns, body),
+                self.apps.create_namespaced_deployment(
+                    ns, body, _request_timeout=self.request_timeout
+                ),
                 already=(409,),
             )
             if done is None:
@@ -346,7 +354,9 @@ class DiscoveryController:
             if cls.when_away == DELETE:
                 result = await self._call(
                     f"delete Deployment {ns}/{name}",
-                    self.apps.delete_namespaced_deployment(name, ns),
+                    self.apps.delete_namespaced_deployment(
+                        name, ns, _request_timeout=self.request_timeout
+                    ),
                 )
             else:
                 result = await self._park(ns, name)
@@ -375,7 +385,10 @@ class DiscoveryController:
         for body in function_deployments(cls, device):
             ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
             result = await self._call(
-                f"delete Deployment {ns}/{name}", self.apps.delete_namespaced_deployment(name, ns)
+                f"delete Deployment {ns}/{name}",
+                self.apps.delete_namespaced_deployment(
+                    name, ns, _request_timeout=self.request_timeout
+                ),
             )
             if result is None:
                 ok = False
@@ -409,7 +422,9 @@ class DiscoveryController:
         }
         done = await self._call(
             f"park Deployment {namespace}/{name}",
-            self.apps.patch_namespaced_deployment(name, namespace, patch),
+            self.apps.patch_namespaced_deployment(
+                name, namespace, patch, _request_timeout=self.request_timeout
+            ),
             already=(404,),
         )
         return None if done is None else done
@@ -432,7 +447,9 @@ class DiscoveryController:
         }
         done = await self._call(
             f"restore Deployment {namespace}/{name}",
-            self.apps.patch_namespaced_deployment(name, namespace, patch),
+            self.apps.patch_namespaced_deployment(
+                name, namespace, patch, _request_timeout=self.request_timeout
+            ),
             already=(404,),
         )
         return None if done is None else done
@@ -441,7 +458,9 @@ class DiscoveryController:
         """The Deployment; False when it does not exist; None on failure."""
         outcome, dep = await self._send(
             f"read Deployment {namespace}/{name}",
-            self.apps.read_namespaced_deployment(name, namespace),
+            self.apps.read_namespaced_deployment(
+                name, namespace, _request_timeout=self.request_timeout
+            ),
             already=(404,),
         )
         return dep if outcome else outcome

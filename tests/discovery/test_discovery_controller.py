@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from types import SimpleNamespace as Ns
 from typing import Any
@@ -318,3 +319,49 @@ async def test_a_write_that_keeps_failing_is_retried_less_and_less_often() -> No
         "create Deployment kube-system/reader-hr-c0ffee000003": "ConnectionError"
     }
     assert ctl.placed == set()
+
+
+async def test_an_apiserver_that_never_answers_holds_a_pass_for_seconds_not_minutes() -> None:
+    """A connection the apiserver accepts and never answers (a restart mid-request, a
+    black-holed route): each discovery write waited the client's default 5 minutes,
+    and with it every other Device's pass."""
+    from kubernetes.aio.client import ApiClient, AppsV1Api, Configuration, CustomObjectsApi
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(_: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pod = {"containers": [{"name": "reader", "image": "reader:1"}]}
+    fn = FunctionTemplate("reader", "patients", {"replicas": 1, "template": {"spec": pod}})
+    cls = DeviceClass(name="hr", uid="c", filter=Filter(), functions=(fn,))
+    gw = NodeFacts("gw-a", "gateway", "arm64", {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"})
+    name = "hr-c0ffee000004"
+    device = Discovered(name, "u", "C0FFEE000004", "hr", "approved", T)
+    devices = {name: DeviceFacts(name, None, {"gw-a": Sighting("gw-a", -60.0, T, True)})}
+    store = StateStore()
+    store.snapshot = Snapshot(
+        nodes={"gw-a": gw}, nodes_synced=True, devices=devices, devices_synced=True
+    )
+    config = Configuration(host=f"http://127.0.0.1:{port}")
+    try:
+        async with ApiClient(config) as client:
+            ctl = DiscoveryController(
+                custom=CustomObjectsApi(client),
+                apps=AppsV1Api(client),
+                store=store,
+                reports=Ns(facts={}, synced=True),  # type: ignore[arg-type]
+                classes=Ns(facts={"hr": cls}, synced=True),  # type: ignore[arg-type]
+                discovered=Ns(facts={name: device}, synced=True),  # type: ignore[arg-type]
+                clock=lambda: T,
+                request_timeout=0.5,
+            )
+            async with asyncio.timeout(10):
+                await ctl.step(T)
+            assert ctl.failing == {f"create Deployment patients/reader-{name}": "TimeoutError"}
+    finally:
+        for w in held:
+            w.close()
+        server.close()
