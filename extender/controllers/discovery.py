@@ -486,9 +486,20 @@ class DiscoveryController:
         """Send one write: True when done, False when already so (`already`: 409 for a
         create, 404 for a delete or patch), None when it failed (logged once; retried
         next pass; a patch's 409 is a conflict, so a failure)."""
+        if self._held(what, request):
+            return None
         self.writes += 1
         outcome, _ = await self._send(what, request, already)
         return outcome
+
+    def _held(self, what: str, request: Any) -> bool:
+        """True (and `request` dropped unsent) while `what` is backing off."""
+        wait = self.backoff.get(what)
+        if wait is None or self.clock() >= wait[1]:
+            return False
+        self.tried.add(what)  # still failing: its log line is kept
+        request.close()  # a coroutine never awaited would warn
+        return True
 
     async def _send(
         self, what: str, request: Any, already: tuple[int, ...]
@@ -498,9 +509,7 @@ class DiscoveryController:
         from kubernetes.aio.client.exceptions import ApiException
 
         self.tried.add(what)
-        wait = self.backoff.get(what)
-        if wait is not None and self.clock() < wait[1]:
-            request.close()  # not sent: still backing off (an unawaited coroutine warns)
+        if self._held(what, request):
             return None, None
         try:
             result = await request
