@@ -485,7 +485,7 @@ class DiscoveryController:
     ) -> bool | None:
         """Send one write: True when done, False when already so (`already`: 409 for a
         create, 404 for a delete or patch), None when it failed (logged once; retried
-        next pass; a patch's 409 is a conflict, so a failure)."""
+        at a later pass, 1 s doubling to 60 s; a patch's 409 is a conflict, so a failure)."""
         if self._held(what, request):
             return None
         self.writes += 1
