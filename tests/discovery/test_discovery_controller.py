@@ -366,3 +366,37 @@ async def test_an_apiserver_that_never_answers_holds_a_pass_for_seconds_not_minu
         for w in held:
             w.close()
         server.close()
+
+
+@pytest.mark.parametrize(("period", "cycles"), [(2, 0), (4, 0), (12, 5)])
+async def test_a_flapping_device_costs_at_most_one_delete_and_create_per_away_after(
+    period: int, cycles: int
+) -> None:
+    """Heard for `period` seconds, unheard for as long, for two minutes (whenAway
+    delete, awayAfter 5 s): gaps shorter than awayAfter cost nothing; longer ones one
+    delete and one create each, never more."""
+    fn = FunctionTemplate("reader", "patients", {"replicas": 1, "template": {"spec": {}}})
+    cls = DeviceClass(
+        name="hr", uid="c", filter=Filter(), when_away="delete", away_after=5.0, functions=(fn,)
+    )
+    gw = NodeFacts("gw-a", "gateway", "arm64", {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"})
+    name = "hr-c0ffee000005"
+    device = Discovered(name, "u", "C0FFEE000005", "hr", "approved", T)
+    store, api, now = StateStore(), Api(), [T]
+    ctl = controller(api, store, cls, Ns(facts={name: device}, synced=True), clock=lambda: now[0])
+    last = T
+    for second in range(120):
+        now[0] = T + second
+        if (second // period) % 2 == 0:
+            last = now[0]  # heard this second
+        sighting = {"gw-a": Sighting("gw-a", -60.0, last, True)} if now[0] - last < 30 else {}
+        store.snapshot = Snapshot(
+            nodes={"gw-a": gw},
+            nodes_synced=True,
+            devices={name: DeviceFacts(name, None, sighting)},
+            devices_synced=True,
+        )
+        await ctl.step(T)
+    assert api.calls.count("delete_namespaced_deployment") == cycles
+    # the first create, then one per return (the last gap ends the two minutes)
+    assert api.calls.count("create_namespaced_deployment") == max(cycles, 1)
