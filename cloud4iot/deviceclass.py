@@ -122,6 +122,33 @@ class DeviceClass:
     functions: Sequence[FunctionTemplate] = field(default_factory=tuple)
 
 
+# Where the extender fills in the device's label and annotation (discovery_plan's
+# function_deployments): the CRD keeps a template's spec as written (preserve unknown
+# fields), so these may be anything; each must be an object when present.
+_FILLED = (
+    ("selector",),
+    ("selector", "matchLabels"),
+    ("template",),
+    ("template", "metadata"),
+    ("template", "metadata", "labels"),
+    ("template", "metadata", "annotations"),
+)
+
+
+def misshapen(spec: Mapping[str, Any]) -> str | None:
+    """The first path the extender writes into that is present and not an object."""
+    for path in _FILLED:
+        node: Any = spec
+        for key in path:
+            if not isinstance(node, Mapping) or key not in node:
+                break
+            node = node[key]
+        else:
+            if not isinstance(node, Mapping):
+                return "spec." + ".".join(path)
+    return None
+
+
 def parse_class(obj: Mapping[str, Any], observed_at: float = 0.0) -> DeviceClass:
     """A DeviceClass from its JSON object; ValueError when it cannot be used.
 
@@ -154,9 +181,13 @@ def _parse_class(obj: Mapping[str, Any]) -> DeviceClass:
         man_id = int(manufacturer["id"])
         prefix = bytes.fromhex(str(manufacturer.get("dataPrefix", "")))
     local_name = disc.get("localName")
-    if not uuids and man_id is None and not isinstance(local_name, str):
+    # A glob of wildcards only ("*", "?*") matches every advert that has a name: alone
+    # it is no filter.
+    named = isinstance(local_name, str) and bool(local_name.strip("*?"))
+    if not uuids and man_id is None and not named:
         raise ValueError(
-            f"DeviceClass {name}: the filter needs serviceUUIDs, manufacturer or localName"
+            f"DeviceClass {name}: the filter needs serviceUUIDs, manufacturer or a localName "
+            "that is not wildcards only"
         )
     flt = Filter(
         service_uuids=uuids,
@@ -171,6 +202,9 @@ def _parse_class(obj: Mapping[str, Any]) -> DeviceClass:
         for f in spec.get("functions") or []
         if isinstance(f, Mapping) and isinstance(f.get("spec"), Mapping)
     )
+    for fn in functions:
+        if (where := misshapen(fn.spec)) is not None:
+            raise ValueError(f"DeviceClass {name}: function {fn.name}: {where} is not an object")
     admission = spec.get("admission", AUTO)
     if admission not in (AUTO, APPROVE):
         raise ValueError(f"DeviceClass {name}: admission is auto or approve")
@@ -182,6 +216,10 @@ def _parse_class(obj: Mapping[str, Any]) -> DeviceClass:
     away_after = parse_duration(str(away)) if away is not None else min(AWAY_AFTER, forget_after)
     if away_after > forget_after:
         raise ValueError(f"DeviceClass {name}: awayAfter is longer than forgetAfter")
+    # The CRD's pattern allows 0s: a Device heard this very pass would be forgotten
+    # (deleted and made again from the candidate, over and over), or never placed.
+    if away_after <= 0:
+        raise ValueError(f"DeviceClass {name}: awayAfter and forgetAfter must be above 0s")
     return DeviceClass(
         name=name,
         uid=uid if isinstance(uid, str) else "",

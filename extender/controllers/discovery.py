@@ -54,6 +54,13 @@ PASS = 1.0
 # How long a Device we created may stay out of the watch before it no longer counts
 # toward its class's cap (deleted by someone meanwhile, or a watch far behind).
 UNSEEN_FOR = 60.0
+# A write that keeps failing (a template the apiserver or an admission policy refuses,
+# a namespace missing) is retried after 1 s, doubling to 60 s: each pass resent every
+# one of them, up to maxDevices x 8 functions a second for as long as the class stood.
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0
+# Per request: without one the client waits 5 minutes for an answer, and a connection
+# the apiserver never answers held every Device's pass that long.
+REQUEST_TIMEOUT = 10.0
 EVENT_NAMESPACE = "default"
 COMPONENT = "cloud4iot-extender"
 
@@ -119,14 +126,19 @@ class DiscoveryController:
     alive: Mapping[str, float] | None = None
     interval: float = PASS
     clock: Callable[[], float] = time.time
+    request_timeout: float = REQUEST_TIMEOUT
     last_heard: dict[str, float] = field(default_factory=dict)
     placed: set[str] = field(default_factory=set)  # Device uids given functions, this term
     stowed: set[str] = field(default_factory=set)  # ... whose functions were parked/deleted
     failing: dict[str, str] = field(default_factory=dict)  # what -> error (one log line each)
     tried: set[str] = field(default_factory=set)  # what the last synced pass sent
-    # Devices this controller created that the watch has not shown yet -> (class, when):
-    # counted toward their class's cap until seen, or for UNSEEN_FOR at most.
-    unseen: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # what -> (delay, next attempt) of the writes in `failing`
+    backoff: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # Devices this controller created that the watch has not shown yet -> (class,
+    # address, when): counted toward their class's cap, and their address as taken
+    # (another class matching it would make a second Device), until seen, or for
+    # UNSEEN_FOR at most.
+    unseen: dict[str, tuple[str, str, float]] = field(default_factory=dict)
     writes: int = 0  # creates, deletes and patches sent (the bench counts them)
 
     async def run(self) -> None:
@@ -164,6 +176,7 @@ class DiscoveryController:
         # A failure the last pass did not retry (its Device or class gone since) is
         # forgotten: with rotating addresses the map would otherwise keep them all.
         self.failing = {what: e for what, e in self.failing.items() if what in self.tried}
+        self.backoff = {w: b for w, b in self.backoff.items() if w in self.failing}
         self.tried = set()
         now = self.clock()
         gateways = gateway_nodes(snapshot.nodes)
@@ -207,12 +220,14 @@ class DiscoveryController:
             if node in gateways
             for c in r.candidates
         ]
-        registered = [d.address for d in snapshot.devices.values() if d.address]
         self.unseen = {
-            n: (c, at)
-            for n, (c, at) in self.unseen.items()
-            if n not in discovered and now - at <= UNSEEN_FOR
+            n: (c, a, at)
+            for n, (c, a, at) in self.unseen.items()
+            # both watches: the address is read from the Devices', the name from ours
+            if (n not in discovered or n not in snapshot.devices) and now - at <= UNSEEN_FOR
         }
+        registered = [d.address for d in snapshot.devices.values() if d.address]
+        registered += [a for _, a, _ in self.unseen.values()]
         plan = plan_discovery(
             classes,
             candidates,
@@ -220,15 +235,15 @@ class DiscoveryController:
             discovered,
             self.last_heard,
             now,
-            unseen={n: cls_name for n, (cls_name, _) in self.unseen.items()},
+            unseen={n: cls_name for n, (cls_name, _, _) in self.unseen.items()},
         )
         for new in plan.create:
             cls = classes[new.device_class]
             request = self.custom.create_cluster_custom_object(
-                GROUP, VERSION, PLURAL, new_device(new, cls)
+                GROUP, VERSION, PLURAL, new_device(new, cls), _request_timeout=self.request_timeout
             )
-            if await self._call(f"create Device {new.name}", request):
-                self.unseen[new.name] = (new.device_class, now)
+            if await self._call(f"create Device {new.name}", request, already=(409,)):
+                self.unseen[new.name] = (new.device_class, new.address, now)
                 await self._event(
                     new.name,
                     "Discovered",
@@ -248,7 +263,9 @@ class DiscoveryController:
             cls = classes[discovered[name].device_class]
             if await self._call(
                 f"delete Device {name}",
-                self.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name),
+                self.custom.delete_cluster_custom_object(
+                    GROUP, VERSION, PLURAL, name, _request_timeout=self.request_timeout
+                ),
             ):
                 await self._event(
                     name, "Forgotten", f"no gateway heard it for {cls.forget_after:.0f}s"
@@ -274,6 +291,11 @@ class DiscoveryController:
             if await self._stow(classes[device.device_class], device, now):
                 self.stowed.add(device.uid)
                 self.placed.discard(device.uid)
+        for name in life.revoke:
+            device = discovered[name]
+            if await self._revoke(classes[device.device_class], device):
+                self.stowed.add(device.uid)
+                self.placed.discard(device.uid)
         for name in life.place:
             device = discovered[name]
             facts = snapshot.devices.get(name)
@@ -289,8 +311,13 @@ class DiscoveryController:
         ok = True
         for body in function_deployments(cls, device):
             ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+            # 409 only: a create's 404 is its namespace missing, not the Deployment there
             done = await self._call(
-                f"create Deployment {ns}/{name}", self.apps.create_namespaced_deployment(ns, body)
+                f"create Deployment {ns}/{name}",
+                self.apps.create_namespaced_deployment(
+                    ns, body, _request_timeout=self.request_timeout
+                ),
+                already=(409,),
             )
             if done is None:
                 ok = False
@@ -327,7 +354,9 @@ class DiscoveryController:
             if cls.when_away == DELETE:
                 result = await self._call(
                     f"delete Deployment {ns}/{name}",
-                    self.apps.delete_namespaced_deployment(name, ns),
+                    self.apps.delete_namespaced_deployment(
+                        name, ns, _request_timeout=self.request_timeout
+                    ),
                 )
             else:
                 result = await self._park(ns, name)
@@ -349,6 +378,32 @@ class DiscoveryController:
             log.info("%s the functions of %s (unheard %.0fs)", verb, device.name, away)
         return ok
 
+    async def _revoke(self, cls: DeviceClass, device: Discovered) -> bool:
+        """Delete the functions of a Device no longer approved; True when none is left."""
+        done: list[str] = []
+        ok = True
+        for body in function_deployments(cls, device):
+            ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+            result = await self._call(
+                f"delete Deployment {ns}/{name}",
+                self.apps.delete_namespaced_deployment(
+                    name, ns, _request_timeout=self.request_timeout
+                ),
+            )
+            if result is None:
+                ok = False
+            elif result:
+                done.append(name)
+        if done:
+            await self._event(
+                device.name,
+                "Removed",
+                f"approval {device.approval or 'removed'}: {', '.join(done)} deleted",
+                device.uid,
+            )
+            log.info("deleted the functions of %s (%s)", device.name, device.approval)
+        return ok
+
     async def _park(self, namespace: str, name: str) -> bool | None:
         """Scale to zero, saving the replica count; False when there was nothing to park
         (gone, already at zero: parked by us or by the rebalancer), None on failure."""
@@ -367,7 +422,9 @@ class DiscoveryController:
         }
         done = await self._call(
             f"park Deployment {namespace}/{name}",
-            self.apps.patch_namespaced_deployment(name, namespace, patch),
+            self.apps.patch_namespaced_deployment(
+                name, namespace, patch, _request_timeout=self.request_timeout
+            ),
             already=(404,),
         )
         return None if done is None else done
@@ -390,7 +447,9 @@ class DiscoveryController:
         }
         done = await self._call(
             f"restore Deployment {namespace}/{name}",
-            self.apps.patch_namespaced_deployment(name, namespace, patch),
+            self.apps.patch_namespaced_deployment(
+                name, namespace, patch, _request_timeout=self.request_timeout
+            ),
             already=(404,),
         )
         return None if done is None else done
@@ -399,7 +458,9 @@ class DiscoveryController:
         """The Deployment; False when it does not exist; None on failure."""
         outcome, dep = await self._send(
             f"read Deployment {namespace}/{name}",
-            self.apps.read_namespaced_deployment(name, namespace),
+            self.apps.read_namespaced_deployment(
+                name, namespace, _request_timeout=self.request_timeout
+            ),
             already=(404,),
         )
         return dep if outcome else outcome
@@ -424,10 +485,21 @@ class DiscoveryController:
     ) -> bool | None:
         """Send one write: True when done, False when already so (`already`: 409 for a
         create, 404 for a delete or patch), None when it failed (logged once; retried
-        next pass; a patch's 409 is a conflict, so a failure)."""
+        at a later pass, 1 s doubling to 60 s; a patch's 409 is a conflict, so a failure)."""
+        if self._held(what, request):
+            return None
         self.writes += 1
         outcome, _ = await self._send(what, request, already)
         return outcome
+
+    def _held(self, what: str, request: Any) -> bool:
+        """True (and `request` dropped unsent) while `what` is backing off."""
+        wait = self.backoff.get(what)
+        if wait is None or self.clock() >= wait[1]:
+            return False
+        self.tried.add(what)  # still failing: its log line is kept
+        request.close()  # a coroutine never awaited would warn
+        return True
 
     async def _send(
         self, what: str, request: Any, already: tuple[int, ...]
@@ -437,6 +509,8 @@ class DiscoveryController:
         from kubernetes.aio.client.exceptions import ApiException
 
         self.tried.add(what)
+        if self._held(what, request):
+            return None, None
         try:
             result = await request
         except asyncio.CancelledError:
@@ -444,6 +518,7 @@ class DiscoveryController:
         except ApiException as exc:
             if exc.status in already:
                 self.failing.pop(what, None)
+                self.backoff.pop(what, None)
                 return False, None
             self._failed(what, f"HTTP {exc.status} {exc.reason}")
             return None, None
@@ -451,9 +526,14 @@ class DiscoveryController:
             self._failed(what, type(exc).__name__)
             return None, None
         self.failing.pop(what, None)
+        self.backoff.pop(what, None)
         return True, result
 
     def _failed(self, what: str, error: str) -> None:
         if self.failing.get(what) != error:
-            log.warning("could not %s: %s (retrying)", what, error)
+            log.warning(
+                "could not %s: %s (retrying, backing off to %.0fs)", what, error, BACKOFF_MAX
+            )
         self.failing[what] = error
+        delay = min(self.backoff.get(what, (BACKOFF_FIRST / 2, 0.0))[0] * 2, BACKOFF_MAX)
+        self.backoff[what] = (delay, self.clock() + delay)

@@ -185,6 +185,7 @@ def function_deployments(cls: DeviceClass, device: Discovered) -> list[dict[str,
 class LifecyclePlan:
     place: list[str] = field(default_factory=list)  # create or restore their functions
     stow: list[str] = field(default_factory=list)  # park or delete their functions
+    revoke: list[str] = field(default_factory=list)  # denied: delete their functions
 
 
 def plan_lifecycle(
@@ -203,15 +204,21 @@ def plan_lifecycle(
     (absent: none). A Device is heard while that sighting is younger than its class's
     `awayAfter`, away once `last_heard` is that old. `placed` and `stowed` are the
     Device uids done so this term: each step is taken once per change of state (and
-    once more per term, which a new leader needs and finds already done).
+    once more per term, which a new leader needs and finds already done). A Device
+    denied after it was approved (the verb does not ask what it was) loses its
+    functions, once per term like a stow; a pending one never had any.
     """
     plan = LifecyclePlan()
     gone = set(forgotten)
     for device in sorted(discovered.values(), key=lambda d: d.name):
         cls = classes.get(device.device_class)
-        if cls is None or device.approval != APPROVAL_APPROVED or not device.uid:
+        if cls is None or device.approval == APPROVAL_PENDING or not device.uid:
             continue
         if device.name in gone:
+            continue
+        if device.approval != APPROVAL_APPROVED:
+            if device.uid not in stowed:
+                plan.revoke.append(device.name)
             continue
         seen = newest_sighting.get(device.name)
         if seen is not None and now - seen < cls.away_after:

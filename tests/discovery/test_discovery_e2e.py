@@ -12,6 +12,7 @@ The "monitor" writes exactly what gateway_monitor's CandidateWriter and Publishe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import re
@@ -32,6 +33,7 @@ from cloud4iot.vocabulary import (
     DISCOVERY_PARKED_ANNOTATION,
 )
 from extender.cli import main as cloud4iot
+from extender.controllers.discovery_plan import Discovered, function_deployments
 from gateway_monitor.discovery import (
     CandidateBook,
     CandidateWriter,
@@ -535,3 +537,192 @@ async def _lacks(pending: Any, key: str) -> bool:
 
 async def _count(pending: Any, n: int) -> bool:
     return len(await pending) >= n
+
+
+# --- an outside review's attacks (2026-12-08) -------------------------------------------
+
+
+def keep_heard(api: CustomObjectsApi, node: str, names: list[str], check: Any) -> Any:
+    """A check that first renews `node`'s sightings of `names` (the monitor's heartbeat)."""
+
+    async def heard_and() -> bool:
+        now = time.time()
+        await write_report(api, node, report_body(node, {n: (-58, now) for n in names}, now))
+        return bool(await check())
+
+    return heard_and
+
+
+async def test_a_function_whose_namespace_comes_later_is_made_once_it_exists(
+    admin: ApiClient, hospital: CustomObjectsApi, make_class: Any, namespace: str, kube_api: Any
+) -> None:
+    """The class names a namespace the admin has not made yet: its create is answered
+    404, which counted as "already there", and the function never came in that term."""
+    from devcluster import kube
+
+    custom, apps, core = CustomObjectsApi(admin), AppsV1Api(admin), CoreV1Api(admin)
+    later = f"{namespace}-later"
+    cls = await make_class(later, forgetAfter="10m")
+    name = await discovered_and_heard(custom, hospital, cls, "C0:FF:EE:25:06:01")
+    deployment = f"reader-{name}"
+    for _ in range(4):  # a few passes while it is heard and the namespace is missing
+        await keep_heard(hospital, HOSPITAL, [name], lambda: asyncio.sleep(0, True))()
+        await asyncio.sleep(1.0)
+    kube.create_namespace(kube_api, later)
+    try:
+        await eventually(
+            keep_heard(
+                hospital, HOSPITAL, [name], lambda: _has(deployments(apps, later), deployment)
+            ),
+            within=30,
+            what="the function made in the namespace that came later",
+            interval=1,
+        )
+    finally:
+        await silent(hospital, HOSPITAL)
+        await core.delete_namespace(later)
+
+
+async def test_a_class_with_a_garbage_template_holds_up_no_other_class(
+    admin: ApiClient, hospital: CustomObjectsApi, make_class: Any, namespace: str
+) -> None:
+    """The CRD keeps a function's spec as written: a template that is a string is
+    stored. With an approved Device of that class heard, every discovery pass raised
+    at it, and the Devices after it (here another class's) never got their functions."""
+    custom, apps = CustomObjectsApi(admin), AppsV1Api(admin)
+    bad = f"aa-{uuid.uuid4().hex[:6]}"  # its Device sorts before the good class's
+    body = device_class(bad, namespace)
+    body["spec"]["functions"][0]["spec"] = {"replicas": 1, "template": "garbage"}
+    await custom.create_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, body)  # stored
+    try:
+        # its Device, as a version of the extender without the check made it
+        stray = device_name(bad, "C0:FF:EE:25:07:01")
+        await custom.create_cluster_custom_object(
+            GROUP,
+            VERSION,
+            PLURAL,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Device",
+                "metadata": {
+                    "name": stray,
+                    "labels": {"cloud4iot.io/device-class": bad, APPROVAL_LABEL: "approved"},
+                },
+                "spec": {"address": "C0:FF:EE:25:07:01"},
+            },
+        )
+        good = await make_class(namespace, forgetAfter="10m")
+        name = await discovered_and_heard(custom, hospital, good, "C0:FF:EE:25:07:02")
+        assert stray < name
+        await eventually(
+            keep_heard(
+                hospital,
+                HOSPITAL,
+                [stray, name],
+                lambda: _has(deployments(apps, namespace), f"reader-{name}"),
+            ),
+            within=30,
+            what="the other class's function",
+            interval=1,
+        )
+    finally:
+        await silent(hospital, HOSPITAL)
+        await custom.delete_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, bad)
+        with contextlib.suppress(ApiException):
+            await custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, stray)
+
+
+async def test_a_device_denied_after_approval_loses_its_function(
+    admin: ApiClient, hospital: CustomObjectsApi, make_class: Any, namespace: str, devcluster: Any
+) -> None:
+    """`cloud4iot devices deny` on an approved, heard Device: its function ran on."""
+    custom, apps, core = CustomObjectsApi(admin), AppsV1Api(admin), CoreV1Api(admin)
+    cls = await make_class(namespace, forgetAfter="10m")
+    name = await discovered_and_heard(custom, hospital, cls, "C0:FF:EE:25:08:01")
+    deployment = f"reader-{name}"
+    try:
+        await eventually(
+            keep_heard(
+                hospital, HOSPITAL, [name], lambda: _has(deployments(apps, namespace), deployment)
+            ),
+            within=30,
+            what="the function",
+            interval=1,
+        )
+        deny = ["devices", "deny", name, "--kubeconfig", str(devcluster.kubeconfig)]
+        assert cloud4iot(deny) == 0
+        await eventually(
+            keep_heard(
+                hospital, HOSPITAL, [name], lambda: _lacks(deployments(apps, namespace), deployment)
+            ),
+            within=30,
+            what="the denied Device's function deleted",
+            interval=1,
+        )
+        await eventually(lambda: _has(device_reasons(core, name), "Removed"), what="Removed")
+        assert name in await devices_of(custom, cls)  # denied, not forgotten
+    finally:
+        await silent(hospital, HOSPITAL)
+
+
+async def test_a_function_created_after_its_device_was_deleted_is_collected(
+    admin: ApiClient, namespace: str
+) -> None:
+    """The Device deleted while its function's create is in flight: the Deployment lands
+    owned by a uid that no longer exists, and the garbage collector removes it."""
+    custom, apps = CustomObjectsApi(admin), AppsV1Api(admin)
+    name = f"gone-{uuid.uuid4().hex[:6]}"
+    device = await custom.create_cluster_custom_object(
+        GROUP,
+        VERSION,
+        PLURAL,
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Device",
+            "metadata": {"name": name},
+            "spec": {"address": "C0:FF:EE:25:09:01"},
+        },
+    )
+    await custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    cls = parse_class(device_class("hr-late", namespace))
+    facts = Discovered(
+        name, device["metadata"]["uid"], "C0:FF:EE:25:09:01", "hr-late", "approved", 0.0
+    )
+    [body] = function_deployments(cls, facts)
+    await apps.create_namespaced_deployment(namespace, body)
+    await eventually(
+        lambda: _lacks(deployments(apps, namespace), body["metadata"]["name"]),
+        within=60,
+        what="the orphan collected",
+    )
+
+
+async def test_deleting_a_class_takes_its_devices_and_their_functions(
+    admin: ApiClient, hospital: CustomObjectsApi, namespace: str
+) -> None:
+    """The class deleted while its Device's function runs: the garbage collector takes
+    the Device (owned by the class), then its Deployment (owned by the Device)."""
+    custom, apps = CustomObjectsApi(admin), AppsV1Api(admin)
+    cls = f"hr-{uuid.uuid4().hex[:6]}"
+    body = device_class(cls, namespace, forgetAfter="10m")
+    await custom.create_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, body)
+    try:
+        name = await discovered_and_heard(custom, hospital, cls, "C0:FF:EE:25:0A:01")
+        deployment = f"reader-{name}"
+        await eventually(
+            keep_heard(
+                hospital, HOSPITAL, [name], lambda: _has(deployments(apps, namespace), deployment)
+            ),
+            within=30,
+            what="the function",
+            interval=1,
+        )
+    finally:
+        await custom.delete_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, cls)
+    try:
+        await eventually(lambda: _lacks(devices_of(custom, cls), name), within=60, what="Device")
+        await eventually(
+            lambda: _lacks(deployments(apps, namespace), deployment), within=60, what="function"
+        )
+    finally:
+        await silent(hospital, HOSPITAL)

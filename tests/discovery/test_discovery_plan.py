@@ -149,9 +149,14 @@ def test_parse_class_reads_the_spec_and_refuses_what_it_cannot_use() -> None:
     assert c.filter.service_uuids == {HR}
     assert [f.name for f in c.functions] == ["reader"]
     assert parse_duration("30s") == 30
+    # wildcards beside another part of the filter, or around a literal, are a filter
+    assert parse_class(class_obj(discovery={"localName": "Polar *"})).filter.local_name
+    assert parse_class(class_obj(discovery={"serviceUUIDs": ["180D"], "localName": "*"}))
     assert parse_duration("2h") == 7200
     for bad in (
         class_obj(discovery={}),  # a filter matching everything
+        class_obj(discovery={"localName": "*"}),  # ... every advert with a name
+        class_obj(discovery={"localName": "?*"}),
         class_obj(discovery={"serviceUUIDs": ["xyz"]}),
         class_obj(discovery={"manufacturer": {"dataPrefix": "01"}}),  # no id
         class_obj(forgetAfter="soon"),
@@ -310,6 +315,45 @@ def test_function_deployments_carry_the_device_and_are_owned_by_it() -> None:
     assert DEVICE_ANNOTATION not in cls.functions[0].spec["template"]["metadata"]["labels"]
 
 
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"template": "garbage"},
+        {"template": None},
+        {"template": {"metadata": ["x"]}},
+        {"template": {"metadata": {"labels": "app=reader"}}},
+        {"template": {"metadata": {"annotations": 7}}},
+        {"selector": "app=reader"},
+        {"selector": {"matchLabels": ["app"]}},
+    ],
+)
+def test_a_template_the_extender_cannot_fill_in_is_refused_with_its_class(
+    spec: dict[str, Any],
+) -> None:
+    """The CRD keeps a function's spec as written: a class whose template has a string
+    where the device's label goes was accepted, and function_deployments raised on it
+    in every pass, so no Device of any class got its functions placed or stowed."""
+    obj = class_obj(functions=[{"name": "reader", "namespace": "patients", "spec": spec}])
+    with pytest.raises(ValueError, match=r"function reader: spec\.[a-zA-Z.]+ is not an object"):
+        parse_class(obj)
+
+
+def test_every_template_parse_class_accepts_is_filled_in() -> None:
+    for spec in (
+        {},
+        {"template": {}},
+        {"template": {"metadata": {}}},
+        {"selector": {}, "template": {"metadata": {"labels": {}, "annotations": {}}}},
+    ):
+        cls = parse_class(
+            class_obj(functions=[{"name": "reader", "namespace": "patients", "spec": spec}])
+        )
+        [dep] = function_deployments(cls, disc("C0:FF:EE:00:00:01"))
+        assert dep["spec"]["selector"]["matchLabels"] == {
+            DEVICE_ANNOTATION: "hr-strap-c0ffee000001"
+        }
+
+
 def test_the_shipped_example_class_parses() -> None:
     import pathlib
 
@@ -336,6 +380,39 @@ def test_when_away_and_away_after_are_read_with_defaults_and_bounds() -> None:
         parse_class(class_obj(whenAway="scale"))
     with pytest.raises(ValueError, match="awayAfter"):
         parse_class(class_obj(awayAfter="20m", forgetAfter="10m"))
+
+
+@pytest.mark.parametrize(
+    "spec", [{"forgetAfter": "0s"}, {"awayAfter": "0m"}, {"forgetAfter": "0h", "awayAfter": "0s"}]
+)
+def test_a_class_that_forgets_or_stows_at_once_is_refused(spec: dict[str, str]) -> None:
+    """The CRD's pattern accepts 0s. forgetAfter 0s deleted a Device in the pass that
+    heard it (then made it again from the next candidate: a loop of creates, deletes
+    and Events); awayAfter 0s stowed the functions of a Device heard now and never
+    placed them."""
+    obj = class_obj(**spec)
+    cls = DeviceClass(
+        name="hr-strap",
+        uid="u1",
+        filter=Filter(),
+        forget_after=parse_duration(spec.get("forgetAfter", "10m")),
+        away_after=parse_duration(spec.get("awayAfter", spec.get("forgetAfter", "2m"))),
+    )
+    heard = disc("C0:FF:EE:00:00:01", created=NOW - 1)
+    forget = plan_discovery({cls.name: cls}, [], [], {heard.name: heard}, {heard.name: NOW}, NOW)
+    life = plan_lifecycle(
+        {cls.name: cls},
+        {heard.name: heard},
+        {heard.name: NOW},
+        {heard.name: NOW},
+        NOW,
+        set(),
+        set(),
+    )
+    # what such a class did to a Device heard now
+    assert forget.forget == [heard.name] or (life.place, life.stow) == ([], [heard.name])
+    with pytest.raises(ValueError, match="above 0s"):
+        parse_class(obj)
 
 
 def test_lifecycle_places_heard_devices_and_stows_away_ones_once_each() -> None:
