@@ -418,17 +418,31 @@ async def test_when_away_delete_removes_the_functions_and_makes_them_again(
 async def test_the_class_schema_refuses_a_bad_when_away_or_an_away_after_past_forget_after(
     admin: ApiClient, namespace: str
 ) -> None:
+    """Also what the extender's class parser refuses (a 0s forgetAfter or awayAfter, a
+    wildcards-only localName alone), refused at once by the apiserver with a reason."""
     custom = CustomObjectsApi(admin)
     for spec, says in (
         ({"whenAway": "scale"}, "whenAway"),
         ({"awayAfter": "20m", "forgetAfter": "10m"}, "awayAfter is at most forgetAfter"),
         ({"awayAfter": "soon"}, "awayAfter"),
+        ({"forgetAfter": "0s"}, "forgetAfter is longer than 0s"),
+        ({"awayAfter": "0m"}, "awayAfter is longer than 0s"),
+        ({"discovery": {"localName": "*"}}, "not only wildcards"),
+        ({"discovery": {"localName": "?*?"}}, "not only wildcards"),
     ):
         body = device_class(f"bad-{uuid.uuid4().hex[:6]}", namespace, **spec)
         with pytest.raises(ApiException) as refused:
             await custom.create_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, body)
         assert refused.value.status == 422
         assert says in refused.value.body
+    # the control: a name with literal text, alone, is a filter
+    fine = device_class(
+        f"ok-{uuid.uuid4().hex[:6]}", namespace, discovery={"localName": "Polar H10 *"}
+    )
+    await custom.create_cluster_custom_object(GROUP, VERSION, CLASS_PLURAL, fine)
+    await custom.delete_cluster_custom_object(
+        GROUP, VERSION, CLASS_PLURAL, fine["metadata"]["name"]
+    )
 
 
 async def apiserver_writes(admin: ApiClient) -> dict[tuple[str, str], float]:
