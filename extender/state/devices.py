@@ -29,6 +29,12 @@ def _parse_sighting(node: Any, rssi: Any, last_seen: Any) -> Sighting | None:
 _sighting = functools.lru_cache(maxsize=65536)(_parse_sighting)
 
 
+def gateway_of(key: tuple[str, str, str]) -> str:
+    """The gateway that wrote the value a FirstRead key names: ("device", device, node)
+    for a Device's legacy entry, ("report" | "candidate", node, subject) for a report's."""
+    return key[2] if key[0] == "device" else key[1]
+
+
 @dataclass(slots=True)
 class FirstRead:
     """When we first read each lastSeen that was ahead of our clock (its writer's clock
@@ -36,22 +42,35 @@ class FirstRead:
     read: capped at each read instead, an unchanged object delivered again (a relist,
     any Device event, our own status writes) made a silent gateway's entry "seen now",
     and a gateway gone for good kept the device (found in review, 2026-12-07). One per
-    reflector; bounded (a value forgotten is capped once more when read again)."""
+    reflector; a value forgotten is capped once more when read again.
 
-    # (a plain dict, oldest first: this module is part of the base install, where the
+    Bounded per gateway (oldest first): one gateway writing ever-new future stamps
+    (1024 sightings and 64 candidates a report, each write new keys) evicts only its
+    own values, never another gateway's, whose silent entries a relist would otherwise
+    make fresh again (security review, 2026-12-08). `gateways` bounds the gateways
+    remembered (node names: only admins add them); the oldest added goes first."""
+
+    # (plain dicts, oldest first: this module is part of the base install, where the
     # extender's extra cachetools is not)
-    first: dict[tuple[str, str, str, str], float] = field(default_factory=dict)
-    limit: int = 16384
+    first: dict[str, dict[tuple[str, str, str, str], float]] = field(default_factory=dict)
+    per_gateway: int = 4096  # above one report's 1088 entries and its legacy ones
+    gateways: int = 4096
 
     def cap(self, key: tuple[str, str, str], raw: str, seen: float, observed_at: float) -> float:
         if seen <= observed_at:
             return seen
-        k = (*key, raw)
-        first = self.first.get(k)
-        if first is None or observed_at < first:
-            if first is None and len(self.first) >= self.limit:
+        gateway = gateway_of(key)
+        mine = self.first.get(gateway)
+        if mine is None:
+            if len(self.first) >= self.gateways:
                 del self.first[next(iter(self.first))]
-            self.first[k] = first = observed_at
+            mine = self.first[gateway] = {}
+        k = (*key, raw)
+        first = mine.get(k)
+        if first is None or observed_at < first:
+            if first is None and len(mine) >= self.per_gateway:
+                del mine[next(iter(mine))]
+            mine[k] = first = observed_at
         return first
 
 

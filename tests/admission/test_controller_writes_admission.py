@@ -367,6 +367,76 @@ async def test_the_extender_token_cannot_run_a_privileged_deployment_anywhere(
         await ext.api_client.close()
 
 
+async def test_a_function_runs_under_default_or_an_opted_in_service_account(
+    admin: ApiClient, devcluster: Any
+) -> None:
+    """Review (sec 3): a stolen extender token must not run a function Deployment under a
+    powerful ServiceAccount of an application namespace: only `default` (or none) and
+    ServiceAccounts an admin named cloud4iot-function-*; the deprecated alias
+    `serviceAccount` too, which the apiserver takes when serviceAccountName is empty."""
+    ext = AppsV1Api(await as_sa(devcluster, EXTENDER))
+    device = "writes-sa-device"
+    body: dict[str, Any] = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "writes-sa",
+            "labels": {
+                "app.kubernetes.io/managed-by": "cloud4iot-extender",
+                CLASS_LABEL: "writes-class",
+                DEVICE_ANNOTATION: device,
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": KIND,
+                    "name": device,
+                    "uid": "00000000-0000-0000-0000-000000000002",
+                    "controller": True,
+                }
+            ],
+        },
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {DEVICE_ANNOTATION: device}},
+            "template": {"metadata": {"labels": {DEVICE_ANNOTATION: device}}},
+        },
+    }
+
+    def with_spec(**spec: Any) -> dict[str, Any]:
+        out: dict[str, Any] = yaml.safe_load(yaml.safe_dump(body))
+        out["spec"]["template"]["spec"] = {
+            "containers": [{"name": "c", "image": "registry.invalid/good:1"}],
+            **spec,
+        }
+        return out
+
+    try:
+        for spec in (
+            {"serviceAccountName": "powerful"},
+            {"serviceAccount": "powerful"},
+        ):
+            one = with_spec(**spec)
+            said = await refused(
+                lambda b=one: ext.create_namespaced_deployment(APPS, b, dry_run="All"),
+                EXTENDER_DEPLOYMENTS,
+            )
+            assert "default ServiceAccount or one named cloud4iot-function-" in said, said
+        for spec in (
+            {},
+            {"serviceAccountName": "default"},
+            {"serviceAccountName": "cloud4iot-function-reader"},
+        ):
+            one = with_spec(**spec)
+            made = await allowed(
+                lambda b=one: ext.create_namespaced_deployment(APPS, b, dry_run="All"),
+                f"a function under {spec or 'no ServiceAccount'}",
+            )
+            assert made.metadata.name == "writes-sa"
+    finally:
+        await ext.api_client.close()
+
+
 async def test_the_extender_token_deletes_only_discovered_devices(
     admin: ApiClient, devcluster: Any
 ) -> None:

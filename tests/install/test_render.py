@@ -237,3 +237,46 @@ def test_every_overlay_holds_the_controllers_tokens_to_their_writes(overlay: str
         assert "cloud4iot-gateway'" not in text, name
     for ns in (d for d in docs if d["kind"] == "Namespace"):
         assert ns["metadata"]["labels"]["app.kubernetes.io/part-of"] == "cloud4iot"
+
+
+WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet", "Job"}
+
+
+@pytest.mark.parametrize("overlay", ALL)
+def test_every_part_runs_unprivileged_with_its_own_service_account(overlay: str) -> None:
+    """Review (sec 4): no part runs as uid 0 (the gateway monitor included: uid 0 on the
+    host's system bus is the host's root, whatever its capabilities), each with every
+    capability dropped, no privilege escalation, a read-only root, seccomp RuntimeDefault,
+    no host namespace and a ServiceAccount of its own; the only host path is the
+    monitor's D-Bus directory, mounted read-only."""
+    docs = render(overlay)
+    accounts = []
+    for doc in (d for d in docs if d["kind"] in WORKLOADS):
+        what = f"{doc['kind']}/{doc['metadata']['name']}"
+        pod = doc["spec"]["template"]["spec"]
+        pod_sc = pod.get("securityContext", {})
+        accounts.append(pod.get("serviceAccountName"))
+        assert not [k for k in ("hostNetwork", "hostPID", "hostIPC") if pod.get(k)], what
+        host_paths = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+        if doc["metadata"]["name"] == "cloud4iot-gateway-monitor":
+            assert host_paths == {"dbus": "/run/dbus"}, what
+        else:
+            assert not host_paths, what
+        for c in pod["containers"] + pod.get("initContainers", []):
+            sc = c.get("securityContext", {})
+            uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, what
+            assert isinstance(uid, int), (what, uid)
+            assert uid != 0, what
+            assert sc.get("allowPrivilegeEscalation") is False, what
+            assert sc.get("privileged", False) is False, what
+            assert sc.get("readOnlyRootFilesystem") is True, what
+            assert sc.get("capabilities") == {"drop": ["ALL"]}, what
+            seccomp = sc.get("seccompProfile", pod_sc.get("seccompProfile"))
+            assert seccomp == {"type": "RuntimeDefault"}, what
+            for mount in c.get("volumeMounts", []):
+                if mount["name"] in host_paths:
+                    assert mount.get("readOnly") is True, (what, mount)
+    assert len(accounts) == 4, accounts  # scheduler, extender, rebalancer, gateway monitor
+    assert None not in accounts, accounts
+    assert len(set(accounts)) == len(accounts), accounts

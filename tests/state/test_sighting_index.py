@@ -260,12 +260,54 @@ def test_a_gateway_that_lapsed_long_ago_gets_no_grace_at_start_nor_at_a_relist(
 
 
 def test_the_first_read_memo_is_bounded_oldest_first() -> None:
-    ahead = FirstRead(limit=2)
+    ahead = FirstRead(per_gateway=2)
     for i, read_at in enumerate((T, T + 1, T + 2)):
         assert ahead.cap(("report", "gw-a", f"d{i}"), "x", T + 99, read_at) == read_at
-    assert len(ahead.first) == 2
+    assert len(ahead.first["gw-a"]) == 2
     assert ahead.cap(("report", "gw-a", "d2"), "x", T + 99, T + 50) == T + 2  # kept
     assert ahead.cap(("report", "gw-a", "d0"), "x", T + 99, T + 50) == T + 50  # forgotten
+
+
+def test_one_gateways_flood_of_future_stamps_keeps_anothers_first_reads() -> None:
+    """Review (sec 2): gw-evil rewrites its report with 1088 ever-new future stamps a
+    write; gw-b (its clock ahead, then silent) keeps its entries' first reads, so a
+    relist does not make them "seen now". Only gw-evil's own oldest values go."""
+    ahead = FirstRead()
+    silent = report("gw-b", {"patient": -60}, at=T + 86400)
+    assert report_facts(silent, T, ahead).sightings["patient"].last_seen == T
+    for write in range(20):  # 20 x 1088 keys: above the old shared bound of 16,384
+        at = T + 86400 + write
+        flood = report("gw-evil", {f"d{i}": -50 for i in range(1024)}, at=at)
+        flood["status"]["candidates"] = [
+            {
+                "address": f"C4:00:00:00:{write:02X}:{i:02X}",
+                "deviceClass": "hr",
+                "rssi": -50,
+                "lastSeen": rfc3339(at),
+            }
+            for i in range(64)
+        ]
+        report_facts(flood, T + 1 + write, ahead)
+    legacy = {
+        "metadata": {"name": "patient"},
+        "status": {"sightings": [{"node": "gw-b", "rssi": -60, "lastSeen": rfc3339(T + 86400)}]},
+    }
+    assert device_facts(legacy, T + 30, ahead).sightings["gw-b"].last_seen == T + 30
+    relisted_at = T + 3600
+    assert report_facts(silent, relisted_at, ahead).sightings["patient"].last_seen == T
+    assert device_facts(legacy, relisted_at, ahead).sightings["gw-b"].last_seen == T + 30
+    assert len(ahead.first["gw-evil"]) == ahead.per_gateway
+    newest = report("gw-evil", {"d0": -50}, at=T + 86400 + 19)  # its last write: kept
+    assert report_facts(newest, relisted_at, ahead).sightings["d0"].last_seen == T + 20
+
+
+def test_the_gateways_remembered_are_bounded_oldest_first() -> None:
+    ahead = FirstRead(gateways=2)
+    for i, gw in enumerate(("gw-a", "gw-b", "gw-c")):
+        assert ahead.cap(("candidate", gw, "C4:00:00:00:00:01"), "x", T + 99, T + i) == T + i
+    assert list(ahead.first) == ["gw-b", "gw-c"]
+    assert ahead.cap(("device", "patient", "gw-c"), "y", T + 99, T + 5) == T + 5
+    assert ahead.cap(("candidate", "gw-c", "C4:00:00:00:00:01"), "x", T + 99, T + 9) == T + 2
 
 
 def test_an_entry_counts_as_heard_at_its_lastseen_or_its_gateways_later_renewal() -> None:
