@@ -19,6 +19,7 @@ import yaml
 
 from cloud4iot.deviceclass import CLASS_PLURAL
 from cloud4iot.devices import GROUP, PLURAL, REPORT_PLURAL
+from extender.podexplain.gather import POLICY_CONFIGMAP
 from extender.settings import Settings
 from rebalancer.settings import RebalancerSettings
 
@@ -343,7 +344,12 @@ def test_explain_calls_what_its_role_grants_and_reads_only() -> None:
         "calls not in EXPLAIN_CALLS": {m: used[m] for m in set(used) - set(EXPLAIN_CALLS)},
         "EXPLAIN_CALLS the code no longer makes": sorted(set(EXPLAIN_CALLS) - set(used)),
     }
-    needed = {(g, r, v, None) for need in EXPLAIN_CALLS.values() for g, r, v in need}
+    # by name where the code reads one object by name: the policy's ConfigMap (a `get`
+    # of any ConfigMap read every one of the cluster's by name)
+    named = {("", "configmaps", "get"): POLICY_CONFIGMAP}
+    needed = {
+        (g, r, v, named.get((g, r, v))) for need in EXPLAIN_CALLS.values() for g, r, v in need
+    }
     granted = grants(explain_role())
     assert granted == needed
     assert {v for _, _, v, _ in granted} <= {"get", "list"}
