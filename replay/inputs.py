@@ -342,6 +342,16 @@ def check_truth(
 TRUTH_OVERLAP = 0.5
 
 
+def _clock_hint(first: float, start: float) -> str:
+    """A hint when one series is in epoch seconds and the other counts from zero."""
+    if (first >= 1e8) == (start >= 1e8):
+        return ""
+    return (
+        "; one counts seconds from zero and the other epoch seconds:"
+        " shift one onto the other's clock"
+    )
+
+
 def _check_truth_overlap(
     truth: Mapping[str, list[tuple[float, str]]], recording: Recording, path: Path
 ) -> None:
@@ -356,12 +366,7 @@ def _check_truth_overlap(
     if inside >= TRUTH_OVERLAP * len(times):
         return
     first, last = min(times), max(times)
-    hint = ""
-    if (first >= 1e8) != (start >= 1e8):
-        hint = (
-            "; one counts seconds from zero and the other epoch seconds:"
-            " shift one onto the other's clock"
-        )
+    hint = _clock_hint(first, start)
     raise InputError(
         f"{path}: {inside} of {len(times)} truth samples fall inside the recordings"
         f" (truth t={first:.6g}..{last:.6g}, recordings t={start:.6g}..{end:.6g});"
@@ -420,12 +425,7 @@ def check_load_overlap(
     if any(start <= t <= end for t in times):
         return
     first, last = min(times), max(times)
-    hint = ""
-    if (first >= 1e8) != (start >= 1e8):
-        hint = (
-            "; one counts seconds from zero and the other epoch seconds:"
-            " shift one onto the other's clock"
-        )
+    hint = _clock_hint(first, start)
     raise InputError(
         f"{path}: none of {len(times)} load samples falls inside the recordings"
         f" (load t={first:.6g}..{last:.6g}, recordings t={start:.6g}..{end:.6g}){hint}"

@@ -689,7 +689,7 @@ async def test_the_rebalancers_own_moves_pass_as_the_rebalancer(
 ) -> None:
     """The evictor's code, with the rebalancer's token: a rollout, a park and an unpark
     of a Deployment and of a StatefulSet, and an eviction with its move record."""
-    apps, core = AppsV1Api(admin), CoreV1Api(admin)
+    apps = AppsV1Api(admin)
     sa = await as_sa(devcluster, REBALANCER)
     evictor = Evictor(
         CoreV1Api(sa),
@@ -731,22 +731,7 @@ async def test_the_rebalancers_own_moves_pass_as_the_rebalancer(
             assert PARKED_ANNOTATION not in got.metadata.annotations
 
         # An eviction of one of the Deployment's pods, then its move record.
-        async def a_pod() -> Any:
-            pods = (await core.list_namespaced_pod(APPS, label_selector=f"app={name}")).items
-            return next((p for p in pods if p.metadata.owner_references), None)
-
-        await eventually(a_pod, within=30, what="a pod of the Deployment")
-        pod = await a_pod()
-        workload = Workload(Kind.DEPLOYMENT, APPS, name, replicas=2)
-        managed = ManagedPod(
-            pod.metadata.uid,
-            pod.metadata.name,
-            APPS,
-            pod.spec.node_name or "",
-            PodFacts.from_pod(admin.sanitize_for_serialization(pod)),
-            workload,
-        )
-        evict = Move(Action.EVICT, Reason.ROAMING, workload, managed, "gw-home", "gw-hospital", {})
+        evict = await eviction_of_a_pod(admin, Workload(Kind.DEPLOYMENT, APPS, name, replicas=2))
         before = (await apps.read_namespaced_deployment(name, APPS)).metadata.annotations
         assert await evictor._act(evict, time.time()) == "ok"
         after = (await apps.read_namespaced_deployment(name, APPS)).metadata.annotations
@@ -755,6 +740,29 @@ async def test_the_rebalancers_own_moves_pass_as_the_rebalancer(
         await _delete(apps.delete_namespaced_deployment, name, APPS)
         await _delete(apps.delete_namespaced_stateful_set, name, APPS)
         await sa.close()
+
+
+async def eviction_of_a_pod(admin: ApiClient, workload: Workload) -> Move:
+    """The rebalancer's eviction of one pod of `workload` (selected by app=<its name>),
+    once the controller has made one."""
+    core = CoreV1Api(admin)
+
+    async def a_pod() -> Any:
+        selector = f"app={workload.name}"
+        pods = (await core.list_namespaced_pod(workload.namespace, label_selector=selector)).items
+        return next((p for p in pods if p.metadata.owner_references), None)
+
+    await eventually(a_pod, within=30, what=f"a pod of {workload.key}")
+    pod = await a_pod()
+    managed = ManagedPod(
+        pod.metadata.uid,
+        pod.metadata.name,
+        workload.namespace,
+        pod.spec.node_name or "",
+        PodFacts.from_pod(admin.sanitize_for_serialization(pod)),
+        workload,
+    )
+    return Move(Action.EVICT, Reason.ROAMING, workload, managed, "gw-home", "gw-hospital", {})
 
 
 # --- a renamed namespace ---------------------------------------------------------------

@@ -13,9 +13,8 @@ import pytest
 from kubernetes.aio.client import ApiClient, AppsV1Api, CoreV1Api
 
 from cloud4iot.vocabulary import LAST_MOVE_ANNOTATION, MOVES_ANNOTATION
-from extender.scoring.model import PodFacts
 from rebalancer.evictor import Evictor
-from rebalancer.model import Action, Kind, ManagedPod, Move, Reason, Workload
+from rebalancer.model import Kind, Workload
 from rebalancer.workloads import Workloads
 from tests.admission.test_controller_writes_admission import (
     APPS,
@@ -27,6 +26,7 @@ from tests.admission.test_controller_writes_admission import (
     _template,
     allowed,
     as_sa,
+    eviction_of_a_pod,
     refused,
 )
 from tests.admission.test_controller_writes_admission import admin as admin  # the fixture
@@ -51,7 +51,7 @@ def _replicaset(name: str) -> dict[str, Any]:
 async def test_the_rebalancer_records_a_bare_replicasets_move_and_changes_nothing_else(
     admin: ApiClient, devcluster: Any
 ) -> None:
-    apps, core = AppsV1Api(admin), CoreV1Api(admin)
+    apps = AppsV1Api(admin)
     sa = await as_sa(devcluster, REBALANCER)
     reb = AppsV1Api(sa)
     evictor = Evictor(
@@ -66,23 +66,7 @@ async def test_the_rebalancer_records_a_bare_replicasets_move_and_changes_nothin
     await _delete(apps.delete_namespaced_replica_set, name, APPS)
     await apps.create_namespaced_replica_set(APPS, _replicaset(name))
     try:
-
-        async def a_pod() -> Any:
-            pods = (await core.list_namespaced_pod(APPS, label_selector=f"app={name}")).items
-            return next((p for p in pods if p.metadata.owner_references), None)
-
-        await eventually(a_pod, within=30, what="a pod of the ReplicaSet")
-        pod = await a_pod()
-        workload = Workload(Kind.REPLICA_SET, APPS, name, replicas=1)
-        managed = ManagedPod(
-            pod.metadata.uid,
-            pod.metadata.name,
-            APPS,
-            pod.spec.node_name or "",
-            PodFacts.from_pod(admin.sanitize_for_serialization(pod)),
-            workload,
-        )
-        evict = Move(Action.EVICT, Reason.ROAMING, workload, managed, "gw-home", "gw-hospital", {})
+        evict = await eviction_of_a_pod(admin, Workload(Kind.REPLICA_SET, APPS, name, replicas=1))
         assert await allowed(lambda: evictor._act(evict, time.time()), "the RBAC") == "ok"
 
         async def recorded() -> bool:

@@ -41,6 +41,8 @@ HELP: dict[str, str] = {
     "ble_connects_total": "Subscriptions established (connected and notifying)",
     "ble_disconnects_total": "Established subscriptions that ended because the link dropped",
     "ble_attempt_failures_total": "Connection attempts that failed, by reason",
+    "ble_silent_sessions_total": "Subscriptions ended because the strap sent nothing for the"
+    " silence timeout while the link looked up (then reconnected)",
 }
 
 GAUGES: dict[str, str] = {

@@ -9,6 +9,13 @@ with a capped exponential backoff; the backoff starts over once a session gets a
 as a subscription. A strap that is out of range is simply not found by the
 scan, which counts as a failed attempt.
 
+A session that stops delivering ends too, so that a stuck one is not held for ever:
+``start_notify`` answered within the connect timeout (bleak sets none of its own: a hung
+BlueZ call held the reader, and /healthz said nothing), and no notification for
+``silence_timeout_s`` while the link looks up (a strap notifies about once a second,
+also without skin contact) unsubscribes, disconnects and starts over, counted in
+``ble_silent_sessions_total``.
+
 On shutdown (the task is cancelled) the reader unsubscribes (``stop_notify``, BlueZ
 ``StopNotify``) and disconnects before the cancellation goes on.
 """
@@ -45,6 +52,7 @@ class HeartRateReader:
         adapter: str | None = None,
         scan_timeout_s: float = 15.0,
         connect_timeout_s: float = 20.0,
+        silence_timeout_s: float = 60.0,
         backoff: Backoff | None = None,
         rng: random.Random | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -55,6 +63,8 @@ class HeartRateReader:
         self._bluez: Any = {"adapter": adapter} if adapter else {}
         self._scan_timeout = scan_timeout_s
         self._connect_timeout = connect_timeout_s
+        self._silence = silence_timeout_s
+        self._heard = 0.0  # the event loop's time of the last notification
         self._backoff = backoff or Backoff(initial_s=1.0, factor=2.0, cap_s=60.0)
         self._rng = rng
         self._sleep = sleep
@@ -103,7 +113,9 @@ class HeartRateReader:
         await client.connect()
         notifying = False
         try:
-            await client.start_notify(HEART_RATE_MEASUREMENT, self._deliver)
+            await asyncio.wait_for(
+                client.start_notify(HEART_RATE_MEASUREMENT, self._deliver), self._connect_timeout
+            )
             notifying = True
             self.failures = 0
             self.state = "subscribed"
@@ -111,9 +123,16 @@ class HeartRateReader:
             self._metrics.inc("ble_connects_total")
             self._metrics.set("ble_subscribed", 1)
             log.info("strap %s: subscribed to Heart Rate Measurement", self.address)
-            await lost.wait()
-            self._metrics.inc("ble_disconnects_total")
-            log.info("strap %s: link lost", self.address)
+            if await self._until_lost_or_silent(lost):
+                self._metrics.inc("ble_disconnects_total")
+                log.info("strap %s: link lost", self.address)
+            else:
+                self._metrics.inc("ble_silent_sessions_total")
+                log.warning(
+                    "strap %s: no notification for %.0fs on a live link; reconnecting",
+                    self.address,
+                    self._silence,
+                )
         finally:
             self.subscribed.clear()
             self._metrics.set("ble_subscribed", 0)
@@ -123,5 +142,18 @@ class HeartRateReader:
             with contextlib.suppress(Exception):
                 await client.disconnect()  # also releases the session's D-Bus connection
 
+    async def _until_lost_or_silent(self, lost: asyncio.Event) -> bool:
+        """True when the link dropped; False after `silence_timeout_s` without a notification."""
+        loop = asyncio.get_running_loop()
+        self._heard = loop.time()
+        while not lost.is_set():
+            left = self._heard + self._silence - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(lost.wait(), left)
+        return True
+
     def _deliver(self, _characteristic: Any, data: bytearray) -> None:
+        self._heard = asyncio.get_running_loop().time()
         self._on_notification(bytes(data))

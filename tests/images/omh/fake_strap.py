@@ -100,6 +100,7 @@ class GattCharacteristic1(ServiceInterface):
         self._notifying = False
         self.start_notify_calls = 0
         self.stop_notify_calls = 0
+        self.hang_start_notify = False  # StartNotify never answers (a stuck BlueZ call)
 
     @dbus_property(access=PropertyAccess.READ)
     def UUID(self) -> "s":
@@ -122,8 +123,10 @@ class GattCharacteristic1(ServiceInterface):
         return self._notifying
 
     @method()
-    def StartNotify(self) -> None:
+    async def StartNotify(self) -> None:
         self.start_notify_calls += 1
+        if self.hang_start_notify:
+            await asyncio.Event().wait()
         self._set_notifying(True)
 
     @method()
@@ -164,6 +167,7 @@ class FakeStrap:
         self.characteristic = GattCharacteristic1(self.service_path)
         self.in_range = True
         self.refuse_connections = 0  # the next n Connect calls fail
+        self.hang_start_notify = 0  # the next n links' StartNotify never answers
         self.links = 0  # times the link came up
         self.sessions: list[GattCharacteristic1] = []  # one characteristic object per link
         self._advertiser: asyncio.Task[None] | None = None
@@ -201,6 +205,9 @@ class FakeStrap:
             return
         self.links += 1
         self.characteristic = GattCharacteristic1(self.service_path)  # fresh GATT cache
+        if self.hang_start_notify > 0:
+            self.hang_start_notify -= 1
+            self.characteristic.hang_start_notify = True
         self.sessions.append(self.characteristic)
         self.device.set_link(True, False)
         self._bus.export(self.service_path, self.service)

@@ -186,3 +186,69 @@ async def test_shutdown_stops_notifications_and_disconnects(strap: FakeStrap) ->
     assert metrics.get("ble_subscribed") == 0
     assert metrics.get("ble_disconnects_total") == 0  # we left; the link did not drop
     assert await bus_connections(strap) == connections - 1  # the session's bus is closed
+
+
+def watchful_reader(
+    strap: FakeStrap, got: list[bytes], metrics: Metrics, **timeouts: float
+) -> HeartRateReader:
+    return HeartRateReader(
+        strap.address, got.append, metrics, scan_timeout_s=0.3, backoff=BACKOFF, **timeouts
+    )
+
+
+async def test_a_silent_subscription_on_a_live_link_is_ended_and_made_again(
+    strap: FakeStrap,
+) -> None:
+    """The link stays up but nothing comes (a stuck notify session): the reader
+    unsubscribes, disconnects and subscribes again, instead of waiting for ever."""
+    got: list[bytes] = []
+    metrics = Metrics()
+    reader = watchful_reader(strap, got, metrics, silence_timeout_s=0.6)
+    task = asyncio.create_task(reader.run())
+    try:
+        await eventually(lambda: strap.connected and strap.characteristic.notifying)
+        first = strap.characteristic
+        await eventually(lambda: strap.links == 2 and strap.characteristic.notifying, within=10)
+        assert metrics.get("ble_silent_sessions_total") >= 1
+        assert metrics.get("ble_disconnects_total") == 0  # the link never dropped
+        assert first.stop_notify_calls == 1  # unsubscribed on the live link, then left
+        sent = send(strap, [80])
+        await eventually(lambda: got == sent)
+    finally:
+        await stop(task)
+
+
+async def test_a_strap_that_keeps_notifying_keeps_its_session(strap: FakeStrap) -> None:
+    got: list[bytes] = []
+    metrics = Metrics()
+    reader = watchful_reader(strap, got, metrics, silence_timeout_s=0.6)
+    task = asyncio.create_task(reader.run())
+    try:
+        await eventually(lambda: strap.connected and strap.characteristic.notifying)
+        for bpm in range(60, 70):  # 2 s of readings, 0.2 s apart
+            send(strap, [bpm])
+            await asyncio.sleep(0.2)
+        await eventually(lambda: len(got) == 10)
+        assert strap.links == 1
+        assert metrics.get("ble_silent_sessions_total") == 0
+    finally:
+        await stop(task)
+
+
+async def test_a_start_notify_that_never_answers_is_given_up_and_tried_again(
+    strap: FakeStrap,
+) -> None:
+    """bleak sets no timeout of its own on StartNotify: a stuck BlueZ call held the
+    reader for ever, subscribed to nothing."""
+    got: list[bytes] = []
+    metrics = Metrics()
+    strap.hang_start_notify = 1  # the first link's StartNotify never answers
+    reader = watchful_reader(strap, got, metrics, connect_timeout_s=0.8)
+    task = asyncio.create_task(reader.run())
+    try:
+        await eventually(lambda: strap.links == 2 and strap.characteristic.notifying, within=10)
+        assert metrics.get("ble_attempt_failures_total", reason="TimeoutError") == 1
+        sent = send(strap, [75])
+        await eventually(lambda: got == sent)
+    finally:
+        await stop(task)
