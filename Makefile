@@ -10,18 +10,19 @@ export PATH := $(GO_BIN):$(PATH)
 
 .PHONY: demo test test-unit lint system-deps go devcluster-build venv clean
 
-# system-deps first (order only: it does not force a reinstall): Debian's python3 makes no
-# venv without python3-venv. A venv left without pip by a failed first try is made again.
-$(STAMP): pyproject.toml | system-deps
-	test -x $(PIP) || $(PYTHON) -m venv --clear $(VENV)
+# Debian's python3 makes no venv without python3-venv: installed (alone) only when a venv
+# is to be made and cannot be, so `make test-unit` and `make lint` never ask for root.
+# A venv left without pip by a failed first try is made again.
+$(STAMP): pyproject.toml
+	test -x $(PIP) || { PYTHON=$(PYTHON) bash scripts/system-deps.sh venv && $(PYTHON) -m venv --clear $(VENV); }
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[extender,gateway,engine,replay,test,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-# Debian packages used by the tests and the demo: Prometheus, dbus-daemon, openssl, and
-# python3-venv when the Python in use cannot make a venv.
+# Debian packages used by the tests and the demo: Prometheus, dbus-daemon, openssl (and,
+# with the argument `venv`, only python3-venv when the Python in use cannot make a venv).
 system-deps:
 	@PYTHON=$(PYTHON) bash scripts/system-deps.sh
 

@@ -312,10 +312,13 @@ def _rule_holding(
             return Limit.COOLDOWN_DEVICE, max(same_device) + rb.cooldown
     if reason in (Reason.ROAMING, Reason.DEVICE_BACK) and ctx.device is not None:
         since = ctx.device.nearest_since
-        # A decision stamped ahead of our clock (the writer's ahead, ours stepped back)
-        # is of unknown age: not held for the skew; the dwell still wants it steady.
-        if since is not None and 0 <= now - since < spec.nearest.settle:
-            return Limit.SETTLE, since + spec.nearest.settle
+        # A decision stamped a little ahead of our clock (the writer's clock skewed by
+        # less than a settle) is fresh: held as one made now. One further ahead (ours
+        # stepped back) is of unknown age: not held for the skew; the dwell still wants
+        # it steady.
+        settle = spec.nearest.settle
+        if since is not None and -settle <= now - since < settle:
+            return Limit.SETTLE, since + settle
     dwell = rb.dwell
     if reason in (Reason.OFFLOADING, Reason.ONLOADING):
         # The extender reads load on its own timer: a move wanted on a load it has not

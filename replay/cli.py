@@ -144,7 +144,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Any, Any]:
     config = _chain_config(args, policies["policy"])
     if config.load is not None:
         check_load(config.load, [*recording.gateways, *config.extra_nodes], args.load)
-        check_load_overlap(config.load, recording, args.load)
+        max_age = policies["policy"].policy.spec.stale_data.load_max_age
+        check_load_overlap(config.load, recording, args.load, max_age)
     return recording, policies, truth, config
 
 

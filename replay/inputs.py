@@ -148,7 +148,9 @@ def read_csv_adverts(path: Path) -> Recording:
         if not gateway:
             raise InputError(f"{path}:{line}: empty gateway")
         # NaN and inf too: a clock at inf never ends the replay, round(inf) overflows.
-        if not math.isfinite(t) or not rssi_in_range(level):
+        # The range is checked on the whole dBm a receiver reports, as a trace's is
+        # (20.4 reads as 20 in both layouts).
+        if not math.isfinite(t) or not math.isfinite(level) or not rssi_in_range(round(level)):
             raise InputError(f"{path}:{line}: time_s or rssi_dbm out of range")
         check_time(t, f"{path}:{line}")
         rssi = round(level)
@@ -414,19 +416,24 @@ def check_load_overlap(
     load: Mapping[str, list[tuple[float, float | None, float | None]]],
     recording: Recording,
     path: Path,
+    max_age: float = 0.0,
 ) -> None:
-    """Refuse a load series none of whose samples falls inside the recordings' span (another
-    clock: epoch against seconds from zero): all after the decisions, none is ever read;
-    all before, the last goes stale; the report then shows the figures of no load at all."""
+    """Refuse a load series none of whose samples is read during the recordings' span
+    (another clock: epoch against seconds from zero): all after the decisions, none is
+    ever read; all long before, the last is stale (older than the policy's `max_age`,
+    loadMaxAge) from the start; the report then shows the figures of no load at all. A
+    sample shortly before the start is read, so a sparse series over a short recording
+    passes."""
     times = [t for samples in load.values() for t, _cpu, _mem in samples]
     if not times or not recording.adverts:
         return
     start, end = recording.span
-    if any(start <= t <= end for t in times):
+    if any(start - max_age <= t <= end for t in times):
         return
     first, last = min(times), max(times)
     hint = _clock_hint(first, start)
     raise InputError(
         f"{path}: none of {len(times)} load samples falls inside the recordings"
+        f" or within loadMaxAge ({max_age:g} s) before them"
         f" (load t={first:.6g}..{last:.6g}, recordings t={start:.6g}..{end:.6g}){hint}"
     )

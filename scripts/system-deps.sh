@@ -3,11 +3,15 @@
 # dbus-daemon (the fake BlueZ's private bus) and openssl (throwaway certificates
 # for the webhook's mutual TLS), and python3-venv when the Python that makes .venv
 # has no ensurepip (Debian's python3 without that package). Skips apt when all are present.
+# `system-deps.sh venv`: python3-venv alone (the Makefile's venv step, only when a venv
+# is to be made).
 set -euo pipefail
 need=()
-command -v prometheus >/dev/null || need+=(prometheus)
-command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
-command -v openssl >/dev/null || need+=(openssl)
+if [ "${1:-}" != venv ]; then
+    command -v prometheus >/dev/null || need+=(prometheus)
+    command -v dbus-daemon >/dev/null || need+=(dbus-daemon)
+    command -v openssl >/dev/null || need+=(openssl)
+fi
 "${PYTHON:-python3}" -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""

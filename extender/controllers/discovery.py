@@ -130,6 +130,7 @@ class DiscoveryController:
     last_heard: dict[str, float] = field(default_factory=dict)
     placed: set[str] = field(default_factory=set)  # Device uids given functions, this term
     stowed: set[str] = field(default_factory=set)  # ... whose functions were parked/deleted
+    revoked: set[str] = field(default_factory=set)  # ... denied: functions deleted
     failing: dict[str, str] = field(default_factory=dict)  # what -> error (one log line each)
     tried: set[str] = field(default_factory=set)  # what the last synced pass sent
     # what -> (delay, next attempt) of the writes in `failing`
@@ -145,6 +146,7 @@ class DiscoveryController:
         self.last_heard.clear()
         self.placed.clear()
         self.stowed.clear()
+        self.revoked.clear()
         self.unseen.clear()
         started = self.clock()
         while True:
@@ -207,6 +209,7 @@ class DiscoveryController:
         uids = {d.uid for d in discovered.values()}
         self.placed &= uids
         self.stowed &= uids
+        self.revoked &= uids
         # A listed candidate of a gateway alive now counts as heard now, as sightings do
         # (the monitor lists only what it heard within its 30 s TTL): its own lastSeen
         # is the gateway's clock, and one running a minute behind had nothing ever
@@ -285,6 +288,7 @@ class DiscoveryController:
             self.placed,
             self.stowed,
             plan.forget,
+            self.revoked,
         )
         for name in life.stow:
             device = discovered[name]
@@ -294,7 +298,8 @@ class DiscoveryController:
         for name in life.revoke:
             device = discovered[name]
             if await self._revoke(classes[device.device_class], device):
-                self.stowed.add(device.uid)
+                self.revoked.add(device.uid)
+                self.stowed.discard(device.uid)
                 self.placed.discard(device.uid)
         for name in life.place:
             device = discovered[name]
@@ -303,6 +308,7 @@ class DiscoveryController:
             if await self._place(classes[device.device_class], device, heard_by):
                 self.placed.add(device.uid)
                 self.stowed.discard(device.uid)
+                self.revoked.discard(device.uid)
 
     async def _place(self, cls: DeviceClass, device: Discovered, heard_by: list[str]) -> bool:
         """Create the Device's functions, or restore those its class parked; True when done."""

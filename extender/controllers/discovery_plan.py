@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from cloud4iot.deviceclass import APPROVE, CLASS_KIND, DeviceClass, device_name
 from cloud4iot.devices import API_VERSION, KIND
 from cloud4iot.vocabulary import (
     APPROVAL_APPROVED,
+    APPROVAL_DENIED,
     APPROVAL_LABEL,
     APPROVAL_PENDING,
     CLASS_LABEL,
@@ -197,6 +199,7 @@ def plan_lifecycle(
     placed: set[str],
     stowed: set[str],
     forgotten: Iterable[str] = (),
+    revoked: AbstractSet[str] = frozenset(),
 ) -> LifecyclePlan:
     """Which approved Devices get their functions (back) and which lose them now.
 
@@ -206,7 +209,9 @@ def plan_lifecycle(
     Device uids done so this term: each step is taken once per change of state (and
     once more per term, which a new leader needs and finds already done). A Device
     denied after it was approved (the verb does not ask what it was) loses its
-    functions, once per term like a stow; a pending one never had any.
+    functions once per term (`revoked`: the uids done), parked ones included; a
+    pending one never had any, and one whose approval label is anything else (removed
+    or mistyped by hand) is left as it is.
     """
     plan = LifecyclePlan()
     gone = set(forgotten)
@@ -216,9 +221,11 @@ def plan_lifecycle(
             continue
         if device.name in gone:
             continue
-        if device.approval != APPROVAL_APPROVED:
-            if device.uid not in stowed:
+        if device.approval == APPROVAL_DENIED:
+            if device.uid not in revoked:
                 plan.revoke.append(device.name)
+            continue
+        if device.approval != APPROVAL_APPROVED:
             continue
         seen = newest_sighting.get(device.name)
         if seen is not None and now - seen < cls.away_after:

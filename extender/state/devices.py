@@ -48,13 +48,17 @@ class FirstRead:
     (1024 sightings and 64 candidates a report, each write new keys) evicts only its
     own values, never another gateway's, whose silent entries a relist would otherwise
     make fresh again (security review, 2026-12-08). `gateways` bounds the gateways
-    remembered (node names: only admins add them); the oldest added goes first."""
+    remembered (node names: only admins add them); the oldest added goes first. `limit`
+    bounds all values together (~12 MiB): past it the gateway holding the most gives up
+    its oldest, so a flood still evicts only the flooder's."""
 
     # (plain dicts, oldest first: this module is part of the base install, where the
     # extender's extra cachetools is not)
     first: dict[str, dict[tuple[str, str, str, str], float]] = field(default_factory=dict)
     per_gateway: int = 4096  # above one report's 1088 entries and its legacy ones
     gateways: int = 4096
+    limit: int = 65536
+    size: int = 0
 
     def cap(self, key: tuple[str, str, str], raw: str, seen: float, observed_at: float) -> float:
         if seen <= observed_at:
@@ -63,13 +67,21 @@ class FirstRead:
         mine = self.first.get(gateway)
         if mine is None:
             if len(self.first) >= self.gateways:
-                del self.first[next(iter(self.first))]
+                self.size -= len(self.first.pop(next(iter(self.first))))
             mine = self.first[gateway] = {}
         k = (*key, raw)
         first = mine.get(k)
-        if first is None or observed_at < first:
-            if first is None and len(mine) >= self.per_gateway:
+        if first is None:
+            if len(mine) >= self.per_gateway:
                 del mine[next(iter(mine))]
+                self.size -= 1
+            elif self.size >= self.limit:
+                largest = max(self.first.values(), key=len)
+                del largest[next(iter(largest))]
+                self.size -= 1
+            mine[k] = first = observed_at
+            self.size += 1
+        elif observed_at < first:
             mine[k] = first = observed_at
         return first
 

@@ -471,3 +471,35 @@ def test_approval_patch_labels_sets_the_irk_and_refuses_registered_devices() -> 
     event = approval_event(obj, "approve", True, NOW)
     assert (event["reason"], event["involvedObject"]["uid"]) == ("Approved", "u-d")
     assert approval_event(obj, "deny", False, NOW)["reason"] == "Denied"
+
+
+def _one_device_plan(
+    approval: str,
+    stowed: set[str],
+    revoked: set[str] = frozenset(),  # type: ignore[assignment]
+) -> list[str]:
+    cls = parse_class(class_obj(admission="approve"))
+    device = Discovered("x-1", "uid-1", "AA", cls.name, approval, NOW - 1000)
+    return plan_lifecycle(
+        {cls.name: cls},
+        {device.name: device},
+        {device.name: NOW - 1},
+        {device.name: NOW - 1},
+        NOW,
+        placed={"uid-1"},
+        stowed=stowed,
+        revoked=revoked,
+    ).revoke
+
+
+def test_only_a_denied_device_loses_its_functions() -> None:
+    # a removed or mistyped approval label is not a denial: such a Device is left alone
+    assert _one_device_plan("denied", set()) == ["x-1"]
+    assert _one_device_plan("", set()) == []
+    assert _one_device_plan("Approved", set()) == []
+
+
+def test_a_parked_device_denied_later_still_loses_its_functions_once() -> None:
+    # parked by its class (stowed), then denied: its parked Deployments go too, once
+    assert _one_device_plan("denied", stowed={"uid-1"}) == ["x-1"]
+    assert _one_device_plan("denied", stowed={"uid-1"}, revoked={"uid-1"}) == []

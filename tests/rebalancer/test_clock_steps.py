@@ -132,3 +132,42 @@ async def test_a_nearest_decision_stamped_ahead_of_our_clock_is_not_held_for_the
     await world.step(NOW)
     assert world.held("settle") == 0
     assert world.moves("Roaming", "rollout", "ok") == 1
+
+
+@pytest.mark.parametrize("ahead", [0.0, 0.5, 4.0])
+async def test_a_fresh_decision_a_little_ahead_of_our_clock_is_still_held_by_settle(
+    ahead: float,
+) -> None:
+    """A writer's clock a little ahead (less than a settle) stamps a decision made now:
+    it is held like one of age 0, not taken for one of unknown age and moved at once."""
+    world = World()  # no dwell: only the settle holds the move
+    world.deploy("consolidator", "gw-home")
+    world.show(wearable(since=NOW + ahead))
+    await world.step(NOW)
+    assert world.held("settle") == 1
+    assert world.moves("Roaming", "rollout", "ok") == 0
+
+
+def test_a_shift_moves_every_in_memory_stamp_of_the_actor_and_the_evictor() -> None:
+    """Each record the rebalancer keeps in memory, moved by the step: one left behind
+    would be off by the step after it (a backoff, an in-flight eviction, a due time)."""
+    from rebalancer.evictor import Backoff
+
+    world = World()
+    r, e = world.rebalancer, world.rebalancer.evictor
+    r._due = {"ns/p": NOW}
+    r._last_full = NOW
+    e.evicted, e.pretend, e.repinned = {"u1": NOW}, {"u2": NOW}, {"u3": NOW}
+    e.warned = {("Deployment/ns/d", "MoveFailed"): NOW}
+    e.evicting = {("ns", "ReplicaSet", "rs"): (NOW, "ns/p", "u1")}
+    e.changed = {"ns/d": (3, NOW)}
+    e.backoff = {"Deployment/ns/d": Backoff(until=NOW, delay=10.0, status=403)}
+    r.shift(-HOUR)
+    then = NOW - HOUR
+    assert r._due == {"ns/p": then}
+    assert r._last_full == then
+    assert (e.evicted, e.pretend, e.repinned) == ({"u1": then}, {"u2": then}, {"u3": then})
+    assert e.warned == {("Deployment/ns/d", "MoveFailed"): then}
+    assert e.evicting == {("ns", "ReplicaSet", "rs"): (then, "ns/p", "u1")}
+    assert e.changed == {"ns/d": (3, then)}
+    assert e.backoff["Deployment/ns/d"].until == then

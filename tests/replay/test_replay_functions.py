@@ -142,3 +142,18 @@ def test_bad_function_options_are_one_line_errors(
     err = capsys.readouterr().err.strip()
     assert message in err
     assert len(err.splitlines()) == 1
+
+
+def test_a_sparse_load_series_read_from_just_before_the_recording_is_taken(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sample shortly before the start (within the policy's loadMaxAge, 30 s) is read
+    at the start: a series sparser than the recording is not on another clock."""
+    sparse = tmp_path / "sparse.csv"
+    sparse.write_text("time_s,node,cpu\n-20,anchor-1,0.95\n900,anchor-1,0.3\n")
+    assert main([str(DATA / "calib4.adverts.csv.gz"), "--load", str(sparse), "-o", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total"]["policy"]
+    stale = tmp_path / "stale.csv"  # 40 s before: stale from the start, never read fresh
+    stale.write_text("time_s,node,cpu\n-40,anchor-1,0.95\n900,anchor-1,0.3\n")
+    assert main([str(DATA / "calib4.adverts.csv.gz"), "--load", str(stale)]) == 2
+    assert "within loadMaxAge (30 s) before them" in capsys.readouterr().err

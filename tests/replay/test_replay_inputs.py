@@ -281,3 +281,20 @@ def test_both_layouts_read_a_fractional_rssi_alike(tmp_path: Path, level: float)
     from_csv = read_csv_adverts(csv).adverts[0].rssi
     from_trace = read_trace_adverts("gw", trace).adverts[0].rssi
     assert from_csv == from_trace == round(level)
+
+
+@pytest.mark.parametrize(("level", "accepted"), [(20.4, True), (20.6, False), (-127.4, True)])
+def test_both_layouts_check_the_range_on_the_whole_dbm(
+    tmp_path: Path, level: float, accepted: bool
+) -> None:
+    """20.4 dBm was refused in a CSV (checked before rounding) and read as 20 in a trace."""
+    csv = tmp_path / "a.csv"
+    csv.write_text(f"time_s,gateway,rssi_dbm\n1,gw,{level}\n")
+    trace = tmp_path / "gw.jsonl"
+    trace.write_text(f'{{"t": 1, "address": "AA:BB:CC:DD:EE:FF", "rssi": {level}}}\n')
+    for read in (lambda: read_csv_adverts(csv), lambda: read_trace_adverts("gw", trace)):
+        if accepted:
+            assert read().adverts[0].rssi == round(level)
+        else:
+            with pytest.raises(InputError, match="out of range"):
+                read()

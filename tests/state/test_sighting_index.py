@@ -310,6 +310,25 @@ def test_the_gateways_remembered_are_bounded_oldest_first() -> None:
     assert ahead.cap(("candidate", "gw-c", "C4:00:00:00:00:01"), "x", T + 99, T + 9) == T + 2
 
 
+def test_all_first_reads_together_are_bounded_and_the_largest_gateway_gives_up() -> None:
+    """Many gateways ahead at once: the values of all together stay under `limit` (4,096
+    gateways x 4,096 each was ~3 GiB); past it the gateway holding the most loses its
+    oldest, so one flooding gateway still evicts only its own."""
+    ahead = FirstRead(per_gateway=8, limit=10)
+    for i in range(2):
+        ahead.cap(("report", "gw-b", f"d{i}"), "x", T + 99, T)
+    for i in range(30):
+        ahead.cap(("report", "gw-evil", f"d{i}"), "x", T + 99, T + 1 + i)
+    assert ahead.size == sum(map(len, ahead.first.values())) == 10
+    assert len(ahead.first["gw-b"]) == 2  # untouched
+    for i in range(2):  # and still capped at their first read
+        assert ahead.cap(("report", "gw-b", f"d{i}"), "x", T + 99, T + 50) == T
+    for i in range(3):  # a third gateway: room made by gw-evil again
+        ahead.cap(("candidate", "gw-c", f"a{i}"), "x", T + 99, T + 60)
+    assert ahead.size == 10
+    assert (len(ahead.first["gw-b"]), len(ahead.first["gw-c"])) == (2, 3)
+
+
 def test_an_entry_counts_as_heard_at_its_lastseen_or_its_gateways_later_renewal() -> None:
     assert heard_at(100.0, None) == 100.0  # no Lease seen: its own lastSeen
     assert heard_at(100.0, 90.0) == 100.0  # renewed before it was heard
