@@ -26,6 +26,16 @@ REPORT_KIND = "GatewayReport"
 # How many devices one report may list (the CRD's maxItems).
 REPORT_MAX_SIGHTINGS = 1024
 
+# The gateway monitors' namespace as shipped (manifests/gateway-monitor/): their
+# liveness Leases and the Secret of the wearables' Identity Resolving Keys live there.
+GATEWAY_NAMESPACE = "cloud4iot-gateway"
+# That Secret: `data` keyed by Device name, each value the Device's IRK as 32 hex
+# digits. Readable by the monitors' ServiceAccount only (and admins); written by
+# `cloud4iot devices approve NAME --irk HEX` (docs/security.md). Devices are
+# readable by many roles, so an IRK in a Device's spec (the deprecated
+# spec.identityKey) lets all of them follow the wearable.
+IDENTITY_KEYS_SECRET = "cloud4iot-identity-keys"
+
 # What a BLE radio can report (dBm); the CRD enforces the same range.
 RSSI_MIN = -127
 RSSI_MAX = 20

@@ -6,15 +6,20 @@ the label says approved. Denied Devices keep their name (so the address is not
 rediscovered at once) and get no functions; they are forgotten like any discovered
 Device after the class's forgetAfter without a sighting. Registered Devices (without the
 class label) are refused: they have no approval to give. Runs with the admin's own
-credentials; `--irk HEX` stores the device's Identity Resolving Key in
-`spec.identityKey`, which the gateway monitors read to resolve its rotating resolvable
-private addresses to this Device. Each verb leaves an Event on the Device (Approved,
-Denied), as the extender does for the automatic admission.
+credentials; `--irk HEX` stores the device's Identity Resolving Key under the Device's
+name in the Secret cloud4iot-identity-keys of the gateway monitors' namespace
+(`--gateway-namespace`, created if absent), which only the monitors (and admins) may
+read: they resolve its rotating resolvable private addresses to this Device with it.
+Not in the Device (its deprecated `spec.identityKey`, readable by anyone who may list
+Devices); a key found there is removed as it is moved. Each verb leaves an Event on the
+Device (Approved, Denied), as the extender does for the automatic admission.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import os
 import re
 import sys
 import time
@@ -22,7 +27,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cloud4iot.devices import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from cloud4iot.devices import (
+    API_VERSION,
+    GATEWAY_NAMESPACE,
+    GROUP,
+    IDENTITY_KEYS_SECRET,
+    KIND,
+    MERGE_PATCH,
+    PLURAL,
+    VERSION,
+)
 from cloud4iot.events import event_body
 from cloud4iot.vocabulary import (
     APPROVAL_APPROVED,
@@ -61,8 +75,56 @@ def approval_patch(obj: Mapping[str, Any], verb: str, irk: str | None = None) ->
         }
     }
     if irk is not None:
-        patch["spec"] = {"identityKey": normalize_irk(irk)}
+        normalize_irk(irk)  # refused before anything is written
+        if "identityKey" in (obj.get("spec") or {}):
+            # the deprecated copy readable by all who list Devices: the Secret has it now
+            patch["spec"] = {"identityKey": None}
     return patch
+
+
+def key_patch(name: str, irk: str) -> dict[str, Any]:
+    """The merge patch that sets Device `name`'s key in the identity-keys Secret (and
+    leaves the other Devices' keys as they are)."""
+    return {"data": {name: base64.b64encode(normalize_irk(irk).encode()).decode()}}
+
+
+def key_secret(name: str, irk: str, namespace: str) -> dict[str, Any]:
+    """The identity-keys Secret holding only Device `name`'s key (when it is absent)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": IDENTITY_KEYS_SECRET,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/part-of": "cloud4iot"},
+        },
+        "type": "Opaque",
+        **key_patch(name, irk),
+    }
+
+
+def store_key(core: Any, namespace: str, name: str, irk: str) -> None:
+    """Device `name`'s IRK into the identity-keys Secret: patched if it exists, else
+    created (patched after all if another approve created it meanwhile). Raises the
+    client's ApiException."""
+    from kubernetes import client
+
+    for _ in range(3):
+        try:
+            core.patch_namespaced_secret(
+                IDENTITY_KEYS_SECRET, namespace, key_patch(name, irk), _content_type=MERGE_PATCH
+            )
+            return
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+        try:
+            core.create_namespaced_secret(namespace, key_secret(name, irk, namespace))
+            return
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+    raise client.ApiException(status=409, reason="Conflict (neither patched nor created)")
 
 
 def approval_event(obj: Mapping[str, Any], verb: str, irk: bool, now: float) -> dict[str, Any]:
@@ -90,7 +152,14 @@ def add_parser(sub: Any) -> None:
                 "--identity-key",
                 dest="irk",
                 help="the device's Identity Resolving Key (32 hex digits): the gateways "
-                "then follow its rotating private addresses",
+                f"then follow its rotating private addresses; stored in the Secret "
+                f"{IDENTITY_KEYS_SECRET} of the gateway monitors' namespace",
+            )
+            v.add_argument(
+                "--gateway-namespace",
+                default=os.environ.get("GATEWAY_NAMESPACE") or GATEWAY_NAMESPACE,
+                help="the gateway monitors' namespace, where --irk is stored (env "
+                f"GATEWAY_NAMESPACE; default {GATEWAY_NAMESPACE})",
             )
         v.set_defaults(func=run)
 
@@ -107,6 +176,17 @@ def run(args: argparse.Namespace) -> int:
             obj: Any = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, args.name)
             irk = getattr(args, "irk", None)
             patch = approval_patch(obj, args.verb, irk)
+            if irk is not None:  # the key first: an approved Device is followed at once
+                where = f"Secret {args.gateway_namespace}/{IDENTITY_KEYS_SECRET}"
+                try:
+                    store_key(client.CoreV1Api(api), args.gateway_namespace, args.name, irk)
+                except client.ApiException as exc:
+                    print(
+                        f"cloud4iot devices {args.verb} {args.name}: {where}: "
+                        f"HTTP {exc.status} {exc.reason}; not approved",
+                        file=sys.stderr,
+                    )
+                    return 1
             custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, args.name, patch)
         except ValueError as exc:
             print(f"cloud4iot devices {args.verb}: {exc}", file=sys.stderr)
@@ -122,5 +202,6 @@ def run(args: argparse.Namespace) -> int:
             client.CoreV1Api(api).create_namespaced_event(EVENT_NAMESPACE, event)
         except client.ApiException as exc:  # the verb stands; the Event is a courtesy
             print(f"warning: no {REASONS[args.verb]} Event: HTTP {exc.status}", file=sys.stderr)
-    print(f"device/{args.name} {VERBS[args.verb]}")
+    stored = f" (IRK in Secret {args.gateway_namespace}/{IDENTITY_KEYS_SECRET})" if irk else ""
+    print(f"device/{args.name} {VERBS[args.verb]}{stored}")
     return 0

@@ -40,7 +40,7 @@ from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
 from gateway_monitor.publisher import Publisher, PublishPlan, Reason, Sighting
 from gateway_monitor.recorder import FLUSH_INTERVAL, Recorder
-from gateway_monitor.registry import DeviceSpec, Registry, watch_devices
+from gateway_monitor.registry import DeviceSpec, Registry, watch_devices, watch_identity_keys
 from gateway_monitor.report import report_body
 from gateway_monitor.scanner import AdvertSource, BleakSource, ReplaySource
 from gateway_monitor.settings import Settings, policy_offset
@@ -208,12 +208,10 @@ async def _monitor_ctx(rt: Runtime) -> AsyncIterator[None]:
         sink: Any = DryRunSink(settings.node, rt.dry_run_log)
     else:
         api = api_client = await asyncio.to_thread(KubeApi.connect, settings.kubeconfig)
-        rt.lease = LeaseRenewer(
-            api,
-            settings.node,
-            settings.lease_namespace or default_namespace(),
-            settings.lease,
-        )
+        # Our own namespace: our liveness Lease and the identity-keys Secret are there.
+        namespace = settings.lease_namespace or default_namespace()
+        registry.namespace = namespace
+        rt.lease = LeaseRenewer(api, settings.node, namespace, settings.lease)
 
         def on_result(reason: Reason, ok: bool) -> None:
             metrics.publishes.labels(reason.value, "ok" if ok else "failed").inc()
@@ -259,6 +257,16 @@ async def _monitor_ctx(rt: Runtime) -> AsyncIterator[None]:
                 on_error=metrics.errors.labels("registry").inc,
             ),
             "device-watch",
+        )
+        rt.tasks.spawn(
+            watch_identity_keys(
+                api,
+                registry,
+                namespace,
+                backoff=backoff,
+                on_error=metrics.errors.labels("registry").inc,
+            ),
+            "identity-keys-watch",
         )
         rt.tasks.spawn(_publish(rt.publisher), "publisher")
         assert discovery is not None

@@ -195,8 +195,9 @@ def _publishing_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--lease-namespace",
         default=os.environ.get("POD_NAMESPACE") or None,
-        help="namespace of this gateway's liveness Lease (env POD_NAMESPACE;"
-        " default the pod's own, else cloud4iot-gateway)",
+        help="the monitors' namespace: this gateway's liveness Lease and the Secret"
+        " cloud4iot-identity-keys it reads (env POD_NAMESPACE; default the pod's own,"
+        " else cloud4iot-gateway)",
     )
     g.add_argument(
         "--lease-renew",

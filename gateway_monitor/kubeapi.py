@@ -4,7 +4,8 @@ gateway's 40 MB budget, issue 23 item 4; BENCHMARKS.md "Gateway monitor: RSS and
 
 It makes the few calls the monitor makes, under the kubernetes.aio method names the
 monitor's modules call (so they take either client): list and watch a cluster-scoped
-custom resource, get, merge-patch and server-side apply a status, get/create/replace a Lease.
+custom resource, get, merge-patch and server-side apply a status, get/create/replace a Lease,
+list and watch one Secret by a field selector.
 Credentials as the kubernetes client takes them: a kubeconfig (server, CA, bearer token
 or token file, client certificate), else the pod's ServiceAccount, whose projected token
 file is re-read when it changes (the kubelet rotates it). Errors: ``ApiError`` with the
@@ -238,13 +239,46 @@ class KubeApi:
     ) -> AsyncIterator[dict[str, Any]]:
         """Watch events (bookmarks on) until the server ends the watch; an ERROR event
         raises ApiError with its code (410 Gone: list again)."""
+        path = f"/apis/{group}/{version}/{plural}"
+        async for event in self._watch(path, {}, resource_version, timeout_seconds):
+            yield event
+
+    async def list_namespaced_secret(
+        self, namespace: str, *, field_selector: str
+    ) -> dict[str, Any]:
+        """The Secrets a field selector picks (the monitor lists one by name: RBAC's
+        resourceNames allow a list only so narrowed)."""
+        query = {"fieldSelector": field_selector}
+        return await self.request("GET", _secret_path(namespace), query)
+
+    async def watch_namespaced_secret(
+        self,
+        namespace: str,
+        *,
+        field_selector: str,
+        resource_version: str,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """As watch_cluster_custom_object, for the Secrets a field selector picks."""
+        query = {"fieldSelector": field_selector}
+        path = _secret_path(namespace)
+        async for event in self._watch(path, query, resource_version, timeout_seconds):
+            yield event
+
+    async def _watch(
+        self,
+        path: str,
+        query: Mapping[str, str],
+        resource_version: str,
+        timeout_seconds: int,
+    ) -> AsyncIterator[dict[str, Any]]:
         query = {
+            **query,
             "watch": "true",
             "resourceVersion": resource_version,
             "timeoutSeconds": str(timeout_seconds),
             "allowWatchBookmarks": "true",
         }
-        path = f"/apis/{group}/{version}/{plural}"
         async for event in self.stream(path, query, timeout_seconds + WATCH_SLACK):
             if event.get("type") == "ERROR":
                 status = event.get("object") or {}
@@ -394,6 +428,10 @@ class KubeApi:
 
 def _q(name: str) -> str:
     return quote(name, safe="")
+
+
+def _secret_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{_q(namespace)}/secrets"
 
 
 def _lease_path(namespace: str, name: str | None = None) -> str:

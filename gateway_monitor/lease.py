@@ -26,11 +26,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cloud4iot.devices import GATEWAY_NAMESPACE
 from gateway_monitor.kubeapi import http_status, resource_version
 
 log = logging.getLogger(__name__)
 
-DEFAULT_NAMESPACE = "cloud4iot-gateway"
+DEFAULT_NAMESPACE = GATEWAY_NAMESPACE
 # Where kubelet mounts the ServiceAccount's namespace in every pod.
 SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 

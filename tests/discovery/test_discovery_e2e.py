@@ -26,7 +26,15 @@ from kubernetes.aio.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjects
 from kubernetes.aio.client.exceptions import ApiException
 
 from cloud4iot.deviceclass import CLASS_PLURAL, device_name, parse_class
-from cloud4iot.devices import APPLY_PATCH, GROUP, PLURAL, REPORT_PLURAL, VERSION
+from cloud4iot.devices import (
+    APPLY_PATCH,
+    GATEWAY_NAMESPACE,
+    GROUP,
+    IDENTITY_KEYS_SECRET,
+    PLURAL,
+    REPORT_PLURAL,
+    VERSION,
+)
 from cloud4iot.vocabulary import (
     APPROVAL_LABEL,
     DEVICE_ANNOTATION,
@@ -44,7 +52,7 @@ from gateway_monitor.discovery import (
 from gateway_monitor.irk import make_rpa, parse_irk
 from gateway_monitor.metrics import Metrics
 from gateway_monitor.monitor import Monitor
-from gateway_monitor.registry import Registry, parse_device
+from gateway_monitor.registry import Registry, parse_device, parse_identity_keys
 from gateway_monitor.report import report_body, write_report
 from gateway_monitor.scanner import Advert
 from gateway_monitor.tracker import Tracker
@@ -259,13 +267,20 @@ async def test_the_cap_holds_and_approve_mode_waits_for_the_verb(
         == 1
     )
     assert cloud4iot(approve) == 0
-    # stored where the monitors read it: their registry follows the rotating address
-    spec = parse_device(await custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, first))
+    # stored where the monitors read it (the identity-keys Secret in their namespace,
+    # not the Device, which many roles may list): their registry follows the rotating
+    # address
+    device = await custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, first)
+    assert "identityKey" not in device["spec"]
+    spec = parse_device(device)
     assert spec is not None
-    assert spec.irk == parse_irk(irk)
+    assert spec.irk is None
+    keys = await CoreV1Api(admin).read_namespaced_secret(IDENTITY_KEYS_SECRET, GATEWAY_NAMESPACE)
     registry = Registry()
     registry.replace_all([spec])
-    assert registry.lookup(make_rpa(spec.irk, b"\x01\x02\x03")) == first
+    registry.set_keys(parse_identity_keys(keys.to_dict()))
+    assert registry.irk(first) == parse_irk(irk)
+    assert registry.lookup(make_rpa(parse_irk(irk), b"\x01\x02\x03")) == first
     assert cloud4iot(["devices", "deny", second, "--kubeconfig", kubeconfig]) == 0
     await eventually(
         lambda: _has(deployments(apps, namespace), f"reader-{first}"),

@@ -24,7 +24,7 @@ from cloud4iot.vocabulary import (
     CLASS_LABEL,
     DEVICE_ANNOTATION,
 )
-from extender.approve import approval_event, approval_patch
+from extender.approve import approval_event, approval_patch, key_patch
 from extender.controllers.discovery import discovered_facts
 from extender.controllers.discovery_plan import (
     CANDIDATE_MAX_AGE,
@@ -450,7 +450,9 @@ def test_lifecycle_places_heard_devices_and_stows_away_ones_once_each() -> None:
 # --- the approve verb ------------------------------------------------------------------
 
 
-def test_approval_patch_labels_sets_the_irk_and_refuses_registered_devices() -> None:
+def test_approval_patch_labels_checks_the_irk_and_refuses_registered_devices() -> None:
+    """The label only: the IRK goes to the identity-keys Secret (key_patch), never into
+    the Device, and a legacy spec.identityKey is removed as the key is moved."""
     obj = {
         "metadata": {
             "name": "hr-strap-c0ffee000001",
@@ -459,9 +461,16 @@ def test_approval_patch_labels_sets_the_irk_and_refuses_registered_devices() -> 
             "labels": {CLASS_LABEL: "hr-strap", APPROVAL_LABEL: APPROVAL_PENDING},
         }
     }
-    patch = approval_patch(obj, "approve", "EC:02:34:A3 57C8AD05341010A60A397D9B")
+    irk = "EC:02:34:A3 57C8AD05341010A60A397D9B"
+    patch = approval_patch(obj, "approve", irk)
     assert patch["metadata"] == {"labels": {APPROVAL_LABEL: "approved"}, "resourceVersion": "7"}
-    assert patch["spec"] == {"identityKey": "ec0234a357c8ad05341010a60a397d9b"}
+    assert "spec" not in patch
+    assert key_patch("hr-strap-c0ffee000001", irk) == {
+        "data": {"hr-strap-c0ffee000001": "ZWMwMjM0YTM1N2M4YWQwNTM0MTAxMGE2MGEzOTdkOWI="}
+    }  # base64 of ec0234a357c8ad05341010a60a397d9b
+    legacy = {**obj, "spec": {"address": "C0:FF:EE:00:00:01", "identityKey": "00" * 16}}
+    assert approval_patch(legacy, "approve", irk)["spec"] == {"identityKey": None}
+    assert "spec" not in approval_patch(legacy, "approve")  # no key given: left alone
     assert "spec" not in approval_patch(obj, "deny")
     for bad in ("ec0234", "zz" * 16, "ec0234a357c8ad05341010a60a397d9b00"):
         with pytest.raises(ValueError, match="32 hex digits"):

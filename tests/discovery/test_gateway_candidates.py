@@ -202,8 +202,9 @@ def rpa_classes(policy: str) -> ClassBook:
 def test_rotating_addresses_through_the_monitor_ignored_candidates_or_resolved_by_irk() -> None:
     """Issue 25 item 4 on the monitor's matching path: a class ignores resolvable private
     addresses unless it allows them (then each is a candidate, one Device per address);
-    once a Device carries the device's IRK (`cloud4iot devices approve --irk`), its next
-    rotating addresses are that Device's sightings, never new candidates."""
+    once the device's IRK is stored for its Device (`cloud4iot devices approve --irk`:
+    the identity-keys Secret the monitor watches), its next rotating addresses are that
+    Device's sightings, never new candidates."""
     irk = parse_irk("ec0234a357c8ad05341010a60a397d9b")
     first = "70:81:94:0D:FB:AA"  # the Core spec's sample: prand 708194, hash 0dfbaa
     rotated = make_rpa(irk, b"\x12\x34\x56")
@@ -225,7 +226,8 @@ def test_rotating_addresses_through_the_monitor_ignored_candidates_or_resolved_b
     assert sorted(allowing.book.entries) == sorted([first, rotated])  # one per address
     # approved with its IRK: the Device (named after its first address) follows it
     device = device_name("hr-strap", first)
-    m.registry.upsert(DeviceSpec(device, first, irk=irk))
+    m.registry.upsert(DeviceSpec(device, first))
+    m.registry.set_keys({device: irk})  # from the Secret
     fresh = CandidateBook()
     allowing.book = fresh
     for address in (first, rotated, make_rpa(irk, b"\x0a\x0b\x0c")):

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from cloud4iot.devices import IDENTITY_KEYS_SECRET
 from gateway_monitor.cli import build_parser
 
 FOLDER = Path(__file__).resolve().parents[2] / "manifests" / "gateway-monitor"
@@ -43,14 +44,19 @@ def test_cluster_role_reads_devices_and_writes_only_report_status() -> None:
         ("cloud4iot.io", "gatewayreports/status", "update"),
         ("cloud4iot.io", "gatewayreports/status", "patch"),
     }
-    # its liveness Lease: in its own namespace, create once and renew; no delete/list/watch
+    # its liveness Lease: in its own namespace, create once and renew; no delete/list/watch;
+    # and the identity-keys Secret by name only, read-only (no Secret in the ClusterRole)
     (role,) = [d for d in load("rbac.yaml") if d["kind"] == "Role"]
     (binding,) = [d for d in load("rbac.yaml") if d["kind"] == "RoleBinding"]
     (sa,) = [d for d in load("rbac.yaml") if d["kind"] == "ServiceAccount"]
     assert role["metadata"]["namespace"] == sa["metadata"]["namespace"]
-    assert [(r["apiGroups"], r["resources"], r["verbs"]) for r in role["rules"]] == [
-        (["coordination.k8s.io"], ["leases"], ["get", "create", "update"])
+    assert [
+        (r["apiGroups"], r["resources"], r.get("resourceNames"), r["verbs"]) for r in role["rules"]
+    ] == [
+        (["coordination.k8s.io"], ["leases"], None, ["get", "create", "update"]),
+        ([""], ["secrets"], [IDENTITY_KEYS_SECRET], ["get", "list", "watch"]),
     ]
+    assert IDENTITY_KEYS_SECRET not in yaml.safe_dump(load("liveness-readers.yaml"))
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "cloud4iot-gateway"}

@@ -39,7 +39,8 @@ def _record(tmp_path: Path) -> dict[str, Path]:
     for gw in ("gw-a", "gw-b"):
         now = [0.0]
         registry = Registry()
-        registry.replace_all([DeviceSpec(name="watch", address=IDENTITY, irk=IRK)])
+        registry.replace_all([DeviceSpec(name="watch", address=IDENTITY)])
+        registry.set_keys({"watch": IRK})  # its key from the identity-keys Secret
         recorder = Recorder(tmp_path / f"{gw}.jsonl")
         monitor = Monitor(
             gw,
