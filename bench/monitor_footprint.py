@@ -92,6 +92,7 @@ def standin(devices: list[dict[str, Any]]) -> web.Application:
             "deviceclasses",
             "gatewayreports",
             "leases",
+            "secrets",  # the identity keys' Secret (none here: a list of nothing)
         ):
             items = []
         elif request.method == "GET":
