@@ -290,6 +290,41 @@ async def test_an_address_two_classes_match_is_one_device_while_the_watch_lags()
     assert list(ctl.unseen) == ["aa-c0ffee000007"]  # the strongest gateway's class
 
 
+async def test_an_address_stays_taken_until_both_watches_show_its_device() -> None:
+    """The discovery watch shows the new Device before the state watch does (two
+    reflectors, each at its own pace): until the state's Devices carry its address, the
+    address must stay taken, or the other class's Device is made in that gap."""
+    from extender.state.reports import Candidate, ReportFacts
+
+    strict = DeviceClass(name="aa", uid="a", filter=Filter(), arrival_rssi=-60)
+    loose = DeviceClass(name="bb", uid="b", filter=Filter(), arrival_rssi=-80)
+    labels = {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"}
+    nodes = {n: NodeFacts(n, "gateway", "arm64", labels) for n in ("gw-a", "gw-b")}
+    address = "C0:FF:EE:00:00:08"
+    reports = Ns(
+        facts={
+            "gw-a": ReportFacts("gw-a", {}, (Candidate("gw-a", address, "aa", -50, T),)),
+            "gw-b": ReportFacts("gw-b", {}, (Candidate("gw-b", address, "bb", -70, T),)),
+        },
+        synced=True,
+    )
+    store, api = StateStore(), Api()
+    store.snapshot = Snapshot(nodes=nodes, nodes_synced=True, devices_synced=True)
+    discovered = Ns(facts={}, synced=True)
+    ctl = controller(api, store, strict, discovered, reports=reports, clock=lambda: T)
+    ctl.classes.facts["bb"] = loose
+    await ctl.step(T)
+    (name,) = ctl.unseen
+    # our watch shows it; the state's Devices (where addresses are read) do not yet
+    discovered.facts[name] = Discovered(
+        name, "uid-aa", address.replace(":", ""), "aa", "approved", T
+    )
+    for _ in range(3):
+        await ctl.step(T + 1)
+    assert api.calls.count("create_cluster_custom_object") == 1
+    assert name in ctl.unseen
+
+
 async def test_a_write_that_keeps_failing_is_retried_less_and_less_often() -> None:
     """A template every create of which is refused (an admission policy, a 422): each
     pass resent it, one write a second per Device and function for as long as the class
