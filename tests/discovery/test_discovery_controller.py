@@ -261,18 +261,17 @@ async def test_a_device_denied_after_approval_loses_its_functions_once() -> None
     assert api.calls == []
 
 
-async def test_an_address_two_classes_match_is_one_device_while_the_watch_lags() -> None:
-    """Two gateways match one advert to two classes (each class's arrival RSSI met by
-    one of them). A pass makes the first class's Device; the next, before the watch
-    shows it, made the other class's too: two Devices, two sets of functions, for one
-    device."""
+def two_classes_one_address(
+    address: str, discovered: Any = None
+) -> tuple[Any, DiscoveryController]:
+    """Two labelled gateways report one advert, each for another class: gw-a (-50 dBm)
+    meets class aa's arrival RSSI (-60), gw-b (-70) only class bb's (-80)."""
     from extender.state.reports import Candidate, ReportFacts
 
     strict = DeviceClass(name="aa", uid="a", filter=Filter(), arrival_rssi=-60)
     loose = DeviceClass(name="bb", uid="b", filter=Filter(), arrival_rssi=-80)
     labels = {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"}
     nodes = {n: NodeFacts(n, "gateway", "arm64", labels) for n in ("gw-a", "gw-b")}
-    address = "C0:FF:EE:00:00:07"
     reports = Ns(
         facts={
             "gw-a": ReportFacts("gw-a", {}, (Candidate("gw-a", address, "aa", -50, T),)),
@@ -282,8 +281,17 @@ async def test_an_address_two_classes_match_is_one_device_while_the_watch_lags()
     )
     store, api = StateStore(), Api()
     store.snapshot = Snapshot(nodes=nodes, nodes_synced=True, devices_synced=True)
-    ctl = controller(api, store, strict, reports=reports, clock=lambda: T)
+    ctl = controller(api, store, strict, discovered, reports=reports, clock=lambda: T)
     ctl.classes.facts["bb"] = loose
+    return api, ctl
+
+
+async def test_an_address_two_classes_match_is_one_device_while_the_watch_lags() -> None:
+    """Two gateways match one advert to two classes (each class's arrival RSSI met by
+    one of them). A pass makes the first class's Device; the next, before the watch
+    shows it, made the other class's too: two Devices, two sets of functions, for one
+    device."""
+    api, ctl = two_classes_one_address("C0:FF:EE:00:00:07")
     for _ in range(3):  # the watch lags: no pass sees the Device made
         await ctl.step(T)
     assert api.calls.count("create_cluster_custom_object") == 1
@@ -294,25 +302,9 @@ async def test_an_address_stays_taken_until_both_watches_show_its_device() -> No
     """The discovery watch shows the new Device before the state watch does (two
     reflectors, each at its own pace): until the state's Devices carry its address, the
     address must stay taken, or the other class's Device is made in that gap."""
-    from extender.state.reports import Candidate, ReportFacts
-
-    strict = DeviceClass(name="aa", uid="a", filter=Filter(), arrival_rssi=-60)
-    loose = DeviceClass(name="bb", uid="b", filter=Filter(), arrival_rssi=-80)
-    labels = {TIER_LABEL: "gateway", GATEWAY_LABEL: "true"}
-    nodes = {n: NodeFacts(n, "gateway", "arm64", labels) for n in ("gw-a", "gw-b")}
     address = "C0:FF:EE:00:00:08"
-    reports = Ns(
-        facts={
-            "gw-a": ReportFacts("gw-a", {}, (Candidate("gw-a", address, "aa", -50, T),)),
-            "gw-b": ReportFacts("gw-b", {}, (Candidate("gw-b", address, "bb", -70, T),)),
-        },
-        synced=True,
-    )
-    store, api = StateStore(), Api()
-    store.snapshot = Snapshot(nodes=nodes, nodes_synced=True, devices_synced=True)
     discovered = Ns(facts={}, synced=True)
-    ctl = controller(api, store, strict, discovered, reports=reports, clock=lambda: T)
-    ctl.classes.facts["bb"] = loose
+    api, ctl = two_classes_one_address(address, discovered)
     await ctl.step(T)
     (name,) = ctl.unseen
     # our watch shows it; the state's Devices (where addresses are read) do not yet

@@ -26,14 +26,16 @@ pytestmark = pytest.mark.dbus
 BACKOFF = Backoff(initial_s=0.05, factor=2.0, cap_s=0.4, jitter=0.0)
 
 
-def fast_reader(strap: FakeStrap, got: list[bytes], metrics: Metrics) -> HeartRateReader:
+def fast_reader(
+    strap: FakeStrap, got: list[bytes], metrics: Metrics, **timeouts: float
+) -> HeartRateReader:
     return HeartRateReader(
         strap.address.lower(),  # BlueZ spells it upper case; the reader must not care
         got.append,
         metrics,
         scan_timeout_s=0.3,
-        connect_timeout_s=5.0,
         backoff=BACKOFF,
+        **{"connect_timeout_s": 5.0, **timeouts},
     )
 
 
@@ -188,14 +190,6 @@ async def test_shutdown_stops_notifications_and_disconnects(strap: FakeStrap) ->
     assert await bus_connections(strap) == connections - 1  # the session's bus is closed
 
 
-def watchful_reader(
-    strap: FakeStrap, got: list[bytes], metrics: Metrics, **timeouts: float
-) -> HeartRateReader:
-    return HeartRateReader(
-        strap.address, got.append, metrics, scan_timeout_s=0.3, backoff=BACKOFF, **timeouts
-    )
-
-
 async def test_a_silent_subscription_on_a_live_link_is_ended_and_made_again(
     strap: FakeStrap,
 ) -> None:
@@ -203,7 +197,7 @@ async def test_a_silent_subscription_on_a_live_link_is_ended_and_made_again(
     unsubscribes, disconnects and subscribes again, instead of waiting for ever."""
     got: list[bytes] = []
     metrics = Metrics()
-    reader = watchful_reader(strap, got, metrics, silence_timeout_s=0.6)
+    reader = fast_reader(strap, got, metrics, silence_timeout_s=0.6)
     task = asyncio.create_task(reader.run())
     try:
         await eventually(lambda: strap.connected and strap.characteristic.notifying)
@@ -221,7 +215,7 @@ async def test_a_silent_subscription_on_a_live_link_is_ended_and_made_again(
 async def test_a_strap_that_keeps_notifying_keeps_its_session(strap: FakeStrap) -> None:
     got: list[bytes] = []
     metrics = Metrics()
-    reader = watchful_reader(strap, got, metrics, silence_timeout_s=0.6)
+    reader = fast_reader(strap, got, metrics, silence_timeout_s=0.6)
     task = asyncio.create_task(reader.run())
     try:
         await eventually(lambda: strap.connected and strap.characteristic.notifying)
@@ -243,7 +237,7 @@ async def test_a_start_notify_that_never_answers_is_given_up_and_tried_again(
     got: list[bytes] = []
     metrics = Metrics()
     strap.hang_start_notify = 1  # the first link's StartNotify never answers
-    reader = watchful_reader(strap, got, metrics, connect_timeout_s=0.8)
+    reader = fast_reader(strap, got, metrics, connect_timeout_s=0.8)
     task = asyncio.create_task(reader.run())
     try:
         await eventually(lambda: strap.links == 2 and strap.characteristic.notifying, within=10)
